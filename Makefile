@@ -1,0 +1,58 @@
+# Efficient Federated Learning -- one command to render the course, one to test it.
+#   make course   run every notebook headless -> build/ (executed notebooks, HTML, results.json)
+#   make test     unit tests + every notebook under nbval + papermill tests
+#   make bench    benchmarks -> benchmarks/results/*.json
+#   make student  nbgrader-style student versions -> build/student/
+#   make lab      JupyterLab on notebooks/
+# Each target builds .venv (pip install -e .[dev]) unless a virtualenv is already active.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+
+ifdef VIRTUAL_ENV
+PY := python
+ENV_STAMP := $(VIRTUAL_ENV)/.fedlab-installed
+else
+PY := $(VENV)/bin/python
+ENV_STAMP := $(VENV)/.fedlab-installed
+endif
+
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+export FEDLAB_PROGRESS ?= 0
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: env course test unit notebooks bench student lab clean
+
+env: $(ENV_STAMP)
+
+$(ENV_STAMP): pyproject.toml
+ifndef VIRTUAL_ENV
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+endif
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+course: $(ENV_STAMP)
+	$(PY) -m fedlab_utils run --out build
+
+test: $(ENV_STAMP)
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+unit: $(ENV_STAMP)
+	$(PY) -m pytest tests
+
+notebooks: $(ENV_STAMP)
+	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env
+
+bench: $(ENV_STAMP)
+	$(PY) benchmarks/run.py
+
+student: $(ENV_STAMP)
+	$(PY) -m fedlab_utils student --out build/student
+
+lab: $(ENV_STAMP)
+	FEDLAB_PROGRESS=1 $(PY) -m jupyter lab notebooks/
+
+clean:
+	rm -rf build

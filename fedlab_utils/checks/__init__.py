@@ -1,0 +1,61 @@
+"""Exercise checks.  A check **raises** ``AssertionError`` with a hint when an answer is wrong
+and returns quietly (after printing a short confirmation) when it is right.  It never just
+prints "failed".
+
+Each lesson's checks live in a submodule named after it (``checks.baseline``,
+``checks.pruning``, ...); the helpers here are what they are built from.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["expect", "expect_close", "expect_tensors_close", "passed"]
+
+
+def passed(name: str) -> None:
+    """Print the one-line confirmation a student sees when a check passes."""
+    print(f"✓ {name}: correct")
+
+
+def expect(condition: bool, hint: str) -> None:
+    """Raise ``AssertionError(hint)`` unless ``condition`` holds."""
+    if not condition:
+        raise AssertionError(hint)
+
+
+def expect_close(actual, expected: float, what: str, rel: float = 1e-6, abs_: float = 0.0, hint: str = "") -> None:
+    """``actual`` must be a number within the tolerance of ``expected``."""
+    if isinstance(actual, torch.Tensor):
+        actual = actual.item() if actual.numel() == 1 else actual
+    expect(isinstance(actual, (int, float)) and not isinstance(actual, bool),
+           f"{what}: expected a number, got {type(actual).__name__}. {hint}".strip())
+    expect(math.isclose(actual, expected, rel_tol=rel, abs_tol=abs_),
+           f"{what}: got {actual!r}, expected {expected!r}. {hint}".strip())
+
+
+def expect_tensors_close(actual: dict | torch.Tensor, expected: dict | torch.Tensor, what: str,
+                         atol: float = 1e-6, hint: str = "") -> None:
+    """Tensors (or dicts of them, same keys) must match within ``atol``."""
+    if isinstance(expected, dict):
+        expect(isinstance(actual, dict) and set(actual) == set(expected),
+               f"{what}: expected a dict with keys {sorted(expected)}, got "
+               f"{sorted(actual) if isinstance(actual, dict) else type(actual).__name__}. {hint}".strip())
+        for key in expected:
+            expect_tensors_close(actual[key], expected[key], f"{what}[{key!r}]", atol, hint)
+        return
+    expect(isinstance(actual, torch.Tensor), f"{what}: expected a tensor, got {type(actual).__name__}. {hint}".strip())
+    expect(actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}. {hint}".strip())
+    err = (actual.detach().float().cpu() - expected.detach().float().cpu()).abs().max().item()
+    expect(err <= atol, f"{what}: off by up to {err:.3g} (tolerance {atol}). {hint}".strip())
+
+
+def call_safely(fn: Callable, *args, what: str):
+    """Call a student's function; turn a crash (or a leftover NotImplementedError) into a hint."""
+    try:
+        return fn(*args)
+    except NotImplementedError as exc:
+        raise AssertionError(f"{what}: not implemented yet -- replace `raise NotImplementedError()` "
+                             "with your code") from exc

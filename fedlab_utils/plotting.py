@@ -1,0 +1,88 @@
+"""The course's plots, in one style.  Every function returns matplotlib objects to tweak.
+
+* :func:`plot_accuracy` – test accuracy against round, several runs on one axis;
+* :func:`plot_accuracy_vs_mb` – accuracy against cumulative MB uploaded (the Pareto view);
+* :func:`plot_energy` – modelled joules split into compute, uplink and downlink;
+* :func:`plot_label_heatmap` – clients × classes label counts of a partition.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .federated import History
+
+__all__ = ["use_style", "plot_accuracy", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "COLORS"]
+
+COLORS = {"compute": "#4C72B0", "uplink": "#DD8452", "downlink": "#55A868"}
+_STYLE = {"figure.figsize": (6.4, 3.8), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
+          "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False, "font.size": 10}
+
+
+def use_style() -> None:
+    """Apply the course style to every later figure."""
+    plt.rcParams.update(_STYLE)
+
+
+def _runs(histories: Sequence[History] | dict[str, History]) -> list[History]:
+    return list(histories.values()) if isinstance(histories, dict) else list(histories)
+
+
+def _axes(ax):
+    if ax is None:
+        use_style()
+        fig, ax = plt.subplots()
+        return fig, ax
+    return ax.figure, ax
+
+
+def plot_accuracy(histories, ax=None, target: float | None = None, title: str = "Test accuracy per round"):
+    """Accuracy (%) against round for each run; an optional dashed line at ``target``."""
+    fig, ax = _axes(ax)
+    for h in _runs(histories):
+        ax.plot(h.rounds, 100 * np.asarray(h.accuracy), label=h.label)
+    if target is not None:
+        ax.axhline(100 * target, ls="--", c="grey", lw=1, label=f"target {100 * target:.0f}%")
+    ax.set(xlabel="round", ylabel="test accuracy (%)", title=title)
+    ax.legend()
+    return fig, ax
+
+
+def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Accuracy vs data uploaded"):
+    """Accuracy (%) against cumulative MB uploaded: up-and-left is better."""
+    fig, ax = _axes(ax)
+    for h in _runs(histories):
+        ax.plot(h.cumulative("bytes_up") / 1e6, 100 * np.asarray(h.accuracy), marker=".", label=h.label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel="cumulative MB uploaded (all clients)", ylabel="test accuracy (%)", title=title)
+    ax.legend()
+    return fig, ax
+
+
+def plot_energy(histories, ax=None, title: str | None = None):
+    """Stacked bars of modelled joules (compute / uplink / downlink) per run."""
+    fig, ax = _axes(ax)
+    runs = _runs(histories)
+    bottom = np.zeros(len(runs))
+    for part in ("compute", "uplink", "downlink"):
+        values = np.array([getattr(h.energy(), part) for h in runs])
+        ax.bar([h.label for h in runs], values, bottom=bottom, color=COLORS[part], label=part)
+        bottom += values
+    profiles = sorted({h.profile for h in runs})
+    ax.set(ylabel="joules (modelled, all clients)", title=title or f"Where the energy goes ({', '.join(profiles)})")
+    ax.legend()
+    return fig, ax
+
+
+def plot_label_heatmap(counts: np.ndarray, ax=None, title: str = "Labels per client"):
+    """Clients (rows) × classes (columns) heatmap of sample counts."""
+    fig, ax = _axes(ax)
+    image = ax.imshow(counts, aspect="auto", cmap="Blues", interpolation="nearest")
+    ax.set(xlabel="class", ylabel="client", title=title)
+    ax.set_xticks(range(counts.shape[1]))
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, label="samples")
+    return fig, ax

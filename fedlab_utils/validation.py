@@ -1,0 +1,58 @@
+"""Parameter checks with errors that name the parameter, the value and what is valid.
+
+Notebooks call these in their setup cell, so a papermill run with a bad parameter fails
+at once with a message a student can act on, instead of deep inside training.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection
+from numbers import Real
+
+__all__ = ["check_choice", "check_int", "check_real", "check_fraction", "check_optional_path"]
+
+
+def check_choice(name: str, value: object, choices: Collection) -> object:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {sorted(map(str, choices))}")
+    return value
+
+
+def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
+    """Raise ``ValueError`` unless ``value`` is an int in ``[low, high]``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not valid; it must be an integer")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name}={value!r} is out of range; valid: {_interval(low, high, True, True)}")
+    return value
+
+
+def check_real(name: str, value: object, low: float | None = None, high: float | None = None,
+               low_inclusive: bool = True, high_inclusive: bool = True) -> float:
+    """Raise ``ValueError`` unless ``value`` is a real number in the given interval."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not valid; it must be a number")
+    too_low = low is not None and (value < low if low_inclusive else value <= low)
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high:
+        raise ValueError(f"{name}={value!r} is out of range; valid: "
+                         f"{_interval(low, high, low_inclusive, high_inclusive)}")
+    return float(value)
+
+
+def check_fraction(name: str, value: object) -> float:
+    """A fraction in ``(0, 1]``, e.g. the share of clients sampled per round."""
+    return check_real(name, value, 0.0, 1.0, low_inclusive=False)
+
+
+def check_optional_path(name: str, value: object) -> str | None:
+    """``None`` or a non-empty string path."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"{name}={value!r} is not valid; use None or a file path string")
+    return value
+
+
+def _interval(low, high, low_inclusive, high_inclusive) -> str:
+    left = ("[" if low_inclusive else "(") + ("-inf" if low is None else str(low))
+    right = ("inf" if high is None else str(high)) + ("]" if high_inclusive else ")")
+    return f"{left}, {right}"
