@@ -1,0 +1,22 @@
+"""Shared test settings: headless plots, no progress bars, a small dataset fixture."""
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("FEDLAB_PROGRESS", "0")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from fedlab_utils.data import load_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8×8 digits: small and fast, real data."""
+    return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
