@@ -137,6 +137,22 @@ def cmd_run(args) -> int:
     return 0
 
 
+def mark_solution_cells(nb) -> int:
+    """Give every cell holding ``### BEGIN SOLUTION`` nbgrader's solution metadata (schema 3).
+
+    nbgrader only clears regions in cells marked as solution cells; marking them here keeps the
+    committed notebooks clean while ``nbgrader generate_assignment`` and ``student`` both work.
+    """
+    marked = 0
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
+            cell.metadata.setdefault("nbgrader", {}).update(
+                {"solution": True, "grade": False, "locked": False, "schema_version": 3,
+                 "grade_id": cell.metadata.get("nbgrader", {}).get("grade_id", f"exercise-cell-{index}")})
+            marked += 1
+    return marked
+
+
 def cmd_student(args) -> int:
     import nbformat
     from nbgrader.preprocessors import ClearSolutions
@@ -144,6 +160,8 @@ def cmd_student(args) -> int:
     out = Path(args.out)
     for path in find_notebooks(args.notebooks):
         nb = nbformat.read(path, as_version=4)
+        if not mark_solution_cells(nb):
+            raise CourseError(f"{path.name} has no '### BEGIN SOLUTION' region to clear")
         nb, _ = ClearSolutions().preprocess(nb, {})
         for cell in nb.cells:
             if cell.cell_type == "code":

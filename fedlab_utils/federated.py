@@ -162,6 +162,8 @@ def train_locally(model: nn.Module, data: ClientData, local: LocalTraining, *, g
     model.train()
     device = data.x.device
     optimizer = make_optimizer(local.optimizer, model.parameters(), local.lr, local.weight_decay)
+    if local.precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'")
     scaler = torch.amp.GradScaler("cuda") if local.precision == "fp16" else None
     n = len(data)
     batch = n if local.batch_size is None else min(local.batch_size, n)

@@ -41,13 +41,14 @@ def flatten(update: Update) -> torch.Tensor:
 
 def unflatten(vector: torch.Tensor, template: Update) -> Update:
     """Inverse of :func:`flatten`: cut ``vector`` into tensors shaped (and placed) like ``template``."""
+    needed = sum(ref.numel() for ref in template.values())
+    if needed != vector.numel():
+        raise ValueError(f"payload holds {vector.numel()} values but the template needs {needed}")
     out, start = {}, 0
     for name, ref in template.items():
         n = ref.numel()
         out[name] = vector[start:start + n].reshape(ref.shape).to(ref.device, ref.dtype)
         start += n
-    if start != vector.numel():
-        raise ValueError(f"payload holds {vector.numel()} values but the template needs {start}")
     return out
 
 

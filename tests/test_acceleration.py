@@ -1,0 +1,324 @@
+"""Tests for fedlab_utils.acceleration: server optimizers against hand computations, the vmap
+backend against the sequential one, mixed precision on the CPU, the pitfall demos, the checks."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fedlab_utils import acceleration as acc
+from fedlab_utils.checks import acceleration as checks
+from fedlab_utils.data import client_data, partition
+from fedlab_utils.federated import (ClientTransform, FedAvgServer, History, LocalTraining, RoundRecord,
+                                    SequentialTrainer, apply_delta, run)
+from fedlab_utils.ledger import Energy
+from fedlab_utils.models import make_model
+
+
+# ----------------------------------------------------------------------------- server steps by hand
+def _two_params():
+    """A 2-parameter model's state (Linear(1, 1): one weight, one bias) and two server updates."""
+    state = {"weight": torch.tensor([[1.0]]), "bias": torch.tensor([-2.0])}
+    updates = [{"weight": torch.tensor([[0.1]]), "bias": torch.tensor([-0.2])},
+               {"weight": torch.tensor([[0.3]]), "bias": torch.tensor([0.1])},
+               {"weight": torch.tensor([[0.0]]), "bias": torch.tensor([0.05])}]
+    return state, updates
+
+
+def _as_floats(state):
+    return [state["weight"].item(), state["bias"].item()]
+
+
+def test_fedavgm_matches_hand_computation():
+    state, updates = _two_params()
+    server = acc.FedAvgM(lr=1.0, momentum=0.9)
+    x1 = server.step(state, updates[0])  # v = Δ1 = (0.1, -0.2);  x = (1.1, -2.2)
+    assert _as_floats(x1) == pytest.approx([1.1, -2.2], abs=1e-6)
+    x2 = server.step(x1, updates[1])  # v = 0.9·(0.1, -0.2) + (0.3, 0.1) = (0.39, -0.08)
+    assert _as_floats(server.velocity) == pytest.approx([0.39, -0.08], abs=1e-6)
+    assert _as_floats(x2) == pytest.approx([1.49, -2.28], abs=1e-6)
+    half = acc.FedAvgM(lr=0.5, momentum=0.9)
+    assert _as_floats(half.step(half.step(state, updates[0]), updates[1])) == pytest.approx(
+        [1.0 + 0.5 * 0.1 + 0.5 * 0.39, -2.0 - 0.5 * 0.2 - 0.5 * 0.08], abs=1e-6)
+
+
+def _scalar_fedopt(x0, deltas, variant, lr, b1, b2, tau):
+    """Reddi et al. Algorithm 2 for one coordinate, in plain Python floats."""
+    x, m, v = x0, 0.0, tau ** 2
+    for d in deltas:
+        m = b1 * m + (1 - b1) * d
+        if variant == "adagrad":
+            v = v + d * d
+        elif variant == "adam":
+            v = b2 * v + (1 - b2) * d * d
+        else:
+            v = v - (1 - b2) * d * d * math.copysign(1.0, v - d * d) if v != d * d else v
+        x = x + lr * m / (math.sqrt(v) + tau)
+    return x
+
+
+@pytest.mark.parametrize("variant", ["adam", "yogi", "adagrad"])
+def test_adaptive_servers_match_hand_computation(variant):
+    state, updates = _two_params()
+    server = {"adam": acc.FedAdam, "yogi": acc.FedYogi, "adagrad": acc.FedAdagrad}[variant](lr=0.1)
+    x = state
+    for r in range(1, 4):
+        x = server.step(x, updates[r - 1])
+        expected = [_scalar_fedopt(x0, [u[key].item() for u in updates[:r]], variant, 0.1, 0.9, 0.99, 1e-3)
+                    for x0, key in ((1.0, "weight"), (-2.0, "bias"))]
+        assert _as_floats(x) == pytest.approx(expected, rel=1e-5, abs=1e-6), f"round {r}"
+
+
+def test_first_adam_step_by_hand():
+    # m = 0.1·0.1 = 0.01; v = 0.99·1e-6 + 0.01·0.01 = 1.0099e-4; step = 0.1·0.01/(√v + 1e-3)
+    state, updates = _two_params()
+    x = acc.FedAdam(lr=0.1).step(state, updates[0])
+    assert x["weight"].item() == pytest.approx(1.0 + 0.1 * 0.01 / (math.sqrt(1.0099e-4) + 1e-3), rel=1e-6)
+
+
+def test_yogi_differs_from_adam_when_updates_shrink():
+    state, updates = _two_params()
+    big = {"weight": torch.tensor([[1.0]]), "bias": torch.tensor([1.0])}
+    small = {"weight": torch.tensor([[1e-3]]), "bias": torch.tensor([1e-3])}
+    adam, yogi = acc.FedAdam(lr=0.1), acc.FedYogi(lr=0.1)
+    for u in (big, small, small):
+        adam.step(state, u)
+        yogi.step(state, u)
+    # Adam's v decays multiplicatively, Yogi's additively: Yogi keeps the larger v here.
+    assert yogi.v["weight"].item() > adam.v["weight"].item()
+
+
+def test_fedavgm_momentum_zero_is_fedavg_bitwise():
+    gen = torch.Generator().manual_seed(0)
+    state = {"w": torch.randn(5, 3, generator=gen)}
+    server, reference = acc.FedAvgM(lr=0.7, momentum=0.0), FedAvgServer(lr=0.7)
+    x, y = state, state
+    for _ in range(4):
+        update = {"w": torch.randn(5, 3, generator=gen)}
+        x, y = server.step(x, update), reference.step(y, update)
+        assert torch.equal(x["w"], y["w"])
+
+
+def _federation(digits, num_clients=6, method="iid", seed=0):
+    parts = partition(digits.y_train, num_clients, method, alpha=0.3, seed=seed)
+    return client_data(digits, parts)
+
+
+def test_fedavgm_momentum_zero_equals_fedavg_in_the_loop(digits):
+    clients = _federation(digits)
+    model = make_model("mlp", digits.input_shape, 10)
+    common = dict(rounds=3, fraction=0.5, local=LocalTraining(lr=0.1), seed=1)
+    h_avg = run(model, clients, (digits.x_test, digits.y_test), **common)
+    h_m0 = run(model, clients, (digits.x_test, digits.y_test), server=acc.FedAvgM(momentum=0.0), **common)
+    h_m9 = run(model, clients, (digits.x_test, digits.y_test), server=acc.FedAvgM(momentum=0.9), **common)
+    assert h_avg.accuracy == h_m0.accuracy
+    for p, q in zip(h_avg.model.parameters(), h_m0.model.parameters()):
+        assert torch.equal(p, q)
+    assert any(not torch.equal(p, q) for p, q in zip(h_avg.model.parameters(), h_m9.model.parameters()))
+
+
+def test_make_server_builds_fresh_validated_servers():
+    assert isinstance(acc.make_server("fedavg"), FedAvgServer)
+    a, b = acc.make_server("fedadam", lr=0.03), acc.make_server("fedadam", lr=0.03)
+    state, updates = _two_params()
+    a.step(state, updates[0])
+    assert a.m is not None and b.m is None
+    a.reset()
+    assert a.m is None
+    with pytest.raises(ValueError, match="server"):
+        acc.make_server("fedsgd")
+    with pytest.raises(ValueError, match="server_lr"):
+        acc.make_server("fedyogi", lr=-1.0)
+    with pytest.raises(ValueError, match="server_momentum"):
+        acc.FedAvgM(momentum=1.0)
+
+
+# ----------------------------------------------------------------------------- FedProx
+def test_fedprox_regularizer_by_hand():
+    model = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+        model.bias.fill_(-1.0)
+    global_state = {"weight": torch.tensor([[1.0]]), "bias": torch.tensor([0.0])}
+    # μ/2·((3−1)² + (−1−0)²) = 0.1/2·5 = 0.25
+    assert acc.FedProx(mu=0.1).regularizer(model, global_state).item() == pytest.approx(0.25)
+    assert acc.FedProx(mu=0.0).regularizer(model, global_state) is None
+    with pytest.raises(ValueError, match="mu"):
+        acc.FedProx(mu=-1)
+
+
+def test_fedprox_keeps_clients_closer_to_global(digits):
+    clients = _federation(digits, method="dirichlet")[:2]
+    model = make_model("mlp", digits.input_shape, 10)
+    received = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    local = LocalTraining(epochs=3, lr=0.1)
+    pairs = list(enumerate(clients))
+
+    def drift(transform):
+        out = SequentialTrainer()(model, received, pairs, local, 1, 0, transform)
+        return sum(float(sum(((s[k] - received[k]) ** 2).sum() for k in s)) for s, _, _ in out)
+
+    assert drift(acc.FedProx(mu=1.0)) < drift(ClientTransform())
+
+
+# ----------------------------------------------------------------------------- vmap backend
+def _max_weight_diff(h1, h2):
+    return max((p - q).abs().max().item() for p, q in zip(h1.model.parameters(), h2.model.parameters()))
+
+
+@pytest.mark.parametrize("local, transform, min_accuracy", [
+    (LocalTraining(epochs=2, batch_size=32, lr=0.1), None, 0.5),
+    (LocalTraining(epochs=1, batch_size=None, lr=0.2, weight_decay=1e-3), acc.FedProx(mu=0.1), 0.0),
+])
+def test_vmap_backend_equals_sequential(digits, local, transform, min_accuracy):
+    # 1437 samples in 6 IID clients: sizes 240 and 239, so two size groups are exercised.
+    clients = _federation(digits, 6)
+    assert len({len(c) for c in clients}) == 2
+    model = make_model("mlp", digits.input_shape, 10)
+    common = dict(rounds=3, fraction=1.0, local=local, seed=3, transform=transform)
+    h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
+    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=acc.VmapTrainer(), **common)
+    assert np.allclose(h_seq.accuracy, h_vec.accuracy, atol=1e-4)
+    assert _max_weight_diff(h_seq, h_vec) < 1e-4
+    assert [r.train_loss for r in h_seq.records] == pytest.approx([r.train_loss for r in h_vec.records], abs=1e-4)
+    assert h_seq.totals()["client_flops"] == h_vec.totals()["client_flops"]
+    assert h_seq.accuracy[-1] > min_accuracy  # it really trained
+
+
+def test_vmap_backend_equals_sequential_on_a_cnn_with_sampling(digits):
+    clients = _federation(digits, 4)
+    model = make_model("cnn", digits.input_shape, 10, channels=(4,))
+    common = dict(rounds=2, fraction=0.5, local=LocalTraining(batch_size=64, lr=0.1), seed=5)
+    h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
+    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=acc.VmapTrainer(max_group=1), **common)
+    assert _max_weight_diff(h_seq, h_vec) < 1e-4
+
+
+@pytest.mark.parametrize("local, transform, match", [
+    (LocalTraining(optimizer="adam"), None, "optimizer"),
+    (LocalTraining(precision="bf16"), None, "precision"),
+    (LocalTraining(), type("Mask", (ClientTransform,), {})(), "transform"),
+])
+def test_vmap_backend_refuses_what_it_cannot_reproduce(digits, local, transform, match):
+    clients = _federation(digits, 2)
+    model = make_model("mlp", digits.input_shape, 10)
+    with pytest.raises(ValueError, match=match):
+        run(model, clients, (digits.x_test, digits.y_test), rounds=1, local=local, transform=transform,
+            trainer=acc.VmapTrainer())
+
+
+def test_make_trainer():
+    assert isinstance(acc.make_trainer("sequential"), SequentialTrainer)
+    assert isinstance(acc.make_trainer("vmap"), acc.VmapTrainer)
+    with pytest.raises(ValueError, match="backend"):
+        acc.make_trainer("threads")
+
+
+def test_time_trainer_reports_positive_rates(digits):
+    clients = _federation(digits, 4)
+    model = make_model("mlp", digits.input_shape, 10)
+    out = acc.time_trainer(acc.VmapTrainer(), model, clients, LocalTraining(), repeats=1)
+    assert out["seconds"] > 0 and out["client_updates_per_s"] == pytest.approx(4 / out["seconds"])
+
+
+# ----------------------------------------------------------------------------- mixed precision on the CPU
+def test_bf16_training_runs_on_cpu(digits):
+    clients = _federation(digits, 2)
+    model = make_model("mlp", digits.input_shape, 10)
+    h = run(model, clients, (digits.x_test, digits.y_test), rounds=2, local=LocalTraining(lr=0.1, precision="bf16"))
+    assert all(math.isfinite(r.train_loss) for r in h.records) and h.accuracy[-1] > 0.3
+    step = acc.time_train_step(model, digits.x_train[:64], digits.y_train[:64], precision="bf16", steps=2)
+    assert step["step_ms"] > 0 and step["precision"] == "bf16"
+
+
+def test_fp16_needs_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: fp16 is allowed")
+    model = make_model("mlp", (4,), 2)
+    with pytest.raises(ValueError, match="fp16"):
+        acc.time_train_step(model, torch.randn(8, 4), torch.zeros(8, dtype=torch.long), precision="fp16", steps=1)
+
+
+# ----------------------------------------------------------------------------- the article's pitfall
+def test_article_loop_learns_nothing():
+    losses = acc.article_loop(steps=600, seed=0)
+    # fresh noise targets: the best possible expected MSE is the noise variance, 1.0
+    assert 0.8 < np.mean(losses[200:]) < 1.2
+    fixed = acc.fixed_data_loop(steps=300, seed=0)
+    assert fixed["losses"][-1] < 0.1 < fixed["losses"][0]
+
+
+def test_adamw_is_adam_without_weight_decay():
+    same = acc.adam_vs_adamw(steps=50, weight_decay=0.0)
+    assert same["max_weight_diff"] == 0.0 and same["adam"] == same["adamw"]
+    assert acc.adam_vs_adamw(steps=50, weight_decay=0.1)["max_weight_diff"] > 0
+
+
+# ----------------------------------------------------------------------------- reading a History
+def _history(accuracies, joules):
+    h = History("t")
+    for r, (a, j) in enumerate(zip(accuracies, joules), start=1):
+        h.records.append(RoundRecord(r, [0], a, 0.0, 0.0, 0, 0, 0, 0.0, Energy(compute=j)))
+    return h
+
+
+def test_rounds_and_joules_to_target():
+    h = _history([0.5, 0.8, 0.7, 0.9], [1.0, 2.0, 3.0, 4.0])
+    assert acc.rounds_to_target(h, 0.8) == 2 and acc.joules_to_target(h, 0.8) == pytest.approx(3.0)
+    assert acc.rounds_to_target(h, 0.95) is None and acc.joules_to_target(h, 0.95) is None
+
+
+# ----------------------------------------------------------------------------- exercise checks, both ways
+def test_check_fedavgm_step_accepts_the_solution():
+    checks.check_fedavgm_step(acc.fedavgm_step)
+
+
+def _ema_fedavgm(global_state, update, velocity, lr, momentum):
+    velocity = velocity or {k: torch.zeros_like(v) for k, v in update.items()}
+    velocity = {k: momentum * velocity[k] + (1 - momentum) * update[k] for k in update}
+    return apply_delta(global_state, velocity, lr), velocity
+
+
+def _no_memory_fedavgm(global_state, update, velocity, lr, momentum):
+    return apply_delta(global_state, update, lr), update
+
+
+@pytest.mark.parametrize("wrong", [_ema_fedavgm, _no_memory_fedavgm])
+def test_check_fedavgm_step_rejects_wrong_answers(wrong):
+    with pytest.raises(AssertionError, match="momentum"):
+        checks.check_fedavgm_step(wrong)
+
+
+def test_check_fedavgm_step_stub_gives_a_hint():
+    def stub(*args):
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError, match="not implemented"):
+        checks.check_fedavgm_step(stub)
+
+
+def _to_target(history, target):
+    return acc.rounds_to_target(history, target), acc.joules_to_target(history, target)
+
+
+def test_check_to_target_accepts_the_solution():
+    checks.check_to_target(_to_target)
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda h, t: (next((i for i, a in enumerate(h.accuracy) if a >= t), None), 0.0),  # 0-based
+    lambda h, t: _to_target(h, t + 1e-9),  # strict >
+    lambda h, t: (acc.rounds_to_target(h, t), sum(r.energy.total for r in h.records)),  # all joules
+    lambda h, t: (acc.rounds_to_target(h, t) or 0, acc.joules_to_target(h, t) or 0.0),  # no None
+])
+def test_check_to_target_rejects_wrong_answers(wrong):
+    with pytest.raises(AssertionError):
+        checks.check_to_target(wrong)
+
+
+def test_check_to_target_stub_gives_a_hint():
+    def stub(history, target):
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError, match="not implemented"):
+        checks.check_to_target(stub)
