@@ -17,7 +17,6 @@ PY := $(VENV)/bin/python
 ENV_STAMP := $(VENV)/.fedlab-installed
 endif
 
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 export FEDLAB_PROGRESS ?= 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -128,10 +129,20 @@ def cmd_run(args) -> int:
         (out / "results" / f"{path.stem}.json").unlink(missing_ok=True)
     print(f"Running {len(notebooks)} notebook(s) -> {out}/")
     collected = {}
-    for path in notebooks:
-        result = execute(path, params, out, html=not args.no_html)
-        if result is not None:
-            collected[path.stem] = json.loads(result.read_text())
+    # Kernels inherit our environment: a headless MPLBACKEND=Agg would drop every figure from the
+    # executed notebooks and HTML, so kernels get the inline backend, which needs no display.
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        for path in notebooks:
+            result = execute(path, params, out, html=not args.no_html)
+            if result is not None:
+                collected[path.stem] = json.loads(result.read_text())
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
     atomic_write_text(out / "results.json", json.dumps(collected, indent=2))
     print(f"\nResults: {out / 'results.json'}\n" + summarize(collected))
     return 0

@@ -55,7 +55,8 @@ def _tiny_notebook(path: Path, body: str) -> Path:
     return path
 
 
-RECORD = "from fedlab_utils.results import record_results\nrecord_results(results_path, 'tiny', {'x': x})"
+RECORD = ("from fedlab_utils.results import record_results\nrecord_results(results_path, 'tiny', {'x': x})\n"
+          "import matplotlib.pyplot as plt\nplt.plot([0, x])")
 
 
 def test_run_collects_results_and_renders_html(tmp_path, capsys):
@@ -65,6 +66,9 @@ def test_run_collects_results_and_renders_html(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["10_tiny"]["metrics"] == {"x": 3}
     assert (out / "html" / "10_tiny.html").read_text().count("<html") == 1
+    executed = nbformat.read(out / "notebooks" / "10_tiny.ipynb", as_version=4)
+    assert any("image/png" in o.get("data", {}) for c in executed.cells for o in c.get("outputs", [])), \
+        "figures must reach the executed notebook (inline backend, not Agg)"
     assert (out / "notebooks" / "10_tiny.ipynb").exists()
     assert "10_tiny" in capsys.readouterr().out
 
