@@ -45,7 +45,7 @@ from .validation import check_choice, check_int
 from .wire import Codec, Fp32Codec
 
 __all__ = ["split_sequential", "stage_boundaries", "StagedModel", "PipelineReport", "pipeline_train_step",
-           "gpipe_makespan", "ideal_bubble", "reference_step", "find_free_port", "MultiProcessResult",
+           "gpipe_schedule", "gpipe_makespan", "plot_schedule", "ideal_bubble", "reference_step", "find_free_port", "MultiProcessResult",
            "run_multiprocess_pipeline", "split_at", "client_training_flops_per_sample", "CutInfo",
            "cut_profile", "splitfed_run", "bytes_vs_local_size", "energy_by_profile", "article_large_net"]
 
@@ -145,24 +145,52 @@ def ideal_bubble(num_stages: int, micro_batches: int) -> float:
     return (num_stages - 1) / (micro_batches + num_stages - 1)
 
 
-def gpipe_makespan(forward: np.ndarray, backward: np.ndarray) -> float:
-    """Replay the GPipe schedule on per-cell durations (arrays S×M) and return its length.
+def gpipe_schedule(forward: np.ndarray, backward: np.ndarray) -> dict[str, np.ndarray]:
+    """Replay the GPipe schedule on per-cell durations (arrays S×M): start and end of every cell.
 
     A stage runs its micro-batches in order; forward cell (s, m) waits for (s−1, m); backward
     starts on the last stage after its last forward and flows back, (s, m) waiting for (s+1, m).
     """
     S, M = forward.shape
-    f_end = np.zeros((S, M))
+    f_start, f_end, b_start, b_end = (np.zeros((S, M)) for _ in range(4))
     for s in range(S):
         for m in range(M):
-            start = max(f_end[s - 1, m] if s else 0.0, f_end[s, m - 1] if m else 0.0)
-            f_end[s, m] = start + forward[s, m]
-    b_end = np.zeros((S, M))
+            f_start[s, m] = max(f_end[s - 1, m] if s else 0.0, f_end[s, m - 1] if m else 0.0)
+            f_end[s, m] = f_start[s, m] + forward[s, m]
     for s in reversed(range(S)):
         for m in range(M):
-            start = max(b_end[s + 1, m] if s < S - 1 else f_end[s, M - 1], b_end[s, m - 1] if m else f_end[s, M - 1])
-            b_end[s, m] = start + backward[s, m]
-    return float(b_end.max())
+            after = b_end[s + 1, m] if s < S - 1 else f_end[s, M - 1]
+            b_start[s, m] = max(after, b_end[s, m - 1] if m else f_end[s, M - 1])
+            b_end[s, m] = b_start[s, m] + backward[s, m]
+    return {"f_start": f_start, "f_end": f_end, "b_start": b_start, "b_end": b_end}
+
+
+def gpipe_makespan(forward: np.ndarray, backward: np.ndarray) -> float:
+    """Length of the GPipe schedule replayed on per-cell durations (see :func:`gpipe_schedule`)."""
+    return float(gpipe_schedule(forward, backward)["b_end"].max())
+
+
+def plot_schedule(report: "PipelineReport", ax=None, title: str | None = None):
+    """Gantt chart of the replayed GPipe schedule: one row per stage, forward and backward cells, gaps = bubble."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * report.num_stages))
+    sched = gpipe_schedule(report.forward_s, report.backward_s)
+    for s in range(report.num_stages):
+        for m in range(report.micro_batches):
+            for kind, color in (("f", "#4C72B0"), ("b", "#DD8452")):
+                start, end = 1e3 * sched[f"{kind}_start"][s, m], 1e3 * sched[f"{kind}_end"][s, m]
+                ax.barh(s, end - start, left=start, color=color, edgecolor="white", height=0.8)
+                if end - start > 0.04 * 1e3 * report.makespan_s:
+                    ax.text((start + end) / 2, s, str(m), ha="center", va="center", color="white", fontsize=8)
+    ax.set_yticks(range(report.num_stages), [f"stage {s}" for s in range(report.num_stages)])
+    ax.invert_yaxis()
+    ax.set(xlabel="time (ms, replayed from measured cell times)",
+           title=title or f"GPipe, S={report.num_stages}, M={report.micro_batches}: bubble {100 * report.bubble:.0f}% "
+                          f"(ideal {100 * report.ideal_bubble:.0f}%)")
+    ax.grid(False)
+    return ax.figure, ax
 
 
 @dataclass
@@ -248,18 +276,20 @@ def pipeline_train_step(staged: StagedModel, x: torch.Tensor, y: torch.Tensor, m
             grads[m] = inputs[s][m].grad if s > 0 else None
             _sync(device)
             bwd[s, m] = time.perf_counter() - start
-    out = torch.cat([o.detach() for o in outputs[S - 1]])
+    out = torch.cat([o.detach() for o in outputs[S - 1]]).cpu()
     return PipelineReport(S, M, fwd, bwd, float(sum(loss.item() for loss in losses)), out)
 
 
-def reference_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def reference_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device | str = "cpu",
                    loss_fn: Callable = nn.functional.cross_entropy) -> tuple[torch.Tensor, float, dict]:
-    """Single-device forward + backward of a *copy* of ``model``: (outputs, loss, grads by name)."""
-    probe = copy.deepcopy(model).cpu()
-    out = probe(x.cpu())
-    loss = loss_fn(out, y.cpu())
+    """Single-device forward + backward of a *copy* of ``model`` on ``device``: (outputs, loss, grads by
+    name), returned on the CPU."""
+    probe = copy.deepcopy(model).to(device)
+    out = probe(x.to(device))
+    loss = loss_fn(out, y.to(device))
     loss.backward()
-    return out.detach(), loss.item(), {k: p.grad.detach().clone() for k, p in probe.named_parameters()}
+    return (out.detach().cpu(), loss.item(),
+            {k: p.grad.detach().cpu().clone() for k, p in probe.named_parameters()})
 
 
 # ----------------------------------------------------------------------------- several processes
