@@ -1,0 +1,420 @@
+"""Compressing what clients send: quantization and sparsification codecs for the uplink.
+
+Every codec here implements :class:`fedlab_utils.wire.Codec` (``encode(update, client_id) ->
+bytes`` and ``decode(payload, template) -> update``) and plugs into
+``run(..., uplink=codec)`` (or ``downlink=``).  The ledger counts ``len()`` of the payload,
+so the sizes are real: headers (scales), indices and padding are all included.
+
+Both ends know the model (the template gives names and shapes) and the codec's settings,
+so a payload carries only data.  Formats (little-endian):
+
+==========================  ============================================================
+:class:`QuantizeCodec`      per chunk: fp32 ``lo``, fp32 ``scale``; then all codes bit-packed
+                            at ``bits`` bits each (``x̂ = lo + q·scale``, ``q ∈ [0, 2^b−1]``)
+:class:`SignCodec`          per tensor: fp32 ``mean|x|``; then one sign bit per value
+:class:`TopKCodec`          ``k`` indices bit-packed at ``ceil(log2 n)`` bits, then the ``k``
+                            values (fp32, or encoded by a value codec, e.g. 8-bit)
+:class:`RandomKCodec`       a uint32 seed (both ends regenerate the indices), then the values
+:class:`ErrorFeedback`      wraps any lossy codec; the wire format is the inner codec's
+==========================  ============================================================
+
+The quantization math is also exposed as small functions (:func:`choose_qparams`,
+:func:`quantize`, :func:`dequantize`, :func:`stochastic_round`) so that the notebook can
+build the codec step by step and cross-check it against ``torch.quantize_per_tensor``.
+Deployment-time int8 of a trained model (torchao) is :func:`quantize_model_int8`.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import math
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .validation import check_fraction, check_int
+from .wire import Update, flatten, unflatten
+
+__all__ = ["choose_qparams", "quantize", "dequantize", "stochastic_round", "pack_bits", "unpack_bits",
+           "index_bits", "QuantizeCodec", "SignCodec", "TopKCodec", "RandomKCodec", "ErrorFeedback",
+           "payload_ratio", "quantize_model_int8", "model_size_bytes", "inference_latency"]
+
+
+# ----------------------------------------------------------------------------- the math
+def choose_qparams(x: torch.Tensor, bits: int = 8, signed: bool = False) -> tuple[float, int]:
+    """PyTorch's affine convention: ``scale`` and integer ``zero_point`` covering ``[min(x,0), max(x,0)]``.
+
+    Codes live in ``[0, 2^b−1]`` (``signed=False``, like ``quint8``) or ``[−2^(b−1), 2^(b−1)−1]``
+    (like ``qint8``); ``x ≈ (q − zero_point)·scale`` and 0.0 is represented exactly.
+    """
+    check_int("bits", bits, 1, 16)
+    qmin, qmax = _qrange(bits, signed)
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / (qmax - qmin) if hi > lo else 1.0
+    zero_point = int(np.clip(qmin - round(lo / scale), qmin, qmax))
+    return float(scale), zero_point
+
+
+def _qrange(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def stochastic_round(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Round each value down or up at random so that ``E[round(x)] = x``: ``floor(x + u)``, u ~ U[0, 1)."""
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    return torch.floor(x + u)
+
+
+def quantize(x: torch.Tensor, scale: float, zero_point: int, bits: int = 8, signed: bool = False,
+             stochastic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Integer codes ``clamp(round(x/scale) + zero_point)`` (int64); stochastic rounding if asked.
+
+    Uses ``x · (1/scale)`` and round-half-to-even like PyTorch's kernels, so the codes match
+    ``torch.quantize_per_tensor(x, scale, zero_point, dtype).int_repr()``.
+    """
+    qmin, qmax = _qrange(bits, signed)
+    t = x.float() * (1.0 / scale)
+    t = stochastic_round(t, generator) if stochastic else torch.round(t)
+    return torch.clamp(t + zero_point, qmin, qmax).to(torch.int64)
+
+
+def dequantize(q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """``(q − zero_point) · scale`` as float32."""
+    return (q.to(torch.float32) - zero_point) * scale
+
+
+# ----------------------------------------------------------------------------- bit packing
+def pack_bits(codes: np.ndarray, bits: int) -> bytes:
+    """Pack non-negative integer ``codes`` (< 2^bits) into ``ceil(n·bits/8)`` bytes, MSB first."""
+    check_int("bits", bits, 1, 32)
+    codes = np.asarray(codes)
+    if codes.size and (codes.min() < 0 or int(codes.max()) >> bits):
+        raise ValueError(f"codes must lie in [0, 2^{bits}); got [{codes.min()}, {codes.max()}]")
+    if bits == 8:
+        return codes.astype(np.uint8).tobytes()
+    if bits == 16:
+        return codes.astype(">u2").tobytes()
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
+    matrix = ((codes.astype(np.uint32)[:, None] >> shifts) & 1).astype(np.uint8)
+    return np.packbits(matrix.reshape(-1)).tobytes()
+
+
+def unpack_bits(buffer: bytes, count: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: ``count`` codes of ``bits`` bits each (int64)."""
+    if bits == 8:
+        return np.frombuffer(buffer, dtype=np.uint8, count=count).astype(np.int64)
+    if bits == 16:
+        return np.frombuffer(buffer, dtype=">u2", count=count).astype(np.int64)
+    flat = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), count=count * bits)
+    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.int64)
+    return flat.reshape(count, bits).astype(np.int64) @ weights
+
+
+def packed_len(count: int, bits: int) -> int:
+    """Bytes taken by ``count`` codes of ``bits`` bits: ``ceil(count·bits/8)``."""
+    return (count * bits + 7) // 8
+
+
+def index_bits(n: int) -> int:
+    """The minimal index width for a vector of ``n`` entries: ``ceil(log2 n)`` (at least 1)."""
+    return max(1, math.ceil(math.log2(n))) if n > 1 else 1
+
+
+def _chunks(update: Update, chunk: int | None) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    vector = flatten(update)
+    if chunk is None:  # one chunk per tensor
+        bounds, start = [], 0
+        for t in update.values():
+            bounds.append((start, start + t.numel()))
+            start += t.numel()
+    else:
+        bounds = [(s, min(s + chunk, vector.numel())) for s in range(0, vector.numel(), chunk)]
+    return vector, bounds
+
+
+def _template_size(template: Update) -> int:
+    return sum(t.numel() for t in template.values())
+
+
+# ----------------------------------------------------------------------------- codecs
+class QuantizeCodec:
+    """Uniform ``bits``-bit quantization (1–16), deterministic or stochastic (unbiased, QSGD-style).
+
+    Each chunk (one per tensor by default, or ``chunk`` values) is mapped onto ``2^b`` evenly
+    spaced levels between its min and max: ``x̂ = lo + q·scale`` with ``scale = (max−min)/(2^b−1)``.
+    Deterministic rounding errs by at most ``scale/2``; stochastic rounding errs by at most
+    ``scale`` but is unbiased (``E[x̂] = x``) with variance ≤ ``scale²/4`` per value.
+    The grid spans exactly ``[min, max]`` (a real-valued offset rather than PyTorch's integer
+    zero point), so no value is ever clamped and stochastic rounding stays exactly unbiased.
+    """
+
+    def __init__(self, bits: int = 8, stochastic: bool = False, chunk: int | None = None, seed: int = 0):
+        self.bits = check_int("bits", bits, 1, 16)
+        self.stochastic = bool(stochastic)
+        self.chunk = None if chunk is None else check_int("chunk", chunk, 1)
+        self.seed = seed
+        self._calls: dict[int, int] = {}
+        self.name = f"{'stoch-' if stochastic else ''}q{bits}" + ("" if chunk is None else f"/c{chunk}")
+
+    def _generator(self, client_id: int) -> torch.Generator:
+        call = self._calls.get(client_id, 0)
+        self._calls[client_id] = call + 1
+        state = np.random.SeedSequence([self.seed, client_id, call]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(state))
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        vector, bounds = _chunks(update, self.chunk)
+        levels = (1 << self.bits) - 1
+        generator = self._generator(client_id) if self.stochastic else None
+        header, codes = [], []
+        for start, stop in bounds:
+            part = vector[start:stop]
+            lo, hi = (float(part.min()), float(part.max())) if stop > start else (0.0, 0.0)
+            scale = (hi - lo) / levels if hi > lo else 1.0
+            t = (part - lo) / scale
+            t = stochastic_round(t, generator) if self.stochastic else torch.round(t)
+            codes.append(torch.clamp(t, 0, levels).to(torch.int64))
+            header += [lo, scale]
+        body = pack_bits(torch.cat(codes).numpy(), self.bits)
+        return np.asarray(header, dtype="<f4").tobytes() + body
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        n = _template_size(template)
+        _, bounds = _chunks(template, self.chunk)
+        header = np.frombuffer(payload, dtype="<f4", count=2 * len(bounds))
+        codes = torch.from_numpy(unpack_bits(payload[header.nbytes:], n, self.bits))
+        out = torch.empty(n, dtype=torch.float32)
+        for i, (start, stop) in enumerate(bounds):
+            out[start:stop] = float(header[2 * i]) + codes[start:stop].to(torch.float32) * float(header[2 * i + 1])
+        return unflatten(out, template)
+
+    def error_bound(self, update: Update) -> float:
+        """The largest possible |x̂ − x| for ``update``: ``scale/2`` (deterministic) or ``scale``."""
+        vector, bounds = _chunks(update, self.chunk)
+        scale = max(float(vector[a:b].max() - vector[a:b].min()) for a, b in bounds) / ((1 << self.bits) - 1)
+        return scale if self.stochastic else scale / 2
+
+    def __repr__(self) -> str:
+        return f"QuantizeCodec(bits={self.bits}, stochastic={self.stochastic}, chunk={self.chunk})"
+
+
+class SignCodec:
+    """signSGD with magnitude: one sign bit per value and one fp32 scale (mean |x|) per tensor.
+
+    ``x̂ = sign(x) · mean|x|`` (zeros are sent as +); about 32× smaller than fp32.
+    """
+
+    name = "sign"
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        vector, bounds = _chunks(update, None)
+        scales = [float(vector[a:b].abs().mean()) if b > a else 0.0 for a, b in bounds]
+        signs = (vector < 0).numpy().astype(np.uint8)
+        return np.asarray(scales, dtype="<f4").tobytes() + np.packbits(signs).tobytes()
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        n = _template_size(template)
+        _, bounds = _chunks(template, None)
+        scales = np.frombuffer(payload, dtype="<f4", count=len(bounds))
+        negative = torch.from_numpy(np.unpackbits(np.frombuffer(payload[scales.nbytes:], dtype=np.uint8),
+                                                  count=n).astype(bool))
+        out = torch.empty(n, dtype=torch.float32)
+        for i, (a, b) in enumerate(bounds):
+            out[a:b] = float(scales[i])
+        out[negative] *= -1
+        return unflatten(out, template)
+
+    def __repr__(self) -> str:
+        return "SignCodec()"
+
+
+def _k(fraction: float, n: int) -> int:
+    return max(1, min(n, math.ceil(fraction * n)))
+
+
+class _Sparse:
+    """Shared value handling of the sparsifiers: fp32 values, or a value codec (composition)."""
+
+    def __init__(self, fraction: float, values=None):
+        self.fraction = check_fraction("topk_fraction", fraction)
+        self.values = values
+
+    def _encode_values(self, kept: torch.Tensor, client_id: int) -> bytes:
+        if self.values is None:
+            return kept.numpy().astype("<f4").tobytes()
+        return self.values.encode({"values": kept}, client_id)
+
+    def _decode_values(self, payload: bytes, k: int) -> torch.Tensor:
+        if self.values is None:
+            return torch.from_numpy(np.frombuffer(payload, dtype="<f4", count=k).copy())
+        return self.values.decode(payload, {"values": torch.zeros(k)})["values"]
+
+    def _suffix(self) -> str:
+        return "" if self.values is None else f"+{self.values.name}"
+
+
+class TopKCodec(_Sparse):
+    """Keep the ``fraction`` of entries largest in magnitude (over the whole update).
+
+    Payload: ``k`` sorted indices bit-packed at ``ceil(log2 n)`` bits (16 for up to 65,536
+    parameters), then the kept values -- fp32, or encoded by ``values`` (e.g.
+    ``QuantizeCodec(8)``: top-k then quantize the kept values).
+    """
+
+    def __init__(self, fraction: float = 0.01, values=None):
+        super().__init__(fraction, values)
+        self.name = f"top{100 * self.fraction:g}%" + self._suffix()
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        vector = flatten(update)
+        k = _k(self.fraction, vector.numel())
+        idx = torch.sort(torch.topk(vector.abs(), k, sorted=False).indices).values
+        return pack_bits(idx.numpy(), index_bits(vector.numel())) + self._encode_values(vector[idx], client_id)
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        n = _template_size(template)
+        k, width = _k(self.fraction, n), index_bits(n)
+        split = packed_len(k, width)
+        idx = torch.from_numpy(unpack_bits(payload[:split], k, width))
+        out = torch.zeros(n, dtype=torch.float32)
+        out[idx] = self._decode_values(payload[split:], k)
+        return unflatten(out, template)
+
+    def __repr__(self) -> str:
+        return f"TopKCodec(fraction={self.fraction}, values={self.values!r})"
+
+
+class RandomKCodec(_Sparse):
+    """Keep a random ``fraction`` of entries.  The indices cost 4 bytes: the receiver regenerates
+    them from a uint32 seed sent in front of the values (the minimal index width is a seed).
+
+    ``x̂`` is *not* rescaled by n/k (biased, meant for use with :class:`ErrorFeedback`);
+    with ``unbiased=True`` kept values are multiplied by n/k so ``E[x̂] = x``.
+    """
+
+    def __init__(self, fraction: float = 0.01, values=None, unbiased: bool = False, seed: int = 0):
+        super().__init__(fraction, values)
+        self.unbiased, self.seed = bool(unbiased), seed
+        self._calls: dict[int, int] = {}
+        self.name = f"rand{100 * self.fraction:g}%" + self._suffix()
+
+    @staticmethod
+    def _indices(seed: int, n: int, k: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.sort(torch.randperm(n, generator=generator)[:k]).values
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        vector = flatten(update)
+        n = vector.numel()
+        k = _k(self.fraction, n)
+        call = self._calls.get(client_id, 0)
+        self._calls[client_id] = call + 1
+        seed = int(np.random.SeedSequence([self.seed, client_id, call]).generate_state(1)[0])
+        kept = vector[self._indices(seed, n, k)] * (n / k if self.unbiased else 1.0)
+        return np.asarray([seed], dtype="<u4").tobytes() + self._encode_values(kept, client_id)
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        n = _template_size(template)
+        k = _k(self.fraction, n)
+        seed = int(np.frombuffer(payload, dtype="<u4", count=1)[0])
+        out = torch.zeros(n, dtype=torch.float32)
+        out[self._indices(seed, n, k)] = self._decode_values(payload[4:], k)
+        return unflatten(out, template)
+
+    def __repr__(self) -> str:
+        return f"RandomKCodec(fraction={self.fraction}, values={self.values!r}, unbiased={self.unbiased})"
+
+
+class ErrorFeedback:
+    """Error feedback (Stich et al. 2018; Karimireddy et al. 2019) around any lossy codec.
+
+    Each client keeps a residual ``e`` of what compression dropped so far and sends
+    ``C(u + e)``, then keeps ``e ← (u + e) − decode(C(u + e))``.  So after every round
+    ``residual_new + sent == update + residual_old`` exactly: nothing is lost, only delayed.
+    The wire format (and size) is the inner codec's.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.residuals: dict[int, Update] = {}
+        self.name = f"EF({inner.name})"
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        old = self.residuals.get(client_id)
+        corrected = {k: v.detach() + (old[k] if old is not None else 0) for k, v in update.items()}
+        payload = self.inner.encode(corrected, client_id)
+        sent = self.inner.decode(payload, corrected)
+        self.residuals[client_id] = {k: corrected[k] - sent[k] for k in corrected}
+        return payload
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        return self.inner.decode(payload, template)
+
+    def reset(self) -> None:
+        """Forget every client's residual (start a new run)."""
+        self.residuals.clear()
+
+    def __repr__(self) -> str:
+        return f"ErrorFeedback({self.inner!r})"
+
+
+def payload_ratio(codec, update: Update) -> float:
+    """How many times smaller than fp32 (4 bytes per value) ``codec``'s real payload is."""
+    n = _template_size(update)
+    probe = copy.deepcopy(codec)  # a stateful codec (error feedback, seeds) must not be disturbed
+    return 4 * n / len(probe.encode(update, 0))
+
+
+# ----------------------------------------------------------------------------- deployment
+def model_size_bytes(model: nn.Module) -> int:
+    """Serialized size of ``model.state_dict()`` (``torch.save`` into memory, ``len()``)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return len(buffer.getvalue())
+
+
+def quantize_model_int8(model: nn.Module, mode: str = "weight-only") -> tuple[nn.Module, str]:
+    """Post-training int8 quantization of a trained model's ``nn.Linear`` layers for deployment.
+
+    Uses torchao (the maintained successor of ``torch.ao.quantization``):
+    ``quantize_(model, Int8WeightOnlyConfig())`` (``mode='weight-only'``) or
+    ``Int8DynamicActivationInt8WeightConfig()`` (``mode='dynamic'``).  If torchao cannot be
+    imported, falls back to the deprecated ``torch.ao.quantization.quantize_dynamic``.
+    Returns the quantized copy (on the CPU) and a line saying which library did it.
+    """
+    if mode not in ("weight-only", "dynamic"):
+        raise ValueError(f"mode={mode!r} is not valid; choose 'weight-only' or 'dynamic'")
+    quantized = copy.deepcopy(model).cpu().eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchao.quantization import (Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig,
+                                              quantize_)
+        import torchao
+
+        config = Int8WeightOnlyConfig() if mode == "weight-only" else Int8DynamicActivationInt8WeightConfig()
+        quantize_(quantized, config)
+        return quantized, f"torchao {torchao.__version__}: quantize_(model, {type(config).__name__}())"
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            quantized = quantize_dynamic(quantized, {nn.Linear}, dtype=torch.qint8)
+        return quantized, "torch.ao.quantization.quantize_dynamic (deprecated; torchao not importable)"
+
+
+@torch.no_grad()
+def inference_latency(model: nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
+    """Median seconds of one forward pass on ``x`` (CPU; reported, never asserted)."""
+    model.eval()
+    model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
