@@ -1,0 +1,83 @@
+"""Checks for notebook 04 (acceleration).  Each raises ``AssertionError`` with a hint when wrong."""
+from __future__ import annotations
+
+import torch
+
+from ..federated import History, RoundRecord, apply_delta
+from ..ledger import Energy
+from . import call_safely, expect, expect_close, expect_tensors_close, passed
+
+__all__ = ["check_fedavgm_step", "check_to_target"]
+
+
+def _reference_fedavgm(global_state, update, velocity, lr, momentum):
+    if velocity is None:
+        velocity = {k: torch.zeros_like(v) for k, v in update.items()}
+    velocity = {k: momentum * velocity[k] + update[k] for k in update}
+    return apply_delta(global_state, velocity, lr), velocity
+
+
+def check_fedavgm_step(fedavgm_step) -> None:
+    """``fedavgm_step(global_state, update, velocity, lr, momentum) -> (new_state, new_velocity)``.
+
+    Checked over three rounds from ``velocity=None`` against ``v ← momentum·v + Δ; x ← x + lr·v``,
+    and with ``momentum=0`` against plain FedAvg.
+    """
+    gen = torch.Generator().manual_seed(4)
+    state = {"weight": torch.randn(3, 2, generator=gen), "bias": torch.randn(3, generator=gen)}
+    updates = [{k: 0.1 * torch.randn(v.shape, generator=gen) for k, v in state.items()} for _ in range(3)]
+    hint = ("Server momentum keeps a velocity v (zeros when velocity is None), updates it as "
+            "v = momentum * v + update (no (1 - momentum) factor), then moves x = x + lr * v, key by key.")
+    for lr, momentum in ((1.0, 0.9), (0.5, 0.0)):
+        mine_x, mine_v, ref_x, ref_v = state, None, state, None
+        for r, update in enumerate(updates, start=1):
+            out = call_safely(fedavgm_step, mine_x, update, mine_v, lr, momentum, what="fedavgm_step")
+            expect(isinstance(out, tuple) and len(out) == 2,
+                   f"fedavgm_step must return a tuple (new_state, new_velocity); got {type(out).__name__}")
+            mine_x, mine_v = out
+            ref_x, ref_v = _reference_fedavgm(ref_x, update, ref_v, lr, momentum)
+            expect_tensors_close(mine_v, ref_v, f"velocity after round {r} (lr={lr}, momentum={momentum})",
+                                 atol=1e-6, hint=hint)
+            expect_tensors_close(mine_x, ref_x, f"global state after round {r} (lr={lr}, momentum={momentum})",
+                                 atol=1e-6, hint=hint)
+        if momentum == 0.0:
+            fedavg = state
+            for update in updates:
+                fedavg = apply_delta(fedavg, update, lr)
+            expect_tensors_close(mine_x, fedavg, "momentum=0 against FedAvg", atol=1e-6,
+                                 hint="With momentum 0, FedAvgM must reduce to FedAvg: x = x + lr * update.")
+    passed("FedAvgM server step")
+
+
+def _fake_history(accuracies, joules) -> History:
+    h = History("fake")
+    for r, (acc, j) in enumerate(zip(accuracies, joules), start=1):
+        h.records.append(RoundRecord(r, [0], acc, 0.0, 0.0, 0, 0, 0, 0.0, Energy(compute=j / 2, uplink=j / 2)))
+    return h
+
+
+def check_to_target(to_target) -> None:
+    """``to_target(history, target) -> (rounds, joules)``: the first round (1-based) whose
+    accuracy is ≥ target, and the modelled joules of rounds 1..that round; ``(None, None)`` if never."""
+    accuracies = [0.40, 0.70, 0.65, 0.82, 0.79, 0.91]
+    joules = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    history = _fake_history(accuracies, joules)
+    cases = {0.80: (4, 15.0), 0.70: (2, 3.0), 0.30: (1, 1.0), 0.90: (6, 63.0), 0.95: (None, None)}
+    hints = {0.80: "Take the FIRST round that reaches the target (round 4 here), counting rounds from 1.",
+             0.70: "Reaching the target means accuracy >= target (round 2 has exactly 0.70).",
+             0.30: "Round 1 already reaches it: rounds are 1-based, and its joules count.",
+             0.90: "Sum the joules of every round up to and including the one that reaches the target "
+                   "(record.energy.total).",
+             0.95: "When the target is never reached, return (None, None)."}
+    for target, (rounds, total) in cases.items():
+        out = call_safely(to_target, history, target, what="to_target")
+        expect(isinstance(out, tuple) and len(out) == 2,
+               f"to_target must return a tuple (rounds, joules); got {type(out).__name__}")
+        got_rounds, got_joules = out
+        if rounds is None:
+            expect(got_rounds is None and got_joules is None,
+                   f"target {target}: expected (None, None), got {out!r}. {hints[target]}")
+            continue
+        expect(got_rounds == rounds, f"target {target}: rounds {got_rounds!r}, expected {rounds}. {hints[target]}")
+        expect_close(got_joules, total, f"target {target}: joules", rel=1e-9, hint=hints[target])
+    passed("rounds and joules to target")
