@@ -44,7 +44,7 @@ from .ledger import PROFILES, get_profile, training_flops_per_sample
 from .validation import check_choice, check_int
 from .wire import Codec, Fp32Codec
 
-__all__ = ["split_sequential", "stage_boundaries", "StagedModel", "PipelineReport", "pipeline_train_step",
+__all__ = ["split_sequential", "stage_boundaries", "StagedModel", "stage_input_shapes", "PipelineReport", "pipeline_train_step",
            "gpipe_schedule", "gpipe_makespan", "plot_schedule", "ideal_bubble", "reference_step", "find_free_port", "MultiProcessResult",
            "run_multiprocess_pipeline", "split_at", "client_training_flops_per_sample", "CutInfo",
            "cut_profile", "splitfed_run", "bytes_vs_local_size", "energy_by_profile", "article_large_net"]
@@ -137,6 +137,17 @@ class StagedModel(nn.Module):
 
     def __len__(self) -> int:
         return len(self.stages)
+
+
+def stage_input_shapes(staged: StagedModel, input_shape: Sequence[int]) -> list[tuple[int, ...]]:
+    """The per-sample input shape of every stage (what crosses each cut)."""
+    shapes, x = [], torch.zeros(1, *input_shape, device=staged.devices[0])
+    with torch.no_grad():
+        for stage, device in zip(staged.stages, staged.devices):
+            x = x.to(device)
+            shapes.append(tuple(x.shape[1:]))
+            x = stage(x)
+    return shapes
 
 
 # ----------------------------------------------------------------------------- GPipe

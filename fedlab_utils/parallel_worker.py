@@ -55,8 +55,11 @@ def pipeline_step(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, micro_
     # Every rank holds the whole (small) model, so it can work out the shape of what it receives.
     with torch.no_grad():
         in_shapes = [tuple(nn.Sequential(*stages[:rank])(xb).shape) if rank else tuple(xb.shape) for xb in xs]
-    with torch.no_grad():  # warm-up: the first call of a kernel in a fresh process pays one-off set-up costs
-        stage(torch.zeros(in_shapes[0], device=device))
+    # Warm-up: the first forward and backward of a kernel in a fresh process pay one-off set-up
+    # costs (seconds for a CPU convolution); run both once so the step below times steady state.
+    probe = torch.zeros(in_shapes[0], device=device, requires_grad=rank > 0)
+    stage(probe).sum().backward()
+    stage.zero_grad(set_to_none=True)
     _sync(device)
     first, last = rank == 0, rank == world - 1
     inputs, outputs, losses, busy = [], [], [], 0.0
