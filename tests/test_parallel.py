@@ -180,3 +180,17 @@ def test_article_placement_fails_without_moving_activations():
     model[2].to("meta")
     with pytest.raises(RuntimeError, match="device"):
         model(torch.randn(4, 10))
+
+
+def test_stage_input_shapes_and_schedule_plot(cnn, batch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fedlab_utils.parallel import plot_schedule, stage_input_shapes
+
+    staged = StagedModel(split_sequential(copy.deepcopy(cnn), 3, boundaries=[0, 3, 6, len(cnn)]),
+                         get_devices(3, verbose=False))
+    assert stage_input_shapes(staged, SHAPE) == [SHAPE, (8, 4, 4), (16, 2, 2)]
+    report = pipeline_train_step(staged, *batch, micro_batches=2)
+    fig, ax = plot_schedule(report)
+    assert len(ax.patches) == 2 * 3 * 2  # a forward and a backward bar per stage and micro-batch
