@@ -192,10 +192,12 @@ class QuantizeCodec:
         return unflatten(out, template)
 
     def error_bound(self, update: Update) -> float:
-        """The largest possible |x̂ − x| for ``update``: ``scale/2`` (deterministic) or ``scale``."""
+        """The largest possible |x̂ − x| for ``update``: ``scale/2`` (deterministic) or ``scale``
+        (stochastic), plus float32 rounding of the decode (a few ulps of the largest |x|)."""
         vector, bounds = _chunks(update, self.chunk)
         scale = max(float(vector[a:b].max() - vector[a:b].min()) for a, b in bounds) / ((1 << self.bits) - 1)
-        return scale if self.stochastic else scale / 2
+        rounding = 4 * float(torch.finfo(torch.float32).eps) * float(vector.abs().max())
+        return (scale if self.stochastic else scale / 2) + rounding
 
     def __repr__(self) -> str:
         return f"QuantizeCodec(bits={self.bits}, stochastic={self.stochastic}, chunk={self.chunk})"
