@@ -327,6 +327,8 @@ def time_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
     model = copy.deepcopy(model)
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'")
     net = torch.compile(model) if compile else model
     optimizer = make_optimizer("sgd", model.parameters(), lr)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
