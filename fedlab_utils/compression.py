@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import math
 import time
 import warnings
@@ -391,11 +392,21 @@ def quantize_model_int8(model: nn.Module, mode: str = "weight-only") -> tuple[nn
         raise ValueError(f"mode={mode!r} is not valid; choose 'weight-only' or 'dynamic'")
     quantized = copy.deepcopy(model).cpu().eval()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torchao.quantization import (Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig,
-                                              quantize_)
-        import torchao
+        # torchao's import logs that its GPU-only kernels (mxfp8, CUTLASS) cannot load on a CPU
+        # machine; that is expected, so those two loggers are quieted while it imports.
+        quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+        levels = [logger.level for logger in quiet]
+        try:
+            for logger in quiet:
+                logger.setLevel(logging.ERROR)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from torchao.quantization import (Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig,
+                                                  quantize_)
+                import torchao
+        finally:
+            for logger, level in zip(quiet, levels):
+                logger.setLevel(level)
 
         config = Int8WeightOnlyConfig() if mode == "weight-only" else Int8DynamicActivationInt8WeightConfig()
         quantize_(quantized, config)
