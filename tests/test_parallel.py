@@ -194,3 +194,16 @@ def test_stage_input_shapes_and_schedule_plot(cnn, batch):
     report = pipeline_train_step(staged, *batch, micro_batches=2)
     fig, ax = plot_schedule(report)
     assert len(ax.patches) == 2 * 3 * 2  # a forward and a backward bar per stage and micro-batch
+
+
+def test_timed_pipeline_step_leaves_one_steps_gradients(cnn, batch):
+    from fedlab_utils.parallel import timed_pipeline_step
+
+    x, y = batch
+    _, _, ref_grads = reference_step(cnn, x, y)
+    model = copy.deepcopy(cnn)
+    staged = StagedModel(split_sequential(model, 2), get_devices(2, verbose=False))
+    report = timed_pipeline_step(staged, x, y, micro_batches=3, repeats=3)
+    assert report.micro_batches == 3
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[name], atol=1e-5, rtol=0)
