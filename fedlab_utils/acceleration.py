@@ -267,12 +267,10 @@ class VmapTrainer:
                 losses.append(loss.detach())
         mean_loss = torch.stack(losses, 1).double().cpu().numpy().mean(1)
         processed = local.epochs * n
-        results = []
-        for i in range(k):
-            state = {key: value.detach().clone() for key, value in received.items()}
-            state.update({nm: params[nm][i].detach().clone() for nm in names})
-            results.append((state, float(mean_loss[i]), processed))
-        return results
+        # Each client's state: its slice of the stacked parameters (fresh tensors, never modified
+        # again) plus copies of any non-parameter floating state it received.
+        return [({key: params[key][i] if key in params else value.clone() for key, value in received.items()},
+                 float(mean_loss[i]), processed) for i in range(k)]
 
     def __repr__(self) -> str:
         return f"VmapTrainer(max_group={self.max_group})"
