@@ -58,7 +58,8 @@ def pipeline_step(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, micro_
     # Warm-up: the first forward and backward of a kernel in a fresh process pay one-off set-up
     # costs (seconds for a CPU convolution); run both once so the step below times steady state.
     probe = torch.zeros(in_shapes[0], device=device, requires_grad=rank > 0)
-    stage(probe).sum().backward()
+    warm = stage(probe)
+    warm.backward(torch.ones_like(warm))  # a dense gradient, like the ones received below
     stage.zero_grad(set_to_none=True)
     _sync(device)
     first, last = rank == 0, rank == world - 1
