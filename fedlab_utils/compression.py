@@ -98,8 +98,10 @@ def pack_bits(codes: np.ndarray, bits: int) -> bytes:
         return codes.astype(np.uint8).tobytes()
     if bits == 16:
         return codes.astype(">u2").tobytes()
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
-    matrix = ((codes.astype(np.uint32)[:, None] >> shifts) & 1).astype(np.uint8)
+    codes = codes.astype(np.uint32)
+    matrix = np.empty((codes.size, bits), dtype=np.uint8)  # one column per bit, most significant first
+    for j in range(bits):
+        matrix[:, j] = (codes >> (bits - 1 - j)) & 1
     return np.packbits(matrix.reshape(-1)).tobytes()
 
 
@@ -109,9 +111,11 @@ def unpack_bits(buffer: bytes, count: int, bits: int) -> np.ndarray:
         return np.frombuffer(buffer, dtype=np.uint8, count=count).astype(np.int64)
     if bits == 16:
         return np.frombuffer(buffer, dtype=">u2", count=count).astype(np.int64)
-    flat = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), count=count * bits)
-    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.int64)
-    return flat.reshape(count, bits).astype(np.int64) @ weights
+    flat = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), count=count * bits).reshape(count, bits)
+    out = np.zeros(count, dtype=np.int64)
+    for j in range(bits):  # most significant bit first
+        out = (out << 1) | flat[:, j]
+    return out
 
 
 def packed_len(count: int, bits: int) -> int:
