@@ -62,6 +62,7 @@ def pipeline_step(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, micro_
     warm.backward(torch.ones_like(warm))  # a dense gradient, like the ones received below
     stage.zero_grad(set_to_none=True)
     _sync(device)
+    dist.barrier()  # start the timed step together, after every rank's warm-up
     first, last = rank == 0, rank == world - 1
     inputs, outputs, losses, busy = [], [], [], 0.0
     step_start = time.perf_counter()
