@@ -105,18 +105,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, t
 
 
 # ----------------------------------------------------------------------------- teacher -> student
-Teacher = nn.Module | torch.Tensor | None
-
-
-def _teacher_logits(teacher: Teacher, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | None:
-    if teacher is None:
-        return None
-    if isinstance(teacher, torch.Tensor):  # precomputed logits, row i belongs to x[i]
-        return teacher[idx]
-    with torch.no_grad():
-        return teacher(x)
-
-
 def distill_step(student: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                  y: torch.Tensor | None = None, *, teacher: nn.Module | torch.Tensor | None = None,
                  temperature: float = 4.0, alpha: float = 0.9) -> float:
@@ -125,9 +113,13 @@ def distill_step(student: nn.Module, optimizer: torch.optim.Optimizer, x: torch.
     ``teacher`` is a module (run on ``x`` without gradients), a tensor of its logits for ``x``,
     or ``None`` for a labels-only step (then ``alpha`` is ignored and taken as 0).
     """
-    if teacher is None:
-        alpha = 0.0
-    t = None if alpha == 0 else (teacher if isinstance(teacher, torch.Tensor) else _teacher_logits(teacher, x, None))
+    if teacher is None or alpha == 0:
+        t, alpha = None, 0.0
+    elif isinstance(teacher, torch.Tensor):
+        t = teacher
+    else:
+        with torch.no_grad():
+            t = teacher(x)  # the teacher sees exactly the student's batch
     student.train()
     optimizer.zero_grad(set_to_none=True)
     loss = kd_loss(student(x), t, y, temperature=temperature, alpha=alpha)
