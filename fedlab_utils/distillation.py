@@ -44,7 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import ClientData
-from .federated import (History, LocalTraining, RoundRecord, _progress_enabled, apply_delta, client_generator,
+from .federated import (History, LocalTraining, RoundRecord, progress_enabled, apply_delta, client_generator,
                         evaluate, make_optimizer, model_state, sample_clients, state_delta, train_locally,
                         weighted_average)
 from .ledger import EnergyMeter, EnergyProfile, forward_flops, get_profile, training_flops_per_sample
@@ -289,7 +289,7 @@ def run_feddf_heterogeneous(models: dict[str, nn.Module], assignment: Sequence[s
                                     "temperature": temperature, "distill_epochs": distill_epochs,
                                     "proxy_size": len(proxy_x)})
                  for k in models}
-    for round_idx in tqdm(range(1, rounds + 1), desc=label, disable=not _progress_enabled(progress), leave=False):
+    for round_idx in tqdm(range(1, rounds + 1), desc=label, disable=not progress_enabled(progress), leave=False):
         start, joules_before = time.perf_counter(), meter.read()
         selected = sample_clients(len(clients), fraction, np.random.default_rng([seed, round_idx]))
         members, per_arch = [], {k: [] for k in models}
@@ -421,7 +421,7 @@ def run_logit_sharing(model: nn.Module | Sequence[nn.Module], clients: Sequence[
                               "local": {k: v for k, v in vars(local).items() if not callable(v)}})
     consensus_payload: bytes | None = None
     template = torch.zeros(len(proxy_x) if mode == "proxy" else classes, classes)
-    for round_idx in tqdm(range(1, rounds + 1), desc=label, disable=not _progress_enabled(progress), leave=False):
+    for round_idx in tqdm(range(1, rounds + 1), desc=label, disable=not progress_enabled(progress), leave=False):
         start, joules_before = time.perf_counter(), meter.read()
         consensus = None if consensus_payload is None else codec.decode(consensus_payload, template).to(device)
         uploads, weights, losses, flops, bytes_up = [], [], [], 0, 0

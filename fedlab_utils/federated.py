@@ -143,7 +143,8 @@ class ClientTransform:
         return update
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast_context(device: torch.device, precision: str):
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32; fp16 needs CUDA)."""
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
     if precision == "fp16" and device.type != "cuda":
@@ -173,7 +174,7 @@ def train_locally(model: nn.Module, data: ClientData, local: LocalTraining, *, g
         for start in range(0, n, batch):
             idx = order[start:start + batch]
             optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, local.precision):
+            with autocast_context(device, local.precision):
                 loss = loss_fn(model(data.x[idx]), data.y[idx])
             extra = transform.regularizer(model, global_state) if global_state is not None else None
             total = loss if extra is None else loss + extra
@@ -408,7 +409,8 @@ class _FlopCache:
         return self._cache[key]
 
 
-def _progress_enabled(progress: bool | None) -> bool:
+def progress_enabled(progress: bool | None) -> bool:
+    """Show a progress bar? An explicit ``progress`` wins; else ``FEDLAB_PROGRESS`` (``0`` hides bars)."""
     if progress is not None:
         return progress
     return os.environ.get("FEDLAB_PROGRESS", "1") != "0"
@@ -446,7 +448,7 @@ def run(model: nn.Module, clients: Sequence[ClientData], test: tuple[torch.Tenso
                               "uplink": getattr(uplink, "name", repr(uplink)),
                               "downlink": getattr(downlink, "name", repr(downlink)),
                               "server": repr(server), "device": str(device)})
-    bar = tqdm(range(1, rounds + 1), desc=label, disable=not _progress_enabled(progress), leave=False)
+    bar = tqdm(range(1, rounds + 1), desc=label, disable=not progress_enabled(progress), leave=False)
     accuracy, loss = float("nan"), float("nan")
     for round_idx in bar:
         start, joules_before = time.perf_counter(), meter.read()

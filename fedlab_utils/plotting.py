@@ -30,7 +30,8 @@ def _runs(histories: Sequence[History] | dict[str, History]) -> list[History]:
     return list(histories.values()) if isinstance(histories, dict) else list(histories)
 
 
-def _axes(ax):
+def axes_or_new(ax):
+    """``(figure, ax)`` for a given axis, or a new course-styled figure when ``ax`` is None."""
     if ax is None:
         use_style()
         fig, ax = plt.subplots()
@@ -40,7 +41,7 @@ def _axes(ax):
 
 def plot_accuracy(histories, ax=None, target: float | None = None, title: str = "Test accuracy per round"):
     """Accuracy (%) against round for each run; an optional dashed line at ``target``."""
-    fig, ax = _axes(ax)
+    fig, ax = axes_or_new(ax)
     for h in _runs(histories):
         ax.plot(h.rounds, 100 * np.asarray(h.accuracy), label=h.label)
     if target is not None:
@@ -52,7 +53,7 @@ def plot_accuracy(histories, ax=None, target: float | None = None, title: str = 
 
 def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Accuracy vs data uploaded"):
     """Accuracy (%) against cumulative MB uploaded: up-and-left is better."""
-    fig, ax = _axes(ax)
+    fig, ax = axes_or_new(ax)
     for h in _runs(histories):
         ax.plot(h.cumulative("bytes_up") / 1e6, 100 * np.asarray(h.accuracy), marker=".", label=h.label)
     if log_x:
@@ -64,7 +65,7 @@ def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Ac
 
 def plot_energy(histories, ax=None, title: str | None = None):
     """Stacked bars of modelled joules (compute / uplink / downlink) per run."""
-    fig, ax = _axes(ax)
+    fig, ax = axes_or_new(ax)
     runs = _runs(histories)
     bottom = np.zeros(len(runs))
     for part in ("compute", "uplink", "downlink"):
@@ -79,7 +80,7 @@ def plot_energy(histories, ax=None, title: str | None = None):
 
 def plot_label_heatmap(counts: np.ndarray, ax=None, title: str = "Labels per client"):
     """Clients (rows) × classes (columns) heatmap of sample counts."""
-    fig, ax = _axes(ax)
+    fig, ax = axes_or_new(ax)
     image = ax.imshow(counts, aspect="auto", cmap="Blues", interpolation="nearest")
     ax.set(xlabel="class", ylabel="client", title=title)
     ax.set_xticks(range(counts.shape[1]))

@@ -251,9 +251,9 @@ def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spa
 def plot_sensitivity(scan: Mapping[str, Sequence[float]], sparsities: Sequence[float], ax=None,
                      title: str = "Sensitivity: one layer pruned at a time"):
     """Accuracy (%) against sparsity (%), one line per layer."""
-    from .plotting import _axes
+    from .plotting import axes_or_new
 
-    fig, ax = _axes(ax)
+    fig, ax = axes_or_new(ax)
     for name, curve in scan.items():
         ax.plot(100 * np.asarray(sparsities), 100 * np.asarray(curve), marker="o", label=name)
     ax.set(xlabel="sparsity of that layer (%)", ylabel="test accuracy (%)", title=title)
