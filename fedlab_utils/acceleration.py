@@ -455,6 +455,12 @@ def fixed_data_loop(steps: int = 200, seed: int = 0, optimizer: str = "adamw", l
     torch.manual_seed(seed)
     model = _ArticleNet()
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay=0.01 if optimizer == "adamw" else 0.0)
+    return {"losses": _fit_full_batch(model, x, y, opt, steps), "floor": noise ** 2}
+
+
+def _fit_full_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+                    steps: int) -> list[float]:
+    """``steps`` full-batch MSE steps on one fixed dataset; the per-step losses."""
     losses = []
     for _ in range(steps):
         opt.zero_grad()
@@ -462,7 +468,7 @@ def fixed_data_loop(steps: int = 200, seed: int = 0, optimizer: str = "adamw", l
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    return {"losses": losses, "floor": noise ** 2}
+    return losses
 
 
 def adam_vs_adamw(steps: int = 200, seed: int = 0, lr: float = 0.01, weight_decay: float = 0.0) -> dict:
@@ -479,14 +485,7 @@ def adam_vs_adamw(steps: int = 200, seed: int = 0, lr: float = 0.01, weight_deca
         x = torch.randn(256, 10, generator=gen)
         y = x @ torch.randn(10, 2, generator=gen) + 0.1 * torch.randn(256, 2, generator=gen)
         opt = make_optimizer(name, model.parameters(), lr, weight_decay)
-        losses = []
-        for _ in range(steps):
-            opt.zero_grad()
-            loss = F.mse_loss(model(x), y)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        curves[name] = losses
+        curves[name] = _fit_full_batch(model, x, y, opt, steps)
         weights[name] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     return {"adam": curves["adam"], "adamw": curves["adamw"],
             "max_weight_diff": float((weights["adam"] - weights["adamw"]).abs().max())}
