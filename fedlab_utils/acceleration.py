@@ -52,7 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import ClientData
-from .federated import (ClientTransform, FedAvgServer, History, LocalTraining, SequentialTrainer, autocast_context,
+from .federated import (ClientTransform, backward_and_step, FedAvgServer, History, LocalTraining, SequentialTrainer, autocast_context,
                         apply_delta, client_generator, make_optimizer)
 from .validation import check_choice, check_int, check_real
 from .wire import Update
@@ -335,13 +335,7 @@ def time_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
         optimizer.zero_grad(set_to_none=True)
         with autocast_context(device, precision):
             loss = F.cross_entropy(net(x), y)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        backward_and_step(loss, optimizer, scaler)
         return float(loss.detach())
 
     _sync(device)

@@ -152,6 +152,18 @@ def autocast_context(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler | None = None) -> None:
+    """Backward pass and optimizer step, through ``scaler`` when fp16 training uses one."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def train_locally(model: nn.Module, data: ClientData, local: LocalTraining, *, generator: torch.Generator,
                   transform: ClientTransform | None = None, global_state: Update | None = None,
                   loss_fn: Callable = nn.functional.cross_entropy) -> tuple[float, int]:
@@ -178,13 +190,7 @@ def train_locally(model: nn.Module, data: ClientData, local: LocalTraining, *, g
                 loss = loss_fn(model(data.x[idx]), data.y[idx])
             extra = transform.regularizer(model, global_state) if global_state is not None else None
             total = loss if extra is None else loss + extra
-            if scaler is not None:
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                total.backward()
-                optimizer.step()
+            backward_and_step(total, optimizer, scaler)
             transform.after_step(model)
             losses.append(loss.detach().item())
             processed += len(idx)
