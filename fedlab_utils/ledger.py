@@ -1,8 +1,9 @@
 """The efficiency ledger: FLOPs measured, bytes counted, joules modelled (or metered).
 
-Energy of one client in one round (COURSE_GUIDE §4)::
+The energy model, every constant and its source are documented in ``docs/energy_model.md``.
+In short, one client in one round costs::
 
-    E = FLOPs × e_flop + bits_up × e_up + bits_down × e_down
+    E = FLOPs × e_flop + bits_up × e_up + bits_down × e_down + E_radio_fixed
 
 * FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` on a real training step
   (forward + backward, 2 FLOPs per multiply-add, dense work only).
@@ -11,16 +12,27 @@ Energy of one client in one round (COURSE_GUIDE §4)::
   "A Close Examination of Performance and Power Characteristics of 4G LTE Networks",
   MobiSys 2012: P[mW] = α_u·t_u + α_d·t_d + β with t in Mbps, so one bit sent at t Mbps
   costs (α + β/t) nJ.  The paper's median LTE throughputs are 6 Mbps up and 13 Mbps down.
+* E_radio_fixed is what the linear model leaves out: before a transfer the radio is
+  *promoted* from idle, and after its last byte it stays in a high-power *tail* before it
+  drops back to idle (the same paper's power-model table, Table 3; values as recalled from the
+  paper, not verified against a copy here).  A per-client-round timeline (download, compute
+  at the profile's FLOP/s, upload) decides how many promotions and how much tail a client
+  pays: a tail is cut short when the next transfer starts inside it.  On LTE one radio
+  session costs ~12.6 J, more than sending a few megabytes, so once payloads are small the
+  number of radio sessions (rounds × clients per round) sets the bill, not the bytes.
 * e_flop is an assumption for phones (100 pJ/FLOP, sweep 20–200), and 10 W / 236 GFLOPS
   (fp32) for a Jetson Nano.
 
 Every constant is a field of a frozen dataclass: ``dataclasses.replace(PROFILES["phone-lte"],
-joules_per_flop=20e-12)`` gives your own profile.  A real meter (NVML on NVIDIA GPUs, RAPL
-where readable) is read only where it exists; otherwise :func:`read_energy_meter` says so.
+joules_per_flop=20e-12)`` gives your own profile.  ``profile.energy(..., include_fixed=False)``
+is the bytes-only view (no promotion, no tail) for teaching the contrast.  A real meter (NVML
+on NVIDIA GPUs, RAPL where readable) is read only where it exists; otherwise
+:func:`read_energy_meter` says so.
 """
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,30 +43,57 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .validation import check_choice
 
-__all__ = ["RadioModel", "LTE", "WIFI", "EnergyProfile", "PROFILES", "Energy", "get_profile",
-           "training_flops_per_sample", "forward_flops", "HOROWITZ_45NM_PJ", "EnergyMeter", "read_energy_meter"]
+__all__ = ["RadioModel", "LTE", "WIFI", "EnergyProfile", "PROFILES", "Energy", "RadioPhase", "get_profile",
+           "radio_timeline", "nvml_device_for",
+           "training_flops_per_sample", "training_flops_per_layer", "forward_flops", "HOROWITZ_45NM_PJ", "EnergyMeter", "RaplCounter", "read_energy_meter"]
 
 
 @dataclass(frozen=True)
 class RadioModel:
-    """Huang et al. 2012 linear power model of a phone radio while transferring data."""
+    """Huang et al. 2012 power model of a phone radio: linear while transferring, plus the
+    fixed cost of each radio session (a promotion from idle before it, a tail after it)."""
 
     name: str
     alpha_up_mw_per_mbps: float
     alpha_down_mw_per_mbps: float
     beta_mw: float
     source: str
+    promotion_mw: float = 0.0
+    promotion_s: float = 0.0
+    tail_mw: float = 0.0
+    tail_s: float = 0.0
 
     def joules_per_bit(self, mbps: float, direction: str) -> float:
         """Energy of one bit at throughput ``mbps``: (α·t + β) mW / t Mbps = (α + β/t) nJ/bit."""
         alpha = self.alpha_up_mw_per_mbps if direction == "up" else self.alpha_down_mw_per_mbps
         return (alpha + self.beta_mw / mbps) * 1e-9
 
+    @property
+    def promotion_joules(self) -> float:
+        return self.promotion_mw * 1e-3 * self.promotion_s
 
-_HUANG = ("Huang et al., MobiSys 2012 (coefficients as quoted in the course guide; the median "
-          "throughputs 6 Mbps up / 13 Mbps down were checked against the paper's abstract)")
-LTE = RadioModel("LTE", 438.39, 51.97, 1288.04, _HUANG)
-WIFI = RadioModel("WiFi", 283.17, 137.01, 132.86, _HUANG)
+    @property
+    def tail_joules(self) -> float:
+        """A full tail: the radio waits ``tail_s`` at ``tail_mw`` after the last byte."""
+        return self.tail_mw * 1e-3 * self.tail_s
+
+    @property
+    def session_joules(self) -> float:
+        """Fixed cost of one isolated radio session: one promotion and one full tail."""
+        return self.promotion_joules + self.tail_joules
+
+
+_HUANG = ("Huang et al., MobiSys 2012: alpha/beta as quoted in the course's design notes; the median "
+          "throughputs 6 Mbps up / 13 Mbps down were checked against the paper's abstract. Promotion "
+          "and tail (power, duration) as recalled from the paper's power-model table (Table 3), not "
+          "verified against a copy here. See docs/energy_model.md.")
+# Promotion / tail: Huang et al. 2012, Table 3 (as recalled, not verified here):
+#   LTE  promotion 1210.7 mW for 260.1 ms, tail 1060.0 mW for 11.576 s
+#   WiFi promotion  124.4 mW for  79.1 ms, tail  119.3 mW for  0.2381 s
+LTE = RadioModel("LTE", 438.39, 51.97, 1288.04, _HUANG,
+                 promotion_mw=1210.7, promotion_s=0.2601, tail_mw=1060.0, tail_s=11.576)
+WIFI = RadioModel("WiFi", 283.17, 137.01, 132.86, _HUANG,
+                  promotion_mw=124.4, promotion_s=0.0791, tail_mw=119.3, tail_s=0.2381)
 
 #: Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm, picojoules per operation.
 HOROWITZ_45NM_PJ = {"fp32 add": 0.9, "fp32 multiply": 3.7, "int8 multiply": 0.2, "32-bit DRAM read": 640.0}
@@ -67,22 +106,80 @@ class Energy:
     compute: float = 0.0
     uplink: float = 0.0
     downlink: float = 0.0
+    radio_fixed: float = 0.0  # promotions + tails: the cost of radio sessions, whatever the bytes
 
     @property
     def total(self) -> float:
-        return self.compute + self.uplink + self.downlink
+        return self.compute + self.uplink + self.downlink + self.radio_fixed
 
     def __add__(self, other: "Energy") -> "Energy":
-        return Energy(self.compute + other.compute, self.uplink + other.uplink, self.downlink + other.downlink)
+        return Energy(self.compute + other.compute, self.uplink + other.uplink, self.downlink + other.downlink,
+                      self.radio_fixed + other.radio_fixed)
+
+    def to_dict(self) -> dict:
+        return {"compute": self.compute, "uplink": self.uplink, "downlink": self.downlink,
+                "radio_fixed": self.radio_fixed, "total": self.total}
 
     def __repr__(self) -> str:
         return (f"Energy(total={self.total:.3g} J: compute {self.compute:.3g}, "
-                f"uplink {self.uplink:.3g}, downlink {self.downlink:.3g})")
+                f"uplink {self.uplink:.3g}, downlink {self.downlink:.3g}, radio fixed {self.radio_fixed:.3g})")
+
+
+@dataclass(frozen=True)
+class RadioPhase:
+    """One stretch of a client-round's timeline: what the device does, from when, for how long."""
+
+    name: str  # "promotion", "download", "compute", "upload", "tail"
+    start_s: float
+    duration_s: float
+    watts: float
+
+    @property
+    def joules(self) -> float:
+        return self.watts * self.duration_s
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+def radio_timeline(radio: RadioModel, steps: list[tuple[str, float, float]]) -> list[RadioPhase]:
+    """Lay out ``steps`` in time and add the radio's promotions and tails.
+
+    ``steps`` is a list of ``(name, duration_s, watts)``; names ``"download"`` and ``"upload"``
+    are radio transfers, anything else (e.g. ``"compute"``) keeps the radio otherwise unused.
+    A transfer first pays a promotion unless the radio is still in the tail of the previous
+    transfer; a tail is cut short when the next transfer starts inside it, and the last
+    transfer is followed by a full tail.  Two transfers farther apart than the tail each pay
+    a promotion and a full tail.
+    """
+    phases: list[RadioPhase] = []
+    t, last_transfer_end = 0.0, None
+    for name, duration, watts in steps:
+        if name in ("download", "upload"):
+            gap = None if last_transfer_end is None else t - last_transfer_end
+            if gap is not None and gap < radio.tail_s:  # still in the tail: no promotion needed
+                if gap > 0:
+                    phases.append(RadioPhase("tail", last_transfer_end, gap, radio.tail_mw * 1e-3))
+            else:
+                if gap is not None:  # the previous tail ran out in full; the radio fell idle
+                    phases.append(RadioPhase("tail", last_transfer_end, radio.tail_s, radio.tail_mw * 1e-3))
+                phases.append(RadioPhase("promotion", t, radio.promotion_s, radio.promotion_mw * 1e-3))
+                t += radio.promotion_s
+            phases.append(RadioPhase(name, t, duration, watts))
+            t += duration
+            last_transfer_end = t
+        else:
+            phases.append(RadioPhase(name, t, duration, watts))
+            t += duration
+    if last_transfer_end is not None:
+        phases.append(RadioPhase("tail", last_transfer_end, radio.tail_s, radio.tail_mw * 1e-3))
+    return sorted(phases, key=lambda ph: ph.start_s)
 
 
 @dataclass(frozen=True)
 class EnergyProfile:
-    """A device class: joules per FLOP and a radio at given throughputs."""
+    """A device class: joules per FLOP, a compute speed, and a radio at given throughputs."""
 
     name: str
     joules_per_flop: float
@@ -90,6 +187,8 @@ class EnergyProfile:
     uplink_mbps: float
     downlink_mbps: float
     flop_source: str
+    flops_per_second: float = 5e9  # sustained training speed: turns FLOPs into compute time
+    speed_source: str = "assumption: 5 GFLOP/s sustained fp32 training on a phone SoC (sweep 1-20)"
 
     @property
     def joules_per_bit_up(self) -> float:
@@ -99,19 +198,64 @@ class EnergyProfile:
     def joules_per_bit_down(self) -> float:
         return self.radio.joules_per_bit(self.downlink_mbps, "down")
 
-    def energy(self, flops: float, bytes_up: float, bytes_down: float) -> Energy:
-        """Modelled joules for ``flops`` of compute and the given payload sizes."""
+    def transfer_seconds(self, n_bytes: float, direction: str) -> float:
+        mbps = self.uplink_mbps if direction == "up" else self.downlink_mbps
+        return 8 * n_bytes / (mbps * 1e6)
+
+    def compute_seconds(self, flops: float) -> float:
+        return flops / self.flops_per_second
+
+    def timeline(self, flops: float, bytes_up: float, bytes_down: float) -> list[RadioPhase]:
+        """One client-round in time: [promotion] download, compute, [promotion] upload, tail.
+
+        A zero-byte direction makes no transfer (and so no promotion or tail of its own).
+        """
+        steps: list[tuple[str, float, float]] = []
+        for name, n_bytes, direction in (("download", bytes_down, "down"), ("compute", None, None),
+                                         ("upload", bytes_up, "up")):
+            if name == "compute":
+                seconds = self.compute_seconds(flops)
+                steps.append((name, seconds, self.joules_per_flop * self.flops_per_second))
+            elif n_bytes > 0:
+                seconds = self.transfer_seconds(n_bytes, direction)
+                joules = 8 * n_bytes * (self.joules_per_bit_up if direction == "up" else self.joules_per_bit_down)
+                steps.append((name, seconds, joules / seconds))
+        return radio_timeline(self.radio, steps)
+
+    def energy(self, flops: float, bytes_up: float, bytes_down: float, *, include_fixed: bool = True) -> Energy:
+        """Modelled joules of ONE client in ONE round: ``flops`` of local training, then the
+        uplink payload; the downlink payload arrives before training.
+
+        ``radio_fixed`` holds the promotions and tails of the client-round's timeline (see
+        :meth:`timeline`); ``include_fixed=False`` gives the bytes-only (linear) view.  Sum this
+        over clients and rounds; never call it once with bytes summed over several clients,
+        which would count one radio session for many.
+        """
+        for label, value in (("flops", flops), ("bytes_up", bytes_up), ("bytes_down", bytes_down)):
+            if value < 0:
+                raise ValueError(f"{label}={value!r} is negative; pass a count of FLOPs or bytes (>= 0)")
+        fixed = 0.0
+        if include_fixed:
+            fixed = sum(ph.joules for ph in self.timeline(flops, bytes_up, bytes_down)
+                        if ph.name in ("promotion", "tail"))
         return Energy(flops * self.joules_per_flop, 8 * bytes_up * self.joules_per_bit_up,
-                      8 * bytes_down * self.joules_per_bit_down)
+                      8 * bytes_down * self.joules_per_bit_down, fixed)
+
+    def radio_floor(self, flops: float = 0.0) -> float:
+        """Fixed radio joules of one client-round that downloads and uploads anything at all
+        (however few bytes): the floor that no compression can go below."""
+        return self.energy(flops, 1, 1).radio_fixed
 
     def describe(self) -> str:
-        return (f"{self.name}: {self.joules_per_flop * 1e12:.0f} pJ/FLOP, "
+        return (f"{self.name}: {self.joules_per_flop * 1e12:.0f} pJ/FLOP at {self.flops_per_second / 1e9:g} GFLOP/s, "
                 f"up {self.joules_per_bit_up * 1e9:.0f} nJ/bit @ {self.uplink_mbps} Mbps, "
-                f"down {self.joules_per_bit_down * 1e9:.0f} nJ/bit @ {self.downlink_mbps} Mbps ({self.radio.name})")
+                f"down {self.joules_per_bit_down * 1e9:.0f} nJ/bit @ {self.downlink_mbps} Mbps ({self.radio.name}; "
+                f"{self.radio.session_joules:.3g} J per radio session)")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "joules_per_bit_up": self.joules_per_bit_up,
-                "joules_per_bit_down": self.joules_per_bit_down}
+                "joules_per_bit_down": self.joules_per_bit_down,
+                "radio_session_joules": self.radio.session_joules}
 
 
 _PHONE_FLOP = "assumption: 100 pJ/FLOP for a phone SoC running fp32 training (sweep 20-200)"
@@ -120,7 +264,9 @@ PROFILES: dict[str, EnergyProfile] = {
     # WiFi throughputs chosen so the model gives the guide's ~300 / ~145 nJ/bit.
     "phone-wifi": EnergyProfile("phone-wifi", 100e-12, WIFI, 8.0, 16.0, _PHONE_FLOP),
     "edge-gpu-wifi": EnergyProfile("edge-gpu-wifi", 10.0 / 236e9, WIFI, 8.0, 16.0,
-                                   "Jetson Nano: 10 W at 236 GFLOPS fp32 = 42 pJ/FLOP (21 pJ in fp16)"),
+                                   "Jetson Nano: 10 W at 236 GFLOPS fp32 = 42 pJ/FLOP (21 pJ in fp16)",
+                                   flops_per_second=236e9,
+                                   speed_source="Jetson Nano peak fp32 236 GFLOP/s (an upper bound; sweep lower)"),
 }
 
 
@@ -168,7 +314,92 @@ def forward_flops(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1
         return _count(lambda: probe(x)) // batch
 
 
+def training_flops_per_layer(model: nn.Module, input_shape: tuple[int, ...], batch: int = 4,
+                             loss_fn: Callable = nn.functional.cross_entropy,
+                             layer_types: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)) -> dict[str, int]:
+    """Training FLOPs per sample (forward + backward) of each layer of ``layer_types``, by module name.
+
+    Measured with ``FlopCounterMode``, which attributes each backward matmul to its module, so
+    the values add up to :func:`training_flops_per_sample` when every FLOP is in such a layer.
+    The model is deep-copied.  Raises ``ValueError`` for a layer that records no FLOPs (unused).
+    """
+    probe = copy.deepcopy(model).train()
+    device = next(probe.parameters()).device
+    x = torch.zeros(batch, *input_shape, device=device)
+    target = torch.zeros(batch, dtype=torch.long, device=device)
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(probe(x), target).backward()
+    counts = counter.get_flop_counts()
+    root = type(probe).__name__  # FlopCounterMode names modules "<RootClass>.<name>"
+    out = {}
+    for name, module in probe.named_modules():
+        if isinstance(module, layer_types):
+            key = f"{root}.{name}" if name else root
+            if key not in counts:
+                raise ValueError(f"FlopCounterMode recorded no FLOPs for {key!r} (is the layer used in forward?); "
+                                 f"recorded: {sorted(counts)}")
+            out[name] = int(sum(counts[key].values())) // batch
+    return out
+
+
 # ----------------------------------------------------------------------------- real meters
+class RaplCounter:
+    """A RAPL energy counter (``energy_uj``) unwrapped into a monotone joule count.
+
+    The kernel's counter wraps to zero after ``max_energy_range_uj`` microjoules (minutes at a
+    few tens of watts), so a plain difference of two readings can be hugely negative.  Each
+    read adds the wrapped difference to a running total; call :meth:`read` at least once per
+    wrap period (any round of training does).
+    """
+
+    def __init__(self, zone: Path):
+        self.zone = Path(zone)
+        self.max_range_uj = int((self.zone / "max_energy_range_uj").read_text())
+        self._last = int((self.zone / "energy_uj").read_text())
+        self._total_uj = 0
+
+    def read(self) -> float:
+        raw = int((self.zone / "energy_uj").read_text())
+        delta = raw - self._last
+        if delta < 0:  # wrapped past max_energy_range_uj
+            delta += self.max_range_uj + 1
+        self._total_uj += delta
+        self._last = raw
+        return self._total_uj / 1e6  # µJ -> J
+
+
+def nvml_device_for(cuda_index: int, visible: str | None = None) -> tuple[str, int | str]:
+    """How NVML names the GPU that torch calls ``cuda:<cuda_index>``.
+
+    NVML enumerates every GPU on the machine and ignores ``CUDA_VISIBLE_DEVICES``; torch counts
+    only the visible ones.  Returns ``("index", i)`` or ``("uuid", "GPU-...")`` from the visible
+    list (``visible`` defaults to the environment variable); with no list, the indices agree.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    if not visible or not visible.strip():
+        return ("index", cuda_index)
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    if cuda_index >= len(entries):
+        raise ValueError(f"cuda:{cuda_index} is not among CUDA_VISIBLE_DEVICES={visible!r} "
+                         f"({len(entries)} visible device(s))")
+    entry = entries[cuda_index]
+    return ("index", int(entry)) if entry.isdigit() else ("uuid", entry)
+
+
+def _nvml_handle(pynvml, cuda_index: int):
+    """The NVML handle of torch's ``cuda:<cuda_index>``: by PCI bus id where torch reports it,
+    else through the ``CUDA_VISIBLE_DEVICES`` list."""
+    props = torch.cuda.get_device_properties(cuda_index)
+    bus = getattr(props, "pci_bus_id", None)
+    if bus is not None:
+        domain, device = getattr(props, "pci_domain_id", 0), getattr(props, "pci_device_id", 0)
+        return pynvml.nvmlDeviceGetHandleByPciBusId(f"{domain:08x}:{bus:02x}:{device:02x}.0")
+    kind, key = nvml_device_for(cuda_index)
+    if kind == "uuid":
+        return pynvml.nvmlDeviceGetHandleByUUID(key)
+    return pynvml.nvmlDeviceGetHandleByIndex(key)
+
+
 class EnergyMeter:
     """Reads a real cumulative energy counter where one exists: NVML (NVIDIA) or RAPL (Linux).
 
@@ -176,9 +407,9 @@ class EnergyMeter:
     ``source`` says "not available" -- the course never invents a measured figure.
     """
 
-    _RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
+    _RAPL_ZONE = Path("/sys/class/powercap/intel-rapl:0")
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", rapl_zone: Path | None = None):
         self.source = "not available"
         self._read: Callable[[], float] | None = None
         device = torch.device(device)
@@ -187,22 +418,20 @@ class EnergyMeter:
                 import pynvml
 
                 pynvml.nvmlInit()
-                handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+                handle = _nvml_handle(pynvml, torch.cuda.current_device() if device.index is None else device.index)
                 pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
                 self._read = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3  # mJ -> J
                 self.source = "NVML total energy counter (GPU board)"
             except Exception:  # no pynvml, or the GPU lacks the counter
                 self._read = None
-        if self._read is None and self._rapl_readable():
-            self._read = lambda: int(self._RAPL.read_text()) / 1e6  # µJ -> J
-            self.source = "RAPL package-0 counter (CPU socket)"
-
-    def _rapl_readable(self) -> bool:
-        try:
-            int(self._RAPL.read_text())
-            return True
-        except (OSError, ValueError):
-            return False
+        if self._read is None:
+            try:
+                counter = RaplCounter(self._RAPL_ZONE if rapl_zone is None else rapl_zone)
+            except (OSError, ValueError):
+                counter = None
+            if counter is not None:
+                self._read = counter.read
+                self.source = "RAPL package-0 counter (CPU socket)"
 
     @property
     def available(self) -> bool:

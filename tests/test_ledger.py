@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from fedlab_utils.devices import available_devices, get_device, get_devices, seed_everything
-from fedlab_utils.ledger import LTE, PROFILES, Energy, EnergyMeter, forward_flops, get_profile, training_flops_per_sample
+from fedlab_utils.ledger import (LTE, PROFILES, WIFI, Energy, EnergyMeter, RaplCounter, forward_flops, get_profile,
+                                 nvml_device_for, radio_timeline, training_flops_per_sample)
 from fedlab_utils.wire import Fp32Codec, flatten, unflatten
 
 
@@ -40,18 +41,139 @@ def test_radio_model_matches_huang_et_al_formula():
 
 def test_energy_is_linear_and_user_settable():
     p = PROFILES["phone-lte"]
-    e = p.energy(1e9, 1000, 2000)
+    e = p.energy(1e9, 1000, 2000, include_fixed=False)
     assert e.compute == pytest.approx(1e9 * 100e-12)
     assert e.uplink == pytest.approx(8000 * p.joules_per_bit_up)
     assert e.downlink == pytest.approx(16000 * p.joules_per_bit_down)
+    assert e.radio_fixed == 0.0
     assert e.total == pytest.approx(e.compute + e.uplink + e.downlink)
     assert (e + e).total == pytest.approx(2 * e.total)
+    full = p.energy(1e9, 1000, 2000)
+    assert (full.compute, full.uplink, full.downlink) == (e.compute, e.uplink, e.downlink)
+    assert full.total == pytest.approx(e.total + full.radio_fixed)
+    assert (full + full).radio_fixed == pytest.approx(2 * full.radio_fixed)
+    assert full.to_dict()["radio_fixed"] == full.radio_fixed and full.to_dict()["total"] == full.total
     mine = dataclasses.replace(p, joules_per_flop=20e-12)
     assert mine.energy(1e9, 0, 0).compute == pytest.approx(0.02)
     assert get_profile(mine) is mine
     with pytest.raises(ValueError, match="energy_profile='satellite'"):
         get_profile("satellite")
-    assert "J" in repr(Energy(1.0, 2.0, 3.0))
+    assert "J" in repr(Energy(1.0, 2.0, 3.0)) and "radio fixed 4" in repr(Energy(1.0, 2.0, 3.0, 4.0))
+    assert Energy(1.0, 2.0, 3.0, 4.0).total == 10.0
+    with pytest.raises(ValueError, match="bytes_up=-1"):
+        p.energy(0, -1, 0)
+
+
+# ---- radio model: promotion and tail (Huang et al. 2012, Table 3), hand-computed timelines
+P_PRO, T_PRO, P_TAIL, T_TAIL = 1.2107, 0.2601, 1.060, 11.576  # LTE, in W and s
+
+
+def test_lte_radio_constants_and_session_cost():
+    assert (LTE.promotion_mw, LTE.promotion_s, LTE.tail_mw, LTE.tail_s) == (1210.7, 0.2601, 1060.0, 11.576)
+    assert (WIFI.promotion_mw, WIFI.promotion_s, WIFI.tail_mw, WIFI.tail_s) == (124.4, 0.0791, 119.3, 0.2381)
+    # one isolated session: 1.2107*0.2601 + 1.06*11.576 = 0.31490 + 12.27056 = 12.5855 J
+    assert LTE.session_joules == pytest.approx(12.58546, abs=1e-4)
+    assert WIFI.session_joules == pytest.approx(0.1244 * 0.0791 + 0.1193 * 0.2381)
+
+
+def test_one_byte_each_way_costs_a_radio_session_on_lte():
+    e = PROFILES["phone-lte"].energy(0, 1, 1)
+    assert e.total >= 1.0
+    # no compute: download, upload right after it (no gap), one promotion and one full tail
+    assert e.radio_fixed == pytest.approx(P_PRO * T_PRO + P_TAIL * T_TAIL)
+    assert e.uplink + e.downlink < 1e-5
+    assert PROFILES["phone-lte"].energy(0, 1, 1, include_fixed=False).total < 1e-5
+
+
+def test_timeline_one_transfer_hand_computed():
+    phases = radio_timeline(LTE, [("upload", 2.0, 3.0)])
+    assert [(ph.name, ph.start_s, ph.duration_s) for ph in phases] == [
+        ("promotion", 0.0, T_PRO), ("upload", T_PRO, 2.0), ("tail", T_PRO + 2.0, T_TAIL)]
+    assert sum(ph.joules for ph in phases) == pytest.approx(P_PRO * T_PRO + 3.0 * 2.0 + P_TAIL * T_TAIL)
+    # the profile: a zero-byte direction makes no transfer, so an upload alone is one session
+    p = PROFILES["phone-lte"]
+    e = p.energy(0, 6e6 / 8, 0)  # 6 Mbit at 6 Mbps: exactly one second of upload
+    assert p.transfer_seconds(6e6 / 8, "up") == pytest.approx(1.0)
+    assert e.uplink == pytest.approx((438.39 * 6 + 1288.04) * 1e-3 * 1.0)  # P = alpha*t + beta for 1 s
+    assert e.radio_fixed == pytest.approx(P_PRO * T_PRO + P_TAIL * T_TAIL)
+    assert e.downlink == 0.0
+
+
+def test_timeline_two_transfers_inside_one_tail_share_a_session():
+    # download 1 s, compute 3 s (< 11.576 s tail), upload 0.5 s: the tail is cut short at 3 s
+    phases = radio_timeline(LTE, [("download", 1.0, 2.0), ("compute", 3.0, 0.5), ("upload", 0.5, 4.0)])
+    names = [ph.name for ph in phases]
+    assert names.count("promotion") == 1 and names.count("tail") == 2
+    tails = [ph for ph in phases if ph.name == "tail"]
+    assert tails[0].duration_s == pytest.approx(3.0) and tails[0].start_s == pytest.approx(T_PRO + 1.0)
+    assert tails[1].duration_s == pytest.approx(T_TAIL)
+    fixed = sum(ph.joules for ph in phases if ph.name in ("promotion", "tail"))
+    assert fixed == pytest.approx(P_PRO * T_PRO + P_TAIL * 3.0 + P_TAIL * T_TAIL)
+    # the same through a profile: 5 GFLOP/s, so 15 GFLOPs are 3 s of compute
+    p = PROFILES["phone-lte"]
+    e = p.energy(15e9, 1000, 1000)
+    assert e.radio_fixed == pytest.approx(P_PRO * T_PRO + P_TAIL * 3.0 + P_TAIL * T_TAIL)
+    assert e.compute == pytest.approx(15e9 * 100e-12)
+
+
+def test_timeline_two_transfers_farther_apart_than_the_tail_pay_twice():
+    phases = radio_timeline(LTE, [("download", 1.0, 2.0), ("compute", 20.0, 0.5), ("upload", 0.5, 4.0)])
+    assert [ph.name for ph in phases if ph.name in ("promotion", "tail")] == ["promotion", "tail", "promotion", "tail"]
+    fixed = sum(ph.joules for ph in phases if ph.name in ("promotion", "tail"))
+    assert fixed == pytest.approx(2 * (P_PRO * T_PRO + P_TAIL * T_TAIL))
+    upload = next(ph for ph in phases if ph.name == "upload")
+    assert upload.start_s == pytest.approx(T_PRO + 1.0 + 20.0 + T_PRO)  # waits for its own promotion
+    # WiFi's tail is 0.238 s: a 1 s compute gap already costs two sessions
+    p = PROFILES["phone-wifi"]
+    assert p.energy(5e9, 1000, 1000).radio_fixed == pytest.approx(2 * WIFI.session_joules)
+
+
+def test_dropped_client_pays_download_session_and_bytes_stop_mattering_on_lte():
+    p = PROFILES["phone-lte"]
+    dropped = p.energy(0, 0, 400_000)
+    assert dropped.uplink == 0 and dropped.radio_fixed == pytest.approx(LTE.session_joules)
+    # the floor dominates: 200 B vs 200 KB uplink differ by < 10 % of the client-round on LTE
+    small, big = p.energy(1e8, 200, 200_000), p.energy(1e8, 200_000, 200_000)
+    assert big.total / small.total < 1.1
+    assert p.radio_floor() == pytest.approx(LTE.session_joules)
+    assert small.radio_fixed > 10 * (small.uplink + small.downlink + small.compute)
+
+
+def test_custom_profile_speed_changes_the_tail_not_the_bytes():
+    p = PROFILES["phone-lte"]
+    slow = dataclasses.replace(p, flops_per_second=1e9)  # 1 GFLOP/s: 5e9 FLOPs take 5 s
+    assert slow.energy(5e9, 100, 100).radio_fixed == pytest.approx(P_PRO * T_PRO + P_TAIL * 5.0 + P_TAIL * T_TAIL)
+    assert slow.energy(5e9, 100, 100).uplink == p.energy(5e9, 100, 100).uplink
+
+
+# ---- real meters: RAPL wrap-around and NVML device index
+def _rapl_zone(tmp_path, energy_uj, max_uj=1_000_000):
+    (tmp_path / "energy_uj").write_text(f"{energy_uj}\n")
+    (tmp_path / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    return tmp_path
+
+
+def test_rapl_counter_unwraps_past_max_energy_range(tmp_path):
+    zone = _rapl_zone(tmp_path, 900_000)
+    counter = RaplCounter(zone)
+    assert counter.read() == 0.0
+    (zone / "energy_uj").write_text("950000\n")
+    assert counter.read() == pytest.approx(0.05)
+    (zone / "energy_uj").write_text("100000\n")  # wrapped: 50_000 to the max, +1 to zero, +100_000
+    assert counter.read() == pytest.approx((50_000 + 1 + 100_000 + 50_000) / 1e6)
+    meter = EnergyMeter("cpu", rapl_zone=_rapl_zone(tmp_path, 10))
+    assert meter.available and "RAPL" in meter.source and meter.read() == 0.0
+    assert not EnergyMeter("cpu", rapl_zone=tmp_path / "absent").available
+
+
+def test_nvml_device_follows_cuda_visible_devices():
+    assert nvml_device_for(0, visible="") == ("index", 0)
+    assert nvml_device_for(1, visible="") == ("index", 1)
+    assert nvml_device_for(0, visible="2,3") == ("index", 2)
+    assert nvml_device_for(1, visible=" 2, 3 ") == ("index", 3)
+    assert nvml_device_for(0, visible="GPU-8a3b") == ("uuid", "GPU-8a3b")
+    with pytest.raises(ValueError, match="cuda:2"):
+        nvml_device_for(2, visible="0,1")
 
 
 def test_meter_reports_not_available_instead_of_inventing():
