@@ -241,6 +241,22 @@ class EnergyProfile:
         return Energy(flops * self.joules_per_flop, 8 * bytes_up * self.joules_per_bit_up,
                       8 * bytes_down * self.joules_per_bit_down, fixed)
 
+    def energy_for(self, flops: float, bytes_up: float, bytes_down: float, client_rounds: int, *,
+                   include_fixed: bool = True) -> Energy:
+        """Joules of ``client_rounds`` client-rounds whose totals (FLOPs, bytes) are given, each
+        client-round taken to carry an equal share: ``client_rounds × energy(totals / client_rounds)``.
+
+        Use it to price a whole run's totals under another profile.  The linear terms are exact;
+        ``radio_fixed`` is exact when every client computes for the same time (otherwise the
+        tails cut short by compute are averaged).
+        """
+        if client_rounds < 1:
+            raise ValueError(f"client_rounds={client_rounds!r}; need >= 1 (rounds x clients per round)")
+        one = self.energy(flops / client_rounds, bytes_up / client_rounds, bytes_down / client_rounds,
+                          include_fixed=include_fixed)
+        return Energy(one.compute * client_rounds, one.uplink * client_rounds, one.downlink * client_rounds,
+                      one.radio_fixed * client_rounds)
+
     def radio_floor(self, flops: float = 0.0) -> float:
         """Fixed radio joules of one client-round that downloads and uploads anything at all
         (however few bytes): the floor that no compression can go below."""

@@ -227,3 +227,15 @@ def test_seed_everything_reproduces_draws():
     assert torch.equal(a, torch.randn(3))
     with pytest.raises(ValueError, match="seed"):
         seed_everything(-1)
+
+
+def test_energy_for_prices_run_totals_per_client_round():
+    p = PROFILES["phone-lte"]
+    one = p.energy(2e9, 50_000, 80_000)
+    ten = p.energy_for(10 * 2e9, 10 * 50_000, 10 * 80_000, client_rounds=10)
+    assert ten.total == pytest.approx(10 * one.total)
+    assert ten.radio_fixed == pytest.approx(10 * one.radio_fixed)
+    # pricing totals as ONE client-round would count one radio session for ten
+    assert p.energy(10 * 2e9, 10 * 50_000, 10 * 80_000).radio_fixed < 0.2 * ten.radio_fixed
+    with pytest.raises(ValueError, match="client_rounds=0"):
+        p.energy_for(1, 1, 1, client_rounds=0)
