@@ -15,18 +15,18 @@ sort-by-label split, 2 shards per client) and ``natural`` (the dataset's own cli
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from .validation import check_choice, check_int, check_real
 
 __all__ = ["FederatedDataset", "ClientData", "DATASETS", "PARTITIONS", "load_dataset", "partition",
-           "label_counts", "label_skew", "client_data", "synthetic_federated", "DATA_DIR"]
+           "label_counts", "label_skew", "client_data", "synthetic_federated", "stratified_split", "DATA_DIR"]
 
 DATASETS = ("mnist5k", "digits", "synthetic", "mnist", "fashion_mnist")
 PARTITIONS = ("iid", "dirichlet", "shards", "natural")
@@ -115,12 +115,58 @@ def mnist5k_arrays(data_dir: Path = DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)
 
 
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of ``n_draws`` to take from each class: floor of the proportional share, then the
+    largest remainders first, ties broken at random (scikit-learn's ``_approximate_mode``)."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            floored[rng.choice(inds, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
+
+
+def stratified_split(strata: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) indices with every stratum (label or natural client) in both parts.
+
+    The same split as ``sklearn.model_selection.train_test_split(np.arange(n), test_size=test_fraction,
+    random_state=seed, stratify=strata)`` (its ``StratifiedShuffleSplit`` algorithm, re-implemented in
+    numpy so that loading a dataset does not import scikit-learn, which takes about a second); the
+    tests check the two agree.
+    """
+    strata = np.asarray(strata)
+    n = len(strata)
+    n_test = math.ceil(test_fraction * n)
+    n_train = n - n_test
+    classes, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(f"stratified split needs at least 2 samples per stratum; strata "
+                         f"{classes[counts < 2].tolist()[:5]} have 1")
+    if min(n_train, n_test) < len(classes):
+        raise ValueError(f"test_fraction={test_fraction} leaves {n_train} train / {n_test} test samples for "
+                         f"{len(classes)} strata; each part needs at least one sample per stratum")
+    class_indices = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(counts, n_train, rng)
+    t_i = _approximate_mode(counts - n_i, n_test, rng)
+    train, test = [], []
+    for i in range(len(classes)):
+        shuffled = class_indices[i].take(rng.permutation(counts[i]), mode="clip")
+        train.extend(shuffled[:n_i[i]])
+        test.extend(shuffled[n_i[i]:n_i[i] + t_i[i]])
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64))
+
+
 def _split(name, x, y, input_shape, num_classes, seed, test_fraction, clients=None) -> FederatedDataset:
-    index = np.arange(len(y))
     stratify = y if clients is None else clients  # keep every natural client in both splits
-    train_idx, test_idx = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=stratify)
-    train_idx.sort()
-    test_idx.sort()
+    train_idx, test_idx = stratified_split(stratify, test_fraction, seed)
     as_x = lambda idx: torch.from_numpy(np.ascontiguousarray(x[idx]))  # noqa: E731
     as_y = lambda idx: torch.from_numpy(np.ascontiguousarray(y[idx]))  # noqa: E731
     natural = None if clients is None else clients[train_idx]

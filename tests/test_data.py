@@ -133,3 +133,37 @@ def test_idx_files_placed_in_data_dir_load(tmp_path):
 def test_missing_idx_file_says_where_to_put_it(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"fashion_mnist.*train-images-idx3-ubyte"):
         load_dataset("fashion_mnist", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("strata", [np.repeat(np.arange(10), 37), np.array([0] * 5 + [1] * 13 + [2] * 2 + [3] * 61)])
+def test_stratified_split_equals_sklearn(seed, strata):
+    from sklearn.model_selection import train_test_split
+
+    from fedlab_utils.data import stratified_split
+
+    strata = np.random.default_rng(seed).permutation(strata)
+    for fraction in (0.2, 0.33):
+        train, test = stratified_split(strata, fraction, seed)
+        ref_train, ref_test = train_test_split(np.arange(len(strata)), test_size=fraction, random_state=seed,
+                                               stratify=strata)
+        assert np.array_equal(train, np.sort(ref_train)) and np.array_equal(test, np.sort(ref_test))
+
+
+def test_stratified_split_refuses_a_singleton_stratum():
+    from fedlab_utils.data import stratified_split
+
+    with pytest.raises(ValueError, match="at least 2 samples per stratum"):
+        stratified_split(np.array([0, 0, 0, 1]), 0.5, 0)
+
+
+def test_loading_mnist5k_imports_no_sklearn_pandas_or_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, fedlab_utils.federated\n"
+            "from fedlab_utils.data import load_dataset\n"
+            "load_dataset('mnist5k')\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'pandas', 'matplotlib'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
