@@ -3,16 +3,31 @@ and returns quietly (after printing a short confirmation) when it is right.  It 
 prints "failed".
 
 Each lesson's checks live in a submodule named after it (``checks.baseline``,
-``checks.pruning``, ...); the helpers here are what they are built from.
+``checks.pruning``, ...), imported below so that ``from fedlab_utils import checks`` gives them
+all; the helpers here are what they are built from.
+
+In an nbgrader assignment each exercise is a solution cell followed by a locked test cell that
+calls one ``check_*`` function (see ``fedlab_utils.classroom``).  Checks that take a function
+also take ``seed``: ``None`` (the default) runs the visible, hand-made cases; an int draws other
+random inputs, which the test cells use as nbgrader *hidden tests*.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["expect", "expect_close", "expect_tensors_close", "passed"]
+__all__ = ["NotAnswered", "call_safely", "expect", "expect_close", "expect_tensors_close", "expect_whole_number",
+           "passed"]
+
+
+class NotAnswered(AssertionError, NotImplementedError):
+    """An exercise still holds nbgrader's ``raise NotImplementedError()``.
+
+    Both an ``AssertionError`` (a failed check, 0 points) and a ``NotImplementedError`` (what a
+    student's "Run All" stops at on a fresh release)."""
 
 
 def passed(name: str) -> None:
@@ -56,6 +71,26 @@ def call_safely(fn: Callable, *args, what: str):
     """Call a student's function; turn a crash (or a leftover NotImplementedError) into a hint."""
     try:
         return fn(*args)
+    except NotAnswered:
+        raise
     except NotImplementedError as exc:
-        raise AssertionError(f"{what}: not implemented yet -- replace `raise NotImplementedError()` "
-                             "with your code") from exc
+        raise NotAnswered(f"{what}: not implemented yet -- replace `raise NotImplementedError()` "
+                          "with your code") from exc
+
+
+def expect_whole_number(actual, what: str, hint: str = "") -> int:
+    """``actual`` must be a whole number (an int, or a float/0-d tensor with an integer value).
+
+    Returns it as an ``int``; a bool, a fraction or a non-number raises with ``hint``."""
+    if isinstance(actual, torch.Tensor) and actual.numel() == 1:
+        actual = actual.item()
+    ok = (isinstance(actual, numbers.Integral) and not isinstance(actual, bool)) or (
+        isinstance(actual, numbers.Real) and not isinstance(actual, bool) and math.isfinite(actual)
+        and float(actual).is_integer())
+    expect(ok, f"{what}: expected a whole number, got {actual!r} ({type(actual).__name__}). {hint}".strip())
+    return int(actual)
+
+
+# Every lesson's checks, so that ``checks.<lesson>`` works after ``from fedlab_utils import checks``.
+# (Imported last: they are built from the helpers above.)
+from . import acceleration, baseline, compression, distillation, parallel, pruning  # noqa: E402

@@ -7,7 +7,7 @@ from ..federated import History, RoundRecord, apply_delta
 from ..ledger import Energy
 from . import call_safely, expect, expect_close, expect_tensors_close, passed
 
-__all__ = ["check_fedavgm_step", "check_to_target"]
+__all__ = ["check_fedavgm_step", "check_to_target", "check_fedadam_step"]
 
 
 def _reference_fedavgm(global_state, update, velocity, lr, momentum):
@@ -17,13 +17,13 @@ def _reference_fedavgm(global_state, update, velocity, lr, momentum):
     return apply_delta(global_state, velocity, lr), velocity
 
 
-def check_fedavgm_step(fedavgm_step) -> None:
+def check_fedavgm_step(fedavgm_step, seed: int | None = None) -> None:
     """``fedavgm_step(global_state, update, velocity, lr, momentum) -> (new_state, new_velocity)``.
 
     Checked over three rounds from ``velocity=None`` against ``v ← momentum·v + Δ; x ← x + lr·v``,
-    and with ``momentum=0`` against plain FedAvg.
+    and with ``momentum=0`` against plain FedAvg.  ``seed``: other states and updates (hidden tests).
     """
-    gen = torch.Generator().manual_seed(4)
+    gen = torch.Generator().manual_seed(4 if seed is None else 6000 + seed)
     state = {"weight": torch.randn(3, 2, generator=gen), "bias": torch.randn(3, generator=gen)}
     updates = [{k: 0.1 * torch.randn(v.shape, generator=gen) for k, v in state.items()} for _ in range(3)]
     hint = ("Server momentum keeps a velocity v (zeros when velocity is None), updates it as "
@@ -81,3 +81,38 @@ def check_to_target(to_target) -> None:
         expect(got_rounds == rounds, f"target {target}: rounds {got_rounds!r}, expected {rounds}. {hints[target]}")
         expect_close(got_joules, total, f"target {target}: joules", rel=1e-9, hint=hints[target])
     passed("rounds and joules to target")
+
+
+def _states(gen: torch.Generator, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    return {"weight": scale * torch.randn(3, 2, generator=gen), "bias": scale * torch.randn(3, generator=gen)}
+
+
+def check_fedadam_step(fedadam_step, seed: int | None = None) -> None:
+    """``fedadam_step(global_state, update, m, v, lr, beta1, beta2, tau) -> (new_state, m, v)``: FedAdam's
+    server step (Reddi et al. 2021, Algorithm 2), key by key.  From ``m = v = None`` it starts with
+    ``m = 0`` and ``v = τ²``; then ``m ← β1·m + (1−β1)·Δ``, ``v ← β2·v + (1−β2)·Δ²``,
+    ``x ← x + lr·m / (√v + τ)`` (no bias correction).  Checked over three rounds against
+    :class:`fedlab_utils.acceleration.FedOpt`.  ``seed``: other inputs (hidden tests).
+    """
+    from ..acceleration import FedOpt
+
+    gen = torch.Generator().manual_seed(8 if seed is None else 7000 + seed)
+    hint = ("Start from m = zeros and v = tau**2 (not zeros); m = beta1*m + (1-beta1)*update; "
+            "v = beta2*v + (1-beta2)*update**2; x = x + lr * m / (sqrt(v) + tau). No bias correction.")
+    settings = [(0.1, 0.9, 0.99, 1e-3), (1.0, 0.5, 0.9, 0.1)] if seed is None else [(0.3, 0.8, 0.95, 0.05)]
+    for lr, beta1, beta2, tau in settings:
+        state = _states(gen)
+        updates = [_states(gen, 0.1) for _ in range(3)]
+        server = FedOpt(lr, beta1, beta2, tau, "adam")
+        mine_x, mine_m, mine_v, ref_x = state, None, None, state
+        for r, update in enumerate(updates, start=1):
+            out = call_safely(fedadam_step, mine_x, update, mine_m, mine_v, lr, beta1, beta2, tau, what="fedadam_step")
+            expect(isinstance(out, tuple) and len(out) == 3,
+                   f"fedadam_step must return a tuple (new_state, m, v); got {type(out).__name__}")
+            mine_x, mine_m, mine_v = out
+            ref_x = server.step(ref_x, update)
+            where = f"after round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})"
+            expect_tensors_close(mine_m, server.m, f"m {where}", atol=1e-6, hint=hint)
+            expect_tensors_close(mine_v, server.v, f"v {where}", atol=1e-7, hint=hint)
+            expect_tensors_close(mine_x, ref_x, f"global state {where}", atol=1e-5, hint=hint)
+    passed("FedAdam server step")

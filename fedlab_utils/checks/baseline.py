@@ -6,43 +6,104 @@ from collections.abc import Callable
 import torch
 
 from ..federated import weighted_average
+from ..ledger import PROFILES, EnergyProfile
 from ..wire import Fp32Codec
-from . import call_safely, expect, expect_close, expect_tensors_close, passed
+from . import call_safely, expect, expect_close, expect_tensors_close, expect_whole_number, passed
 
-__all__ = ["check_weighted_average", "check_round_uplink_bytes"]
+__all__ = ["check_weighted_average", "check_round_uplink_bytes", "check_client_round_joules"]
 
 
-def check_weighted_average(fn: Callable) -> None:
-    """``fn(updates, num_samples)`` must return FedAvg's sample-weighted mean, key by key."""
-    updates = [{"w": torch.tensor([1.0, 0.0]), "b": torch.tensor([3.0])},
-               {"w": torch.tensor([0.0, 4.0]), "b": torch.tensor([-1.0])},
-               {"w": torch.tensor([2.0, 2.0]), "b": torch.tensor([0.0])}]
-    counts = [10, 30, 60]
-    answer = call_safely(fn, updates, counts, what="weighted_average")
+def _weighted_average_cases(seed: int | None) -> list[tuple[list[dict], list[int]]]:
+    if seed is None:  # hand-made: the plain mean is [1, 2] / [0.667]; the weighted one is [1.4, 2.4] / [0]
+        return [([{"w": torch.tensor([1.0, 0.0]), "b": torch.tensor([3.0])},
+                  {"w": torch.tensor([0.0, 4.0]), "b": torch.tensor([-1.0])},
+                  {"w": torch.tensor([2.0, 2.0]), "b": torch.tensor([0.0])}], [10, 30, 60])]
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for clients in (2, 5):
+        updates = [{"w": torch.randn(4, 3, generator=g), "b": torch.randn(4, generator=g)} for _ in range(clients)]
+        counts = [int(n) for n in torch.randint(1, 500, (clients,), generator=g)]
+        counts[0] += 1000  # unequal on purpose: the plain mean must differ
+        cases.append((updates, counts))
+    return cases
+
+
+def check_weighted_average(fn: Callable, seed: int | None = None) -> None:
+    """``fn(updates, num_samples)`` must return FedAvg's sample-weighted mean, key by key.
+
+    ``seed=None``: three hand-made clients; an int: random clients of unequal sizes (hidden tests).
+    """
     hint = ("Weight each client's update by its number of samples n_k and divide by the total n, "
             "i.e. sum_k (n_k / n) * update_k for every key.")
-    plain_mean = {k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}
-    expect(isinstance(answer, dict), f"weighted_average should return a dict of tensors, got {type(answer).__name__}")
-    if set(answer) == set(plain_mean) and all(torch.allclose(answer[k], plain_mean[k]) for k in answer):
-        raise AssertionError("weighted_average returned the plain (unweighted) mean: a client with 10 samples counts "
-                             "as much as one with 60. " + hint)
-    expect_tensors_close(answer, weighted_average(updates, counts), "weighted_average", atol=1e-6, hint=hint)
+    for updates, counts in _weighted_average_cases(seed):
+        originals = [{k: v.clone() for k, v in u.items()} for u in updates]
+        answer = call_safely(fn, updates, list(counts), what="weighted_average")
+        expect(isinstance(answer, dict),
+               f"weighted_average should return a dict of tensors, got {type(answer).__name__}")
+        plain_mean = {k: sum(u[k] for u in originals) / len(originals) for k in originals[0]}
+        if set(answer) == set(plain_mean) and all(
+                isinstance(answer[k], torch.Tensor) and answer[k].shape == plain_mean[k].shape
+                and torch.allclose(answer[k], plain_mean[k]) for k in answer):
+            raise AssertionError("weighted_average returned the plain (unweighted) mean: a client with few "
+                                 "samples counts as much as one with many. " + hint)
+        expect_tensors_close(answer, weighted_average(originals, counts), "weighted_average", atol=1e-5, hint=hint)
+        expect(all(torch.equal(u[k], o[k]) for u, o in zip(updates, originals) for k in o),
+               "weighted_average changed the clients' updates in place; build new tensors instead.")
     passed("weighted_average")
 
 
-def check_round_uplink_bytes(answer: int, model: torch.nn.Module, clients_per_round: int,
+def check_round_uplink_bytes(answer, model: torch.nn.Module, clients_per_round: int,
                              measured_bytes_up: int | None = None) -> None:
-    """``answer`` must be the fp32 uplink bytes of one round: every sampled client sends its whole update."""
+    """``answer`` must be exactly the fp32 uplink bytes of one round: every sampled client sends
+    its whole update, 4 bytes per parameter (an int, or a float with a whole value)."""
     state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     expected = len(Fp32Codec().encode(state)) * clients_per_round
     hint = ("Each sampled client sends one float32 (4 bytes) per parameter; multiply by the number of "
             "clients sampled per round.")
-    expect(isinstance(answer, int) and not isinstance(answer, bool), f"give the answer as an int number of bytes. {hint}")
-    if answer == expected // 4:
+    got = expect_whole_number(answer, "uplink bytes per round", hint)
+    if got == expected // 4:
         raise AssertionError(f"{answer} counts parameters, not bytes: a float32 is 4 bytes. {hint}")
-    if answer == expected * 8:
+    if got == expected * 8:
         raise AssertionError(f"{answer} is in bits; the ledger counts bytes. {hint}")
-    expect_close(answer, expected, "uplink bytes per round", hint=hint)
+    if clients_per_round > 1 and got == expected // clients_per_round:
+        raise AssertionError(f"{answer} is one client's upload; all {clients_per_round} sampled clients send. {hint}")
+    expect(got == expected, f"uplink bytes per round: got {answer!r}, expected exactly {expected:,} "
+                            f"(off by {got - expected:+,} bytes). {hint}")
     if measured_bytes_up is not None:
         expect(measured_bytes_up == expected, f"the ledger measured {measured_bytes_up} bytes, your formula {expected}")
     passed("uplink bytes of one round")
+
+
+def _joule_cases(seed: int | None) -> list[tuple[float, float, float, EnergyProfile]]:
+    if seed is None:
+        triples = [(2.0e9, 203_560.0, 203_560.0), (1.0e6, 5.0e6, 0.0), (0.0, 1_000.0, 80_000.0)]
+    else:
+        g = torch.Generator().manual_seed(seed)
+        triples = [(float(torch.randint(0, 10 ** 10, (1,), generator=g)), float(torch.randint(0, 10 ** 7, (1,), generator=g)),
+                    float(torch.randint(1, 10 ** 7, (1,), generator=g))) for _ in range(3)]
+    return [(f, u, d, profile) for profile in PROFILES.values() for f, u, d in triples]
+
+
+def check_client_round_joules(fn: Callable, seed: int | None = None) -> None:
+    """``fn(flops, bytes_up, bytes_down, profile) -> joules``: the ledger's linear energy model of one
+    client-round, ``flops·e_flop + 8·bytes_up·e_up + 8·bytes_down·e_down`` (no fixed radio costs),
+    compared with ``profile.energy(..., include_fixed=False).total`` for every profile."""
+    hint = ("E = flops * profile.joules_per_flop + 8 * bytes_up * profile.joules_per_bit_up "
+            "+ 8 * bytes_down * profile.joules_per_bit_down (the radio is priced per BIT, and up and down differ).")
+    for flops, up, down, profile in _joule_cases(seed):
+        got = call_safely(fn, flops, up, down, profile, what="client_round_joules")
+        expected = profile.energy(flops, up, down, include_fixed=False).total
+        if isinstance(got, (int, float)) and not isinstance(got, bool) and up + down > 0:
+            per_byte = flops * profile.joules_per_flop + up * profile.joules_per_bit_up + down * profile.joules_per_bit_down
+            swapped = (flops * profile.joules_per_flop + 8 * up * profile.joules_per_bit_down
+                       + 8 * down * profile.joules_per_bit_up)
+            with_fixed = profile.energy(flops, up, down).total
+            for wrong, why in ((per_byte, "you priced bytes at the per-bit rate: multiply bytes by 8"),
+                               (swapped, "uplink and downlink cost different joules per bit: don't swap them"),
+                               (with_fixed, "this exercise asks for the linear, bytes-only model (no radio "
+                                            "promotion/tail)")):
+                if abs(wrong - expected) > 1e-9 * abs(expected) and abs(got - wrong) <= 1e-9 * abs(wrong):
+                    raise AssertionError(f"{profile.name}: {why}. {hint}")
+        expect_close(got, expected, f"{profile.name}, flops={flops:g}, bytes up={up:g}, down={down:g}",
+                     rel=1e-9, abs_=1e-15, hint=hint)
+    passed("joules of one client-round")

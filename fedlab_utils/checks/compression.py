@@ -7,19 +7,38 @@ import torch
 
 from . import call_safely, expect, passed
 
-__all__ = ["check_stochastic_round", "check_topk_payload_bytes"]
+__all__ = ["check_stochastic_round", "check_topk_payload_bytes", "check_error_feedback_step"]
 
 
-def check_stochastic_round(fn) -> None:
-    """``fn(x, generator) -> tensor``: round each value down or up at random, unbiased.
+def _draws_with(fn, x: torch.Tensor, seed: int, global_seed: int, what: str):
+    """Call ``fn(x, Generator(seed))`` with the global RNG seeded to ``global_seed`` (then restored)."""
+    saved = torch.get_rng_state()
+    try:
+        torch.manual_seed(global_seed)
+        return call_safely(fn, x.clone(), torch.Generator().manual_seed(seed), what=what)
+    finally:
+        torch.set_rng_state(saved)
+
+
+def check_stochastic_round(fn, seed: int | None = None) -> None:
+    """``fn(x, generator) -> tensor``: round each value down or up at random, unbiased, drawing
+    its randomness from ``generator`` (and only from it).
 
     Checked: same shape; every output is ``floor(x)`` or ``ceil(x)``; integers stay put; both
-    neighbours occur; and the mean of many draws matches ``x`` within a Hoeffding bound.
+    neighbours occur; the mean of many draws matches ``x`` within a Hoeffding bound; and the
+    supplied generator decides the result (same seed → same output whatever the global RNG;
+    other seed → other output).  ``seed``: other values and seeds (hidden tests).
     """
     what = "stochastic_round"
     x = torch.tensor([0.5, -0.5, 2.25, -1.75, 3.0, 0.1, -0.9, 7.999])
+    base_seed = 1234
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        r = torch.randn(6, generator=g) * 5
+        x = torch.cat([torch.tensor([0.5]), r[:3], torch.tensor([3.0]), r[3:]])  # 0.5 first, 3.0 at index 4
+        base_seed = 5000 + seed
     draws = 4000
-    generator = torch.Generator().manual_seed(1234)
+    generator = torch.Generator().manual_seed(base_seed)
     out = call_safely(fn, x.repeat(draws, 1), generator, what=what)
     expect(isinstance(out, torch.Tensor), f"{what}: return a tensor, got {type(out).__name__}")
     expect(tuple(out.shape) == (draws, len(x)),
@@ -43,6 +62,16 @@ def check_stochastic_round(fn) -> None:
            f"{what}: biased -- over {draws} draws the mean of round({x[worst].item():g}) is "
            f"{out[:, worst].mean().item():.3f} (tolerance {tolerance:.3f}). Round up with probability "
            "x − floor(x): floor(x + u) with u ~ U[0, 1) does exactly that")
+    probe = x.repeat(64, 1)
+    first = _draws_with(fn, probe, base_seed + 1, global_seed=1, what=what)
+    again = _draws_with(fn, probe, base_seed + 1, global_seed=2, what=what)
+    expect(isinstance(again, torch.Tensor) and torch.equal(first, again),
+           f"{what}: two calls with identically seeded generators gave different results -- your code draws "
+           "from the global RNG. Pass the supplied generator: torch.rand(x.shape, generator=generator)")
+    other = _draws_with(fn, probe, base_seed + 2, global_seed=1, what=what)
+    expect(not torch.equal(first, other),
+           f"{what}: generators with different seeds gave the same result -- the supplied generator is ignored "
+           "(or re-seeded). Draw with torch.rand(x.shape, generator=generator)")
     passed(what)
 
 
@@ -72,4 +101,65 @@ def check_topk_payload_bytes(fn) -> None:
         update = {"w": torch.randn(n, generator=torch.Generator().manual_seed(n))}
         real = len(TopKCodec(fraction).encode(update))
         expect(real == expected, f"internal: TopKCodec sent {real} bytes, formula says {expected}")
+    passed(what)
+
+
+def _ef_cases(seed: int | None):
+    """Updates, residuals and compressors (top-k and sign with a scale, both lossy)."""
+    g = torch.Generator().manual_seed(11 if seed is None else 2000 + seed)
+
+    def top2(t: torch.Tensor) -> torch.Tensor:
+        kept = torch.zeros_like(t)
+        idx = t.abs().flatten().topk(2).indices
+        kept.view(-1)[idx] = t.view(-1)[idx]
+        return kept
+
+    def scaled_sign(t: torch.Tensor) -> torch.Tensor:
+        return t.abs().mean() * torch.sign(t)
+
+    cases = [(torch.tensor([0.5, -0.1, 0.05, 2.0, -0.3]), torch.tensor([0.0, 0.4, 0.0, -1.5, 0.0]), top2),
+             (torch.randn(3, 4, generator=g), torch.zeros(3, 4), top2),
+             (torch.randn(6, generator=g), torch.randn(6, generator=g) * 0.5, scaled_sign)]
+    if seed is not None:
+        cases = [(torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g), c) for c in (top2, scaled_sign)]
+    return cases
+
+
+def check_error_feedback_step(fn, seed: int | None = None) -> None:
+    """``fn(update, residual, compress) -> (sent, new_residual)``: one client's error-feedback step.
+
+    ``sent = compress(update + residual)`` and ``new_residual = (update + residual) − sent``, so
+    ``sent + new_residual == update + residual``: compression delays what it drops, never loses it.
+    Checked on a hand-made case and random ones, with top-k and scaled-sign compressors, and over
+    three rounds of feeding the residual back.  ``seed``: other random inputs (hidden tests).
+    """
+    what = "error_feedback_step"
+    hint = ("Add the residual to the update first (corrected = update + residual), send "
+            "compress(corrected), and keep what was dropped: new_residual = corrected - sent.")
+    for update, residual, compress in _ef_cases(seed):
+        out = call_safely(fn, update.clone(), residual.clone(), compress, what=what)
+        expect(isinstance(out, tuple) and len(out) == 2,
+               f"{what} must return a tuple (sent, new_residual); got {type(out).__name__}")
+        sent, new_residual = out
+        corrected = update + residual
+        for name, got, want in (("sent", sent, compress(corrected)), ("new_residual", new_residual,
+                                                                      corrected - compress(corrected))):
+            expect(isinstance(got, torch.Tensor) and got.shape == update.shape,
+                   f"{what}: {name} must be a tensor shaped like the update {tuple(update.shape)}")
+            if name == "sent" and torch.allclose(got, compress(update)) and not torch.allclose(want, compress(update)):
+                raise AssertionError(f"{what}: you compressed the update alone -- the residual from earlier rounds "
+                                     f"was never sent. {hint}")
+            if name == "new_residual" and torch.allclose(got, update - sent) and not torch.allclose(want, update - sent):
+                raise AssertionError(f"{what}: your new residual forgets the old one. {hint}")
+            expect(torch.allclose(got, want, atol=1e-6),
+                   f"{what}: {name} is off by up to {(got - want).abs().max().item():.3g}. {hint}")
+    # Over several rounds nothing is lost: everything sent plus the last residual is everything produced.
+    update_seq = [u for u, _, _ in _ef_cases(seed)][:1] * 3
+    compress = _ef_cases(seed)[0][2]
+    residual, total_sent = torch.zeros_like(update_seq[0]), torch.zeros_like(update_seq[0])
+    for update in update_seq:
+        sent, residual = call_safely(fn, update.clone(), residual, compress, what=what)
+        total_sent = total_sent + sent
+    expect(torch.allclose(total_sent + residual, sum(update_seq), atol=1e-5),
+           f"{what}: over 3 rounds, everything sent plus the final residual should equal the sum of the updates. {hint}")
     passed(what)

@@ -8,7 +8,7 @@ from torch import nn
 
 from . import call_safely, expect, expect_close, passed
 
-__all__ = ["check_kd_loss", "check_payload_bytes"]
+__all__ = ["check_kd_loss", "check_payload_bytes", "check_ensemble_soft_targets"]
 
 
 def _reference_kd(s, t, y, temperature, alpha):
@@ -17,16 +17,19 @@ def _reference_kd(s, t, y, temperature, alpha):
     return float(kd_loss(s, t, y, temperature=temperature, alpha=alpha))
 
 
-def check_kd_loss(fn: Callable) -> None:
+def check_kd_loss(fn: Callable, seed: int | None = None) -> None:
     """``fn(student_logits, teacher_logits, targets, temperature, alpha)`` must be Hinton's loss.
 
     Convention: ``α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y)``, batch mean.
+    ``seed``: other logits, batch size and (T, α) pairs (hidden tests).
     """
-    g = torch.Generator().manual_seed(3)
-    s = torch.randn(6, 5, generator=g) * 2
-    t = torch.randn(6, 5, generator=g) * 2
-    y = torch.randint(0, 5, (6,), generator=g)
-    for temperature, alpha in [(1.0, 0.0), (1.0, 1.0), (4.0, 1.0), (2.0, 0.5), (8.0, 0.9)]:
+    g = torch.Generator().manual_seed(3 if seed is None else 3000 + seed)
+    batch, classes = (6, 5) if seed is None else (9, 7)
+    s = torch.randn(batch, classes, generator=g) * 2
+    t = torch.randn(batch, classes, generator=g) * 2
+    y = torch.randint(0, classes, (batch,), generator=g)
+    pairs = [(1.0, 0.0), (1.0, 1.0), (4.0, 1.0), (2.0, 0.5), (8.0, 0.9)] if seed is None else [(3.0, 0.7), (0.5, 0.2)]
+    for temperature, alpha in pairs:
         got = call_safely(fn, s, t, y, temperature, alpha, what="your kd loss")
         expected = _reference_kd(s, t, y, temperature, alpha)
         hint = ""
@@ -65,3 +68,37 @@ def check_payload_bytes(logit_bytes: int, weight_bytes: int, *, proxy_size: int,
                f"{name}: expected an int number of bytes, got {type(got).__name__}")
         expect(got == expected, f"{name}: got {got} bytes, expected {expected}. {hint}")
     passed("check_payload_bytes")
+
+
+def check_ensemble_soft_targets(fn: Callable, seed: int | None = None) -> None:
+    """``fn(member_logits, temperature) -> probs``: FedDF's teacher for distillation: average the
+    members' logits (a list of ``[batch, classes]`` tensors), then soften with temperature
+    ``T``: ``softmax(mean_k(logits_k) / T)`` over the classes.  ``seed``: other inputs (hidden tests)."""
+    what = "ensemble_soft_targets"
+    hint = ("Average the logits of the members first (torch.stack(member_logits).mean(0)), then take "
+            "softmax(avg / T, dim=1) over the classes.")
+    g = torch.Generator().manual_seed(5 if seed is None else 4000 + seed)
+    shapes = [(3, 4, 6), (2, 5, 10)] if seed is None else [(4, 3, 7)]
+    temperatures = [1.0, 3.0] if seed is None else [2.5]
+    for members, batch, classes in shapes:
+        logits = [torch.randn(batch, classes, generator=g) * 3 for _ in range(members)]
+        for temperature in temperatures:
+            got = call_safely(fn, [z.clone() for z in logits], temperature, what=what)
+            expect(isinstance(got, torch.Tensor) and tuple(got.shape) == (batch, classes),
+                   f"{what}: return a tensor of shape (batch, classes) = {(batch, classes)}, got "
+                   f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+            mean = torch.stack(logits).mean(0)
+            want = torch.softmax(mean / temperature, dim=1)
+            prob_mean = torch.stack([torch.softmax(z / temperature, dim=1) for z in logits]).mean(0)
+            if torch.allclose(got, prob_mean, atol=1e-6) and not torch.allclose(want, prob_mean, atol=1e-6):
+                raise AssertionError(f"{what}: you averaged probabilities; FedDF averages the LOGITS and "
+                                     f"softens the average. {hint}")
+            if temperature != 1.0 and torch.allclose(got, torch.softmax(mean, dim=1), atol=1e-6):
+                raise AssertionError(f"{what}: at T={temperature} the targets must be softened: divide the "
+                                     f"averaged logits by T before the softmax. {hint}")
+            expect(torch.allclose(got.sum(1), torch.ones(batch), atol=1e-5),
+                   f"{what}: each row must be a probability distribution over the classes (sum to 1 along "
+                   f"dim=1). {hint}")
+            expect(torch.allclose(got, want, atol=1e-6),
+                   f"{what}: T={temperature}: off by up to {(got - want).abs().max().item():.3g}. {hint}")
+    passed(what)

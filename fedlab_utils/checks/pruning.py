@@ -5,7 +5,7 @@ import torch
 
 from . import call_safely, expect, passed
 
-__all__ = ["check_global_masks", "check_payload_size"]
+__all__ = ["check_global_masks", "check_payload_size", "check_structured_keep"]
 
 
 def _random_weights(seed: int) -> dict[str, torch.Tensor]:
@@ -15,16 +15,23 @@ def _random_weights(seed: int) -> dict[str, torch.Tensor]:
             "4.weight": torch.randn(3, 10, generator=g)}
 
 
-def check_global_masks(fn) -> None:
-    """``fn(weights, sparsity) -> masks``: global magnitude masks (bool, True = kept).
+def check_global_masks(fn, seed: int | None = None) -> None:
+    """``fn(weights, sparsity) -> masks``: global magnitude masks (``torch.bool``, True = kept).
 
     Compared with ``fedlab_utils.pruning.magnitude_masks(weights, sparsity, scope='global')``
-    on random weights without ties.
+    on random weights without ties.  Float 0/1 masks are refused: the exercise asks for bool
+    masks (``w * mask`` works with both, but ``~mask`` and indexing do not).
+    ``seed``: other random weights and sparsities (hidden tests).
     """
     from ..pruning import magnitude_masks
 
-    for seed, sparsity in [(0, 0.5), (1, 0.9), (2, 0.0), (3, 0.75), (4, 0.99)]:
-        weights = _random_weights(seed)
+    if seed is None:
+        cases = [(0, 0.5), (1, 0.9), (2, 0.0), (3, 0.75), (4, 0.99)]
+    else:
+        g = torch.Generator().manual_seed(seed)
+        cases = [(100 + seed * 10 + i, round(float(torch.rand(1, generator=g)) * 0.98, 3)) for i in range(3)]
+    for weight_seed, sparsity in cases:
+        weights = _random_weights(weight_seed)
         expected = magnitude_masks(weights, sparsity, scope="global")
         got = call_safely(fn, {k: v.clone() for k, v in weights.items()}, sparsity, what="global masks")
         expect(isinstance(got, dict) and set(got) == set(weights),
@@ -35,13 +42,16 @@ def check_global_masks(fn) -> None:
         for name in weights:
             expect(isinstance(got[name], torch.Tensor) and got[name].shape == weights[name].shape,
                    f"masks[{name!r}] must be a tensor shaped like the weight {tuple(weights[name].shape)}")
-        pruned = sum(int((~got[n].bool()).sum()) for n in weights)
+            expect(got[name].dtype == torch.bool,
+                   f"masks[{name!r}] has dtype {got[name].dtype}; return bool masks (True = kept), e.g. "
+                   f"`w.abs() > threshold`, not 0/1 floats")
+        pruned = sum(int((~got[n]).sum()) for n in weights)
         expect(pruned == want_pruned,
                f"sparsity={sparsity}: you pruned {pruned} of {total} weights, expected exactly "
                f"round(sparsity·total) = {want_pruned}. Hint: rank |w| over *all* layers together "
                f"(torch.cat of the flattened weights) and take the k smallest.")
         for name in weights:
-            expect(torch.equal(got[name].bool(), expected[name]),
+            expect(torch.equal(got[name], expected[name]),
                    f"sparsity={sparsity}: the mask of {name!r} prunes different weights than global magnitude "
                    f"pruning. Hint: one threshold for all layers -- the k-th smallest |w| overall -- not one per "
                    f"layer; keep weights with |w| above it.")
@@ -68,3 +78,44 @@ def check_payload_size(fn) -> None:
                f"format). Hint: compute all three sizes -- dense 1+4N; bitmask 5+ceil(N/8)+4k; indices "
                f"5+ceil(k·w/8)+4k with w=(N-1).bit_length() bits -- and return the smallest.")
     passed("sparse payload size")
+
+
+def _structured_cases(seed: int | None) -> list[tuple[torch.Tensor, float]]:
+    g = torch.Generator().manual_seed(7 if seed is None else 1000 + seed)
+    # Rows whose L1 and L2 rankings differ (one large entry vs many medium ones), and columns
+    # whose norms rank differently from the rows': a row/column or L1/L2 mix-up is caught.
+    spiky = torch.tensor([[3.0, 0.0, 0.0, 0.0], [1.2, 1.2, 1.2, 1.2], [0.1, 0.2, 0.1, 0.2],
+                          [0.0, 2.5, 0.0, 0.1], [1.0, 1.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    cases = [(spiky, 0.5), (spiky, 0.34), (torch.randn(10, 7, generator=g), 0.3),
+             (torch.randn(8, 3, 3, 3, generator=g), 0.6), (torch.randn(5, 4, generator=g), 0.0)]
+    if seed is not None:
+        cases = [(torch.randn(12, 9, generator=g) * torch.rand(12, 1, generator=g), 0.25),
+                 (torch.randn(6, 2, 3, 3, generator=g), 0.5), (spiky.flip(0), 0.5)]
+    return cases
+
+
+def check_structured_keep(fn, seed: int | None = None) -> None:
+    """``fn(weight, amount) -> kept``: the indices (ascending) of the output neurons/channels that
+    structured pruning keeps: remove the ``round(amount · rows)`` rows (dim 0) with the smallest
+    L2 norm.  Compared with ``torch.nn.utils.prune.ln_structured(..., n=2, dim=0)``."""
+    hint = ("Flatten each output row (weight.flatten(1)), take its L2 norm (.norm(dim=1)), drop the "
+            "round(amount * rows) rows with the smallest norms and return the other row indices, sorted.")
+    for weight, amount in _structured_cases(seed):
+        holder = torch.nn.Module()
+        holder.weight = torch.nn.Parameter(weight.clone())
+        torch.nn.utils.prune.ln_structured(holder, "weight", amount=int(round(amount * weight.shape[0])), n=2, dim=0)
+        expected = torch.nonzero(holder.weight_mask.flatten(1).any(1)).flatten()
+        got = call_safely(fn, weight.clone(), amount, what="structured_keep")
+        expect(isinstance(got, torch.Tensor) and got.dim() == 1 and not got.is_floating_point()
+               and got.dtype != torch.bool,
+               f"return a 1-D tensor of integer row indices (e.g. torch.nonzero(keep).flatten()), got "
+               f"{got.dtype if isinstance(got, torch.Tensor) else type(got).__name__}"
+               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else ''}")
+        expect(len(got) == len(expected),
+               f"weight {tuple(weight.shape)}, amount={amount}: you kept {len(got)} rows, expected "
+               f"{len(expected)} (remove round(amount * rows) = {weight.shape[0] - len(expected)}). {hint}")
+        expect(torch.equal(torch.sort(got.long()).values, expected),
+               f"weight {tuple(weight.shape)}, amount={amount}: you kept rows {got.tolist()}, structured L2 "
+               f"pruning keeps {expected.tolist()}. {hint}")
+        expect(torch.equal(got.long(), expected), f"return the kept indices in ascending order. {hint}")
+    passed("structured pruning: kept neurons")
