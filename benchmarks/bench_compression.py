@@ -16,9 +16,10 @@ import torch
 from common import time_call, time_notebook
 
 from fedlab_utils.compression import (ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, TopKCodec,
-                                      inference_latency, model_size_bytes, quantize_model_int8)
+                                      model_size_bytes, quantize_model_int8)
 from fedlab_utils.data import load_dataset
 from fedlab_utils.models import make_model
+from fedlab_utils.timing import inference_latency
 from fedlab_utils.wire import Fp32Codec
 
 

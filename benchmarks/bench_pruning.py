@@ -17,6 +17,7 @@ from common import time_notebook
 
 from fedlab_utils import load_dataset, make_model
 from fedlab_utils import pruning as P
+from fedlab_utils.timing import time_interleaved
 
 
 def latency_ratios(structured: float = 0.6, sparsity: float = 0.9, batch_size: int = 32, repeats: int = 20) -> dict:
@@ -44,12 +45,12 @@ def latency_ratios(structured: float = 0.6, sparsity: float = 0.9, batch_size: i
         return go
 
     out = {"structured_fraction": structured, "unstructured_sparsity": sparsity, "batch_size": batch_size,
-           "test_samples": len(data.y_test), "statistic": "min over interleaved calls (P.cpu_latency)"}
+           "test_samples": len(data.y_test), "statistic": "min over interleaved calls (timing.time_interleaved)"}
     models = {"dense": dense, "structured": small, "unstructured": unstructured}
     for kind, make in (("train_step", step), ("inference", infer)):
-        measured = P.cpu_latency({name: make(m) for name, m in models.items()}, repeats=repeats, blocks=5)
-        times = {name: t["min_s"] for name, t in measured.items()}
-        out[f"{kind}_s"] = measured
+        measured = time_interleaved({name: make(m) for name, m in models.items()}, repeats=repeats, blocks=5)
+        times = {name: t.min_s for name, t in measured.items()}
+        out[f"{kind}_s"] = {name: t.to_dict() for name, t in measured.items()}
         out[f"{kind}_dense_over_structured"] = times["dense"] / times["structured"]
         out[f"{kind}_dense_over_unstructured"] = times["dense"] / times["unstructured"]
     return out

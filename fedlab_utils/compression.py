@@ -22,6 +22,8 @@ The quantization math is also exposed as small functions (:func:`choose_qparams`
 :func:`quantize`, :func:`dequantize`, :func:`stochastic_round`) so that the notebook can
 build the codec step by step and cross-check it against ``torch.quantize_per_tensor``.
 Deployment-time int8 of a trained model (torchao) is :func:`quantize_model_int8`.
+Bit packing (most significant bit first) and the index width come from :mod:`fedlab_utils.wire`,
+shared with pruning's sparse codec; timing a forward pass is :func:`fedlab_utils.timing.inference_latency`.
 """
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ import copy
 import io
 import logging
 import math
-import time
 import warnings
 
 import numpy as np
@@ -37,11 +38,10 @@ import torch
 from torch import nn
 
 from .validation import check_fraction, check_int
-from .wire import Update, flatten, unflatten
+from .wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
 
-__all__ = ["choose_qparams", "quantize", "dequantize", "stochastic_round", "pack_bits", "unpack_bits",
-           "index_bits", "QuantizeCodec", "SignCodec", "TopKCodec", "RandomKCodec", "ErrorFeedback",
-           "payload_ratio", "quantize_model_int8", "model_size_bytes", "inference_latency"]
+__all__ = ["choose_qparams", "quantize", "dequantize", "stochastic_round", "QuantizeCodec", "SignCodec", "TopKCodec",
+           "RandomKCodec", "ErrorFeedback", "payload_ratio", "quantize_model_int8", "model_size_bytes"]
 
 
 # ----------------------------------------------------------------------------- the math
@@ -85,47 +85,6 @@ def quantize(x: torch.Tensor, scale: float, zero_point: int, bits: int = 8, sign
 def dequantize(q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """``(q − zero_point) · scale`` as float32."""
     return (q.to(torch.float32) - zero_point) * scale
-
-
-# ----------------------------------------------------------------------------- bit packing
-def pack_bits(codes: np.ndarray, bits: int) -> bytes:
-    """Pack non-negative integer ``codes`` (< 2^bits) into ``ceil(n·bits/8)`` bytes, MSB first."""
-    check_int("bits", bits, 1, 32)
-    codes = np.asarray(codes)
-    if codes.size and (codes.min() < 0 or int(codes.max()) >> bits):
-        raise ValueError(f"codes must lie in [0, 2^{bits}); got [{codes.min()}, {codes.max()}]")
-    if bits == 8:
-        return codes.astype(np.uint8).tobytes()
-    if bits == 16:
-        return codes.astype(">u2").tobytes()
-    codes = codes.astype(np.uint32)
-    matrix = np.empty((codes.size, bits), dtype=np.uint8)  # one column per bit, most significant first
-    for j in range(bits):
-        matrix[:, j] = (codes >> (bits - 1 - j)) & 1
-    return np.packbits(matrix.reshape(-1)).tobytes()
-
-
-def unpack_bits(buffer: bytes, count: int, bits: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`: ``count`` codes of ``bits`` bits each (int64)."""
-    if bits == 8:
-        return np.frombuffer(buffer, dtype=np.uint8, count=count).astype(np.int64)
-    if bits == 16:
-        return np.frombuffer(buffer, dtype=">u2", count=count).astype(np.int64)
-    flat = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), count=count * bits).reshape(count, bits)
-    out = np.zeros(count, dtype=np.int64)
-    for j in range(bits):  # most significant bit first
-        out = (out << 1) | flat[:, j]
-    return out
-
-
-def packed_len(count: int, bits: int) -> int:
-    """Bytes taken by ``count`` codes of ``bits`` bits: ``ceil(count·bits/8)``."""
-    return (count * bits + 7) // 8
-
-
-def index_bits(n: int) -> int:
-    """The minimal index width for a vector of ``n`` entries: ``ceil(log2 n)`` (at least 1)."""
-    return max(1, math.ceil(math.log2(n))) if n > 1 else 1
 
 
 def _chunks(update: Update, chunk: int | None) -> tuple[torch.Tensor, list[tuple[int, int]]]:
@@ -220,14 +179,13 @@ class SignCodec:
         vector, bounds = _chunks(update, None)
         scales = [float(vector[a:b].abs().mean()) if b > a else 0.0 for a, b in bounds]
         signs = (vector < 0).numpy().astype(np.uint8)
-        return np.asarray(scales, dtype="<f4").tobytes() + np.packbits(signs).tobytes()
+        return np.asarray(scales, dtype="<f4").tobytes() + pack_bits(signs, 1)
 
     def decode(self, payload: bytes, template: Update) -> Update:
         n = _template_size(template)
         _, bounds = _chunks(template, None)
         scales = np.frombuffer(payload, dtype="<f4", count=len(bounds))
-        negative = torch.from_numpy(np.unpackbits(np.frombuffer(payload[scales.nbytes:], dtype=np.uint8),
-                                                  count=n).astype(bool))
+        negative = torch.from_numpy(unpack_bits(payload[scales.nbytes:], n, 1).astype(bool))
         out = torch.empty(n, dtype=torch.float32)
         for i, (a, b) in enumerate(bounds):
             out[a:b] = float(scales[i])
@@ -422,16 +380,3 @@ def quantize_model_int8(model: nn.Module, mode: str = "weight-only") -> tuple[nn
 
             quantized = quantize_dynamic(quantized, {nn.Linear}, dtype=torch.qint8)
         return quantized, "torch.ao.quantization.quantize_dynamic (deprecated; torchao not importable)"
-
-
-@torch.no_grad()
-def inference_latency(model: nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
-    """Median seconds of one forward pass on ``x`` (CPU; reported, never asserted)."""
-    model.eval()
-    model(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))

@@ -3,18 +3,20 @@
 * :func:`plot_accuracy` – test accuracy against round, several runs on one axis;
 * :func:`plot_accuracy_vs_mb` – accuracy against cumulative MB uploaded (the Pareto view);
 * :func:`plot_energy` – modelled joules split into compute, uplink and downlink;
-* :func:`plot_label_heatmap` – clients × classes label counts of a partition.
+* :func:`plot_label_heatmap` – clients × classes label counts of a partition;
+* :func:`plot_sensitivity` – accuracy against one layer's sparsity, one line per layer (pruning).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .federated import History
 
-__all__ = ["use_style", "plot_accuracy", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "COLORS"]
+__all__ = ["use_style", "plot_accuracy", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "plot_sensitivity",
+           "COLORS"]
 
 COLORS = {"compute": "#4C72B0", "uplink": "#DD8452", "downlink": "#55A868"}
 _STYLE = {"figure.figsize": (6.4, 3.8), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
@@ -86,4 +88,15 @@ def plot_label_heatmap(counts: np.ndarray, ax=None, title: str = "Labels per cli
     ax.set_xticks(range(counts.shape[1]))
     ax.grid(False)
     fig.colorbar(image, ax=ax, label="samples")
+    return fig, ax
+
+
+def plot_sensitivity(scan: Mapping[str, Sequence[float]], sparsities: Sequence[float], ax=None,
+                     title: str = "Sensitivity: one layer pruned at a time"):
+    """Accuracy (%) against sparsity (%), one line per layer (``pruning.sensitivity_scan``'s output)."""
+    fig, ax = axes_or_new(ax)
+    for name, curve in scan.items():
+        ax.plot(100 * np.asarray(sparsities), 100 * np.asarray(curve), marker="o", label=name)
+    ax.set(xlabel="sparsity of that layer (%)", ylabel="test accuracy (%)", title=title)
+    ax.legend()
     return fig, ax

@@ -1,4 +1,4 @@
-"""Pruning for federated learning: masks, schedules, a sparse uplink, and honest FLOP counts.
+"""Pruning for federated learning: masks, smaller models, a sparse uplink, and honest FLOP counts.
 
 Vocabulary.  A **mask** is a bool tensor shaped like a weight (``True`` = kept).  ``Masks`` is a
 plain ``dict`` keyed by the *plain* state-dict names of the model (``"1.weight"``), never by
@@ -16,40 +16,39 @@ What is here:
 * structured pruning of whole neurons/channels (:func:`structured_masks`) and :func:`shrink`,
   which builds a genuinely smaller dense ``nn.Sequential`` with the same outputs;
 * :func:`nonzero_training_flops`: what sparse hardware could skip, next to
-  ``FlopCounterMode``'s dense count;
+  ``FlopCounterMode``'s dense count (per-layer counts come from ``ledger.training_flops_per_layer``);
 * :class:`SparseCodec`: the uplink payload is the smallest of dense fp32, bitmask + values, or
-  bit-packed indices + values, and ``len()`` of it is what the ledger counts;
-* federated pruning through the loop's hooks: :class:`MaskedTraining` (a ``ClientTransform``),
-  :class:`PruningServer` (a ``ServerOptimizer`` wrapper that raises sparsity on a
-  :class:`PruningSchedule`), both sharing one :class:`MaskState`; :class:`FederatedPruning`
-  bundles them;
+  bit-packed indices + values (bit packing from :mod:`fedlab_utils.wire`), and ``len()`` of it
+  is what the ledger counts;
 * :func:`article_prune_model`: the original article's code, kept to show why it is not pruning.
+
+Pruning *during* federated training (a server schedule and masked clients, plugged into the
+loop through its hooks) is :mod:`fedlab_utils.federated_pruning`.
+
+Generic pieces live elsewhere: the sensitivity plot is ``plotting.plot_sensitivity``, timing is
+``fedlab_utils.timing`` and ``MeasuredCodec`` (send one codec, measure another) is in ``wire``.
 """
 from __future__ import annotations
 
 import copy
-import math
 import struct
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.utils.prune as prune
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .federated import ClientTransform, FedAvgServer, History, evaluate
-from .ledger import Energy, get_profile, training_flops_per_sample
+from .federated import evaluate
+from .ledger import training_flops_per_layer, training_flops_per_sample
 from .validation import check_choice, check_int, check_real
-from .wire import Update, flatten, unflatten
+from .wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
 
-__all__ = ["Masks", "PRUNABLE", "ZERO_PRESERVING", "SCOPES", "SCHEDULES", "check_sparsity", "prunable_names",
+__all__ = ["Masks", "PRUNABLE", "ZERO_PRESERVING", "SCOPES", "check_sparsity", "prunable_names",
            "magnitude_masks", "apply_masks", "mask_state", "sparsity_of", "layer_report", "plain_state",
            "make_permanent", "is_reparametrized", "sensitivity_scan", "accuracy_vs_sparsity", "structured_masks",
-           "shrink", "module_flops", "nonzero_training_flops", "SparseCodec", "MeasuredCodec", "sparse_payload_size",
-           "PruningSchedule", "MaskState", "MaskedTraining", "PruningServer", "FederatedPruning",
-           "article_prune_model", "plot_sensitivity", "cpu_latency"]
+           "shrink", "weight_flops", "nonzero_training_flops", "SparseCodec", "sparse_payload_size",
+           "prunable_weights", "article_prune_model"]
 
 Masks = dict[str, torch.Tensor]
 
@@ -59,7 +58,6 @@ PRUNABLE = (nn.Linear, nn.Conv2d)
 ZERO_PRESERVING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardswish, nn.MaxPool2d,
                    nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity)
 SCOPES = ("global", "layer")
-SCHEDULES = ("oneshot", "linear", "cubic")
 
 
 # ----------------------------------------------------------------------------- masks
@@ -73,7 +71,10 @@ def prunable_names(model: nn.Module) -> list[str]:
     return [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, PRUNABLE)]
 
 
-def _weights(source: nn.Module | Mapping[str, torch.Tensor], names: Sequence[str] | None) -> dict[str, torch.Tensor]:
+def prunable_weights(source: nn.Module | Mapping[str, torch.Tensor],
+                     names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """The weights to prune, detached, by plain name: a model's ``Linear``/``Conv2d`` weights (or
+    ``names``), or the entries ``names`` of a dict.  Refuses a re-parametrized model and unknown names."""
     if isinstance(source, nn.Module):
         if is_reparametrized(source):
             raise ValueError("this model carries torch.nn.utils.prune re-parametrizations (weight_orig/weight_mask); "
@@ -113,7 +114,7 @@ def magnitude_masks(source: nn.Module | Mapping[str, torch.Tensor], sparsity: fl
     """
     check_sparsity("sparsity", sparsity)
     check_choice("scope", scope, SCOPES)
-    weights = _weights(source, names)
+    weights = prunable_weights(source, names)
     holders = {n: _holder(w) for n, w in weights.items()}
     scores = {n: w.abs() * previous[n].to(w.device, w.dtype) if previous and n in previous else w.abs()
               for n, w in weights.items()}
@@ -148,7 +149,7 @@ def sparsity_of(source: nn.Module | Masks | Mapping[str, torch.Tensor], names: S
 
     For a dict of bool masks it is the fraction of False entries; for a dict of weights, of zeros.
     """
-    tensors = _weights(source, names) if isinstance(source, nn.Module) else \
+    tensors = prunable_weights(source, names) if isinstance(source, nn.Module) else \
         {n: source[n] for n in (names or source)}
     total = sum(t.numel() for t in tensors.values())
     kept = sum(int(t.count_nonzero()) for t in tensors.values())
@@ -160,7 +161,7 @@ def layer_report(model: nn.Module, masks: Masks | None = None):
     import pandas as pd
 
     rows = []
-    for name, w in _weights(model, None).items():
+    for name, w in prunable_weights(model, None).items():
         kept = int(masks[name].sum()) if masks is not None and name in masks else int(w.count_nonzero())
         rows.append({"layer": name, "shape": tuple(w.shape), "params": w.numel(), "nonzero": kept,
                      "sparsity %": 100 * (1 - kept / w.numel())})
@@ -246,19 +247,6 @@ def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spa
         apply_masks(probe, magnitude_masks(probe, s, scope, names))
         out.append(evaluate(probe, x, y)[0])
     return out
-
-
-def plot_sensitivity(scan: Mapping[str, Sequence[float]], sparsities: Sequence[float], ax=None,
-                     title: str = "Sensitivity: one layer pruned at a time"):
-    """Accuracy (%) against sparsity (%), one line per layer."""
-    from .plotting import axes_or_new
-
-    fig, ax = axes_or_new(ax)
-    for name, curve in scan.items():
-        ax.plot(100 * np.asarray(sparsities), 100 * np.asarray(curve), marker="o", label=name)
-    ax.set(xlabel="sparsity of that layer (%)", ylabel="test accuracy (%)", title=title)
-    ax.legend()
-    return fig, ax
 
 
 # ----------------------------------------------------------------------------- structured pruning
@@ -349,30 +337,11 @@ def shrink(model: nn.Sequential, masks: Masks) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-# ----------------------------------------------------------------------------- FLOPs
-def module_flops(model: nn.Module, input_shape: tuple[int, ...], batch: int = 4,
-                 loss_fn: Callable = nn.functional.cross_entropy) -> dict[str, int]:
-    """Dense training FLOPs per sample (forward + backward) of each ``Linear``/``Conv2d``, by name.
-
-    Measured with ``FlopCounterMode``, which attributes backward matmuls to their module.
-    """
-    probe = copy.deepcopy(model).train()
-    device = next(probe.parameters()).device
-    x = torch.zeros(batch, *input_shape, device=device)
-    target = torch.zeros(batch, dtype=torch.long, device=device)
-    with FlopCounterMode(display=False) as counter:
-        loss_fn(probe(x), target).backward()
-    counts = counter.get_flop_counts()
-    root = type(probe).__name__  # FlopCounterMode names modules "<RootClass>.<name>"
-    out = {}
-    for name, module in probe.named_modules():
-        if isinstance(module, PRUNABLE):
-            key = f"{root}.{name}"
-            if key not in counts:
-                raise ValueError(f"FlopCounterMode recorded no FLOPs for {key!r} (is the layer used in forward?); "
-                                 f"recorded: {sorted(counts)}")
-            out[f"{name}.weight"] = int(sum(counts[key].values())) // batch
-    return out
+# ----------------------------------------------------------------------------- nonzero FLOPs
+def weight_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Dense training FLOPs per sample of each prunable layer, keyed by its weight's name (``"1.weight"``)."""
+    per_layer = training_flops_per_layer(model, input_shape, layer_types=PRUNABLE)
+    return {f"{name}.weight": flops for name, flops in per_layer.items()}
 
 
 def nonzero_training_flops(model: nn.Module, input_shape: tuple[int, ...], masks: Masks | None = None) -> dict:
@@ -384,49 +353,18 @@ def nonzero_training_flops(model: nn.Module, input_shape: tuple[int, ...], masks
     when zero weights are skipped -- what sparse hardware *could* skip.  Zero activations
     (after ReLU) are not counted as skippable here.
     """
-    probe = copy.deepcopy(model)
-    total = training_flops_per_sample(probe, input_shape)
-    per_layer = module_flops(probe, input_shape)
+    total = training_flops_per_sample(model, input_shape)
+    per_layer = weight_flops(model, input_shape)
     skipped = 0.0
     for name, flops in per_layer.items():
-        weight = probe.get_parameter(name)
-        kept = masks[name] if masks is not None and name in masks else weight.detach() != 0
+        kept = masks[name] if masks is not None and name in masks else model.get_parameter(name).detach() != 0
         skipped += flops * (1.0 - float(kept.float().mean()))
     return {"dense": total, "nonzero": int(round(total - skipped)), "per_layer_dense": per_layer}
-
-
-def cpu_latency(fns: Mapping[str, Callable[[], object]], repeats: int = 20, blocks: int = 5,
-                warmup: int = 3) -> dict[str, dict[str, float]]:
-    """Wall time per call of several functions, measured **interleaved** so that background load
-    hits them alike: ``blocks`` rounds, each running every function ``repeats`` times (the order
-    rotates).  Returns ``{name: {"min_s", "median_s"}}``; on a shared machine compare the mins.
-    """
-    import time
-
-    check_int("repeats", repeats, 1)
-    check_int("blocks", blocks, 1)
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    for block in range(blocks):
-        for name in names[block % len(names):] + names[:block % len(names)]:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fns[name]()
-                times[name].append(time.perf_counter() - start)
-    return {n: {"min_s": float(np.min(t)), "median_s": float(np.median(t))} for n, t in times.items()}
 
 
 # ----------------------------------------------------------------------------- sparse codec
 _DENSE, _BITMASK, _INDICES = 0, 1, 2
 _FORMATS = {_DENSE: "dense", _BITMASK: "bitmask", _INDICES: "indices"}
-
-
-def _index_width(numel: int) -> int:
-    """Bits per index: the fewest that can address ``numel`` positions."""
-    return max(1, (numel - 1).bit_length())
 
 
 def sparse_payload_size(numel: int, nnz: int) -> dict[str, int]:
@@ -440,8 +378,8 @@ def sparse_payload_size(numel: int, nnz: int) -> dict[str, int]:
     """
     check_int("numel", numel, 1)
     check_int("nnz", nnz, 0, numel)
-    sizes = {"dense": 1 + 4 * numel, "bitmask": 5 + math.ceil(numel / 8) + 4 * nnz,
-             "indices": 5 + math.ceil(nnz * _index_width(numel) / 8) + 4 * nnz}
+    sizes = {"dense": 1 + 4 * numel, "bitmask": 5 + packed_len(numel, 1) + 4 * nnz,
+             "indices": 5 + packed_len(nnz, index_bits(numel)) + 4 * nnz}
     sizes["best"] = min(sizes.values())
     return sizes
 
@@ -478,12 +416,9 @@ class SparseCodec:
         kept = values[nonzero].astype("<f4").tobytes()
         if sizes["best"] == sizes["bitmask"]:
             self.last_format = "bitmask"
-            positions = np.packbits(values != 0, bitorder="little").tobytes()
-            return struct.pack("<BI", _BITMASK, nonzero.size) + positions + kept
+            return struct.pack("<BI", _BITMASK, nonzero.size) + pack_bits(values != 0, 1) + kept
         self.last_format = "indices"
-        width = _index_width(values.size)
-        index_bits = ((nonzero[:, None] >> np.arange(width)) & 1).astype(np.uint8)
-        positions = np.packbits(index_bits.ravel(), bitorder="little").tobytes()
+        positions = pack_bits(nonzero, index_bits(values.size))
         return struct.pack("<BI", _INDICES, nonzero.size) + positions + kept
 
     def decode(self, payload: bytes, template: Update) -> Update:
@@ -495,244 +430,23 @@ class SparseCodec:
         if tag not in _FORMATS:
             raise ValueError(f"not a SparseCodec payload (format tag {tag})")
         (count,) = struct.unpack_from("<I", payload, 1)
+        width = 1 if tag == _BITMASK else index_bits(numel)
+        codes = numel if tag == _BITMASK else count
+        start = 5 + packed_len(codes, width)
+        if len(payload) != start + 4 * count:
+            raise ValueError(f"corrupt SparseCodec payload: {len(payload)} bytes, but a {_FORMATS[tag]} payload of "
+                             f"{count} values among {numel} needs {start + 4 * count}")
+        unpacked = unpack_bits(payload[5:start], codes, width)
+        positions = np.flatnonzero(unpacked) if tag == _BITMASK else unpacked
+        if positions.size != count or (count and int(positions.max()) >= numel):
+            raise ValueError(f"corrupt SparseCodec payload: header says {count} values, the positions say "
+                             f"{positions.size}")
         vector = np.zeros(numel, dtype=np.float32)
-        if tag == _BITMASK:
-            mask_len = math.ceil(numel / 8)
-            bits = np.unpackbits(np.frombuffer(payload, np.uint8, mask_len, 5), count=numel, bitorder="little")
-            positions = np.flatnonzero(bits)
-            start = 5 + mask_len
-        else:
-            width = _index_width(numel)
-            index_len = math.ceil(count * width / 8)
-            bits = np.unpackbits(np.frombuffer(payload, np.uint8, index_len, 5), count=count * width,
-                                 bitorder="little").reshape(count, width).astype(np.int64)
-            positions = bits @ (np.int64(1) << np.arange(width, dtype=np.int64))
-            start = 5 + index_len
-        if positions.size != count or len(payload) != start + 4 * count:
-            raise ValueError(f"corrupt SparseCodec payload: header says {count} values, found {positions.size} "
-                             f"positions and {len(payload) - start} value bytes")
         vector[positions] = np.frombuffer(payload, dtype="<f4", count=count, offset=start)
         return unflatten(torch.from_numpy(vector), template)
 
     def __repr__(self) -> str:
         return "SparseCodec()"
-
-
-class MeasuredCodec:
-    """Sends with ``primary`` and records what ``shadow`` *would* have sent, in ``shadow_bytes``.
-
-    A control for experiments: run dense FedAvg once with the fp32 codec and learn, from the
-    same updates, how much a sparse codec alone would have saved (no second run needed).
-    """
-
-    def __init__(self, primary, shadow):
-        self.primary, self.shadow = primary, shadow
-        self.name = f"{primary.name} (measuring {shadow.name})"
-        self.shadow_bytes: list[int] = []
-
-    def encode(self, update: Update, client_id: int = 0) -> bytes:
-        self.shadow_bytes.append(len(self.shadow.encode(update, client_id)))
-        return self.primary.encode(update, client_id)
-
-    def decode(self, payload: bytes, template: Update) -> Update:
-        return self.primary.decode(payload, template)
-
-    def __repr__(self) -> str:
-        return f"MeasuredCodec({self.primary!r}, shadow={self.shadow!r})"
-
-
-# ----------------------------------------------------------------------------- federated pruning
-@dataclass(frozen=True)
-class PruningSchedule:
-    """When the server raises sparsity, and to what (PruneFL-style: prune during training).
-
-    After every ``every``-th round up to round ``end``, the target in force becomes
-
-    * ``'oneshot'``: ``target`` at once (after round ``every``);
-    * ``'linear'``:  ``initial + (target − initial)·t``;
-    * ``'cubic'``:   ``target + (initial − target)·(1 − t)³`` (Zhu & Gupta 2017: prune fast
-      early while many weights are redundant, slowly near the target);
-
-    with ``t = min(1, round / end)``.  Rounds after ``end`` fine-tune at ``target``.
-    """
-
-    target: float
-    kind: str = "cubic"
-    every: int = 2
-    end: int = 10
-    initial: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_sparsity("sparsity", self.target)
-        check_choice("schedule", self.kind, SCHEDULES)
-        check_int("prune_every", self.every, 1)
-        check_int("prune_end", self.end, 1)
-        check_real("initial", self.initial, 0.0, self.target)
-        if self.every > self.end:
-            raise ValueError(f"prune_every={self.every} is larger than prune_end={self.end}; "
-                             f"valid: 1 <= prune_every <= prune_end")
-
-    def sparsity_at(self, round_idx: int) -> float:
-        """Sparsity in force after the server step of round ``round_idx`` (1-based)."""
-        updates = [r for r in range(self.every, min(round_idx, self.end) + 1, self.every)]
-        if not updates:
-            return self.initial
-        last = self.end if round_idx >= self.end else updates[-1]
-        if self.kind == "oneshot":
-            return self.target
-        t = min(1.0, last / self.end)
-        if self.kind == "linear":
-            return self.initial + (self.target - self.initial) * t
-        return self.target + (self.initial - self.target) * (1.0 - t) ** 3
-
-    def steps(self, rounds: int) -> list[tuple[int, float]]:
-        """``[(round, sparsity)]`` at each round where the sparsity changes."""
-        out, current = [], self.initial
-        for r in range(1, rounds + 1):
-            s = self.sparsity_at(r)
-            if s != current:
-                out.append((r, s))
-                current = s
-        return out
-
-
-class MaskState:
-    """The one mask object the server writes and every client reads.
-
-    ``log`` holds ``(round, sparsity)`` each time the mask changed; ``round_densities`` the
-    per-layer density each round trained under (for nonzero-FLOP accounting).
-    """
-
-    def __init__(self, masks: Masks):
-        self.masks = {k: v.clone() for k, v in masks.items()}
-        self.log: list[tuple[int, float]] = [(0, self.sparsity)]
-        self.round_densities: dict[int, dict[str, float]] = {}
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.masks)
-
-    @property
-    def sparsity(self) -> float:
-        return sparsity_of(self.masks)
-
-    def update(self, masks: Masks, round_idx: int) -> None:
-        for name, mask in masks.items():
-            if bool((mask & ~self.masks[name]).any()):
-                raise ValueError(f"new mask of {name!r} revives pruned weights; masks may only grow sparser")
-        self.masks = {k: v.clone() for k, v in masks.items()}
-        self.log.append((round_idx, self.sparsity))
-
-    def densities(self) -> dict[str, float]:
-        return {n: float(m.float().mean()) for n, m in self.masks.items()}
-
-    def __repr__(self) -> str:
-        return f"MaskState({len(self.masks)} layers, sparsity {100 * self.sparsity:.1f}%)"
-
-
-class MaskedTraining(ClientTransform):
-    """Client side of federated pruning: train under the broadcast mask.
-
-    ``on_receive`` applies the mask to the received model, ``after_step`` re-zeroes pruned
-    weights after every optimizer step (so momentum or weight decay cannot revive them), and
-    ``on_update`` masks the update before it is encoded, so the uplink carries zeros there.
-    """
-
-    def __init__(self, state: MaskState):
-        self.state = state
-
-    def on_receive(self, model: nn.Module, client_id: int, round_idx: int) -> None:
-        apply_masks(model, self.state.masks)
-        self.state.round_densities.setdefault(round_idx, self.state.densities())
-
-    def after_step(self, model: nn.Module) -> None:
-        apply_masks(model, self.state.masks)
-
-    def on_update(self, update: Update, client_id: int) -> Update:
-        return mask_state(update, self.state.masks)
-
-    def __repr__(self) -> str:
-        return f"MaskedTraining({self.state!r})"
-
-
-class PruningServer:
-    """Server side of federated pruning: a ``ServerOptimizer`` wrapper.
-
-    ``step`` lets ``inner`` (plain FedAvg by default) apply the aggregated update, then, when
-    the :class:`PruningSchedule` raises the target, recomputes the mask from the *new global
-    model's* magnitudes (weights already pruned stay pruned), stores it in the shared
-    :class:`MaskState`, and returns the masked global state -- so aggregation keeps pruned
-    weights at zero.  It counts rounds itself (one ``step`` per round).
-    """
-
-    def __init__(self, state: MaskState, schedule: PruningSchedule, scope: str = "global", inner=None):
-        check_choice("scope", scope, SCOPES)
-        self.state, self.schedule, self.scope = state, schedule, scope
-        self.inner = inner or FedAvgServer()
-        self.round = 0
-        self.target = schedule.initial  # the sparsity currently asked for
-
-    def step(self, global_state: Update, update: Update) -> Update:
-        new = self.inner.step(global_state, update)
-        self.round += 1
-        target = self.schedule.sparsity_at(self.round)
-        if target > self.target:
-            self.target = target
-            weights = {n: new[n] for n in self.state.names}
-            self.state.update(magnitude_masks(weights, target, self.scope, previous=self.state.masks), self.round)
-        return mask_state(new, self.state.masks)
-
-    def __repr__(self) -> str:
-        s = self.schedule
-        return (f"PruningServer({s.kind} to {100 * s.target:.0f}% every {s.every} rounds until round {s.end}, "
-                f"{self.scope}, inner={self.inner!r})")
-
-
-@dataclass
-class FederatedPruning:
-    """Server-scheduled magnitude pruning in the ordinary loop: ``run(..., **fp.hooks())``.
-
-    ``hooks()`` starts a fresh :class:`MaskState` (dense) and returns the ``transform`` and
-    ``server`` that share it; call it once per run.  Afterwards ``state`` holds the final mask
-    and its log, and :meth:`nonzero_flops` turns a run's ledger into nonzero FLOPs.
-    """
-
-    model: nn.Module = field(repr=False)
-    schedule: PruningSchedule
-    scope: str = "global"
-    names: Sequence[str] | None = None
-    state: MaskState | None = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        check_choice("scope", self.scope, SCOPES)
-        self.names = prunable_names(self.model) if self.names is None else list(self.names)
-        _weights(self.model, self.names)  # validates the names
-
-    def hooks(self, inner=None) -> dict:
-        """``{'transform': MaskedTraining, 'server': PruningServer}`` around a fresh, dense mask."""
-        weights = _weights(self.model, self.names)
-        self.state = MaskState({n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()})
-        return {"transform": MaskedTraining(self.state),
-                "server": PruningServer(self.state, self.schedule, self.scope, inner)}
-
-    def nonzero_flops(self, history: History, input_shape: tuple[int, ...]) -> list[int]:
-        """Per round, the client FLOPs sparse hardware would execute (the ledger's are dense)."""
-        if self.state is None:
-            raise ValueError("no run yet: pass **fp.hooks() to run(...) first")
-        per_layer = module_flops(self.model, input_shape)
-        dense = training_flops_per_sample(self.model, input_shape)
-        out = []
-        for record in history.records:
-            densities = self.state.round_densities.get(record.round, {})
-            skipped = sum(f * (1.0 - densities.get(n, 1.0)) for n, f in per_layer.items())
-            out.append(int(round(record.client_flops * (dense - skipped) / dense)))
-        return out
-
-    def sparse_energy(self, history: History, input_shape: tuple[int, ...]) -> Energy:
-        """Modelled joules if the device skipped the pruned multiplies (same bytes as the run)."""
-        profile = get_profile(history.profile)
-        flops = self.nonzero_flops(history, input_shape)
-        return sum((profile.energy(f, r.bytes_up, r.bytes_down) for f, r in zip(flops, history.records)), Energy())
 
 
 # ----------------------------------------------------------------------------- the original article

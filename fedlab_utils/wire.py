@@ -7,6 +7,15 @@ so every size in the course is the size of a real payload, overhead included.
 Both ends know the model architecture, so the plain fp32 codec sends only the values, in
 state-dict order: 4 bytes per parameter and nothing else.  Lossy codecs live in
 ``fedlab_utils.compression`` and ``fedlab_utils.pruning``; they implement the same two methods.
+
+The wire's building blocks live here, written once for every codec:
+
+* :func:`pack_bits` / :func:`unpack_bits` -- integer codes of any width 1-32 packed into
+  ``ceil(n·bits/8)`` bytes, with **one bit order everywhere: most significant bit first**
+  (the first code's top bit is the top bit of the first byte; ``np.packbits``' default "big"
+  order, so 8-bit codes are plain bytes and 16-bit codes big-endian ``uint16``);
+* :func:`index_bits` -- the fewest bits that can address ``n`` positions (sparse indices);
+* :class:`MeasuredCodec` -- send with one codec, record what another would have sent.
 """
 from __future__ import annotations
 
@@ -15,7 +24,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-__all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes"]
+from .validation import check_int
+
+__all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "pack_bits", "unpack_bits",
+           "packed_len", "index_bits", "MeasuredCodec"]
 
 Update = dict[str, torch.Tensor]
 
@@ -70,3 +82,89 @@ class Fp32Codec:
 def payload_bytes(codec: Codec, update: Update) -> int:
     """Size in bytes of ``update`` as ``codec`` would send it (``len()`` of the real payload)."""
     return len(codec.encode(update))
+
+
+# ----------------------------------------------------------------------------- bit packing (MSB first)
+def packed_len(count: int, bits: int) -> int:
+    """Bytes taken by ``count`` codes of ``bits`` bits: ``ceil(count·bits/8)``."""
+    return (count * bits + 7) // 8
+
+
+def pack_bits(codes: np.ndarray, bits: int) -> bytes:
+    """Pack non-negative integer ``codes`` (each < 2^bits) into ``ceil(n·bits/8)`` bytes, MSB first.
+
+    The bit stream is every code's bits from most to least significant, code after code, cut
+    into bytes whose first bit is their most significant; the last byte is padded with zeros.
+    E.g. eight 1-bit codes ``[1,0,1,1,0,0,0,1]`` give the byte ``0b10110001`` (177), and the
+    3-bit codes ``[5, 3]`` give ``101 011`` + padding = ``0b10101100`` (172).
+    """
+    check_int("bits", bits, 1, 32)
+    codes = np.asarray(codes)
+    if codes.size and (codes.min() < 0 or int(codes.max()) >> bits):
+        raise ValueError(f"codes must lie in [0, 2^{bits}); got [{codes.min()}, {codes.max()}]")
+    if bits == 8:
+        return codes.astype(np.uint8).tobytes()
+    if bits == 16:
+        return codes.astype(">u2").tobytes()
+    if bits == 1:
+        return np.packbits(codes.astype(np.uint8)).tobytes()
+    codes = codes.reshape(-1).astype(np.uint32)
+    matrix = np.empty((codes.size, bits), dtype=np.uint8)  # one column per bit, most significant first
+    for j in range(bits):
+        matrix[:, j] = (codes >> (bits - 1 - j)) & 1
+    return np.packbits(matrix.reshape(-1)).tobytes()
+
+
+def unpack_bits(buffer: bytes, count: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: the first ``count`` codes of ``bits`` bits each (int64)."""
+    check_int("bits", bits, 1, 32)
+    check_int("count", count, 0)
+    if len(buffer) < packed_len(count, bits):
+        raise ValueError(f"buffer holds {len(buffer)} bytes but {count} codes of {bits} bits need "
+                         f"{packed_len(count, bits)}")
+    if bits == 8:
+        return np.frombuffer(buffer, dtype=np.uint8, count=count).astype(np.int64)
+    if bits == 16:
+        return np.frombuffer(buffer, dtype=">u2", count=count).astype(np.int64)
+    raw = np.frombuffer(buffer, dtype=np.uint8, count=packed_len(count, bits))
+    flat = np.unpackbits(raw, count=count * bits)
+    if bits == 1:
+        return flat.astype(np.int64)
+    flat = flat.reshape(count, bits)
+    out = np.zeros(count, dtype=np.int64)
+    for j in range(bits):  # most significant bit first
+        out = (out << 1) | flat[:, j]
+    return out
+
+
+def index_bits(n: int) -> int:
+    """The fewest bits that can address ``n`` positions: ``ceil(log2 n)``, at least 1.
+
+    Computed on integers (``(n − 1).bit_length()``), so it is exact for any size.
+    """
+    check_int("n", n, 1)
+    return max(1, (n - 1).bit_length())
+
+
+# ----------------------------------------------------------------------------- measuring codecs
+class MeasuredCodec:
+    """Sends with ``primary`` and records what ``shadow`` *would* have sent, in ``shadow_bytes``.
+
+    A control for experiments: run dense FedAvg once with the fp32 codec and learn, from the
+    same updates, how much a sparse codec alone would have saved (no second run needed).
+    """
+
+    def __init__(self, primary: Codec, shadow: Codec):
+        self.primary, self.shadow = primary, shadow
+        self.name = f"{primary.name} (measuring {shadow.name})"
+        self.shadow_bytes: list[int] = []
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        self.shadow_bytes.append(len(self.shadow.encode(update, client_id)))
+        return self.primary.encode(update, client_id)
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        return self.primary.decode(payload, template)
+
+    def __repr__(self) -> str:
+        return f"MeasuredCodec({self.primary!r}, shadow={self.shadow!r})"

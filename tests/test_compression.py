@@ -7,12 +7,12 @@ import torch
 
 from fedlab_utils.checks.compression import check_stochastic_round, check_topk_payload_bytes
 from fedlab_utils.compression import (ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, TopKCodec,
-                                      choose_qparams, dequantize, index_bits, model_size_bytes, pack_bits,
-                                      payload_ratio, quantize, quantize_model_int8, stochastic_round, unpack_bits)
+                                      choose_qparams, dequantize, model_size_bytes, payload_ratio, quantize,
+                                      quantize_model_int8, stochastic_round)
 from fedlab_utils.federated import LocalTraining, evaluate, run
 from fedlab_utils.data import client_data, partition
 from fedlab_utils.models import make_model
-from fedlab_utils.wire import Fp32Codec, flatten
+from fedlab_utils.wire import Fp32Codec, flatten, index_bits
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -42,25 +42,17 @@ def chunk_bounds(update, chunk):
     return [v[s:s + chunk] for s in range(0, v.numel(), chunk)]
 
 
-# ----------------------------------------------------------------------------- bit packing
-@pytest.mark.parametrize("bits", [1, 2, 3, 5, 7, 8, 11, 16, 17, 32])
-def test_pack_unpack_roundtrip_and_size(bits):
-    rng = np.random.default_rng(bits)
-    codes = rng.integers(0, 2 ** bits, size=1001, dtype=np.int64)
-    packed = pack_bits(codes, bits)
-    assert len(packed) == math.ceil(1001 * bits / 8)
-    assert np.array_equal(unpack_bits(packed, 1001, bits), codes)
-
-
-def test_pack_rejects_codes_that_do_not_fit():
-    with pytest.raises(ValueError, match="codes must lie"):
-        pack_bits(np.array([0, 8]), 3)
-
-
-@pytest.mark.parametrize("n, width", [(2, 1), (3, 2), (256, 8), (257, 9), (50_890, 16), (65_536, 16), (65_537, 17)])
-def test_index_bits_is_minimal(n, width):
-    assert index_bits(n) == width
-    assert 2 ** index_bits(n) >= n > 2 ** (index_bits(n) - 1) or n == 2
+# ----------------------------------------------------------------------------- the bytes, by hand
+def test_sign_and_quantize_payloads_hand_computed():
+    """The wire's one bit order (most significant first) shows in the codecs' real bytes."""
+    x = {"w": torch.tensor([-1.0, 2.0, -3.0, -2.0, 1.0, 1.0, 1.0, -1.0, 4.0])}
+    # sign: one fp32 scale (mean |x| = 16/9), then sign bits 1,0,1,1,0,0,0,1 | 0 -> 0b10110001, 0b00000000
+    payload = SignCodec().encode(x)
+    assert payload == np.asarray([16 / 9], dtype="<f4").tobytes() + bytes([0b10110001, 0])
+    # 2-bit codes over [-3, 4] (scale 7/3): round((x + 3) / scale) = 1,2,0,0,2,2,2,1,3
+    # -> 01 10 00 00 | 10 10 10 01 | 11 (padded) = 0x60, 0xA9, 0xC0
+    payload = QuantizeCodec(2).encode(x)
+    assert payload == np.asarray([-3.0, 7 / 3], dtype="<f4").tobytes() + bytes([0x60, 0xA9, 0xC0])
 
 
 # ----------------------------------------------------------------------------- quantization math

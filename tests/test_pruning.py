@@ -1,4 +1,4 @@
-"""fedlab_utils.pruning: exact sparsity, masks that hold through training and aggregation, plain
+"""fedlab_utils.pruning and federated_pruning: exact sparsity, masks that hold through training and aggregation, plain
 state-dict keys, an exact codec whose byte count is the payload length, and structured pruning
 that builds a smaller model with the same outputs."""
 import copy
@@ -9,6 +9,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 import fedlab_utils as fl
+from fedlab_utils import federated_pruning as FP
 from fedlab_utils import pruning as P
 from fedlab_utils.checks import pruning as checks
 from fedlab_utils.federated import LocalTraining, model_state, weighted_average
@@ -89,11 +90,11 @@ def test_bad_parameters_name_themselves():
     with pytest.raises(ValueError, match="scope"):
         P.magnitude_masks(mlp(), 0.5, scope="row")
     with pytest.raises(ValueError, match="schedule"):
-        P.PruningSchedule(0.8, kind="exponential")
+        FP.PruningSchedule(0.8, kind="exponential")
     with pytest.raises(ValueError, match="prune_every"):
-        P.PruningSchedule(0.8, every=0)
+        FP.PruningSchedule(0.8, every=0)
     with pytest.raises(ValueError, match="prune_every"):
-        P.PruningSchedule(0.8, every=5, end=3)
+        FP.PruningSchedule(0.8, every=5, end=3)
     with pytest.raises(ValueError, match="structured"):
         P.structured_masks(mlp(), 1.0)
     with pytest.raises(ValueError, match="not in the model"):
@@ -145,11 +146,11 @@ def federation(digits):
 def test_pruned_weights_stay_zero_through_local_training_and_aggregation(digits, federation):
     clients, test = federation
     model = mlp()
-    fp = P.FederatedPruning(model, P.PruningSchedule(0.8, "cubic", every=1, end=3))
+    fp = FP.FederatedPruning(model, FP.PruningSchedule(0.8, "cubic", every=1, end=3))
     hooks = fp.hooks()
     seen = []
 
-    class Spy(P.MaskedTraining):  # check every client's weights after every step
+    class Spy(FP.MaskedTraining):  # check every client's weights after every step
         def after_step(self, m):
             super().after_step(m)
             for n, mask in self.state.masks.items():
@@ -174,27 +175,27 @@ def test_pruned_weights_stay_zero_through_local_training_and_aggregation(digits,
 
 def test_client_update_is_masked_and_server_keeps_zeros():
     model = mlp()
-    state = P.MaskState(P.magnitude_masks(model, 0.6))
-    transform = P.MaskedTraining(state)
+    state = FP.MaskState(P.magnitude_masks(model, 0.6))
+    transform = FP.MaskedTraining(state)
     update = {k: torch.ones_like(v) for k, v in model_state(model).items()}
     masked = transform.on_update(update, 0)
     for n, mask in state.masks.items():
         assert torch.equal(masked[n], mask.float())
     assert torch.equal(masked["1.bias"], update["1.bias"])
-    server = P.PruningServer(state, P.PruningSchedule(0.6, "oneshot", every=1, end=1))
+    server = FP.PruningServer(state, FP.PruningSchedule(0.6, "oneshot", every=1, end=1))
     new = server.step(model_state(model), update)  # a dense update arrives: the server re-masks it
     for n, mask in state.masks.items():
         assert bool((new[n][~mask] == 0).all())
 
 
 def test_schedule_rises_to_target_and_stays():
-    s = P.PruningSchedule(0.9, "cubic", every=2, end=10)
+    s = FP.PruningSchedule(0.9, "cubic", every=2, end=10)
     values = [s.sparsity_at(r) for r in range(1, 21)]
     assert values[0] == 0.0 and values[1] > 0  # first prune after round 2
     assert all(b >= a for a, b in zip(values, values[1:]))
     assert values[9] == pytest.approx(0.9) and values[-1] == pytest.approx(0.9)
-    assert P.PruningSchedule(0.8, "oneshot", every=3, end=9).steps(12) == [(3, 0.8)]
-    linear = P.PruningSchedule(0.8, "linear", every=5, end=10)
+    assert FP.PruningSchedule(0.8, "oneshot", every=3, end=9).steps(12) == [(3, 0.8)]
+    linear = FP.PruningSchedule(0.8, "linear", every=5, end=10)
     assert linear.steps(20) == [(5, pytest.approx(0.4)), (10, pytest.approx(0.8))]
 
 
@@ -206,10 +207,11 @@ def test_nonzero_flops_scale_with_density():
     sparse = P.nonzero_training_flops(model, (1, 8, 8), masks)
     assert sparse["dense"] == dense["dense"]
     assert sparse["nonzero"] == pytest.approx(0.25 * dense["dense"], rel=0.01)
-    per_layer = P.module_flops(model, (1, 8, 8))
+    per_layer = P.weight_flops(model, (1, 8, 8))
     # first layer: forward + weight gradient (no input gradient), 2 FLOPs per multiply-add
     assert per_layer["1.weight"] == 2 * 2 * 64 * 32
     assert sum(per_layer.values()) == dense["dense"]
+    assert per_layer == {f"{k}.weight": v for k, v in fl.ledger.training_flops_per_layer(model, (1, 8, 8)).items()}
 
 
 # ----------------------------------------------------------------------------- codec
@@ -237,6 +239,24 @@ def test_sparse_codec_round_trips_exactly_and_counts_payload_bytes(density, fmt)
     assert len(payload) == P.sparse_payload_size(numel, nnz)["best"] == P.sparse_payload_size(numel, nnz)[fmt]
 
 
+def test_sparse_codec_payloads_hand_computed():
+    """Bytes on the wire: tag, uint32 count, MSB-first positions, little-endian fp32 values."""
+    import struct
+
+    codec = P.SparseCodec()
+    # 3 values, 1 nonzero: bitmask (5 + 1 + 4 = 10) ties indices (5 + 1 + 4); the bitmask wins ties
+    payload = codec.encode({"x": torch.tensor([0.0, 0.0, 3.5])})
+    assert codec.last_format == "bitmask"
+    assert payload == b"\x01" + struct.pack("<I", 1) + bytes([0b00100000]) + struct.pack("<f", 3.5)
+    # 100 values, 1 nonzero at position 5: a 7-bit index 0000101 + padding = 0b00001010
+    x = torch.zeros(100)
+    x[5] = -1.25
+    payload = codec.encode({"x": x})
+    assert codec.last_format == "indices"
+    assert payload == b"\x02" + struct.pack("<I", 1) + bytes([0b00001010]) + struct.pack("<f", -1.25)
+    assert torch.equal(codec.decode(payload, {"x": x})["x"], x)
+
+
 def test_sparse_codec_sizes_and_edge_cases():
     codec = P.SparseCodec()
     one = {"x": torch.tensor([0.0, 0.0, 3.5])}
@@ -251,14 +271,6 @@ def test_sparse_codec_sizes_and_edge_cases():
     assert len(codec.encode(dense)) == len(Fp32Codec().encode(dense)) + 1
     with pytest.raises(ValueError, match="corrupt"):
         codec.decode(codec.encode(_update(0.3))[:-4], _update(0.3))
-
-
-def test_measured_codec_sends_primary_and_records_shadow():
-    codec = P.MeasuredCodec(Fp32Codec(), P.SparseCodec())
-    update = _update(0.2)
-    payload = codec.encode(update)
-    assert payload == Fp32Codec().encode(update)
-    assert codec.shadow_bytes == [len(P.SparseCodec().encode(update))]
 
 
 # ----------------------------------------------------------------------------- structured
@@ -353,11 +365,3 @@ def test_payload_check_accepts_a_right_answer_and_rejects_wrong_ones():
     checks.check_payload_size(right)
     with pytest.raises(AssertionError, match="Hint"):
         checks.check_payload_size(bitmask_only)
-
-
-def test_cpu_latency_interleaves_and_reports_min_and_median():
-    calls = []
-    out = P.cpu_latency({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, blocks=2,
-                        warmup=1)
-    assert set(out) == {"a", "b"} and all(0 <= t["min_s"] <= t["median_s"] for t in out.values())
-    assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3  # warm-up, then rotating blocks
