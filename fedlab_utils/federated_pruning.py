@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .checkpoint import load_object_state, object_state, reset_state
 from .federated import ClientTransform, FedAvgServer, History
 from .ledger import Energy, get_profile, training_flops_per_sample
 from .pruning import (SCOPES, Masks, apply_masks, check_sparsity, magnitude_masks, mask_state, prunable_names,
@@ -96,9 +97,27 @@ class MaskState:
     """
 
     def __init__(self, masks: Masks):
-        self.masks = {k: v.clone() for k, v in masks.items()}
+        self.initial = {k: v.clone() for k, v in masks.items()}
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the masks it was built with, with an empty log (a new run starts)."""
+        self.masks = {k: v.clone() for k, v in self.initial.items()}
         self.log: list[tuple[int, float]] = [(0, self.sparsity)]
         self.round_densities: dict[int, dict[str, float]] = {}
+
+    def state_dict(self) -> dict:
+        """Masks, log and per-round densities: tensors, numbers and dicts only (``weights_only`` loads it)."""
+        return {"masks": {k: v.clone() for k, v in self.masks.items()}, "log": [[r, s] for r, s in self.log],
+                "round_densities": {int(r): dict(d) for r, d in self.round_densities.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state["masks"]) != set(self.initial):
+            raise ValueError(f"the saved masks cover {sorted(state['masks'])}, this MaskState {sorted(self.initial)}")
+        self.masks = {k: state["masks"][k].to(torch.bool).clone() for k in self.initial}
+        self.log = [(int(r), float(s)) for r, s in state["log"]]
+        self.round_densities = {int(r): {n: float(d) for n, d in dens.items()}
+                                for r, dens in state["round_densities"].items()}
 
     @property
     def names(self) -> list[str]:
@@ -154,7 +173,8 @@ class PruningServer:
     the :class:`PruningSchedule` raises the target, recomputes the mask from the *new global
     model's* magnitudes (weights already pruned stay pruned), stores it in the shared
     :class:`MaskState`, and returns the masked global state -- so aggregation keeps pruned
-    weights at zero.  It counts rounds itself (one ``step`` per round).
+    weights at zero.  It counts rounds itself (one ``step`` per round), and holds the run's
+    pruning state: ``run`` resets it at the start and saves it in checkpoints.
     """
 
     def __init__(self, state: MaskState, schedule: PruningSchedule, scope: str = "global", inner=None):
@@ -163,6 +183,24 @@ class PruningServer:
         self.inner = inner or FedAvgServer()
         self.round = 0
         self.target = schedule.initial  # the sparsity currently asked for
+
+    def reset(self) -> None:
+        """A new run: round 0, the schedule's initial target, the mask as built, the inner optimizer reset.
+
+        ``run`` calls it at the start, so one :class:`FederatedPruning` can drive several runs."""
+        self.round, self.target = 0, self.schedule.initial
+        self.state.reset()
+        reset_state(self.inner)
+
+    def state_dict(self) -> dict:
+        """Round, target, the shared :class:`MaskState` and the inner optimizer's state, for a checkpoint."""
+        return {"round": self.round, "target": self.target, "mask_state": self.state.state_dict(),
+                "inner": object_state(self.inner, "inner")}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.round, self.target = int(state["round"]), float(state["target"])
+        self.state.load_state_dict(state["mask_state"])
+        load_object_state(self.inner, state["inner"], "inner")
 
     def step(self, global_state: Update, update: Update) -> Update:
         new = self.inner.step(global_state, update)

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from .checkpoint import load_object_state, object_state, reset_state
 from .validation import check_int
 
 __all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "pack_bits", "unpack_bits",
@@ -152,6 +153,7 @@ class MeasuredCodec:
 
     A control for experiments: run dense FedAvg once with the fp32 codec and learn, from the
     same updates, how much a sparse codec alone would have saved (no second run needed).
+    ``run`` resets it at the start (``shadow_bytes`` holds one run) and checkpoints its state.
     """
 
     def __init__(self, primary: Codec, shadow: Codec):
@@ -165,6 +167,22 @@ class MeasuredCodec:
 
     def decode(self, payload: bytes, template: Update) -> Update:
         return self.primary.decode(payload, template)
+
+    def reset(self) -> None:
+        """Start a new run: forget the recorded sizes and reset both codecs (where they have state)."""
+        self.shadow_bytes.clear()
+        reset_state(self.primary)
+        reset_state(self.shadow)
+
+    def state_dict(self) -> dict:
+        """The recorded sizes and both codecs' state, for a checkpoint."""
+        return {"shadow_bytes": list(self.shadow_bytes), "primary": object_state(self.primary, "primary"),
+                "shadow": object_state(self.shadow, "shadow")}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shadow_bytes = [int(b) for b in state["shadow_bytes"]]
+        load_object_state(self.primary, state["primary"], "primary")
+        load_object_state(self.shadow, state["shadow"], "shadow")
 
     def __repr__(self) -> str:
         return f"MeasuredCodec({self.primary!r}, shadow={self.shadow!r})"

@@ -173,6 +173,43 @@ def test_pruned_weights_stay_zero_through_local_training_and_aggregation(digits,
     assert history.records[-1].bytes_up < dense_bytes / 2.5
 
 
+def test_pruning_run_resumed_from_a_checkpoint_equals_a_straight_run(digits, federation, tmp_path):
+    """The schedule's round, the mask and its log travel in the checkpoint: resume == no interruption."""
+    clients, test = federation
+    model = mlp()
+    local = LocalTraining(epochs=1, batch_size=32, lr=0.1)
+    kw = dict(local=local, seed=0, progress=False, uplink=P.SparseCodec())
+    plan = FP.PruningSchedule(0.8, "linear", every=1, end=4)
+    straight_fp = FP.FederatedPruning(model, plan)
+    straight = fl.run(model, clients, test, rounds=4, **kw, **straight_fp.hooks())
+    fp = FP.FederatedPruning(model, plan)
+    hooks = fp.hooks()
+    path = tmp_path / "prune.ckpt"
+    fl.run(model, clients, test, rounds=2, checkpoint=path, **kw, **hooks)
+    fp.state.masks = {k: torch.ones_like(v) for k, v in fp.state.masks.items()}  # lose the live state on purpose
+    resumed = fl.run(model, clients, test, rounds=4, checkpoint=path, resume=True, **kw, **hooks)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert all(torch.equal(fp.state.masks[n], straight_fp.state.masks[n]) for n in fp.state.names)
+    assert fp.state.log == straight_fp.state.log
+    assert [r.bytes_up for r in resumed.records] == [r.bytes_up for r in straight.records]
+
+
+def test_the_same_hooks_drive_two_identical_runs(digits, federation):
+    """``run`` resets the pruning server (round, target, mask), so reusing the hooks repeats the run."""
+    clients, test = federation
+    model = mlp()
+    fp = FP.FederatedPruning(model, FP.PruningSchedule(0.7, "oneshot", every=1, end=1))
+    hooks = fp.hooks()
+    kw = dict(rounds=2, local=LocalTraining(epochs=1, batch_size=32, lr=0.1), seed=0, progress=False)
+    first = fl.run(model, clients, test, **kw, **hooks)
+    first_log = list(fp.state.log)
+    second = fl.run(model, clients, test, **kw, **hooks)
+    assert fp.state.log == first_log and hooks["server"].round == 2
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[key], value), key
+
+
 def test_client_update_is_masked_and_server_keeps_zeros():
     model = mlp()
     state = FP.MaskState(P.magnitude_masks(model, 0.6))

@@ -116,3 +116,14 @@ def test_measured_codec_sends_primary_and_records_shadow():
     assert codec.shadow_bytes == [len(SparseCodec().encode(update))] == [1 + 4 + 2 + 8]
     codec.encode(update, client_id=1)
     assert len(codec.shadow_bytes) == 2
+
+
+def test_measured_codec_resets_and_round_trips_its_state():
+    update = {"a": torch.tensor([0.0, 1.5] + [0.0] * 98)}
+    codec = MeasuredCodec(Fp32Codec(), SparseCodec())
+    codec.encode(update)
+    state = codec.state_dict()
+    codec.reset()
+    assert codec.shadow_bytes == []
+    codec.load_state_dict(state)
+    assert codec.shadow_bytes == [1 + 4 + 1 + 4]
