@@ -1,0 +1,147 @@
+"""Claims under the parameter-aware policy, margins and observations; results written atomically and merged."""
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from fedlab_utils.__main__ import merge_results
+from fedlab_utils.results import CHANGED_ENV, POLICY_ENV, Claims, atomic_write_text, claim_policy, record_results
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_environment(monkeypatch):
+    """Tests start from a plain kernel: no policy or changed parameters set by a runner."""
+    monkeypatch.delenv(POLICY_ENV, raising=False)
+    monkeypatch.delenv(CHANGED_ENV, raising=False)
+
+
+def test_claims_raise_when_false_and_record_numbers():
+    claims = Claims()
+    assert claims.policy == "raise"
+    claims.check("two is more than one", 2 > 1, a=2, b=1)
+    with pytest.raises(AssertionError, match="does not hold.*a=1"):
+        claims.check("one is more than two", 1 > 2, a=1, b=2)
+    assert [c["holds"] for c in claims.to_list()] == [True, False]
+    assert "1/2 claims hold" in repr(claims)
+
+
+@pytest.mark.parametrize("changed", ["seed", "seed,device,results_path", ""])
+def test_seed_device_and_results_path_still_count_as_defaults(monkeypatch, changed):
+    monkeypatch.setenv(CHANGED_ENV, changed)
+    claims = Claims()
+    assert claims.policy == "raise" and claims.changed == []
+    with pytest.raises(AssertionError, match="does not hold"):
+        claims.check("false on this seed", False, acc=0.5)
+
+
+def test_other_changed_parameters_record_failing_claims_and_summarise_them(monkeypatch, capsys):
+    monkeypatch.setenv(CHANGED_ENV, "rounds,seed,num_clients")
+    claims = Claims()
+    assert claims.policy == "record" and claims.changed == ["num_clients", "rounds"]
+    assert claims.check("holds", True, x=1) is True
+    assert claims.check("student within 3 points of teacher", False, margin=-4.5, gap=7.5) is False
+    claims.check("another that holds", True)
+    out = capsys.readouterr().out
+    assert "✓ holds" in out and "✗ student within 3 points of teacher  [gap=7.5, margin=-4.5]" in out
+    assert [c["holds"] for c in claims.to_list()] == [True, False, True]
+    summary = repr(claims)
+    assert summary.startswith("2/3 claims hold (policy: record; changed parameters: num_clients, rounds)")
+    assert "did NOT hold" in summary and "student within 3 points" in summary and "another" not in summary
+    markdown = claims._repr_markdown_()
+    assert markdown.count("does not hold") == 1 and markdown.count("| ✓ |") == 2
+
+
+def test_strict_raises_whatever_the_parameters(monkeypatch):
+    monkeypatch.setenv(CHANGED_ENV, "rounds")
+    monkeypatch.setenv(POLICY_ENV, "strict")
+    with pytest.raises(AssertionError, match="within 3 points"):
+        Claims().check("within 3 points", False, gap=7.5)
+
+
+def test_record_policy_never_raises_even_with_defaults(monkeypatch):
+    monkeypatch.setenv(POLICY_ENV, "record")
+    claims = Claims()
+    claims.check("false", False)
+    assert claims.failed == claims.to_list() and len(claims) == 1
+
+
+def test_explicit_arguments_win_and_bad_policy_names_the_value(monkeypatch):
+    monkeypatch.setenv(POLICY_ENV, "record")
+    assert claim_policy("raise") == ("raise", [])
+    assert claim_policy("auto", ["lr"]) == ("record", ["lr"])
+    monkeypatch.setenv(POLICY_ENV, "loose")
+    with pytest.raises(ValueError, match="'loose'.*auto"):
+        Claims()
+
+
+def test_margin_is_recorded_and_must_agree_with_holds():
+    claims = Claims()
+    claims.check("ratio at least 100", 132 >= 100, margin=132 / 100 - 1, ratio=132)
+    assert claims.to_list()[0]["margin"] == pytest.approx(0.32)
+    claims.check("no margin given", True)
+    assert "margin" not in claims.to_list()[1]
+    claims.check("on the threshold", True, margin=0.0)
+    with pytest.raises(ValueError, match="contradicts"):
+        claims.check("holds but margin negative", True, margin=-0.1)
+    with pytest.raises(ValueError, match="contradicts"):
+        Claims(policy="record").check("fails but margin positive", False, margin=0.1)
+
+
+def test_observations_are_recorded_never_asserted(tmp_path, capsys):
+    claims = Claims()
+    claims.observe("FedAvgM ends ahead of FedAvg on this seed", fedavgm=0.91, fedavg=0.90)
+    assert "observation: FedAvgM ends ahead" in capsys.readouterr().out
+    record = record_results(tmp_path / "r.json", "nb", {}, claims)
+    assert record["observations"] == [{"observation": "FedAvgM ends ahead of FedAvg on this seed",
+                                       "measured": {"fedavgm": 0.91, "fedavg": 0.90}}]
+    assert record["claims"] == [] and record["claim_policy"] == {"policy": "raise", "changed_parameters": []}
+
+
+def test_record_results_is_atomic_json_and_lists_failed_claims(tmp_path, capsys):
+    path = tmp_path / "sub" / "r.json"
+    claims = Claims(policy="record")
+    claims.check("ok", True, x=torch.tensor(1.5).item())
+    claims.check("not ok", False, x=2)
+    record = record_results(path, "nb", {"acc": torch.tensor(0.5), "nan": float("nan")}, claims, {"seed": 0})
+    on_disk = json.loads(path.read_text())
+    assert on_disk == record and on_disk["metrics"] == {"acc": 0.5, "nan": None}
+    assert [c["holds"] for c in on_disk["claims"]] == [True, False]
+    assert "1 claim(s) did NOT hold on this run:\n  ✗ not ok" in capsys.readouterr().out
+    assert record_results(None, "nb", {"a": 1})["metrics"] == {"a": 1}
+    assert not list(path.parent.glob(".*tmp"))
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "r.json", "{}")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write_text(tmp_path / "s.json", "{}").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    atomic_write_text(path, "old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_text(path, "new")
+    assert path.read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_results_json_merge_updates_only_this_runs_notebooks(tmp_path):
+    path = tmp_path / "results.json"
+    atomic_write_text(path, json.dumps({"00_a": {"v": 0}, "01_b": {"v": 1}, "02_c": {"v": 2}}))
+    merged = merge_results(path, {"01_b": {"v": 11}, "03_d": {"v": 3}}, failed=["02_c"])
+    assert merged == {"00_a": {"v": 0}, "01_b": {"v": 11}, "03_d": {"v": 3}}
+    assert json.loads(path.read_text()) == merged
+    atomic_write_text(path, "{not json")
+    assert merge_results(path, {"00_a": {"v": 5}}, failed=[]) == {"00_a": {"v": 5}}
