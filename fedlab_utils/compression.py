@@ -271,6 +271,17 @@ class RandomKCodec(_Sparse):
         generator = torch.Generator().manual_seed(seed)
         return torch.sort(torch.randperm(n, generator=generator)[:k]).values
 
+    def reset(self) -> None:
+        """Restart every client's call counter (a new run draws the same index sets)."""
+        self._calls.clear()
+
+    def state_dict(self) -> dict:
+        """Each client's call counter (it seeds the next index set), for a checkpoint."""
+        return {"calls": {int(c): int(n) for c, n in self._calls.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._calls = {int(c): int(n) for c, n in state["calls"].items()}
+
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         vector = flatten(update)
         n = vector.numel()
@@ -321,6 +332,18 @@ class ErrorFeedback:
     def reset(self) -> None:
         """Forget every client's residual (start a new run)."""
         self.residuals.clear()
+        if callable(getattr(self.inner, "reset", None)):
+            self.inner.reset()
+
+    def state_dict(self) -> dict:
+        """Every client's residual (and the inner codec's state), for a checkpoint."""
+        inner = self.inner.state_dict() if callable(getattr(self.inner, "state_dict", None)) else None
+        return {"residuals": {int(c): dict(r) for c, r in self.residuals.items()}, "inner": inner}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.residuals = {int(c): dict(r) for c, r in state["residuals"].items()}
+        if state.get("inner") is not None:
+            self.inner.load_state_dict(state["inner"])
 
     def __repr__(self) -> str:
         return f"ErrorFeedback({self.inner!r})"

@@ -3,28 +3,41 @@
 A round of :func:`run`:
 
 1. the server samples ``fraction`` of the clients (seeded);
-2. **downlink**: the global state is encoded by ``downlink`` (a :class:`~fedlab_utils.wire.Codec`)
+2. with a :class:`~fedlab_utils.faults.Faults` model, some of them drop out (they still
+   receive the model: downlink bytes and energy are spent);
+3. **downlink**: the global state is encoded by ``downlink`` (a :class:`~fedlab_utils.wire.Codec`)
    and every sampled client decodes it -- a lossy downlink really changes what clients train;
-3. each client trains locally (``local``: epochs, batch size, optimizer, precision), with a
-   :class:`ClientTransform` able to act before training, add a loss term, act after every
-   step and rewrite the update (pruning masks, FedProx);
-4. **uplink**: each update (local − received state) is encoded by ``uplink``; the server
-   decodes it; ``len()`` of each payload goes in the ledger;
-5. ``aggregate`` turns the decoded updates into one (default: FedAvg weighted by each
+4. each client trains locally through the ``trainer`` hook (``local``: epochs, batch size,
+   optimizer, precision), with a :class:`ClientTransform` able to act before training, add a
+   loss term, act after every step and rewrite the update (pruning masks, FedProx);
+5. **uplink**: each update (local − received state) is encoded by ``uplink``; the server
+   decodes it; ``len()`` of each payload goes in the ledger.  Updates past the deadline are
+   discarded (``late``), non-finite ones rejected (``rejected``), never averaged;
+6. ``aggregate`` turns the surviving updates into one (default: FedAvg weighted by each
    client's real number of training samples), and ``server`` applies it (default: plain
-   FedAvg, ``global += update``; FedOpt optimizers plug in here);
-6. the global model is evaluated, and FLOPs, bytes, wall time and joules are recorded.
+   FedAvg, ``global += update``; FedOpt optimizers plug in here).  A round with no surviving
+   update keeps the model;
+7. the global model is evaluated; FLOPs, bytes, wall time and joules (modelled per client,
+   summed) go in a :class:`RoundRecord`; a checkpoint is written every ``checkpoint_every`` rounds.
+
+Steps 3-6 are a :class:`RoundProtocol`.  :class:`FedAvgProtocol` is the one above; FedDF with
+several architectures, logit sharing (``fedlab_utils.distillation``) and SplitFed
+(``fedlab_utils.parallel``) are other protocols on the same loop, so they get sampling,
+faults, energy, the meter, progress bars and checkpoints for free.
 
 FedSGD is the same loop with ``LocalTraining(epochs=1, batch_size=None)``: one full-batch step.
-The loop is deterministic for a given seed on the CPU.
+The loop is deterministic for a given seed on the CPU, and a run resumed from a checkpoint is
+bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -32,26 +45,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoint import load_checkpoint, load_object_state, object_state, reset_state, save_checkpoint
 from .data import ClientData
+from .faults import Faults, update_is_finite
+from .history import History, RoundRecord, summary_table
 from .ledger import Energy, EnergyMeter, EnergyProfile, get_profile, training_flops_per_sample
-from .validation import check_choice, check_fraction, check_int, check_real
+from .training import (OPTIMIZERS, PRECISIONS, ClientTrainer, ClientTransform, LocalTraining, SequentialTrainer,
+                       autocast_context, backward_and_step, client_generator, evaluate, make_optimizer, minibatches,
+                       model_state, train_locally)
+from .validation import check_choice, check_fraction, check_int, check_optional_path
 from .wire import Codec, Fp32Codec, Update
 
 __all__ = ["LocalTraining", "ClientTransform", "ClientResult", "ClientTrainer", "SequentialTrainer",
-           "ServerOptimizer", "FedAvgServer", "RoundRecord", "History", "run", "train_locally", "evaluate",
-           "weighted_average", "fedavg_aggregate", "model_state", "state_delta", "apply_delta", "sample_clients",
-           "make_optimizer", "summary_table", "OPTIMIZERS", "PRECISIONS"]
+           "ServerOptimizer", "FedAvgServer", "RoundRecord", "History", "Faults", "RoundContext", "RoundProtocol",
+           "FedAvgProtocol", "run", "train_locally", "minibatches", "evaluate", "weighted_average",
+           "fedavg_aggregate", "model_state", "state_delta", "apply_delta", "sample_clients", "client_generator",
+           "make_optimizer", "autocast_context", "backward_and_step", "progress_enabled", "per_client",
+           "summary_table", "OPTIMIZERS", "PRECISIONS", "ON_CLIENT_ERROR"]
 
-OPTIMIZERS = ("sgd", "sgdm", "adam", "adamw")
-PRECISIONS = ("fp32", "bf16", "fp16")
+ON_CLIENT_ERROR = ("raise", "skip")
 
 
 # ----------------------------------------------------------------------------- state helpers
-def model_state(model: nn.Module) -> Update:
-    """A detached copy of the model's floating-point state (what FedAvg averages)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-
-
 def state_delta(new: Update, old: Update) -> Update:
     """``new − old`` key by key: the update a client sends."""
     return {k: new[k] - old[k] for k in old}
@@ -78,184 +93,41 @@ def sample_clients(num_clients: int, fraction: float, rng: np.random.Generator) 
     return sorted(rng.choice(num_clients, size=m, replace=False).tolist())
 
 
-# ----------------------------------------------------------------------------- local training
-@dataclass(frozen=True)
-class LocalTraining:
-    """How each client trains in a round.
-
-    ``batch_size=None`` means full batch; with ``epochs=1`` that is one step, i.e. FedSGD.
-    ``optimizer`` is a name in :data:`OPTIMIZERS` or a factory ``(params, lr) -> Optimizer``.
-    ``precision`` ``'bf16'`` uses autocast (CPU or GPU); ``'fp16'`` needs CUDA and uses a GradScaler.
-    """
-
-    epochs: int = 1
-    batch_size: int | None = 32
-    lr: float = 0.05
-    optimizer: str | Callable = "sgd"
-    weight_decay: float = 0.0
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        check_int("local_epochs", self.epochs, 1)
-        if self.batch_size is not None:
-            check_int("batch_size", self.batch_size, 1)
-        check_real("lr", self.lr, 0.0, low_inclusive=False)
-        check_real("weight_decay", self.weight_decay, 0.0)
-        check_choice("precision", self.precision, PRECISIONS)
-        if not callable(self.optimizer):
-            check_choice("optimizer", self.optimizer, OPTIMIZERS)
-
-
-def make_optimizer(spec: str | Callable, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """Build a client optimizer from a name (``sgd``, ``sgdm``, ``adam``, ``adamw``) or a factory."""
-    if callable(spec):
-        return spec(params, lr)
-    if spec == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    if spec == "sgdm":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    if spec == "adam":  # L2 penalty added to the gradient (coupled)
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)  # decoupled weight decay
-
-
-class ClientTransform:
-    """Hooks into a client's local training.  Subclass and override what you need.
-
-    * ``on_receive``: after the client loads the global model, before training
-      (e.g. apply a pruning mask the server broadcast);
-    * ``regularizer``: an extra loss term given the received global state (e.g. FedProx's
-      μ/2·‖w − w_global‖²); return ``None`` for none;
-    * ``after_step``: after each optimizer step (e.g. re-zero pruned weights);
-    * ``on_update``: rewrite the update before it is encoded (e.g. mask it).
-    """
-
-    def on_receive(self, model: nn.Module, client_id: int, round_idx: int) -> None:
-        return None
-
-    def regularizer(self, model: nn.Module, global_state: Update) -> torch.Tensor | None:
-        return None
-
-    def after_step(self, model: nn.Module) -> None:
-        return None
-
-    def on_update(self, update: Update, client_id: int) -> Update:
-        return update
-
-
-def autocast_context(device: torch.device, precision: str):
-    """The autocast context for ``precision`` on ``device`` (a no-op for fp32; fp16 needs CUDA)."""
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision='fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                      scaler: torch.amp.GradScaler | None = None) -> None:
-    """Backward pass and optimizer step, through ``scaler`` when fp16 training uses one."""
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-        return
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-
-
-def train_locally(model: nn.Module, data: ClientData, local: LocalTraining, *, generator: torch.Generator,
-                  transform: ClientTransform | None = None, global_state: Update | None = None,
-                  loss_fn: Callable = nn.functional.cross_entropy) -> tuple[float, int]:
-    """Train ``model`` in place on one client's data; returns (mean loss, samples processed).
-
-    The shuffling order comes from ``generator``, so a client's training is reproducible.
-    """
-    transform = transform or ClientTransform()
-    model.train()
-    device = data.x.device
-    optimizer = make_optimizer(local.optimizer, model.parameters(), local.lr, local.weight_decay)
-    if local.precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision='fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'")
-    scaler = torch.amp.GradScaler("cuda") if local.precision == "fp16" else None
-    n = len(data)
-    batch = n if local.batch_size is None else min(local.batch_size, n)
-    losses, processed = [], 0
-    for _ in range(local.epochs):
-        order = torch.randperm(n, generator=generator).to(device)
-        for start in range(0, n, batch):
-            idx = order[start:start + batch]
-            optimizer.zero_grad(set_to_none=True)
-            with autocast_context(device, local.precision):
-                loss = loss_fn(model(data.x[idx]), data.y[idx])
-            extra = transform.regularizer(model, global_state) if global_state is not None else None
-            total = loss if extra is None else loss + extra
-            backward_and_step(total, optimizer, scaler)
-            transform.after_step(model)
-            losses.append(loss.detach().item())
-            processed += len(idx)
-    return float(np.mean(losses)), processed
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048,
-             loss_fn: Callable = nn.functional.cross_entropy) -> tuple[float, float]:
-    """(accuracy in [0, 1], mean loss) of ``model`` on ``x, y``."""
-    model.eval()
-    device = next(model.parameters()).device
-    correct, loss_sum = 0, 0.0
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-        logits = model(xb)
-        loss_sum += float(loss_fn(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(1) == yb).sum())
-    return correct / len(y), loss_sum / len(y)
+def progress_enabled(progress: bool | None) -> bool:
+    """Show a progress bar? An explicit ``progress`` wins; else ``FEDLAB_PROGRESS`` (``0`` hides bars)."""
+    if progress is not None:
+        return progress
+    return os.environ.get("FEDLAB_PROGRESS", "1") != "0"
 
 
 @dataclass
 class ClientResult:
-    """What the server knows about one client after a round (the update is already decoded)."""
+    """What the server knows about one client after a round (the update is already decoded).
+
+    ``bytes_up`` is everything the client sent; ``bytes_down`` what it received *during*
+    training beyond the broadcast (e.g. SplitFed's gradients); ``flops`` its training FLOPs.
+    """
 
     client_id: int
     num_samples: int
-    update: Update
+    update: Update | torch.Tensor | None
     train_loss: float
     samples_processed: int
     bytes_up: int
+    bytes_down: int = 0
+    flops: int = 0
 
 
-class ClientTrainer(Protocol):
-    """Runs local training for the sampled clients of one round.
-
-    Returns, per client, ``(local_state, mean_loss, samples_processed)``.  The default
-    trains clients one after another; ``fedlab_utils.acceleration`` offers a vectorised one.
-    """
-
-    def __call__(self, model: nn.Module, received: Update, clients: list[tuple[int, ClientData]],
-                 local: LocalTraining, round_idx: int, seed: int,
-                 transform: ClientTransform) -> list[tuple[Update, float, int]]: ...
-
-
-def client_generator(seed: int, round_idx: int, client_id: int) -> torch.Generator:
-    """The shuffling generator of one client in one round (independent of who else is sampled)."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, round_idx, client_id]).generate_state(1)[0]))
-
-
-class SequentialTrainer:
-    """Train the sampled clients one after another on one working copy of the model."""
-
-    def __call__(self, model, received, clients, local, round_idx, seed, transform):
-        out = []
-        for cid, data in clients:
-            model.load_state_dict(received, strict=False)
-            transform.on_receive(model, cid, round_idx)
-            loss, processed = train_locally(model, data, local, generator=client_generator(seed, round_idx, cid),
-                                            transform=transform, global_state=received)
-            out.append((model_state(model), loss, processed))
-        return out
-
-    def __repr__(self) -> str:
-        return "SequentialTrainer()"
+def per_client(clients: Sequence[int], work: Callable[[int], ClientResult]) -> list[ClientResult | Exception]:
+    """``work(cid)`` for every client; a client whose work raises gets its exception in its place,
+    so one broken client never takes the others down (:func:`run` decides what to do with it)."""
+    out: list[ClientResult | Exception] = []
+    for cid in clients:
+        try:
+            out.append(work(cid))
+        except Exception as exc:  # noqa: BLE001 -- handed to run's on_client_error policy
+            out.append(exc)
+    return out
 
 
 # ----------------------------------------------------------------------------- server side
@@ -283,125 +155,71 @@ def fedavg_aggregate(results: list[ClientResult], global_model: nn.Module, round
 Aggregate = Callable[[list[ClientResult], nn.Module, int], Update]
 
 
-# ----------------------------------------------------------------------------- history
+# ----------------------------------------------------------------------------- protocols
 @dataclass
-class RoundRecord:
-    """The ledger line of one round (sums over the sampled clients)."""
+class RoundContext:
+    """What :func:`run` hands a protocol once, before the first round."""
 
-    round: int
-    clients: list[int]
-    accuracy: float
-    loss: float
-    train_loss: float
-    bytes_up: int
-    bytes_down: int
-    client_flops: int
-    wall_time_s: float
-    energy: Energy
-    measured_joules: float | None = None
+    clients: Sequence[ClientData]
+    test: tuple[torch.Tensor, torch.Tensor]
+    local: LocalTraining
+    seed: int
+    device: torch.device
+    input_shape: tuple[int, ...]
 
 
-@dataclass
-class History:
-    """Everything a run measured, round by round, plus the final global model.
+class RoundProtocol:
+    """The technique-specific half of a round; :func:`run` does the rest (sampling, faults,
+    energy, the meter, progress, the record, checkpoints).
 
-    ``history.accuracy`` is a list per round; ``totals()``, ``rounds_to_accuracy(t)`` and
-    ``summary()`` answer the usual questions; ``to_dict()`` is JSON-ready.
+    * ``setup(ctx)``: once, before round 1 (build models on ``ctx.device``; reset stateful hooks);
+    * ``broadcast(round_idx, selected)``: bytes each sampled client downloads before training;
+    * ``train(round_idx, clients)``: one :class:`ClientResult` (or the exception it raised) per client;
+    * ``aggregate(round_idx, results)``: fold the surviving results into the global state; returns
+      the server's FLOPs if it counts them (else 0).  Not called when nothing survived;
+    * ``evaluate()``: ``(accuracy, loss, extra metrics)``;
+    * ``final_model()``, ``config()`` (JSON, part of a checkpoint's identity),
+      ``state_dict()`` / ``load_state_dict()`` (everything a resumed run needs).
     """
 
-    label: str
-    records: list[RoundRecord] = field(default_factory=list)
-    config: dict = field(default_factory=dict)
-    profile: str = "phone-lte"
-    meter: str = "not available"
-    model: nn.Module | None = field(default=None, repr=False)
+    label = "rounds"
 
-    # per-round series -------------------------------------------------------
-    @property
-    def rounds(self) -> list[int]:
-        return [r.round for r in self.records]
+    def setup(self, ctx: RoundContext) -> None:
+        self.ctx = ctx
 
-    @property
-    def accuracy(self) -> list[float]:
-        return [r.accuracy for r in self.records]
+    def broadcast(self, round_idx: int, selected: list[int]) -> dict[int, int]:
+        raise NotImplementedError
 
-    @property
-    def loss(self) -> list[float]:
-        return [r.loss for r in self.records]
+    def train(self, round_idx: int, clients: list[int]) -> list[ClientResult | Exception]:
+        raise NotImplementedError
 
-    def cumulative(self, name: str) -> np.ndarray:
-        """Running total of a numeric record field, e.g. ``'bytes_up'``."""
-        return np.cumsum([getattr(r, name) for r in self.records])
+    def aggregate(self, round_idx: int, results: list[ClientResult]) -> int:
+        raise NotImplementedError
 
-    # answers ----------------------------------------------------------------
-    @property
-    def final_accuracy(self) -> float:
-        return self.records[-1].accuracy
+    def evaluate(self) -> tuple[float, float, dict]:
+        raise NotImplementedError
 
-    def best_accuracy(self) -> float:
-        return max(self.accuracy)
+    def final_model(self) -> nn.Module | None:
+        return None
 
-    def rounds_to_accuracy(self, target: float) -> int | None:
-        """First round (1-based) whose test accuracy is ≥ ``target``; ``None`` if never."""
-        return next((r.round for r in self.records if r.accuracy >= target), None)
+    def config(self) -> dict:
+        return {}
 
-    def bytes_up_to_accuracy(self, target: float) -> int | None:
-        """Cumulative uplink bytes when ``target`` accuracy is first reached; ``None`` if never."""
-        rounds = self.rounds_to_accuracy(target)
-        return None if rounds is None else int(self.cumulative("bytes_up")[rounds - 1])
+    def state_dict(self) -> dict:
+        return {}
 
-    def energy(self) -> Energy:
-        return sum((r.energy for r in self.records), Energy())
-
-    def totals(self) -> dict:
-        e = self.energy()
-        measured = [r.measured_joules for r in self.records]
-        return {"rounds": len(self.records), "bytes_up": int(sum(r.bytes_up for r in self.records)),
-                "bytes_down": int(sum(r.bytes_down for r in self.records)),
-                "client_flops": int(sum(r.client_flops for r in self.records)),
-                "wall_time_s": float(sum(r.wall_time_s for r in self.records)),
-                "joules_compute": e.compute, "joules_uplink": e.uplink, "joules_downlink": e.downlink,
-                "joules_total": e.total,
-                "measured_joules": None if None in measured else float(sum(measured))}
-
-    def summary(self, target: float | None = None) -> dict:
-        """One row for a comparison table (MB, GFLOPs, J; accuracy in %)."""
-        t = self.totals()
-        row = {"run": self.label, "final acc %": 100 * self.final_accuracy, "rounds": t["rounds"],
-               "MB up": t["bytes_up"] / 1e6, "MB down": t["bytes_down"] / 1e6,
-               "client GFLOPs": t["client_flops"] / 1e9, "J (model)": t["joules_total"],
-               "J measured": t["measured_joules"]}
-        if target is not None:
-            row[f"rounds to {100 * target:.0f}%"] = self.rounds_to_accuracy(target)
-        return row
-
-    def to_dict(self) -> dict:
-        records = []
-        for r in self.records:
-            d = asdict(r)
-            d["energy"] = {"compute": r.energy.compute, "uplink": r.energy.uplink, "downlink": r.energy.downlink}
-            records.append(d)
-        return {"label": self.label, "config": self.config, "profile": self.profile, "meter": self.meter,
-                "totals": self.totals(), "records": records}
-
-    def __repr__(self) -> str:
-        if not self.records:
-            return f"History({self.label!r}, no rounds)"
-        t = self.totals()
-        return (f"History({self.label!r}: {t['rounds']} rounds, final acc {100 * self.final_accuracy:.1f}%, "
-                f"{t['bytes_up'] / 1e6:.2f} MB up, {t['client_flops'] / 1e9:.2f} GFLOPs, "
-                f"{t['joules_total']:.3g} J modelled [{self.profile}])")
+    def load_state_dict(self, state: dict) -> None:
+        return None
 
 
-def summary_table(histories: Sequence[History] | dict[str, History], target: float | None = None):
-    """A pandas DataFrame with one :meth:`History.summary` row per run."""
-    import pandas as pd
+def _name(obj) -> str:
+    """A stable description of a hook for a checkpoint's identity (never a memory address)."""
+    named = getattr(obj, "name", None) or getattr(obj, "__name__", None)
+    if isinstance(named, str):
+        return named
+    return repr(obj) if type(obj).__repr__ is not object.__repr__ else type(obj).__qualname__
 
-    runs = histories.values() if isinstance(histories, dict) else histories
-    return pd.DataFrame([h.summary(target) for h in runs]).set_index("run")
 
-
-# ----------------------------------------------------------------------------- the loop
 class _FlopCache:
     """Per-sample training FLOPs, measured once per architecture (keyed by parameter shapes)."""
 
@@ -415,72 +233,258 @@ class _FlopCache:
         return self._cache[key]
 
 
-def progress_enabled(progress: bool | None) -> bool:
-    """Show a progress bar? An explicit ``progress`` wins; else ``FEDLAB_PROGRESS`` (``0`` hides bars)."""
-    if progress is not None:
-        return progress
-    return os.environ.get("FEDLAB_PROGRESS", "1") != "0"
+class FedAvgProtocol(RoundProtocol):
+    """FedAvg and its relatives: broadcast the global model, train through ``trainer``, send
+    updates through ``uplink``, ``aggregate`` them and step the ``server``."""
+
+    label = "FedAvg"
+
+    def __init__(self, model: nn.Module, *, uplink: Codec | None = None, downlink: Codec | None = None,
+                 transform: ClientTransform | None = None, server: ServerOptimizer | None = None,
+                 aggregate: Aggregate = fedavg_aggregate, trainer: ClientTrainer | None = None):
+        self.model = model
+        self.uplink, self.downlink = uplink or Fp32Codec(), downlink or Fp32Codec()
+        self.transform, self.server = transform or ClientTransform(), server or FedAvgServer()
+        self.aggregate_fn, self.trainer = aggregate, trainer or SequentialTrainer()
+
+    def _hooks(self) -> dict:
+        return {"uplink": self.uplink, "downlink": self.downlink, "transform": self.transform, "server": self.server,
+                "aggregate": self.aggregate_fn}
+
+    def setup(self, ctx: RoundContext) -> None:
+        super().setup(ctx)
+        self.global_model = copy.deepcopy(self.model).to(ctx.device)
+        self.worker = copy.deepcopy(self.global_model)
+        self.flops_per_sample = _FlopCache(ctx.input_shape)
+        for hook in self._hooks().values():
+            reset_state(hook)  # stateful codecs and server optimizers start every run afresh
+
+    def broadcast(self, round_idx, selected):
+        self.global_state = model_state(self.global_model)
+        payload = self.downlink.encode(self.global_state)
+        self.received = self.downlink.decode(payload, self.global_state)
+        return dict.fromkeys(selected, len(payload))
+
+    def _local(self, round_idx: int, clients: list[int]) -> list[tuple[Update, float, int] | Exception]:
+        ctx = self.ctx
+        pairs = [(c, ctx.clients[c]) for c in clients]
+        try:
+            return self.trainer(self.worker, self.received, pairs, ctx.local, round_idx, ctx.seed, self.transform)
+        except Exception:  # noqa: BLE001 -- find out which client it was, one by one
+            if len(clients) == 1:
+                raise
+            return [r if isinstance(r, Exception) else r[0] for r in per_client(
+                clients, lambda c: self.trainer(self.worker, self.received, [(c, ctx.clients[c])], ctx.local,
+                                                round_idx, ctx.seed, self.transform))]
+
+    def train(self, round_idx, clients):
+        if not clients:
+            return []
+        try:
+            trained = self._local(round_idx, clients)
+        except Exception as exc:  # noqa: BLE001 -- a one-client round
+            trained = [exc]
+        fps = self.flops_per_sample(self.worker)
+
+        def upload(i: int) -> ClientResult:
+            cid, outcome = clients[i], trained[i]
+            if isinstance(outcome, Exception):
+                raise outcome
+            local_state, loss, processed = outcome
+            update = self.transform.on_update(state_delta(local_state, self.received), cid)
+            n = len(self.ctx.clients[cid])
+            if not update_is_finite(update):  # never fed to a codec: error-feedback memory stays clean
+                return ClientResult(cid, n, update, loss, processed, 0, 0, fps * processed)
+            payload = self.uplink.encode(update, cid)
+            return ClientResult(cid, n, self.uplink.decode(payload, self.received), loss, processed, len(payload), 0,
+                                fps * processed)
+
+        return per_client(range(len(clients)), upload)
+
+    def aggregate(self, round_idx, results):
+        results = [r for r in results if r.num_samples > 0]
+        if not results:
+            return 0
+        update = self.aggregate_fn(results, self.global_model, round_idx)
+        self.global_model.load_state_dict(self.server.step(self.global_state, update), strict=False)
+        return 0
+
+    def evaluate(self):
+        accuracy, loss = evaluate(self.global_model, *self.ctx.test)
+        return accuracy, loss, {}
+
+    def final_model(self):
+        return self.global_model
+
+    def config(self) -> dict:
+        return {"uplink": _name(self.uplink), "downlink": _name(self.downlink), "server": _name(self.server),
+                "aggregate": _name(self.aggregate_fn), "transform": _name(self.transform),
+                "model": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
+
+    def state_dict(self) -> dict:
+        return {"global": self.global_model.state_dict(), "worker": self.worker.state_dict(),
+                **{name: object_state(hook, name) for name, hook in self._hooks().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.global_model.load_state_dict(state["global"])
+        self.worker.load_state_dict(state["worker"])
+        for name, hook in self._hooks().items():
+            load_object_state(hook, state.get(name), name)
 
 
-def run(model: nn.Module, clients: Sequence[ClientData], test: tuple[torch.Tensor, torch.Tensor], *,
+# ----------------------------------------------------------------------------- the loop
+def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torch.Tensor, torch.Tensor], *,
         rounds: int, fraction: float = 1.0, local: LocalTraining = LocalTraining(), seed: int = 0,
         uplink: Codec | None = None, downlink: Codec | None = None, transform: ClientTransform | None = None,
         server: ServerOptimizer | None = None, aggregate: Aggregate = fedavg_aggregate,
         trainer: ClientTrainer | None = None, energy_profile: str | EnergyProfile = "phone-lte",
-        label: str = "FedAvg", progress: bool | None = None, eval_every: int = 1) -> History:
+        label: str | None = None, progress: bool | None = None, eval_every: int = 1,
+        protocol: RoundProtocol | None = None, faults: Faults | None = None, on_client_error: str = "raise",
+        checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1, resume: bool = False) -> History:
     """Run federated training and return its :class:`History` (the trained model is ``history.model``).
 
     ``model`` is copied, so the same initial model can start several runs for a fair comparison.
     Clients' data must already be on the device the model should train on.
+
+    * ``protocol``: a :class:`RoundProtocol` instead of FedAvg's steps (then ``model`` is
+      ``None`` and ``uplink``/``downlink``/``transform``/``server``/``aggregate``/``trainer``
+      are not used);
+    * ``faults``: a :class:`~fedlab_utils.faults.Faults` model of dropouts and stragglers;
+    * ``on_client_error``: ``'raise'`` (default: the error names the client and round) or
+      ``'skip'`` (the client is listed in ``RoundRecord.failed`` and the round goes on);
+    * ``checkpoint``: a file written atomically every ``checkpoint_every`` rounds and after the
+      last; with ``resume=True`` the run continues from it (from round 1 if it does not exist
+      yet).  A checkpoint of another configuration is refused, naming what differs.
+
+    Stateful hooks (error-feedback residuals, server momentum) are reset at the start of a run
+    and restored from the checkpoint on resume.
     """
     check_int("rounds", rounds, 1)
     check_fraction("fraction", fraction)
     check_int("eval_every", eval_every, 1)
+    check_int("checkpoint_every", checkpoint_every, 1)
+    check_choice("on_client_error", on_client_error, ON_CLIENT_ERROR)
+    check_optional_path("checkpoint", None if checkpoint is None else os.fspath(checkpoint))
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
+    if faults is not None and not isinstance(faults, Faults):
+        raise ValueError(f"faults={faults!r} is not valid; pass a fedlab_utils.federated.Faults(...) or None")
     if len(clients) == 0:
         raise ValueError("clients is empty; partition the data into at least one client")
+    if protocol is None:
+        if model is None:
+            raise ValueError("model=None needs protocol=...; pass the initial model to train with FedAvg")
+        protocol = FedAvgProtocol(model, uplink=uplink, downlink=downlink, transform=transform, server=server,
+                                  aggregate=aggregate, trainer=trainer)
+    elif any(v is not None for v in (uplink, downlink, transform, server, trainer)) or aggregate is not fedavg_aggregate:
+        raise ValueError("protocol= replaces FedAvg's uplink/downlink/transform/server/aggregate/trainer hooks; "
+                         "configure the protocol instead")
+    label = label or protocol.label
     profile = get_profile(energy_profile)
-    uplink, downlink = uplink or Fp32Codec(), downlink or Fp32Codec()
-    transform, server, trainer = transform or ClientTransform(), server or FedAvgServer(), trainer or SequentialTrainer()
     device = clients[0].x.device
-    global_model = copy.deepcopy(model).to(device)
-    worker = copy.deepcopy(global_model)
-    flops_per_sample = _FlopCache(tuple(clients[0].x.shape[1:]))
     meter = EnergyMeter(device)
-    x_test, y_test = test[0].to(device), test[1].to(device)
-    history = History(label, profile=profile.name, meter=meter.source,
-                      config={"rounds": rounds, "fraction": fraction, "num_clients": len(clients), "seed": seed,
-                              "local": {k: (v if not callable(v) else getattr(v, "__name__", repr(v)))
-                                        for k, v in asdict(local).items()},
-                              "uplink": getattr(uplink, "name", repr(uplink)),
-                              "downlink": getattr(downlink, "name", repr(downlink)),
-                              "server": repr(server), "device": str(device)})
-    bar = tqdm(range(1, rounds + 1), desc=label, disable=not progress_enabled(progress), leave=False)
-    accuracy, loss = float("nan"), float("nan")
+    protocol.setup(RoundContext(clients, (test[0].to(device), test[1].to(device)), local, seed, device,
+                                tuple(clients[0].x.shape[1:])))
+    config = {"rounds": rounds, "fraction": fraction, "num_clients": len(clients), "seed": seed,
+              "client_sizes": [len(c) for c in clients], "eval_every": eval_every,
+              "local": {k: (v if not callable(v) else getattr(v, "__name__", repr(v))) for k, v in asdict(local).items()},
+              "faults": None if faults is None else asdict(faults), "on_client_error": on_client_error,
+              "energy_profile": profile.to_dict(), "device": str(device), **protocol.config()}
+    history = History(label, profile=profile, meter=meter.source, config=config)
+    start_round, accuracy, loss = 1, float("nan"), float("nan")
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        identity = {k: v for k, v in config.items() if k not in ("rounds", "device")}
+        saved = load_checkpoint(checkpoint, identity, map_location=device)
+        protocol.load_state_dict(saved["state"])
+        history.records = History.from_dict(saved["history"]).records
+        start_round = saved["round"] + 1
+        if history.records:
+            accuracy, loss = history.records[-1].accuracy, history.records[-1].loss
+    bar = tqdm(range(start_round, rounds + 1), desc=label, disable=not progress_enabled(progress), leave=False)
     for round_idx in bar:
-        start, joules_before = time.perf_counter(), meter.read()
-        selected = sample_clients(len(clients), fraction, np.random.default_rng([seed, round_idx]))
-        global_state = model_state(global_model)
-        down_payload = downlink.encode(global_state)
-        received = downlink.decode(down_payload, global_state)
-        trained = trainer(worker, received, [(c, clients[c]) for c in selected], local, round_idx, seed, transform)
-        results = []
-        for cid, (local_state, train_loss, processed) in zip(selected, trained):
-            update = transform.on_update(state_delta(local_state, received), cid)
-            payload = uplink.encode(update, cid)
-            results.append(ClientResult(cid, len(clients[cid]), uplink.decode(payload, received), train_loss,
-                                        processed, len(payload)))
-        new_state = server.step(global_state, aggregate(results, global_model, round_idx))
-        global_model.load_state_dict(new_state, strict=False)
+        started, joules_before = time.perf_counter(), meter.read()
+        record = _play_round(protocol, round_idx, len(clients), fraction, seed, faults, profile, on_client_error)
         if round_idx % eval_every == 0 or round_idx == rounds:
-            accuracy, loss = evaluate(global_model, x_test, y_test)
-        flops = flops_per_sample(worker) * sum(r.samples_processed for r in results)
-        bytes_up = sum(r.bytes_up for r in results)
-        bytes_down = len(down_payload) * len(selected)
+            accuracy, loss, metrics = protocol.evaluate()
+            record.metrics = metrics
         joules_after = meter.read()
-        history.records.append(RoundRecord(
-            round_idx, selected, accuracy, loss, float(np.mean([r.train_loss for r in results])), bytes_up,
-            bytes_down, flops, time.perf_counter() - start, profile.energy(flops, bytes_up, bytes_down),
-            None if joules_before is None else joules_after - joules_before))
+        record.accuracy, record.loss = accuracy, loss
+        record.wall_time_s = time.perf_counter() - started
+        record.measured_joules = None if joules_before is None else joules_after - joules_before
+        history.records.append(record)
+        if checkpoint is not None and (round_idx % checkpoint_every == 0 or round_idx == rounds):
+            save_checkpoint(checkpoint, round_idx=round_idx,
+                            config={k: v for k, v in config.items() if k not in ("rounds", "device")},
+                            history=history.to_dict(), state=protocol.state_dict())
         bar.set_postfix(acc=f"{100 * accuracy:.1f}%")
-    history.model = global_model
+    history.model = protocol.final_model()
     return history
+
+
+def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fraction: float, seed: int,
+                faults: Faults | None, profile: EnergyProfile, on_client_error: str) -> RoundRecord:
+    """Sampling, faults, the protocol's steps, and the round's ledger (accuracy is filled in by :func:`run`)."""
+    selected = sample_clients(num_clients, fraction, np.random.default_rng([seed, round_idx]))
+    dropped = faults.dropped(round_idx, selected) if faults is not None else []
+    down = protocol.broadcast(round_idx, selected)
+    active = [c for c in selected if c not in set(dropped)]
+    outcomes = protocol.train(round_idx, active)
+    rows, accepted, seconds = [], [], []
+    for cid in dropped:
+        rows.append(_row(cid, "dropped", profile, down[cid]))
+    for cid, out in zip(active, outcomes):
+        if isinstance(out, Exception):
+            if on_client_error == "raise":
+                raise _naming_client(out, cid, round_idx) from out
+            rows.append(_row(cid, "failed", profile, down[cid]))
+            continue
+        bytes_down = down[cid] + out.bytes_down
+        t = (faults.client_seconds(cid, round_idx, out.flops, out.bytes_up, bytes_down, profile)
+             if faults is not None else None)
+        if faults is not None and faults.is_late(t):
+            status = "late"
+        elif not update_is_finite(out.update):
+            status = "rejected"
+        else:
+            status = "accepted"
+            accepted.append(out)
+        if status != "late" and t is not None:
+            seconds.append(t)
+        rows.append(_row(cid, status, profile, bytes_down, out, t))
+    server_flops = protocol.aggregate(round_idx, accepted) if accepted else 0
+    rows.sort(key=lambda r: r["client_id"])
+    status_of = {s: [r["client_id"] for r in rows if r["status"] == s] for s in ("dropped", "late", "rejected", "failed")}
+    sim_time = None
+    if faults is not None:
+        waits = faults.deadline_s is not None and (status_of["late"] or status_of["dropped"] or status_of["failed"])
+        sim_time = float(faults.deadline_s) if waits else float(max(seconds, default=0.0))
+    losses = [o.train_loss for o in accepted if np.isfinite(o.train_loss)]
+    return RoundRecord(
+        round=round_idx, clients=selected, accuracy=float("nan"), loss=float("nan"),
+        train_loss=float(np.mean(losses)) if losses else float("nan"),
+        bytes_up=int(sum(r["bytes_up"] for r in rows)), bytes_down=int(sum(r["bytes_down"] for r in rows)),
+        client_flops=int(sum(r["flops"] for r in rows)), wall_time_s=0.0,
+        energy=sum((r["energy"] for r in rows), Energy()), sim_time_s=sim_time,
+        wasted_joules=float(sum(r["energy"].total for r in rows if r["status"] != "accepted")),
+        server_flops=int(server_flops), client_rows=rows, **status_of)
+
+
+def _naming_client(error: Exception, cid: int, round_idx: int) -> Exception:
+    """``error`` again, of the same type where it can be rebuilt, with a message naming the client."""
+    message = (f"client {cid} raised in round {round_idx}: {type(error).__name__}: {error} "
+               f"(pass on_client_error='skip' to leave a failing client out of its round)")
+    try:
+        return type(error)(message)
+    except Exception:  # noqa: BLE001 -- an exception class with another constructor
+        return RuntimeError(message)
+
+
+def _row(cid: int, status: str, profile: EnergyProfile, bytes_down: int, out: ClientResult | None = None,
+         seconds: float | None = None) -> dict:
+    """One client's line of a round: what it sent, received and computed, and the modelled joules of
+    that one client-round (a dropped or failed client only paid for the download)."""
+    up, flops = (out.bytes_up, out.flops) if out is not None else (0, 0)
+    return {"client_id": cid, "status": status, "bytes_up": int(up), "bytes_down": int(bytes_down),
+            "flops": int(flops), "samples": 0 if out is None else int(out.samples_processed),
+            "train_loss": float("nan") if out is None else float(out.train_loss), "sim_time_s": seconds,
+            "energy": profile.energy(flops, up, bytes_down)}

@@ -32,6 +32,8 @@ def check_real(name: str, value: object, low: float | None = None, high: float |
     """Raise ``ValueError`` unless ``value`` is a real number in the given interval."""
     if not isinstance(value, Real) or isinstance(value, bool):
         raise ValueError(f"{name}={value!r} is not valid; it must be a number")
+    if value != value:  # NaN compares false with every bound, so it would slip through them
+        raise ValueError(f"{name}={value!r} is not valid; it must be a number, not NaN")
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:

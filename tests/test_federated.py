@@ -125,8 +125,12 @@ def test_ledger_bytes_are_serialized_lengths_and_flops_are_measured(digits):
         assert rec.bytes_up == update_bytes * 2 and rec.bytes_down == update_bytes * 2
         samples = sum(len(parts[c]) for c in rec.clients) * local.epochs
         assert rec.client_flops == per_sample * samples
-        expected = PROFILES["phone-lte"].energy(rec.client_flops, rec.bytes_up, rec.bytes_down)
-        assert rec.energy.total == pytest.approx(expected.total)
+        # energy is modelled per client-round (each pays its own radio sessions) and summed
+        expected = sum(PROFILES["phone-lte"].energy(per_sample * len(parts[c]) * local.epochs, update_bytes,
+                                                    update_bytes).total for c in rec.clients)
+        assert rec.energy.total == pytest.approx(expected)
+        assert [row["client_id"] for row in rec.client_rows] == rec.clients
+        assert all(row["status"] == "accepted" for row in rec.client_rows)
     totals = h.totals()
     assert totals["bytes_up"] == sum(r.bytes_up for r in h.records)
     assert totals["measured_joules"] is None  # no meter on this machine, never invented

@@ -1,0 +1,214 @@
+"""Local training on one client: settings, optimizer, minibatches, hooks, evaluation.
+
+:func:`fedlab_utils.federated.run` calls a :class:`ClientTrainer` (default
+:class:`SequentialTrainer`) with the sampled clients; it trains each one with
+:func:`train_locally`, whose shuffling comes from :func:`client_generator` (seed, round,
+client), so a client's training does not depend on who else was sampled.  A
+:class:`ClientTransform` can act before training, add a loss term, act after each step and
+rewrite the update (pruning masks, FedProx).  :func:`minibatches` is the one minibatch loop
+every training loop of the package uses.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import ClientData
+from .validation import check_choice, check_int, check_real
+from .wire import Update
+
+__all__ = ["LocalTraining", "OPTIMIZERS", "PRECISIONS", "make_optimizer", "ClientTransform", "autocast_context",
+           "backward_and_step", "minibatches", "train_locally", "evaluate", "ClientTrainer", "client_generator",
+           "SequentialTrainer", "model_state"]
+
+OPTIMIZERS = ("sgd", "sgdm", "adam", "adamw")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def model_state(model: nn.Module) -> Update:
+    """A detached copy of the model's floating-point state (what FedAvg averages)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """How each client trains in a round.
+
+    ``batch_size=None`` means full batch; with ``epochs=1`` that is one step, i.e. FedSGD.
+    ``optimizer`` is a name in :data:`OPTIMIZERS` or a factory ``(params, lr) -> Optimizer``.
+    ``precision`` ``'bf16'`` uses autocast (CPU or GPU); ``'fp16'`` needs CUDA and uses a GradScaler.
+    """
+
+    epochs: int = 1
+    batch_size: int | None = 32
+    lr: float = 0.05
+    optimizer: str | Callable = "sgd"
+    weight_decay: float = 0.0
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        check_int("local_epochs", self.epochs, 1)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, 1)
+        check_real("lr", self.lr, 0.0, low_inclusive=False)
+        check_real("weight_decay", self.weight_decay, 0.0)
+        check_choice("precision", self.precision, PRECISIONS)
+        if not callable(self.optimizer):
+            check_choice("optimizer", self.optimizer, OPTIMIZERS)
+
+
+def make_optimizer(spec: str | Callable, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Build a client optimizer from a name (``sgd``, ``sgdm``, ``adam``, ``adamw``) or a factory."""
+    if callable(spec):
+        return spec(params, lr)
+    if spec == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    if spec == "sgdm":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if spec == "adam":  # L2 penalty added to the gradient (coupled)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)  # decoupled weight decay
+
+
+class ClientTransform:
+    """Hooks into a client's local training.  Subclass and override what you need.
+
+    * ``on_receive``: after the client loads the global model, before training
+      (e.g. apply a pruning mask the server broadcast);
+    * ``regularizer``: an extra loss term given the received global state (e.g. FedProx's
+      μ/2·‖w − w_global‖²); return ``None`` for none;
+    * ``after_step``: after each optimizer step (e.g. re-zero pruned weights);
+    * ``on_update``: rewrite the update before it is encoded (e.g. mask it).
+    """
+
+    def on_receive(self, model: nn.Module, client_id: int, round_idx: int) -> None:
+        return None
+
+    def regularizer(self, model: nn.Module, global_state: Update) -> torch.Tensor | None:
+        return None
+
+    def after_step(self, model: nn.Module) -> None:
+        return None
+
+    def on_update(self, update: Update, client_id: int) -> Update:
+        return update
+
+
+def autocast_context(device: torch.device, precision: str):
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32; fp16 needs CUDA)."""
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler | None = None) -> None:
+    """Backward pass and optimizer step, through ``scaler`` when fp16 training uses one."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def minibatches(n: int, batch_size: int | None, generator: torch.Generator,
+                device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+    """One epoch of shuffled index batches over ``n`` samples (the only minibatch loop of the package).
+
+    The order is ``torch.randperm(n, generator=generator)``; ``batch_size=None`` (or larger
+    than ``n``) gives one full batch.  ``n = 0`` yields nothing.
+    """
+    if n == 0:
+        return
+    batch = n if batch_size is None else min(batch_size, n)
+    order = torch.randperm(n, generator=generator).to(device)
+    for start in range(0, n, batch):
+        yield order[start:start + batch]
+
+
+def train_locally(model: nn.Module, data: ClientData, local: LocalTraining, *, generator: torch.Generator,
+                  transform: ClientTransform | None = None, global_state: Update | None = None,
+                  loss_fn: Callable = nn.functional.cross_entropy) -> tuple[float, int]:
+    """Train ``model`` in place on one client's data; returns (mean loss, samples processed).
+
+    The shuffling order comes from ``generator``, so a client's training is reproducible.
+    A client without samples trains nothing: ``(nan, 0)``.
+    """
+    transform = transform or ClientTransform()
+    model.train()
+    device = data.x.device
+    optimizer = make_optimizer(local.optimizer, model.parameters(), local.lr, local.weight_decay)
+    if local.precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'")
+    scaler = torch.amp.GradScaler("cuda") if local.precision == "fp16" else None
+    losses, processed = [], 0
+    for _ in range(local.epochs):
+        for idx in minibatches(len(data), local.batch_size, generator, device):
+            optimizer.zero_grad(set_to_none=True)
+            with autocast_context(device, local.precision):
+                loss = loss_fn(model(data.x[idx]), data.y[idx])
+            extra = transform.regularizer(model, global_state) if global_state is not None else None
+            total = loss if extra is None else loss + extra
+            backward_and_step(total, optimizer, scaler)
+            transform.after_step(model)
+            losses.append(loss.detach().item())
+            processed += len(idx)
+    return (float(np.mean(losses)) if losses else float("nan")), processed
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048,
+             loss_fn: Callable = nn.functional.cross_entropy) -> tuple[float, float]:
+    """(accuracy in [0, 1], mean loss) of ``model`` on ``x, y``."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        logits = model(xb)
+        loss_sum += float(loss_fn(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    return correct / len(y), loss_sum / len(y)
+
+
+class ClientTrainer(Protocol):
+    """Runs local training for the sampled clients of one round.
+
+    Returns, per client, ``(local_state, mean_loss, samples_processed)``.  The default
+    trains clients one after another; ``fedlab_utils.acceleration`` offers a vectorised one.
+    """
+
+    def __call__(self, model: nn.Module, received: Update, clients: list[tuple[int, ClientData]],
+                 local: LocalTraining, round_idx: int, seed: int,
+                 transform: ClientTransform) -> list[tuple[Update, float, int]]: ...
+
+
+def client_generator(seed: int, round_idx: int, client_id: int) -> torch.Generator:
+    """The shuffling generator of one client in one round (independent of who else is sampled)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, round_idx, client_id]).generate_state(1)[0]))
+
+
+class SequentialTrainer:
+    """Train the sampled clients one after another on one working copy of the model."""
+
+    def __call__(self, model, received, clients, local, round_idx, seed, transform):
+        out = []
+        for cid, data in clients:
+            model.load_state_dict(received, strict=False)
+            transform.on_receive(model, cid, round_idx)
+            loss, processed = train_locally(model, data, local, generator=client_generator(seed, round_idx, cid),
+                                            transform=transform, global_state=received)
+            out.append((model_state(model), loss, processed))
+        return out
+
+    def __repr__(self) -> str:
+        return "SequentialTrainer()"
