@@ -98,6 +98,13 @@ class FedAvgM:
     def reset(self) -> None:
         self.velocity = None
 
+    def state_dict(self) -> dict:
+        """The momentum buffer, for a checkpoint (``None`` before the first step)."""
+        return {"velocity": self.velocity}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.velocity = state["velocity"]
+
 
 @dataclass
 class FedOpt:
@@ -142,6 +149,13 @@ class FedOpt:
 
     def reset(self) -> None:
         self.m = self.v = None
+
+    def state_dict(self) -> dict:
+        """The moment estimates m and v, for a checkpoint (``None`` before the first step)."""
+        return {"m": self.m, "v": self.v}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.m, self.v = state["m"], state["v"]
 
 
 def FedAdam(lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> FedOpt:
