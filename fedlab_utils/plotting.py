@@ -74,7 +74,7 @@ def plot_energy(histories, ax=None, title: str | None = None):
         values = np.array([getattr(h.energy(), part) for h in runs])
         ax.bar([h.label for h in runs], values, bottom=bottom, color=COLORS[part], label=part)
         bottom += values
-    profiles = sorted({h.profile for h in runs})
+    profiles = sorted({getattr(h.profile, "name", h.profile) for h in runs})  # History keeps the EnergyProfile
     ax.set(ylabel="joules (modelled, all clients)", title=title or f"Where the energy goes ({', '.join(profiles)})")
     ax.legend()
     return fig, ax
