@@ -278,7 +278,8 @@ def sweep_rows(records: list[dict], names: list[str]) -> list[dict]:
 def write_csv(rows: list[dict], path: Path) -> Path:
     import pandas as pd
 
-    return atomic_write_text(path, pd.DataFrame.from_records(rows).to_csv(index=False))
+    # convert_dtypes keeps integer columns integer when a failed point leaves a hole (no "2.0")
+    return atomic_write_text(path, pd.DataFrame.from_records(rows).convert_dtypes().to_csv(index=False))
 
 
 def _numeric_metrics(frame, limit: int = 12) -> list[str]:
