@@ -17,6 +17,7 @@ from common import time_notebook
 
 from fedlab_utils import load_dataset, make_model
 from fedlab_utils import pruning as P
+from fedlab_utils import structured_pruning as SP
 from fedlab_utils.timing import time_interleaved
 
 
@@ -24,7 +25,7 @@ def latency_ratios(structured: float = 0.6, sparsity: float = 0.9, batch_size: i
     data = load_dataset("mnist5k")
     torch.manual_seed(0)
     dense = make_model("mlp", data.input_shape, data.num_classes)
-    small = P.shrink(dense, P.structured_masks(dense, structured))
+    small = SP.shrink(dense, SP.structured_masks(dense, structured))
     unstructured = P.apply_masks(copy.deepcopy(dense), P.magnitude_masks(dense, sparsity))
     xb, yb = data.x_train[:batch_size], data.y_train[:batch_size]
 

@@ -1,4 +1,4 @@
-"""Pruning for federated learning: masks, smaller models, a sparse uplink, and honest FLOP counts.
+"""Pruning for federated learning: masks, the renaming pitfall, scans, a sparse uplink, and honest FLOP counts.
 
 Vocabulary.  A **mask** is a bool tensor shaped like a weight (``True`` = kept).  ``Masks`` is a
 plain ``dict`` keyed by the *plain* state-dict names of the model (``"1.weight"``), never by
@@ -13,8 +13,6 @@ What is here:
   measuring masks (:func:`apply_masks`, :func:`mask_state`, :func:`sparsity_of`);
 * the fix for the renaming pitfall (:func:`plain_state`, :func:`make_permanent`);
 * per-layer sensitivity and accuracy-vs-sparsity scans;
-* structured pruning of whole neurons/channels (:func:`structured_masks`) and :func:`shrink`,
-  which builds a genuinely smaller dense ``nn.Sequential`` with the same outputs;
 * :func:`nonzero_training_flops`: what sparse hardware could skip, next to
   ``FlopCounterMode``'s dense count (per-layer counts come from ``ledger.training_flops_per_layer``);
 * :class:`SparseCodec`: the uplink payload is the smallest of dense fp32, bitmask + values, or
@@ -22,8 +20,10 @@ What is here:
   is what the ledger counts;
 * :func:`article_prune_model`: the original article's code, kept to show why it is not pruning.
 
-Pruning *during* federated training (a server schedule and masked clients, plugged into the
-loop through its hooks) is :mod:`fedlab_utils.federated_pruning`.
+Structured pruning (whole neurons/channels removed, and :func:`~fedlab_utils.structured_pruning.shrink`
+to a genuinely smaller dense model) is :mod:`fedlab_utils.structured_pruning`; pruning *during*
+federated training (a server schedule and masked clients, plugged into the loop through its
+hooks) is :mod:`fedlab_utils.federated_pruning`.
 
 Generic pieces live elsewhere: the sensitivity plot is ``plotting.plot_sensitivity``, timing is
 ``fedlab_utils.timing`` and ``MeasuredCodec`` (send one codec, measure another) is in ``wire``.
@@ -44,19 +44,15 @@ from .ledger import training_flops_per_layer, training_flops_per_sample
 from .validation import check_choice, check_int, check_real
 from .wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
 
-__all__ = ["Masks", "PRUNABLE", "ZERO_PRESERVING", "SCOPES", "check_sparsity", "prunable_names",
+__all__ = ["Masks", "PRUNABLE", "SCOPES", "check_sparsity", "prunable_names",
            "magnitude_masks", "apply_masks", "mask_state", "sparsity_of", "layer_report", "plain_state",
-           "make_permanent", "is_reparametrized", "sensitivity_scan", "accuracy_vs_sparsity", "structured_masks",
-           "shrink", "weight_flops", "nonzero_training_flops", "SparseCodec", "sparse_payload_size",
-           "prunable_weights", "article_prune_model"]
+           "make_permanent", "is_reparametrized", "sensitivity_scan", "accuracy_vs_sparsity", "weight_flops", "nonzero_training_flops", "SparseCodec", "sparse_payload_size",
+           "prunable_weights", "prunable_holder", "article_prune_model"]
 
 Masks = dict[str, torch.Tensor]
 
 #: Layers whose ``weight`` is pruned.
 PRUNABLE = (nn.Linear, nn.Conv2d)
-#: Layers :func:`shrink` can pass through: they map a zero channel to a zero channel (f(0) = 0).
-ZERO_PRESERVING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.Hardswish, nn.MaxPool2d,
-                   nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity)
 SCOPES = ("global", "layer")
 
 
@@ -92,8 +88,9 @@ def prunable_weights(source: nn.Module | Mapping[str, torch.Tensor],
     return {n: state[n].detach() for n in names}
 
 
-def _holder(weight: torch.Tensor) -> nn.Module:
-    """A throw-away module whose only parameter is a copy of ``weight`` (torch.nn.utils.prune needs a module)."""
+def prunable_holder(weight: torch.Tensor) -> nn.Module:
+    """A throw-away module whose only parameter is a copy of ``weight``: ``torch.nn.utils.prune`` ranks
+    on a module, and ranking on this copy leaves the real model un-reparametrized."""
     holder = nn.Module()
     holder.register_parameter("weight", nn.Parameter(weight.detach().clone(), requires_grad=False))
     return holder
@@ -115,7 +112,7 @@ def magnitude_masks(source: nn.Module | Mapping[str, torch.Tensor], sparsity: fl
     check_sparsity("sparsity", sparsity)
     check_choice("scope", scope, SCOPES)
     weights = prunable_weights(source, names)
-    holders = {n: _holder(w) for n, w in weights.items()}
+    holders = {n: prunable_holder(w) for n, w in weights.items()}
     scores = {n: w.abs() * previous[n].to(w.device, w.dtype) if previous and n in previous else w.abs()
               for n, w in weights.items()}
     if scope == "layer":
@@ -247,94 +244,6 @@ def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spa
         apply_masks(probe, magnitude_masks(probe, s, scope, names))
         out.append(evaluate(probe, x, y)[0])
     return out
-
-
-# ----------------------------------------------------------------------------- structured pruning
-def structured_masks(model: nn.Sequential, amount: float, n: float = 2) -> Masks:
-    """Masks that remove ``round(amount · width)`` whole neurons/channels of every hidden layer.
-
-    Ranked by the Lₙ norm of each output row (``torch.nn.utils.prune.ln_structured``, dim 0).
-    The output layer is left whole (its rows are the classes).  A removed unit loses its
-    weight row **and its bias**, so its output is exactly zero -- what makes :func:`shrink` exact.
-    """
-    check_sparsity("structured", amount)
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
-    if len(layers) < 2:
-        raise ValueError("structured pruning needs at least one hidden Linear/Conv2d layer")
-    masks: Masks = {}
-    for name, module in layers[:-1]:
-        h = _holder(module.weight)
-        prune.ln_structured(h, "weight", amount=int(round(amount * module.weight.shape[0])), n=n, dim=0)
-        masks[f"{name}.weight"] = h.weight_mask.bool()
-        if module.bias is not None:
-            masks[f"{name}.bias"] = h.weight_mask.bool().flatten(1).any(1)
-    return masks
-
-
-def _kept_rows(mask: torch.Tensor, name: str) -> torch.Tensor:
-    rows = mask.flatten(1)
-    if not bool((rows.all(1) | ~rows.any(1)).all()):
-        raise ValueError(f"mask of {name!r} is not structured (some rows are partly pruned); "
-                         "use structured_masks(...) for shrink()")
-    return torch.nonzero(rows.any(1)).flatten()
-
-
-def shrink(model: nn.Sequential, masks: Masks) -> nn.Sequential:
-    """A new, smaller dense ``nn.Sequential`` without the neurons/channels that ``masks`` removes.
-
-    Rows of each pruned layer go, and the next layer loses the matching inputs (for a
-    ``Linear`` after ``Flatten`` of a conv map, each channel's block of features).  Its
-    outputs equal those of ``model`` with the masks applied.  Supported layers: ``Linear``,
-    ``Conv2d``, ``Flatten`` and the zero-preserving layers in :data:`ZERO_PRESERVING`.
-    """
-    if not isinstance(model, nn.Sequential):
-        raise ValueError(f"shrink() needs an nn.Sequential, got {type(model).__name__}")
-    layers: list[nn.Module] = []
-    keep_in: torch.Tensor | None = None  # kept indices of the incoming channels (None = all)
-    channels_in = None  # number of channels before pruning, when the input is a conv map
-    flattened = False
-    for index, layer in enumerate(model):
-        name = str(index)
-        if isinstance(layer, PRUNABLE):
-            weight = layer.weight.detach()
-            bias = None if layer.bias is None else layer.bias.detach()
-            if keep_in is not None:
-                if isinstance(layer, nn.Linear) and flattened:
-                    per_channel = layer.in_features // channels_in
-                    cols = (keep_in[:, None] * per_channel + torch.arange(per_channel, device=keep_in.device)).flatten()
-                    weight = weight[:, cols]
-                else:
-                    weight = weight[:, keep_in]
-            if f"{name}.weight" in masks:
-                keep_out = _kept_rows(masks[f"{name}.weight"], f"{name}.weight").to(weight.device)
-                weight = weight[keep_out]
-                bias = None if bias is None else bias[keep_out]
-            else:
-                keep_out = None
-            if isinstance(layer, nn.Linear):
-                new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-            else:
-                new = nn.Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, layer.stride, layer.padding,
-                                layer.dilation, layer.groups, bias is not None, layer.padding_mode)
-                if layer.groups != 1:
-                    raise ValueError(f"layer {name}: grouped convolutions are not supported by shrink()")
-            new = new.to(weight.device, weight.dtype)
-            with torch.no_grad():
-                new.weight.copy_(weight)
-                if bias is not None:
-                    new.bias.copy_(bias)
-            layers.append(new)
-            channels_in = layer.weight.shape[0]  # channels the *original* next layer expects
-            keep_in, flattened = keep_out, False
-        elif isinstance(layer, nn.Flatten):
-            layers.append(copy.deepcopy(layer))
-            flattened = True
-        elif isinstance(layer, ZERO_PRESERVING):
-            layers.append(copy.deepcopy(layer))
-        else:
-            raise ValueError(f"layer {name} ({type(layer).__name__}) is not supported by shrink(); supported: "
-                             f"Linear, Conv2d, Flatten, {', '.join(t.__name__ for t in ZERO_PRESERVING)}")
-    return nn.Sequential(*layers)
 
 
 # ----------------------------------------------------------------------------- nonzero FLOPs

@@ -1,6 +1,7 @@
-"""fedlab_utils.pruning and federated_pruning: exact sparsity, masks that hold through training and aggregation, plain
-state-dict keys, an exact codec whose byte count is the payload length, and structured pruning
-that builds a smaller model with the same outputs."""
+"""fedlab_utils.pruning, structured_pruning and federated_pruning: exact sparsity, masks that hold
+through training and aggregation, plain state-dict keys, an exact codec whose byte count is the
+payload length, structured pruning that builds a smaller model with the same outputs, and
+checkpoints that resume a pruning run exactly."""
 import copy
 
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 import fedlab_utils as fl
 from fedlab_utils import federated_pruning as FP
 from fedlab_utils import pruning as P
+from fedlab_utils import structured_pruning as SP
 from fedlab_utils.checks import pruning as checks
 from fedlab_utils.federated import LocalTraining, model_state, weighted_average
 from fedlab_utils.wire import Fp32Codec
@@ -73,7 +75,7 @@ def test_model_is_never_reparametrized_and_keys_stay_plain():
     keys = list(model.state_dict())
     masks = P.magnitude_masks(model, 0.8)
     P.apply_masks(model, masks)
-    P.structured_masks(model, 0.5)
+    SP.structured_masks(model, 0.5)
     P.sensitivity_scan(model, torch.rand(20, 1, 8, 8), torch.randint(0, 10, (20,)), sparsities=(0.0, 0.5))
     assert list(model.state_dict()) == keys
     assert not P.is_reparametrized(model)
@@ -96,7 +98,7 @@ def test_bad_parameters_name_themselves():
     with pytest.raises(ValueError, match="prune_every"):
         FP.PruningSchedule(0.8, every=5, end=3)
     with pytest.raises(ValueError, match="structured"):
-        P.structured_masks(mlp(), 1.0)
+        SP.structured_masks(mlp(), 1.0)
     with pytest.raises(ValueError, match="not in the model"):
         P.magnitude_masks(mlp(), 0.5, names=["9.weight"])
 
@@ -316,9 +318,9 @@ def test_sparse_codec_sizes_and_edge_cases():
                                           (1, 12, 12))])
 def test_shrink_gives_same_outputs_as_masked_model(build, shape):
     model = build()
-    masks = P.structured_masks(model, 0.5)
+    masks = SP.structured_masks(model, 0.5)
     masked = P.apply_masks(copy.deepcopy(model), masks)
-    small = P.shrink(model, masks)
+    small = SP.shrink(model, masks)
     x = torch.rand(7, *shape)
     torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-6)
     assert fl.count_parameters(small) < fl.count_parameters(model)
@@ -331,7 +333,7 @@ def test_shrink_gives_same_outputs_as_masked_model(build, shape):
 
 def test_structured_pruning_cuts_dense_flops():
     model = mlp(hidden=(64,), shape=(1, 28, 28))
-    small = P.shrink(model, P.structured_masks(model, 0.5))
+    small = SP.shrink(model, SP.structured_masks(model, 0.5))
     dense = fl.ledger.training_flops_per_sample(model, (1, 28, 28))
     assert fl.ledger.training_flops_per_sample(small, (1, 28, 28)) * 2 == dense
     assert small[1].out_features == 32 and small[3].in_features == 32
@@ -340,9 +342,9 @@ def test_structured_pruning_cuts_dense_flops():
 def test_shrink_refuses_what_it_cannot_do_exactly():
     model = mlp()
     with pytest.raises(ValueError, match="not structured"):
-        P.shrink(model, P.magnitude_masks(model, 0.5))
+        SP.shrink(model, P.magnitude_masks(model, 0.5))
     with pytest.raises(ValueError, match="Sigmoid"):
-        P.shrink(nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2)), {})
+        SP.shrink(nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2)), {})
 
 
 # ----------------------------------------------------------------------------- scans and the article
