@@ -45,7 +45,7 @@ from .validation import check_choice
 
 __all__ = ["RadioModel", "LTE", "WIFI", "EnergyProfile", "PROFILES", "Energy", "RadioPhase", "get_profile",
            "radio_timeline", "nvml_device_for",
-           "training_flops_per_sample", "training_flops_per_layer", "forward_flops", "HOROWITZ_45NM_PJ", "EnergyMeter", "RaplCounter", "read_energy_meter"]
+           "training_flops_per_sample", "training_flops_per_layer", "forward_flops", "HOROWITZ_45NM_PJ", "EnergyMeter", "RaplCounter", "read_energy_meter", "energy_by_profile"]
 
 
 @dataclass(frozen=True)
@@ -464,3 +464,22 @@ class EnergyMeter:
 def read_energy_meter(device: torch.device | str = "cpu") -> EnergyMeter:
     """The best real energy meter for ``device`` (check ``.available`` before using it)."""
     return EnergyMeter(device)
+
+
+def energy_by_profile(run_or_flops, bytes_up: float | None = None, bytes_down: float | None = None,
+                      client_rounds: int = 1) -> dict[str, dict]:
+    """Modelled joules (compute, uplink, downlink, radio_fixed, total) under every profile of the ledger.
+
+    Pass a ``History``: each of its client-rounds (``RoundRecord.client_rows``) is priced on its
+    own, which is exact.  Or pass totals (FLOPs, bytes up, bytes down) and how many client-rounds
+    they cover (:meth:`EnergyProfile.energy_for`).
+    """
+    result = {}
+    for name, profile in PROFILES.items():
+        if hasattr(run_or_flops, "records"):
+            e = sum((profile.energy(row["flops"], row["bytes_up"], row["bytes_down"])
+                     for r in run_or_flops.records for row in r.client_rows), Energy())
+        else:
+            e = profile.energy_for(run_or_flops, bytes_up, bytes_down, client_rounds)
+        result[name] = {**asdict(e), "total": e.total}
+    return result
