@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 export FEDLAB_PROGRESS ?= 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: env course test unit notebooks bench student lab clean
+.PHONY: env course test unit notebooks bench bench-claims student lab clean
 
 env: $(ENV_STAMP)
 
@@ -46,6 +46,10 @@ notebooks: $(ENV_STAMP)
 
 bench: $(ENV_STAMP)
 	$(PY) benchmarks/run.py
+
+# Only the claims benchmark: every notebook on seeds 0-19 -> benchmarks/results/claims.json
+bench-claims: $(ENV_STAMP)
+	$(PY) benchmarks/bench_claims.py
 
 student: $(ENV_STAMP)
 	$(PY) -m fedlab_utils student --out build/student

@@ -14,7 +14,8 @@
 * Per point: ``DIR/points/<point>/point.json`` = ``{notebook, parameters, status ("ok" or
   "failed"), error, seconds, results}`` where ``results`` is the notebook's results record
   (``fedlab_utils.results.record_results``).  It is written last and atomically, so a point with
-  ``status: "ok"`` is complete; rerunning the same command skips those points (resume).
+  ``status: "ok"`` is complete; rerunning the same command skips those points (resume) unless
+  the notebook file changed since (``notebook_sha256``).
 * ``DIR/sweep.csv``: one row per point with the parameters, ``status``, ``seconds``,
   ``claims_held``/``claims_total``, ``error`` and every numeric or text metric flattened to
   ``metrics.a.b`` columns.
@@ -169,7 +170,13 @@ class Point:
         except (OSError, ValueError):
             return None
         same = stored.get("parameters") == json.loads(json.dumps(self.parameters))
-        return stored if same and stored.get("status") == "ok" else None
+        fresh = stored.get("notebook_sha256") == notebook_digest(self.notebook)
+        return stored if same and fresh and stored.get("status") == "ok" else None
+
+
+def notebook_digest(path: Path) -> str:
+    """SHA-256 of the notebook file: a point run on an older version of the notebook is not complete."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _worker_environment(jobs: int) -> dict:
@@ -195,6 +202,7 @@ def run_point(point: Point, claims_policy: str, jobs: int, timeout: float | None
                "--no-html", "--claims", claims_policy]
     for name, value in point.parameters.items():
         command += ["-p", name, repr(value)]
+    digest = notebook_digest(point.notebook)
     start = time.perf_counter()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, env=_worker_environment(jobs),
@@ -211,7 +219,7 @@ def run_point(point: Point, claims_policy: str, jobs: int, timeout: float | None
         except (OSError, ValueError):
             results = None
     record = {"notebook": point.notebook.stem, "parameters": point.parameters, "status": status, "error": error,
-              "seconds": round(seconds, 2), "results": results}
+              "seconds": round(seconds, 2), "notebook_sha256": digest, "results": results}
     atomic_write_text(point.record_path, json.dumps(record, indent=2, default=str))
     point.record = record
     return record
