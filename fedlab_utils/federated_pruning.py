@@ -245,8 +245,9 @@ class FederatedPruning:
         return {"transform": MaskedTraining(self.state),
                 "server": PruningServer(self.state, self.schedule, self.scope, inner)}
 
-    def nonzero_flops(self, history: History, input_shape: tuple[int, ...]) -> list[int]:
-        """Per round, the client FLOPs sparse hardware would execute (the ledger's are dense)."""
+    def nonzero_fractions(self, history: History, input_shape: tuple[int, ...]) -> list[float]:
+        """Per round, the share of a client's dense training FLOPs that sparse hardware would still
+        execute under the mask that round trained with (1.0 while the model is dense)."""
         if self.state is None:
             raise ValueError("no run yet: pass **fp.hooks() to run(...) first")
         per_layer = weight_flops(self.model, input_shape)
@@ -255,11 +256,28 @@ class FederatedPruning:
         for record in history.records:
             densities = self.state.round_densities.get(record.round, {})
             skipped = sum(f * (1.0 - densities.get(n, 1.0)) for n, f in per_layer.items())
-            out.append(int(round(record.client_flops * (dense - skipped) / dense)))
+            out.append((dense - skipped) / dense)
         return out
 
+    def nonzero_flops(self, history: History, input_shape: tuple[int, ...]) -> list[int]:
+        """Per round, the client FLOPs sparse hardware would execute (the ledger's are dense)."""
+        fractions = self.nonzero_fractions(history, input_shape)
+        return [int(round(r.client_flops * f)) for r, f in zip(history.records, fractions)]
+
     def sparse_energy(self, history: History, input_shape: tuple[int, ...]) -> Energy:
-        """Modelled joules if the device skipped the pruned multiplies (same bytes as the run)."""
+        """Modelled joules if the devices skipped the pruned multiplies (same bytes as the run).
+
+        Priced like the run itself, one client-round at a time (each client's row of each
+        record, with its FLOPs scaled to nonzero), on ``get_profile(history.profile)``, so the
+        radio's per-session costs are counted once per client and round.
+        """
         profile = get_profile(history.profile)
-        flops = self.nonzero_flops(history, input_shape)
-        return sum((profile.energy(f, r.bytes_up, r.bytes_down) for f, r in zip(flops, history.records)), Energy())
+        total = Energy()
+        for record, fraction in zip(history.records, self.nonzero_fractions(history, input_shape)):
+            if record.client_rows:
+                for row in record.client_rows:
+                    total += profile.energy(row["flops"] * fraction, row["bytes_up"], row["bytes_down"])
+            else:  # a History without per-client rows: split the round's totals over its clients
+                total += profile.energy_for(record.client_flops * fraction, record.bytes_up, record.bytes_down,
+                                            max(1, len(record.clients)))
+        return total

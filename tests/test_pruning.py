@@ -197,6 +197,31 @@ def test_pruning_run_resumed_from_a_checkpoint_equals_a_straight_run(digits, fed
     assert [r.bytes_up for r in resumed.records] == [r.bytes_up for r in straight.records]
 
 
+def test_sparse_energy_prices_every_client_round_like_the_run(digits, federation):
+    """Dense rounds cost exactly what the run recorded (radio sessions per client, not per round);
+    pruned rounds save compute joules only, in proportion to the nonzero FLOPs."""
+    clients, test = federation
+    model = mlp()
+    kw = dict(local=LocalTraining(epochs=1, batch_size=32, lr=0.1), seed=0, progress=False)
+    late = FP.FederatedPruning(model, FP.PruningSchedule(0.8, "oneshot", every=2, end=2))
+    dense_rounds = fl.run(model, clients, test, rounds=2, **kw, **late.hooks())  # the mask changes after round 2
+    assert late.nonzero_fractions(dense_rounds, (1, 8, 8)) == [1.0, 1.0]
+    priced, recorded = late.sparse_energy(dense_rounds, (1, 8, 8)), dense_rounds.energy()
+    for part in ("compute", "uplink", "downlink", "radio_fixed"):
+        assert getattr(priced, part) == pytest.approx(getattr(recorded, part), rel=1e-9), part
+    assert recorded.radio_fixed > 0  # every client-round pays a radio session
+    fp = FP.FederatedPruning(model, FP.PruningSchedule(0.8, "oneshot", every=1, end=1))
+    pruned = fl.run(model, clients, test, rounds=3, **kw, **fp.hooks())
+    fractions = fp.nonzero_fractions(pruned, (1, 8, 8))
+    assert fractions[0] == 1.0 and all(f < 0.5 for f in fractions[1:])
+    sparse, run_energy = fp.sparse_energy(pruned, (1, 8, 8)), pruned.energy()
+    profile = fl.ledger.get_profile(pruned.profile)
+    assert sparse.compute == pytest.approx(profile.joules_per_flop * sum(fp.nonzero_flops(pruned, (1, 8, 8))),
+                                           rel=1e-6)
+    assert sparse.compute < run_energy.compute
+    assert sparse.uplink == pytest.approx(run_energy.uplink) and sparse.downlink == pytest.approx(run_energy.downlink)
+
+
 def test_the_same_hooks_drive_two_identical_runs(digits, federation):
     """``run`` resets the pruning server (round, target, mask), so reusing the hooks repeats the run."""
     clients, test = federation
