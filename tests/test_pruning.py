@@ -13,7 +13,6 @@ import fedlab_utils as fl
 from fedlab_utils import federated_pruning as FP
 from fedlab_utils import pruning as P
 from fedlab_utils import structured_pruning as SP
-from fedlab_utils.checks import pruning as checks
 from fedlab_utils.federated import LocalTraining, model_state, weighted_average
 from fedlab_utils.wire import Fp32Codec
 
@@ -394,38 +393,3 @@ def test_article_prune_model_zeroes_whole_tensors():
     assert zeroed  # at default init every tensor's mean |w| is below 0.1
     for name in zeroed:
         assert bool((model.get_parameter(name) == 0).all())
-
-
-# ----------------------------------------------------------------------------- exercise checks
-def test_global_masks_check_accepts_a_right_answer_and_rejects_wrong_ones():
-    def right(weights, sparsity):
-        scores = torch.cat([w.abs().flatten() for w in weights.values()])
-        k = round(sparsity * scores.numel())
-        if k == 0:
-            return {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
-        threshold = scores.kthvalue(k).values
-        return {n: w.abs() > threshold for n, w in weights.items()}
-
-    def per_layer(weights, sparsity):
-        return P.magnitude_masks(weights, sparsity, scope="layer")
-
-    def todo(weights, sparsity):
-        raise NotImplementedError()
-
-    checks.check_global_masks(right)
-    with pytest.raises(AssertionError, match="one threshold"):
-        checks.check_global_masks(per_layer)
-    with pytest.raises(AssertionError, match="not implemented"):
-        checks.check_global_masks(todo)
-
-
-def test_payload_check_accepts_a_right_answer_and_rejects_wrong_ones():
-    def right(mask):
-        return P.sparse_payload_size(mask.numel(), int(mask.sum()))["best"]
-
-    def bitmask_only(mask):
-        return P.sparse_payload_size(mask.numel(), int(mask.sum()))["bitmask"]
-
-    checks.check_payload_size(right)
-    with pytest.raises(AssertionError, match="Hint"):
-        checks.check_payload_size(bitmask_only)
