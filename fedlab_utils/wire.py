@@ -37,7 +37,10 @@ Update = dict[str, torch.Tensor]
 class Codec(Protocol):
     """Encodes an update to bytes and decodes it given a template of names and shapes.
 
-    ``client_id`` lets a stateful codec (error feedback) keep one memory per client.
+    ``client_id`` lets a stateful codec (error feedback) keep one memory per client.  A codec
+    that keeps state between calls also offers ``reset()`` (``run`` calls it when a run starts)
+    and ``state_dict()`` / ``load_state_dict(state)`` (checkpoints; tensors, numbers, lists and
+    dicts only), as :class:`MeasuredCodec` does.
     """
 
     name: str
