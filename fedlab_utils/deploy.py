@@ -460,6 +460,8 @@ def parse_parameters(pairs: list[list[str]] | None) -> dict:
 def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None) -> int:
     """The ``deploy`` subcommand: one clear line on failure, exit status 2."""
     try:
+        if supernodes < 1:
+            raise ValueError(f"--supernodes={supernodes} is invalid; valid: an int ≥ 1 (one SuperNode per client)")
         config = DeploymentConfig(**parse_parameters(pairs), num_clients=supernodes)
         result = deploy(config, supernodes=supernodes, out_dir=out_dir)
     except (DeploymentError, ValueError) as err:
@@ -475,3 +477,16 @@ def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None) ->
           f"done in {result.seconds:.1f} s: final accuracy {100 * result.accuracy[-1]:.2f}%, "
           f"uplink {totals['ledger_bytes_up']:,} B (ledger) / {totals['flower_bytes_up']:,} B (Flower messages)")
     return 0
+
+
+def add_parser(sub) -> None:
+    """The ``deploy`` subcommand of ``python -m fedlab_utils``."""
+    parser = sub.add_parser("deploy", help="run the course's FL task on a local Flower SuperLink + N SuperNodes",
+                            description="Start a local Flower SuperLink and N SuperNodes (separate processes, "
+                                        "insecure localhost mode), run the task with `flwr run`, stream progress, "
+                                        "tear everything down.")
+    parser.add_argument("--supernodes", type=int, default=2, help="number of SuperNodes = clients (default: 2)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                        help="set a DeploymentConfig field, e.g. -p rounds 5 -p uplink q8 -p server fedadam")
+    parser.add_argument("--out", default=None, help="folder for the run's progress.jsonl and history.json")
+    parser.set_defaults(func=lambda args: main(args.supernodes, args.parameter, args.out))

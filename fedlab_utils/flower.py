@@ -173,8 +173,8 @@ def build_task(config: DeploymentConfig):
 
 
 def message_bytes(message) -> int:
-    """Bytes of a Flower message as Flower serializes it for transport: the sum of every object
-    it pushes (the message header object, its records, and arrays if any).  HTTP/TCP framing
+    """Bytes of a Flower message (or one of its records) as Flower serializes it for transport:
+    the sum of every object it pushes (the message header object, its records, and arrays if any).  HTTP/TCP framing
     is not included."""
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 

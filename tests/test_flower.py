@@ -1,0 +1,213 @@
+"""Flower deployment (fedlab_utils.flower / fedlab_utils.deploy) on real Flower processes.
+
+One deployment (a SuperLink and 2 SuperNodes, 2 rounds, 8-bit uplink + FedAdam) is shared by
+the checks that need it: accuracy equals the in-process ``run()``; every course payload the
+ServerApp received is byte for byte the one the in-process loop encodes.  A second deployment
+raises in the middle of a run and checks that no Flower process is left.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedlab_utils import deploy as deploy_mod
+from fedlab_utils.deploy import (DeploymentError, flower_processes, local_federation, parse_parameters,
+                                 real_machine_commands, submit)
+from fedlab_utils.flower import PAYLOAD_DIR, DeploymentConfig, make_codec, message_bytes, simulate
+
+CONFIG = DeploymentConfig(num_clients=2, rounds=2, uplink="q8", server="fedadam", server_lr=0.01,
+                          round_timeout=300.0, save_payloads=True)
+
+
+class RecordingCodec:
+    """Wraps a codec and keeps every payload it encodes, in call order: (client_id, bytes)."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.sent = inner, inner.name, []
+
+    def encode(self, update, client_id=0):
+        payload = self.inner.encode(update, client_id)
+        self.sent.append((client_id, payload))
+        return payload
+
+    def decode(self, payload, template):
+        return self.inner.decode(payload, template)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    work = tmp_path_factory.mktemp("flower")
+    with local_federation(2, workdir=work / "fed", announce=None) as federation:
+        result = submit(federation, CONFIG, work / "out")
+        pids = federation.pids()
+    return result, pids
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The in-process run() of the same config, recording every uplink payload.  Torch runs with
+    1 thread, as each Flower process does (the launcher's default): a different thread count
+    splits the matmul sums differently and changes the last bits of the weights."""
+    import fedlab_utils.flower as flower
+
+    recorder, threads = RecordingCodec(make_codec(CONFIG.uplink)), torch.get_num_threads()
+    original, flower.make_codec = flower.make_codec, lambda spec: recorder
+    torch.set_num_threads(1)
+    try:
+        history = simulate(CONFIG)
+    finally:
+        flower.make_codec = original
+        torch.set_num_threads(threads)
+    return history, recorder.sent
+
+
+# ----------------------------------------------------------------------------- real processes
+def test_deployment_accuracy_equals_the_in_process_run(deployed, reference):
+    result, _ = deployed
+    reference, _ = reference
+    assert [r["round"] for r in result.records] == [1, 2]
+    assert all(r["replied"] == [0, 1] and not r["errors"] for r in result.records)
+    assert result.accuracy == reference.accuracy  # same seed, same payloads, same order: identical
+    assert [r["loss"] for r in result.records] == pytest.approx(reference.loss, rel=0, abs=1e-9)
+    assert result.totals()["ledger_bytes_up"] == reference.totals()["bytes_up"]
+
+
+def test_course_codec_payload_survives_flower_byte_for_byte(deployed, reference):
+    result, _ = deployed
+    _, sent = reference
+    expected = {(1 + i // 2, cid): payload for i, (cid, payload) in enumerate(sent)}
+    assert len(expected) == 4
+    folder = result.out_dir / PAYLOAD_DIR
+    for (round_idx, cid), payload in expected.items():
+        received = (folder / f"round{round_idx}-client{cid}.bin").read_bytes()
+        assert received == payload, f"round {round_idx} client {cid}: payload changed in transit"
+    # Flower's message carries the payload plus its own framing: strictly more bytes
+    for record in result.records:
+        assert record["flower_bytes_up"] > record["ledger_bytes_up"] > 0
+        assert record["ledger_bytes_up"] == sum(len(expected[(record["round"], c)]) for c in (0, 1))
+
+
+def test_no_process_left_after_a_successful_run(deployed):
+    _, pids = deployed
+    assert pids, "the federation started no process?"
+    leftover = [p for p in flower_processes() if p["pid"] in pids]
+    assert leftover == []
+
+
+def test_teardown_after_an_exception_mid_run(tmp_path):
+    seen, started = [], {}
+
+    class Boom(RuntimeError):
+        pass
+
+    def explode(record):
+        seen.append(record["event"])
+        if record["event"] == "round-start":
+            started.update(pids=federation.pids(), names=dict(federation.commands))
+            raise Boom("raised mid-run")
+
+    with pytest.raises(Boom):
+        with local_federation(2, workdir=tmp_path / "fed", announce=None) as federation:
+            submit(federation, DeploymentConfig(num_clients=2, rounds=3), tmp_path / "out", on_round=explode)
+    assert "round-start" in seen
+    assert {"superlink", "supernode-0", "supernode-1"} <= set(started["names"])
+    assert len(started["pids"]) >= 4  # superlink + 2 supernodes + flwr run (+ their SuperExecs)
+    still = [p for p in flower_processes() if p["pid"] in started["pids"] or str(federation.port) in p["cmdline"]]
+    assert still == [], f"processes left behind: {still}"
+    assert all(proc.poll() is not None for proc in federation.processes.values())
+
+
+# ----------------------------------------------------------------------------- fast checks
+def test_port_in_use_is_one_clear_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(DeploymentError, match=f"port {port} is already in use"):
+            with local_federation(1, workdir=tmp_path, port=port, announce=None):
+                pass
+
+
+def test_missing_flower_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DeploymentError, match="Flower is not installed") as err:
+        with local_federation(1, workdir=tmp_path, announce=None):
+            pass
+    assert "\n" not in str(err.value)
+
+
+def test_cli_errors_are_one_line(capsys):
+    assert deploy_mod.main(0, None, None) == 2
+    assert deploy_mod.main(2, [["uplink", "zip"]], None) == 2
+    assert deploy_mod.main(2, [["rounds", "two"]], None) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("deploy: error:") for line in err)
+    assert "--supernodes=0" in err[0] and "uplink='zip'" in err[1] and "rounds='two'" in err[2]
+
+
+def test_parse_parameters_types_and_rejects_unknown():
+    assert parse_parameters([["rounds", "3"], ["lr", "0.1"], ["uplink", "q8"], ["save_payloads", "true"]]) == {
+        "rounds": 3, "lr": 0.1, "uplink": "q8", "save_payloads": True}
+    with pytest.raises(ValueError, match="num_clients"):
+        parse_parameters([["num_clients", "3"]])
+
+
+def test_run_config_round_trip():
+    config = DeploymentConfig(num_clients=3, partition="dirichlet", alpha=0.3, uplink="topk:0.05", server="fedavgm",
+                              save_payloads=True, out_dir="/tmp/x")
+    as_flower = {k: (str(v) if isinstance(v, str) else v) for k, v in config.to_run_config().items()}
+    assert DeploymentConfig.from_run_config(as_flower) == config
+
+
+@pytest.mark.parametrize("spec, name", [("fp32", "fp32"), ("q8", "q8"), ("q4", "q4"), ("topk:0.1", "top"),
+                                        ("sign", "sign")])
+def test_make_codec_round_trips(spec, name):
+    update = {"w": torch.randn(5, 7), "b": torch.randn(7)}
+    codec = make_codec(spec)
+    assert name in codec.name
+    decoded = codec.decode(codec.encode(update), update)
+    assert set(decoded) == {"w", "b"} and decoded["w"].shape == (5, 7)
+    if spec == "fp32":
+        assert all(torch.equal(decoded[k], update[k]) for k in update)
+
+
+@pytest.mark.parametrize("spec", ["q0", "q17", "topk:2", "topk:x", "gzip", ""])
+def test_make_codec_rejects_bad_specs(spec):
+    with pytest.raises(ValueError):
+        make_codec(spec)
+
+
+def test_message_bytes_counts_payload_plus_overhead():
+    from flwr.app import ConfigRecord, RecordDict
+
+    payload = os.urandom(10_000)
+    content = RecordDict({"fedlab": ConfigRecord({"payload": payload})})
+    size = message_bytes(content)
+    assert 10_000 < size < 10_000 + 1_000
+    bigger = RecordDict({"fedlab": ConfigRecord({"payload": payload * 2})})
+    assert message_bytes(bigger) - size == pytest.approx(10_000, abs=8)
+    restored = ConfigRecord.inflate(content["fedlab"].deflate())  # Flower's own (de)serialization
+    assert bytes(restored["payload"]) == payload
+
+
+def test_real_machine_commands_use_tls_and_auth():
+    text = real_machine_commands(2)
+    assert "--insecure" not in text
+    assert "--ssl-certfile" in text and "--root-certificates" in text and "--auth-supernode-private-key" in text
+    assert text.count("flower-supernode") == 2 and "partition-id=1 num-partitions=2" in text
+
+
+def test_kill_supernode_signal_is_real(tmp_path):
+    """kill_supernode stops the SuperNode and its children for good (used by notebook 07's pitfall)."""
+    with local_federation(1, workdir=tmp_path, announce=None) as federation:
+        proc = federation.processes["supernode-0"]
+        federation.kill_supernode(0)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    assert Path(tmp_path / "logs" / "supernode-0.log").exists()
