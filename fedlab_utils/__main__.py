@@ -4,9 +4,9 @@
 notebook's ``parameters`` cell, then renders HTML and merges every notebook's results JSON
 into ``<out>/results.json`` (atomically: a run updates only its own notebooks' entries and
 removes the entry of a notebook that failed) and prints a summary.  ``sweep`` runs a grid of
-parameters (see :mod:`fedlab_utils.sweep`).  ``student`` writes nbgrader-style student versions
-(solutions replaced by ``raise NotImplementedError()``, outputs cleared).  ``params`` lists a
-notebook's parameters.
+parameters (see :mod:`fedlab_utils.sweep`).  ``classroom`` builds an nbgrader course and
+``student`` writes the student versions (nbgrader's release; see :mod:`fedlab_utils.classroom`).
+``params`` lists a notebook's parameters.
 
 Kernels started here get ``FEDLAB_PROGRESS=0`` (no progress-bar remnants in executed notebooks),
 ``FEDLAB_CHANGED_PARAMETERS`` (the parameters that differ from the notebook's defaults) and
@@ -247,40 +247,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def mark_solution_cells(nb) -> int:
-    """Give every cell holding ``### BEGIN SOLUTION`` nbgrader's solution metadata (schema 3).
-
-    nbgrader only clears regions in cells marked as solution cells; marking them here keeps the
-    committed notebooks clean while ``nbgrader generate_assignment`` and ``student`` both work.
-    """
-    marked = 0
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
-            cell.metadata.setdefault("nbgrader", {}).update(
-                {"solution": True, "grade": False, "locked": False, "schema_version": 3,
-                 "grade_id": cell.metadata.get("nbgrader", {}).get("grade_id", f"exercise-cell-{index}")})
-            marked += 1
-    return marked
-
-
-def cmd_student(args) -> int:
-    import nbformat
-    from nbgrader.preprocessors import ClearSolutions
-
-    out = Path(args.out)
-    for path in find_notebooks(args.notebooks):
-        nb = nbformat.read(path, as_version=4)
-        if not mark_solution_cells(nb):
-            raise CourseError(f"{path.name} has no '### BEGIN SOLUTION' region to clear")
-        nb, _ = ClearSolutions().preprocess(nb, {})
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                cell.outputs, cell.execution_count = [], None
-        atomic_write_text(out / path.name, nbformat.writes(nb))
-        print(f"  student version: {out / path.name}")
-    return 0
-
-
 def cmd_params(args) -> int:
     for path in find_notebooks(args.notebooks):
         print(path.name)
@@ -312,10 +278,15 @@ def add_claims_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_student_parser(sub) -> None:
-    student = sub.add_parser("student", help="write nbgrader-style student versions without solutions")
-    student.add_argument("notebooks", nargs="*")
-    student.add_argument("--out", default="build/student")
-    student.set_defaults(func=cmd_student)
+    from .classroom import add_student_parser as add
+
+    add(sub)
+
+
+def add_classroom_parser(sub) -> None:
+    from .classroom import add_parser
+
+    add_parser(sub)
 
 
 def add_params_parser(sub) -> None:
@@ -341,6 +312,7 @@ SUBCOMMANDS: dict[str, Callable[[object], None]] = {
     "run": add_run_parser,
     "sweep": add_sweep_parser,
     "student": add_student_parser,
+    "classroom": add_classroom_parser,
     "params": add_params_parser,
     "deploy": add_deploy_parser,
 }

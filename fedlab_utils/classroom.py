@@ -1,0 +1,532 @@
+"""The course as an nbgrader course: source notebooks, release, autograding, gradebook.
+
+The committed notebooks *are* nbgrader source notebooks (schema 3):
+
+- each exercise is a **solution cell** (``solution: true``, ``### BEGIN SOLUTION`` / ``### END
+  SOLUTION``) followed by a locked **autograder-test cell** (``grade: true``, ``points``) that
+  calls a ``fedlab_utils.checks`` function, often with ``### BEGIN HIDDEN TESTS``;
+- every other cell is **locked** (read-only) with a stable ``grade_id`` derived from its cell id,
+  except the papermill ``parameters`` cell, which students may edit to explore.
+
+:func:`normalize_notebook` (``python -m fedlab_utils classroom --lock-source``) adds the locked
+metadata and validates everything; it is idempotent and deterministic.  :func:`build_course`
+(``--out DIR``) writes a complete course directory and runs nbgrader's own
+``generate_assignment``; :func:`grade_check` (``--grade-check``) autogrades three submissions
+per notebook (the solutions, the untouched release, one wrong exercise) with nbgrader's real
+pipeline and SQLite gradebook.  Nothing here re-implements nbgrader's converters.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+SCHEMA_VERSION = 3
+MIN_EXERCISES = 3
+COURSE_ID = "efficient-federated-learning"
+STUDENTS = ("solutions", "untouched", "one-wrong")
+_GRADE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+__all__ = ["solution_metadata", "grader_metadata", "locked_metadata", "Exercise", "exercises", "normalize_notebook",
+           "validate_notebook", "lock_source", "build_course", "grade_check", "student_versions", "ClassroomError",
+           "PLAUSIBLE_WRONG_ANSWERS", "format_scores"]
+
+
+class ClassroomError(Exception):
+    """A notebook or course directory that nbgrader would not accept, with what to fix."""
+
+
+# ----------------------------------------------------------------------------- the metadata format
+def solution_metadata(grade_id: str) -> dict:
+    """nbgrader metadata of an exercise's editable solution cell (schema 3)."""
+    return {"grade": False, "grade_id": grade_id, "locked": False, "schema_version": SCHEMA_VERSION,
+            "solution": True, "task": False}
+
+
+def grader_metadata(grade_id: str, points: int) -> dict:
+    """nbgrader metadata of the locked autograder-test cell that follows a solution cell."""
+    return {"grade": True, "grade_id": grade_id, "locked": True, "points": points,
+            "schema_version": SCHEMA_VERSION, "solution": False, "task": False}
+
+
+def locked_metadata(grade_id: str) -> dict:
+    """nbgrader metadata of a read-only prose or setup cell."""
+    return {"grade": False, "grade_id": grade_id, "locked": True, "schema_version": SCHEMA_VERSION,
+            "solution": False, "task": False}
+
+
+def _meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _is_parameters(cell) -> bool:
+    return "parameters" in cell.get("metadata", {}).get("tags", [])
+
+
+@dataclass
+class Exercise:
+    """One graded exercise: its solution cell's and test cell's grade ids and its points."""
+
+    solution_id: str
+    test_id: str
+    points: float
+    source: str = field(repr=False, default="")
+
+
+def exercises(nb) -> list[Exercise]:
+    """The notebook's exercises in order (a solution cell and the grade cell right after it)."""
+    found = []
+    for cell, following in zip(nb.cells, nb.cells[1:]):
+        if _meta(cell).get("solution") and _meta(following).get("grade"):
+            found.append(Exercise(_meta(cell)["grade_id"], _meta(following)["grade_id"],
+                                  _meta(following)["points"], cell.source))
+    return found
+
+
+# ----------------------------------------------------------------------------- normalise and validate
+def _locked_id(cell) -> str:
+    cell_id = cell.get("id") or ""
+    if not _GRADE_ID.match(cell_id):
+        raise ClassroomError(f"cell {cell_id!r} has no usable cell id (nbformat >= 4.5 ids: letters, digits, - _)"
+                             "; re-save the notebook with nbformat to give every cell an id")
+    return f"cell-{cell_id}"
+
+
+def normalize_notebook(nb) -> list[str]:
+    """Lock every cell that is not an exercise (or the ``parameters`` cell) with a stable grade id.
+
+    Idempotent and deterministic: the id is ``cell-<cell id>``, so re-running changes nothing.
+    Exercise cells must already carry their metadata (see :func:`solution_metadata`); a cell
+    with ``### BEGIN SOLUTION`` and no solution metadata is an error, not something to guess.
+    Returns the grade ids it added or changed.
+    """
+    changed = []
+    for cell in nb.cells:
+        meta = _meta(cell)
+        if meta.get("solution") or meta.get("grade") or meta.get("task"):
+            continue
+        if _is_parameters(cell):
+            if "nbgrader" in cell.metadata:  # students may edit parameters: no nbgrader lock
+                del cell.metadata["nbgrader"]
+                changed.append("parameters (unlocked)")
+            continue
+        if "### BEGIN SOLUTION" in cell.source:
+            raise ClassroomError(f"cell {cell.get('id')!r} has a solution region but no nbgrader solution metadata: "
+                                 f"give it solution_metadata(<grade id>) and follow it with a test cell")
+        wanted = locked_metadata(meta.get("grade_id") if meta.get("locked") and meta.get("grade_id")
+                                 else _locked_id(cell))
+        if meta != wanted:
+            cell.metadata["nbgrader"] = wanted
+            changed.append(wanted["grade_id"])
+    return changed
+
+
+def validate_notebook(nb, name: str = "notebook") -> list[str]:
+    """Everything nbgrader and the course require of a source notebook; returns the problems.
+
+    nbgrader's own ``MetadataValidator`` first, then: unique grade ids; solution cells hold a
+    BEGIN/END SOLUTION region and are followed by a locked test cell with points > 0 that calls
+    a ``check_*`` function; at least :data:`MIN_EXERCISES` exercises; every other cell locked;
+    no outputs.
+    """
+    from nbgrader.nbgraderformat import MetadataValidator, ValidationError
+
+    problems = []
+    try:
+        MetadataValidator().validate_nb(copy.deepcopy(nb))
+    except ValidationError as exc:
+        problems.append(f"{name}: nbgrader metadata: {exc}")
+    seen: dict[str, int] = {}
+    for index, cell in enumerate(nb.cells):
+        meta = _meta(cell)
+        where = f"{name} cell {index} ({cell.get('id')})"
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            problems.append(f"{where}: has outputs; commit notebooks without outputs")
+        gid = meta.get("grade_id")
+        if gid is not None:
+            if not _GRADE_ID.match(gid):
+                problems.append(f"{where}: grade_id {gid!r} may only use letters, digits, - and _")
+            if gid in seen:
+                problems.append(f"{where}: grade_id {gid!r} repeats cell {seen[gid]}'s")
+            seen[gid] = index
+        if meta.get("solution"):
+            if "### BEGIN SOLUTION" not in cell.source or "### END SOLUTION" not in cell.source:
+                problems.append(f"{where}: solution cell without ### BEGIN SOLUTION / ### END SOLUTION")
+            following = nb.cells[index + 1] if index + 1 < len(nb.cells) else None
+            if following is None or not _meta(following).get("grade"):
+                problems.append(f"{where}: solution cell {gid!r} is not followed by an autograder-test cell")
+        elif "### BEGIN SOLUTION" in cell.source:
+            problems.append(f"{where}: solution region in a non-solution cell")
+        if meta.get("grade"):
+            if not meta.get("locked"):
+                problems.append(f"{where}: test cell {gid!r} must be locked")
+            if not meta.get("points", 0) > 0:
+                problems.append(f"{where}: test cell {gid!r} needs points > 0")
+            if cell.cell_type != "code" or "check_" not in cell.source:
+                problems.append(f"{where}: test cell {gid!r} must call a fedlab_utils.checks check_* function")
+        elif not meta.get("solution") and not meta.get("locked") and not _is_parameters(cell):
+            problems.append(f"{where}: not locked (run `python -m fedlab_utils classroom --lock-source`)")
+    count = len(exercises(nb))
+    if count < MIN_EXERCISES:
+        problems.append(f"{name}: {count} graded exercise(s); the course asks for at least {MIN_EXERCISES}")
+    return problems
+
+
+@contextlib.contextmanager
+def _notebook_lock(path: Path) -> Iterator[None]:
+    """The team's per-notebook lock (``/tmp/nb-NN.lock``), so a load-change-save never races another."""
+    lock = Path(tempfile.gettempdir()) / f"nb-{path.name[:2]}.lock"
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def find_notebooks(names: Sequence[str] = ()) -> list[Path]:
+    """Committed notebooks by prefix (``00``), stem or path; all of them when ``names`` is empty."""
+    available = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if not names:
+        return available
+    found = []
+    for name in names:
+        if Path(name).suffix == ".ipynb" and Path(name).exists():
+            found.append(Path(name).resolve())
+            continue
+        matches = [p for p in available if p.stem == name or p.name == name or p.name.startswith(f"{name}_")]
+        if len(matches) != 1:
+            raise ClassroomError(f"notebook {name!r} not found; available: {[p.stem for p in available]}")
+        found.append(matches[0])
+    return found
+
+
+def lock_source(paths: Sequence[Path], check_only: bool = False) -> dict[str, list[str]]:
+    """Normalise (unless ``check_only``) and validate notebooks in place; returns changes per notebook.
+
+    Raises :class:`ClassroomError` listing every problem found."""
+    changes, problems = {}, []
+    for path in paths:
+        with _notebook_lock(path):
+            nb = nbformat.read(path, as_version=4)
+            changed = [] if check_only else normalize_notebook(nb)
+            problems += validate_notebook(nb, path.name)
+            if changed:
+                nbformat.write(nb, path)
+        changes[path.name] = changed
+    if problems:
+        raise ClassroomError("\n".join(problems))
+    return changes
+
+
+# ----------------------------------------------------------------------------- the course directory
+CONFIG_TEMPLATE = '''"""nbgrader configuration of the Efficient Federated Learning course (written by
+`python -m fedlab_utils classroom`).  Run nbgrader commands from this directory."""
+c = get_config()  # noqa: F821
+
+c.CourseDirectory.course_id = {course_id!r}
+c.CourseDirectory.root = {root!r}
+# The gradebook: nbgrader's default SQLite database in the course directory.
+c.CourseDirectory.db_url = {db_url!r}
+# A local exchange, so release_assignment / fetch_assignment / submit / collect work without root.
+# On a shared JupyterHub set it to the hub's exchange (nbgrader's default: /srv/nbgrader/exchange).
+c.Exchange.root = {exchange!r}
+# Each notebook trains small models: allow a cell up to 10 minutes when autograding.
+c.Execute.timeout = 600
+c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
+'''
+
+
+@contextlib.contextmanager
+def _tools_on_path() -> Iterator[None]:
+    """nbgrader runs ``alembic`` (its database migrations) as a command: make this interpreter's
+    scripts folder findable even when the virtualenv is not activated (``.venv/bin/python -m ...``)."""
+    scripts = str(Path(sys.executable).parent)
+    saved = os.environ.get("PATH", "")
+    if scripts in saved.split(os.pathsep):
+        yield
+        return
+    os.environ["PATH"] = scripts + os.pathsep + saved
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved
+
+
+def _api(root: Path):
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+    config = Config()
+    config.CourseDirectory.root = str(root)
+    config.CourseDirectory.course_id = COURSE_ID
+    config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
+    config.Exchange.root = str(root / "exchange")
+    config.Execute.timeout = 600
+    return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+
+def _require(result: dict, what: str) -> None:
+    if not result.get("success"):
+        raise ClassroomError(f"nbgrader {what} failed:\n{result.get('error') or ''}\n{result.get('log') or ''}")
+
+
+def build_course(out: Path | str, names: Sequence[str] = (), release: bool = True) -> list[str]:
+    """Write an nbgrader course directory at ``out``; returns the assignment names.
+
+    ``out/nbgrader_config.py``; ``out/source/<NN_slug>/<NN_slug>.ipynb`` (the committed notebook,
+    validated); ``out/data`` links to the course's data (the notebooks themselves load it through
+    the installed ``fedlab_utils``, so nothing else needs copying); and, unless ``release`` is
+    False, ``out/release/`` from nbgrader's own ``generate_assignment`` (which also records each
+    assignment and its grade cells in ``out/gradebook.db``).  Files follow the umask.
+    """
+    root = Path(out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "nbgrader_config.py").write_text(CONFIG_TEMPLATE.format(
+        course_id=COURSE_ID, root=str(root), db_url=f"sqlite:///{root / 'gradebook.db'}",
+        exchange=str(root / "exchange")))
+    data_link = root / "data"
+    if data_link.is_symlink() or data_link.exists():
+        if not data_link.is_symlink():
+            raise ClassroomError(f"{data_link} exists and is not a link; remove it or pick another --out")
+        data_link.unlink()
+    data_link.symlink_to(ROOT / "data", target_is_directory=True)
+    assignments, problems = [], []
+    for path in find_notebooks(names):
+        nb = nbformat.read(path, as_version=4)
+        normalize_notebook(nb)  # the committed notebook is already normalised: this only guards the copy
+        problems += validate_notebook(nb, path.name)
+        target = root / "source" / path.stem / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, target)
+        assignments.append(path.stem)
+    if problems:
+        raise ClassroomError("\n".join(problems))
+    if release:
+        api = _api(root)
+        with _tools_on_path():
+            for name in assignments:
+                _require(api.generate_assignment(name, force=True), f"generate_assignment {name}")
+    return assignments
+
+
+def student_versions(out: Path | str, names: Sequence[str] = ()) -> list[Path]:
+    """Student copies (nbgrader's release) of the notebooks, written flat into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory(prefix="fedlab-course-") as tmp:
+        for name in build_course(tmp, names):
+            released = Path(tmp) / "release" / name / f"{name}.ipynb"
+            target = out / released.name
+            target.write_bytes(released.read_bytes())
+            written.append(target)
+    return written
+
+
+# ----------------------------------------------------------------------------- grading three submissions
+#: One plausible wrong answer per notebook, for its FIRST exercise (so that the later exercises,
+#: which must not depend on it, still score): ``{notebook stem: (solution grade_id, cell source)}``.
+PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
+    "00_federated_baseline": ("00-ex1-weighted-average", "def my_weighted_average(updates, num_samples):\n"
+                              "    return {key: sum(u[key] for u in updates) / len(updates) for key in updates[0]}\n"),
+    "01_pruning": ("01-ex1-global-masks", "def my_global_masks(weights, sparsity):\n"
+                   "    return {name: (w.abs() > w.abs().flatten().kthvalue(max(1, round(sparsity * w.numel())))"
+                   ".values) for name, w in weights.items()}\n"),
+    "02_compression": ("02-ex1-stochastic-round", "def my_stochastic_round(x, generator):\n"
+                       "    return torch.round(x)\n"),
+    "03_distillation": ("03-ex1-kd-loss", "def my_kd_loss(student_logits, teacher_logits, targets, temperature, "
+                        "alpha):\n    T = temperature\n    soft = F.kl_div(F.log_softmax(student_logits / T, dim=1), "
+                        "F.softmax(teacher_logits / T, dim=1), reduction='batchmean')\n"
+                        "    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, targets)\n"),
+    "04_acceleration": ("04-ex1-fedavgm-step", "def fedavgm_step(global_state, update, velocity, lr, momentum):\n"
+                        "    return {k: global_state[k] + lr * update[k] for k in global_state}, update\n"),
+    "05_model_parallelism": ("05-ex1-bubble-fraction", "def bubble_fraction(S, M):\n    return (S - 1) / (M + S)\n"),
+}
+
+
+def _fill(release_nb, source_nb, wrong: tuple[str, str] | None = None):
+    """The release notebook answered with the source's solutions (and optionally one wrong answer)."""
+    solutions = {_meta(c)["grade_id"]: c.source for c in source_nb.cells if _meta(c).get("solution")}
+    answered = copy.deepcopy(release_nb)
+    for cell in answered.cells:
+        gid = _meta(cell).get("grade_id")
+        if _meta(cell).get("solution") and gid in solutions:
+            cell.source = wrong[1] if wrong and gid == wrong[0] else solutions[gid]
+    return answered
+
+
+@dataclass
+class NotebookScores:
+    """Autograded scores of the three submissions of one notebook."""
+
+    assignment: str
+    max_score: float
+    scores: dict[str, float]
+    wrong_exercise: str
+    wrong_points: float
+    feedback: dict[str, Path]
+
+    @property
+    def as_expected(self) -> bool:
+        return (self.scores["solutions"] == self.max_score and self.scores["untouched"] == 0
+                and self.scores["one-wrong"] == self.max_score - self.wrong_points)
+
+
+def _wrong_answer(name: str, nb) -> tuple[str, str]:
+    found = exercises(nb)
+    if not found:
+        raise ClassroomError(f"{name} has no exercises to grade")
+    if name in PLAUSIBLE_WRONG_ANSWERS and PLAUSIBLE_WRONG_ANSWERS[name][0] == found[0].solution_id:
+        return PLAUSIBLE_WRONG_ANSWERS[name]
+    # No registered wrong answer: leave the first exercise unanswered (nbgrader's stub).
+    return found[0].solution_id, "# YOUR CODE HERE\nraise NotImplementedError()\n"
+
+
+def grade_check(out: Path | str, names: Sequence[str] = (), parameters: dict | None = None,
+                feedback: bool = True) -> list[NotebookScores]:
+    """Build the course at ``out`` and autograde three submissions of every notebook with nbgrader.
+
+    Students ``solutions`` (the instructor's answers pasted into the release), ``untouched`` (the
+    release as handed out) and ``one-wrong`` (the solutions with the first exercise answered
+    wrongly).  ``parameters`` are appended to each submission's ``parameters`` cell -- what a
+    student may edit -- e.g. ``{"rounds": 2}`` for a quick check.  Generates HTML feedback.
+    """
+    with _tools_on_path():
+        return _grade_check(Path(out).resolve(), names, parameters, feedback)
+
+
+def _grade_check(root: Path, names: Sequence[str], parameters: dict | None, feedback: bool) -> list[NotebookScores]:
+    from nbgrader.api import Gradebook
+
+    assignments = build_course(root, names)
+    api = _api(root)
+    results = []
+    for name in assignments:
+        source = nbformat.read(root / "source" / name / f"{name}.ipynb", as_version=4)
+        release = nbformat.read(root / "release" / name / f"{name}.ipynb", as_version=4)
+        wrong = _wrong_answer(name, source)
+        submissions = {"solutions": _fill(release, source), "untouched": copy.deepcopy(release),
+                       "one-wrong": _fill(release, source, wrong)}
+        for student, nb in submissions.items():
+            if parameters:
+                for cell in nb.cells:
+                    if _is_parameters(cell):
+                        cell.source += "\n" + "\n".join(f"{k} = {v!r}" for k, v in parameters.items()) + "\n"
+            target = root / "submitted" / student / name / f"{name}.ipynb"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, target)
+            _require(api.autograde(name, student, force=True, create=True), f"autograde {name} for {student}")
+        written = {}
+        if feedback:
+            for student in submissions:
+                _require(api.generate_feedback(name, student, force=True), f"generate_feedback {name} {student}")
+                written[student] = root / "feedback" / student / name / f"{name}.html"
+        with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+            scores = {s: gradebook.find_submission(name, s).score for s in submissions}
+            max_score = gradebook.find_assignment(name).max_score
+            points = gradebook.find_graded_cell(next(e.test_id for e in exercises(source)
+                                                     if e.solution_id == wrong[0]), name, name).max_score
+        results.append(NotebookScores(name, max_score, scores, wrong[0], points, written))
+    return results
+
+
+def format_scores(results: Sequence[NotebookScores]) -> str:
+    """The score table of :func:`grade_check` (Markdown, as in the README)."""
+    lines = ["| notebook | solutions | untouched release | one wrong exercise | as expected |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.assignment} | {r.scores['solutions']:g} / {r.max_score:g} | "
+                     f"{r.scores['untouched']:g} / {r.max_score:g} | {r.scores['one-wrong']:g} / {r.max_score:g} "
+                     f"(`{r.wrong_exercise}`: −{r.wrong_points:g}) | {'yes' if r.as_expected else 'NO'} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+def _course_error(exc: Exception):
+    from .__main__ import CourseError
+
+    return CourseError(str(exc))
+
+
+def cmd_classroom(args) -> int:
+    """``python -m fedlab_utils classroom``: see :func:`add_parser`."""
+    try:
+        if args.lock_source or args.validate:
+            changes = lock_source(find_notebooks(args.notebooks), check_only=args.validate)
+            for name, changed in changes.items():
+                print(f"  {name}: {'valid' if not changed else f'locked {len(changed)} cell(s); valid'}")
+            return 0
+        if args.grade_check:
+            parameters = {name: _literal(value) for name, value in (args.parameter or [])}
+            results = grade_check(args.out, args.notebooks, parameters=parameters or None)
+            print(format_scores(results))
+            print(f"\ncourse directory with gradebook and feedback: {Path(args.out).resolve()}")
+            return 0 if all(r.as_expected for r in results) else 1
+        names = build_course(args.out, args.notebooks)
+        root = Path(args.out).resolve()
+        print(f"nbgrader course in {root}: {len(names)} assignment(s) in source/ and release/, "
+              f"gradebook {root / 'gradebook.db'}")
+        return 0
+    except ClassroomError as exc:
+        raise _course_error(exc) from exc
+
+
+def _literal(text: str):
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def cmd_student(args) -> int:
+    """``python -m fedlab_utils student``: nbgrader's release versions, flat in one folder."""
+    try:
+        for path in student_versions(args.out, args.notebooks):
+            print(f"  student version: {path}")
+    except ClassroomError as exc:
+        raise _course_error(exc) from exc
+    return 0
+
+
+def add_parser(sub) -> None:
+    """The ``classroom`` subcommand."""
+    parser = sub.add_parser(
+        "classroom", help="build an nbgrader course (source/, release/, gradebook); lock/validate the notebooks; "
+                          "autograde three submissions per notebook",
+        description="Without options: write an nbgrader course directory to --out and release every "
+                    "assignment with nbgrader generate_assignment.")
+    parser.add_argument("notebooks", nargs="*", help="names or prefixes (e.g. 00); default: all")
+    parser.add_argument("--out", default="build/classroom", help="course directory (default: build/classroom)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--lock-source", action="store_true",
+                      help="lock every non-exercise cell of the committed notebooks (stable grade ids) and validate")
+    mode.add_argument("--validate", action="store_true", help="only validate the committed notebooks")
+    mode.add_argument("--grade-check", action="store_true",
+                      help="autograde three submissions per notebook (solutions, untouched release, one wrong "
+                           "exercise), write feedback, print the score table; exit 1 unless all are as expected")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                        help="with --grade-check: set a parameter in each submission's parameters cell")
+    parser.set_defaults(func=cmd_classroom)
+
+
+def add_student_parser(sub) -> None:
+    """The ``student`` subcommand (a shortcut: the release notebooks only)."""
+    parser = sub.add_parser("student", help="student versions (nbgrader's release of each notebook) in one folder")
+    parser.add_argument("notebooks", nargs="*")
+    parser.add_argument("--out", default="build/student")
+    parser.set_defaults(func=cmd_student)

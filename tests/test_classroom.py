@@ -1,0 +1,158 @@
+"""The course as an nbgrader course, with nbgrader's real pipeline and SQLite gradebook (no mocks).
+
+The slow test autogrades notebook 00 three times (the solutions, the untouched release, one wrong
+exercise) with small parameters set in each submission's ``parameters`` cell, as a student may;
+``make classroom-check`` does all notebooks with their defaults.
+"""
+import copy
+import os
+import sqlite3
+import stat
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from fedlab_utils import classroom
+from fedlab_utils.classroom import (ClassroomError, exercises, locked_metadata, normalize_notebook, solution_metadata,
+                                    grader_metadata, validate_notebook)
+
+NOTEBOOKS = classroom.find_notebooks()
+# Small enough to autograde in seconds; every graded check still runs on real objects of the notebook.
+FAST_00 = {"dataset": "digits", "num_clients": 6, "rounds": 2, "fedsgd_rounds": 2, "local_epochs": 1}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _exercise(n: int, points: int = 1):
+    return [new_markdown_cell(f"### Exercise {n}", id=f"prompt-{n}"),
+            new_code_cell(f"def f{n}(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION", id=f"sol-{n}",
+                          metadata={"nbgrader": solution_metadata(f"ex{n}")}),
+            new_code_cell(f"checks.check_thing(f{n})", id=f"test-{n}",
+                          metadata={"nbgrader": grader_metadata(f"ex{n}-test", points)})]
+
+
+def _toy_notebook():
+    cells = [new_markdown_cell("# Title", id="title"),
+             new_code_cell("seed = 0", id="params", metadata={"tags": ["parameters"]}),
+             new_code_cell("import torch", id="setup")]
+    for n in (1, 2, 3):
+        cells += _exercise(n, points=n)
+    return new_notebook(cells=cells)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_is_a_valid_nbgrader_source(path):
+    nb = nbformat.read(path, as_version=4)
+    assert validate_notebook(nb, path.name) == []
+    assert normalize_notebook(copy.deepcopy(nb)) == [], "not normalised: run python -m fedlab_utils classroom --lock-source"
+    found = exercises(nb)
+    assert len(found) >= 3 and all(e.points > 0 for e in found)
+    assert len({e.points for e in found}) > 1 or len(found) > 3, "points should reflect difficulty"
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            assert meta["locked"] and "check_" in cell.source
+        elif not meta.get("solution"):
+            assert meta.get("locked") or "parameters" in cell.metadata.get("tags", [])
+    assert any("Run All stops at the first unanswered exercise" in c.source for c in nb.cells[:3])
+
+
+def test_normaliser_locks_with_stable_ids_and_is_idempotent():
+    nb = _toy_notebook()
+    changed = normalize_notebook(nb)
+    assert changed == ["cell-title", "cell-setup", "cell-prompt-1", "cell-prompt-2", "cell-prompt-3"]
+    assert nb.cells[0].metadata.nbgrader == locked_metadata("cell-title")
+    assert "nbgrader" not in nb.cells[1].metadata  # students may edit parameters
+    assert nb.cells[4].metadata.nbgrader == solution_metadata("ex1")  # exercises untouched
+    before = nbformat.writes(nb)
+    assert normalize_notebook(nb) == [] and nbformat.writes(nb) == before
+    assert validate_notebook(nb) == []
+    assert [(e.solution_id, e.test_id, e.points) for e in exercises(nb)] == [
+        ("ex1", "ex1-test", 1), ("ex2", "ex2-test", 2), ("ex3", "ex3-test", 3)]
+
+
+def test_normaliser_refuses_an_unmarked_solution_region():
+    nb = _toy_notebook()
+    nb.cells.append(new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", id="stray"))
+    with pytest.raises(ClassroomError, match="stray.*no nbgrader solution metadata"):
+        normalize_notebook(nb)
+
+
+def test_validator_names_each_problem():
+    nb = _toy_notebook()
+    normalize_notebook(nb)
+    nb.cells.pop()                                       # exercise 3 loses its test cell
+    nb.cells[5].metadata.nbgrader["locked"] = False      # exercise 1's test cell is editable
+    nb.cells[8].metadata.nbgrader["grade_id"] = "ex1"    # a repeated grade id
+    nb.cells.append(new_code_cell("x = 1", id="late"))   # not locked
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="hi")]
+    problems = "\n".join(validate_notebook(nb, "toy"))
+    for expected in ("ex3' is not followed by an autograder-test cell", "test cell 'ex1-test' must be locked",
+                     "grade_id 'ex1' repeats", "late) : not locked".replace(" :", ":"), "has outputs",
+                     "2 graded exercise(s)"):
+        assert expected in problems, expected
+
+
+def test_every_notebook_passes_generate_assignment(tmp_path):
+    names = classroom.build_course(tmp_path / "course")
+    root = tmp_path / "course"
+    assert names == [p.stem for p in NOTEBOOKS]
+    config = (root / "nbgrader_config.py").read_text()
+    assert "c.CourseDirectory.db_url" in config and "sqlite:///" in config
+    assert (root / "data").resolve() == classroom.ROOT / "data" and (root / "data" / "mnist5k.npz").exists()
+    expected_mode = 0o666 & ~_umask()
+    assert stat.S_IMODE((root / "nbgrader_config.py").stat().st_mode) == expected_mode
+    for name in names:
+        source = nbformat.read(root / "source" / name / f"{name}.ipynb", as_version=4)
+        assert stat.S_IMODE((root / "source" / name / f"{name}.ipynb").stat().st_mode) == expected_mode
+        release = nbformat.read(root / "release" / name / f"{name}.ipynb", as_version=4)
+        text = nbformat.writes(release)
+        assert "### BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
+        assert text.count("raise NotImplementedError()") >= len(exercises(source))
+        assert [e.test_id for e in exercises(release)] == [e.test_id for e in exercises(source)]
+        locked = [c for c in release.cells if c.metadata.get("nbgrader", {}).get("locked")]
+        assert locked and all(c.metadata.get("editable") is False for c in locked)
+    with sqlite3.connect(root / "gradebook.db") as db:
+        assert sorted(r[0] for r in db.execute("select name from assignment")) == names
+
+
+def test_autograde_three_submissions_of_notebook_00(tmp_path):
+    """classroom -> generate_assignment -> three submissions -> autograde -> feedback, in SQLite."""
+    results = classroom.grade_check(tmp_path / "course", ["00"], parameters=FAST_00)
+    [r] = results
+    wrong_id, _ = classroom.PLAUSIBLE_WRONG_ANSWERS["00_federated_baseline"]
+    points = {e.solution_id: e.points for e in exercises(nbformat.read(NOTEBOOKS[0], as_version=4))}
+    assert r.max_score == sum(points.values())
+    assert r.scores["solutions"] == r.max_score
+    assert r.scores["untouched"] == 0
+    assert r.wrong_exercise == wrong_id and r.wrong_points == points[wrong_id]
+    assert r.scores["one-wrong"] == r.max_score - points[wrong_id]
+    assert r.as_expected
+    for student, html in r.feedback.items():
+        body = html.read_text()
+        assert html.suffix == ".html" and "00_federated_baseline" in body, student
+    assert "AssertionError" in r.feedback["one-wrong"].read_text()  # the hint reaches the student
+    # The gradebook is nbgrader's SQLite database: per-cell autograded scores.
+    with sqlite3.connect(tmp_path / "course" / "gradebook.db") as db:
+        rows = db.execute("""select student.id, grade_cell.name, grade.auto_score from grade
+                             join grade_cell on grade.cell_id = grade_cell.id
+                             join submitted_notebook on grade.notebook_id = submitted_notebook.id
+                             join submitted_assignment on submitted_notebook.assignment_id = submitted_assignment.id
+                             join student on submitted_assignment.student_id = student.id""").fetchall()
+    one_wrong = {cell: score for student, cell, score in rows if student == "one-wrong"}
+    assert one_wrong[f"{wrong_id}-test"] == 0
+    assert all(score == points[cell[:-len("-test")]] for cell, score in one_wrong.items() if cell != f"{wrong_id}-test")
+
+
+def test_cli_validates_and_refuses_unknown_notebooks(capsys):
+    from fedlab_utils.__main__ import main
+
+    assert main(["classroom", "--validate", "00"]) == 0
+    assert "00_federated_baseline.ipynb: valid" in capsys.readouterr().out
+    assert main(["classroom", "--validate", "99"]) == 2
+    assert "notebook '99' not found" in capsys.readouterr().err
