@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 
 import torch
-from common import time_call, time_notebook
+from common import time_notebook
 
 from fedlab_utils.compression import (ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, TopKCodec,
                                       model_size_bytes, quantize_model_int8)
 from fedlab_utils.data import load_dataset
 from fedlab_utils.models import make_model
-from fedlab_utils.timing import inference_latency
+from fedlab_utils.timing import inference_latency, time_calls
 from fedlab_utils.wire import Fp32Codec
 
 
@@ -42,10 +42,9 @@ def bench_codecs() -> dict:
         def roundtrip(codec=codec):
             codec.decode(codec.encode(update, 0), update)
 
-        timing = time_call(roundtrip, repeats=15, warmup=2)
+        seconds = time_calls(roundtrip, repeats=15, warmup=2).median_s
         out[codec.name] = {"payload_bytes": len(payload), "x_smaller_than_fp32": fp32_bytes / len(payload),
-                           "encode_decode_ms": 1e3 * timing["median_s"],
-                           "encode_decode_MB_per_s": fp32_bytes / 1e6 / timing["median_s"]}
+                           "encode_decode_ms": 1e3 * seconds, "encode_decode_MB_per_s": fp32_bytes / 1e6 / seconds}
     return {"update_params": fp32_bytes // 4, "fp32_bytes": fp32_bytes, "codecs": out}
 
 
