@@ -34,26 +34,25 @@ the ledger counts their ``len()``.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812  (the article forgot this import)
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import ClientData
-from .federated import (History, LocalTraining, RoundRecord, progress_enabled, apply_delta, client_generator,
-                        evaluate, make_optimizer, model_state, sample_clients, state_delta, train_locally,
+from .federated import (ClientResult, History, LocalTraining, RoundProtocol, apply_delta, client_generator, evaluate,
+                        make_optimizer, minibatches, model_state, per_client, run, state_delta, train_locally,
                         weighted_average)
-from .ledger import EnergyMeter, EnergyProfile, forward_flops, get_profile, training_flops_per_sample
-from .validation import check_choice, check_fraction, check_int, check_real
+from .ledger import EnergyProfile, forward_flops, training_flops_per_sample
+from .validation import check_choice, check_int, check_real
 from .wire import Fp32Codec, Update
 
 __all__ = ["kd_loss", "check_temperature", "check_alpha", "check_proxy_size", "proxy_split", "distill_step",
-           "distill", "distill_flops", "ensemble_logits", "EnsembleDistillation", "run_feddf_heterogeneous",
-           "LogitCodec", "class_average_logits", "run_logit_sharing", "weight_payload_bytes"]
+           "distill", "distill_flops", "ensemble_logits", "EnsembleDistillation", "FedDFHeterogeneous",
+           "run_feddf_heterogeneous",
+           "LogitCodec", "class_average_logits", "LogitSharing", "run_logit_sharing", "weight_payload_bytes"]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -153,9 +152,7 @@ def distill(student: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, 
     opt = make_optimizer(optimizer, student.parameters(), lr)
     losses, n = [], len(x)
     for _ in range(epochs):
-        order = torch.randperm(n, generator=generator).to(x.device)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+        for idx in minibatches(n, batch_size, generator, x.device):
             xb = x[idx]
             yb = None if y is None else y[idx]
             tb = teacher[idx] if isinstance(teacher, torch.Tensor) else teacher
@@ -240,17 +237,102 @@ class EnsembleDistillation:
                 f"lr={self.lr})")
 
 
-def _record(round_idx, selected, model_or_acc, test, train_losses, bytes_up, bytes_down, flops, start, profile,
-            meter, joules_before) -> RoundRecord:
-    if isinstance(model_or_acc, tuple):
-        accuracy, loss = model_or_acc
-    else:
-        accuracy, loss = evaluate(model_or_acc, *test)
-    joules_after = meter.read()
-    return RoundRecord(round_idx, list(selected), accuracy, loss, float(np.mean(train_losses)) if train_losses else
-                       float("nan"), int(bytes_up), int(bytes_down), int(flops), time.perf_counter() - start,
-                       profile.energy(flops, bytes_up, bytes_down),
-                       None if joules_before is None else joules_after - joules_before)
+class FedDFHeterogeneous(RoundProtocol):
+    """FedDF with clients of different architectures, as a :class:`~fedlab_utils.federated.RoundProtocol`.
+
+    Each client downloads its architecture's global model (fp32), trains locally and uploads
+    its update (fp32).  The server averages each architecture over its own clients, then
+    distils the ensemble of **all** surviving clients' models on ``proxy_x`` into every
+    architecture's average.  ``evaluate`` reports ``accuracy/<name>`` and ``loss/<name>``.
+    """
+
+    label = "FedDF hetero"
+
+    def __init__(self, models: dict[str, nn.Module], assignment: Sequence[str], proxy_x: torch.Tensor, *,
+                 temperature: float = 1.0, distill_epochs: int = 2, batch_size: int = 64, lr: float = 1e-3):
+        for name in assignment:
+            check_choice("assignment", name, models)
+        check_int("distill_epochs", distill_epochs, 0)
+        self.models, self.assignment, self.proxy_x = models, list(assignment), proxy_x
+        self.temperature, self.distill_epochs = check_temperature(temperature), distill_epochs
+        self.batch_size, self.lr, self.codec = batch_size, lr, Fp32Codec()
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        if len(self.assignment) != len(ctx.clients):
+            raise ValueError(f"assignment names {len(self.assignment)} architectures but there are "
+                             f"{len(ctx.clients)} clients")
+        self.proxy = self.proxy_x.to(ctx.device)
+        self.globals = {k: copy.deepcopy(m).to(ctx.device) for k, m in self.models.items()}
+        self.workers = {k: copy.deepcopy(m) for k, m in self.globals.items()}
+        self.flops_per_sample = {k: training_flops_per_sample(m, ctx.input_shape) for k, m in self.globals.items()}
+
+    def broadcast(self, round_idx, selected):
+        self.received, self.members, sizes = {}, {}, {}
+        for arch in sorted({self.assignment[c] for c in selected}):
+            state = model_state(self.globals[arch])
+            payload = self.codec.encode(state)
+            self.received[arch] = (state, self.codec.decode(payload, state))
+            sizes[arch] = len(payload)
+        return {c: sizes[self.assignment[c]] for c in selected}
+
+    def train(self, round_idx, clients):
+        def work(cid: int) -> ClientResult:
+            arch, data = self.assignment[cid], self.ctx.clients[cid]
+            state, received = self.received[arch]
+            worker = self.workers[arch]
+            worker.load_state_dict(received, strict=False)
+            loss, processed = train_locally(worker, data, self.ctx.local,
+                                            generator=client_generator(self.ctx.seed, round_idx, cid))
+            payload = self.codec.encode(state_delta(model_state(worker), state), cid)
+            self.members[cid] = copy.deepcopy(worker)
+            return ClientResult(client_id=cid, num_samples=len(data), update=self.codec.decode(payload, state),
+                                train_loss=loss, samples_processed=processed, bytes_up=len(payload),
+                                flops=self.flops_per_sample[arch] * processed)
+
+        return per_client(clients, work)
+
+    def aggregate(self, round_idx, results):
+        members = [self.members[r.client_id] for r in results]
+        teacher = ensemble_logits(members, self.proxy)
+        shape, server_flops = tuple(self.proxy.shape[1:]), 0
+        for arch, model in self.globals.items():
+            rows = [r for r in results if self.assignment[r.client_id] == arch and r.num_samples > 0]
+            if not rows:
+                continue  # nobody of this architecture survived: its model stays as it was
+            state = model_state(model)
+            avg = weighted_average([r.update for r in rows], [r.num_samples for r in rows])
+            model.load_state_dict(apply_delta(state, avg), strict=False)
+            distill(model, self.proxy, teacher=teacher, temperature=self.temperature, alpha=1.0,
+                    epochs=self.distill_epochs, batch_size=self.batch_size, lr=self.lr, seed=self.ctx.seed + round_idx)
+            server_flops += self.distill_epochs * len(self.proxy) * training_flops_per_sample(model, shape)
+        return server_flops + len(self.proxy) * sum(forward_flops(m, shape) for m in members)
+
+    def evaluate(self):
+        metrics = {}
+        for arch, model in self.globals.items():
+            metrics[f"accuracy/{arch}"], metrics[f"loss/{arch}"] = evaluate(model, *self.ctx.test)
+        accs = [metrics[f"accuracy/{a}"] for a in self.globals]
+        losses = [metrics[f"loss/{a}"] for a in self.globals]
+        return float(np.mean(accs)), float(np.mean(losses)), metrics
+
+    def final_model(self):
+        return next(iter(self.globals.values()))
+
+    def config(self) -> dict:
+        return {"assignment": self.assignment, "temperature": self.temperature, "distill_epochs": self.distill_epochs,
+                "distill_batch_size": self.batch_size, "distill_lr": self.lr, "proxy_size": len(self.proxy_x),
+                "architectures": {k: [[n, list(v.shape)] for n, v in m.state_dict().items()]
+                                  for k, m in self.models.items()}}
+
+    def state_dict(self) -> dict:
+        return {"globals": {k: m.state_dict() for k, m in self.globals.items()},
+                "workers": {k: m.state_dict() for k, m in self.workers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, m in self.globals.items():
+            m.load_state_dict(state["globals"][k])
+            self.workers[k].load_state_dict(state["workers"][k])
 
 
 def run_feddf_heterogeneous(models: dict[str, nn.Module], assignment: Sequence[str], clients: Sequence[ClientData],
@@ -258,68 +340,24 @@ def run_feddf_heterogeneous(models: dict[str, nn.Module], assignment: Sequence[s
                             fraction: float = 1.0, local: LocalTraining = LocalTraining(), seed: int = 0,
                             temperature: float = 1.0, distill_epochs: int = 2, batch_size: int = 64,
                             lr: float = 1e-3, energy_profile: str | EnergyProfile = "phone-lte",
-                            label: str = "FedDF hetero", progress: bool | None = None) -> dict[str, History]:
-    """FedDF with clients of different architectures.
+                            label: str = "FedDF hetero", progress: bool | None = None, **options) -> dict[str, History]:
+    """FedDF with clients of different architectures (:class:`FedDFHeterogeneous` on :func:`~fedlab_utils.federated.run`).
 
     ``models`` maps an architecture name to its initial model; ``assignment[i]`` names client
-    ``i``'s architecture.  Each round: clients download their architecture's global model
-    (fp32), train locally, upload their weights (fp32); the server averages each architecture
-    over its own clients, then distils the ensemble of **all** sampled clients' logits on
-    ``proxy_x`` into every architecture's average.  Returns one :class:`History` per
-    architecture (``'<label> · <name>'``), each ledgering its own clients' bytes and FLOPs.
+    ``i``'s architecture.  Returns one :class:`History` per architecture (``'<label> · <name>'``),
+    each ledgering its own clients' bytes, FLOPs and joules and its own model's accuracy; a
+    round in which no client of an architecture was sampled is not in that History.
+    ``options`` go to :func:`~fedlab_utils.federated.run` (``faults=``, ``checkpoint=``, ...).
     """
-    check_int("rounds", rounds, 1)
-    check_fraction("fraction", fraction)
-    temperature = check_temperature(temperature)
     if len(assignment) != len(clients):
         raise ValueError(f"assignment names {len(assignment)} architectures but there are {len(clients)} clients")
-    for name in assignment:
-        check_choice("assignment", name, models)
-    profile, codec = get_profile(energy_profile), Fp32Codec()
-    device = clients[0].x.device
-    proxy_x, test = proxy_x.to(device), (test[0].to(device), test[1].to(device))
-    shape = tuple(clients[0].x.shape[1:])
-    globals_ = {k: copy.deepcopy(m).to(device) for k, m in models.items()}
-    workers = {k: copy.deepcopy(m) for k, m in globals_.items()}
-    flops_per_sample = {k: training_flops_per_sample(m, shape) for k, m in globals_.items()}
-    meter = EnergyMeter(device)
-    histories = {k: History(f"{label} · {k}", profile=profile.name, meter=meter.source,
-                            config={"rounds": rounds, "fraction": fraction, "seed": seed, "architecture": k,
-                                    "clients": [i for i, a in enumerate(assignment) if a == k],
-                                    "temperature": temperature, "distill_epochs": distill_epochs,
-                                    "proxy_size": len(proxy_x)})
-                 for k in models}
-    for round_idx in tqdm(range(1, rounds + 1), desc=label, disable=not progress_enabled(progress), leave=False):
-        start, joules_before = time.perf_counter(), meter.read()
-        selected = sample_clients(len(clients), fraction, np.random.default_rng([seed, round_idx]))
-        members, per_arch = [], {k: [] for k in models}
-        for cid in selected:
-            arch = assignment[cid]
-            received = model_state(globals_[arch])
-            down = codec.encode(received)
-            worker = workers[arch]
-            worker.load_state_dict(codec.decode(down, received), strict=False)
-            loss, processed = train_locally(worker, clients[cid], local, generator=client_generator(seed, round_idx, cid))
-            up = codec.encode(state_delta(model_state(worker), received), cid)
-            update = codec.decode(up, received)
-            per_arch[arch].append((cid, update, len(clients[cid]), loss, processed, len(up), len(down)))
-            member = copy.deepcopy(worker)
-            members.append(member)
-        teacher = ensemble_logits(members, proxy_x)
-        for arch, rows in per_arch.items():
-            if not rows:
-                continue  # nobody of this architecture was sampled: its model stays as it was
-            state = model_state(globals_[arch])
-            avg = weighted_average([r[1] for r in rows], [r[2] for r in rows])
-            globals_[arch].load_state_dict(apply_delta(state, avg), strict=False)
-            distill(globals_[arch], proxy_x, teacher=teacher, temperature=temperature, alpha=1.0,
-                    epochs=distill_epochs, batch_size=batch_size, lr=lr, seed=seed + round_idx)
-            flops = flops_per_sample[arch] * sum(r[4] for r in rows)
-            histories[arch].records.append(_record(
-                round_idx, [r[0] for r in rows], globals_[arch], test, [r[3] for r in rows], sum(r[5] for r in rows),
-                sum(r[6] for r in rows), flops, start, profile, meter, joules_before))
+    protocol = FedDFHeterogeneous(models, assignment, proxy_x, temperature=temperature, distill_epochs=distill_epochs,
+                                  batch_size=batch_size, lr=lr)
+    history = run(None, clients, test, rounds=rounds, fraction=fraction, local=local, seed=seed,
+                  energy_profile=energy_profile, label=label, progress=progress, protocol=protocol, **options)
+    histories = history.split(lambda c: assignment[c], list(models), label)
     for arch, h in histories.items():
-        h.model = globals_[arch]
+        h.model = protocol.globals[arch]
     return {h.label: h for h in histories.values()}
 
 
@@ -371,13 +409,125 @@ def class_average_logits(model: nn.Module, data: ClientData, num_classes: int) -
     return sums / counts.clamp(min=1)[:, None], counts
 
 
+class LogitSharing(RoundProtocol):
+    """Federated distillation by logit sharing (FedMD / FD) as a :class:`~fedlab_utils.federated.RoundProtocol`.
+
+    Every client keeps its own model; the server only ever sees logits.  See
+    :func:`run_logit_sharing` for the two modes.  Accuracy is the mean test accuracy over the
+    clients' own models.
+    """
+
+    def __init__(self, model: nn.Module | Sequence[nn.Module], *, proxy_x: torch.Tensor | None = None,
+                 mode: str = "proxy", temperature: float = 1.0, alpha: float = 0.5, distill_epochs: int = 1,
+                 batch_size: int = 64, lr: float = 1e-3, codec: LogitCodec | None = None,
+                 num_classes: int | None = None):
+        check_choice("mode", mode, ("proxy", "per_class"))
+        self.temperature, self.alpha = check_temperature(temperature), check_alpha(alpha)
+        if mode == "proxy" and (proxy_x is None or len(proxy_x) == 0):
+            raise ValueError("mode='proxy' needs a non-empty proxy_x (set proxy_size >= 1)")
+        self.model, self.proxy_x, self.mode, self.distill_epochs = model, proxy_x, mode, distill_epochs
+        self.batch_size, self.lr, self.codec, self.num_classes = batch_size, lr, codec or LogitCodec("fp16"), num_classes
+        self.label = "FedMD (proxy logits)" if mode == "proxy" else "FD (class logits)"
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        model, device = self.model, ctx.device
+        self.models = ([copy.deepcopy(model).to(device) for _ in ctx.clients] if isinstance(model, nn.Module)
+                       else [copy.deepcopy(m).to(device) for m in model])
+        if len(self.models) != len(ctx.clients):
+            raise ValueError(f"got {len(self.models)} models for {len(ctx.clients)} clients; give one model or one "
+                             f"per client")
+        self.proxy = None if self.proxy_x is None else self.proxy_x.to(device)
+        with torch.no_grad():
+            self.classes = self.num_classes or int(self.models[0](ctx.clients[0].x[:1]).shape[1])
+        self.train_fps = [training_flops_per_sample(m, ctx.input_shape) for m in self.models]
+        self.fwd_fps = [forward_flops(m, ctx.input_shape) for m in self.models]
+        rows = len(self.proxy_x) if self.mode == "proxy" else self.classes
+        self.template = torch.zeros(rows, self.classes)
+        self.consensus_payload: bytes | None = None
+        self.weights: dict[int, object] = {}
+
+    def broadcast(self, round_idx, selected):
+        payload = self.consensus_payload
+        self.consensus = None if payload is None else self.codec.decode(payload, self.template).to(self.ctx.device)
+        return dict.fromkeys(selected, 0 if payload is None else len(payload))
+
+    def _client_step(self, cid: int, round_idx: int) -> ClientResult:
+        m, data, ctx = self.models[cid], self.ctx.clients[cid], self.ctx
+        gen, flops = client_generator(ctx.seed, round_idx, cid), 0
+        if self.mode == "proxy":
+            if self.consensus is not None and self.distill_epochs > 0:  # digest: match the consensus on public data
+                distill(m, self.proxy, teacher=self.consensus, temperature=self.temperature, alpha=1.0,
+                        epochs=self.distill_epochs, batch_size=self.batch_size, lr=self.lr,
+                        seed=int(torch.randint(2**31, (1,), generator=gen)))
+                flops += self.train_fps[cid] * self.distill_epochs * len(self.proxy)
+            loss, processed = train_locally(m, data, ctx.local, generator=gen)  # revisit: private labels
+            with torch.no_grad():
+                m.eval()
+                mine = m(self.proxy)
+            flops += self.fwd_fps[cid] * len(self.proxy)
+            self.weights[cid] = 1.0
+        else:
+            loss_fn = None
+            if self.consensus is not None:
+                table = self.consensus
+
+                def loss_fn(logits, y, _t=table):
+                    return kd_loss(logits, _t[y], y, temperature=self.temperature, alpha=self.alpha)
+            loss, processed = (train_locally(m, data, ctx.local, generator=gen, loss_fn=loss_fn) if loss_fn
+                               else train_locally(m, data, ctx.local, generator=gen))
+            mine, counts = class_average_logits(m, data, self.classes)
+            flops += self.fwd_fps[cid] * len(data)
+            self.weights[cid] = counts
+        flops += self.train_fps[cid] * processed
+        payload = self.codec.encode({"logits": mine}, cid)
+        return ClientResult(client_id=cid, num_samples=len(data), train_loss=loss, samples_processed=processed,
+                            update=self.codec.decode(payload, self.template).to(ctx.device),  # what the server sees
+                            bytes_up=len(payload), flops=flops)
+
+    def train(self, round_idx, clients):
+        return per_client(clients, lambda cid: self._client_step(cid, round_idx))
+
+    def aggregate(self, round_idx, results):
+        uploads = torch.stack([r.update for r in results])
+        if self.mode == "proxy":
+            agg = uploads.mean(0)
+        else:  # per class, weighted by how many samples of that class each client holds
+            w = torch.stack([self.weights[r.client_id] for r in results]).to(self.ctx.device)  # clients × classes
+            agg = (uploads * w[:, :, None]).sum(0) / w.sum(0).clamp(min=1)[:, None]
+        self.consensus_payload = self.codec.encode({"logits": agg})
+        return 0
+
+    def evaluate(self):
+        accs = [evaluate(m, *self.ctx.test) for m in self.models]
+        return float(np.mean([a for a, _ in accs])), float(np.mean([l_ for _, l_ in accs])), {}
+
+    def final_model(self):
+        return self.models[0]
+
+    def config(self) -> dict:
+        return {"mode": self.mode, "temperature": self.temperature, "alpha": self.alpha, "codec": self.codec.name,
+                "distill_epochs": self.distill_epochs, "proxy_size": None if self.proxy_x is None else len(self.proxy_x)}
+
+    def state_dict(self) -> dict:
+        payload = self.consensus_payload
+        return {"models": [m.state_dict() for m in self.models],
+                "consensus": None if payload is None else torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for m, s in zip(self.models, state["models"]):
+            m.load_state_dict(s)
+        consensus = state["consensus"]
+        self.consensus_payload = None if consensus is None else consensus.cpu().numpy().tobytes()
+
+
 def run_logit_sharing(model: nn.Module | Sequence[nn.Module], clients: Sequence[ClientData],
                       test: tuple[torch.Tensor, torch.Tensor], *, rounds: int, proxy_x: torch.Tensor | None = None,
                       mode: str = "proxy", local: LocalTraining = LocalTraining(), seed: int = 0,
                       temperature: float = 1.0, alpha: float = 0.5, distill_epochs: int = 1, batch_size: int = 64,
                       lr: float = 1e-3, codec: LogitCodec | None = None, num_classes: int | None = None,
                       energy_profile: str | EnergyProfile = "phone-lte", label: str | None = None,
-                      progress: bool | None = None) -> History:
+                      progress: bool | None = None, fraction: float = 1.0, **options) -> History:
     """Federated distillation by logit sharing: weights never leave the clients.
 
     ``mode='proxy'`` (FedMD): each round every client (1) distils on the public ``proxy_x``
@@ -390,82 +540,16 @@ def run_logit_sharing(model: nn.Module | Sequence[nn.Module], clients: Sequence[
     the teacher row picked by the sample's label.  No proxy set needed.
 
     ``model`` is one initial model (copied to every client) or one model per client (different
-    architectures are fine).  Accuracy is the mean test accuracy over the clients' own models.
+    architectures are fine).  Accuracy is the mean test accuracy over the clients' own models
+    (``history.client_models``).  This is :class:`LogitSharing` on
+    :func:`~fedlab_utils.federated.run`; ``options`` go to it (``faults=``, ``checkpoint=``, ...).
     """
     check_int("rounds", rounds, 1)
-    check_choice("mode", mode, ("proxy", "per_class"))
-    temperature, alpha = check_temperature(temperature), check_alpha(alpha)
-    codec = codec or LogitCodec("fp16")
-    profile = get_profile(energy_profile)
-    device = clients[0].x.device
-    test = (test[0].to(device), test[1].to(device))
-    models = ([copy.deepcopy(model).to(device) for _ in clients] if isinstance(model, nn.Module)
-              else [copy.deepcopy(m).to(device) for m in model])
-    if len(models) != len(clients):
-        raise ValueError(f"got {len(models)} models for {len(clients)} clients; give one model or one per client")
-    if mode == "proxy":
-        if proxy_x is None or len(proxy_x) == 0:
-            raise ValueError("mode='proxy' needs a non-empty proxy_x (set proxy_size >= 1)")
-        proxy_x = proxy_x.to(device)
-    shape = tuple(clients[0].x.shape[1:])
-    with torch.no_grad():
-        classes = num_classes or int(models[0](clients[0].x[:1]).shape[1])
-    train_fps = [training_flops_per_sample(m, shape) for m in models]
-    fwd_fps = [forward_flops(m, shape) for m in models]
-    meter = EnergyMeter(device)
-    label = label or ("FedMD (proxy logits)" if mode == "proxy" else "FD (class logits)")
-    history = History(label, profile=profile.name, meter=meter.source,
-                      config={"rounds": rounds, "mode": mode, "num_clients": len(clients), "seed": seed,
-                              "temperature": temperature, "alpha": alpha, "codec": codec.name,
-                              "proxy_size": None if proxy_x is None else len(proxy_x),
-                              "local": {k: v for k, v in vars(local).items() if not callable(v)}})
-    consensus_payload: bytes | None = None
-    template = torch.zeros(len(proxy_x) if mode == "proxy" else classes, classes)
-    for round_idx in tqdm(range(1, rounds + 1), desc=label, disable=not progress_enabled(progress), leave=False):
-        start, joules_before = time.perf_counter(), meter.read()
-        consensus = None if consensus_payload is None else codec.decode(consensus_payload, template).to(device)
-        uploads, weights, losses, flops, bytes_up = [], [], [], 0, 0
-        bytes_down = 0 if consensus_payload is None else len(consensus_payload) * len(clients)
-        for cid, (m, data) in enumerate(zip(models, clients)):
-            gen = client_generator(seed, round_idx, cid)
-            if mode == "proxy":
-                if consensus is not None and distill_epochs > 0:  # digest: match the consensus on public data
-                    distill(m, proxy_x, teacher=consensus, temperature=temperature, alpha=1.0, epochs=distill_epochs,
-                            batch_size=batch_size, lr=lr, seed=int(torch.randint(2**31, (1,), generator=gen)))
-                    flops += train_fps[cid] * distill_epochs * len(proxy_x)
-                loss, processed = train_locally(m, data, local, generator=gen)  # revisit: private labels
-                with torch.no_grad():
-                    m.eval()
-                    mine = m(proxy_x)
-                flops += fwd_fps[cid] * len(proxy_x)
-                weights.append(1.0)
-            else:
-                loss_fn = None
-                if consensus is not None:
-                    table = consensus
-
-                    def loss_fn(logits, y, _t=table):
-                        return kd_loss(logits, _t[y], y, temperature=temperature, alpha=alpha)
-                loss, processed = (train_locally(m, data, local, generator=gen, loss_fn=loss_fn) if loss_fn
-                                   else train_locally(m, data, local, generator=gen))
-                mine, counts = class_average_logits(m, data, classes)
-                flops += fwd_fps[cid] * len(data)
-                weights.append(counts)
-            flops += train_fps[cid] * processed
-            payload = codec.encode({"logits": mine}, cid)
-            bytes_up += len(payload)
-            uploads.append(codec.decode(payload, template).to(device))  # the server sees what was sent
-            losses.append(loss)
-        if mode == "proxy":
-            agg = torch.stack(uploads).mean(0)
-        else:  # per class, weighted by how many samples of that class each client holds
-            w = torch.stack(weights).to(device)  # clients × classes
-            agg = (torch.stack(uploads) * w[:, :, None]).sum(0) / w.sum(0).clamp(min=1)[:, None]
-        consensus_payload = codec.encode({"logits": agg})
-        accs = [evaluate(m, *test) for m in models]
-        acc = (float(np.mean([a for a, _ in accs])), float(np.mean([l_ for _, l_ in accs])))
-        history.records.append(_record(round_idx, range(len(clients)), acc, test, losses, bytes_up, bytes_down, flops,
-                                       start, profile, meter, joules_before))
-    history.model = models[0]
-    history.client_models = models  # every client's own model (they were never averaged)
+    protocol = LogitSharing(model, proxy_x=proxy_x, mode=mode, temperature=temperature, alpha=alpha,
+                            distill_epochs=distill_epochs, batch_size=batch_size, lr=lr, codec=codec,
+                            num_classes=num_classes)
+    history = run(None, clients, test, rounds=rounds, fraction=fraction, local=local, seed=seed,
+                  energy_profile=energy_profile, label=label or protocol.label, progress=progress, protocol=protocol,
+                  **options)
+    history.client_models = protocol.models  # every client's own model (they were never averaged)
     return history

@@ -15,9 +15,11 @@ Three ways to cut one ``nn.Sequential`` model:
   ``torch.distributed`` send/recv (gloo on CPU, NCCL on GPUs).  The worker lives in
   :mod:`fedlab_utils.parallel_worker` -- a notebook-defined function cannot be spawned -- and is
   also runnable with ``torchrun --nproc_per_node 2 -m fedlab_utils.parallel_worker --demo``.
-* **split learning for FL** (:func:`splitfed_run`): SplitFed (Thapa et al., AAAI 2022).  Each
-  client runs the layers before ``cut``, the server the rest; activations go up and their
-  gradients come down as serialized payloads whose ``len()`` the ledger counts.
+* **split learning for FL** (:func:`splitfed_run`): SplitFed (Thapa et al., AAAI 2022), in
+  :mod:`fedlab_utils.split_learning` (re-exported here): a protocol of the one federated loop.
+
+The Gantt chart of a pipeline step is :func:`fedlab_utils.plotting.plot_schedule`; timings
+synchronise the device first (:func:`fedlab_utils.timing.synchronize`, CUDA and MPS).
 """
 from __future__ import annotations
 
@@ -37,17 +39,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import ClientData
-from .federated import (History, LocalTraining, RoundRecord, client_generator, evaluate, make_optimizer,
-                        model_state, weighted_average)
-from .ledger import PROFILES, get_profile, training_flops_per_sample
-from .validation import check_choice, check_int
-from .wire import Codec, Fp32Codec
+from .parallel_worker import write_job
+from .split_learning import (CutInfo, SplitFed, bytes_vs_local_size, client_training_flops_per_sample, cut_profile,
+                             split_at, splitfed_run)
+from .timing import synchronize
+from .validation import check_int
 
 __all__ = ["split_sequential", "stage_boundaries", "StagedModel", "stage_input_shapes", "PipelineReport", "pipeline_train_step", "timed_pipeline_step",
-           "gpipe_schedule", "gpipe_makespan", "plot_schedule", "ideal_bubble", "reference_step", "find_free_port", "MultiProcessResult",
+           "gpipe_schedule", "gpipe_makespan", "ideal_bubble", "reference_step", "find_free_port", "MultiProcessResult",
            "run_multiprocess_pipeline", "split_at", "client_training_flops_per_sample", "CutInfo",
-           "cut_profile", "splitfed_run", "bytes_vs_local_size", "energy_by_profile", "article_large_net"]
+           "cut_profile", "SplitFed", "splitfed_run", "bytes_vs_local_size", "article_large_net"]
 
 
 # ----------------------------------------------------------------------------- the article's model
@@ -108,11 +109,6 @@ def split_sequential(model: nn.Sequential, num_stages: int, input_shape: Sequenc
         raise ValueError(f"boundaries={boundaries} must rise strictly from 0 to {len(layers)} "
                          f"with {num_stages + 1} entries")
     return [nn.Sequential(*layers[a:b]) for a, b in zip(boundaries, boundaries[1:])]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class StagedModel(nn.Module):
@@ -181,29 +177,6 @@ def gpipe_makespan(forward: np.ndarray, backward: np.ndarray) -> float:
     return float(gpipe_schedule(forward, backward)["b_end"].max())
 
 
-def plot_schedule(report: "PipelineReport", ax=None, title: str | None = None):
-    """Gantt chart of the replayed GPipe schedule: one row per stage, forward and backward cells, gaps = bubble."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * report.num_stages))
-    sched = gpipe_schedule(report.forward_s, report.backward_s)
-    for s in range(report.num_stages):
-        for m in range(report.micro_batches):
-            for kind, color in (("f", "#4C72B0"), ("b", "#DD8452")):
-                start, end = 1e3 * sched[f"{kind}_start"][s, m], 1e3 * sched[f"{kind}_end"][s, m]
-                ax.barh(s, end - start, left=start, color=color, edgecolor="white", height=0.8)
-                if end - start > 0.04 * 1e3 * report.makespan_s:
-                    ax.text((start + end) / 2, s, str(m), ha="center", va="center", color="white", fontsize=8)
-    ax.set_yticks(range(report.num_stages), [f"stage {s}" for s in range(report.num_stages)])
-    ax.invert_yaxis()
-    ax.set(xlabel="time (ms, replayed from measured cell times)",
-           title=title or f"GPipe, S={report.num_stages}, M={report.micro_batches}: bubble {100 * report.bubble:.0f}% "
-                          f"(ideal {100 * report.ideal_bubble:.0f}%)")
-    ax.grid(False)
-    return ax.figure, ax
-
-
 @dataclass
 class PipelineReport:
     """What one pipelined training step measured (times in seconds, arrays stage × micro-batch)."""
@@ -264,12 +237,12 @@ def pipeline_train_step(staged: StagedModel, x: torch.Tensor, y: torch.Tensor, m
             device = staged.devices[s]
             source = xs[m] if s == 0 else outputs[s - 1][m].detach()
             inputs[s][m] = source.to(device).requires_grad_(s > 0)
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             outputs[s][m] = staged.stages[s](inputs[s][m])
             if s == S - 1:
                 losses[m] = loss_fn(outputs[s][m], ys[m].to(device), reduction="sum") / n
-            _sync(device)
+            synchronize(device)
             fwd[s, m] = time.perf_counter() - start
     grads = [None] * M
     for clock in range(M + S - 1):  # backward flows from the last stage to the first
@@ -278,14 +251,14 @@ def pipeline_train_step(staged: StagedModel, x: torch.Tensor, y: torch.Tensor, m
             if not 0 <= m < M:
                 continue
             device = staged.devices[s]
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             if s == S - 1:
                 losses[m].backward()
             else:
                 outputs[s][m].backward(grads[m].to(device))
             grads[m] = inputs[s][m].grad if s > 0 else None
-            _sync(device)
+            synchronize(device)
             bwd[s, m] = time.perf_counter() - start
     out = torch.cat([o.detach() for o in outputs[S - 1]]).cpu()
     return PipelineReport(S, M, fwd, bwd, float(sum(loss.item() for loss in losses)), out)
@@ -358,10 +331,7 @@ def run_multiprocess_pipeline(model: nn.Sequential, x: torch.Tensor, y: torch.Te
         boundaries = stage_boundaries(_layer_costs(model, tuple(x.shape[1:])), world_size)
     plain = nn.Sequential(*copy.deepcopy(list(model))).cpu()  # torch classes only: the worker imports just torch
     with tempfile.TemporaryDirectory(prefix="fedlab_pipe_") as tmp:
-        job = Path(tmp) / "job.pt"
-        torch.save({"model": plain, "x": x.cpu(), "y": y.cpu(), "micro_batches": micro_batches,
-                    "boundaries": list(boundaries),
-                    "timeout_s": timeout_s}, job)
+        job = write_job(Path(tmp), plain, x, y, micro_batches, boundaries, timeout_s)  # JSON + tensors, no pickle
         port, launched = find_free_port(), time.time()
         base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
                 "OMP_NUM_THREADS": str(threads_per_process), "FEDLAB_LAUNCH_TIME": repr(launched)}
@@ -383,7 +353,7 @@ def run_multiprocess_pipeline(model: nn.Sequential, x: torch.Tensor, y: torch.Te
             for log in logs:
                 log.close()
         wall = time.time() - launched
-        parts = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+        parts = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
     grads = {k: v for part in parts for k, v in part["grads"].items()}
     last = parts[-1]
     return MultiProcessResult(last["output"], last["loss"], grads, parts[0]["backend"], world_size,
@@ -410,198 +380,3 @@ def _tail(log, chars: int = 2000) -> str:
     log.flush()
     log.seek(0)
     return log.read()[-chars:]
-
-
-# ----------------------------------------------------------------------------- split learning
-def split_at(model: nn.Sequential, cut: int) -> tuple[nn.Sequential, nn.Sequential]:
-    """``(model[:cut], model[cut:])``: the client part and the server part (layers shared)."""
-    check_int("cut_layer", cut, 1, len(model) - 1)
-    layers = list(model)
-    return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
-
-
-def client_training_flops_per_sample(client_part: nn.Module, input_shape: Sequence[int], batch: int = 4) -> int:
-    """FLOPs of the client's share of a training step per sample (``FlopCounterMode``): its forward
-    and its backward given the gradient that comes down from the server."""
-    probe = copy.deepcopy(client_part).train()
-    x = torch.zeros(batch, *input_shape, device=next(probe.parameters()).device)
-    with FlopCounterMode(display=False) as counter:
-        out = probe(x)
-        out.backward(torch.ones_like(out))
-    return int(counter.get_total_flops()) // batch
-
-
-@dataclass(frozen=True)
-class CutInfo:
-    """What a cut point costs, per sample and per round (bytes are serialized lengths)."""
-
-    cut: int
-    client_layers: str
-    client_flops_per_sample: int
-    full_flops_per_sample: int
-    activation_bytes_per_sample: int
-    client_weight_bytes: int
-    model_weight_bytes: int
-
-    @property
-    def flops_saving(self) -> float:
-        """How many times fewer FLOPs the client does than when it trains the whole model."""
-        return self.full_flops_per_sample / self.client_flops_per_sample
-
-    def crossover_samples(self, epochs: int = 1, label_bytes: int = 1) -> float:
-        """Local samples at which SplitFed's uplink equals FedAvg's (weights) uplink."""
-        return (self.model_weight_bytes - self.client_weight_bytes) / (epochs * (self.activation_bytes_per_sample
-                                                                                  + label_bytes))
-
-
-def cut_profile(model: nn.Sequential, input_shape: Sequence[int], codec: Codec | None = None) -> list[CutInfo]:
-    """Measure every cut 1…L−1 of ``model``: client FLOPs, activation and weight payload bytes."""
-    codec = codec or Fp32Codec()
-    full = training_flops_per_sample(model, tuple(input_shape))
-    model_bytes = len(codec.encode(model_state(model)))
-    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-    infos = []
-    for cut in range(1, len(model)):
-        client, _ = split_at(model, cut)
-        if not any(True for _ in client.parameters()):
-            continue  # a client part without weights is not a useful cut
-        with torch.no_grad():
-            act = client(x)
-        infos.append(CutInfo(cut, " → ".join(type(m).__name__ for m in client),
-                             client_training_flops_per_sample(client, input_shape), full,
-                             len(codec.encode({"a": act})), len(codec.encode(model_state(client))), model_bytes))
-    return infos
-
-
-def _label_payload(y: torch.Tensor, num_classes: int) -> bytes:
-    dtype = np.uint8 if num_classes <= 256 else np.int32
-    return y.detach().cpu().numpy().astype(dtype).tobytes()
-
-
-def splitfed_run(model: nn.Sequential, clients: Sequence[ClientData], test: tuple[torch.Tensor, torch.Tensor], *,
-                 cut: int, rounds: int, local: LocalTraining = LocalTraining(), seed: int = 0,
-                 codec: Codec | None = None, variant: str = "v1", num_classes: int | None = None,
-                 energy_profile: str = "phone-lte", label: str = "SplitFed",
-                 loss_fn: Callable = nn.functional.cross_entropy) -> History:
-    """SplitFed (Thapa et al., AAAI 2022) simulated on one machine; returns a :class:`History`.
-
-    Every round each client (all take part) receives the client part's weights, then for every
-    mini-batch sends the cut activations and labels up and receives the activations' gradient
-    down -- each a serialized payload whose ``len()`` is counted -- and finally uploads its
-    client-part weights, which are averaged FedAvg-style.  ``variant='v1'`` gives the server one
-    copy of its part per client and averages them (SFLV1); ``'v2'`` trains one server part on
-    the clients in turn (SFLV2).  Batches follow the same seeded order as
-    :func:`fedlab_utils.federated.train_locally`, so with a lossless codec v1 computes exactly
-    FedAvg's updates: it changes who computes and what crosses the wire, not what is learned.
-    ``client_flops`` counts only the client part (measured with ``FlopCounterMode``).
-    """
-    check_int("rounds", rounds, 1)
-    check_choice("variant", variant, ("v1", "v2"))
-    codec, profile = codec or Fp32Codec(), get_profile(energy_profile)
-    device = clients[0].x.device
-    num_classes = num_classes or int(max(int(c.y.max()) for c in clients)) + 1
-    client_part, server_part = (copy.deepcopy(p).to(device) for p in split_at(model, cut))
-    global_client, global_server = model_state(client_part), model_state(server_part)
-    input_shape = tuple(clients[0].x.shape[1:])
-    client_fps = client_training_flops_per_sample(client_part, input_shape)
-    full_fps = training_flops_per_sample(nn.Sequential(*client_part, *server_part), input_shape)
-    totals = dict.fromkeys(["activation_bytes_up", "label_bytes_up", "weight_bytes_up", "gradient_bytes_down",
-                            "weight_bytes_down"], 0)
-    history = History(label, profile=profile.name, config={
-        "cut": cut, "variant": variant, "rounds": rounds, "num_clients": len(clients), "seed": seed,
-        "codec": getattr(codec, "name", repr(codec)), "client_flops_per_sample": client_fps,
-        "server_flops_per_sample": full_fps - client_fps, "bytes": totals})
-    x_test, y_test = test[0].to(device), test[1].to(device)
-    for round_idx in range(1, rounds + 1):
-        start = time.perf_counter()
-        up = down = processed_total = 0
-        down_payload = codec.encode(global_client)
-        client_states, server_states, weights, train_losses = [], [], [], []
-        for cid, data in enumerate(clients):
-            down += len(down_payload)
-            totals["weight_bytes_down"] += len(down_payload)
-            client_part.load_state_dict(codec.decode(down_payload, global_client), strict=False)
-            if variant == "v1" or cid == 0:
-                server_part.load_state_dict(global_server, strict=False)
-            opt_c = make_optimizer(local.optimizer, client_part.parameters(), local.lr, local.weight_decay)
-            opt_s = make_optimizer(local.optimizer, server_part.parameters(), local.lr, local.weight_decay)
-            client_part.train()
-            server_part.train()
-            gen, n = client_generator(seed, round_idx, cid), len(data)
-            batch = n if local.batch_size is None else min(local.batch_size, n)
-            losses = []
-            for _ in range(local.epochs):
-                order = torch.randperm(n, generator=gen).to(device)
-                for s in range(0, n, batch):
-                    idx = order[s:s + batch]
-                    # client: forward to the cut, send activations (and labels) up
-                    opt_c.zero_grad(set_to_none=True)
-                    act = client_part(data.x[idx])
-                    act_payload, label_payload = codec.encode({"a": act}), _label_payload(data.y[idx], num_classes)
-                    totals["activation_bytes_up"] += len(act_payload)
-                    totals["label_bytes_up"] += len(label_payload)
-                    up += len(act_payload) + len(label_payload)
-                    # server: finish the forward, the loss, the backward; send the cut's gradient down
-                    server_in = codec.decode(act_payload, {"a": act})["a"].detach().requires_grad_()
-                    opt_s.zero_grad(set_to_none=True)
-                    loss = loss_fn(server_part(server_in), data.y[idx])
-                    loss.backward()
-                    opt_s.step()
-                    grad_payload = codec.encode({"g": server_in.grad})
-                    totals["gradient_bytes_down"] += len(grad_payload)
-                    down += len(grad_payload)
-                    # client: finish the backward with the received gradient and step
-                    act.backward(codec.decode(grad_payload, {"g": act})["g"])
-                    opt_c.step()
-                    losses.append(loss.item())
-                    processed_total += len(idx)
-            weight_payload = codec.encode(model_state(client_part))
-            totals["weight_bytes_up"] += len(weight_payload)
-            up += len(weight_payload)
-            client_states.append(codec.decode(weight_payload, global_client))
-            server_states.append(model_state(server_part))
-            weights.append(n)
-            train_losses.append(float(np.mean(losses)))
-        global_client = weighted_average(client_states, weights)
-        global_server = weighted_average(server_states, weights) if variant == "v1" else model_state(server_part)
-        client_part.load_state_dict(global_client, strict=False)
-        server_part.load_state_dict(global_server, strict=False)
-        full = nn.Sequential(*client_part, *server_part)
-        accuracy, test_loss = evaluate(full, x_test, y_test)
-        flops = client_fps * processed_total
-        history.records.append(RoundRecord(round_idx, list(range(len(clients))), accuracy, test_loss,
-                                           float(np.mean(train_losses)), up, down, flops,
-                                           time.perf_counter() - start, profile.energy(flops, up, down)))
-    history.model = nn.Sequential(*copy.deepcopy(client_part), *copy.deepcopy(server_part))
-    return history
-
-
-def bytes_vs_local_size(model: nn.Sequential, data: ClientData, test: tuple[torch.Tensor, torch.Tensor], *,
-                        cut: int, sizes: Sequence[int], local: LocalTraining = LocalTraining(), seed: int = 0,
-                        num_classes: int | None = None) -> dict:
-    """Measure one round's bytes per client for SplitFed and FedAvg as the local dataset grows.
-
-    Runs a real one-client round of each on the first ``n`` samples of ``data`` for each ``n``
-    in ``sizes`` and reads the payload sizes from their ledgers.
-    """
-    from .federated import run
-
-    out = {"sizes": [], "splitfed_up": [], "splitfed_down": [], "fedavg_up": [], "fedavg_down": []}
-    for n in sizes:
-        part = ClientData(data.x[:n], data.y[:n])
-        sf = splitfed_run(model, [part], test, cut=cut, rounds=1, local=local, seed=seed, num_classes=num_classes)
-        fa = run(model, [part], test, rounds=1, local=local, seed=seed, progress=False)
-        out["sizes"].append(int(n))
-        for name, h in (("splitfed", sf), ("fedavg", fa)):
-            out[f"{name}_up"].append(h.records[0].bytes_up)
-            out[f"{name}_down"].append(h.records[0].bytes_down)
-    return out
-
-
-def energy_by_profile(client_flops: float, bytes_up: float, bytes_down: float) -> dict[str, dict]:
-    """Modelled joules (compute, uplink, downlink, total) under every profile of the ledger."""
-    result = {}
-    for name, profile in PROFILES.items():
-        e = profile.energy(client_flops, bytes_up, bytes_down)
-        result[name] = {"compute": e.compute, "uplink": e.uplink, "downlink": e.downlink, "total": e.total}
-    return result

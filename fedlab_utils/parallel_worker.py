@@ -5,10 +5,13 @@ It lives in a module because a function defined in a notebook cannot be started 
 ``torch.distributed`` program::
 
     torchrun --nproc_per_node 2 -m fedlab_utils.parallel_worker --demo     # self-check
-    python fedlab_utils/parallel_worker.py --job job.pt --out DIR          # with RANK etc. set
+    python fedlab_utils/parallel_worker.py --job job.json --out DIR        # with RANK etc. set
 
 It imports only torch (each process pays for that import, about a second of CPU), so the
-notebook starts it by file path; the job's model must be an ``nn.Sequential`` of torch layers.
+notebook starts it by file path.  The job is JSON -- the model as a list of layer specs
+(:func:`layer_spec`, torch layers from :data:`LAYER_ARGS` only), micro-batches, cut points --
+plus a tensors file (weights, inputs, labels) read with ``torch.load(weights_only=True)``:
+nothing is unpickled, so a job file cannot run code.  Results go back the same way.
 
 Rank ``r`` holds stage ``r`` of the model.  One GPipe training step: the micro-batches'
 activations are sent forward with ``dist.send``/``dist.recv``, the last rank computes the
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import time
 from datetime import timedelta
@@ -36,8 +40,77 @@ def _backend_and_device(rank: int, world: int) -> tuple[str, torch.device]:
 
 
 def _sync(device: torch.device) -> None:
+    """``fedlab_utils.timing.synchronize`` (CUDA and MPS), repeated here: this file imports only torch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+#: The torch layers a job may contain, with the constructor arguments read back from each layer.
+LAYER_ARGS: dict[str, tuple[str, ...]] = {
+    "Linear": ("in_features", "out_features", "bias"),
+    "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+               "padding_mode"),
+    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+               "padding_mode"),
+    "MaxPool2d": ("kernel_size", "stride", "padding", "dilation", "ceil_mode"),
+    "AvgPool2d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"),
+    "AdaptiveAvgPool2d": ("output_size",),
+    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "Flatten": ("start_dim", "end_dim"),
+    "Dropout": ("p",),
+    "LeakyReLU": ("negative_slope",),
+    "GELU": ("approximate",),
+    "ReLU": (), "Tanh": (), "Sigmoid": (), "Identity": (),
+}
+
+
+def layer_spec(layer: nn.Module) -> dict:
+    """A JSON description of one torch layer (its class and constructor arguments; weights travel apart)."""
+    kind = type(layer).__name__
+    if kind not in LAYER_ARGS or type(layer) is not getattr(nn, kind):
+        raise ValueError(f"layer {layer!r} cannot be sent to a pipeline worker; supported torch layers: "
+                         f"{sorted(LAYER_ARGS)}")
+    args = {}
+    for name in LAYER_ARGS[kind]:
+        value = getattr(layer, name)
+        args[name] = (value is not None) if name == "bias" else (list(value) if isinstance(value, tuple) else value)
+    return {"type": kind, "args": args}
+
+
+def model_from_specs(specs: list[dict]) -> nn.Sequential:
+    """Rebuild the ``nn.Sequential`` that :func:`layer_spec` described (only layers in :data:`LAYER_ARGS`)."""
+    layers = []
+    for spec in specs:
+        kind = spec["type"]
+        if kind not in LAYER_ARGS:
+            raise ValueError(f"job names layer type {kind!r}; supported: {sorted(LAYER_ARGS)}")
+        layers.append(getattr(nn, kind)(**spec["args"]))
+    return nn.Sequential(*layers)
+
+
+def write_job(folder: Path, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, micro_batches: int,
+              boundaries, timeout_s: float) -> Path:
+    """Write ``job.json`` and its tensors file into ``folder``; returns the JSON's path."""
+    folder = Path(folder)
+    torch.save({"state": model.state_dict(), "x": x.cpu(), "y": y.cpu()}, folder / "job_tensors.pt")
+    job = {"layers": [layer_spec(layer) for layer in model], "micro_batches": int(micro_batches),
+           "boundaries": None if boundaries is None else [int(b) for b in boundaries], "timeout_s": float(timeout_s),
+           "tensors": "job_tensors.pt"}
+    (folder / "job.json").write_text(json.dumps(job))
+    return folder / "job.json"
+
+
+def read_job(path: str | Path) -> dict:
+    """Read a job written by :func:`write_job` (JSON + ``weights_only`` tensors: no pickle)."""
+    path = Path(path)
+    job = json.loads(path.read_text())
+    tensors = torch.load(path.parent / job["tensors"], map_location="cpu", weights_only=True)
+    model = model_from_specs(job["layers"])
+    model.load_state_dict(tensors["state"])
+    return {**job, "model": model, "x": tensors["x"], "y": tensors["y"]}
 
 
 def pipeline_step(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, micro_batches: int,
@@ -116,7 +189,8 @@ def _demo_job() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", help="torch.save'd dict: model, x, y, micro_batches, boundaries, timeout_s")
+    parser.add_argument("--job", help="job.json written by write_job (layers, micro_batches, boundaries, timeout_s) "
+                                      "beside its tensors file")
     parser.add_argument("--out", help="folder for rank<r>.pt results")
     parser.add_argument("--demo", action="store_true", help="a small CNN; the last rank checks against one process")
     args = parser.parse_args(argv)
@@ -125,7 +199,7 @@ def main(argv=None) -> int:
     launched = float(os.environ.get("FEDLAB_LAUNCH_TIME", time.time()))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    job = _demo_job() if args.demo else torch.load(args.job, weights_only=False)
+    job = _demo_job() if args.demo else read_job(args.job)
     reference = copy.deepcopy(job["model"]) if args.demo else None
     backend, device = _backend_and_device(rank, world)
     if device.type == "cuda":

@@ -5,6 +5,7 @@
 * :func:`plot_energy` – modelled joules split into compute, uplink and downlink;
 * :func:`plot_label_heatmap` – clients × classes label counts of a partition;
 * :func:`plot_sensitivity` – accuracy against one layer's sparsity, one line per layer (pruning).
+* :func:`plot_schedule` – Gantt chart of a GPipe step replayed on measured cell times (parallelism).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 from .federated import History
 
 __all__ = ["use_style", "plot_accuracy", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "plot_sensitivity",
-           "COLORS"]
+           "plot_schedule", "COLORS"]
 
 COLORS = {"compute": "#4C72B0", "uplink": "#DD8452", "downlink": "#55A868"}
 _STYLE = {"figure.figsize": (6.4, 3.8), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
@@ -100,3 +101,27 @@ def plot_sensitivity(scan: Mapping[str, Sequence[float]], sparsities: Sequence[f
     ax.set(xlabel="sparsity of that layer (%)", ylabel="test accuracy (%)", title=title)
     ax.legend()
     return fig, ax
+
+
+def plot_schedule(report, ax=None, title: str | None = None):
+    """Gantt chart of the replayed GPipe schedule of a :class:`~fedlab_utils.parallel.PipelineReport`:
+    one row per stage, forward and backward cells, gaps = bubble."""
+    from .parallel import gpipe_schedule
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 0.6 + 0.5 * report.num_stages))
+    sched = gpipe_schedule(report.forward_s, report.backward_s)
+    for s in range(report.num_stages):
+        for m in range(report.micro_batches):
+            for kind, color in (("f", COLORS["compute"]), ("b", COLORS["uplink"])):
+                start, end = 1e3 * sched[f"{kind}_start"][s, m], 1e3 * sched[f"{kind}_end"][s, m]
+                ax.barh(s, end - start, left=start, color=color, edgecolor="white", height=0.8)
+                if end - start > 0.04 * 1e3 * report.makespan_s:
+                    ax.text((start + end) / 2, s, str(m), ha="center", va="center", color="white", fontsize=8)
+    ax.set_yticks(range(report.num_stages), [f"stage {s}" for s in range(report.num_stages)])
+    ax.invert_yaxis()
+    ax.set(xlabel="time (ms, replayed from measured cell times)",
+           title=title or f"GPipe, S={report.num_stages}, M={report.micro_batches}: bubble {100 * report.bubble:.0f}% "
+                          f"(ideal {100 * report.ideal_bubble:.0f}%)")
+    ax.grid(False)
+    return ax.figure, ax

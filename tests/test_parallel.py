@@ -186,7 +186,8 @@ def test_stage_input_shapes_and_schedule_plot(cnn, batch):
     import matplotlib
 
     matplotlib.use("Agg")
-    from fedlab_utils.parallel import plot_schedule, stage_input_shapes
+    from fedlab_utils.parallel import stage_input_shapes
+    from fedlab_utils.plotting import plot_schedule
 
     staged = StagedModel(split_sequential(copy.deepcopy(cnn), 3, boundaries=[0, 3, 6, len(cnn)]),
                          get_devices(3, verbose=False))

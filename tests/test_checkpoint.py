@@ -1,0 +1,153 @@
+"""Checkpoint and resume: bit-identical continuation, refusal of foreign checkpoints, no pickle."""
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fedlab_utils.acceleration import FedAdam
+from fedlab_utils.checkpoint import load_checkpoint, save_checkpoint
+from fedlab_utils.compression import ErrorFeedback, RandomKCodec, TopKCodec
+from fedlab_utils.data import ClientData
+from fedlab_utils.federated import Faults, LocalTraining, run
+from fedlab_utils.history import History
+from fedlab_utils.parallel_worker import layer_spec, read_job, write_job
+from fedlab_utils.split_learning import splitfed_run
+
+DIM = 6
+
+
+def tiny_clients(sizes=(12, 20, 8, 15), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [ClientData(torch.randn(n, DIM, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in sizes]
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(DIM, 5), nn.ReLU(), nn.Linear(5, 3))
+
+
+def fedadam_ef_run(rounds, **kw):
+    clients = tiny_clients()
+    return run(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=rounds, fraction=0.75, seed=5,
+               local=LocalTraining(lr=0.2, batch_size=8), uplink=ErrorFeedback(RandomKCodec(0.3, seed=1)),
+               server=FedAdam(lr=0.05), faults=Faults(dropout=0.2, seed=2), progress=False, **kw)
+
+
+def comparable(h):
+    records = h.to_dict()["records"]
+    for r in records:
+        r.pop("wall_time_s"), r.pop("measured_joules")
+    return json.dumps(records)
+
+
+def test_resumed_run_equals_an_uninterrupted_one_exactly(tmp_path):
+    path = tmp_path / "run.ckpt"
+    straight = fedadam_ef_run(4)
+    first = fedadam_ef_run(2, checkpoint=path, checkpoint_every=2)
+    saved = load_checkpoint(path)
+    assert saved["round"] == 2 and saved["state"]["uplink"]["residuals"]  # error-feedback memory is in it
+    assert saved["state"]["server"]["m"] is not None and saved["state"]["uplink"]["inner"]["calls"]
+    resumed = fedadam_ef_run(4, checkpoint=path, resume=True)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert comparable(resumed) == comparable(straight)
+    assert comparable(first) == json.dumps(json.loads(comparable(straight))[:2])
+    # the state matters: the same checkpoint without optimizer moments and residuals resumes differently
+    saved["state"]["server"] = {"m": None, "v": None}
+    saved["state"]["uplink"] = {"residuals": {}, "inner": {"calls": {}}}
+    save_checkpoint(tmp_path / "amnesic.ckpt", round_idx=2, config=saved["config"], history=saved["history"],
+                    state=saved["state"])
+    amnesic = fedadam_ef_run(4, checkpoint=tmp_path / "amnesic.ckpt", resume=True)
+    assert not all(torch.equal(a, b) for a, b in zip(amnesic.model.state_dict().values(),
+                                                      straight.model.state_dict().values()))
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # atomic: no leftovers
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
+    path = tmp_path / "run.ckpt"
+    fedadam_ef_run(1, checkpoint=path)
+    clients = tiny_clients()
+    with pytest.raises(ValueError, match=r"different configuration[\s\S]*seed: checkpoint 5, this run 6"):
+        run(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=2, fraction=0.75, seed=6,
+            local=LocalTraining(lr=0.2, batch_size=8), uplink=ErrorFeedback(RandomKCodec(0.3, seed=1)),
+            server=FedAdam(lr=0.05), faults=Faults(dropout=0.2, seed=2), progress=False, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match=r"uplink: checkpoint 'EF\(rand30%\)', this run 'EF\(top30%\)'"):
+        run(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=2, fraction=0.75, seed=5,
+            local=LocalTraining(lr=0.2, batch_size=8), uplink=ErrorFeedback(TopKCodec(0.3)),
+            server=FedAdam(lr=0.05), faults=Faults(dropout=0.2, seed=2), progress=False, checkpoint=path, resume=True)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint"):
+        fedadam_ef_run(1, resume=True)
+
+
+class Payload:
+    """Any object that is not a tensor or plain value: a pickle of it could run code on load."""
+
+
+def test_loading_never_unpickles(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    buffer = io.BytesIO()
+    torch.save({"format": "fedlab-checkpoint/1", "object": Payload()}, buffer)
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_checkpoint(path)
+
+
+def test_stateful_hooks_reset_at_the_start_and_unsaveable_state_is_refused(tmp_path):
+    ef = ErrorFeedback(TopKCodec(0.3))
+    clients = tiny_clients()
+    kw = dict(rounds=2, local=LocalTraining(lr=0.2), uplink=ef, progress=False)
+    a = run(tiny_model(), clients, (clients[0].x, clients[0].y), **kw)
+    b = run(tiny_model(), clients, (clients[0].x, clients[0].y), **kw)  # same codec object: starts afresh
+    assert comparable(a) == comparable(b)
+
+    class MomentumWithoutState:
+        def step(self, global_state, update):
+            return {k: global_state[k] + update[k] for k in global_state}
+
+        def reset(self):
+            pass
+
+        def __repr__(self):
+            return "MomentumWithoutState()"
+
+    with pytest.raises(ValueError, match="server=MomentumWithoutState.*state_dict"):
+        run(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=1, server=MomentumWithoutState(),
+            progress=False, checkpoint=tmp_path / "x.ckpt")
+
+
+def test_history_round_trips_through_json():
+    h = fedadam_ef_run(2)
+    back = History.from_dict(json.loads(json.dumps(h.to_dict())))
+    assert back.to_dict() == json.loads(json.dumps(h.to_dict()))
+    assert back.profile == h.profile  # the EnergyProfile object, not just its name
+
+
+def test_splitfed_resumes_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(DIM, 8), nn.ReLU(), nn.Linear(8, 3))
+    clients = tiny_clients()
+    kw = dict(cut=2, local=LocalTraining(lr=0.1, batch_size=8, optimizer="sgdm"), seed=1, progress=False)
+    straight = splitfed_run(model, clients, (clients[0].x, clients[0].y), rounds=3, **kw)
+    splitfed_run(model, clients, (clients[0].x, clients[0].y), rounds=1, checkpoint=tmp_path / "s.ckpt", **kw)
+    resumed = splitfed_run(model, clients, (clients[0].x, clients[0].y), rounds=3, checkpoint=tmp_path / "s.ckpt",
+                           resume=True, **kw)
+    assert comparable(resumed) == comparable(straight)
+    assert resumed.config["bytes"] == straight.config["bytes"]
+
+
+def test_pipeline_job_is_json_plus_tensors(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10))
+    x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 10, (5,))
+    path = write_job(tmp_path, model, x, y, micro_batches=2, boundaries=[0, 3, 5], timeout_s=30)
+    job = json.loads(Path(path).read_text())
+    assert job["layers"][0] == {"type": "Conv2d", "args": {"in_channels": 1, "out_channels": 4, "kernel_size": [3, 3],
+                                                           "stride": [1, 1], "padding": [1, 1], "dilation": [1, 1],
+                                                           "groups": 1, "bias": True, "padding_mode": "zeros"}}
+    back = read_job(path)
+    assert torch.equal(back["model"](back["x"]), model(x)) and torch.equal(back["y"], y)
+    with pytest.raises(ValueError, match="cannot be sent to a pipeline worker"):
+        layer_spec(nn.Bilinear(2, 2, 2))
