@@ -32,7 +32,6 @@ bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +55,7 @@ from .training import (OPTIMIZERS, PRECISIONS, ClientTrainer, ClientTransform, L
 from .validation import check_choice, check_fraction, check_int, check_optional_path
 from .wire import Codec, Fp32Codec, Update
 
-__all__ = ["LocalTraining", "ClientTransform", "ClientResult", "ClientTrainer", "SequentialTrainer",
+__all__ = ["ClientData", "LocalTraining", "ClientTransform", "ClientResult", "ClientTrainer", "SequentialTrainer",
            "ServerOptimizer", "FedAvgServer", "RoundRecord", "History", "Faults", "RoundContext", "RoundProtocol",
            "FedAvgProtocol", "run", "train_locally", "minibatches", "evaluate", "weighted_average",
            "fedavg_aggregate", "model_state", "state_delta", "apply_delta", "sample_clients", "client_generator",
