@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 from torch import nn
 
-from .ledger import Energy, EnergyProfile, PROFILES, get_profile
+from .ledger import PROFILES, Energy, EnergyProfile
 
 __all__ = ["RoundRecord", "History", "summary_table"]
 
@@ -160,14 +160,18 @@ class History:
                 "wasted_joules": float(sum(r.wasted_joules for r in self.records))}
 
     def summary(self, target: float | None = None) -> dict:
-        """One row for a comparison table (MB, GFLOPs, J; accuracy in %; fault totals)."""
+        """One row for a comparison table (MB, GFLOPs, J; accuracy in %).  A run with a fault model (or
+        any rejected/failed client) also gets the totals of dropped, late, rejected and failed
+        clients, the wasted joules and the simulated time."""
         t = self.totals()
         row = {"run": self.label, "final acc %": 100 * self.final_accuracy, "rounds": t["rounds"],
                "MB up": t["bytes_up"] / 1e6, "MB down": t["bytes_down"] / 1e6,
                "client GFLOPs": t["client_flops"] / 1e9, "J (model)": t["joules_total"],
-               "J measured": t["measured_joules"], "dropped": t["dropped"], "late": t["late"],
-               "rejected": t["rejected"], "failed": t["failed"], "J wasted": t["wasted_joules"],
-               "sim time s": t["sim_time_s"]}
+               "J measured": t["measured_joules"]}
+        faults = ("dropped", "late", "rejected", "failed")
+        if self.config.get("faults") is not None or any(t[k] for k in faults):  # only where something can go wrong
+            row.update({k: t[k] for k in faults})
+            row.update({"J wasted": t["wasted_joules"], "sim time s": t["sim_time_s"]})
         if target is not None:
             row[f"rounds to {100 * target:.0f}%"] = self.rounds_to_accuracy(target)
         return row
@@ -236,7 +240,3 @@ def summary_table(histories: Sequence[History] | dict[str, History], target: flo
     runs = histories.values() if isinstance(histories, dict) else histories
     return pd.DataFrame([h.summary(target) for h in runs]).set_index("run")
 
-
-def profile_of(profile: str | EnergyProfile) -> EnergyProfile:
-    """The EnergyProfile object a History's ``profile`` names."""
-    return get_profile(profile)
