@@ -73,8 +73,11 @@ class DeploymentConfig:
     """One federated task, as both apps read it from Flower's run config.
 
     The defaults are notebook 00's task, scaled to a handful of SuperNodes: mnist5k, the MLP,
-    FedAvg with 2 local epochs of SGD.  ``num_clients`` is the number of SuperNodes (one client
-    each); ``round_timeout`` is how long the server waits for replies in a round (seconds).
+    FedAvg with local SGD.  ``num_clients`` is the number of SuperNodes (one client each);
+    ``round_timeout`` is the longest the server waits for replies in a round (seconds, Flower's
+    ``send_and_receive`` timeout).  ``deadline_factor`` > 0 turns on a reporting deadline: after a
+    round in which every client replied, later rounds wait at most ``deadline_factor`` × the
+    slowest such round (at least 2 s), so a dead SuperNode costs one deadline, not the full timeout.
     """
 
     dataset: str = "mnist5k"
@@ -92,6 +95,7 @@ class DeploymentConfig:
     server_lr: float = 1.0
     seed: int = 0
     round_timeout: float = 120.0
+    deadline_factor: float = 0.0
     node_wait: float = 120.0
     out_dir: str = ""
     save_payloads: bool = False
@@ -116,6 +120,8 @@ class DeploymentConfig:
         check_int("seed", self.seed, 0)
         check_real("round_timeout", self.round_timeout, 0.0, low_inclusive=False)
         check_real("node_wait", self.node_wait, 0.0, low_inclusive=False)
+        if self.deadline_factor != 0:
+            check_real("deadline_factor", self.deadline_factor, 1.0)
 
     def to_run_config(self) -> dict:
         """Flat ``key -> str|int|float|bool`` for ``flwr run --run-config``."""
@@ -284,7 +290,7 @@ def _server_main(grid, context) -> None:
     partition_to_node: dict[int, int] = {}
     if config.fraction < 1.0:
         partition_to_node = _partition_map(grid, nodes, config.round_timeout)
-    records = []
+    records, slowest_full = [], None
     for round_idx in range(1, config.rounds + 1):
         start = time.monotonic()
         global_state = model_state(model)
@@ -302,7 +308,10 @@ def _server_main(grid, context) -> None:
                             dst_node_id=node, message_type=MessageType.TRAIN, group_id=str(round_idx))
                     for node in targets]
         bytes_down_flower = sum(message_bytes(m) for m in messages)
-        replies = list(grid.send_and_receive(messages, timeout=config.round_timeout))
+        timeout = config.round_timeout
+        if config.deadline_factor > 0 and slowest_full is not None:
+            timeout = min(timeout, max(2.0, config.deadline_factor * slowest_full))
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
         results, flower_up, errors, digests = [], 0, [], {}
         for reply in replies:
             if reply.has_error():
@@ -323,8 +332,10 @@ def _server_main(grid, context) -> None:
         results.sort(key=lambda r: r.client_id)  # the in-process loop aggregates in client order
         if results:
             model.load_state_dict(server.step(global_state, fedavg_aggregate(results, model, round_idx)), strict=False)
+        if len(results) == len(targets) == len(selected):
+            slowest_full = max(slowest_full or 0.0, time.monotonic() - start)
         accuracy, loss = evaluate(model, *test)
-        record = {"event": "round", "round": round_idx, "selected": selected,
+        record = {"timeout": timeout, "event": "round", "round": round_idx, "selected": selected,
                   "replied": [r.client_id for r in results], "errors": errors, "accuracy": accuracy, "loss": loss,
                   "train_loss": float(np.mean([r.train_loss for r in results])) if results else None,
                   "ledger_bytes_up": sum(r.bytes_up for r in results), "flower_bytes_up": flower_up,

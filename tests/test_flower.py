@@ -211,3 +211,65 @@ def test_kill_supernode_signal_is_real(tmp_path):
         federation.kill_supernode(0)
         assert proc.wait(timeout=10) == -signal.SIGKILL
     assert Path(tmp_path / "logs" / "supernode-0.log").exists()
+
+
+# ----------------------------------------------------------------------------- notebook 07's exercise checks
+def _replies_fedavg(replies):
+    from fedlab_utils.federated import weighted_average
+
+    arrived = [(c, n, u) for c, n, u in replies if u is not None]
+    return None if not arrived else weighted_average([u for *_, u in arrived], [n for _, n, _ in arrived])
+
+
+def test_check_aggregate_replies_accepts_the_right_answer():
+    from fedlab_utils.checks import deployment
+
+    deployment.check_aggregate_replies(_replies_fedavg)
+    deployment.check_aggregate_replies(_replies_fedavg, seed=1)
+
+
+@pytest.mark.parametrize("wrong", [
+    # divides by everyone's samples, the missing clients included
+    lambda replies: None if all(u is None for *_, u in replies) else {
+        k: sum(n / sum(m for _, m, _ in replies) * u[k] for _, n, u in replies if u is not None)
+        for k in next(u for *_, u in replies if u is not None)},
+    # plain mean of the replies
+    lambda replies: None if all(u is None for *_, u in replies) else {
+        k: sum(u[k] for *_, u in replies if u is not None) / sum(u is not None for *_, u in replies)
+        for k in next(u for *_, u in replies if u is not None)},
+    # crashes (or returns zeros) when nobody replied
+    lambda replies: _replies_fedavg(replies) if any(u is not None for *_, u in replies) else {},
+    # treats a missing reply as a zero update
+    lambda replies: _replies_fedavg([(c, n, u if u is not None else {k: torch.zeros_like(v) for k, v in
+                                                                    next(x for *_, x in replies if x is not None).items()})
+                                     for c, n, u in replies]) if any(u is not None for *_, u in replies) else None,
+])
+def test_check_aggregate_replies_rejects_wrong_answers(wrong):
+    from fedlab_utils.checks import deployment
+
+    with pytest.raises(AssertionError):
+        deployment.check_aggregate_replies(wrong)
+
+
+def test_check_q8_payload_bytes_both_ways():
+    from fedlab_utils.checks import deployment
+    from fedlab_utils.models import make_model
+
+    update = {k: torch.zeros_like(v) for k, v in make_model("mlp", (1, 28, 28), 10).state_dict().items()}
+    values = sum(t.numel() for t in update.values())
+    deployment.check_q8_payload_bytes(values + 8 * len(update), update)
+    deployment.check_q8_payload_bytes(float(values + 8 * len(update)), update)
+    for wrong in (4 * values, values, values + 8, values + 4 * len(update), 3.5, "51000"):
+        with pytest.raises(AssertionError):
+            deployment.check_q8_payload_bytes(wrong, update)
+
+
+def test_check_overhead_per_message_both_ways():
+    from fedlab_utils.checks import deployment
+
+    records = [{"flower_bytes_up": 10_900, "ledger_bytes_up": 10_000, "replied": [0, 1]},
+               {"flower_bytes_up": 5_440, "ledger_bytes_up": 5_000, "replied": [0]}]
+    deployment.check_overhead_per_message((900 + 440) / 3, records)
+    for wrong in (900 + 440, (900 + 440) / 2, (10_900 + 5_440) / 3, 0.0, float("nan"), None):
+        with pytest.raises(AssertionError):
+            deployment.check_overhead_per_message(wrong, records)

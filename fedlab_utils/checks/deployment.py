@@ -1,0 +1,106 @@
+"""Checks for notebook 07 (from simulation to deployment on Flower)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..compression import QuantizeCodec
+from ..federated import weighted_average
+from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed
+
+__all__ = ["check_aggregate_replies", "check_q8_payload_bytes", "check_overhead_per_message"]
+
+
+def _replies_cases(seed: int | None) -> list[list[tuple[int, int, dict | None]]]:
+    """Lists of (client_id, num_samples, update or None for a client whose reply never came)."""
+    if seed is None:
+        u = [{"w": torch.tensor([1.0, 0.0]), "b": torch.tensor([3.0])},
+             {"w": torch.tensor([0.0, 4.0]), "b": torch.tensor([-1.0])},
+             {"w": torch.tensor([2.0, 2.0]), "b": torch.tensor([0.0])}]
+        return [[(2, 60, u[2]), (0, 10, u[0]), (1, 30, None)],  # client 1 timed out, replies out of order
+                [(0, 10, u[0]), (1, 30, u[1]), (2, 60, u[2])],  # everyone replied
+                [(0, 10, None), (1, 30, None)]]  # nobody replied
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for clients in (3, 6):
+        case = []
+        for cid in torch.randperm(clients, generator=g).tolist():
+            update = {"w": torch.randn(3, 2, generator=g), "b": torch.randn(3, generator=g)}
+            case.append((cid, int(torch.randint(1, 400, (1,), generator=g)) + (500 if cid == 0 else 0),
+                         None if cid == clients - 1 else update))
+        cases.append(case)
+    return cases
+
+
+def check_aggregate_replies(fn: Callable, seed: int | None = None) -> None:
+    """``fn(replies)`` gets ``[(client_id, num_samples, update_or_None), ...]`` in arrival order
+    (``None``: the client's reply never came) and must return FedAvg over the clients that
+    replied (weights = their own sample counts) or ``None`` when nobody replied."""
+    hint = ("Keep only the replies whose update is not None, weight each by its own num_samples divided by "
+            "the total of the clients that replied, and return None when nobody replied.")
+    for replies in _replies_cases(seed):
+        arrived = [(cid, n, u) for cid, n, u in replies if u is not None]
+        answer = call_safely(fn, [(c, n, None if u is None else {k: v.clone() for k, v in u.items()})
+                                  for c, n, u in replies], what="aggregate_replies")
+        if not arrived:
+            expect(answer is None, f"aggregate_replies: nobody replied, so there is nothing to average; return None "
+                                   f"(the server keeps its model), got {type(answer).__name__}. {hint}")
+            continue
+        expect(isinstance(answer, dict), f"aggregate_replies should return a dict of tensors, got "
+                                         f"{type(answer).__name__}. {hint}")
+        expected = weighted_average([u for _, _, u in arrived], [n for _, n, _ in arrived])
+        everyone = sum(n for _, n, _ in replies)
+        diluted = {k: sum(n / everyone * u[k] for _, n, u in arrived) for k in expected}
+        if len(arrived) < len(replies) and all(k in answer and isinstance(answer[k], torch.Tensor)
+                                               and answer[k].shape == diluted[k].shape
+                                               and torch.allclose(answer[k], diluted[k]) for k in diluted):
+            raise AssertionError("aggregate_replies divided by the samples of ALL sampled clients, including the "
+                                 "ones that never replied: the update shrinks towards zero. " + hint)
+        plain = {k: sum(u[k] for _, _, u in arrived) / len(arrived) for k in expected}
+        if all(k in answer and isinstance(answer[k], torch.Tensor) and answer[k].shape == plain[k].shape
+               and torch.allclose(answer[k], plain[k]) for k in plain) and not all(
+                torch.allclose(plain[k], expected[k]) for k in plain):
+            raise AssertionError("aggregate_replies returned the plain mean of the replies; weight them by their "
+                                 "sample counts. " + hint)
+        expect_tensors_close(answer, expected, "aggregate_replies", atol=1e-5, hint=hint)
+    passed("aggregate_replies")
+
+
+def check_q8_payload_bytes(answer, update: dict[str, torch.Tensor]) -> None:
+    """``answer`` must be ``len()`` of the 8-bit quantizing codec's payload of ``update``:
+    a (min, scale) float32 pair per tensor plus one byte per value."""
+    expected = len(QuantizeCodec(bits=8).encode(update))
+    values = sum(t.numel() for t in update.values())
+    got = expect_whole_number(answer, "q8 payload bytes",
+                              hint="Count 1 byte per value plus 8 bytes (two float32) per tensor.")
+    expect(got != 4 * values, f"{got} is the fp32 size (4 bytes per value); the 8-bit codec sends 1 byte per value "
+                              f"plus a small header.")
+    expect(got != values, f"{got} counts the values but not the header: each tensor also sends its minimum and its "
+                          f"step (scale) as two float32, 8 bytes.")
+    expect(got == expected, f"q8 payload bytes: got {got}, but the codec's payload is {expected} bytes for "
+                            f"{values} values in {len(update)} tensors. Count 1 byte per value plus 8 bytes per "
+                            f"tensor.")
+    passed("q8 payload bytes")
+
+
+def check_overhead_per_message(answer, records: list[dict]) -> None:
+    """``answer`` must be Flower's mean overhead per uplink message in bytes: (Flower's message
+    bytes − the course payload bytes) summed over the rounds, divided by the number of replies."""
+    replies = sum(len(r["replied"]) for r in records)
+    extra = sum(r["flower_bytes_up"] - r["ledger_bytes_up"] for r in records)
+    expected = extra / replies
+    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool) and math.isfinite(answer),
+           f"overhead per message: expected a number of bytes, got {answer!r}")
+    wrong = {extra: "that is the total overhead of the run; divide by the number of messages (replies)",
+             extra / max(1, len(records)): "that is the overhead per round; a round carries one message per client",
+             sum(r["flower_bytes_up"] for r in records) / replies:
+                 "that is a whole Flower message; subtract the course payload (the ledger's bytes)"}
+    for value, why in wrong.items():
+        if not math.isclose(value, expected, rel_tol=1e-9) and math.isclose(answer, value, rel_tol=1e-9):
+            raise AssertionError(f"overhead per message: {answer:.1f} B -- {why}.")
+    expect(math.isclose(answer, expected, rel_tol=1e-6),
+           f"overhead per message: got {answer!r}, expected {expected:.2f} B (Flower bytes minus ledger bytes, "
+           f"summed, divided by the {replies} replies).")
+    passed("overhead per message")
