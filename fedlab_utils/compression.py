@@ -41,7 +41,7 @@ from .validation import check_fraction, check_int
 from .wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
 
 __all__ = ["choose_qparams", "quantize", "dequantize", "stochastic_round", "QuantizeCodec", "SignCodec", "TopKCodec",
-           "RandomKCodec", "ErrorFeedback", "payload_ratio", "quantize_model_int8", "model_size_bytes"]
+           "RandomKCodec", "ErrorFeedback", "quantize_model_int8", "model_size_bytes"]
 
 
 # ----------------------------------------------------------------------------- the math
@@ -347,13 +347,6 @@ class ErrorFeedback:
 
     def __repr__(self) -> str:
         return f"ErrorFeedback({self.inner!r})"
-
-
-def payload_ratio(codec, update: Update) -> float:
-    """How many times smaller than fp32 (4 bytes per value) ``codec``'s real payload is."""
-    n = _template_size(update)
-    probe = copy.deepcopy(codec)  # a stateful codec (error feedback, seeds) must not be disturbed
-    return 4 * n / len(probe.encode(update, 0))
 
 
 # ----------------------------------------------------------------------------- deployment

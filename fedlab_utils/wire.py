@@ -19,6 +19,7 @@ The wire's building blocks live here, written once for every codec:
 """
 from __future__ import annotations
 
+import copy
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 from .checkpoint import load_object_state, object_state, reset_state
 from .validation import check_int
 
-__all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "pack_bits", "unpack_bits",
+__all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "payload_ratio", "pack_bits", "unpack_bits",
            "packed_len", "index_bits", "MeasuredCodec"]
 
 Update = dict[str, torch.Tensor]
@@ -84,8 +85,16 @@ class Fp32Codec:
 
 
 def payload_bytes(codec: Codec, update: Update) -> int:
-    """Size in bytes of ``update`` as ``codec`` would send it (``len()`` of the real payload)."""
-    return len(codec.encode(update))
+    """Size in bytes of ``update`` as ``codec`` would send it (``len()`` of the real payload).
+
+    Encoded by a copy of the codec, so a stateful one (error-feedback residuals, seeded
+    counters) is left exactly as it was."""
+    return len(copy.deepcopy(codec).encode(update, 0))
+
+
+def payload_ratio(codec: Codec, update: Update) -> float:
+    """How many times smaller than fp32 (4 bytes per value) ``codec``'s real payload is."""
+    return 4 * sum(t.numel() for t in update.values()) / payload_bytes(codec, update)
 
 
 # ----------------------------------------------------------------------------- bit packing (MSB first)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedlab_utils.compression import TopKCodec
+from fedlab_utils.compression import ErrorFeedback, TopKCodec
 from fedlab_utils.pruning import SparseCodec
 from fedlab_utils.wire import (Fp32Codec, MeasuredCodec, index_bits, pack_bits, packed_len, payload_bytes,
-                               unpack_bits)
+                               payload_ratio, unpack_bits)
 
 
 # ----------------------------------------------------------------------------- bit packing
@@ -127,3 +127,11 @@ def test_measured_codec_resets_and_round_trips_its_state():
     assert codec.shadow_bytes == []
     codec.load_state_dict(state)
     assert codec.shadow_bytes == [1 + 4 + 1 + 4]
+
+
+def test_payload_size_helpers_leave_a_stateful_codec_untouched():
+    update = {"a": torch.arange(1.0, 101.0)}
+    codec = ErrorFeedback(TopKCodec(0.1))
+    assert payload_bytes(codec, update) == packed_len(10, 7) + 4 * 10  # ten 7-bit indices + ten fp32 values
+    assert payload_ratio(codec, update) == pytest.approx(400 / 49)
+    assert codec.residuals == {}  # measured on a copy: no residual was kept
