@@ -2,9 +2,15 @@
 
 Both are ``nn.Sequential`` so that later lessons can prune whole neurons, split the model
 into pipeline stages, or cut it between client and server without rewriting it.
+
+The CNN can also be built from depthwise separable convolutions (MobileNet's structural
+compression, notebook 02): :class:`SeparableConv2d`, ``make_model("cnn", ..., separable=True)``
+and :func:`to_separable` to convert any model's standard ``Conv2d`` layers for comparison.
 """
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -12,7 +18,8 @@ from torch import nn
 
 from .validation import check_choice
 
-__all__ = ["MLP", "CNN", "make_model", "count_parameters", "MODELS"]
+__all__ = ["MLP", "CNN", "SeparableConv2d", "make_model", "to_separable", "count_parameters",
+           "conv_parameters", "MODELS"]
 
 MODELS = ("mlp", "cnn")
 
@@ -30,20 +37,100 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
+class SeparableConv2d(nn.Sequential):
+    """A depthwise separable convolution: depthwise k×k (``groups=C_in``), then pointwise 1×1.
+
+    A drop-in for ``nn.Conv2d(C_in, C_out, k, ...)`` with the same output shape.  The
+    depthwise conv filters each input channel on its own (k²·C_in weights); the pointwise
+    conv mixes channels (C_in·C_out weights).  Per output pixel that is k²·C_in + C_in·C_out
+    multiply-adds instead of k²·C_in·C_out: a ratio of 1/C_out + 1/k² (MobileNet, Howard et
+    al. 2017).  As in Xception there is no nonlinearity between the two, so the block is a
+    factorised *linear* conv and the caller's activation follows it as before.  Only the
+    pointwise conv has a bias: a depthwise bias would pass through the pointwise conv as a
+    constant, duplicating the pointwise bias.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
+                 dilation: int | tuple[int, int] = 1, bias: bool = True, padding_mode: str = "zeros"):
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r} is not valid; it must be an integer ≥ 1")
+        super().__init__(OrderedDict(
+            depthwise=nn.Conv2d(in_channels, in_channels, kernel_size, stride, padding, dilation,
+                                groups=in_channels, bias=False, padding_mode=padding_mode),
+            pointwise=nn.Conv2d(in_channels, out_channels, 1, bias=bias)))
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = self.depthwise.kernel_size
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "SeparableConv2d":
+        """A freshly initialised separable block with ``conv``'s channels, kernel, stride and padding.
+
+        The weights are new (the layer is re-trained, not factorised from ``conv``'s weights).
+        """
+        if conv.groups != 1:
+            raise ValueError(f"conv.groups={conv.groups} is not valid; only standard convolutions (groups=1) "
+                             "can be made separable")
+        block = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, bias=conv.bias is not None, padding_mode=conv.padding_mode)
+        return block.to(device=conv.weight.device, dtype=conv.weight.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+
+
+def _convertible(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.groups == 1
+            and any(k > 1 for k in conv.kernel_size))  # a 1×1 conv is already pointwise
+
+
+def to_separable(model: nn.Module, keep_first: bool = True) -> nn.Module:
+    """A copy of ``model`` with each standard k×k ``nn.Conv2d`` replaced by :class:`SeparableConv2d`.
+
+    Input and output shapes are unchanged.  ``keep_first=True`` leaves the first conv
+    standard, as MobileNet does: it sees only the image's few channels, where a depthwise
+    filter per channel followed by a 1×1 mix would make every output channel a scaled copy of
+    one filtered image (for a grayscale input).  1×1 and grouped convs are left as they are.
+    The replacements are freshly initialised; ``model`` itself is not modified.
+    """
+    converted = copy.deepcopy(model)
+    targets = [(name, module) for name, module in converted.named_modules() if _convertible(module)]
+    if not targets:
+        raise ValueError(f"{type(model).__name__} has no standard k×k nn.Conv2d layer to make separable")
+    for name, conv in targets[1:] if keep_first else targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = converted.get_submodule(parent_name) if parent_name else converted
+        setattr(parent, child, SeparableConv2d.from_conv(conv))
+    return converted
+
+
+def conv_parameters(model: nn.Module) -> int:
+    """Parameters held by convolutions (standard, grouped, or inside separable blocks)."""
+    return sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
+
+
 class CNN(nn.Sequential):
     """(Conv3×3 → ReLU → MaxPool2) × len(channels) → Flatten → Linear.
 
-    For 1×28×28 inputs and channels (8, 16) it has about 9k parameters.
+    For 1×28×28 inputs and channels (8, 16) it has about 9k parameters, most of them in the
+    final Linear layer.  ``separable=True`` builds every conv after the first as a
+    :class:`SeparableConv2d` (the first stays standard, as in MobileNet).
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (8, 16)):
+    def __init__(self, input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (8, 16),
+                 separable: bool = False):
         if len(input_shape) != 3:
             raise ValueError(f"input_shape={tuple(input_shape)} is not an image shape; the CNN needs (C, H, W), "
                              "use model='mlp' for flat inputs")
+        if not isinstance(separable, bool):
+            raise ValueError(f"separable={separable!r} is not valid; use True or False")
         layers: list[nn.Module] = []
         in_ch = input_shape[0]
-        for out_ch in channels:
-            layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        for i, out_ch in enumerate(channels):
+            conv = SeparableConv2d(in_ch, out_ch, 3, padding=1) if separable and i > 0 else \
+                nn.Conv2d(in_ch, out_ch, 3, padding=1)
+            layers += [conv, nn.ReLU(), nn.MaxPool2d(2)]
             in_ch = out_ch
         layers.append(nn.Flatten())
         with torch.no_grad():
@@ -53,8 +140,15 @@ class CNN(nn.Sequential):
 
 
 def make_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Sequential:
-    """Build ``'mlp'`` or ``'cnn'`` for a dataset's ``input_shape`` and ``num_classes``."""
+    """Build ``'mlp'`` or ``'cnn'`` for a dataset's ``input_shape`` and ``num_classes``.
+
+    Keyword arguments go to the class: ``hidden=`` for the MLP; ``channels=`` and
+    ``separable=True`` (depthwise separable convs) for the CNN.
+    """
     check_choice("model", name, MODELS)
+    if name == "mlp" and kwargs.get("separable"):
+        raise ValueError("separable=True is not valid for model='mlp' (it has no convolutions); use model='cnn'")
+    kwargs = {k: v for k, v in kwargs.items() if not (name == "mlp" and k == "separable")}
     return (MLP if name == "mlp" else CNN)(input_shape, num_classes, **kwargs)
 
 

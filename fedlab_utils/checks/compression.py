@@ -7,7 +7,8 @@ import torch
 
 from . import call_safely, expect, passed
 
-__all__ = ["check_stochastic_round", "check_topk_payload_bytes", "check_error_feedback_step"]
+__all__ = ["check_stochastic_round", "check_topk_payload_bytes", "check_error_feedback_step",
+           "check_separable_cost"]
 
 
 def _draws_with(fn, x: torch.Tensor, seed: int, global_seed: int, what: str):
@@ -162,4 +163,74 @@ def check_error_feedback_step(fn, seed: int | None = None) -> None:
         total_sent = total_sent + sent
     expect(torch.allclose(total_sent + residual, sum(update_seq), atol=1e-5),
            f"{what}: over 3 rounds, everything sent plus the final residual should equal the sum of the updates. {hint}")
+    passed(what)
+
+
+def _separable_cases(seed: int | None) -> list[tuple[int, int, int, int, int]]:
+    """(c_in, c_out, k, height, width): hand-picked shapes, or random ones for a hidden test."""
+    if seed is None:
+        return [(16, 32, 3, 28, 28), (8, 16, 3, 14, 14), (32, 64, 5, 7, 9), (3, 24, 3, 32, 32)]
+    g = torch.Generator().manual_seed(3000 + seed)
+
+    def draw(low: int, high: int) -> int:
+        return int(torch.randint(low, high + 1, (1,), generator=g))
+
+    return [(draw(2, 48), draw(2, 96), 2 * draw(1, 3) + 1, draw(3, 20), draw(3, 20)) for _ in range(4)]
+
+
+def check_separable_cost(fn, seed: int | None = None) -> None:
+    """``fn(c_in, c_out, k, height, width) -> (parameters, flops)`` of one depthwise separable block.
+
+    The block is :class:`fedlab_utils.models.SeparableConv2d` ``(c_in, c_out, k, padding=k // 2)``:
+    a depthwise k×k conv without bias, then a pointwise 1×1 conv with bias, on one
+    ``c_in × height × width`` image.  Parameters: ``k²·c_in + c_in·c_out + c_out``.  FLOPs as
+    ``FlopCounterMode`` counts them: 2 per multiply-add, biases free, so
+    ``2·height·width·(k²·c_in + c_in·c_out)``.  Both are also compared with the real block.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..models import SeparableConv2d, count_parameters
+    from . import expect_whole_number
+
+    what = "separable_cost"
+    for c_in, c_out, k, h, w in _separable_cases(seed):
+        shape = f"{what}(c_in={c_in}, c_out={c_out}, k={k}, height={h}, width={w})"
+        got = call_safely(fn, c_in, c_out, k, h, w, what=what)
+        expect(isinstance(got, (tuple, list)) and len(got) == 2,
+               f"{shape}: return a pair (parameters, flops), got {got!r}")
+        params, flops = (expect_whole_number(v, f"{shape} {name}") for v, name in zip(got, ("parameters", "FLOPs")))
+        macs_per_pixel = k * k * c_in + c_in * c_out
+        block = SeparableConv2d(c_in, c_out, k, padding=k // 2)
+        real_params = count_parameters(block)
+        with FlopCounterMode(display=False) as counter:
+            block(torch.zeros(1, c_in, h, w))
+        real_flops = int(counter.get_total_flops())
+        expected_params, expected_flops = macs_per_pixel + c_out, 2 * h * w * macs_per_pixel
+        expect(real_params == expected_params and real_flops == expected_flops,
+               f"internal: the block has {real_params} parameters and {real_flops} FLOPs, the formula says "
+               f"{expected_params} and {expected_flops}")
+        standard = k * k * c_in * c_out
+        expect(params not in (standard, standard + c_out),
+               f"{shape}: {params} parameters is a *standard* k×k conv (k²·c_in·c_out). The separable block "
+               "has a depthwise k×k conv (one filter per input channel: k²·c_in) and a pointwise 1×1 conv "
+               "(c_in·c_out)")
+        expect(params != k * k * c_in * c_in + c_in * c_out + c_out,
+               f"{shape}: {params} parameters gives the depthwise conv c_in filters of c_in channels each; "
+               "with groups=c_in each of its c_in filters sees one channel only (k² weights)")
+        expect(params != macs_per_pixel,
+               f"{shape}: {params} parameters forgets the pointwise conv's bias (c_out more)")
+        expect(params != macs_per_pixel + c_out + c_in,
+               f"{shape}: {params} parameters counts a depthwise bias; this block has none (it would only "
+               "duplicate the pointwise bias)")
+        expect(params == expected_params,
+               f"{shape}: got {params} parameters, expected k²·c_in + c_in·c_out + c_out")
+        expect(flops != expected_flops // 2,
+               f"{shape}: {flops} counts multiply-adds; FlopCounterMode counts 2 FLOPs per multiply-add")
+        expect(flops not in (2 * h * w * standard, h * w * standard),
+               f"{shape}: {flops} FLOPs is the cost of a standard conv (k²·c_in·c_out per pixel)")
+        expect(flops != 2 * macs_per_pixel,
+               f"{shape}: {flops} FLOPs is one output pixel; the block computes height·width of them")
+        expect(flops == expected_flops,
+               f"{shape}: got {flops} FLOPs, expected 2·height·width·(k²·c_in + c_in·c_out) "
+               "(2 per multiply-add, biases free, same-size output)")
     passed(what)
