@@ -2,7 +2,9 @@
 #   make course   run every notebook headless -> build/ (executed notebooks, HTML, results.json)
 #   make test     unit tests + every notebook under nbval + papermill tests
 #   make bench    benchmarks -> benchmarks/results/*.json
-#   make student  nbgrader-style student versions -> build/student/
+#   make student  student versions (nbgrader's release) -> build/student/
+#   make classroom        nbgrader course (source/, release/, SQLite gradebook) -> build/classroom/
+#   make classroom-check  autograde 3 submissions per notebook with nbgrader, print the score table
 #   make lab      JupyterLab on notebooks/
 # Each target builds .venv (pip install -e .[dev]) unless a virtualenv is already active.
 SHELL := /bin/bash
@@ -21,7 +23,7 @@ export PYTHONHASHSEED := 0
 export FEDLAB_PROGRESS ?= 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: env course test unit notebooks bench bench-claims student lab clean
+.PHONY: env course test unit notebooks bench bench-claims student classroom classroom-check lab clean
 
 env: $(ENV_STAMP)
 
@@ -53,6 +55,12 @@ bench-claims: $(ENV_STAMP)
 
 student: $(ENV_STAMP)
 	$(PY) -m fedlab_utils student --out build/student
+
+classroom: $(ENV_STAMP)
+	$(PY) -m fedlab_utils classroom --out build/classroom
+
+classroom-check: $(ENV_STAMP)
+	$(PY) -m fedlab_utils classroom --grade-check --out build/classroom-check
 
 lab: $(ENV_STAMP)
 	FEDLAB_PROGRESS=1 $(PY) -m jupyter lab notebooks/

@@ -139,11 +139,11 @@ def test_autograde_three_submissions_of_notebook_00(tmp_path):
     assert "AssertionError" in r.feedback["one-wrong"].read_text()  # the hint reaches the student
     # The gradebook is nbgrader's SQLite database: per-cell autograded scores.
     with sqlite3.connect(tmp_path / "course" / "gradebook.db") as db:
-        rows = db.execute("""select student.id, grade_cell.name, grade.auto_score from grade
-                             join grade_cell on grade.cell_id = grade_cell.id
+        rows = db.execute("""select submitted_assignment.student_id, base_cell.name, grade.auto_score from grade
+                             join base_cell on grade.cell_id = base_cell.id
                              join submitted_notebook on grade.notebook_id = submitted_notebook.id
                              join submitted_assignment on submitted_notebook.assignment_id = submitted_assignment.id
-                             join student on submitted_assignment.student_id = student.id""").fetchall()
+                             """).fetchall()
     one_wrong = {cell: score for student, cell, score in rows if student == "one-wrong"}
     assert one_wrong[f"{wrong_id}-test"] == 0
     assert all(score == points[cell[:-len("-test")]] for cell, score in one_wrong.items() if cell != f"{wrong_id}-test")
