@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import load_object_state, object_state, reset_state
 from .validation import check_fraction, check_int
 from .wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
 
@@ -104,6 +105,20 @@ def _template_size(template: Update) -> int:
 
 
 # ----------------------------------------------------------------------------- codecs
+def _seed_for_call(calls: dict[int, int], seed: int, client_id: int) -> int:
+    """The uint32 seed of this client's next call, ``(seed, client, call number)``, counting the call.
+
+    Seeded codecs draw one reproducible stream per (client, call), whoever else was sampled;
+    ``calls`` is their state: ``reset()`` clears it for a new run, checkpoints save it."""
+    call = calls.get(client_id, 0)
+    calls[client_id] = call + 1
+    return int(np.random.SeedSequence([seed, client_id, call]).generate_state(1)[0])
+
+
+def _calls_state(calls: dict[int, int]) -> dict[int, int]:
+    return {int(c): int(n) for c, n in calls.items()}
+
+
 class QuantizeCodec:
     """Uniform ``bits``-bit quantization (1–16), deterministic or stochastic (unbiased, QSGD-style).
 
@@ -124,10 +139,18 @@ class QuantizeCodec:
         self.name = f"{'stoch-' if stochastic else ''}q{bits}" + ("" if chunk is None else f"/c{chunk}")
 
     def _generator(self, client_id: int) -> torch.Generator:
-        call = self._calls.get(client_id, 0)
-        self._calls[client_id] = call + 1
-        state = np.random.SeedSequence([self.seed, client_id, call]).generate_state(1)[0]
-        return torch.Generator().manual_seed(int(state))
+        return torch.Generator().manual_seed(_seed_for_call(self._calls, self.seed, client_id))
+
+    def reset(self) -> None:
+        """Restart every client's call counter (a new run draws the same rounding noise)."""
+        self._calls.clear()
+
+    def state_dict(self) -> dict:
+        """Each client's call counter (it seeds the next stochastic rounding), for a checkpoint."""
+        return {"calls": _calls_state(self._calls)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._calls = _calls_state(state["calls"])
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         vector, bounds = _chunks(update, self.chunk)
@@ -220,6 +243,16 @@ class _Sparse:
     def _suffix(self) -> str:
         return "" if self.values is None else f"+{self.values.name}"
 
+    def reset(self) -> None:
+        """Reset the value codec's state, if it has any (a stochastic quantizer's counters)."""
+        reset_state(self.values)
+
+    def state_dict(self) -> dict:
+        return {"values": object_state(self.values, "values")}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_object_state(self.values, state.get("values"), "values")
+
 
 class TopKCodec(_Sparse):
     """Keep the ``fraction`` of entries largest in magnitude (over the whole update).
@@ -274,21 +307,21 @@ class RandomKCodec(_Sparse):
     def reset(self) -> None:
         """Restart every client's call counter (a new run draws the same index sets)."""
         self._calls.clear()
+        super().reset()
 
     def state_dict(self) -> dict:
-        """Each client's call counter (it seeds the next index set), for a checkpoint."""
-        return {"calls": {int(c): int(n) for c, n in self._calls.items()}}
+        """Each client's call counter (it seeds the next index set) and the value codec's state."""
+        return {**super().state_dict(), "calls": _calls_state(self._calls)}
 
     def load_state_dict(self, state: dict) -> None:
-        self._calls = {int(c): int(n) for c, n in state["calls"].items()}
+        super().load_state_dict(state)
+        self._calls = _calls_state(state["calls"])
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         vector = flatten(update)
         n = vector.numel()
         k = _k(self.fraction, n)
-        call = self._calls.get(client_id, 0)
-        self._calls[client_id] = call + 1
-        seed = int(np.random.SeedSequence([self.seed, client_id, call]).generate_state(1)[0])
+        seed = _seed_for_call(self._calls, self.seed, client_id)
         kept = vector[self._indices(seed, n, k)] * (n / k if self.unbiased else 1.0)
         return np.asarray([seed], dtype="<u4").tobytes() + self._encode_values(kept, client_id)
 
@@ -332,18 +365,16 @@ class ErrorFeedback:
     def reset(self) -> None:
         """Forget every client's residual (start a new run)."""
         self.residuals.clear()
-        if callable(getattr(self.inner, "reset", None)):
-            self.inner.reset()
+        reset_state(self.inner)
 
     def state_dict(self) -> dict:
         """Every client's residual (and the inner codec's state), for a checkpoint."""
-        inner = self.inner.state_dict() if callable(getattr(self.inner, "state_dict", None)) else None
-        return {"residuals": {int(c): dict(r) for c, r in self.residuals.items()}, "inner": inner}
+        return {"residuals": {int(c): dict(r) for c, r in self.residuals.items()},
+                "inner": object_state(self.inner, "inner")}
 
     def load_state_dict(self, state: dict) -> None:
         self.residuals = {int(c): dict(r) for c, r in state["residuals"].items()}
-        if state.get("inner") is not None:
-            self.inner.load_state_dict(state["inner"])
+        load_object_state(self.inner, state.get("inner"), "inner")
 
     def __repr__(self) -> str:
         return f"ErrorFeedback({self.inner!r})"
