@@ -43,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .validation import check_choice
 
-__all__ = ["RadioModel", "LTE", "WIFI", "EnergyProfile", "PROFILES", "Energy", "RadioPhase", "get_profile",
+__all__ = ["RadioModel", "LTE", "WIFI", "EnergyProfile", "PROFILES", "Energy", "RadioPhase", "get_profile", "price_history",
            "radio_timeline", "nvml_device_for",
            "training_flops_per_sample", "training_flops_per_layer", "forward_flops", "HOROWITZ_45NM_PJ", "EnergyMeter", "RaplCounter", "read_energy_meter", "energy_by_profile"]
 
@@ -284,6 +284,25 @@ PROFILES: dict[str, EnergyProfile] = {
                                    flops_per_second=236e9,
                                    speed_source="Jetson Nano peak fp32 236 GFLOP/s (an upper bound; sweep lower)"),
 }
+
+
+def price_history(history, profile: "str | EnergyProfile", *, include_fixed: bool = True) -> Energy:
+    """A finished run's modelled joules under another ``profile``, client-round by client-round.
+
+    ``history`` is a :class:`~fedlab_utils.history.History` (anything whose ``records`` carry
+    ``client_rows`` dicts with ``flops``, ``bytes_up`` and ``bytes_down``).  Each client-round is
+    priced on its own, so each pays its own radio session.
+    """
+    p = get_profile(profile)
+    total = Energy()
+    for record in history.records:
+        rows = getattr(record, "client_rows", None)
+        if not rows:
+            raise ValueError(f"round {record.round} of {getattr(history, 'label', 'the run')!r} has no client_rows; "
+                             "price runs of the current federated loop")
+        for row in rows:
+            total = total + p.energy(row["flops"], row["bytes_up"], row["bytes_down"], include_fixed=include_fixed)
+    return total
 
 
 def get_profile(profile: str | EnergyProfile) -> EnergyProfile:
