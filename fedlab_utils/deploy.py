@@ -226,7 +226,8 @@ def _child_env(home: Path, threads: int | None) -> dict[str, str]:
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["FLWR_HOME"] = str(home)
     env["FEDLAB_PROGRESS"] = "0"
-    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no network calls home from the course
+    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     if threads is not None:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     return env
