@@ -67,13 +67,16 @@ def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Ac
 
 
 def plot_energy(histories, ax=None, title: str | None = None):
-    """Stacked bars of modelled joules (compute / uplink / downlink) per run."""
+    """Stacked bars of modelled joules (compute / uplink / downlink / radio fixed) per run.
+
+    "radio fixed" is the promotions and tails of the runs' radio sessions (docs/energy_model.md)."""
     fig, ax = axes_or_new(ax)
     runs = _runs(histories)
     bottom = np.zeros(len(runs))
-    for part in ("compute", "uplink", "downlink"):
+    for part in ("compute", "uplink", "downlink", "radio_fixed"):
         values = np.array([getattr(h.energy(), part) for h in runs])
-        ax.bar([h.label for h in runs], values, bottom=bottom, color=COLORS[part], label=part)
+        ax.bar([h.label for h in runs], values, bottom=bottom, color=COLORS.get(part, "0.6"),
+               label=part.replace("_", " "))
         bottom += values
     profiles = sorted({getattr(h.profile, "name", h.profile) for h in runs})  # History keeps the EnergyProfile
     ax.set(ylabel="joules (modelled, all clients)", title=title or f"Where the energy goes ({', '.join(profiles)})")
