@@ -82,3 +82,29 @@ def test_tiny_sweep_records_failures_writes_csv_and_plot_and_resumes(tmp_path, c
     assert main(["sweep", str(nb), "-p", "x", "1", "--out", str(out)]) == 0
     assert "1 of 1 point(s) already complete, skipped" in capsys.readouterr().out
     assert done.stat().st_mtime_ns == stamp
+
+
+def test_bench_claims_summarises_hold_rate_failing_seeds_and_worst_margin():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_claims.py"
+    spec = importlib.util.spec_from_file_location("bench_claims", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def record(seed, holds, margin, status="ok"):
+        claims = [{"claim": "a", "holds": holds, "measured": {"x": seed}, "margin": margin},
+                  {"claim": "b", "holds": True, "measured": {}}]
+        return {"notebook": "nb", "parameters": {"seed": seed}, "status": status,
+                "results": {"claims": claims, "observations": [{"observation": "o", "measured": {"v": seed}}]}}
+
+    summary = bench.summarize_claims([record(0, True, 0.5), record(1, False, -0.25), record(2, True, 0.1),
+                                      {"notebook": "nb", "parameters": {"seed": 3}, "status": "failed",
+                                       "results": None}])
+    a, b = summary["claims"]
+    assert a["seeds"] == [0, 1, 2] and a["held"] == 2 and a["hold_rate"] == pytest.approx(2 / 3)
+    assert a["failing_seeds"] == [1] and a["worst_margin"] == -0.25 and a["worst_margin_seed"] == 1
+    assert a["worst_failure"] == {"seed": 1, "measured": {"x": 1}}
+    assert b["hold_rate"] == 1.0 and b["worst_margin"] is None
+    assert summary["observations"] == [{"observation": "o", "per_seed": [{"seed": s, "v": s} for s in (0, 1, 2)]}]
+    assert bench.parse_seeds("0:3") == [0, 1, 2]
