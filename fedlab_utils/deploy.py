@@ -384,8 +384,9 @@ def _tail(path: Path, lines: int) -> str:
 def _report_progress(path: Path, seen: int, on_round: Callable[[dict], None] | None) -> int:
     if not path.exists():
         return seen
-    lines = path.read_text(encoding="utf-8").splitlines()
-    complete = lines if path.read_text(encoding="utf-8").endswith("\n") else lines[:-1]
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    complete = lines if text.endswith("\n") else lines[:-1]  # a line being written is read next time
     for line in complete[seen:]:
         record = json.loads(line)
         if on_round is not None:
