@@ -52,17 +52,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import ClientData
-from .federated import (ClientTransform, backward_and_step, FedAvgServer, History, LocalTraining, SequentialTrainer, autocast_context,
-                        apply_delta, client_generator, make_optimizer)
+from .federated import (ClientResult, ClientTransform, backward_and_step, FedAvgServer, History, LocalTraining,
+                        SequentialTrainer, autocast_context, apply_delta, client_generator, fedavg_aggregate,
+                        make_optimizer)
 from .validation import check_choice, check_int, check_real
-from .wire import Update
+from .wire import Fp32Codec, Update, unflatten
 
 __all__ = ["FedAvgM", "FedAdam", "FedYogi", "FedAdagrad", "FedOpt", "FedProx", "SERVERS", "make_server",
-           "quadratic_drift", "VmapTrainer", "BACKENDS", "make_trainer", "time_trainer", "time_train_step", "rounds_to_target",
+           "quadratic_drift", "VmapTrainer", "BACKENDS", "TRAINERS", "make_trainer", "resolve_trainer", "time_trainer", "time_train_step", "rounds_to_target",
            "joules_to_target", "article_loop", "fixed_data_loop", "adam_vs_adamw", "fedavgm_step"]
 
 SERVERS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 BACKENDS = ("sequential", "vmap")
+TRAINERS = BACKENDS + ("auto",)
 
 
 # ----------------------------------------------------------------------------- server optimizers
@@ -197,19 +199,89 @@ class FedProx(ClientTransform):
 
 
 # ----------------------------------------------------------------------------- vmap client trainer
-class VmapTrainer:
-    """Train many clients at once with ``torch.func`` -- the same result as :class:`SequentialTrainer`.
+@dataclass
+class _Schedule:
+    """Which rows of the round's concatenated data every client uses at every local step.
 
-    Clients with the same number of samples form a group; each group's parameters are stacked
-    (one slice per client) and every local SGD step is one vmapped ``grad`` call.  Per-client
-    shuffling comes from :func:`client_generator`, exactly as in the sequential trainer.
-    ``max_group`` caps how many clients are stacked at once (memory); ``None`` means no cap.
+    Clients are ordered by their number of steps per epoch, most first, so the clients still
+    training at step ``t`` are always a *prefix* of the stack: a client with fewer samples simply
+    stops, and nothing is computed for it any more.  Within a step, a client whose batch is
+    shorter (its last, partial batch) is padded with a valid row of weight 0.
+    """
+
+    order: list[int]                      # stack position -> position in the caller's client list
+    steps: list[tuple[int, torch.Tensor, torch.Tensor]]  # (active prefix k, row index k×B, row weight k×B)
+
+
+def _schedule(sizes: Sequence[int], generators: Sequence[torch.Generator], batch_size: int | None,
+              epochs: int, device: torch.device) -> _Schedule:
+    """Every client's minibatches, drawn exactly as :func:`~fedlab_utils.training.minibatches` draws
+    them (one ``randperm`` per epoch from the client's generator), laid out step by step."""
+    batches = [n if batch_size is None else min(batch_size, n) for n in sizes]
+    per_epoch = [-(-n // b) if n else 0 for n, b in zip(sizes, batches)]
+    order = sorted(range(len(sizes)), key=lambda i: -per_epoch[i])  # stable: ties keep the caller's order
+    offsets = dict(zip(order, np.concatenate([[0], np.cumsum([sizes[i] for i in order])[:-1]]).astype(np.int64)))
+    steps = []
+    for _ in range(epochs):
+        perms = {i: torch.randperm(sizes[i], generator=generators[i]).numpy() + offsets[i]
+                 for i in range(len(sizes)) if sizes[i]}
+        for t in range(max(per_epoch, default=0)):
+            active = [i for i in order if per_epoch[i] > t]
+            chunks = [perms[i][t * batches[i]:(t + 1) * batches[i]] for i in active]
+            width = max(len(c) for c in chunks)
+            rows = np.empty((len(active), width), dtype=np.int64)
+            weight = np.zeros((len(active), width), dtype=np.float32)
+            for r, c in enumerate(chunks):
+                rows[r, :len(c)], rows[r, len(c):] = c, c[0]
+                weight[r, :len(c)] = 1.0 / len(c)  # cross_entropy's mean over the client's own batch
+            steps.append((len(active), torch.from_numpy(rows).to(device), torch.from_numpy(weight).to(device)))
+    return _Schedule(order, steps)
+
+
+def _mlp_layers(model: nn.Module) -> list[tuple[str, nn.Linear, bool]] | None:
+    """``[(name, linear, relu_after)]`` when ``model`` is an ``nn.Sequential`` of an optional leading
+    ``Flatten``, then ``Linear`` layers with ``ReLU`` between them (the course's MLP); else ``None``."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    modules = list(model.named_children())
+    if modules and isinstance(modules[0][1], nn.Flatten) and (modules[0][1].start_dim, modules[0][1].end_dim) == (1, -1):
+        modules = modules[1:]
+    layers: list[tuple[str, nn.Linear, bool]] = []
+    for name, module in modules:
+        if isinstance(module, nn.Linear):
+            layers.append((name, module, False))
+        elif isinstance(module, nn.ReLU) and layers and not layers[-1][2]:
+            layers[-1] = (layers[-1][0], layers[-1][1], True)
+        else:
+            return None
+    return layers if layers and not layers[-1][2] else None
+
+
+class VmapTrainer:
+    """Train all sampled clients of a round at once -- the same result as :class:`SequentialTrainer`.
+
+    Every parameter is **stacked** across clients (a leading client dimension) and stays stacked
+    for the whole local training; each local SGD step of all clients is one batched computation:
+
+    * the course's MLPs (``Flatten``, ``Linear``, ``ReLU``) take a direct path: batched matmuls
+      (``torch.baddbmm``) forward, the gradient of the cross-entropy by hand, and each weight's SGD
+      step fused into its gradient matmul (``W ← W − lr·Gᵀ·A`` in one in-place ``baddbmm_``), so
+      no gradient tensor is ever materialised;
+    * any other supported model goes through ``torch.func``: ``vmap(grad(functional_call))``.
+
+    Clients of different sizes share the stack: the schedule orders them by number of steps,
+    so the clients still training are a prefix of the stack, and a short last batch is padded
+    with rows of weight 0.  Shuffling comes from each client's own generator
+    (:func:`client_generator`), exactly as in the sequential trainer, so both give the same
+    model up to float rounding.  ``max_group`` caps how many clients are stacked at once
+    (memory: the stack holds one copy of the model per client); ``None`` means no cap.
     """
 
     def __init__(self, max_group: int | None = None):
         if max_group is not None:
             check_int("max_group", max_group, 1)
         self.max_group = max_group
+        self._last: _Stack | None = None  # the latest round's stacked parameters (for the fp32 uplink)
 
     @staticmethod
     def check_supported(model: nn.Module, local: LocalTraining, transform: ClientTransform) -> None:
@@ -230,70 +302,240 @@ class VmapTrainer:
     def __call__(self, model, received, clients, local, round_idx, seed, transform):
         self.check_supported(model, local, transform)
         out: list = [None] * len(clients)
-        by_size: dict[int, list[int]] = {}
-        for pos, (_, data) in enumerate(clients):
-            by_size.setdefault(len(data), []).append(pos)
-        for size, positions in by_size.items():
-            step = self.max_group or len(positions)
-            for start in range(0, len(positions), step):
-                chunk = positions[start:start + step]
-                results = self._train_group(model, received, [clients[p] for p in chunk], size, local,
-                                            round_idx, seed, transform)
-                for pos, res in zip(chunk, results):
-                    out[pos] = res
+        self._last = None
+        step = self.max_group or max(len(clients), 1)
+        for start in range(0, len(clients), step):
+            chunk = clients[start:start + step]
+            for pos, result in enumerate(self._train_stack(model, received, chunk, local, round_idx, seed, transform)):
+                out[start + pos] = result
+        if len(clients) > step:
+            self._last = None  # several stacks: the uplink takes the per-client path
+        elif self._last is not None:
+            self._last.out = out
         return out
 
-    def _train_group(self, model, received, group, n, local, round_idx, seed, transform):
-        from torch.func import functional_call, grad, vmap
-
+    def _train_stack(self, model, received, group, local, round_idx, seed, transform):
         k = len(group)
         device = group[0][1].x.device
+        sizes = [len(data) for _, data in group]
+        plan = _schedule(sizes, [client_generator(seed, round_idx, cid) for cid, _ in group], local.batch_size,
+                         local.epochs, device)
+        x = torch.cat([group[i][1].x for i in plan.order]) if k > 1 else group[0][1].x
+        y = torch.cat([group[i][1].y for i in plan.order]) if k > 1 else group[0][1].y
         names = [name for name, _ in model.named_parameters()]
         params = {name: received[name].to(device).unsqueeze(0).repeat(k, *[1] * received[name].dim())
                   for name in names}
         anchor = {name: received[name].to(device) for name in names}
-        x = torch.stack([data.x for _, data in group])  # k × n × features
-        y = torch.stack([data.y for _, data in group])
-        generators = [client_generator(seed, round_idx, cid) for cid, _ in group]
-        batch = n if local.batch_size is None else min(local.batch_size, n)
         mu = transform.mu if isinstance(transform, FedProx) else 0.0
-        lr, wd = local.lr, local.weight_decay
+        layers = _mlp_layers(model)
+        step_fn = _mlp_step(layers, params) if layers is not None else _func_step(model, names)
+        losses = torch.zeros(k, dtype=torch.float64, device=device)
+        counts = torch.zeros(k, dtype=torch.float64, device=device)
+        for active, rows, weight in plan.steps:
+            loss = step_fn(params, active, x[rows], y[rows], weight, local.lr, local.weight_decay, mu, anchor)
+            losses[:active] += loss.double()
+            counts[:active] += 1
+        processed = [local.epochs * n for n in sizes]
+        mean_loss = (losses / counts).tolist()
+        out: list = [None] * k
+        for pos, i in enumerate(plan.order):
+            state = {key: params[key][pos] if key in params else value.clone() for key, value in received.items()}
+            out[i] = (state, mean_loss[pos] if sizes[i] else float("nan"), processed[i])
+        self._last = _Stack(params, plan.order, out, None if layers is None else mlp_training_flops_per_sample(layers))
+        return out
 
-        def loss_fn(p, xb, yb):
-            loss = F.cross_entropy(functional_call(model, p, (xb,)), yb)
-            total = loss
-            if mu:
-                total = loss + 0.5 * mu * sum(((p[nm] - anchor[nm]) ** 2).sum() for nm in names)
-            return total, loss
+    # ------------------------------------------------------------------ the uplink of stacked fp32 updates
+    def stacked_results(self, protocol, clients: list[int], trained: list) -> list[ClientResult] | None:
+        """FedAvg's uplink for the round just trained, on the stacked parameters, without per-client copies.
 
-        grads_of = vmap(grad(loss_fn, has_aux=True))
-        rows = torch.arange(k, device=device).unsqueeze(1)
-        losses = []
-        for _ in range(local.epochs):
-            order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
-            for start in range(0, n, batch):
-                idx = order[:, start:start + batch]
-                grads, loss = grads_of(params, x[rows, idx], y[rows, idx])
-                with torch.no_grad():
-                    for nm in names:
-                        g = grads[nm] if not wd else grads[nm] + wd * params[nm]  # torch.optim.SGD's rule
-                        params[nm] = params[nm] - lr * g
-                losses.append(loss.detach())
-        mean_loss = torch.stack(losses, 1).double().cpu().numpy().mean(1)
-        processed = local.epochs * n
-        # Each client's state: its slice of the stacked parameters (fresh tensors, never modified
-        # again) plus copies of any non-parameter floating state it received.
-        return [({key: params[key][i] if key in params else value.clone() for key, value in received.items()},
-                 float(mean_loss[i]), processed) for i in range(k)]
+        Called by :class:`~fedlab_utils.federated.FedAvgProtocol` after training.  It applies only
+        when the uplink is the plain :class:`~fedlab_utils.wire.Fp32Codec` (lossless, stateless),
+        the transform does not rewrite updates and the aggregation is FedAvg's; otherwise it returns
+        ``None`` and the protocol encodes each client's update itself.  All updates
+        (local − received) are written into one ``clients × parameters`` float32 block, row by row
+        in state-dict order: each row's bytes *are* :class:`Fp32Codec`'s payload for that client
+        (``len()`` counted, as everywhere), and the server reads the decoded update as a view of it.
+        A non-finite update is not sent (0 bytes), as in the per-client path.
+        """
+        last = self._last
+        if (last is None or trained is not last.out or type(protocol.uplink) is not Fp32Codec
+                or type(protocol.transform).on_update is not ClientTransform.on_update
+                or protocol.aggregate_fn is not fedavg_aggregate):
+            return None
+        received = protocol.received
+        if any(key not in last.params for key in received):
+            return None
+        k = len(trained)
+        sizes = [received[key].numel() for key in received]
+        block = torch.empty(k, sum(sizes), dtype=torch.float32, device=next(iter(received.values())).device)
+        start = 0
+        for key, n in zip(received, sizes):
+            torch.sub(last.params[key].reshape(k, n), received[key].reshape(1, n), out=block[:, start:start + n])
+            start += n
+        wire = block.numpy() if block.device.type == "cpu" else block.cpu().numpy()
+        finite = torch.isfinite(block.sum(1))  # a NaN/inf anywhere makes its row's sum non-finite
+        fps = last.flops_per_sample or protocol.flops_per_sample(protocol.worker)
+        position = {i: pos for pos, i in enumerate(last.order)}
+        results = []
+        for i, cid in enumerate(clients):
+            pos = position[i]
+            _, loss, processed = trained[i]
+            row = block[pos]
+            ok = bool(finite[pos]) or bool(torch.isfinite(row).all())  # a finite row can overflow its sum
+            sent = len(memoryview(wire[pos]).cast("B")) if ok else 0
+            results.append(ClientResult(cid, len(protocol.ctx.clients[cid]), row, loss, processed, sent, 0,
+                                        fps * processed))
+        last.block = block
+        return results
+
+    def stacked_average(self, protocol, results: list[ClientResult]) -> Update | None:
+        """FedAvg of the surviving rows of the round's update block: one weighted sum (a matrix-vector
+        product) instead of a Python sum over clients; ``None`` when the results are not that block's."""
+        last = self._last
+        block = None if last is None else last.block
+        if block is None or not results or any(getattr(r.update, "_base", None) is not block for r in results):
+            return None
+        rows = [(r.update.storage_offset() - block.storage_offset()) // block.stride(0) for r in results]
+        weights = torch.tensor([float(r.num_samples) for r in results], dtype=block.dtype, device=block.device)
+        chosen = block if rows == list(range(block.shape[0])) else block[torch.tensor(rows, device=block.device)]
+        return unflatten(torch.mv(chosen.t(), weights / weights.sum()), protocol.received)
 
     def __repr__(self) -> str:
         return f"VmapTrainer(max_group={self.max_group})"
+
+
+@dataclass
+class _Stack:
+    """The stacked parameters of the latest round (``order``: stack position -> caller's position)."""
+
+    params: dict[str, torch.Tensor]
+    order: list[int]
+    out: list | None = None
+    flops_per_sample: int | None = None
+    block: torch.Tensor | None = None
+
+
+def mlp_training_flops_per_sample(layers: list[tuple[str, nn.Linear, bool]]) -> int:
+    """Training FLOPs per sample of an MLP as :func:`~fedlab_utils.ledger.training_flops_per_sample`
+    counts them with ``FlopCounterMode``: per ``Linear(i, o)`` 2·i·o forward, 2·i·o for the weight
+    gradient and 2·i·o for the input gradient, except the first layer's (its input needs none).
+
+    The vmap fast path uses this count (checked against ``FlopCounterMode`` in the tests) because
+    entering any ``TorchDispatchMode`` imports ``torch._dynamo``, about a second in a fresh process.
+    """
+    return sum((4 + 2 * (j > 0)) * m.in_features * m.out_features for j, (_, m, _) in enumerate(layers))
+
+
+def _sgd_decay(lr: float, weight_decay: float, mu: float) -> float:
+    """The factor on ``w`` of one SGD step with L2 weight decay and FedProx: ``w ← (1 − lr·(wd+μ))·w + …``."""
+    return 1.0 - lr * (weight_decay + mu)
+
+
+def _mlp_step(layers, params):
+    """One SGD step of every active client of an MLP, on stacked parameters, in place."""
+    linear = [(f"{name}.weight", f"{name}.bias" if module.bias is not None else None, relu)
+              for name, module, relu in layers]
+    relu_below = [False] + [relu for _, _, relu in linear[:-1]]
+
+    def step(params, k, xb, yb, weight, lr, weight_decay, mu, anchor):
+        a = xb.reshape(k, xb.shape[1], -1)
+        inputs = []
+        for w_name, b_name, relu in linear:
+            inputs.append(a)
+            w = params[w_name][:k]
+            if b_name is None:
+                a = torch.bmm(a, w.transpose(1, 2))
+            else:
+                a = torch.baddbmm(params[b_name][:k].unsqueeze(1), a, w.transpose(1, 2))
+            if relu:
+                a = a.relu_()
+        logp = torch.log_softmax(a, dim=-1)
+        target = yb.unsqueeze(-1)
+        loss = -(logp.gather(-1, target).squeeze(-1) * weight).sum(1)  # each client's mean cross-entropy
+        grad = logp.exp_()  # softmax
+        grad.scatter_add_(-1, target, torch.full_like(target, -1, dtype=grad.dtype))
+        grad.mul_(weight.unsqueeze(-1))  # d(mean loss)/d(logits); padded rows get 0
+        decay = _sgd_decay(lr, weight_decay, mu)
+        for j in range(len(linear) - 1, -1, -1):
+            w_name, b_name, _ = linear[j]
+            w, a = params[w_name][:k], inputs[j]
+            below = None
+            if j > 0:  # gradient for the layer below, with the *old* weights (and through its ReLU)
+                below = torch.bmm(grad, w)
+                if relu_below[j]:
+                    below.mul_(a > 0)
+            if mu:
+                w.mul_(decay).add_(anchor[w_name], alpha=lr * mu)
+                w.baddbmm_(grad.transpose(1, 2).contiguous(), a, alpha=-lr)
+            else:
+                w.baddbmm_(grad.transpose(1, 2).contiguous(), a, beta=decay, alpha=-lr)
+            if b_name is not None:
+                b = params[b_name][:k]
+                if decay != 1.0:
+                    b.mul_(decay)
+                if mu:
+                    b.add_(anchor[b_name], alpha=lr * mu)
+                b.add_(grad.sum(1), alpha=-lr)
+            grad = below
+        return loss
+
+    return step
+
+
+def _func_step(model: nn.Module, names: list[str]):
+    """One SGD step of every active client of any supported model, via ``torch.func``."""
+    from torch.func import functional_call, grad, vmap
+
+    def loss_fn(p, xb, yb, wb):
+        nll = F.cross_entropy(functional_call(model, p, (xb,)), yb, reduction="none")
+        loss = (nll * wb).sum()
+        return loss, loss
+
+    grads_of = vmap(grad(loss_fn, has_aux=True))
+
+    def step(params, k, xb, yb, weight, lr, weight_decay, mu, anchor):
+        active = {nm: params[nm][:k] for nm in names}
+        grads, loss = grads_of(active, xb, yb, weight)
+        decay = _sgd_decay(lr, weight_decay, mu)
+        with torch.no_grad():
+            tensors = [active[nm] for nm in names]
+            if decay != 1.0:
+                torch._foreach_mul_(tensors, decay)
+            if mu:
+                torch._foreach_add_(tensors, [anchor[nm] for nm in names], alpha=lr * mu)
+            torch._foreach_add_(tensors, [grads[nm] for nm in names], alpha=-lr)
+        return loss.detach()
+
+    return step
 
 
 def make_trainer(backend: str = "sequential"):
     """The client trainer for ``backend``: ``'sequential'`` (any option) or ``'vmap'`` (SGD, fp32)."""
     check_choice("backend", backend, BACKENDS)
     return SequentialTrainer() if backend == "sequential" else VmapTrainer()
+
+
+def resolve_trainer(trainer, model: nn.Module, local: LocalTraining, transform: ClientTransform | None):
+    """The trainer :func:`~fedlab_utils.federated.run` uses for ``trainer=``.
+
+    ``None`` is the :class:`SequentialTrainer`; ``'sequential'`` and ``'vmap'`` name a backend;
+    ``'auto'`` picks :class:`VmapTrainer` when :meth:`VmapTrainer.check_supported` accepts the model,
+    the local training and the transform (plain SGD, fp32, no transform or FedProx, no BatchNorm or
+    dropout), and the sequential trainer otherwise.  A trainer object is returned as it is.  The
+    run's ``History.config['trainer']`` says which one ran.
+    """
+    if trainer is None:
+        return SequentialTrainer()
+    if not isinstance(trainer, str):
+        return trainer
+    check_choice("trainer", trainer, TRAINERS)
+    if trainer != "auto":
+        return make_trainer(trainer)
+    try:
+        VmapTrainer.check_supported(model, local, transform or ClientTransform())
+    except ValueError:
+        return SequentialTrainer()
+    return VmapTrainer()
 
 
 # ----------------------------------------------------------------------------- timing (measured, never asserted)

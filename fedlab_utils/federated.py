@@ -283,6 +283,10 @@ class FedAvgProtocol(RoundProtocol):
             trained = self._local(round_idx, clients)
         except Exception as exc:  # noqa: BLE001 -- a one-client round
             trained = [exc]
+        stacked = getattr(self.trainer, "stacked_results", None)  # VmapTrainer: fp32 updates as one block
+        results = stacked(self, clients, trained) if stacked is not None else None
+        if results is not None:
+            return results
         fps = self.flops_per_sample(self.worker)
 
         def upload(i: int) -> ClientResult:
@@ -304,7 +308,10 @@ class FedAvgProtocol(RoundProtocol):
         results = [r for r in results if r.num_samples > 0]
         if not results:
             return 0
-        update = self.aggregate_fn(results, self.global_model, round_idx)
+        stacked = getattr(self.trainer, "stacked_average", None)  # VmapTrainer: one weighted sum of the block
+        update = stacked(self, results) if stacked is not None else None
+        if update is None:
+            update = self.aggregate_fn(results, self.global_model, round_idx)
         self.global_model.load_state_dict(self.server.step(self.global_state, update), strict=False)
         return 0
 
@@ -317,7 +324,7 @@ class FedAvgProtocol(RoundProtocol):
 
     def config(self) -> dict:
         return {"uplink": _name(self.uplink), "downlink": _name(self.downlink), "server": _name(self.server),
-                "aggregate": _name(self.aggregate_fn), "transform": _name(self.transform),
+                "aggregate": _name(self.aggregate_fn), "transform": _name(self.transform), "trainer": _name(self.trainer),
                 "model": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
 
     def state_dict(self) -> dict:
@@ -336,7 +343,7 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
         rounds: int, fraction: float = 1.0, local: LocalTraining = LocalTraining(), seed: int = 0,
         uplink: Codec | None = None, downlink: Codec | None = None, transform: ClientTransform | None = None,
         server: ServerOptimizer | None = None, aggregate: Aggregate = fedavg_aggregate,
-        trainer: ClientTrainer | None = None, energy_profile: str | EnergyProfile = "phone-lte",
+        trainer: ClientTrainer | str | None = None, energy_profile: str | EnergyProfile = "phone-lte",
         label: str | None = None, progress: bool | None = None, eval_every: int = 1,
         protocol: RoundProtocol | None = None, faults: Faults | None = None, on_client_error: str = "raise",
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1, resume: bool = False) -> History:
@@ -348,6 +355,9 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     * ``protocol``: a :class:`RoundProtocol` instead of FedAvg's steps (then ``model`` is
       ``None`` and ``uplink``/``downlink``/``transform``/``server``/``aggregate``/``trainer``
       are not used);
+    * ``trainer``: a :class:`ClientTrainer`, or ``'sequential'``, ``'vmap'`` or ``'auto'`` (the vmap
+      backend when it supports the model and ``local``, else sequential; see
+      :func:`fedlab_utils.acceleration.resolve_trainer`); ``History.config['trainer']`` says which ran;
     * ``faults``: a :class:`~fedlab_utils.faults.Faults` model of dropouts and stragglers;
     * ``on_client_error``: ``'raise'`` (default: the error names the client and round) or
       ``'skip'`` (the client is listed in ``RoundRecord.failed`` and the round goes on);
@@ -373,6 +383,10 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     if protocol is None:
         if model is None:
             raise ValueError("model=None needs protocol=...; pass the initial model to train with FedAvg")
+        if isinstance(trainer, str):  # 'auto' (vmap when it supports the setup), 'sequential' or 'vmap'
+            from .acceleration import resolve_trainer
+
+            trainer = resolve_trainer(trainer, model, local, transform)
         protocol = FedAvgProtocol(model, uplink=uplink, downlink=downlink, transform=transform, server=server,
                                   aggregate=aggregate, trainer=trainer)
     elif any(v is not None for v in (uplink, downlink, transform, server, trainer)) or aggregate is not fedavg_aggregate:

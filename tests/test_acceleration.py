@@ -9,10 +9,11 @@ import torch
 from fedlab_utils import acceleration as acc
 from fedlab_utils.checks import acceleration as checks
 from fedlab_utils.data import client_data, partition
-from fedlab_utils.federated import (ClientTransform, FedAvgServer, History, LocalTraining, RoundRecord,
-                                    SequentialTrainer, apply_delta, run)
+from fedlab_utils.federated import (ClientTransform, FedAvgProtocol, FedAvgServer, Faults, History, LocalTraining,
+                                    RoundContext, RoundRecord, SequentialTrainer, apply_delta, run, weighted_average)
 from fedlab_utils.ledger import Energy
 from fedlab_utils.models import make_model
+from fedlab_utils.wire import Fp32Codec, unflatten
 
 
 # ----------------------------------------------------------------------------- server steps by hand
@@ -205,6 +206,141 @@ def test_vmap_backend_refuses_what_it_cannot_reproduce(digits, local, transform,
     with pytest.raises(ValueError, match=match):
         run(model, clients, (digits.x_test, digits.y_test), rounds=1, local=local, transform=transform,
             trainer=acc.VmapTrainer())
+
+
+def test_vmap_backend_equals_sequential_on_unequal_clients_with_faults(digits):
+    # Dirichlet(0.3): sizes differ, so clients stop at different steps and last batches are padded.
+    clients = _federation(digits, 8, method="dirichlet", seed=2)
+    assert len({len(c) for c in clients}) > 4
+    model = make_model("mlp", digits.input_shape, 10, hidden=(32, 16))
+    common = dict(rounds=3, fraction=0.75, local=LocalTraining(epochs=2, batch_size=16, lr=0.1), seed=4,
+                  faults=Faults(dropout=0.3, seed=1))
+    h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
+    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer="vmap", **common)
+    assert any(r.dropped for r in h_seq.records)  # the stacked uplink also averages a subset of its rows
+    assert [r.dropped for r in h_seq.records] == [r.dropped for r in h_vec.records]
+    assert _max_weight_diff(h_seq, h_vec) < 1e-4
+    assert [r.bytes_up for r in h_seq.records] == [r.bytes_up for r in h_vec.records]
+    assert [r.train_loss for r in h_seq.records] == pytest.approx([r.train_loss for r in h_vec.records], abs=1e-4)
+
+
+def test_mlp_fast_path_equals_torch_func(digits):
+    """One round of the hand-written batched MLP step against vmap(grad(functional_call)), with FedProx
+    and weight decay, on clients of different sizes."""
+    clients = _federation(digits, 5, method="dirichlet", seed=1)
+    model = make_model("mlp", digits.input_shape, 10, hidden=(24, 12))
+    received = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    local = LocalTraining(epochs=2, batch_size=20, lr=0.1, weight_decay=1e-2)
+    pairs = list(enumerate(clients))
+    fast = acc.VmapTrainer()(model, received, pairs, local, 1, 0, acc.FedProx(mu=0.5))
+    original = acc._mlp_layers
+    acc._mlp_layers = lambda m: None  # force the torch.func path
+    try:
+        generic = acc.VmapTrainer()(model, received, pairs, local, 1, 0, acc.FedProx(mu=0.5))
+    finally:
+        acc._mlp_layers = original
+    for (s1, l1, n1), (s2, l2, n2) in zip(fast, generic):
+        assert n1 == n2 and l1 == pytest.approx(l2, abs=1e-5)
+        assert max((s1[k] - s2[k]).abs().max().item() for k in s1) < 1e-5
+
+
+@pytest.mark.parametrize("hidden", [(), (16,), (32, 8)])
+def test_mlp_flop_formula_equals_flop_counter(hidden):
+    from fedlab_utils.ledger import training_flops_per_sample
+
+    model = make_model("mlp", (1, 8, 8), 10, hidden=hidden)
+    assert acc.mlp_training_flops_per_sample(acc._mlp_layers(model)) == training_flops_per_sample(model, (1, 8, 8))
+
+
+def test_mlp_layers_accepts_only_what_the_fast_path_computes():
+    assert acc._mlp_layers(make_model("mlp", (1, 8, 8), 10, hidden=(16, 8))) is not None
+    assert acc._mlp_layers(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))) is None
+    assert acc._mlp_layers(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())) is None
+    assert acc._mlp_layers(make_model("cnn", (1, 8, 8), 10, channels=(4,))) is None
+
+
+class _CountingFp32(Fp32Codec):
+    """The fp32 codec under another type: the stacked uplink must not apply to it."""
+
+
+def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits):
+    clients = _federation(digits, 4, method="dirichlet", seed=3)
+    model = make_model("mlp", digits.input_shape, 10)
+    test = (digits.x_test, digits.y_test)
+    trainer = acc.VmapTrainer()
+    protocol = FedAvgProtocol(model, trainer=trainer)
+    protocol.setup(RoundContext(clients, test, LocalTraining(lr=0.1), 0, torch.device("cpu"), digits.input_shape))
+    protocol.broadcast(1, [0, 1, 2, 3])
+    results = protocol.train(1, [0, 1, 2, 3])
+    assert trainer._last.block is not None  # the stacked path ran
+    for r, (state, _, _) in zip(results, trainer._last.out):
+        update = {k: state[k] - protocol.received[k] for k in protocol.received}
+        payload = Fp32Codec().encode(update)
+        assert r.bytes_up == len(payload) == 4 * sum(v.numel() for v in update.values())
+        assert r.update.numpy().astype("<f4").tobytes() == payload
+    expected = {k: sum(r.num_samples * unflatten(r.update, protocol.received)[k] for r in results)
+                / sum(r.num_samples for r in results) for k in protocol.received}
+    got = trainer.stacked_average(protocol, results)
+    assert all(torch.allclose(got[k], expected[k], atol=1e-7) for k in expected)
+    subset = trainer.stacked_average(protocol, results[1:3])
+    expected_subset = weighted_average([unflatten(r.update, protocol.received) for r in results[1:3]],
+                                       [r.num_samples for r in results[1:3]])
+    assert all(torch.allclose(subset[k], expected_subset[k], atol=1e-7) for k in expected_subset)
+    other = FedAvgProtocol(model, trainer=acc.VmapTrainer(), uplink=_CountingFp32())
+    other.setup(RoundContext(clients, test, LocalTraining(lr=0.1), 0, torch.device("cpu"), digits.input_shape))
+    other.broadcast(1, [0, 1])
+    assert all(isinstance(r.update, dict) for r in other.train(1, [0, 1]))  # per-client path
+
+
+class _NanAfterTraining(acc.VmapTrainer):
+    def __call__(self, *args):
+        out = super().__call__(*args)
+        self._last.params["0.weight" if "0.weight" in self._last.params else "1.weight"][0].fill_(float("nan"))
+        return out
+
+
+def test_stacked_uplink_rejects_a_nan_client_and_keeps_the_model_finite(digits):
+    clients = _federation(digits, 4)
+    model = make_model("mlp", digits.input_shape, 10)
+    h = run(model, clients, (digits.x_test, digits.y_test), rounds=2, local=LocalTraining(lr=0.1),
+            trainer=_NanAfterTraining())
+    assert all(len(r.rejected) == 1 for r in h.records)
+    assert all(torch.isfinite(p).all() for p in h.model.parameters())
+    assert h.records[0].bytes_up == 3 * 4 * sum(p.numel() for p in model.parameters())
+
+
+def test_trainer_auto_picks_vmap_when_supported_and_says_so(digits):
+    clients = _federation(digits, 3)
+    model = make_model("mlp", digits.input_shape, 10)
+    test = (digits.x_test, digits.y_test)
+    h = run(model, clients, test, rounds=1, trainer="auto")
+    assert h.config["trainer"].startswith("VmapTrainer")
+    h_adam = run(model, clients, test, rounds=1, trainer="auto", local=LocalTraining(optimizer="adam"))
+    assert h_adam.config["trainer"] == "SequentialTrainer()"
+    assert run(model, clients, test, rounds=1).config["trainer"] == "SequentialTrainer()"
+    assert isinstance(acc.resolve_trainer("vmap", model, LocalTraining(), None), acc.VmapTrainer)
+    with pytest.raises(ValueError, match="trainer"):
+        run(model, clients, test, rounds=1, trainer="fastest")
+
+
+def test_vmap_mlp_round_imports_no_dynamo():
+    """The first optimizer step of torch.optim imports torch._dynamo (about a second); the MLP fast path
+    has no optimizer object, so a fresh process never pays for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from fedlab_utils.data import load_dataset, partition, client_data\n"
+            "from fedlab_utils.federated import run\n"
+            "from fedlab_utils.models import make_model\n"
+            "ds = load_dataset('mnist5k')\n"
+            "clients = client_data(ds, partition(ds.y_train, 4, 'iid'))\n"
+            "h = run(make_model('mlp', ds.input_shape, 10), clients, (ds.x_test, ds.y_test), rounds=1,"
+            " trainer='auto', progress=False)\n"
+            "print(h.config['trainer'], 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "False", out.stdout + out.stderr
+    assert out.stdout.startswith("VmapTrainer")
 
 
 def test_make_trainer():
