@@ -149,10 +149,46 @@ def test_autograde_three_submissions_of_notebook_00(tmp_path):
     assert all(score == points[cell[:-len("-test")]] for cell, score in one_wrong.items() if cell != f"{wrong_id}-test")
 
 
-def test_cli_validates_and_refuses_unknown_notebooks(capsys):
+def test_cli_locks_validates_and_refuses_unknown_notebooks(tmp_path, capsys):
     from fedlab_utils.__main__ import main
 
-    assert main(["classroom", "--validate", "00"]) == 0
-    assert "00_federated_baseline.ipynb: valid" in capsys.readouterr().out
+    path = tmp_path / "toy.ipynb"
+    nbformat.write(_toy_notebook(), path)
+    assert main(["classroom", "--validate", str(path)]) == 2
+    assert "toy.ipynb cell 0 (title): not locked" in capsys.readouterr().err
+    assert main(["classroom", "--lock-source", str(path)]) == 0
+    assert "toy.ipynb: locked 5 cell(s); valid" in capsys.readouterr().out
+    assert main(["classroom", "--lock-source", str(path)]) == 0
+    assert "toy.ipynb: valid" in capsys.readouterr().out
     assert main(["classroom", "--validate", "99"]) == 2
     assert "notebook '99' not found" in capsys.readouterr().err
+
+
+def _notebook_imports(nb) -> str:
+    """The notebook's top-level import lines (its setup), to run one exercise's cells without the rest."""
+    lines = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            source = cell.source.replace("(\n", "(").replace(",\n", ", ")
+            lines += [line for line in source.splitlines() if line.startswith(("import ", "from "))]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", sorted(classroom.PLAUSIBLE_WRONG_ANSWERS))
+def test_classroom_checks_wrong_answer_fails_and_solution_passes(name):
+    """What `make classroom-check` submits as 'one wrong exercise' really fails that exercise's test cell
+    (with the notebook's own imports), and the instructor's solution passes it."""
+    nb = nbformat.read(classroom.NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    grade_id, wrong = classroom.PLAUSIBLE_WRONG_ANSWERS[name]
+    first = exercises(nb)[0]
+    assert first.solution_id == grade_id
+    test_source = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == first.test_id)
+    for answer, passes in ((first.source, True), (wrong, False)):
+        namespace = {}
+        exec(_notebook_imports(nb), namespace)
+        exec(answer, namespace)
+        if passes:
+            exec(test_source, namespace)
+        else:
+            with pytest.raises(AssertionError):
+                exec(test_source, namespace)
