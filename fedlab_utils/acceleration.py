@@ -25,14 +25,17 @@ one (:func:`make_server` builds one by name).
 
 Faster rounds:
 
-* :class:`VmapTrainer` -- a :class:`ClientTrainer` that trains all sampled clients *at once*
-  with ``torch.func`` (``functional_call`` + ``vmap`` + ``grad``) over stacked per-client
-  parameters.  It reproduces :class:`SequentialTrainer` (same per-client shuffling from
-  :func:`client_generator`, same SGD arithmetic) up to float rounding.  Clients are grouped by
-  dataset size, because one vmapped step needs equal batch shapes: an IID split (equal sizes)
-  runs as one group; a skewed split with all-different sizes gains nothing.  It supports plain
-  SGD (``optimizer='sgd'``, with optional ``weight_decay``), ``precision='fp32'`` and the
-  transforms ``ClientTransform()`` (none) and :class:`FedProx`; anything else raises.
+* :class:`VmapTrainer` -- a :class:`ClientTrainer` that trains all sampled clients of a round
+  *at once*: parameters stacked across clients for the whole local training, one batched
+  computation per local step (batched matmuls with fused in-place SGD for the course's MLPs,
+  ``torch.func``'s ``vmap(grad(functional_call))`` for other models).  Clients of different
+  sizes share one stack (those still training are a prefix of it; short last batches are
+  padded with rows of weight 0).  It reproduces :class:`SequentialTrainer` (same per-client
+  shuffling from :func:`client_generator`, same SGD arithmetic) up to float rounding, supports
+  plain SGD (``optimizer='sgd'``, optional ``weight_decay``), ``precision='fp32'`` and the
+  transforms ``ClientTransform()`` (none) and :class:`FedProx`; anything else raises.  With the
+  fp32 uplink it hands the loop all updates as one block (:meth:`VmapTrainer.stacked_results`).
+  ``run(..., trainer='auto')`` uses it whenever it applies (:func:`resolve_trainer`).
 * :func:`time_train_step` times one training step in fp32 / bf16 / fp16, eager or
   ``torch.compile``-d, on any device -- measured, never assumed (the first compiled call
   takes seconds).
@@ -41,8 +44,6 @@ Faster rounds:
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,7 @@ from .data import ClientData
 from .federated import (ClientResult, ClientTransform, backward_and_step, FedAvgServer, History, LocalTraining,
                         SequentialTrainer, autocast_context, apply_delta, client_generator, fedavg_aggregate,
                         make_optimizer)
+from .timing import time_calls, wall_time
 from .validation import check_choice, check_int, check_real
 from .wire import Fp32Codec, Update, unflatten
 
@@ -539,11 +541,6 @@ def resolve_trainer(trainer, model: nn.Module, local: LocalTraining, transform: 
 
 
 # ----------------------------------------------------------------------------- timing (measured, never asserted)
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_trainer(trainer, model: nn.Module, clients: Sequence[ClientData], local: LocalTraining,
                  repeats: int = 3, seed: int = 0) -> dict:
     """Wall time of one round of local training of ``clients`` by ``trainer`` (one warm-up call first).
@@ -557,14 +554,9 @@ def time_trainer(trainer, model: nn.Module, clients: Sequence[ClientData], local
     pairs = list(enumerate(clients))
     transform = ClientTransform()
     trainer(model, received, pairs, local, 1, seed, transform)  # warm-up (allocations, vmap tracing)
-    times = []
-    for r in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        trainer(model, received, pairs, local, 2 + r, seed, transform)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    median = statistics.median(times)
+    rounds = iter(range(2, 2 + repeats))
+    median = time_calls(lambda: trainer(model, received, pairs, local, next(rounds), seed, transform),
+                        repeats=repeats, warmup=0, device=device).median_s
     return {"seconds": median, "client_updates_per_s": len(clients) / median, "repeats": repeats}
 
 
@@ -594,19 +586,11 @@ def time_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
         backward_and_step(loss, optimizer, scaler)
         return float(loss.detach())
 
-    _sync(device)
-    start = time.perf_counter()
-    step()
-    _sync(device)
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
+    with wall_time(device) as first:
         step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
+    stats = time_calls(step, repeats=steps, warmup=0, device=device)
     return {"precision": precision, "compiled": compile, "device": str(device), "batch": len(y),
-            "step_ms": 1e3 * statistics.median(times), "first_call_s": first, "steps": steps}
+            "step_ms": 1e3 * stats.median_s, "first_call_s": first.seconds, "steps": steps}
 
 
 # ----------------------------------------------------------------------------- reading a History
