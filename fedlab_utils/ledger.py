@@ -291,17 +291,20 @@ def price_history(history, profile: "str | EnergyProfile", *, include_fixed: boo
 
     ``history`` is a :class:`~fedlab_utils.history.History` (anything whose ``records`` carry
     ``client_rows`` dicts with ``flops``, ``bytes_up`` and ``bytes_down``).  Each client-round is
-    priced on its own, so each pays its own radio session.
+    priced on its own, so each pays its own radio session.  A record without ``client_rows``
+    (a protocol that logs only round totals) is priced as ``len(record.clients)`` equal shares of
+    its totals (:meth:`EnergyProfile.energy_for`).
     """
     p = get_profile(profile)
     total = Energy()
     for record in history.records:
         rows = getattr(record, "client_rows", None)
-        if not rows:
-            raise ValueError(f"round {record.round} of {getattr(history, 'label', 'the run')!r} has no client_rows; "
-                             "price runs of the current federated loop")
-        for row in rows:
-            total = total + p.energy(row["flops"], row["bytes_up"], row["bytes_down"], include_fixed=include_fixed)
+        if rows:
+            for row in rows:
+                total = total + p.energy(row["flops"], row["bytes_up"], row["bytes_down"], include_fixed=include_fixed)
+        elif record.clients:
+            total = total + p.energy_for(record.client_flops, record.bytes_up, record.bytes_down, len(record.clients),
+                                         include_fixed=include_fixed)
     return total
 
 

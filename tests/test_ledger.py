@@ -239,3 +239,18 @@ def test_energy_for_prices_run_totals_per_client_round():
     assert p.energy(10 * 2e9, 10 * 50_000, 10 * 80_000).radio_fixed < 0.2 * ten.radio_fixed
     with pytest.raises(ValueError, match="client_rounds=0"):
         p.energy_for(1, 1, 1, client_rounds=0)
+
+
+def test_price_history_prices_each_client_row_or_equal_shares():
+    from types import SimpleNamespace
+
+    from fedlab_utils.ledger import price_history
+
+    p = PROFILES["phone-lte"]
+    row = {"flops": 1e8, "bytes_up": 1000, "bytes_down": 2000}
+    with_rows = SimpleNamespace(records=[SimpleNamespace(round=1, clients=[0, 1], client_rows=[row, row])])
+    totals_only = SimpleNamespace(records=[SimpleNamespace(round=1, clients=[0, 1], client_rows=[], client_flops=2e8,
+                                                           bytes_up=2000, bytes_down=4000)])
+    assert price_history(with_rows, p).total == pytest.approx(2 * p.energy(1e8, 1000, 2000).total)
+    assert price_history(totals_only, "phone-lte").total == pytest.approx(2 * p.energy(1e8, 1000, 2000).total)
+    assert price_history(with_rows, p, include_fixed=False).radio_fixed == 0
