@@ -40,7 +40,7 @@ _GRADE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 __all__ = ["solution_metadata", "grader_metadata", "locked_metadata", "Exercise", "exercises", "normalize_notebook",
            "validate_notebook", "lock_source", "build_course", "grade_check", "student_versions", "ClassroomError",
-           "PLAUSIBLE_WRONG_ANSWERS", "format_scores"]
+           "PLAUSIBLE_WRONG_ANSWERS", "QUICK_PARAMETERS", "format_scores"]
 
 
 class ClassroomError(Exception):
@@ -385,6 +385,21 @@ class NotebookScores:
                 and self.scores["one-wrong"] == self.max_score - self.wrong_points)
 
 
+#: Small parameters per notebook for a quick ``--grade-check --quick`` (every graded check still runs
+#: on the notebook's real objects; the lesson's claims are recorded, not asserted, with them).
+QUICK_PARAMETERS: dict[str, dict] = {
+    "00_federated_baseline": {"dataset": "digits", "num_clients": 6, "rounds": 2, "fedsgd_rounds": 2,
+                              "local_epochs": 1},
+    "01_pruning": {"dataset": "digits", "num_clients": 4, "rounds": 4, "finetune_rounds": 1},
+    "02_compression": {"dataset": "digits", "num_clients": 4, "rounds": 2},
+    "03_distillation": {"dataset": "digits", "num_clients": 4, "rounds": 2, "local_epochs": 1, "proxy_size": 200,
+                        "distill_epochs": 2},
+    "04_acceleration": {"num_clients": 6, "rounds": 5, "local_epochs": 1},
+    "05_model_parallelism": {"dataset": "digits", "num_clients": 4, "rounds": 1, "pipeline_batch": 16,
+                             "micro_batches": 2},
+}
+
+
 def _wrong_answer(name: str, nb) -> tuple[str, str]:
     found = exercises(nb)
     if not found:
@@ -396,19 +411,32 @@ def _wrong_answer(name: str, nb) -> tuple[str, str]:
 
 
 def grade_check(out: Path | str, names: Sequence[str] = (), parameters: dict | None = None,
-                feedback: bool = True) -> list[NotebookScores]:
+                feedback: bool = True, quick: bool = False) -> list[NotebookScores]:
     """Build the course at ``out`` and autograde three submissions of every notebook with nbgrader.
 
     Students ``solutions`` (the instructor's answers pasted into the release), ``untouched`` (the
     release as handed out) and ``one-wrong`` (the solutions with the first exercise answered
     wrongly).  ``parameters`` are appended to each submission's ``parameters`` cell -- what a
-    student may edit -- e.g. ``{"rounds": 2}`` for a quick check.  Generates HTML feedback.
+    student may edit -- e.g. ``{"rounds": 2}``; ``quick`` adds :data:`QUICK_PARAMETERS` per notebook.
+    The kernels learn which parameters changed (``FEDLAB_CHANGED_PARAMETERS``), so the lesson's
+    claims are recorded rather than raised, as with ``python -m fedlab_utils run -p``.
+    Generates HTML feedback.
     """
-    with _tools_on_path():
-        return _grade_check(Path(out).resolve(), names, parameters, feedback)
+    saved = {key: os.environ.get(key) for key in ("FEDLAB_CHANGED_PARAMETERS", "FEDLAB_PROGRESS")}
+    os.environ.setdefault("FEDLAB_PROGRESS", "0")
+    try:
+        with _tools_on_path():
+            return _grade_check(Path(out).resolve(), names, parameters or {}, feedback, quick)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
-def _grade_check(root: Path, names: Sequence[str], parameters: dict | None, feedback: bool) -> list[NotebookScores]:
+def _grade_check(root: Path, names: Sequence[str], common: dict, feedback: bool,
+                 quick: bool) -> list[NotebookScores]:
     from nbgrader.api import Gradebook
 
     assignments = build_course(root, names)
@@ -420,6 +448,8 @@ def _grade_check(root: Path, names: Sequence[str], parameters: dict | None, feed
         wrong = _wrong_answer(name, source)
         submissions = {"solutions": _fill(release, source), "untouched": copy.deepcopy(release),
                        "one-wrong": _fill(release, source, wrong)}
+        parameters = {**(QUICK_PARAMETERS.get(name, {}) if quick else {}), **common}
+        os.environ["FEDLAB_CHANGED_PARAMETERS"] = ",".join(sorted(parameters))
         for student, nb in submissions.items():
             if parameters:
                 for cell in nb.cells:
@@ -471,7 +501,7 @@ def cmd_classroom(args) -> int:
             return 0
         if args.grade_check:
             parameters = {name: _literal(value) for name, value in (args.parameter or [])}
-            results = grade_check(args.out, args.notebooks, parameters=parameters or None)
+            results = grade_check(args.out, args.notebooks, parameters=parameters or None, quick=args.quick)
             print(format_scores(results))
             print(f"\ncourse directory with gradebook and feedback: {Path(args.out).resolve()}")
             return 0 if all(r.as_expected for r in results) else 1
@@ -521,6 +551,8 @@ def add_parser(sub) -> None:
                            "exercise), write feedback, print the score table; exit 1 unless all are as expected")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                         help="with --grade-check: set a parameter in each submission's parameters cell")
+    parser.add_argument("--quick", action="store_true",
+                        help="with --grade-check: small per-notebook parameters (QUICK_PARAMETERS) for a fast check")
     parser.set_defaults(func=cmd_classroom)
 
 

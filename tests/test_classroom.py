@@ -18,8 +18,6 @@ from fedlab_utils.classroom import (ClassroomError, exercises, locked_metadata, 
                                     grader_metadata, validate_notebook)
 
 NOTEBOOKS = classroom.find_notebooks()
-# Small enough to autograde in seconds; every graded check still runs on real objects of the notebook.
-FAST_00 = {"dataset": "digits", "num_clients": 6, "rounds": 2, "fedsgd_rounds": 2, "local_epochs": 1}
 
 
 def _umask() -> int:
@@ -123,7 +121,9 @@ def test_every_notebook_passes_generate_assignment(tmp_path):
 
 def test_autograde_three_submissions_of_notebook_00(tmp_path):
     """classroom -> generate_assignment -> three submissions -> autograde -> feedback, in SQLite."""
-    results = classroom.grade_check(tmp_path / "course", ["00"], parameters=FAST_00)
+    # quick: small parameters in each submission's parameters cell (every graded check still runs on
+    # the notebook's real objects), so that autograding takes seconds per submission
+    results = classroom.grade_check(tmp_path / "course", ["00"], quick=True)
     [r] = results
     wrong_id, _ = classroom.PLAUSIBLE_WRONG_ANSWERS["00_federated_baseline"]
     points = {e.solution_id: e.points for e in exercises(nbformat.read(NOTEBOOKS[0], as_version=4))}
@@ -192,3 +192,11 @@ def test_classroom_checks_wrong_answer_fails_and_solution_passes(name):
         else:
             with pytest.raises(AssertionError):
                 exec(test_source, namespace)
+
+
+@pytest.mark.parametrize("name", sorted(classroom.QUICK_PARAMETERS))
+def test_quick_parameters_are_the_notebooks_own(name):
+    from fedlab_utils.__main__ import notebook_parameters
+
+    known = notebook_parameters(classroom.NOTEBOOK_DIR / f"{name}.ipynb")
+    assert set(classroom.QUICK_PARAMETERS[name]) <= set(known)
