@@ -37,6 +37,7 @@ MIN_EXERCISES = 3
 COURSE_ID = "efficient-federated-learning"
 STUDENTS = ("solutions", "untouched", "one-wrong")
 _GRADE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]
 
 __all__ = ["solution_metadata", "grader_metadata", "locked_metadata", "Exercise", "exercises", "normalize_notebook",
            "validate_notebook", "lock_source", "build_course", "grade_check", "student_versions", "ClassroomError",
@@ -233,17 +234,21 @@ def lock_source(paths: Sequence[Path], check_only: bool = False) -> dict[str, li
 # ----------------------------------------------------------------------------- the course directory
 CONFIG_TEMPLATE = '''"""nbgrader configuration of the Efficient Federated Learning course (written by
 `python -m fedlab_utils classroom`).  Run nbgrader commands from this directory."""
+import os
+
 c = get_config()  # noqa: F821
+here = os.path.dirname(os.path.abspath(__file__))  # the course directory: it can be moved or copied
 
 c.CourseDirectory.course_id = {course_id!r}
-c.CourseDirectory.root = {root!r}
+c.CourseDirectory.root = here
 # The gradebook: nbgrader's default SQLite database in the course directory.
-c.CourseDirectory.db_url = {db_url!r}
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
 # A local exchange, so release_assignment / fetch_assignment / submit / collect work without root.
 # On a shared JupyterHub set it to the hub's exchange (nbgrader's default: /srv/nbgrader/exchange).
-c.Exchange.root = {exchange!r}
+c.Exchange.root = os.path.join(here, "exchange")
 # Each notebook trains small models: allow a cell up to 10 minutes when autograding.
 c.Execute.timeout = 600
+c.Execute.extra_arguments = {kernel_arguments!r}  # quiet kernels (no TCP warning in the feedback)
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 '''
 
@@ -275,6 +280,7 @@ def _api(root: Path):
     config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
     config.Exchange.root = str(root / "exchange")
     config.Execute.timeout = 600
+    config.Execute.extra_arguments = KERNEL_ARGUMENTS
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 
@@ -295,8 +301,7 @@ def build_course(out: Path | str, names: Sequence[str] = (), release: bool = Tru
     root = Path(out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     (root / "nbgrader_config.py").write_text(CONFIG_TEMPLATE.format(
-        course_id=COURSE_ID, root=str(root), db_url=f"sqlite:///{root / 'gradebook.db'}",
-        exchange=str(root / "exchange")))
+        course_id=COURSE_ID, kernel_arguments=KERNEL_ARGUMENTS))
     data_link = root / "data"
     if data_link.is_symlink() or data_link.exists():
         if not data_link.is_symlink():
@@ -422,10 +427,15 @@ def grade_check(out: Path | str, names: Sequence[str] = (), parameters: dict | N
     claims are recorded rather than raised, as with ``python -m fedlab_utils run -p``.
     Generates HTML feedback.
     """
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
     saved = {key: os.environ.get(key) for key in ("FEDLAB_CHANGED_PARAMETERS", "FEDLAB_PROGRESS")}
     os.environ.setdefault("FEDLAB_PROGRESS", "0")
     try:
-        with _tools_on_path():
+        with _tools_on_path(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own session warnings
             return _grade_check(Path(out).resolve(), names, parameters or {}, feedback, quick)
     finally:
         for key, value in saved.items():
