@@ -22,7 +22,8 @@ def _not_answered(*args):
 
 
 def test_every_lesson_module_is_imported_by_the_package():
-    for lesson in ("baseline", "pruning", "compression", "distillation", "acceleration", "parallel"):
+    for lesson in ("baseline", "pruning", "compression", "distillation", "acceleration", "parallel", "capstone",
+                   "deployment"):
         assert hasattr(checks, lesson), lesson
 
 

@@ -93,4 +93,5 @@ def expect_whole_number(actual, what: str, hint: str = "") -> int:
 
 # Every lesson's checks, so that ``checks.<lesson>`` works after ``from fedlab_utils import checks``.
 # (Imported last: they are built from the helpers above.)
-from . import acceleration, baseline, compression, distillation, parallel, pruning  # noqa: E402
+from . import (acceleration, baseline, capstone, compression, deployment, distillation, parallel,  # noqa: E402
+               pruning)
