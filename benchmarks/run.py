@@ -5,6 +5,7 @@ quote ratios from one run, since wall times on shared machines are noisy.
 
     python benchmarks/run.py            # all
     python benchmarks/run.py baseline   # only bench_baseline.py
+    python benchmarks/run.py loop       # the loop itself: sequential vs vmap in run(), peak, cold start
     python benchmarks/run.py claims     # every notebook's claims on seeds 0-19 (bench_claims.py; the
                                         # longest: BENCH_CLAIMS_JOBS=N runs N notebooks at a time,
                                         # default one per core; options: python benchmarks/bench_claims.py -h)

@@ -1,0 +1,167 @@
+"""The federated loop's own speed (issue 15): sequential vs vmap *inside* ``run()``, fraction of peak,
+and a fresh process end to end.
+
+The task is the issue's: mnist5k, SGD lr 0.05, batch 32, one local epoch, every client every round,
+the fp32 uplink.  For each configuration both trainers run ``run()`` in alternating blocks (so
+background load hits them alike); a round's time is ``RoundRecord.wall_time_s`` (the whole round:
+training, uplink, aggregation, evaluation), the first round of each run is left out as warm-up,
+and the *steady* time is the median of the rest.  Reported per configuration:
+
+* steady round seconds and client updates per second for each trainer, and their ratio;
+* the **fraction of peak**: ledger FLOPs of the round ÷ round seconds ÷ the machine's measured
+  fp32 matmul peak (a 2048² ``torch.mm``, best of several, on torch's threads);
+* a fresh Python process running (32 clients, 3 rounds) end to end, for ``trainer='auto'`` and
+  the sequential trainer (interpreter start, imports, data, model, three rounds);
+* Flower's simulation engine on the same task when ``flwr[simulation]`` (Ray) is importable
+  (``pip install -e '.[bench]'``); otherwise it is skipped and the result says so.
+
+Timings are ratios from one run on a possibly shared machine: the load average before and after
+is recorded with them.  Nothing here is asserted.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from fedlab_utils.data import client_data, load_dataset, partition
+from fedlab_utils.federated import LocalTraining, run as federated_run
+from fedlab_utils.models import make_model
+from fedlab_utils.timing import time_calls
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WIDE = (200, 200)  # the issue's MLP 784-200-200-10
+DEFAULT = (64,)    # the course's default MLP 784-64-10
+CONFIGS = [  # (name, hidden, clients, partition)
+    ("mlp200x2_32x125", WIDE, 32, "iid"),
+    ("mlp200x2_100x40", WIDE, 100, "iid"),
+    ("mlp64_100x40", DEFAULT, 100, "iid"),
+    ("mlp200x2_100_dirichlet0.3", WIDE, 100, "dirichlet"),
+    ("mlp64_100_dirichlet0.3", DEFAULT, 100, "dirichlet"),
+]
+TRAINERS = ("sequential", "vmap")
+
+E2E_SCRIPT = """
+import sys
+from fedlab_utils.data import client_data, load_dataset, partition
+from fedlab_utils.federated import LocalTraining, run
+from fedlab_utils.models import make_model
+import torch
+torch.manual_seed(0)
+ds = load_dataset("mnist5k", seed=0)
+clients = client_data(ds, partition(ds.y_train, 32, "iid", seed=0))
+h = run(make_model("mlp", ds.input_shape, ds.num_classes, hidden=(200, 200)), clients, (ds.x_test, ds.y_test),
+        rounds=3, local=LocalTraining(lr=0.05, batch_size=32), trainer=sys.argv[1], progress=False)
+print(h.config["trainer"], h.accuracy[-1])
+"""
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> dict:
+    """The machine's fp32 matmul rate: best of ``repeats`` ``n×n @ n×n`` products."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    stats = time_calls(lambda: torch.mm(a, b), repeats=repeats, warmup=2)
+    return {"n": n, "gflops": 2 * n ** 3 / stats.min_s / 1e9, "threads": torch.get_num_threads()}
+
+
+def steady_rounds(ds, hidden, num_clients: int, method: str, rounds: int = 5, blocks: int = 2) -> dict:
+    """Both trainers on one configuration, in alternating blocks; per trainer the steady round times."""
+    parts = partition(ds.y_train, num_clients, method, alpha=0.3, seed=0)
+    clients = client_data(ds, parts)
+    torch.manual_seed(0)
+    model = make_model("mlp", ds.input_shape, ds.num_classes, hidden=hidden)
+    local = LocalTraining(lr=0.05, batch_size=32)
+    times: dict[str, list[float]] = {t: [] for t in TRAINERS}
+    flops, accuracy, ran = {}, {}, {}
+    for block in range(blocks):
+        for name in (TRAINERS if block % 2 == 0 else TRAINERS[::-1]):
+            h = federated_run(model, clients, (ds.x_test, ds.y_test), rounds=rounds, local=local, trainer=name, progress=False)
+            times[name] += [r.wall_time_s for r in h.records[1:]]
+            flops[name] = h.records[-1].client_flops
+            accuracy[name], ran[name] = h.accuracy[-1], h.config.get("trainer", name)
+    sizes = [len(p) for p in parts]
+    out = {"clients": num_clients, "partition": method, "hidden": list(hidden),
+           "client_sizes": {"min": min(sizes), "median": statistics.median(sizes), "max": max(sizes)},
+           "round_flops": flops["vmap"], "final_accuracy": accuracy}
+    for name in TRAINERS:
+        med = statistics.median(times[name])
+        out[name] = {"trainer": ran[name], "steady_round_s": med, "min_round_s": min(times[name]),
+                     "client_updates_per_s": num_clients / med, "rounds_timed": len(times[name])}
+    out["vmap_speedup"] = out["sequential"]["steady_round_s"] / out["vmap"]["steady_round_s"]
+    return out
+
+
+def fresh_process(trainer: str, repeats: int = 3) -> dict:
+    """Seconds from spawning ``python`` to its exit, running (32 clients, 3 rounds) with ``trainer``."""
+    env = {**os.environ, "FEDLAB_PROGRESS": "0"}
+    times, said = [], ""
+    for _ in range(repeats):
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", E2E_SCRIPT, trainer], cwd=ROOT, env=env, capture_output=True,
+                              text=True)
+        times.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise RuntimeError(f"fresh-process run failed:\n{proc.stderr[-2000:]}")
+        said = proc.stdout.strip()
+    return {"trainer": said.split()[0], "final_accuracy": float(said.split()[-1]), "min_s": min(times),
+            "median_s": statistics.median(times), "repeats": repeats}
+
+
+def flower_simulation() -> dict:
+    """Flower's simulation engine needs Ray (``flwr[simulation]``); without it this part is skipped."""
+    if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
+        return {"skipped": True, "reason": "flwr[simulation] (Ray) is not importable here; "
+                                           "pip install -e '.[bench]' to compare with Flower's simulation engine"}
+    return {"skipped": True, "reason": "Ray is importable, but the Flower simulation comparison is not implemented "
+                                       "in this benchmark yet"}
+
+
+def run_bench() -> dict:
+    result = {"torch_threads": torch.get_num_threads(), "load_avg_before": _load()}
+    result["matmul_peak"] = matmul_peak()
+    ds = load_dataset("mnist5k", seed=0)
+    configs = {}
+    for name, hidden, k, method in CONFIGS:
+        row = steady_rounds(ds, hidden, k, method)
+        for trainer in TRAINERS:
+            row[trainer]["fraction_of_peak"] = (row["round_flops"] / row[trainer]["steady_round_s"]
+                                                / (result["matmul_peak"]["gflops"] * 1e9))
+        configs[name] = row
+        print(f"  {name}: vmap {row['vmap_speedup']:.2f}x, vmap at {100 * row['vmap']['fraction_of_peak']:.0f}% "
+              f"of peak", flush=True)
+    result["configs"] = configs
+    result["fresh_process_32x3"] = {t: fresh_process(t) for t in ("auto", "sequential")}
+    result["flower_simulation"] = flower_simulation()
+    result["peak_after"] = matmul_peak()
+    result["load_avg_after"] = _load()
+    result["targets"] = {
+        "vmap_speedup_mlp200x2_100x40 >= 2": configs["mlp200x2_100x40"]["vmap_speedup"],
+        "vmap_speedup_mlp200x2_32x125 >= 2": configs["mlp200x2_32x125"]["vmap_speedup"],
+        "vmap_speedup_mlp64_100x40 >= 3": configs["mlp64_100x40"]["vmap_speedup"],
+        "vmap_speedup_dirichlet0.3 >= 1.5": min(configs["mlp200x2_100_dirichlet0.3"]["vmap_speedup"],
+                                                configs["mlp64_100_dirichlet0.3"]["vmap_speedup"]),
+        "vmap_fraction_of_peak_mlp200x2_100x40 >= 0.4": configs["mlp200x2_100x40"]["vmap"]["fraction_of_peak"],
+        "fresh_process_32x3_auto_s <= 0.6": result["fresh_process_32x3"]["auto"]["min_s"],
+    }
+    result["note"] = ("steady round = median RoundRecord.wall_time_s after the first round, both trainers in "
+                      "alternating blocks; fraction of peak = ledger FLOPs / round seconds / matmul peak; "
+                      "the load average (2 cores shared) says how busy the machine was")
+    return result
+
+
+def run() -> dict:  # the entry point benchmarks/run.py calls
+    return run_bench()
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run_bench(), indent=2))
