@@ -359,6 +359,10 @@ PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
     "04_acceleration": ("04-ex1-fedavgm-step", "def fedavgm_step(global_state, update, velocity, lr, momentum):\n"
                         "    return {k: global_state[k] + lr * update[k] for k in global_state}, update\n"),
     "05_model_parallelism": ("05-ex1-bubble-fraction", "def bubble_fraction(S, M):\n    return (S - 1) / (M + S)\n"),
+    "06_capstone": ("06-ex1-solution", "def combined_saving(savings):\n    return min(1.0, sum(savings))\n"),
+    "07_deployment": ("07-ex1-solution", "def my_aggregate_replies(replies):\n"
+                      "    arrived = [u for cid, n, u in replies if u is not None]\n"
+                      "    return {k: sum(u[k] for u in arrived) / len(arrived) for k in arrived[0]} if arrived else None\n"),
 }
 
 
@@ -402,6 +406,9 @@ QUICK_PARAMETERS: dict[str, dict] = {
     "04_acceleration": {"num_clients": 6, "rounds": 5, "local_epochs": 1},
     "05_model_parallelism": {"dataset": "digits", "num_clients": 4, "rounds": 1, "pipeline_batch": 16,
                              "micro_batches": 2},
+    "06_capstone": {"dataset": "digits", "num_clients": 4, "rounds": 2, "recipe_rounds": 2, "local_epochs": 1,
+                    "recipe_epochs": 1},
+    "07_deployment": {"dataset": "digits", "rounds": 2, "kill_round": 2},
 }
 
 
