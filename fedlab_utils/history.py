@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 from torch import nn
 
-from .ledger import PROFILES, Energy, EnergyProfile
+from .ledger import Energy, EnergyProfile, RadioModel
 
 __all__ = ["RoundRecord", "History", "summary_table"]
 
@@ -68,13 +68,15 @@ class RoundRecord:
         return cls(**d)
 
 
-def _profile_from(value) -> EnergyProfile | str:
-    if isinstance(value, dict):  # to_dict's form: the stock profile of that name, unless it was edited
-        stock = PROFILES.get(value.get("name"))
-        if stock is not None and stock.to_dict() == value.get("values"):
-            return stock
-        return value.get("name", "custom")
-    return value
+def _profile_from(name: str, values: dict | None) -> EnergyProfile | str:
+    """The EnergyProfile that :meth:`History.to_dict` wrote: rebuilt from its values (a custom
+    ``dataclasses.replace``-d profile stays itself), or the bare name when there are none."""
+    if not values:
+        return name
+    radio = values["radio"]
+    radio = RadioModel(**{f.name: radio[f.name] for f in fields(RadioModel) if f.name in radio})
+    return EnergyProfile(**{f.name: values[f.name] for f in fields(EnergyProfile) if f.name in values and
+                            f.name != "radio"}, radio=radio)
 
 
 @dataclass
@@ -203,9 +205,7 @@ class History:
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         """Rebuild a History (without its model) from :meth:`to_dict`'s output."""
-        profile = d.get("profile", "phone-lte")
-        if d.get("profile_values") is not None:
-            profile = _profile_from({"name": profile, "values": d["profile_values"]})
+        profile = _profile_from(d.get("profile", "phone-lte"), d.get("profile_values"))
         return cls(d["label"], [RoundRecord.from_dict(r) for r in d["records"]], d.get("config", {}), profile,
                    d.get("meter", "not available"))
 

@@ -151,3 +151,17 @@ def test_pipeline_job_is_json_plus_tensors(tmp_path):
     assert torch.equal(back["model"](back["x"]), model(x)) and torch.equal(back["y"], y)
     with pytest.raises(ValueError, match="cannot be sent to a pipeline worker"):
         layer_spec(nn.Bilinear(2, 2, 2))
+
+
+def test_a_custom_energy_profile_is_kept_not_replaced_by_the_stock_one():
+    from dataclasses import replace
+
+    from fedlab_utils.ledger import PROFILES
+
+    custom = replace(PROFILES["phone-lte"], joules_per_flop=20e-12)
+    clients = tiny_clients()
+    h = run(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=1, energy_profile=custom, progress=False)
+    stock = run(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=1, progress=False)
+    assert h.profile is custom and h.energy().compute == pytest.approx(stock.energy().compute / 5)
+    back = History.from_dict(json.loads(json.dumps(h.to_dict())))
+    assert back.profile == custom and back.profile != PROFILES["phone-lte"]
