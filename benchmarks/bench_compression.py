@@ -4,6 +4,8 @@
   (the notebook's 50,890-parameter MLP), with its payload size and factor against fp32;
 * post-training int8 (torchao) vs fp32 inference: latency ratio on 1,000 mnist5k images,
   serialized sizes;
+* depthwise separable vs standard course CNN (issue 16): training-step and inference latency
+  ratios on the CPU, timed interleaved, beside the FLOP ratio they are *not* proportional to;
 * the notebook's runtime with default parameters.
 
 Wall times depend on the machine and on what else runs on it: the load average is recorded.
@@ -64,10 +66,51 @@ def bench_int8() -> dict:
     return out
 
 
+def bench_separable() -> dict:
+    """Separable/standard CNN wall-time ratios (one SGD step on a batch of 50; inference on 1,000 images)."""
+    import torch.nn.functional as F
+
+    from fedlab_utils.ledger import forward_flops, training_flops_per_sample
+    from fedlab_utils.timing import time_interleaved
+
+    ds = load_dataset("mnist5k", seed=0)
+    torch.manual_seed(0)
+    models = {"standard": make_model("cnn", ds.input_shape, ds.num_classes),
+              "separable": make_model("cnn", ds.input_shape, ds.num_classes, separable=True)}
+    xb, yb, x = ds.x_train[:50], ds.y_train[:50], ds.x_test
+    steps, infers = {}, {}
+    for name, model in models.items():
+        opt = torch.optim.SGD(model.parameters(), lr=0.3)
+
+        def step(model=model, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+
+        def infer(model=model):
+            with torch.no_grad():
+                model.eval()(x)
+            model.train()
+
+        steps[name], infers[name] = step, infer
+    step_t = time_interleaved(steps, repeats=10, blocks=5)
+    infer_t = time_interleaved(infers, repeats=5, blocks=5)
+    fwd = {n: forward_flops(m, ds.input_shape) for n, m in models.items()}
+    train = {n: training_flops_per_sample(m, ds.input_shape) for n, m in models.items()}
+    return {"step_ms_min": {n: 1e3 * t.min_s for n, t in step_t.items()},
+            "inference_ms_min": {n: 1e3 * t.min_s for n, t in infer_t.items()},
+            "separable_step_latency_ratio": step_t["separable"].min_s / step_t["standard"].min_s,
+            "separable_inference_latency_ratio": infer_t["separable"].min_s / infer_t["standard"].min_s,
+            "forward_flop_ratio": fwd["separable"] / fwd["standard"],
+            "training_flop_ratio_ledger": train["separable"] / train["standard"],
+            "note": "ratios < 1 mean the separable CNN is faster; compare with the FLOP ratios"}
+
+
 def run() -> dict:
     result = {"torch_threads": torch.get_num_threads(), "load_avg_before": _load()}
     result["codecs"] = bench_codecs()
     result["int8_inference"] = bench_int8()
+    result["separable_cnn"] = bench_separable()
     result["notebook"] = time_notebook("02")
     result["load_avg_after"] = _load()
     return result
