@@ -114,7 +114,10 @@ def run(seeds: list[int] | None = None, notebooks: list[str] | None = None, jobs
 def parse_seeds(text: str) -> list[int]:
     from fedlab_utils.sweep import parse_values
 
-    seeds = parse_values("seed", text)
+    try:
+        seeds = parse_values("seed", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise argparse.ArgumentTypeError(f"--seeds {text!r}: seeds are integers >= 0 (e.g. 0:20 or 0,1,5)")
     return seeds
