@@ -316,14 +316,27 @@ class VmapTrainer:
             self._last.out = out
         return out
 
+    def _round_data(self, ordered: list[ClientData]) -> tuple[torch.Tensor, torch.Tensor]:
+        """All clients' samples concatenated in stack order.  Kept from the previous round when the
+        same client tensors come in the same order, unchanged (same storage, same version counter)."""
+        if len(ordered) == 1:
+            return ordered[0].x, ordered[0].y
+        sources = [t for d in ordered for t in (d.x, d.y)]
+        versions = [t._version for t in sources]
+        cached = getattr(self, "_data", None)  # (sources, versions, x, y); holding the sources keeps them alive
+        if (cached is None or len(cached[0]) != len(sources) or any(a is not b for a, b in zip(cached[0], sources))
+                or cached[1] != versions):
+            cached = (sources, versions, torch.cat([d.x for d in ordered]), torch.cat([d.y for d in ordered]))
+            self._data = cached
+        return cached[2], cached[3]
+
     def _train_stack(self, model, received, group, local, round_idx, seed, transform):
         k = len(group)
         device = group[0][1].x.device
         sizes = [len(data) for _, data in group]
         plan = _schedule(sizes, [client_generator(seed, round_idx, cid) for cid, _ in group], local.batch_size,
                          local.epochs, device)
-        x = torch.cat([group[i][1].x for i in plan.order]) if k > 1 else group[0][1].x
-        y = torch.cat([group[i][1].y for i in plan.order]) if k > 1 else group[0][1].y
+        x, y = self._round_data([group[i][1] for i in plan.order])
         names = [name for name, _ in model.named_parameters()]
         params = {name: received[name].to(device).unsqueeze(0).repeat(k, *[1] * received[name].dim())
                   for name in names}
@@ -375,7 +388,7 @@ class VmapTrainer:
             torch.sub(last.params[key].reshape(k, n), received[key].reshape(1, n), out=block[:, start:start + n])
             start += n
         wire = block.numpy() if block.device.type == "cpu" else block.cpu().numpy()
-        finite = torch.isfinite(block.sum(1))  # a NaN/inf anywhere makes its row's sum non-finite
+        finite = torch.isfinite(block.sum(1)).tolist()  # a NaN/inf anywhere makes its row's sum non-finite
         fps = last.flops_per_sample or protocol.flops_per_sample(protocol.worker)
         position = {i: pos for pos, i in enumerate(last.order)}
         results = []
@@ -383,11 +396,11 @@ class VmapTrainer:
             pos = position[i]
             _, loss, processed = trained[i]
             row = block[pos]
-            ok = bool(finite[pos]) or bool(torch.isfinite(row).all())  # a finite row can overflow its sum
+            ok = finite[pos] or bool(torch.isfinite(row).all())  # a finite row's sum can still overflow
             sent = len(memoryview(wire[pos]).cast("B")) if ok else 0
             results.append(ClientResult(cid, len(protocol.ctx.clients[cid]), row, loss, processed, sent, 0,
                                         fps * processed))
-        last.block = block
+        last.block, last.params = block, {}  # the block holds the updates now; the stack can go
         return results
 
     def stacked_average(self, protocol, results: list[ClientResult]) -> Update | None:
@@ -400,6 +413,7 @@ class VmapTrainer:
         rows = [(r.update.storage_offset() - block.storage_offset()) // block.stride(0) for r in results]
         weights = torch.tensor([float(r.num_samples) for r in results], dtype=block.dtype, device=block.device)
         chosen = block if rows == list(range(block.shape[0])) else block[torch.tensor(rows, device=block.device)]
+        self._last = None  # nothing of this round is needed any more
         return unflatten(torch.mv(chosen.t(), weights / weights.sum()), protocol.received)
 
     def __repr__(self) -> str:

@@ -280,8 +280,11 @@ def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits):
         assert r.update.numpy().astype("<f4").tobytes() == payload
     expected = {k: sum(r.num_samples * unflatten(r.update, protocol.received)[k] for r in results)
                 / sum(r.num_samples for r in results) for k in protocol.received}
+    last = trainer._last
     got = trainer.stacked_average(protocol, results)
     assert all(torch.allclose(got[k], expected[k], atol=1e-7) for k in expected)
+    assert trainer._last is None  # the round's stack is released once averaged
+    trainer._last = last
     subset = trainer.stacked_average(protocol, results[1:3])
     expected_subset = weighted_average([unflatten(r.update, protocol.received) for r in results[1:3]],
                                        [r.num_samples for r in results[1:3]])
@@ -458,3 +461,14 @@ def test_check_to_target_stub_gives_a_hint():
 
     with pytest.raises(AssertionError, match="not implemented"):
         checks.check_to_target(stub)
+
+
+def test_vmap_round_data_is_rebuilt_when_a_client_changes(digits):
+    clients = _federation(digits, 3)
+    trainer = acc.VmapTrainer()
+    x1, _ = trainer._round_data(clients)
+    assert trainer._round_data(clients)[0] is x1  # same tensors, unchanged: reused
+    clients[1].x.mul_(1.0)  # an in-place change bumps the version counter
+    x2, _ = trainer._round_data(clients)
+    assert x2 is not x1 and torch.equal(x2, torch.cat([c.x for c in clients]))
+    assert trainer._round_data(clients[::-1])[0].data_ptr() != x2.data_ptr()
