@@ -397,7 +397,8 @@ def test_adamw_is_adam_without_weight_decay():
 def _history(accuracies, joules):
     h = History("t")
     for r, (a, j) in enumerate(zip(accuracies, joules), start=1):
-        h.records.append(RoundRecord(r, [0], a, 0.0, 0.0, 0, 0, 0, 0.0, Energy(compute=j)))
+        h.records.append(RoundRecord(round=r, clients=[0], accuracy=a, loss=0.0, train_loss=0.0, bytes_up=0, bytes_down=0,
+                                     client_flops=0, wall_time_s=0.0, energy=Energy(compute=j)))
     return h
 
 

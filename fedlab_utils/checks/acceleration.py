@@ -52,7 +52,9 @@ def check_fedavgm_step(fedavgm_step, seed: int | None = None) -> None:
 def _fake_history(accuracies, joules) -> History:
     h = History("fake")
     for r, (acc, j) in enumerate(zip(accuracies, joules), start=1):
-        h.records.append(RoundRecord(r, [0], acc, 0.0, 0.0, 0, 0, 0, 0.0, Energy(compute=j / 2, uplink=j / 2)))
+        h.records.append(RoundRecord(round=r, clients=[0], accuracy=acc, loss=0.0, train_loss=0.0, bytes_up=0,
+                                     bytes_down=0, client_flops=0, wall_time_s=0.0,
+                                     energy=Energy(compute=j / 2, uplink=j / 2)))
     return h
 
 
