@@ -165,3 +165,18 @@ def test_a_custom_energy_profile_is_kept_not_replaced_by_the_stock_one():
     assert h.profile is custom and h.energy().compute == pytest.approx(stock.energy().compute / 5)
     back = History.from_dict(json.loads(json.dumps(h.to_dict())))
     assert back.profile == custom and back.profile != PROFILES["phone-lte"]
+
+
+def test_logit_sharing_resumes_exactly(tmp_path):
+    from fedlab_utils.distillation import run_logit_sharing
+
+    clients = tiny_clients()
+    kw = dict(mode="per_class", local=LocalTraining(lr=0.2, batch_size=8), seed=2, temperature=2.0, progress=False)
+    straight = run_logit_sharing(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=3, **kw)
+    run_logit_sharing(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=2, checkpoint=tmp_path / "l.ckpt",
+                      **kw)
+    resumed = run_logit_sharing(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=3,
+                                checkpoint=tmp_path / "l.ckpt", resume=True, **kw)
+    assert comparable(resumed) == comparable(straight) and resumed.records[2].bytes_down > 0
+    for a, b in zip(resumed.client_models, straight.client_models):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
