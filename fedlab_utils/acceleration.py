@@ -388,7 +388,16 @@ class VmapTrainer:
             torch.sub(last.params[key].reshape(k, n), received[key].reshape(1, n), out=block[:, start:start + n])
             start += n
         wire = block.numpy() if block.device.type == "cpu" else block.cpu().numpy()
-        finite = torch.isfinite(block.sum(1)).tolist()  # a NaN/inf anywhere makes its row's sum non-finite
+        # FedAvg of every row (what the server needs when no update is dropped, late or rejected), in
+        # the same pass telling whether all rows are finite: a NaN/inf anywhere makes the average non-finite.
+        weights = torch.tensor([float(len(protocol.ctx.clients[clients[i]])) for i in last.order],
+                               dtype=block.dtype, device=block.device)
+        average = torch.mv(block.t(), weights / weights.sum()) if float(weights.sum()) > 0 else None
+        if average is not None and bool(torch.isfinite(average).all()):
+            finite = [True] * k
+        else:
+            average = None
+            finite = torch.isfinite(block.sum(1)).tolist()  # row by row: a NaN/inf makes its row's sum non-finite
         fps = last.flops_per_sample or protocol.flops_per_sample(protocol.worker)
         position = {i: pos for pos, i in enumerate(last.order)}
         results = []
@@ -400,7 +409,7 @@ class VmapTrainer:
             sent = len(memoryview(wire[pos]).cast("B")) if ok else 0
             results.append(ClientResult(cid, len(protocol.ctx.clients[cid]), row, loss, processed, sent, 0,
                                         fps * processed))
-        last.block, last.params = block, {}  # the block holds the updates now; the stack can go
+        last.block, last.average, last.params = block, average, {}  # the block holds the updates; the stack can go
         return results
 
     def stacked_average(self, protocol, results: list[ClientResult]) -> Update | None:
@@ -411,9 +420,11 @@ class VmapTrainer:
         if block is None or not results or any(getattr(r.update, "_base", None) is not block for r in results):
             return None
         rows = [(r.update.storage_offset() - block.storage_offset()) // block.stride(0) for r in results]
-        weights = torch.tensor([float(r.num_samples) for r in results], dtype=block.dtype, device=block.device)
-        chosen = block if rows == list(range(block.shape[0])) else block[torch.tensor(rows, device=block.device)]
         self._last = None  # nothing of this round is needed any more
+        if last.average is not None and sorted(rows) == list(range(block.shape[0])):
+            return unflatten(last.average, protocol.received)  # every row survived: computed with the block
+        weights = torch.tensor([float(r.num_samples) for r in results], dtype=block.dtype, device=block.device)
+        chosen = block[torch.tensor(rows, device=block.device)]
         return unflatten(torch.mv(chosen.t(), weights / weights.sum()), protocol.received)
 
     def __repr__(self) -> str:
@@ -429,6 +440,7 @@ class _Stack:
     out: list | None = None
     flops_per_sample: int | None = None
     block: torch.Tensor | None = None
+    average: torch.Tensor | None = None
 
 
 def mlp_training_flops_per_sample(layers: list[tuple[str, nn.Linear, bool]]) -> int:
