@@ -179,9 +179,11 @@ def build_task(config: DeploymentConfig):
 
 
 def message_bytes(message) -> int:
-    """Bytes of a Flower message (or one of its records) as Flower serializes it for transport:
-    the sum of every object it pushes (the message header object, its records, and arrays if any).  HTTP/TCP framing
-    is not included."""
+    """Bytes of a Flower message (or one of its records) as Flower serializes it for transport.
+
+    Flower sends a message as content-addressed objects (the message header, each record, each
+    array chunk); this is the sum of their serialized sizes, what the SuperNode pushes and the
+    ServerApp pulls.  HTTP and TCP framing come on top and are not counted."""
     from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
     return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
