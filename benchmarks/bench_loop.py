@@ -30,6 +30,7 @@ import time
 import torch
 
 from fedlab_utils.data import client_data, load_dataset, partition
+from fedlab_utils.devices import get_device
 from fedlab_utils.federated import LocalTraining, run as federated_run
 from fedlab_utils.models import make_model
 from fedlab_utils.timing import time_calls
@@ -54,7 +55,7 @@ from fedlab_utils.models import make_model
 import torch
 torch.manual_seed(0)
 ds = load_dataset("mnist5k", seed=0)
-clients = client_data(ds, partition(ds.y_train, 32, "iid", seed=0))
+clients = client_data(ds, partition(ds.y_train, 32, "iid", seed=0), sys.argv[2])
 h = run(make_model("mlp", ds.input_shape, ds.num_classes, hidden=(200, 200)), clients, (ds.x_test, ds.y_test),
         rounds=3, local=LocalTraining(lr=0.05, batch_size=32), trainer=sys.argv[1], progress=False)
 print(h.config["trainer"], h.accuracy[-1])
@@ -65,17 +66,19 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> dict:
-    """The machine's fp32 matmul rate: best of ``repeats`` ``n×n @ n×n`` products."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    stats = time_calls(lambda: torch.mm(a, b), repeats=repeats, warmup=2)
-    return {"n": n, "gflops": 2 * n ** 3 / stats.min_s / 1e9, "threads": torch.get_num_threads()}
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> dict:
+    """The device's fp32 matmul rate: best of ``repeats`` ``n×n @ n×n`` products (4096² on a GPU)."""
+    n = 4096 if device.type == "cuda" else n
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    stats = time_calls(lambda: torch.mm(a, b), repeats=repeats, warmup=2, device=device)
+    return {"n": n, "gflops": 2 * n ** 3 / stats.min_s / 1e9, "threads": torch.get_num_threads(), "device": str(device)}
 
 
-def steady_rounds(ds, hidden, num_clients: int, method: str, rounds: int = 5, blocks: int = 2) -> dict:
+def steady_rounds(ds, hidden, num_clients: int, method: str, device: torch.device, rounds: int = 5,
+                  blocks: int = 2) -> dict:
     """Both trainers on one configuration, in alternating blocks; per trainer the steady round times."""
     parts = partition(ds.y_train, num_clients, method, alpha=0.3, seed=0)
-    clients = client_data(ds, parts)
+    clients = client_data(ds, parts, device)
     torch.manual_seed(0)
     model = make_model("mlp", ds.input_shape, ds.num_classes, hidden=hidden)
     local = LocalTraining(lr=0.05, batch_size=32)
@@ -99,13 +102,13 @@ def steady_rounds(ds, hidden, num_clients: int, method: str, rounds: int = 5, bl
     return out
 
 
-def fresh_process(trainer: str, repeats: int = 3) -> dict:
+def fresh_process(trainer: str, device: torch.device, repeats: int = 3) -> dict:
     """Seconds from spawning ``python`` to its exit, running (32 clients, 3 rounds) with ``trainer``."""
     env = {**os.environ, "FEDLAB_PROGRESS": "0"}
     times, said = [], ""
     for _ in range(repeats):
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", E2E_SCRIPT, trainer], cwd=ROOT, env=env, capture_output=True,
+        proc = subprocess.run([sys.executable, "-c", E2E_SCRIPT, trainer, str(device)], cwd=ROOT, env=env, capture_output=True,
                               text=True)
         times.append(time.perf_counter() - start)
         if proc.returncode != 0:
@@ -125,12 +128,13 @@ def flower_simulation() -> dict:
 
 
 def run_bench() -> dict:
-    result = {"torch_threads": torch.get_num_threads(), "load_avg_before": _load()}
-    result["matmul_peak"] = matmul_peak()
+    device = get_device("auto")
+    result = {"device": str(device), "torch_threads": torch.get_num_threads(), "load_avg_before": _load()}
+    result["matmul_peak"] = matmul_peak(device)
     ds = load_dataset("mnist5k", seed=0)
     configs = {}
     for name, hidden, k, method in CONFIGS:
-        row = steady_rounds(ds, hidden, k, method)
+        row = steady_rounds(ds, hidden, k, method, device)
         for trainer in TRAINERS:
             row[trainer]["fraction_of_peak"] = (row["round_flops"] / row[trainer]["steady_round_s"]
                                                 / (result["matmul_peak"]["gflops"] * 1e9))
@@ -138,9 +142,9 @@ def run_bench() -> dict:
         print(f"  {name}: vmap {row['vmap_speedup']:.2f}x, vmap at {100 * row['vmap']['fraction_of_peak']:.0f}% "
               f"of peak", flush=True)
     result["configs"] = configs
-    result["fresh_process_32x3"] = {t: fresh_process(t) for t in ("auto", "sequential")}
+    result["fresh_process_32x3"] = {t: fresh_process(t, device) for t in ("auto", "sequential")}
     result["flower_simulation"] = flower_simulation()
-    result["peak_after"] = matmul_peak()
+    result["peak_after"] = matmul_peak(device)
     result["load_avg_after"] = _load()
     result["targets"] = {
         "vmap_speedup_mlp200x2_100x40 >= 2": configs["mlp200x2_100x40"]["vmap_speedup"],

@@ -473,3 +473,18 @@ def test_vmap_round_data_is_rebuilt_when_a_client_changes(digits):
     x2, _ = trainer._round_data(clients)
     assert x2 is not x1 and torch.equal(x2, torch.cat([c.x for c in clients]))
     assert trainer._round_data(clients[::-1])[0].data_ptr() != x2.data_ptr()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+def test_vmap_backend_equals_sequential_on_cuda(digits, model_name):
+    """The GPU path: MLP fast path and torch.func path, stacked uplink, clients of different sizes."""
+    device = torch.device("cuda")
+    clients = client_data(digits, partition(digits.y_train, 6, "dirichlet", alpha=0.3, seed=0), device)
+    model = make_model(model_name, digits.input_shape, 10, **({"channels": (4,)} if model_name == "cnn" else {}))
+    common = dict(rounds=2, local=LocalTraining(batch_size=32, lr=0.1), seed=1, transform=acc.FedProx(mu=0.01))
+    h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
+    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer="auto", **common)
+    assert h_vec.config["trainer"].startswith("VmapTrainer") and h_vec.config["device"].startswith("cuda")
+    assert _max_weight_diff(h_seq, h_vec) < 1e-4
+    assert [r.bytes_up for r in h_seq.records] == [r.bytes_up for r in h_vec.records]
