@@ -56,7 +56,6 @@ from .data import ClientData
 from .federated import (ClientResult, ClientTransform, backward_and_step, FedAvgServer, History, LocalTraining,
                         SequentialTrainer, autocast_context, apply_delta, client_generator, fedavg_aggregate,
                         make_optimizer)
-from .timing import time_calls, wall_time
 from .validation import check_choice, check_int, check_real
 from .wire import Fp32Codec, Update, unflatten
 
@@ -573,6 +572,8 @@ def time_trainer(trainer, model: nn.Module, clients: Sequence[ClientData], local
 
     Returns ``{'seconds': median, 'client_updates_per_s': len(clients) / median, 'repeats': ...}``.
     """
+    from .timing import time_calls  # imports torch.utils.benchmark (and setuptools): only when timing
+
     check_int("repeats", repeats, 1)
     device = clients[0].x.device
     model = copy.deepcopy(model).to(device)
@@ -594,6 +595,8 @@ def time_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
     ``torch.compile`` and reports the first (compiling) call separately as ``first_call_s``.
     The model is copied; ``x``/``y`` are used on the model's device.
     """
+    from .timing import time_calls, wall_time  # imports torch.utils.benchmark: only when timing
+
     check_choice("precision", precision, ("fp32", "bf16", "fp16"))
     check_int("steps", steps, 1)
     model = copy.deepcopy(model)
