@@ -269,7 +269,7 @@ def _tools_on_path() -> Iterator[None]:
         os.environ["PATH"] = saved
 
 
-def _api(root: Path):
+def _api(root: Path, cell_timeout: int = 600):
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
@@ -279,7 +279,7 @@ def _api(root: Path):
     config.CourseDirectory.course_id = COURSE_ID
     config.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
     config.Exchange.root = str(root / "exchange")
-    config.Execute.timeout = 600
+    config.Execute.timeout = cell_timeout
     config.Execute.extra_arguments = KERNEL_ARGUMENTS
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
@@ -457,7 +457,9 @@ def _grade_check(root: Path, names: Sequence[str], common: dict, feedback: bool,
     from nbgrader.api import Gradebook
 
     assignments = build_course(root, names)
-    api = _api(root)
+    # Quick runs have small cells: a cell still silent after 3 minutes is a kernel that lost a message
+    # (seen with ipykernel 7 on an overloaded machine), not work; fail it fast and grade again.
+    api = _api(root, cell_timeout=180 if quick else 600)
     results = []
     for name in assignments:
         source = nbformat.read(root / "source" / name / f"{name}.ipynb", as_version=4)
@@ -475,7 +477,7 @@ def _grade_check(root: Path, names: Sequence[str], common: dict, feedback: bool,
             target = root / "submitted" / student / name / f"{name}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, target)
-            _require(api.autograde(name, student, force=True, create=True), f"autograde {name} for {student}")
+            _autograde(api, root, name, student)
         written = {}
         if feedback:
             for student in submissions:
@@ -488,6 +490,23 @@ def _grade_check(root: Path, names: Sequence[str], common: dict, feedback: bool,
                                                      if e.solution_id == wrong[0]), name, name).max_score
         results.append(NotebookScores(name, max_score, scores, wrong[0], points, written))
     return results
+
+
+def _timed_out_cells(notebook: Path) -> int:
+    nb = nbformat.read(notebook, as_version=4)
+    return sum(1 for c in nb.cells for o in c.get("outputs", [])
+               if o.get("output_type") == "error" and o.get("ename") == "CellTimeoutError")
+
+
+def _autograde(api, root: Path, name: str, student: str, attempts: int = 2) -> None:
+    """nbgrader autograde; graded again (once) if a cell timed out, i.e. the kernel stopped answering."""
+    for attempt in range(1, attempts + 1):
+        _require(api.autograde(name, student, force=True, create=True), f"autograde {name} for {student}")
+        graded = root / "autograded" / student / name / f"{name}.ipynb"
+        timed_out = _timed_out_cells(graded)
+        if not timed_out:
+            return
+        print(f"  {name} / {student}: {timed_out} cell(s) timed out (attempt {attempt} of {attempts})", file=sys.stderr)
 
 
 def format_scores(results: Sequence[NotebookScores]) -> str:
