@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils import benchmark as torch_benchmark
 
 from .validation import check_choice, check_int, check_real
 
@@ -196,8 +195,11 @@ def benchmark(fn: Callable[[], object], device: Device = None, min_run_time: flo
     ``autorange='blocked'`` is ``Timer.blocked_autorange``, ``'adaptive'`` is
     ``Timer.adaptive_autorange`` (stops once the IQR is small).  The clock synchronises
     ``device`` (CUDA or MPS).  ``num_threads`` defaults to torch's current thread count
-    (the Timer itself would default to 1 thread).
+    (the Timer itself would default to 1 thread).  ``torch.utils.benchmark`` is imported only
+    here: it pulls in setuptools (about half a second), which plain timing does not need.
     """
+    from torch.utils import benchmark as torch_benchmark
+
     check_choice("autorange", autorange, AUTORANGE)
     check_real("min_run_time", min_run_time, 0.0, None, low_inclusive=False)
     threads = torch.get_num_threads() if num_threads is None else check_int("num_threads", num_threads, 1)

@@ -136,3 +136,13 @@ def test_inference_latency_runs_forward_in_eval_without_grad():
     seconds = inference_latency(model, torch.ones(3, 4), repeats=4, warmup=1)
     assert seconds >= 0
     assert seen == [(False, False)] * 5
+
+
+def test_importing_timing_does_not_pull_in_torch_benchmark():
+    """Plain timing stays cheap to import: torch.utils.benchmark (and its setuptools) load only in benchmark()."""
+    import subprocess
+    import sys
+
+    code = "import sys, fedlab_utils.timing; print('torch.utils.benchmark' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
