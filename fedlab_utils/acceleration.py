@@ -345,8 +345,8 @@ class VmapTrainer:
         step_fn = _mlp_step(layers, params) if layers is not None else _func_step(model, names)
         losses = torch.zeros(k, dtype=torch.float64, device=device)
         counts = torch.zeros(k, dtype=torch.float64, device=device)
-        for active, rows, weight in plan.steps:
-            loss = step_fn(params, active, x[rows], y[rows], weight, local.lr, local.weight_decay, mu, anchor)
+        for t, (active, rows, weight) in enumerate(plan.steps):  # step 0: every client still holds `received`
+            loss = step_fn(params, active, x[rows], y[rows], weight, local.lr, local.weight_decay, mu, anchor, t == 0)
             losses[:active] += loss.double()
             counts[:active] += 1
         processed = [local.epochs * n for n in sizes]
@@ -464,16 +464,22 @@ def _mlp_step(layers, params):
               for name, module, relu in layers]
     relu_below = [False] + [relu for _, _, relu in linear[:-1]]
 
-    def step(params, k, xb, yb, weight, lr, weight_decay, mu, anchor):
-        a = xb.reshape(k, xb.shape[1], -1)
+    def step(params, k, xb, yb, weight, lr, weight_decay, mu, anchor, shared=False):
+        # shared: all k clients still hold the received weights (a round's first step), so the forward
+        # pass and the gradients for the layers below are ordinary matmuls with one weight matrix
+        rows = xb.shape[1]
+        a = xb.reshape(k, rows, -1)
         inputs = []
         for w_name, b_name, relu in linear:
             inputs.append(a)
-            w = params[w_name][:k]
-            if b_name is None:
-                a = torch.bmm(a, w.transpose(1, 2))
+            if shared:
+                flat = a.reshape(k * rows, -1)
+                w0 = anchor[w_name]
+                a = (flat @ w0.t() if b_name is None else torch.addmm(anchor[b_name], flat, w0.t())).view(k, rows, -1)
+            elif b_name is None:
+                a = torch.bmm(a, params[w_name][:k].transpose(1, 2))
             else:
-                a = torch.baddbmm(params[b_name][:k].unsqueeze(1), a, w.transpose(1, 2))
+                a = torch.baddbmm(params[b_name][:k].unsqueeze(1), a, params[w_name][:k].transpose(1, 2))
             if relu:
                 a = a.relu_()
         logp = torch.log_softmax(a, dim=-1)
@@ -488,7 +494,7 @@ def _mlp_step(layers, params):
             w, a = params[w_name][:k], inputs[j]
             below = None
             if j > 0:  # gradient for the layer below, with the *old* weights (and through its ReLU)
-                below = torch.bmm(grad, w)
+                below = (grad.reshape(k * rows, -1) @ anchor[w_name]).view(k, rows, -1) if shared else torch.bmm(grad, w)
                 if relu_below[j]:
                     below.mul_(a > 0)
             if mu:
@@ -520,7 +526,7 @@ def _func_step(model: nn.Module, names: list[str]):
 
     grads_of = vmap(grad(loss_fn, has_aux=True))
 
-    def step(params, k, xb, yb, weight, lr, weight_decay, mu, anchor):
+    def step(params, k, xb, yb, weight, lr, weight_decay, mu, anchor, shared=False):
         active = {nm: params[nm][:k] for nm in names}
         grads, loss = grads_of(active, xb, yb, weight)
         decay = _sgd_decay(lr, weight_decay, mu)
