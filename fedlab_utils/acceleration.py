@@ -407,7 +407,7 @@ class VmapTrainer:
             ok = finite[pos] or bool(torch.isfinite(row).all())  # a finite row's sum can still overflow
             sent = len(memoryview(wire[pos]).cast("B")) if ok else 0
             results.append(ClientResult(cid, len(protocol.ctx.clients[cid]), row, loss, processed, sent, 0,
-                                        fps * processed))
+                                        fps * processed, finite=ok))
         last.block, last.average, last.params = block, average, {}  # the block holds the updates; the stack can go
         return results
 

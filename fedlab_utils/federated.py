@@ -105,6 +105,8 @@ class ClientResult:
 
     ``bytes_up`` is everything the client sent; ``bytes_down`` what it received *during*
     training beyond the broadcast (e.g. SplitFed's gradients); ``flops`` its training FLOPs.
+    ``finite`` is ``None`` unless whoever built the result already checked the update (the
+    vmap trainer's stacked uplink checks all rows in one pass); :func:`run` checks it otherwise.
     """
 
     client_id: int
@@ -115,6 +117,7 @@ class ClientResult:
     bytes_up: int
     bytes_down: int = 0
     flops: int = 0
+    finite: bool | None = None
 
 
 def per_client(clients: Sequence[int], work: Callable[[int], ClientResult]) -> list[ClientResult | Exception]:
@@ -456,7 +459,7 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
              if faults is not None else None)
         if faults is not None and faults.is_late(t):
             status = "late"
-        elif not update_is_finite(out.update):
+        elif not (out.finite if out.finite is not None else update_is_finite(out.update)):
             status = "rejected"
         else:
             status = "accepted"
