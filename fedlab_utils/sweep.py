@@ -345,6 +345,8 @@ def plot_sweep(rows: list[dict], names: list[str], path: Path, title: str = "") 
         ax.set_xlabel(x_name)
         if not numeric_x:
             ax.set_xticks(list(position.values()), [str(v) for v in position], rotation=20)
+        elif len(position) <= 12:
+            ax.set_xticks(sorted(position.values()))
         if groups and index == 0:
             ax.legend(fontsize=7)
     seeds = sorted(set(ok["seed"])) if "seed" in names and len(ok) else []
