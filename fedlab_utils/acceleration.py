@@ -57,7 +57,7 @@ from .federated import (ClientResult, ClientTransform, backward_and_step, FedAvg
                         SequentialTrainer, autocast_context, apply_delta, client_generator, fedavg_aggregate,
                         make_optimizer)
 from .validation import check_choice, check_int, check_real
-from .wire import Fp32Codec, Update, unflatten
+from .wire import Fp32Codec, Update
 
 __all__ = ["FedAvgM", "FedAdam", "FedYogi", "FedAdagrad", "FedOpt", "FedProx", "SERVERS", "make_server",
            "quadratic_drift", "VmapTrainer", "BACKENDS", "TRAINERS", "make_trainer", "resolve_trainer", "time_trainer", "time_train_step", "rounds_to_target",
@@ -365,11 +365,12 @@ class VmapTrainer:
         Called by :class:`~fedlab_utils.federated.FedAvgProtocol` after training.  It applies only
         when the uplink is the plain :class:`~fedlab_utils.wire.Fp32Codec` (lossless, stateless),
         the transform does not rewrite updates and the aggregation is FedAvg's; otherwise it returns
-        ``None`` and the protocol encodes each client's update itself.  All updates
-        (local − received) are written into one ``clients × parameters`` float32 block, row by row
-        in state-dict order: each row's bytes *are* :class:`Fp32Codec`'s payload for that client
-        (``len()`` counted, as everywhere), and the server reads the decoded update as a view of it.
-        A non-finite update is not sent (0 bytes), as in the per-client path.
+        ``None`` and the protocol encodes each client's update itself.  The stack becomes the
+        updates in place (local − received, tensor by tensor).  A client's payload is its slice of
+        every tensor, in state-dict order, as a list of zero-copy byte views (what a vectored send
+        such as ``socket.sendmsg`` transmits): byte for byte :class:`Fp32Codec`'s payload, its
+        ``len()`` counted as everywhere; the server reads the decoded update as views of the same
+        slices.  A non-finite update is not sent (0 bytes), as in the per-client path.
         """
         last = self._last
         if (last is None or trained is not last.out or type(protocol.uplink) is not Fp32Codec
@@ -380,51 +381,56 @@ class VmapTrainer:
         if any(key not in last.params for key in received):
             return None
         k = len(trained)
-        sizes = [received[key].numel() for key in received]
-        block = torch.empty(k, sum(sizes), dtype=torch.float32, device=next(iter(received.values())).device)
-        start = 0
-        for key, n in zip(received, sizes):
-            torch.sub(last.params[key].reshape(k, n), received[key].reshape(1, n), out=block[:, start:start + n])
-            start += n
-        wire = block.numpy() if block.device.type == "cpu" else block.cpu().numpy()
-        # FedAvg of every row (what the server needs when no update is dropped, late or rejected), in
-        # the same pass telling whether all rows are finite: a NaN/inf anywhere makes the average non-finite.
+        deltas = {key: last.params[key].sub_(received[key].unsqueeze(0)) for key in received}  # in place
+        wire = {key: (d if d.device.type == "cpu" else d.cpu()).reshape(k, -1).numpy() for key, d in deltas.items()}
+        # FedAvg of every client (what the server needs when no update is dropped, late or rejected),
+        # which also tells whether all updates are finite: a NaN/inf anywhere makes the average non-finite.
         weights = torch.tensor([float(len(protocol.ctx.clients[clients[i]])) for i in last.order],
-                               dtype=block.dtype, device=block.device)
-        average = torch.mv(block.t(), weights / weights.sum()) if float(weights.sum()) > 0 else None
-        if average is not None and bool(torch.isfinite(average).all()):
+                               dtype=torch.float32, device=next(iter(deltas.values())).device)
+        average = None
+        if float(weights.sum()) > 0:
+            average = {key: torch.tensordot(weights / weights.sum(), d, dims=1) for key, d in deltas.items()}
+            if not all(bool(torch.isfinite(a).all()) for a in average.values()):
+                average = None
+        if average is not None:
             finite = [True] * k
-        else:
-            average = None
-            finite = torch.isfinite(block.sum(1)).tolist()  # row by row: a NaN/inf makes its row's sum non-finite
+        else:  # client by client: a NaN/inf makes the sum of its slice non-finite
+            sums = sum(d.reshape(k, -1).sum(1) for d in deltas.values())
+            finite = torch.isfinite(sums).tolist()
         fps = last.flops_per_sample or protocol.flops_per_sample(protocol.worker)
         position = {i: pos for pos, i in enumerate(last.order)}
         results = []
         for i, cid in enumerate(clients):
             pos = position[i]
             _, loss, processed = trained[i]
-            row = block[pos]
-            ok = finite[pos] or bool(torch.isfinite(row).all())  # a finite row's sum can still overflow
-            sent = len(memoryview(wire[pos]).cast("B")) if ok else 0
-            results.append(ClientResult(cid, len(protocol.ctx.clients[cid]), row, loss, processed, sent, 0,
-                                        fps * processed, finite=ok))
-        last.block, last.average, last.params = block, average, {}  # the block holds the updates; the stack can go
+            update = {key: d[pos] for key, d in deltas.items()}
+            ok = finite[pos] or all(bool(torch.isfinite(t).all()) for t in update.values())  # a sum can overflow
+            payload = [memoryview(w[pos]).cast("B") for w in wire.values()] if ok else []
+            results.append(ClientResult(cid, len(protocol.ctx.clients[cid]), update, loss, processed,
+                                        sum(len(part) for part in payload), 0, fps * processed, finite=ok))
+        last.deltas, last.average, last.out = deltas, average, None
         return results
 
     def stacked_average(self, protocol, results: list[ClientResult]) -> Update | None:
-        """FedAvg of the surviving rows of the round's update block: one weighted sum (a matrix-vector
-        product) instead of a Python sum over clients; ``None`` when the results are not that block's."""
+        """FedAvg of the surviving clients' slices of the round's stacked updates: one weighted sum per
+        tensor (a matrix-vector product) instead of a Python sum over clients; ``None`` when the
+        results are not that round's."""
         last = self._last
-        block = None if last is None else last.block
-        if block is None or not results or any(getattr(r.update, "_base", None) is not block for r in results):
+        deltas = None if last is None else last.deltas
+        if deltas is None or not results:
             return None
-        rows = [(r.update.storage_offset() - block.storage_offset()) // block.stride(0) for r in results]
+        first = next(iter(deltas))
+        stack = deltas[first]
+        if any(not isinstance(r.update, dict) or getattr(r.update.get(first), "_base", None) is not stack
+               for r in results):
+            return None
+        rows = [(r.update[first].storage_offset() - stack.storage_offset()) // stack.stride(0) for r in results]
         self._last = None  # nothing of this round is needed any more
-        if last.average is not None and sorted(rows) == list(range(block.shape[0])):
-            return unflatten(last.average, protocol.received)  # every row survived: computed with the block
-        weights = torch.tensor([float(r.num_samples) for r in results], dtype=block.dtype, device=block.device)
-        chosen = block[torch.tensor(rows, device=block.device)]
-        return unflatten(torch.mv(chosen.t(), weights / weights.sum()), protocol.received)
+        if last.average is not None and sorted(rows) == list(range(stack.shape[0])):
+            return dict(last.average)  # every client survived: computed with the uplink
+        weights = torch.tensor([float(r.num_samples) for r in results], dtype=torch.float32, device=stack.device)
+        index = torch.tensor(rows, device=stack.device)
+        return {key: torch.tensordot(weights / weights.sum(), d[index], dims=1) for key, d in deltas.items()}
 
     def __repr__(self) -> str:
         return f"VmapTrainer(max_group={self.max_group})"
@@ -438,8 +444,8 @@ class _Stack:
     order: list[int]
     out: list | None = None
     flops_per_sample: int | None = None
-    block: torch.Tensor | None = None
-    average: torch.Tensor | None = None
+    deltas: dict[str, torch.Tensor] | None = None   # after the uplink: the stack holds local − received
+    average: dict[str, torch.Tensor] | None = None  # FedAvg of all clients' updates, if all are finite
 
 
 def mlp_training_flops_per_sample(layers: list[tuple[str, nn.Linear, bool]]) -> int:

@@ -1,5 +1,6 @@
 """Tests for fedlab_utils.acceleration: server optimizers against hand computations, the vmap
 backend against the sequential one, mixed precision on the CPU, the pitfall demos, the checks."""
+import copy
 import math
 
 import numpy as np
@@ -271,28 +272,34 @@ def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits):
     protocol = FedAvgProtocol(model, trainer=trainer)
     protocol.setup(RoundContext(clients, test, LocalTraining(lr=0.1), 0, torch.device("cpu"), digits.input_shape))
     protocol.broadcast(1, [0, 1, 2, 3])
+    pairs = [(c, clients[c]) for c in range(4)]
+    reference = SequentialTrainer()(copy.deepcopy(model), protocol.received, pairs, LocalTraining(lr=0.1), 1, 0,
+                                    ClientTransform())
     results = protocol.train(1, [0, 1, 2, 3])
-    assert trainer._last.block is not None  # the stacked path ran
-    for r, (state, _, _) in zip(results, trainer._last.out):
-        update = {k: state[k] - protocol.received[k] for k in protocol.received}
-        payload = Fp32Codec().encode(update)
-        assert r.bytes_up == len(payload) == 4 * sum(v.numel() for v in update.values())
-        assert r.update.numpy().astype("<f4").tobytes() == payload
-    expected = {k: sum(r.num_samples * unflatten(r.update, protocol.received)[k] for r in results)
-                / sum(r.num_samples for r in results) for k in protocol.received}
+    assert trainer._last.deltas is not None  # the stacked path ran
+    for r, (state, _, _) in zip(results, reference):
+        assert r.finite is True
+        expected = {k: state[k] - protocol.received[k] for k in protocol.received}
+        assert max((r.update[k] - expected[k]).abs().max().item() for k in expected) < 1e-5
+        payload = Fp32Codec().encode(r.update)  # what the per-client path would have sent for this update
+        assert r.bytes_up == len(payload) == 4 * sum(v.numel() for v in expected.values())
+    for r in results:  # the zero-copy slices of the stack are byte for byte the fp32 payload
+        wire = b"".join(memoryview(r.update[k].numpy()).cast("B") for k in protocol.received)
+        assert wire == Fp32Codec().encode(r.update)
+        assert all(r.update[k]._base is trainer._last.deltas[k] for k in protocol.received)
     last = trainer._last
     got = trainer.stacked_average(protocol, results)
+    expected = weighted_average([r.update for r in results], [r.num_samples for r in results])
     assert all(torch.allclose(got[k], expected[k], atol=1e-7) for k in expected)
     assert trainer._last is None  # the round's stack is released once averaged
     trainer._last = last
     subset = trainer.stacked_average(protocol, results[1:3])
-    expected_subset = weighted_average([unflatten(r.update, protocol.received) for r in results[1:3]],
-                                       [r.num_samples for r in results[1:3]])
+    expected_subset = weighted_average([r.update for r in results[1:3]], [r.num_samples for r in results[1:3]])
     assert all(torch.allclose(subset[k], expected_subset[k], atol=1e-7) for k in expected_subset)
     other = FedAvgProtocol(model, trainer=acc.VmapTrainer(), uplink=_CountingFp32())
     other.setup(RoundContext(clients, test, LocalTraining(lr=0.1), 0, torch.device("cpu"), digits.input_shape))
     other.broadcast(1, [0, 1])
-    assert all(isinstance(r.update, dict) for r in other.train(1, [0, 1]))  # per-client path
+    assert all(r.finite is None for r in other.train(1, [0, 1]))  # the per-client path
 
 
 class _NanAfterTraining(acc.VmapTrainer):
