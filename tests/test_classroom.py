@@ -137,6 +137,13 @@ def test_autograde_three_submissions_of_notebook_00(tmp_path):
         body = html.read_text()
         assert html.suffix == ".html" and "00_federated_baseline" in body, student
     assert "AssertionError" in r.feedback["one-wrong"].read_text()  # the hint reaches the student
+    assert "not implemented yet" in r.feedback["untouched"].read_text()
+    # nbgrader restored the hidden tests (absent from the release) and ran them
+    graded = nbformat.read(tmp_path / "course" / "autograded" / "solutions" / r.assignment / f"{r.assignment}.ipynb",
+                           as_version=4)
+    hidden = [c for c in graded.cells if "### BEGIN HIDDEN TESTS" in c.source]
+    assert hidden and all(c.metadata.nbgrader.get("grade") for c in hidden)
+    assert all("seed=1" in c.source and not any(o.output_type == "error" for o in c.outputs) for c in hidden)
     # The gradebook is nbgrader's SQLite database: per-cell autograded scores.
     with sqlite3.connect(tmp_path / "course" / "gradebook.db") as db:
         rows = db.execute("""select submitted_assignment.student_id, base_cell.name, grade.auto_score from grade
