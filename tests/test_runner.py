@@ -145,7 +145,7 @@ def test_bad_parameter_value_fails_in_the_setup_cell_with_a_clear_error(tmp_path
     assert main(["run", "00", "-p", "alpha", "-1", "--out", str(tmp_path), "--no-html"]) == 1
     err = capsys.readouterr().err
     assert "alpha=-1" in err and "out of range" in err
-    assert not (tmp_path / "results.json").exists()
+    assert json.loads((tmp_path / "results.json").read_text()) == {}, "no entry for a failed notebook"
 
 
 def test_student_version_strips_solutions(tmp_path):
