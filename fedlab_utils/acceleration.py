@@ -337,8 +337,15 @@ class VmapTrainer:
                          local.epochs, device)
         x, y = self._round_data([group[i][1] for i in plan.order])
         names = [name for name, _ in model.named_parameters()]
-        params = {name: received[name].to(device).unsqueeze(0).repeat(k, *[1] * received[name].dim())
-                  for name in names}
+        pool, self._pool = getattr(self, "_pool", None) or {}, None  # buffers of the previous round, if recycled
+        params = {}
+        for name in names:
+            start = received[name].to(device).unsqueeze(0)
+            buffer = pool.get(name)
+            if buffer is not None and buffer.shape == (k, *start.shape[1:]) and buffer.device == start.device:
+                params[name] = buffer.copy_(start.expand_as(buffer))  # no fresh allocation, no page faults
+            else:
+                params[name] = start.repeat(k, *[1] * (start.dim() - 1))
         anchor = {name: received[name].to(device) for name in names}
         mu = transform.mu if isinstance(transform, FedProx) else 0.0
         layers = _mlp_layers(model)
@@ -426,6 +433,9 @@ class VmapTrainer:
             return None
         rows = [(r.update[first].storage_offset() - stack.storage_offset()) // stack.stride(0) for r in results]
         self._last = None  # nothing of this round is needed any more
+        # The loop is done with this round's updates once they are averaged: the next round may train
+        # in the same buffers (a fresh stack would cost page faults every round).
+        self._pool = deltas
         if last.average is not None and sorted(rows) == list(range(stack.shape[0])):
             return dict(last.average)  # every client survived: computed with the uplink
         weights = torch.tensor([float(r.num_samples) for r in results], dtype=torch.float32, device=stack.device)
