@@ -166,6 +166,8 @@ def _rows(history: History):
 
 def price(history: History, profile: str | EnergyProfile, *, include_fixed: bool = True) -> Energy:
     """The run's modelled joules under ``profile``: every client-round priced on its own."""
+    for _ in _rows(history):  # every record must carry its client rows (raises otherwise)
+        pass
     return price_history(history, profile, include_fixed=include_fixed)
 
 
