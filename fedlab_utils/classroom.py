@@ -400,7 +400,7 @@ QUICK_PARAMETERS: dict[str, dict] = {
     "00_federated_baseline": {"dataset": "digits", "num_clients": 6, "rounds": 2, "fedsgd_rounds": 2,
                               "local_epochs": 1},
     "01_pruning": {"dataset": "digits", "num_clients": 4, "rounds": 4, "finetune_rounds": 1},
-    "02_compression": {"dataset": "digits", "num_clients": 4, "rounds": 2},
+    "02_compression": {"dataset": "digits", "num_clients": 4, "rounds": 2, "cnn_rounds": 2},
     "03_distillation": {"dataset": "digits", "num_clients": 4, "rounds": 2, "local_epochs": 1, "proxy_size": 200,
                         "distill_epochs": 2},
     "04_acceleration": {"num_clients": 6, "rounds": 5, "local_epochs": 1},
