@@ -37,8 +37,13 @@ endif
 course: $(ENV_STAMP)
 	$(PY) -m fedlab_utils run --out build
 
+# Tests run in TEST_JOBS processes (pytest-xdist), one notebook or test file per process
+# (--dist loadfile keeps a notebook's cells in one kernel), one torch thread each so the
+# processes do not oversubscribe the cores. TEST_JOBS=1 runs them serially.
+TEST_JOBS ?= 2
 test: $(ENV_STAMP)
-	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+		-p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
 
 unit: $(ENV_STAMP)
 	$(PY) -m pytest tests

@@ -197,20 +197,16 @@ def _notebook_lock(path: Path) -> Iterator[None]:
 
 
 def find_notebooks(names: Sequence[str] = ()) -> list[Path]:
-    """Committed notebooks by prefix (``00``), stem or path; all of them when ``names`` is empty."""
-    available = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-    if not names:
-        return available
-    found = []
-    for name in names:
-        if Path(name).suffix == ".ipynb" and Path(name).exists():
-            found.append(Path(name).resolve())
-            continue
-        matches = [p for p in available if p.stem == name or p.name == name or p.name.startswith(f"{name}_")]
-        if len(matches) != 1:
-            raise ClassroomError(f"notebook {name!r} not found; available: {[p.stem for p in available]}")
-        found.append(matches[0])
-    return found
+    """Committed notebooks by prefix (``00``), stem or path; all of them when ``names`` is empty.
+
+    The course runner's own lookup, so that ``classroom`` and ``run`` accept the same names.
+    """
+    from .__main__ import CourseError, find_notebooks as find_course_notebooks
+
+    try:
+        return find_course_notebooks(list(names))
+    except CourseError as exc:
+        raise ClassroomError(str(exc)) from None
 
 
 def lock_source(paths: Sequence[Path], check_only: bool = False) -> dict[str, list[str]]:
