@@ -57,12 +57,7 @@ EXPECTED = {'feddf': {'FedDF hetero · a': {'records': [[[0], 0.175, 2.279737701
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
