@@ -29,7 +29,7 @@ from .flower import HISTORY_FILE, NODE_COUNT_KEY, NODE_PARTITION_KEY, PROGRESS_F
 
 __all__ = ["DeploymentError", "LocalFederation", "DeploymentResult", "deploy", "local_federation", "free_port",
            "flower_command", "app_dir", "real_machine_commands", "FLOWER_PROCESS_NAMES", "INSECURE_WARNING",
-           "flower_processes", "parse_parameters"]
+           "flower_processes", "parse_parameters", "submit", "submit_many", "print_round"]
 
 FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
                         "flwr-clientapp")
@@ -323,57 +323,130 @@ class DeploymentResult:
                              for r in self.records]).set_index("round")
 
 
-def submit(federation: LocalFederation, config: DeploymentConfig, out_dir: str | Path, *,
-           on_round: Callable[[dict], None] | None = None, timeout: float | None = None) -> DeploymentResult:
-    """``flwr run`` the course app on ``federation``; call ``on_round`` with each progress record
-    as the ServerApp writes it (``event`` is ``nodes``, ``round-start`` or ``round``); return the result.  Raises :class:`DeploymentError` if the run fails."""
+@dataclass
+class _Submission:
+    """One ``flwr run`` in flight (see :func:`submit_many`)."""
+
+    name: str
+    config: DeploymentConfig
+    out_dir: Path
+    runner: subprocess.Popen
+    log_path: Path
+    start: float
+    limit: float
+    seen: int = 0
+    result: DeploymentResult | None = None
+
+
+def _launch(federation: LocalFederation, name: str, config: DeploymentConfig, out_dir: str | Path,
+            timeout: float | None) -> _Submission:
+    """Start ``flwr run`` for ``config`` (its own app folder and output folder) and return at once."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (PROGRESS_FILE, HISTORY_FILE):
         (out_dir / stale).unlink(missing_ok=True)
+    index = sum(1 for n in federation.processes if n.startswith("flwr-run-"))
     config = replace(config, out_dir=str(out_dir), num_clients=federation.supernodes)
-    app = app_dir(federation.home.parent / "app", config)
+    app = app_dir(federation.home.parent / f"app-{index}", config)
     command = [flower_command("flwr"), "run", str(app), CONNECTION, "--stream"]
     for key, value in config.to_run_config().items():
         command += ["--run-config", f"{key}={_toml_value(value)}"]
-    start = time.monotonic()
-    log_path = federation.logs / f"run-{int(time.time() * 1000)}.log"
+    log_path = federation.logs / f"run-{index}.log"
     with open(log_path, "wb") as log:
         runner = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env=federation.env, start_new_session=True)
-    federation.processes[f"flwr-run-{len(federation.processes)}"] = runner
-    seen = 0
+    federation.processes[f"flwr-run-{index}"] = runner
     limit = timeout if timeout is not None else 60.0 + config.rounds * (config.round_timeout + 60.0)
+    return _Submission(name, config, out_dir, runner, log_path, time.monotonic(), limit)
+
+
+def _step(federation: LocalFederation, run: _Submission, on_round: Callable[[dict], None] | None) -> bool:
+    """Report ``run``'s new progress records; True once its history is written.  Raises
+    :class:`DeploymentError` if the run, or the SuperLink, died, or the run ran out of time."""
+    run.seen = _report_progress(run.out_dir / PROGRESS_FILE, run.seen, on_round)
+    done = run.runner.poll() is not None
+    history = run.out_dir / HISTORY_FILE
+    if not history.exists() and done:
+        time.sleep(0.5)  # the history may land just after the stream closes
+    if history.exists():
+        run.seen = _report_progress(run.out_dir / PROGRESS_FILE, run.seen, on_round)
+        return True
+    if done:
+        raise DeploymentError(f"the Flower run {run.name!r} ended without results (exit {run.runner.returncode}); "
+                              f"flwr run said: {_tail(run.log_path, 4)}")
+    superlink = federation.processes["superlink"]
+    if superlink.poll() is not None:
+        raise DeploymentError(f"superlink died (exit {superlink.returncode}): {federation.log_tail('superlink', 3)}")
+    if time.monotonic() - run.start > run.limit:
+        raise DeploymentError(f"the Flower run {run.name!r} did not finish within {run.limit:.0f} s; "
+                              f"flwr run said: {_tail(run.log_path, 4)}")
+    return False
+
+
+def _reap(run: _Submission) -> None:
+    if run.runner.poll() is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            run.runner.wait(timeout=10)
+    if run.runner.poll() is None:
+        _signal_tree(run.runner.pid, signal.SIGKILL)
+        run.runner.wait()
+
+
+def submit_many(federation: LocalFederation, configs: dict[str, DeploymentConfig], out_dir: str | Path, *,
+                on_round: Callable[[str, dict], None] | None = None,
+                timeout: float | None = None) -> dict[str, DeploymentResult]:
+    """``flwr run`` every config on ``federation`` **at the same time**, as a shared federation
+    serves several runs; return ``{name: result}`` once all have finished.
+
+    Each run gets its own app folder and ``out_dir/<name>`` output folder; ``on_round(name,
+    record)`` is called with each progress record of each run as its ServerApp writes it.  The
+    runs are independent (each its own ServerApp process, seed and model), so each result equals
+    the same run made alone; only the wall time shrinks, because Flower's polling waits overlap.
+    Raises :class:`DeploymentError` as soon as any run fails (the federation's teardown then stops
+    the others).
+    """
+    if not configs:
+        raise ValueError("configs is empty; pass at least one {name: DeploymentConfig}")
+    out_root = Path(out_dir)
+    runs = [_launch(federation, name, config, out_root / _folder_name(name), timeout)
+            for name, config in configs.items()]
     try:
-        while True:
-            seen = _report_progress(out_dir / PROGRESS_FILE, seen, on_round)
-            done = runner.poll() is not None
-            if (out_dir / HISTORY_FILE).exists():
-                break
-            if done:
-                time.sleep(0.5)  # the history may land just after the stream closes
-                if (out_dir / HISTORY_FILE).exists():
-                    break
-                raise DeploymentError(f"the Flower run ended without results (exit {runner.returncode}); "
-                                      f"flwr run said: {_tail(log_path, 4)}")
-            for name in ["superlink", *federation.supernode_names()]:
-                proc = federation.processes[name]
-                if name == "superlink" and proc.poll() is not None:
-                    raise DeploymentError(f"superlink died (exit {proc.returncode}): {federation.log_tail(name, 3)}")
-            if time.monotonic() - start > limit:
-                raise DeploymentError(f"the Flower run did not finish within {limit:.0f} s; "
-                                      f"flwr run said: {_tail(log_path, 4)}")
-            time.sleep(0.2)
-        _report_progress(out_dir / PROGRESS_FILE, seen, on_round)
+        pending = list(runs)
+        while pending:
+            for run in list(pending):
+                report = None if on_round is None else (lambda record, _name=run.name: on_round(_name, record))
+                if _step(federation, run, report):
+                    pending.remove(run)
+                    _reap(run)
+                    history = json.loads((run.out_dir / HISTORY_FILE).read_text(encoding="utf-8"))
+                    run.result = DeploymentResult(run.config, history["records"], run.out_dir,
+                                                  time.monotonic() - run.start)
+            if pending:
+                time.sleep(0.2)
     finally:
-        if runner.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                runner.wait(timeout=10)
-        if runner.poll() is None:
-            _signal_tree(runner.pid, signal.SIGKILL)
-            runner.wait()
-    history = json.loads((out_dir / HISTORY_FILE).read_text(encoding="utf-8"))
-    return DeploymentResult(config, history["records"], out_dir, time.monotonic() - start)
+        for run in runs:
+            _reap(run)
+    return {run.name: run.result for run in runs}
+
+
+def _folder_name(name: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip("._")
+    return safe or "run"
+
+
+def submit(federation: LocalFederation, config: DeploymentConfig, out_dir: str | Path, *,
+           on_round: Callable[[dict], None] | None = None, timeout: float | None = None) -> DeploymentResult:
+    """``flwr run`` the course app on ``federation``; call ``on_round`` with each progress record
+    as the ServerApp writes it (``event`` is ``nodes``, ``round-start`` or ``round``); return the result.
+    Raises :class:`DeploymentError` if the run fails.  Several runs at once: :func:`submit_many`."""
+    run = _launch(federation, "run", config, out_dir, timeout)
+    try:
+        while not _step(federation, run, on_round):
+            time.sleep(0.2)
+    finally:
+        _reap(run)
+    history = json.loads((run.out_dir / HISTORY_FILE).read_text(encoding="utf-8"))
+    return DeploymentResult(run.config, history["records"], run.out_dir, time.monotonic() - run.start)
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -394,11 +467,13 @@ def _report_progress(path: Path, seen: int, on_round: Callable[[dict], None] | N
     return max(seen, len(complete))
 
 
-def print_round(record: dict) -> None:
-    """The default progress line of one round (other progress events are ignored)."""
+def print_round(record: dict, name: str | None = None) -> None:
+    """The default progress line of one round (other progress events are ignored); ``name``
+    labels the run when several run at once (:func:`submit_many`)."""
     if record.get("event") != "round":
         return
-    print(f"round {record['round']}: accuracy {100 * record['accuracy']:.2f}%  "
+    label = f"[{name}] " if name else ""
+    print(f"{label}round {record['round']}: accuracy {100 * record['accuracy']:.2f}%  "
           f"clients {len(record['replied'])}/{len(record['selected'])}  "
           f"up {record['ledger_bytes_up']:,} B ledger / {record['flower_bytes_up']:,} B Flower  "
           f"({record['seconds']:.1f} s)", flush=True)

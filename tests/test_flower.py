@@ -1,9 +1,11 @@
 """Flower deployment (fedlab_utils.flower / fedlab_utils.deploy) on real Flower processes.
 
-One deployment (a SuperLink and 2 SuperNodes, 2 rounds, 8-bit uplink + FedAdam) is shared by
-the checks that need it: accuracy equals the in-process ``run()``; every course payload the
-ServerApp received is byte for byte the one the in-process loop encodes.  A second deployment
-raises in the middle of a run and checks that no Flower process is left.
+One federation (a SuperLink and 2 SuperNodes) serves two runs at once (``submit_many``): 2 rounds
+of 8-bit uplink + FedAdam, and 2 rounds of FedAvg that samples one of the two clients per round
+(``fraction=0.5``).  The checks that need them: each run's accuracy equals the in-process
+``run()``; every course payload the ServerApp received is byte for byte the one the in-process
+loop encodes.  Two more deployments stop in the middle of a run, by an exception and by Ctrl-C
+(SIGINT) on the ``deploy`` CLI, and check that no Flower process is left.
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ import torch
 
 from fedlab_utils import deploy as deploy_mod
 from fedlab_utils.deploy import (DeploymentError, flower_processes, local_federation, parse_parameters,
-                                 real_machine_commands, submit)
+                                 real_machine_commands, submit, submit_many)
 from fedlab_utils.flower import PAYLOAD_DIR, DeploymentConfig, make_codec, message_bytes, simulate
 
 CONFIG = DeploymentConfig(num_clients=2, rounds=2, uplink="q8", server="fedadam", server_lr=0.01,
                           round_timeout=300.0, save_payloads=True)
+HALF = DeploymentConfig(num_clients=2, rounds=2, fraction=0.5, seed=3, round_timeout=300.0)
 
 
 class RecordingCodec:
@@ -44,9 +47,9 @@ class RecordingCodec:
 def deployed(tmp_path_factory):
     work = tmp_path_factory.mktemp("flower")
     with local_federation(2, workdir=work / "fed", announce=None) as federation:
-        result = submit(federation, CONFIG, work / "out")
+        results = submit_many(federation, {"q8": CONFIG, "half": HALF}, work / "out")
         pids = federation.pids()
-    return result, pids
+    return results, pids
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def reference():
 
 # ----------------------------------------------------------------------------- real processes
 def test_deployment_accuracy_equals_the_in_process_run(deployed, reference):
-    result, _ = deployed
+    result = deployed[0]["q8"]
     reference, _ = reference
     assert [r["round"] for r in result.records] == [1, 2]
     assert all(r["replied"] == [0, 1] and not r["errors"] for r in result.records)
@@ -78,8 +81,24 @@ def test_deployment_accuracy_equals_the_in_process_run(deployed, reference):
     assert result.totals()["ledger_bytes_up"] == reference.totals()["bytes_up"]
 
 
+def test_a_sampled_fraction_on_flower_equals_the_in_process_run(deployed):
+    """fraction=0.5 of 2 clients: the ServerApp samples one SuperNode per round, as run() does."""
+    result = deployed[0]["half"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = simulate(HALF)
+    finally:
+        torch.set_num_threads(threads)
+    assert [len(r["selected"]) for r in result.records] == [1, 1]
+    assert [sorted(r["selected"]) for r in result.records] == [sorted(r.clients) for r in reference.records]
+    assert all(r["replied"] == r["selected"] for r in result.records)
+    assert result.accuracy == reference.accuracy
+    assert result.totals()["ledger_bytes_up"] == reference.totals()["bytes_up"]
+
+
 def test_course_codec_payload_survives_flower_byte_for_byte(deployed, reference):
-    result, _ = deployed
+    result = deployed[0]["q8"]
     _, sent = reference
     expected = {(1 + i // 2, cid): payload for i, (cid, payload) in enumerate(sent)}
     assert len(expected) == 4
@@ -273,3 +292,44 @@ def test_check_overhead_per_message_both_ways():
     for wrong in (900 + 440, (900 + 440) / 2, (10_900 + 5_440) / 3, 0.0, float("nan"), None):
         with pytest.raises(AssertionError):
             deployment.check_overhead_per_message(wrong, records)
+
+
+def test_ctrl_c_on_the_deploy_cli_stops_every_process(tmp_path):
+    """SIGINT (what Ctrl-C sends) to ``python -m fedlab_utils deploy`` mid-run: exit 130, one line
+    on stderr, and every process it started -- SuperLink, SuperNodes, ``flwr run`` and what they
+    spawned, each in its own session so the terminal's Ctrl-C never reaches them -- is gone."""
+    import subprocess
+    import time
+
+    import psutil
+
+    out = tmp_path / "out"
+    env = {**os.environ, "FEDLAB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    cli = subprocess.Popen([sys.executable, "-m", "fedlab_utils", "deploy", "--supernodes", "2", "-p", "rounds", "5",
+                            "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        progress, seen = out / "progress.jsonl", set()
+        deadline = time.monotonic() + 240
+        while not (progress.exists() and '"round-start"' in progress.read_text()):
+            assert cli.poll() is None, f"deploy exited early: {cli.communicate()}"
+            assert time.monotonic() < deadline, "no round started within 240 s"
+            seen |= {c.pid for c in psutil.Process(cli.pid).children(recursive=True)}
+            time.sleep(0.2)
+        seen |= {c.pid for c in psutil.Process(cli.pid).children(recursive=True)}
+        cli.send_signal(signal.SIGINT)
+        _, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode == 130
+    assert err.strip().splitlines()[-1] == "deploy: interrupted; every Flower process was stopped"
+    assert len(seen) >= 4  # superlink + 2 supernodes + flwr run (+ what they spawned)
+
+    def alive(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    assert [pid for pid in seen if alive(pid)] == []
