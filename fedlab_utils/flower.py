@@ -190,14 +190,20 @@ def message_bytes(message) -> int:
 
 
 # ----------------------------------------------------------------------------- ClientApp
-def _client_train(msg, context):
+def _run_config(context, defaults: DeploymentConfig | None) -> DeploymentConfig:
+    """The run's config: Flower's ``context.run_config`` on top of ``defaults`` (if any)."""
+    base = defaults.to_run_config() if defaults is not None else {}
+    return DeploymentConfig.from_run_config({**base, **dict(context.run_config)})
+
+
+def _client_train(msg, context, defaults: DeploymentConfig | None = None):
     """One client's round: decode the global state, train, encode the update with the codec."""
     from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
     from .federated import client_generator, model_state, state_delta, train_locally
     from .wire import Fp32Codec
 
-    config = DeploymentConfig.from_run_config(context.run_config)
+    config = _run_config(context, defaults)
     partition_id = int(context.node_config[NODE_PARTITION_KEY])
     num_partitions = int(context.node_config.get(NODE_COUNT_KEY, config.num_clients))
     if num_partitions != config.num_clients or not 0 <= partition_id < num_partitions:
@@ -231,12 +237,20 @@ def _client_query(msg, context):
     return Message(RecordDict({"metrics": MetricRecord({"partition-id": partition_id})}), reply_to=msg)
 
 
-def make_client_app():
-    """The Flower ClientApp: ``train`` runs one course client round, ``query`` names the client."""
+def make_client_app(defaults: DeploymentConfig | None = None):
+    """The Flower ClientApp: ``train`` runs one course client round, ``query`` names the client.
+
+    ``defaults`` fills what the run config does not say (Flower's deprecated in-process
+    ``run_simulation`` passes no run config; ``flwr run`` always passes the full one)."""
+    from flwr.app import Context, Message
     from flwr.clientapp import ClientApp
 
     app = ClientApp()
-    app.train()(_client_train)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return _client_train(msg, context, defaults)
+
     app.query()(_client_query)
     return app
 
@@ -271,7 +285,7 @@ def _partition_map(grid, nodes: list[int], timeout: float) -> dict[int, int]:
     return mapping
 
 
-def _server_main(grid, context) -> None:
+def _server_main(grid, context, defaults: DeploymentConfig | None = None) -> None:
     """The course's round on Flower: sample, send, receive, decode, FedAvg, server step, evaluate."""
     import numpy as np
     from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -280,7 +294,7 @@ def _server_main(grid, context) -> None:
     from .results import atomic_write_bytes, atomic_write_text
     from .wire import Fp32Codec
 
-    config = DeploymentConfig.from_run_config(context.run_config)
+    config = _run_config(context, defaults)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     progress = out / PROGRESS_FILE
@@ -349,21 +363,28 @@ def _server_main(grid, context) -> None:
     atomic_write_text(out / HISTORY_FILE, json.dumps(history, indent=1))
 
 
-def make_server_app():
-    """The Flower ServerApp: the course's round loop on Flower's Grid."""
-    from flwr.serverapp import ServerApp
+def make_server_app(defaults: DeploymentConfig | None = None):
+    """The Flower ServerApp: the course's round loop on Flower's Grid (``defaults`` as for
+    :func:`make_client_app`)."""
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
 
     app = ServerApp()
-    app.main()(_server_main)
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        _server_main(grid, context, defaults)
+
     return app
 
 
-def simulate(config: DeploymentConfig, progress: bool | None = False):
+def simulate(config: DeploymentConfig, progress: bool | None = False, trainer=None):
     """The same task in one process with the course's :func:`~fedlab_utils.federated.run`: the
-    reference a deployment seeded identically must reproduce."""
+    reference a deployment seeded identically must reproduce (``trainer`` as for ``run()``;
+    the default trains client after client, as the SuperNodes do)."""
     from .federated import run
 
     clients, test, init = build_task(config)
     return run(init, clients, test, rounds=config.rounds, fraction=config.fraction, local=config.local(),
                seed=config.seed, uplink=make_codec(config.uplink), server=config.server_optimizer(),
-               label=f"in-process {config.uplink}/{config.server}", progress=progress)
+               label=f"in-process {config.uplink}/{config.server}", progress=progress, trainer=trainer)

@@ -22,7 +22,7 @@ from .data import ClientData
 from .validation import check_choice, check_int, check_real
 from .wire import Update
 
-__all__ = ["LocalTraining", "OPTIMIZERS", "PRECISIONS", "make_optimizer", "ClientTransform", "autocast_context",
+__all__ = ["LocalTraining", "OPTIMIZERS", "PRECISIONS", "make_optimizer", "PlainSGD", "ClientTransform", "autocast_context",
            "backward_and_step", "minibatches", "train_locally", "evaluate", "ClientTrainer", "client_generator",
            "SequentialTrainer", "model_state"]
 
@@ -73,6 +73,36 @@ def make_optimizer(spec: str | Callable, params, lr: float, weight_decay: float 
     if spec == "adam":  # L2 penalty added to the gradient (coupled)
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)  # decoupled weight decay
+
+
+class PlainSGD:
+    """SGD without momentum, bit for bit what ``torch.optim.SGD`` computes (the same elementwise
+    ``param - lr * (grad + weight_decay * param)``, via ``torch._foreach_*``), without being a
+    ``torch.optim.Optimizer``: building the first of those in a process imports ``torch._dynamo``
+    (0.5-1.5 s), which dominated a fresh process's first round and every Flower ClientApp call
+    (each runs in a fresh process).  :func:`train_locally` uses it for ``optimizer='sgd'``."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0):
+        self.params = list(params)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.param_groups = [{"params": self.params, "lr": lr, "weight_decay": weight_decay}]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params = [p for p in self.params if p.grad is not None]
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
 class ClientTransform:
@@ -146,7 +176,10 @@ def train_locally(model: nn.Module, data: ClientData, local: LocalTraining, *, g
     transform = transform or ClientTransform()
     model.train()
     device = data.x.device
-    optimizer = make_optimizer(local.optimizer, model.parameters(), local.lr, local.weight_decay)
+    if local.optimizer == "sgd" and local.precision != "fp16":  # GradScaler wants a torch.optim optimizer
+        optimizer = PlainSGD(model.parameters(), local.lr, local.weight_decay)
+    else:
+        optimizer = make_optimizer(local.optimizer, model.parameters(), local.lr, local.weight_decay)
     if local.precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision='fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'")
     scaler = torch.amp.GradScaler("cuda") if local.precision == "fp16" else None

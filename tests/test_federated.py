@@ -210,3 +210,38 @@ def test_evaluate_counts_correct_predictions():
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
     acc, loss = evaluate(model, x, torch.tensor([0, 1, 1, 1]))
     assert acc == 0.75 and loss > 0
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 5e-3])
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_plain_sgd_is_torch_sgd_bit_for_bit(arch, weight_decay):
+    """train_locally's optimizer='sgd' path (PlainSGD) ends on exactly the weights torch.optim.SGD gives."""
+    torch.manual_seed(0)
+    data = ClientData(torch.randn(96, 1, 28, 28), torch.randint(0, 10, (96,)))
+    model = make_model(arch, (1, 28, 28), 10)
+    plain, reference = copy.deepcopy(model), copy.deepcopy(model)
+    local = LocalTraining(epochs=2, batch_size=16, lr=0.05, weight_decay=weight_decay)
+    train_locally(plain, data, local, generator=client_generator(0, 1, 0))
+    torch_sgd = LocalTraining(epochs=2, batch_size=16, lr=0.05, weight_decay=weight_decay,
+                              optimizer=lambda params, lr: torch.optim.SGD(params, lr=lr, weight_decay=weight_decay))
+    train_locally(reference, data, torch_sgd, generator=client_generator(0, 1, 0))
+    for (name, a), b in zip(plain.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))
+
+
+def test_a_fresh_process_training_with_sgd_does_not_import_dynamo():
+    """Building a torch.optim optimizer imports torch._dynamo (0.5-1.5 s); plain SGD must not."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch\n"
+              "from fedlab_utils.data import ClientData\n"
+              "from fedlab_utils.federated import LocalTraining, client_generator, train_locally\n"
+              "from fedlab_utils.models import make_model\n"
+              "data = ClientData(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))\n"
+              "train_locally(make_model('mlp', (1, 28, 28), 10), data, LocalTraining(batch_size=8),\n"
+              "              generator=client_generator(0, 1, 0))\n"
+              "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
