@@ -16,8 +16,9 @@ SuperNode's identity (which client it is) travels in its *node config* (``partit
 (:func:`~fedlab_utils.federated.client_generator`), same payloads, same aggregation order.
 
 Flower runs each ClientApp call in a fresh process (``flwr-clientapp``), so a codec's state does
-not survive between rounds: use stateless codecs here (``fp32``, ``q8``, ``topk:0.01``, ``sign``;
-error feedback would have to live in Flower's ``context.state``).
+not survive between rounds in the process; it survives in Flower's ``context.state``, which the
+SuperNode keeps per run and hands to each call.  Error feedback (``ef:<codec>``, e.g.
+``ef:topk:0.01``) keeps each client's residual there, as fp32 bytes.
 
 The launcher that starts the SuperLink and SuperNodes is :mod:`fedlab_utils.deploy`.
 """
@@ -33,7 +34,7 @@ from pathlib import Path
 from .validation import check_choice, check_fraction, check_int, check_real
 
 __all__ = ["DeploymentConfig", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes", "make_client_app",
-           "make_server_app", "PROGRESS_FILE", "HISTORY_FILE", "PAYLOAD_DIR", "NODE_PARTITION_KEY",
+           "make_server_app", "EF_STATE_KEY", "PROGRESS_FILE", "HISTORY_FILE", "PAYLOAD_DIR", "NODE_PARTITION_KEY",
            "NODE_COUNT_KEY"]
 
 PROGRESS_FILE = "progress.jsonl"
@@ -41,17 +42,27 @@ HISTORY_FILE = "history.json"
 PAYLOAD_DIR = "payloads"
 NODE_PARTITION_KEY = "partition-id"
 NODE_COUNT_KEY = "num-partitions"
-CODEC_SPECS = ("fp32", "q<bits> (1..16, e.g. q8)", "topk:<fraction>", "sign")
+CODEC_SPECS = ("fp32", "q<bits> (1..16, e.g. q8)", "topk:<fraction>", "sign", "ef:<one of those>")
+EF_STATE_KEY = "fedlab-ef"
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 
 def make_codec(spec: str):
-    """A fresh, stateless course codec from a short spec: ``fp32``, ``q8`` (any 1..16 bits),
-    ``topk:0.01`` or ``sign``.  Both ends build theirs from the same spec."""
-    from .compression import QuantizeCodec, SignCodec, TopKCodec
+    """A fresh course codec from a short spec: ``fp32``, ``q8`` (any 1..16 bits), ``topk:0.01``,
+    ``sign``, or ``ef:`` before any of them for error feedback around it (its residuals start
+    at zero).  Both ends build theirs from the same spec."""
+    from .compression import ErrorFeedback, QuantizeCodec, SignCodec, TopKCodec
     from .wire import Fp32Codec
 
     text = str(spec).strip().lower()
+    if text.startswith("ef:"):
+        try:
+            inner = make_codec(text[3:])
+        except ValueError:
+            raise ValueError(f"uplink={spec!r} is not a codec spec; valid: {', '.join(CODEC_SPECS)}") from None
+        if isinstance(inner, ErrorFeedback):
+            raise ValueError(f"uplink={spec!r}: error feedback around error feedback; use one 'ef:'")
+        return ErrorFeedback(inner)
     if text == "fp32":
         return Fp32Codec()
     if text == "sign":
@@ -200,6 +211,7 @@ def _client_train(msg, context, defaults: DeploymentConfig | None = None):
     """One client's round: decode the global state, train, encode the update with the codec."""
     from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
+    from .compression import ErrorFeedback
     from .federated import client_generator, model_state, state_delta, train_locally
     from .wire import Fp32Codec
 
@@ -219,7 +231,15 @@ def _client_train(msg, context, defaults: DeploymentConfig | None = None):
     loss, processed = train_locally(model, data, config.local(), generator=client_generator(config.seed, round_idx,
                                                                                               partition_id),
                                     global_state=received)
-    payload = make_codec(config.uplink).encode(state_delta(model_state(model), received), partition_id)
+    codec = make_codec(config.uplink)
+    update = state_delta(model_state(model), received)
+    if isinstance(codec, ErrorFeedback):  # the residual lives in Flower's context.state between calls
+        stored = context.state.config_records.get(EF_STATE_KEY)
+        if stored is not None:
+            codec.residuals[partition_id] = Fp32Codec().decode(bytes(stored["residual"]), update)
+    payload = codec.encode(update, partition_id)
+    if isinstance(codec, ErrorFeedback):
+        context.state[EF_STATE_KEY] = ConfigRecord({"residual": Fp32Codec().encode(codec.residuals[partition_id])})
     content = RecordDict({
         "fedlab": ConfigRecord({"payload": payload, "codec": config.uplink,
                                 "sha256": hashlib.sha256(payload).hexdigest()}),

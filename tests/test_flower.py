@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from fedlab_utils.flower import PAYLOAD_DIR, DeploymentConfig, make_codec, messa
 CONFIG = DeploymentConfig(num_clients=2, rounds=2, uplink="q8", server="fedadam", server_lr=0.01,
                           round_timeout=300.0, save_payloads=True)
 HALF = DeploymentConfig(num_clients=2, rounds=2, fraction=0.5, seed=3, round_timeout=300.0)
+EF = DeploymentConfig(num_clients=2, rounds=2, uplink="ef:topk:0.05", seed=1, round_timeout=300.0)
 
 
 class RecordingCodec:
@@ -47,7 +49,7 @@ class RecordingCodec:
 def deployed(tmp_path_factory):
     work = tmp_path_factory.mktemp("flower")
     with local_federation(2, workdir=work / "fed", announce=None) as federation:
-        results = submit_many(federation, {"q8": CONFIG, "half": HALF}, work / "out")
+        results = submit_many(federation, {"q8": CONFIG, "half": HALF, "ef": EF}, work / "out")
         pids = federation.pids()
     return results, pids
 
@@ -95,6 +97,27 @@ def test_a_sampled_fraction_on_flower_equals_the_in_process_run(deployed):
     assert all(r["replied"] == r["selected"] for r in result.records)
     assert result.accuracy == reference.accuracy
     assert result.totals()["ledger_bytes_up"] == reference.totals()["bytes_up"]
+
+
+def _simulate_one_thread(config):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return simulate(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_error_feedback_residual_survives_between_clientapp_calls(deployed):
+    """Each ClientApp call is a fresh process; EF's residual lives in Flower's context.state, so
+    round 2 sends top-k of (update + round 1's residual), exactly as run()'s ErrorFeedback does."""
+    result = deployed[0]["ef"]
+    reference = _simulate_one_thread(EF)
+    assert result.accuracy == reference.accuracy
+    assert result.totals()["ledger_bytes_up"] == reference.totals()["bytes_up"]
+    without_memory = _simulate_one_thread(replace(EF, uplink="topk:0.05"))
+    assert without_memory.accuracy[0] == reference.accuracy[0]  # round 1: no residual yet
+    assert without_memory.accuracy[1] != reference.accuracy[1]  # round 2: the residual matters
 
 
 def test_course_codec_payload_survives_flower_byte_for_byte(deployed, reference):
@@ -186,7 +209,7 @@ def test_run_config_round_trip():
 
 
 @pytest.mark.parametrize("spec, name", [("fp32", "fp32"), ("q8", "q8"), ("q4", "q4"), ("topk:0.1", "top"),
-                                        ("sign", "sign")])
+                                        ("sign", "sign"), ("ef:topk:0.1", "EF(top")])
 def test_make_codec_round_trips(spec, name):
     update = {"w": torch.randn(5, 7), "b": torch.randn(7)}
     codec = make_codec(spec)
@@ -197,7 +220,7 @@ def test_make_codec_round_trips(spec, name):
         assert all(torch.equal(decoded[k], update[k]) for k in update)
 
 
-@pytest.mark.parametrize("spec", ["q0", "q17", "topk:2", "topk:x", "gzip", ""])
+@pytest.mark.parametrize("spec", ["q0", "q17", "topk:2", "topk:x", "gzip", "", "ef:", "ef:gzip", "ef:ef:q8"])
 def test_make_codec_rejects_bad_specs(spec):
     with pytest.raises(ValueError):
         make_codec(spec)
