@@ -113,9 +113,12 @@ def kernel_environment(changed: list[str], claims_policy: str) -> Iterator[None]
 
     A headless ``MPLBACKEND=Agg`` would drop every figure from the executed notebooks and HTML,
     so kernels get the inline backend, which needs no display.  Progress bars are off (they leave
-    ``0%|`` remnants in saved notebooks), and ``Claims`` learns the changed parameters and policy.
+    ``0%|`` remnants in saved notebooks), explorers draw their default view instead of building
+    ipywidgets (see :mod:`fedlab_utils.widgets`), and ``Claims`` learns the changed parameters and
+    policy.
     """
     settings = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "FEDLAB_PROGRESS": "0",
+                "FEDLAB_WIDGETS": "0",  # no ipywidgets headless: nbclient can block on them (fedlab_utils.widgets)
                 "TQDM_DISABLE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
                 CHANGED_ENV: ",".join(changed), POLICY_ENV: claims_policy}
     saved = {name: os.environ.get(name) for name in settings}

@@ -434,8 +434,9 @@ def grade_check(out: Path | str, names: Sequence[str] = (), parameters: dict | N
 
     from sqlalchemy.exc import SAWarning
 
-    saved = {key: os.environ.get(key) for key in ("FEDLAB_CHANGED_PARAMETERS", "FEDLAB_PROGRESS")}
+    saved = {key: os.environ.get(key) for key in ("FEDLAB_CHANGED_PARAMETERS", "FEDLAB_PROGRESS", "FEDLAB_WIDGETS")}
     os.environ.setdefault("FEDLAB_PROGRESS", "0")
+    os.environ.setdefault("FEDLAB_WIDGETS", "0")  # nbgrader runs kernels through nbclient: no ipywidgets
     try:
         with _tools_on_path(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own session warnings

@@ -1,13 +1,28 @@
 """ipywidgets explorers.  Each returns a widget, draws from cached results, and does nothing
-heavy at import (ipywidgets itself is imported only when an explorer is built)."""
+heavy at import (ipywidgets itself is imported only when an explorer is built).
+
+Headless runs get no widget: with ``FEDLAB_WIDGETS=0`` (which the course runner, ``sweep`` and
+the classroom grader set for their kernels) an explorer draws or prints its default selection
+and returns ``None``.  A saved notebook cannot move a slider anyway, and nbclient (under
+papermill and nbgrader) intermittently blocks on a cell that displays an ipywidget
+(jupyter/nbclient#312): one run in about 15 hung that way here before this switch.
+"""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Hashable, Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["slider_explorer", "alpha_explorer", "budget_planner"]
+__all__ = ["slider_explorer", "alpha_explorer", "budget_planner", "widgets_enabled", "WIDGETS_ENV"]
+
+WIDGETS_ENV = "FEDLAB_WIDGETS"
+
+
+def widgets_enabled() -> bool:
+    """Build interactive widgets? Yes unless ``FEDLAB_WIDGETS=0`` (headless runs)."""
+    return os.environ.get(WIDGETS_ENV, "1") != "0"
 
 
 def slider_explorer(cache: Mapping[Hashable, object], draw: Callable[[object, plt.Axes], None],
@@ -16,20 +31,26 @@ def slider_explorer(cache: Mapping[Hashable, object], draw: Callable[[object, pl
 
     All the work is done before: the slider only looks results up, so it is instant.
     """
+    keys = list(cache)
+
+    def render(key) -> None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        draw(cache[key], ax)
+        if title:
+            ax.set_title(title(key))
+        plt.show()
+
+    if not widgets_enabled():
+        render(keys[len(keys) // 2])
+        return None
     import ipywidgets as widgets
 
-    keys = list(cache)
     output = widgets.Output()
 
     def show(change=None) -> None:
-        key = slider.value
         with output:
             output.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(6.4, 3.6))
-            draw(cache[key], ax)
-            if title:
-                ax.set_title(title(key))
-            plt.show()
+            render(slider.value)
 
     slider = widgets.SelectionSlider(options=keys, value=keys[len(keys) // 2], description=description,
                                      continuous_update=False)
@@ -60,9 +81,26 @@ def budget_planner(summaries, profiles, default_profile: str = "phone-wifi", def
 
     ``summaries`` maps a configuration's name to :func:`fedlab_utils.capstone.config_summary`.
     """
-    import ipywidgets as widgets
-
     from .capstone import plan_budget
+
+    def render(profile_name: str, target_acc: float) -> None:
+        choice = plan_budget(summaries, profile_name, target_acc)
+        if choice is None:
+            print(f"no configuration run here reached {100 * target_acc:.0f}% accuracy")
+            return
+        s = summaries[choice["config"]]
+        floor = s["radio_floor_joules"][profile_name] * choice["round"] / s["rounds"]
+        print(f"cheapest on {profile_name} to reach {100 * target_acc:.0f}%: {choice['config']!r}, "
+              f"round {choice['round']}, {choice['joules']:.2f} J modelled "
+              f"(radio-session floor of those rounds about {floor:.2f} J)")
+        costs = {name: plan_budget({name: summ}, profile_name, target_acc) for name, summ in summaries.items()}
+        for name, c in sorted(costs.items(), key=lambda kv: np.inf if kv[1] is None else kv[1]["joules"]):
+            print(f"  {name:24s} " + ("never reached" if c is None else f"{c['joules']:10.2f} J at round {c['round']}"))
+
+    if not widgets_enabled():
+        render(default_profile, default_target)
+        return None
+    import ipywidgets as widgets
 
     targets = targets or [round(t, 2) for t in np.arange(0.50, 0.96, 0.01)]
     if default_target not in targets:
@@ -75,18 +113,7 @@ def budget_planner(summaries, profiles, default_profile: str = "phone-wifi", def
     def show(change=None) -> None:
         with output:
             output.clear_output(wait=True)
-            choice = plan_budget(summaries, profile.value, target.value)
-            if choice is None:
-                print(f"no configuration run here reached {100 * target.value:.0f}% accuracy")
-                return
-            s = summaries[choice["config"]]
-            floor = s["radio_floor_joules"][profile.value] * choice["round"] / s["rounds"]
-            print(f"cheapest on {profile.value} to reach {100 * target.value:.0f}%: {choice['config']!r}, "
-                  f"round {choice['round']}, {choice['joules']:.2f} J modelled "
-                  f"(radio-session floor of those rounds about {floor:.2f} J)")
-            costs = {name: plan_budget({name: summ}, profile.value, target.value) for name, summ in summaries.items()}
-            for name, c in sorted(costs.items(), key=lambda kv: np.inf if kv[1] is None else kv[1]["joules"]):
-                print(f"  {name:24s} " + ("never reached" if c is None else f"{c['joules']:10.2f} J at round {c['round']}"))
+            render(profile.value, target.value)
 
     profile.observe(show, names="value")
     target.observe(show, names="value")
