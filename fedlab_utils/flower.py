@@ -33,9 +33,9 @@ from pathlib import Path
 
 from .validation import check_choice, check_fraction, check_int, check_real
 
-__all__ = ["DeploymentConfig", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes", "make_client_app",
-           "make_server_app", "EF_STATE_KEY", "PROGRESS_FILE", "HISTORY_FILE", "PAYLOAD_DIR", "NODE_PARTITION_KEY",
-           "NODE_COUNT_KEY"]
+__all__ = ["DeploymentConfig", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes",
+           "make_client_app", "make_server_app", "send_and_receive", "EF_STATE_KEY", "PROGRESS_FILE",
+           "HISTORY_FILE", "PAYLOAD_DIR", "NODE_PARTITION_KEY", "NODE_COUNT_KEY"]
 
 PROGRESS_FILE = "progress.jsonl"
 HISTORY_FILE = "history.json"
@@ -85,8 +85,8 @@ class DeploymentConfig:
 
     The defaults are notebook 00's task, scaled to a handful of SuperNodes: mnist5k, the MLP,
     FedAvg with local SGD.  ``num_clients`` is the number of SuperNodes (one client each);
-    ``round_timeout`` is the longest the server waits for replies in a round (seconds, Flower's
-    ``send_and_receive`` timeout).  ``deadline_factor`` > 0 turns on a reporting deadline: after a
+    ``round_timeout`` is the longest the server waits for replies in a round (seconds; see
+    :func:`send_and_receive`).  ``deadline_factor`` > 0 turns on a reporting deadline: after a
     round in which every client replied, later rounds wait at most ``deadline_factor`` × the
     slowest such round (at least 2 s), so a dead SuperNode costs one deadline, not the full timeout.
     """
@@ -282,6 +282,23 @@ def _append_line(path: Path, record: dict) -> None:
         fh.flush()
 
 
+def send_and_receive(grid, messages: list, timeout: float, poll: float = 0.2) -> list:
+    """Flower's ``Grid.send_and_receive`` with a finer poll: push ``messages``, then pull replies
+    every ``poll`` seconds until all arrived or ``timeout`` passed.  Flower's own loop sleeps 3 s
+    between pulls, so a round could end up to 3 s after its last reply (or its deadline)."""
+    pending = set(grid.push_messages(messages))
+    end = time.monotonic() + timeout
+    replies: list = []
+    while pending:
+        arrived = list(grid.pull_messages(pending))
+        replies += arrived
+        pending -= {m.metadata.reply_to_message_id for m in arrived}
+        if not pending or time.monotonic() >= end:
+            break
+        time.sleep(min(poll, max(0.0, end - time.monotonic())))
+    return replies
+
+
 def _wait_for_nodes(grid, count: int, patience: float) -> list[int]:
     deadline = time.monotonic() + patience
     while True:
@@ -299,7 +316,7 @@ def _partition_map(grid, nodes: list[int], timeout: float) -> dict[int, int]:
 
     messages = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY, group_id="0") for n in nodes]
     mapping = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
+    for reply in send_and_receive(grid, messages, timeout):
         if not reply.has_error():
             mapping[int(reply.content["metrics"]["partition-id"])] = reply.metadata.src_node_id
     return mapping
@@ -347,7 +364,7 @@ def _server_main(grid, context, defaults: DeploymentConfig | None = None) -> Non
         timeout = config.round_timeout
         if config.deadline_factor > 0 and slowest_full is not None:
             timeout = min(timeout, max(2.0, config.deadline_factor * slowest_full))
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        replies = send_and_receive(grid, messages, timeout)
         results, flower_up, errors, digests = [], 0, [], {}
         for reply in replies:
             if reply.has_error():
