@@ -328,8 +328,11 @@ def test_ctrl_c_on_the_deploy_cli_stops_every_process(tmp_path):
 
     out = tmp_path / "out"
     env = {**os.environ, "FEDLAB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    # pytest-xdist workers ignore SIGINT, and an ignored signal stays ignored in a child: give the CLI
+    # the default disposition, as in a terminal, so Python turns SIGINT into KeyboardInterrupt
     cli = subprocess.Popen([sys.executable, "-m", "fedlab_utils", "deploy", "--supernodes", "2", "-p", "rounds", "5",
-                            "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+                            "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         progress, seen = out / "progress.jsonl", set()
         deadline = time.monotonic() + 240
