@@ -102,18 +102,22 @@ def steady_rounds(ds, hidden, num_clients: int, method: str, device: torch.devic
     return out
 
 
-def fresh_process(trainer: str, device: torch.device, repeats: int = 3) -> dict:
-    """Seconds from spawning ``python`` to its exit, running (32 clients, 3 rounds) with ``trainer``."""
-    env = {**os.environ, "FEDLAB_PROGRESS": "0"}
+def _timed_process(script: str, *args: str, repeats: int) -> tuple[list[float], str]:
+    env = {**os.environ, "FEDLAB_PROGRESS": "0", "FLWR_TELEMETRY_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
     times, said = [], ""
     for _ in range(repeats):
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", E2E_SCRIPT, trainer, str(device)], cwd=ROOT, env=env, capture_output=True,
-                              text=True)
+        proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True, text=True)
         times.append(time.perf_counter() - start)
         if proc.returncode != 0:
             raise RuntimeError(f"fresh-process run failed:\n{proc.stderr[-2000:]}")
-        said = proc.stdout.strip()
+        said = proc.stdout.strip().splitlines()[-1]
+    return times, said
+
+
+def fresh_process(trainer: str, device: torch.device, repeats: int = 3) -> dict:
+    """Seconds from spawning ``python`` to its exit, running (32 clients, 3 rounds) with ``trainer``."""
+    times, said = _timed_process(E2E_SCRIPT, trainer, str(device), repeats=repeats)
     return {"trainer": said.split()[0], "final_accuracy": float(said.split()[-1]), "min_s": min(times),
             "median_s": statistics.median(times), "repeats": repeats}
 
@@ -135,19 +139,6 @@ run_simulation(make_server_app(config), make_client_app(config), num_supernodes=
 records = json.load(open(sys.argv[2] + "/history.json"))["records"]
 print("flower", " ".join(str(r["accuracy"]) for r in records))
 """
-
-
-def _timed_process(script: str, *args: str, repeats: int) -> tuple[list[float], str]:
-    env = {**os.environ, "FEDLAB_PROGRESS": "0", "FLWR_TELEMETRY_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
-    times, said = [], ""
-    for _ in range(repeats):
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True, text=True)
-        times.append(time.perf_counter() - start)
-        if proc.returncode != 0:
-            raise RuntimeError(f"fresh-process run failed:\n{proc.stderr[-2000:]}")
-        said = proc.stdout.strip().splitlines()[-1]
-    return times, said
 
 
 def flower_simulation(repeats: int = 2) -> dict:

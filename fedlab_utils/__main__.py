@@ -108,6 +108,20 @@ def check_out_dir(out: Path) -> Path:
 
 
 @contextlib.contextmanager
+def restored_environment(names) -> Iterator[None]:
+    """Restore the environment variables ``names`` on exit, whatever the block set or removed."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def kernel_environment(changed: list[str], claims_policy: str) -> Iterator[None]:
     """Environment inherited by the kernels papermill starts, restored afterwards.
 
@@ -121,16 +135,9 @@ def kernel_environment(changed: list[str], claims_policy: str) -> Iterator[None]
                 "FEDLAB_WIDGETS": "0",  # no ipywidgets headless: nbclient can block on them (fedlab_utils.widgets)
                 "TQDM_DISABLE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
                 CHANGED_ENV: ",".join(changed), POLICY_ENV: claims_policy}
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
+    with restored_environment(settings):
+        os.environ.update(settings)
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 #: Kernel start-up arguments: quiet the kernel's own log (its "running over TCP without encryption"

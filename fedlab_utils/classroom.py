@@ -434,19 +434,14 @@ def grade_check(out: Path | str, names: Sequence[str] = (), parameters: dict | N
 
     from sqlalchemy.exc import SAWarning
 
-    saved = {key: os.environ.get(key) for key in ("FEDLAB_CHANGED_PARAMETERS", "FEDLAB_PROGRESS", "FEDLAB_WIDGETS")}
-    os.environ.setdefault("FEDLAB_PROGRESS", "0")
-    os.environ.setdefault("FEDLAB_WIDGETS", "0")  # nbgrader runs kernels through nbclient: no ipywidgets
-    try:
+    from .__main__ import restored_environment
+
+    with restored_environment(("FEDLAB_CHANGED_PARAMETERS", "FEDLAB_PROGRESS", "FEDLAB_WIDGETS")):
+        os.environ.setdefault("FEDLAB_PROGRESS", "0")
+        os.environ.setdefault("FEDLAB_WIDGETS", "0")  # nbgrader runs kernels through nbclient: no ipywidgets
         with _tools_on_path(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own session warnings
             return _grade_check(Path(out).resolve(), names, parameters or {}, feedback, quick)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _grade_check(root: Path, names: Sequence[str], common: dict, feedback: bool,

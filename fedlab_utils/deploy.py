@@ -334,12 +334,13 @@ class _Submission:
     log_path: Path
     start: float
     limit: float
+    on_round: Callable[[dict], None] | None = None
     seen: int = 0
     result: DeploymentResult | None = None
 
 
 def _launch(federation: LocalFederation, name: str, config: DeploymentConfig, out_dir: str | Path,
-            timeout: float | None) -> _Submission:
+            timeout: float | None, on_round: Callable[[dict], None] | None) -> _Submission:
     """Start ``flwr run`` for ``config`` (its own app folder and output folder) and return at once."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -357,19 +358,19 @@ def _launch(federation: LocalFederation, name: str, config: DeploymentConfig, ou
                                   env=federation.env, start_new_session=True)
     federation.processes[f"flwr-run-{index}"] = runner
     limit = timeout if timeout is not None else 60.0 + config.rounds * (config.round_timeout + 60.0)
-    return _Submission(name, config, out_dir, runner, log_path, time.monotonic(), limit)
+    return _Submission(name, config, out_dir, runner, log_path, time.monotonic(), limit, on_round)
 
 
-def _step(federation: LocalFederation, run: _Submission, on_round: Callable[[dict], None] | None) -> bool:
+def _step(federation: LocalFederation, run: _Submission) -> bool:
     """Report ``run``'s new progress records; True once its history is written.  Raises
     :class:`DeploymentError` if the run, or the SuperLink, died, or the run ran out of time."""
-    run.seen = _report_progress(run.out_dir / PROGRESS_FILE, run.seen, on_round)
+    run.seen = _report_progress(run.out_dir / PROGRESS_FILE, run.seen, run.on_round)
     done = run.runner.poll() is not None
     history = run.out_dir / HISTORY_FILE
     if not history.exists() and done:
         time.sleep(0.5)  # the history may land just after the stream closes
     if history.exists():
-        run.seen = _report_progress(run.out_dir / PROGRESS_FILE, run.seen, on_round)
+        run.seen = _report_progress(run.out_dir / PROGRESS_FILE, run.seen, run.on_round)
         return True
     if done:
         raise DeploymentError(f"the Flower run {run.name!r} ended without results (exit {run.runner.returncode}); "
@@ -392,6 +393,25 @@ def _reap(run: _Submission) -> None:
         run.runner.wait()
 
 
+def _wait(federation: LocalFederation, runs: list[_Submission]) -> None:
+    """Poll ``runs`` until every one has its result; whatever happens, no ``flwr run`` is left."""
+    try:
+        pending = list(runs)
+        while pending:
+            for run in list(pending):
+                if _step(federation, run):
+                    pending.remove(run)
+                    _reap(run)
+                    history = json.loads((run.out_dir / HISTORY_FILE).read_text(encoding="utf-8"))
+                    run.result = DeploymentResult(run.config, history["records"], run.out_dir,
+                                                  time.monotonic() - run.start)
+            if pending:
+                time.sleep(0.2)
+    finally:
+        for run in runs:
+            _reap(run)
+
+
 def submit_many(federation: LocalFederation, configs: dict[str, DeploymentConfig], out_dir: str | Path, *,
                 on_round: Callable[[str, dict], None] | None = None,
                 timeout: float | None = None) -> dict[str, DeploymentResult]:
@@ -408,24 +428,10 @@ def submit_many(federation: LocalFederation, configs: dict[str, DeploymentConfig
     if not configs:
         raise ValueError("configs is empty; pass at least one {name: DeploymentConfig}")
     out_root = Path(out_dir)
-    runs = [_launch(federation, name, config, out_root / _folder_name(name), timeout)
+    runs = [_launch(federation, name, config, out_root / _folder_name(name), timeout,
+                    None if on_round is None else (lambda record, _name=name: on_round(_name, record)))
             for name, config in configs.items()]
-    try:
-        pending = list(runs)
-        while pending:
-            for run in list(pending):
-                report = None if on_round is None else (lambda record, _name=run.name: on_round(_name, record))
-                if _step(federation, run, report):
-                    pending.remove(run)
-                    _reap(run)
-                    history = json.loads((run.out_dir / HISTORY_FILE).read_text(encoding="utf-8"))
-                    run.result = DeploymentResult(run.config, history["records"], run.out_dir,
-                                                  time.monotonic() - run.start)
-            if pending:
-                time.sleep(0.2)
-    finally:
-        for run in runs:
-            _reap(run)
+    _wait(federation, runs)
     return {run.name: run.result for run in runs}
 
 
@@ -439,14 +445,9 @@ def submit(federation: LocalFederation, config: DeploymentConfig, out_dir: str |
     """``flwr run`` the course app on ``federation``; call ``on_round`` with each progress record
     as the ServerApp writes it (``event`` is ``nodes``, ``round-start`` or ``round``); return the result.
     Raises :class:`DeploymentError` if the run fails.  Several runs at once: :func:`submit_many`."""
-    run = _launch(federation, "run", config, out_dir, timeout)
-    try:
-        while not _step(federation, run, on_round):
-            time.sleep(0.2)
-    finally:
-        _reap(run)
-    history = json.loads((run.out_dir / HISTORY_FILE).read_text(encoding="utf-8"))
-    return DeploymentResult(run.config, history["records"], run.out_dir, time.monotonic() - run.start)
+    run = _launch(federation, "run", config, out_dir, timeout, on_round)
+    _wait(federation, [run])
+    return run.result
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -72,6 +72,16 @@ def reference():
     return history, recorder.sent
 
 
+def _simulate_one_thread(config):
+    """run() of ``config`` with 1 torch thread, as each Flower process trains."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return simulate(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------- real processes
 def test_deployment_accuracy_equals_the_in_process_run(deployed, reference):
     result = deployed[0]["q8"]
@@ -86,26 +96,12 @@ def test_deployment_accuracy_equals_the_in_process_run(deployed, reference):
 def test_a_sampled_fraction_on_flower_equals_the_in_process_run(deployed):
     """fraction=0.5 of 2 clients: the ServerApp samples one SuperNode per round, as run() does."""
     result = deployed[0]["half"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reference = simulate(HALF)
-    finally:
-        torch.set_num_threads(threads)
+    reference = _simulate_one_thread(HALF)
     assert [len(r["selected"]) for r in result.records] == [1, 1]
     assert [sorted(r["selected"]) for r in result.records] == [sorted(r.clients) for r in reference.records]
     assert all(r["replied"] == r["selected"] for r in result.records)
     assert result.accuracy == reference.accuracy
     assert result.totals()["ledger_bytes_up"] == reference.totals()["bytes_up"]
-
-
-def _simulate_one_thread(config):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return simulate(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_error_feedback_residual_survives_between_clientapp_calls(deployed):
