@@ -13,7 +13,11 @@ and the *steady* time is the median of the rest.  Reported per configuration:
 * a fresh Python process running (32 clients, 3 rounds) end to end, for ``trainer='auto'`` and
   the sequential trainer (interpreter start, imports, data, model, three rounds);
 * Flower's simulation engine on the same task when ``flwr[simulation]`` (Ray) is importable
-  (``pip install -e '.[bench]'``); otherwise it is skipped and the result says so.
+  (``pip install -e '.[bench]'``); otherwise it is skipped and the result says so;
+* what bounds the two targets that depend on the machine (``bounds``): the fraction of peak the
+  vmap training at 100×40 would reach if it were nothing but its matrix products, at the speed
+  torch's kernels give them (:func:`kernel_ceiling`), and the seconds a fresh ``python`` needs
+  for ``import torch`` alone (:func:`import_floor`), with Flower's time over that floor.
 
 Timings are ratios from one run on a possibly shared machine: the load average before and after
 is recorded with them.  Nothing here is asserted.
@@ -99,6 +103,66 @@ def steady_rounds(ds, hidden, num_clients: int, method: str, device: torch.devic
         out[name] = {"trainer": ran[name], "steady_round_s": med, "min_round_s": min(times[name]),
                      "client_updates_per_s": num_clients / med, "rounds_timed": len(times[name])}
     out["vmap_speedup"] = out["sequential"]["steady_round_s"] / out["vmap"]["steady_round_s"]
+    return out
+
+
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::matmul"}
+
+
+def kernel_ceiling(ds, hidden, num_clients: int, device: torch.device, peak_gflops: float, repeats: int = 5) -> dict:
+    """How close to peak *any* schedule built on torch's own matmul kernels could get.
+
+    The vmap trainer's local training of one round (the trainer call alone: no uplink,
+    aggregation or evaluation) runs under ``torch.profiler``; the time spent inside its matrix
+    products (``mm``/``addmm``/``bmm``/``baddbmm``, outermost calls only) is summed.  Ledger FLOPs ÷
+    that time ÷ peak is the fraction of peak the round would reach if it did nothing but its matrix
+    products, at the speed torch's kernels deliver for these shapes.  Medians over ``repeats`` calls.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from fedlab_utils.acceleration import VmapTrainer, mlp_training_flops_per_sample, _mlp_layers
+    from fedlab_utils.federated import ClientTransform
+
+    clients = client_data(ds, partition(ds.y_train, num_clients, "iid", seed=0), device)
+    torch.manual_seed(0)
+    model = make_model("mlp", ds.input_shape, ds.num_classes, hidden=hidden).to(device)
+    received = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    pairs, local, trainer = list(enumerate(clients)), LocalTraining(lr=0.05, batch_size=32), VmapTrainer()
+    flops = mlp_training_flops_per_sample(_mlp_layers(model)) * sum(len(c) for c in clients)
+    trainer(model, received, pairs, local, 1, 0, ClientTransform())  # warm-up
+    walls, kernels = [], []
+    for r in range(repeats):
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            trainer(model, received, pairs, local, 2 + r, 0, ClientTransform())
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            walls.append(time.perf_counter() - start)
+        end, busy = -1, 0.0
+        for e in sorted((e for e in prof.events() if e.name.startswith("aten::")), key=lambda e: e.time_range.start):
+            if e.time_range.start >= end:  # outermost aten calls only
+                end = e.time_range.end
+                if e.name in MATMULS:
+                    busy += (e.device_time_total if device.type == "cuda" else e.time_range.end - e.time_range.start) / 1e6
+        kernels.append(busy)
+    wall, kernel = statistics.median(walls), statistics.median(kernels)
+    peak = peak_gflops * 1e9
+    return {"clients": num_clients, "hidden": list(hidden), "training_flops": flops,
+            "training_s": wall, "matmul_kernel_s": kernel, "matmul_share_of_training": kernel / wall,
+            "training_fraction_of_peak": flops / wall / peak, "matmul_only_fraction_of_peak": flops / kernel / peak,
+            "note": "training under the profiler (slightly slower than unprofiled); matmul_only_fraction_of_peak "
+                    "is the ceiling of a round that does nothing but these matrix products with torch's kernels"}
+
+
+def import_floor(repeats: int = 5) -> dict:
+    """Seconds a fresh ``python`` needs to start and ``import torch`` (best of ``repeats``), and to import
+    ``fedlab_utils.federated``: the floor under any fresh-process run of a torch-based loop."""
+    out = {}
+    for name, script in (("python_start", "pass"), ("import_torch", "import torch"),
+                         ("import_fedlab_utils_federated", "import fedlab_utils.federated")):
+        times, _ = _timed_process(script + "\nprint('ok')", repeats=repeats)
+        out[f"{name}_min_s"] = min(times)
     return out
 
 
@@ -188,8 +252,18 @@ def run_bench() -> dict:
         print(f"  {name}: vmap {row['vmap_speedup']:.2f}x, vmap at {100 * row['vmap']['fraction_of_peak']:.0f}% "
               f"of peak", flush=True)
     result["configs"] = configs
+    result["kernel_ceiling_mlp200x2_100x40"] = ceiling = kernel_ceiling(ds, WIDE, 100, device,
+                                                                          result["matmul_peak"]["gflops"])
+    print(f"  kernel ceiling at 100x40: matmuls alone would reach {100 * ceiling['matmul_only_fraction_of_peak']:.0f}% "
+          f"of peak", flush=True)
+    result["import_floor"] = floor = import_floor()
     result["fresh_process_32x3"] = {t: fresh_process(t, device) for t in ("auto", "sequential")}
+    for row in result["fresh_process_32x3"].values():
+        row["above_import_torch_s"] = row["min_s"] - floor["import_torch_min_s"]
     result["flower_simulation"] = flower_simulation()
+    if not result["flower_simulation"].get("skipped"):
+        result["flower_simulation"]["flower_over_import_torch"] = (result["flower_simulation"]["flower_simulation"]["min_s"]
+                                                                   / floor["import_torch_min_s"])
     result["peak_after"] = matmul_peak(device)
     result["load_avg_after"] = _load()
     result["targets"] = {
@@ -200,6 +274,10 @@ def run_bench() -> dict:
                                                 configs["mlp64_100_dirichlet0.3"]["vmap_speedup"]),
         "vmap_fraction_of_peak_mlp200x2_100x40 >= 0.4": configs["mlp200x2_100x40"]["vmap"]["fraction_of_peak"],
         "fresh_process_32x3_auto_s <= 0.6": result["fresh_process_32x3"]["auto"]["min_s"],
+    }
+    result["bounds"] = {  # what limits the two unmet targets, measured in this run
+        "matmul_only_fraction_of_peak_mlp200x2_100x40": ceiling["matmul_only_fraction_of_peak"],
+        "import_torch_min_s": floor["import_torch_min_s"],
     }
     if not result["flower_simulation"].get("skipped"):
         result["targets"]["flower_simulation_over_ours >= 20"] = result["flower_simulation"]["flower_over_ours"]

@@ -1,7 +1,8 @@
 """Run every ``benchmarks/bench_*.py`` (or those named) and write ``benchmarks/results/<name>.json``.
 
 Each bench module exposes ``run() -> dict``.  Results carry the machine they were measured on;
-quote ratios from one run, since wall times on shared machines are noisy.
+quote ratios from one run, since wall times on shared machines are noisy.  On a machine where
+CUDA is available the file is ``<name>-cuda.json``, so the committed CPU results stay.
 
     python benchmarks/run.py            # all
     python benchmarks/run.py baseline   # only bench_baseline.py
@@ -49,7 +50,8 @@ def main(names: list[str]) -> int:
         results = load(path).run()
         record = {"benchmark": name, "machine": machine(), "elapsed_s": time.perf_counter() - start,
                   "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results}
-        out = HERE / "results" / f"{name}.json"
+        # A machine with CUDA measures the GPU path: its results sit beside the CPU reference files.
+        out = HERE / "results" / f"{name}{'-cuda' if record['machine'].get('cuda') else ''}.json"
         atomic_write_text(out, json.dumps(record, indent=2))
         print(f"  -> {out.relative_to(HERE.parent)}: {json.dumps(results)[:300]}")
     return 0
