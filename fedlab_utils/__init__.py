@@ -18,12 +18,30 @@ One concept per module:
 Technique modules (``pruning``, ``compression``, ``distillation``, ``acceleration``,
 ``parallel``) hold what one lesson needs beyond this core.
 """
-from . import data, devices, federated, ledger, models, results, validation, wire
-from .data import client_data, label_counts, load_dataset, partition
-from .devices import get_device, get_devices, seed_everything
-from .federated import History, LocalTraining, run, summary_table
-from .models import count_parameters, make_model
-from .results import Claims, record_results
+import gc as _gc
+
+# Importing torch creates a few hundred thousand objects that live as long as the process.  The
+# cyclic garbage collector would scan them over and over: while they are being created, and in
+# every later full collection, the last one at exit included: about half a second of a fresh
+# 2-second run on the course's 2-core machine (``import_floor`` in benchmarks/results/loop.json
+# times ``import torch`` both ways).  So the core is imported with the collector paused, and what exists then is
+# moved to the collector's permanent generation (``gc.freeze``; objects are still freed when their
+# last reference goes, only cycles among them are never collected: the cyclic garbage the import
+# itself leaves, about 7,000 objects and 1 MB, stays).  Whether the collector runs afterwards is
+# left as it was.
+_collecting = _gc.isenabled()
+_gc.disable()
+try:
+    from . import data, devices, federated, ledger, models, results, validation, wire
+    from .data import client_data, label_counts, load_dataset, partition
+    from .devices import get_device, get_devices, seed_everything
+    from .federated import History, LocalTraining, run, summary_table
+    from .models import count_parameters, make_model
+    from .results import Claims, record_results
+finally:
+    _gc.freeze()
+    if _collecting:
+        _gc.enable()
 
 __version__ = "0.1.0"
 __all__ = ["data", "devices", "federated", "ledger", "models", "results", "validation", "wire",
