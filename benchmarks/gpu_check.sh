@@ -31,7 +31,7 @@ prepare() {
     local pins
     pins=$("$venv" - "$ROOTS" <<'EOF'
 import importlib.metadata as md, re, sys
-from packaging.markers import Marker
+from packaging.requirements import Requirement
 ON_IMAGE = {"torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "pillow", "contourpy", "cycler",
             "fonttools", "kiwisolver", "pyparsing", "python-dateutil", "joblib", "threadpoolctl", "narwhals",
             "tqdm", "psutil", "pyyaml", "requests", "urllib3", "idna", "certifi", "charset-normalizer", "click",
@@ -40,19 +40,22 @@ env = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform"
        "implementation_name": "cpython", "platform_python_implementation": "CPython", "os_name": "posix",
        "platform_machine": "x86_64"}
 norm = lambda n: re.sub(r"[-_.]+", "-", n.lower())
-seen, stack, pins = set(), sys.argv[1].split(), []
-while stack:
-    name = norm(stack.pop())
-    if name in seen or name in ON_IMAGE:
+stack = [(name, frozenset()) for name in sys.argv[1].split()]
+seen, pins = set(), {}
+while stack:  # (distribution, extras asked of it): bleach[css] also needs tinycss2
+    name, extras = stack.pop()
+    name = norm(name)
+    if (name, extras) in seen or name in ON_IMAGE:
         continue
-    seen.add(name)
+    seen.add((name, extras))
     dist = md.distribution(name)
-    pins.append(f"{name}=={dist.version}")
-    for req in dist.requires or []:
-        spec, _, marker = req.partition(";")
-        if marker and not Marker(marker).evaluate({**env, "extra": ""}):
+    pins[name] = f"{name}=={dist.version}"
+    for text in dist.requires or []:
+        req = Requirement(text)
+        if req.marker and not any(req.marker.evaluate({**env, "extra": e}) for e in (extras or {""})):
             continue
-        stack.append(re.match(r"[A-Za-z0-9_.\-]+", spec.strip()).group(0))
+        stack.append((req.name, frozenset(req.extras)))
+pins = pins.values()
 print(" ".join(sorted(pins)))
 EOF
 ) || { echo "prepare: could not read the dependencies from $venv (run make env first)"; return 1; }
