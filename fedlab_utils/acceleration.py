@@ -44,7 +44,7 @@ Faster rounds:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -270,6 +270,12 @@ class VmapTrainer:
       no gradient tensor is ever materialised;
     * any other supported model goes through ``torch.func``: ``vmap(grad(functional_call))``.
 
+    On the MLP path the stack holds either each client's weights or, when the local steps after
+    the first are short, each client's *update* ``W − W₀`` from the start (``stack='auto'``, see
+    :meth:`_stack_updates`; ``'weights'`` or ``'updates'`` force one): the first step then writes
+    the stack without reading it, and the uplink sends the stack as it is.  Either way the trainer
+    returns each client's local weights.
+
     Clients of different sizes share the stack: the schedule orders them by number of steps,
     so the clients still training are a prefix of the stack, and a short last batch is padded
     with rows of weight 0.  Shuffling comes from each client's own generator
@@ -278,10 +284,11 @@ class VmapTrainer:
     (memory: the stack holds one copy of the model per client); ``None`` means no cap.
     """
 
-    def __init__(self, max_group: int | None = None):
+    def __init__(self, max_group: int | None = None, stack: str = "auto"):
         if max_group is not None:
             check_int("max_group", max_group, 1)
         self.max_group = max_group
+        self.stack = check_choice("stack", stack, ("auto", "weights", "updates"))
         self._last: _Stack | None = None  # the latest round's stacked parameters (for the fp32 uplink)
 
     @staticmethod
@@ -337,19 +344,24 @@ class VmapTrainer:
                          local.epochs, device)
         x, y = self._round_data([group[i][1] for i in plan.order])
         names = [name for name, _ in model.named_parameters()]
+        layers = _mlp_layers(model)
+        updates = layers is not None and self._stack_updates(plan, k)
         pool, self._pool = getattr(self, "_pool", None) or {}, None  # buffers of the previous round, if recycled
+        written = plan.steps[0][0] if updates and plan.steps else 0  # rows the first step writes itself
         params = {}
         for name in names:
             start = received[name].to(device).unsqueeze(0)
             buffer = pool.get(name)
-            if buffer is not None and buffer.shape == (k, *start.shape[1:]) and buffer.device == start.device:
-                params[name] = buffer.copy_(start.expand_as(buffer))  # no fresh allocation, no page faults
+            if buffer is None or buffer.shape != (k, *start.shape[1:]) or buffer.device != start.device:
+                buffer = start.new_empty((k, *start.shape[1:]))  # recycled next round: no fresh pages
+            if updates:
+                buffer[written:].zero_()  # clients without a step send a zero update
             else:
-                params[name] = start.repeat(k, *[1] * (start.dim() - 1))
+                buffer.copy_(start.expand_as(buffer))
+            params[name] = buffer
         anchor = {name: received[name].to(device) for name in names}
         mu = transform.mu if isinstance(transform, FedProx) else 0.0
-        layers = _mlp_layers(model)
-        step_fn = _mlp_step(layers, params) if layers is not None else _func_step(model, names)
+        step_fn = _mlp_step(layers, updates) if layers is not None else _func_step(model, names)
         losses = torch.zeros(k, dtype=torch.float64, device=device)
         counts = torch.zeros(k, dtype=torch.float64, device=device)
         for t, (active, rows, weight) in enumerate(plan.steps):  # step 0: every client still holds `received`
@@ -360,10 +372,27 @@ class VmapTrainer:
         mean_loss = (losses / counts).tolist()
         out: list = [None] * k
         for pos, i in enumerate(plan.order):
-            state = {key: params[key][pos] if key in params else value.clone() for key, value in received.items()}
+            state = (_LocalWeights(received, params, pos) if updates else
+                     {key: params[key][pos] if key in params else value.clone() for key, value in received.items()})
             out[i] = (state, mean_loss[pos] if sizes[i] else float("nan"), processed[i])
-        self._last = _Stack(params, plan.order, out, None if layers is None else mlp_training_flops_per_sample(layers))
+        self._last = _Stack(params, plan.order, out, None if layers is None else mlp_training_flops_per_sample(layers),
+                            holds_updates=updates)
         return out
+
+    def _stack_updates(self, plan: _Schedule, k: int) -> bool:
+        """Whether the MLP path keeps updates ``W − W₀`` rather than weights in the stack.
+
+        Updates save three passes over the stack per round (copying ``W₀`` in, reading it in the
+        first step, and ``W − W₀`` for the uplink) but add a shared product with ``W₀`` to every
+        later step.  Measured on a 2-core CPU (MLP 784-200-200-10, batch 32): a quarter faster with
+        8 rows per client after the first step (100 clients × 40 samples), even at 93 rows (32 × 125),
+        10 % slower at 368 (10 × 400).  So: updates when the later steps hold at most 64 rows per
+        client.  Both forms give the same result up to float rounding.
+        """
+        if self.stack != "auto":
+            return self.stack == "updates"
+        later_rows = sum(rows.numel() for _, rows, _ in plan.steps[1:])
+        return later_rows <= 64 * k
 
     # ------------------------------------------------------------------ the uplink of stacked fp32 updates
     def stacked_results(self, protocol, clients: list[int], trained: list) -> list[ClientResult] | None:
@@ -388,7 +417,8 @@ class VmapTrainer:
         if any(key not in last.params for key in received):
             return None
         k = len(trained)
-        deltas = {key: last.params[key].sub_(received[key].unsqueeze(0)) for key in received}  # in place
+        deltas = ({key: last.params[key] for key in received} if last.holds_updates else  # already the updates
+                  {key: last.params[key].sub_(received[key].unsqueeze(0)) for key in received})  # in place
         wire = {key: (d if d.device.type == "cpu" else d.cpu()).reshape(k, -1).numpy() for key, d in deltas.items()}
         # FedAvg of every client (what the server needs when no update is dropped, late or rejected),
         # which also tells whether all updates are finite: a NaN/inf anywhere makes the average non-finite.
@@ -443,7 +473,8 @@ class VmapTrainer:
         return {key: torch.tensordot(weights / weights.sum(), d[index], dims=1) for key, d in deltas.items()}
 
     def __repr__(self) -> str:
-        return f"VmapTrainer(max_group={self.max_group})"
+        return f"VmapTrainer(max_group={self.max_group})" if self.stack == "auto" else \
+            f"VmapTrainer(max_group={self.max_group}, stack={self.stack!r})"
 
 
 @dataclass
@@ -456,6 +487,26 @@ class _Stack:
     flops_per_sample: int | None = None
     deltas: dict[str, torch.Tensor] | None = None   # after the uplink: the stack holds local − received
     average: dict[str, torch.Tensor] | None = None  # FedAvg of all clients' updates, if all are finite
+    holds_updates: bool = False                     # the stack holds local − received from the start
+
+
+class _LocalWeights(Mapping):
+    """A client's local weights ``W₀ + D`` when the stack holds updates ``D``: read-only, each tensor
+    computed when asked for (what a trainer returns is a client's *weights*, whatever the stack holds)."""
+
+    def __init__(self, received: Update, updates: dict[str, torch.Tensor], pos: int):
+        self.received, self.updates, self.pos = received, updates, pos
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key in self.updates:
+            return self.received[key] + self.updates[key][self.pos].to(self.received[key].device)
+        return self.received[key].clone()
+
+    def __iter__(self):
+        return iter(self.received)
+
+    def __len__(self) -> int:
+        return len(self.received)
 
 
 def mlp_training_flops_per_sample(layers: list[tuple[str, nn.Linear, bool]]) -> int:
@@ -474,8 +525,16 @@ def _sgd_decay(lr: float, weight_decay: float, mu: float) -> float:
     return 1.0 - lr * (weight_decay + mu)
 
 
-def _mlp_step(layers, params):
-    """One SGD step of every active client of an MLP, on stacked parameters, in place."""
+def _mlp_step(layers, updates: bool = False):
+    """One SGD step of every active client of an MLP, on stacked parameters, in place.
+
+    ``updates=False``: the stack holds each client's weights ``W``.  ``updates=True``: it holds
+    each client's *update* ``D = W − W₀`` (what the uplink sends), so a round needs neither a
+    copy of ``W₀`` into the stack first nor ``W − W₀`` afterwards; products with ``W`` become a
+    shared product with ``W₀`` for all clients at once plus a batched one with ``D``.  From
+    ``W' = W − lr·(G + wd·W + μ·(W − W₀))`` the update's step is ``D' = decay·D − lr·G − lr·wd·W₀``
+    with ``decay = 1 − lr·(wd + μ)``.
+    """
     linear = [(f"{name}.weight", f"{name}.bias" if module.bias is not None else None, relu)
               for name, module, relu in layers]
     relu_below = [False] + [relu for _, _, relu in linear[:-1]]
@@ -488,16 +547,19 @@ def _mlp_step(layers, params):
         inputs = []
         for w_name, b_name, relu in linear:
             inputs.append(a)
-            if shared:
+            if shared or updates:
                 flat = a.reshape(k * rows, -1)
                 w0 = anchor[w_name]
-                a = (flat @ w0.t() if b_name is None else torch.addmm(anchor[b_name], flat, w0.t())).view(k, rows, -1)
+                z = (flat @ w0.t() if b_name is None else torch.addmm(anchor[b_name], flat, w0.t())).view(k, rows, -1)
+                if not shared:  # x·(W₀ + D)ᵀ + b₀ + d_b
+                    z.baddbmm_(a, params[w_name][:k].transpose(1, 2))
+                    if b_name is not None:
+                        z.add_(params[b_name][:k].unsqueeze(1))
             elif b_name is None:
-                a = torch.bmm(a, params[w_name][:k].transpose(1, 2))
+                z = torch.bmm(a, params[w_name][:k].transpose(1, 2))
             else:
-                a = torch.baddbmm(params[b_name][:k].unsqueeze(1), a, params[w_name][:k].transpose(1, 2))
-            if relu:
-                a = a.relu_()
+                z = torch.baddbmm(params[b_name][:k].unsqueeze(1), a, params[w_name][:k].transpose(1, 2))
+            a = z.relu_() if relu else z
         logp = torch.log_softmax(a, dim=-1)
         target = yb.unsqueeze(-1)
         loss = -(logp.gather(-1, target).squeeze(-1) * weight).sum(1)  # each client's mean cross-entropy
@@ -510,21 +572,42 @@ def _mlp_step(layers, params):
             w, a = params[w_name][:k], inputs[j]
             below = None
             if j > 0:  # gradient for the layer below, with the *old* weights (and through its ReLU)
-                below = (grad.reshape(k * rows, -1) @ anchor[w_name]).view(k, rows, -1) if shared else torch.bmm(grad, w)
-                if relu_below[j]:
-                    below.mul_(a > 0)
-            if mu:
+                if shared or updates:
+                    below = (grad.reshape(k * rows, -1) @ anchor[w_name]).view(k, rows, -1)
+                    if not shared:
+                        below.baddbmm_(grad, w)
+                else:
+                    below = torch.bmm(grad, w)
+                if relu_below[j]:  # ReLU's backward in one pass (what autograd runs)
+                    below = torch.ops.aten.threshold_backward(below, a, 0)
+            grad_t = grad.transpose(1, 2).contiguous()  # a contiguous left operand: the fast bmm layout
+            if updates:
+                if shared:  # D starts at 0: write −lr·Gᵀ·A, never read the stack
+                    torch.bmm(grad_t.mul_(-lr), a, out=w)
+                else:
+                    w.baddbmm_(grad_t, a, beta=decay, alpha=-lr)
+                if weight_decay:
+                    w.add_(anchor[w_name].unsqueeze(0), alpha=-lr * weight_decay)
+            elif mu:
                 w.mul_(decay).add_(anchor[w_name], alpha=lr * mu)
-                w.baddbmm_(grad.transpose(1, 2).contiguous(), a, alpha=-lr)
+                w.baddbmm_(grad_t, a, alpha=-lr)
             else:
-                w.baddbmm_(grad.transpose(1, 2).contiguous(), a, beta=decay, alpha=-lr)
+                w.baddbmm_(grad_t, a, beta=decay, alpha=-lr)
             if b_name is not None:
                 b = params[b_name][:k]
-                if decay != 1.0:
-                    b.mul_(decay)
-                if mu:
-                    b.add_(anchor[b_name], alpha=lr * mu)
-                b.add_(grad.sum(1), alpha=-lr)
+                if updates:
+                    if shared:
+                        torch.mul(grad.sum(1), -lr, out=b)
+                    else:
+                        b.mul_(decay).add_(grad.sum(1), alpha=-lr)
+                    if weight_decay:
+                        b.add_(anchor[b_name].unsqueeze(0), alpha=-lr * weight_decay)
+                else:
+                    if decay != 1.0:
+                        b.mul_(decay)
+                    if mu:
+                        b.add_(anchor[b_name], alpha=lr * mu)
+                    b.add_(grad.sum(1), alpha=-lr)
             grad = below
         return loss
 

@@ -168,18 +168,19 @@ def _max_weight_diff(h1, h2):
     return max((p - q).abs().max().item() for p, q in zip(h1.model.parameters(), h2.model.parameters()))
 
 
+@pytest.mark.parametrize("stack", ["weights", "updates"])
 @pytest.mark.parametrize("local, transform, min_accuracy", [
     (LocalTraining(epochs=2, batch_size=32, lr=0.1), None, 0.5),
     (LocalTraining(epochs=1, batch_size=None, lr=0.2, weight_decay=1e-3), acc.FedProx(mu=0.1), 0.0),
 ])
-def test_vmap_backend_equals_sequential(digits, local, transform, min_accuracy):
+def test_vmap_backend_equals_sequential(digits, local, transform, min_accuracy, stack):
     # 1437 samples in 6 IID clients: sizes 240 and 239, so two size groups are exercised.
     clients = _federation(digits, 6)
     assert len({len(c) for c in clients}) == 2
     model = make_model("mlp", digits.input_shape, 10)
     common = dict(rounds=3, fraction=1.0, local=local, seed=3, transform=transform)
     h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
-    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=acc.VmapTrainer(), **common)
+    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=acc.VmapTrainer(stack=stack), **common)
     assert np.allclose(h_seq.accuracy, h_vec.accuracy, atol=1e-4)
     assert _max_weight_diff(h_seq, h_vec) < 1e-4
     assert [r.train_loss for r in h_seq.records] == pytest.approx([r.train_loss for r in h_vec.records], abs=1e-4)
@@ -209,7 +210,8 @@ def test_vmap_backend_refuses_what_it_cannot_reproduce(digits, local, transform,
             trainer=acc.VmapTrainer())
 
 
-def test_vmap_backend_equals_sequential_on_unequal_clients_with_faults(digits):
+@pytest.mark.parametrize("stack", ["weights", "updates"])
+def test_vmap_backend_equals_sequential_on_unequal_clients_with_faults(digits, stack):
     # Dirichlet(0.3): sizes differ, so clients stop at different steps and last batches are padded.
     clients = _federation(digits, 8, method="dirichlet", seed=2)
     assert len({len(c) for c in clients}) > 4
@@ -217,7 +219,7 @@ def test_vmap_backend_equals_sequential_on_unequal_clients_with_faults(digits):
     common = dict(rounds=3, fraction=0.75, local=LocalTraining(epochs=2, batch_size=16, lr=0.1), seed=4,
                   faults=Faults(dropout=0.3, seed=1))
     h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
-    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer="vmap", **common)
+    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=acc.VmapTrainer(stack=stack), **common)
     assert any(r.dropped for r in h_seq.records)  # the stacked uplink also averages a subset of its rows
     assert [r.dropped for r in h_seq.records] == [r.dropped for r in h_vec.records]
     assert _max_weight_diff(h_seq, h_vec) < 1e-4
@@ -225,7 +227,8 @@ def test_vmap_backend_equals_sequential_on_unequal_clients_with_faults(digits):
     assert [r.train_loss for r in h_seq.records] == pytest.approx([r.train_loss for r in h_vec.records], abs=1e-4)
 
 
-def test_mlp_fast_path_equals_torch_func(digits):
+@pytest.mark.parametrize("stack", ["weights", "updates"])
+def test_mlp_fast_path_equals_torch_func(digits, stack):
     """One round of the hand-written batched MLP step against vmap(grad(functional_call)), with FedProx
     and weight decay, on clients of different sizes."""
     clients = _federation(digits, 5, method="dirichlet", seed=1)
@@ -233,7 +236,7 @@ def test_mlp_fast_path_equals_torch_func(digits):
     received = {k: v.detach().clone() for k, v in model.state_dict().items()}
     local = LocalTraining(epochs=2, batch_size=20, lr=0.1, weight_decay=1e-2)
     pairs = list(enumerate(clients))
-    fast = acc.VmapTrainer()(model, received, pairs, local, 1, 0, acc.FedProx(mu=0.5))
+    fast = acc.VmapTrainer(stack=stack)(model, received, pairs, local, 1, 0, acc.FedProx(mu=0.5))
     original = acc._mlp_layers
     acc._mlp_layers = lambda m: None  # force the torch.func path
     try:
@@ -264,11 +267,12 @@ class _CountingFp32(Fp32Codec):
     """The fp32 codec under another type: the stacked uplink must not apply to it."""
 
 
-def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits):
+@pytest.mark.parametrize("stack", ["weights", "updates"])
+def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits, stack):
     clients = _federation(digits, 4, method="dirichlet", seed=3)
     model = make_model("mlp", digits.input_shape, 10)
     test = (digits.x_test, digits.y_test)
-    trainer = acc.VmapTrainer()
+    trainer = acc.VmapTrainer(stack=stack)
     protocol = FedAvgProtocol(model, trainer=trainer)
     protocol.setup(RoundContext(clients, test, LocalTraining(lr=0.1), 0, torch.device("cpu"), digits.input_shape))
     protocol.broadcast(1, [0, 1, 2, 3])
@@ -296,10 +300,32 @@ def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits):
     subset = trainer.stacked_average(protocol, results[1:3])
     expected_subset = weighted_average([r.update for r in results[1:3]], [r.num_samples for r in results[1:3]])
     assert all(torch.allclose(subset[k], expected_subset[k], atol=1e-7) for k in expected_subset)
-    other = FedAvgProtocol(model, trainer=acc.VmapTrainer(), uplink=_CountingFp32())
+    other = FedAvgProtocol(model, trainer=acc.VmapTrainer(stack=stack), uplink=_CountingFp32())
     other.setup(RoundContext(clients, test, LocalTraining(lr=0.1), 0, torch.device("cpu"), digits.input_shape))
     other.broadcast(1, [0, 1])
-    assert all(r.finite is None for r in other.train(1, [0, 1]))  # the per-client path
+    fallback = other.train(1, [0, 1])
+    assert all(r.finite is None for r in fallback)  # the per-client path, from the trainer's local weights
+    for r, (state, _, _) in zip(fallback, reference[:2]):
+        expected = {k: state[k] - other.received[k] for k in other.received}
+        assert max((r.update[k] - expected[k]).abs().max().item() for k in expected) < 1e-5
+
+
+def test_vmap_stack_form_follows_the_rows_after_the_first_step():
+    """``stack='auto'`` keeps updates when the later local steps are short (the stack passes it saves
+    outweigh the shared products it adds), weights otherwise; and names a wrong choice."""
+    def plan(sizes):
+        return acc._schedule(sizes, [torch.Generator().manual_seed(i) for i in range(len(sizes))], 32, 1,
+                             torch.device("cpu"))
+
+    auto = acc.VmapTrainer()
+    assert auto._stack_updates(plan([40] * 100), 100)         # 8 rows per client after the first batch
+    assert auto._stack_updates(plan([96] * 10), 10)           # 64: the limit
+    assert not auto._stack_updates(plan([97] * 10), 10)       # 65
+    assert not auto._stack_updates(plan([400] * 10), 10)      # 368
+    assert acc.VmapTrainer(stack="updates")._stack_updates(plan([400] * 10), 10)
+    assert not acc.VmapTrainer(stack="weights")._stack_updates(plan([40] * 100), 100)
+    with pytest.raises(ValueError, match="stack='deltas'.*auto"):
+        acc.VmapTrainer(stack="deltas")
 
 
 class _NanAfterTraining(acc.VmapTrainer):
