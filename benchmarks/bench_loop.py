@@ -114,9 +114,11 @@ def kernel_ceiling(ds, hidden, num_clients: int, device: torch.device, peak_gflo
 
     The vmap trainer's local training of one round (the trainer call alone: no uplink,
     aggregation or evaluation) runs under ``torch.profiler``; the time spent inside its matrix
-    products (``mm``/``addmm``/``bmm``/``baddbmm``, outermost calls only) is summed.  Ledger FLOPs ÷
-    that time ÷ peak is the fraction of peak the round would reach if it did nothing but its matrix
-    products, at the speed torch's kernels deliver for these shapes.  Medians over ``repeats`` calls.
+    products (``mm``/``addmm``/``bmm``/``baddbmm``, outermost calls only) is summed.  The stack holds
+    weights (``stack='weights'``), so these products are exactly the ones the ledger counts: ledger
+    FLOPs ÷ that time ÷ peak is the fraction of peak a round would reach if it did nothing but one
+    client-by-client SGD's matrix products, at the speed torch's kernels deliver for these shapes.
+    Medians over ``repeats`` calls.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -127,7 +129,7 @@ def kernel_ceiling(ds, hidden, num_clients: int, device: torch.device, peak_gflo
     torch.manual_seed(0)
     model = make_model("mlp", ds.input_shape, ds.num_classes, hidden=hidden).to(device)
     received = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    pairs, local, trainer = list(enumerate(clients)), LocalTraining(lr=0.05, batch_size=32), VmapTrainer()
+    pairs, local, trainer = list(enumerate(clients)), LocalTraining(lr=0.05, batch_size=32), VmapTrainer(stack="weights")
     flops = mlp_training_flops_per_sample(_mlp_layers(model)) * sum(len(c) for c in clients)
     trainer(model, received, pairs, local, 1, 0, ClientTransform())  # warm-up
     walls, kernels = [], []
