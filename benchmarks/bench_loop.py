@@ -281,7 +281,7 @@ def run_bench() -> dict:
         "vmap_fraction_of_peak_mlp200x2_100x40 >= 0.4": configs["mlp200x2_100x40"]["vmap"]["fraction_of_peak"],
         "fresh_process_32x3_auto_s <= 0.6": result["fresh_process_32x3"]["auto"]["min_s"],
     }
-    result["bounds"] = {  # what limits the two unmet targets, measured in this run
+    result["bounds"] = {  # what limits the machine-dependent targets (fraction of peak, fresh process, vs Flower)
         "matmul_only_fraction_of_peak_mlp200x2_100x40": ceiling["matmul_only_fraction_of_peak"],
         "import_torch_min_s": torch_floor,
     }
