@@ -6,7 +6,11 @@ Datasets (all return :class:`FederatedDataset`):
 * ``digits`` – scikit-learn's 1,797 bundled 8×8 digits;
 * ``synthetic`` – Synthetic(α, β) of FedProx/LEAF, non-IID across its natural clients;
 * ``mnist`` / ``fashion_mnist`` – the full sets, from the standard IDX files a user placed
-  under ``data/<name>/`` (nothing is downloaded at run time).
+  under ``<data_dir>/<name>/`` (nothing is downloaded at run time);
+* ``cifar10``, ``femnist``, ``shakespeare`` – the standard FL benchmarks, from the files their
+  publishers distribute (:mod:`fedlab_utils.published_data`; layout in ``docs/datasets.md``).
+
+The data folder is ``data_dir`` if given, else ``$FEDLAB_DATA``, else the repository's ``data/``.
 
 Partitioners (all deterministic for a seed, all guarantee ``min_samples`` per client):
 ``iid``, ``dirichlet`` (label skew with concentration α), ``shards`` (McMahan et al.'s
@@ -23,12 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import published_data
 from .validation import check_choice, check_int, check_real
 
 __all__ = ["FederatedDataset", "ClientData", "DATASETS", "PARTITIONS", "load_dataset", "partition",
            "label_counts", "label_skew", "client_data", "synthetic_federated", "stratified_split", "DATA_DIR"]
 
-DATASETS = ("mnist5k", "digits", "synthetic", "mnist", "fashion_mnist")
+DATASETS = ("mnist5k", "digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "femnist", "shakespeare")
+PUBLISHED = {"cifar10": published_data.load_cifar10, "femnist": published_data.load_femnist,
+             "shakespeare": published_data.load_shakespeare}
 PARTITIONS = ("iid", "dirichlet", "shards", "natural")
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -37,8 +44,8 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 class FederatedDataset:
     """Train and test tensors plus what a model needs to know about them.
 
-    ``natural_clients`` holds, for datasets that have real clients (``synthetic``), the
-    client id of each training sample; it is ``None`` otherwise.
+    ``natural_clients`` holds, for datasets that have real clients (``synthetic``, ``femnist``,
+    ``shakespeare``), the client id of each training sample; it is ``None`` otherwise.
     """
 
     name: str
@@ -77,14 +84,19 @@ def load_dataset(name: str = "mnist5k", seed: int = 0, test_fraction: float = 0.
     """Load ``name`` with a stratified train/test split fixed by ``seed``.
 
     ``synthetic_kw`` (``alpha``, ``beta``, ``num_users``, ``dim``, ``num_classes``) only apply to
-    ``synthetic``.  The full ``mnist``/``fashion_mnist`` keep their official test split.
+    ``synthetic``.  The full ``mnist``/``fashion_mnist`` and the published benchmarks (``cifar10``,
+    ``femnist``, ``shakespeare``) keep their official test split, so ``seed`` and ``test_fraction``
+    do not apply to them.  Files are read from ``data_dir``, else ``$FEDLAB_DATA``, else ``data/``.
     """
     check_choice("dataset", name, DATASETS)
     check_real("test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
     if synthetic_kw and name != "synthetic":
         raise ValueError(f"options {sorted(synthetic_kw)} only apply to dataset='synthetic', not {name!r}")
+    folder = published_data.resolve_data_dir(data_dir)
+    if name in PUBLISHED:
+        return FederatedDataset(name=name, **PUBLISHED[name](folder))
     if name in ("mnist", "fashion_mnist"):
-        return _load_idx_dataset(name, Path(data_dir) if data_dir else DATA_DIR)
+        return _load_idx_dataset(name, folder)
     if name == "synthetic":
         x, y, clients = synthetic_federated(seed=seed, **synthetic_kw)
         return _split(name, x, y, (x.shape[1],), int(y.max()) + 1, seed, test_fraction, clients)
@@ -94,7 +106,7 @@ def load_dataset(name: str = "mnist5k", seed: int = 0, test_fraction: float = 0.
         bunch = load_digits()
         x = (bunch.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
         return _split(name, x, bunch.target.astype(np.int64), (1, 8, 8), 10, seed, test_fraction)
-    images, labels = mnist5k_arrays(Path(data_dir) if data_dir else DATA_DIR)
+    images, labels = mnist5k_arrays(folder if (folder / "mnist5k.npz").exists() else DATA_DIR)
     x = (images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return _split(name, x, labels.astype(np.int64), (1, 28, 28), 10, seed, test_fraction)
 
@@ -215,8 +227,9 @@ def _find_idx(folder: Path, stem: str) -> Path:
             return candidate
     raise FileNotFoundError(
         f"{stem}(.gz) not found in {folder}. Place the four standard IDX files "
-        f"({', '.join(f for pair in _IDX_FILES.values() for f in pair)}, optionally .gz) in {folder}/ "
-        f"(see data/README.md), or use an offline dataset: 'mnist5k', 'digits' or 'synthetic'.")
+        f"({', '.join(f for pair in _IDX_FILES.values() for f in pair)}, optionally .gz) in {folder}/, "
+        f"or point load_dataset(data_dir=...) or the FEDLAB_DATA variable at the folder that holds "
+        f"'{folder.name}/' (see docs/datasets.md), or use an offline dataset: 'mnist5k', 'digits' or 'synthetic'.")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -318,7 +331,8 @@ def _shard_split(labels: np.ndarray, k: int, per_client: int, rng: np.random.Gen
 
 def _natural_split(natural_ids: np.ndarray | None, k: int) -> list[np.ndarray]:
     if natural_ids is None:
-        raise ValueError("partition='natural' needs a dataset with natural clients (dataset='synthetic'); "
+        raise ValueError("partition='natural' needs a dataset with natural clients (dataset='synthetic', "
+                         "'femnist' or 'shakespeare'); "
                          "valid for other datasets: 'iid', 'dirichlet', 'shards'")
     users = np.unique(natural_ids)
     if k > len(users):

@@ -12,22 +12,39 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 from torch import nn
 
 from .validation import check_choice
 
-__all__ = ["MLP", "CNN", "SeparableConv2d", "make_model", "to_separable", "count_parameters",
-           "conv_parameters", "MODELS"]
+__all__ = ["MLP", "CNN", "CifarCNN", "CharLSTM", "SeparableConv2d", "make_model", "to_separable",
+           "count_parameters", "conv_parameters", "lstm_training_flops_per_sample", "MODELS"]
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "cnn_cifar", "char_lstm")
+
+
+def _check_widths(name: str, widths: Sequence[int], allow_empty: bool) -> tuple[int, ...]:
+    """Layer widths as a tuple of ints >= 1; ``name`` is the argument the caller passed."""
+    try:
+        widths = tuple(widths)
+    except TypeError:
+        raise ValueError(f"{name}={widths!r} is not valid; use a sequence of layer widths, e.g. (64,)") from None
+    if not widths and not allow_empty:
+        raise ValueError(f"{name}=() is not valid; give at least one layer width, e.g. (8, 16)")
+    for width in widths:
+        if isinstance(width, bool) or not isinstance(width, Integral) or width < 1:
+            raise ValueError(f"{name}={widths!r} is not valid; every width must be an integer >= 1, got {width!r}")
+    return tuple(int(w) for w in widths)
 
 
 class MLP(nn.Sequential):
     """Flatten → (Linear → ReLU) × len(hidden) → Linear."""
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (64,)):
+        hidden = _check_widths("hidden", hidden, allow_empty=True)  # () is logistic regression
+        _check_widths("num_classes", (num_classes,), allow_empty=False)
         in_features = int(torch.tensor(input_shape).prod())
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden:
@@ -125,6 +142,8 @@ class CNN(nn.Sequential):
                              "use model='mlp' for flat inputs")
         if not isinstance(separable, bool):
             raise ValueError(f"separable={separable!r} is not valid; use True or False")
+        channels = _check_widths("channels", channels, allow_empty=False)
+        _check_widths("num_classes", (num_classes,), allow_empty=False)
         layers: list[nn.Module] = []
         in_ch = input_shape[0]
         for i, out_ch in enumerate(channels):
@@ -139,17 +158,113 @@ class CNN(nn.Sequential):
         super().__init__(*layers)
 
 
-def make_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Sequential:
-    """Build ``'mlp'`` or ``'cnn'`` for a dataset's ``input_shape`` and ``num_classes``.
+class CifarCNN(nn.Sequential):
+    """McMahan et al.'s CIFAR-10 CNN (AISTATS 2017, after TensorFlow's CIFAR-10 tutorial model).
+
+    (Conv5x5, 64 → ReLU → MaxPool2) × 2 → Linear 384 → ReLU → Linear 192 → ReLU → Linear.
+    The tutorial's local response normalisation is left out, as most FL re-implementations do.
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
+                 channels: Sequence[int] = (64, 64), hidden: Sequence[int] = (384, 192)):
+        if len(input_shape) != 3:
+            raise ValueError(f"input_shape={tuple(input_shape)} is not an image shape; cnn_cifar needs (C, H, W)")
+        channels = _check_widths("channels", channels, allow_empty=False)
+        hidden = _check_widths("hidden", hidden, allow_empty=True)
+        layers: list[nn.Module] = []
+        in_ch = input_shape[0]
+        for out_ch in channels:
+            layers += [nn.Conv2d(in_ch, out_ch, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
+            in_ch = out_ch
+        layers.append(nn.Flatten())
+        with torch.no_grad():
+            width = nn.Sequential(*layers)(torch.zeros(1, *input_shape)).shape[1]
+        for out in hidden:
+            layers += [nn.Linear(width, out), nn.ReLU()]
+            width = out
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+
+
+class _LastStep(nn.Module):
+    """The LSTM's output at the last time step (``nn.LSTM`` returns a tuple, so it needs a wrapper)."""
+
+    def __init__(self, lstm: nn.LSTM):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0][:, -1]
+
+
+class _TokenIds(nn.Module):
+    """Cast character indices to ``long`` so the model also accepts float tensors of indices."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.long()
+
+
+class CharLSTM(nn.Sequential):
+    """LEAF's next-character model for Shakespeare: embedding 8 → 2-layer LSTM 256 → Linear.
+
+    Input: a batch of character indices (N × sequence length); output: logits over the
+    vocabulary for the character that follows the window.
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (80,), num_classes: int = 80, embedding: int = 8,
+                 hidden: int = 256, layers: int = 2):
+        if len(input_shape) != 1:
+            raise ValueError(f"input_shape={tuple(input_shape)} is not valid for char_lstm; it needs "
+                             "(sequence length,)")
+        embedding, hidden, layers = _check_widths("embedding/hidden/layers", (embedding, hidden, layers),
+                                                  allow_empty=False)
+        super().__init__(_TokenIds(), nn.Embedding(num_classes, embedding),
+                         _LastStep(nn.LSTM(embedding, hidden, num_layers=layers, batch_first=True)),
+                         nn.Linear(hidden, num_classes))
+
+
+def lstm_training_flops_per_sample(model: CharLSTM, sequence: int) -> int:
+    """Training FLOPs per sample of a :class:`CharLSTM` (forward + backward), in closed form.
+
+    Per time step and layer, the four gates cost two matmuls, 2·4h·(in + h) FLOPs forward;
+    the output layer costs 2·h·V once per sample.  Backward costs twice the forward (a
+    gradient for the inputs and one for the weights), so training is 3× the forward matmuls.
+    Element-wise gate arithmetic is not counted, as ``FlopCounterMode`` counts none either.
+    """
+    lstm = model[2].lstm
+    h = lstm.hidden_size
+    per_step = sum(2 * 4 * h * ((lstm.input_size if layer == 0 else h) + h) for layer in range(lstm.num_layers))
+    head = 2 * model[3].in_features * model[3].out_features
+    return 3 * (sequence * per_step + head)
+
+
+_BUILDERS = {"mlp": MLP, "cnn": CNN, "cnn_cifar": CifarCNN, "char_lstm": CharLSTM}
+
+
+def make_model(name: str, input_shape: Sequence[int], num_classes: int, *, seed: int | None = None,
+               **kwargs) -> nn.Module:
+    """Build ``'mlp'``, ``'cnn'``, ``'cnn_cifar'`` or ``'char_lstm'`` for a dataset's shape and classes.
 
     Keyword arguments go to the class: ``hidden=`` for the MLP; ``channels=`` and
-    ``separable=True`` (depthwise separable convs) for the CNN.
+    ``separable=True`` (depthwise separable convs) for the CNN; ``channels=``/``hidden=`` for
+    ``cnn_cifar``; ``embedding=``/``hidden=``/``layers=`` for ``char_lstm``.
+
+    ``seed``: an int draws the starting weights from torch's CPU generator seeded with it inside
+    ``torch.random.fork_rng``, so the same arguments give the same weights whatever ran before,
+    and the caller's global RNG state is left as it was; ``None`` draws them from torch's global
+    RNG (``torch.manual_seed``), as plain PyTorch does.
     """
     check_choice("model", name, MODELS)
-    if name == "mlp" and kwargs.get("separable"):
-        raise ValueError("separable=True is not valid for model='mlp' (it has no convolutions); use model='cnn'")
+    if name != "cnn" and kwargs.get("separable"):
+        raise ValueError(f"separable=True is not valid for model={name!r}; only model='cnn' has separable convs")
     kwargs = {k: v for k, v in kwargs.items() if not (name == "mlp" and k == "separable")}
-    return (MLP if name == "mlp" else CNN)(input_shape, num_classes, **kwargs)
+    if seed is None:
+        return _BUILDERS[name](input_shape, num_classes, **kwargs)
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise ValueError(f"seed={seed!r} is not valid; use None or an integer")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return _BUILDERS[name](input_shape, num_classes, **kwargs)
 
 
 def count_parameters(model: nn.Module, nonzero: bool = False) -> int:

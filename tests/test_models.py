@@ -236,3 +236,91 @@ def test_separable_cost_check_unanswered():
 
     with pytest.raises(NotAnswered):
         compression.check_separable_cost(unanswered)
+
+
+# ----------------------------------------------------------------------------- seeds, widths, FL benchmark models
+@pytest.mark.parametrize("name, shape, kwargs", [("mlp", (1, 28, 28), {}), ("cnn", (1, 28, 28), {}),
+                                                 ("cnn_cifar", (3, 32, 32), {}), ("char_lstm", (80,), {})])
+def test_a_seeded_model_has_the_same_weights_whatever_ran_before(name, shape, kwargs):
+    classes = 80 if name == "char_lstm" else 10
+    first = make_model(name, shape, classes, seed=3, **kwargs)
+    torch.rand(1000)  # moves the global RNG
+    before = torch.random.get_rng_state()
+    second = make_model(name, shape, classes, seed=3, **kwargs)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
+    other = make_model(name, shape, classes, seed=4, **kwargs)
+    pairs = list(zip(first.state_dict().values(), second.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values()))
+
+
+def test_seed_none_draws_from_the_global_rng():
+    torch.manual_seed(0)
+    a = make_model("mlp", (4,), 3)
+    torch.manual_seed(0)
+    b = make_model("mlp", (4,), 3, seed=None)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("name, kwargs, argument", [
+    ("mlp", {"hidden": (64, 0)}, "hidden"), ("mlp", {"hidden": (-3,)}, "hidden"), ("mlp", {"hidden": (2.5,)}, "hidden"),
+    ("cnn", {"channels": ()}, "channels"), ("cnn", {"channels": (8, 0)}, "channels"),
+    ("cnn_cifar", {"channels": ()}, "channels"), ("mlp", {"seed": "0"}, "seed"), ("mlp", {"seed": True}, "seed"),
+])
+def test_bad_widths_and_seeds_are_refused_naming_the_argument(name, kwargs, argument):
+    shape = (3, 32, 32) if name == "cnn_cifar" else (1, 28, 28)
+    with pytest.raises(ValueError, match=rf"{argument}="):
+        make_model(name, shape, 10, **kwargs)
+
+
+def test_numpy_widths_are_accepted():
+    import numpy as np
+    model = make_model("mlp", (4,), 3, hidden=(np.int64(5),))
+    assert model[1].out_features == 5
+
+
+def test_cifar_cnn_shapes_parameters_and_flops_match_a_hand_count():
+    model = make_model("cnn_cifar", (3, 32, 32), 10, seed=0)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    convs = (5 * 5 * 3 * 64 + 64) + (5 * 5 * 64 * 64 + 64)
+    dense = (64 * 8 * 8 * 384 + 384) + (384 * 192 + 192) + (192 * 10 + 10)
+    assert count_parameters(model) == convs + dense
+    forward = 2 * (5 * 5 * 3 * 64 * 32 * 32 + 5 * 5 * 64 * 64 * 16 * 16) + 2 * (4096 * 384 + 384 * 192 + 192 * 10)
+    assert _flops(lambda: model(torch.zeros(1, 3, 32, 32))) == forward
+
+
+def _unrolled_lstm_step_flops(model, sequence):
+    """FLOPs of the same LSTM written out as F.linear gate matmuls, counted by FlopCounterMode."""
+    lstm, head = model[2].lstm, model[3]
+    x = model[1](torch.zeros(1, sequence, dtype=torch.long))
+
+    def forward_backward():
+        inputs = x
+        for layer in range(lstm.num_layers):
+            h = torch.zeros(1, lstm.hidden_size)
+            c = torch.zeros(1, lstm.hidden_size)
+            outputs = []
+            w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
+            for t in range(sequence):
+                gates = F.linear(inputs[:, t], w_ih) + F.linear(h, w_hh)
+                i, f, g, o = gates.chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                outputs.append(h)
+            inputs = torch.stack(outputs, dim=1)
+        F.cross_entropy(head(inputs[:, -1]), torch.zeros(1, dtype=torch.long)).backward()
+    return _flops(forward_backward)
+
+
+def test_char_lstm_closed_form_flops_equal_flopcountermode_on_the_unrolled_gates():
+    from fedlab_utils.models import lstm_training_flops_per_sample
+    model = make_model("char_lstm", (6,), 80, seed=0, embedding=8, hidden=16, layers=2)
+    assert model(torch.randint(0, 80, (3, 6))).shape == (3, 80)
+    # the closed form charges backward as 2x forward for every matmul; the unrolled autograd
+    # graph needs no gradient for the zero initial state h0, one 2·4h·h matmul per layer
+    unrolled = _unrolled_lstm_step_flops(model, 6)
+    initial_state_grads = 2 * (2 * 4 * 16 * 16)
+    assert lstm_training_flops_per_sample(model, 6) == unrolled + initial_state_grads
+    default = make_model("char_lstm", (80,), 80, seed=0)
+    assert sum(p.numel() for p in default.parameters()) == (80 * 8 + 4 * 256 * (8 + 256 + 2)
+                                                            + 4 * 256 * (256 + 256 + 2) + 256 * 80 + 80)
