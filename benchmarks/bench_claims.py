@@ -39,7 +39,7 @@ DEFAULT_SEEDS = list(range(20))
 
 
 def select_notebooks(names: list[str] | None) -> list[Path]:
-    from fedlab_utils.__main__ import find_notebooks
+    from fedlab_utils.runner import find_notebooks
 
     return find_notebooks(names or [])
 

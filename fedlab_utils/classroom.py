@@ -30,8 +30,10 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = ROOT / "notebooks"
+from .runner import (LANG_ENV, NOTEBOOK_DIR, ROOT, CourseError, add_lang_argument, parse_parameters,
+                     restored_environment)
+from .runner import find_notebooks as find_course_notebooks
+
 SCHEMA_VERSION = 3
 MIN_EXERCISES = 3
 COURSE_ID = "efficient-federated-learning"
@@ -196,15 +198,14 @@ def _notebook_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def find_notebooks(names: Sequence[str] = ()) -> list[Path]:
+def find_notebooks(names: Sequence[str] = (), lang: str | None = None) -> list[Path]:
     """Committed notebooks by prefix (``00``), stem or path; all of them when ``names`` is empty.
 
+    ``lang="zh"`` looks in the Chinese edition, ``notebooks/zh/``.
     The course runner's own lookup, so that ``classroom`` and ``run`` accept the same names.
     """
-    from .__main__ import CourseError, find_notebooks as find_course_notebooks
-
     try:
-        return find_course_notebooks(list(names))
+        return find_course_notebooks(list(names), lang)
     except CourseError as exc:
         raise ClassroomError(str(exc)) from None
 
@@ -285,14 +286,16 @@ def _require(result: dict, what: str) -> None:
         raise ClassroomError(f"nbgrader {what} failed:\n{result.get('error') or ''}\n{result.get('log') or ''}")
 
 
-def build_course(out: Path | str, names: Sequence[str] = (), release: bool = True) -> list[str]:
+def build_course(out: Path | str, names: Sequence[str] = (), release: bool = True,
+                 lang: str | None = None) -> list[str]:
     """Write an nbgrader course directory at ``out``; returns the assignment names.
 
     ``out/nbgrader_config.py``; ``out/source/<NN_slug>/<NN_slug>.ipynb`` (the committed notebook,
     validated); ``out/data`` links to the course's data (the notebooks themselves load it through
     the installed ``fedlab_utils``, so nothing else needs copying); and, unless ``release`` is
     False, ``out/release/`` from nbgrader's own ``generate_assignment`` (which also records each
-    assignment and its grade cells in ``out/gradebook.db``).  Files follow the umask.
+    assignment and its grade cells in ``out/gradebook.db``).  Files follow the umask.  ``lang="zh"``
+    builds the course from the Chinese edition (``notebooks/zh/``), with the same assignment names.
     """
     root = Path(out).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -305,7 +308,7 @@ def build_course(out: Path | str, names: Sequence[str] = (), release: bool = Tru
         data_link.unlink()
     data_link.symlink_to(ROOT / "data", target_is_directory=True)
     assignments, problems = [], []
-    for path in find_notebooks(names):
+    for path in find_notebooks(names, lang):
         nb = nbformat.read(path, as_version=4)
         normalize_notebook(nb)  # the committed notebook is already normalised: this only guards the copy
         problems += validate_notebook(nb, path.name)
@@ -323,13 +326,13 @@ def build_course(out: Path | str, names: Sequence[str] = (), release: bool = Tru
     return assignments
 
 
-def student_versions(out: Path | str, names: Sequence[str] = ()) -> list[Path]:
+def student_versions(out: Path | str, names: Sequence[str] = (), lang: str | None = None) -> list[Path]:
     """Student copies (nbgrader's release) of the notebooks, written flat into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory(prefix="fedlab-course-") as tmp:
-        for name in build_course(tmp, names):
+        for name in build_course(tmp, names, lang=lang):
             released = Path(tmp) / "release" / name / f"{name}.ipynb"
             target = out / released.name
             target.write_bytes(released.read_bytes())
@@ -419,7 +422,7 @@ def _wrong_answer(name: str, nb) -> tuple[str, str]:
 
 
 def grade_check(out: Path | str, names: Sequence[str] = (), parameters: dict | None = None,
-                feedback: bool = True, quick: bool = False) -> list[NotebookScores]:
+                feedback: bool = True, quick: bool = False, lang: str | None = None) -> list[NotebookScores]:
     """Build the course at ``out`` and autograde three submissions of every notebook with nbgrader.
 
     Students ``solutions`` (the instructor's answers pasted into the release), ``untouched`` (the
@@ -428,27 +431,30 @@ def grade_check(out: Path | str, names: Sequence[str] = (), parameters: dict | N
     student may edit -- e.g. ``{"rounds": 2}``; ``quick`` adds :data:`QUICK_PARAMETERS` per notebook.
     The kernels learn which parameters changed (``FEDLAB_CHANGED_PARAMETERS``), so the lesson's
     claims are recorded rather than raised, as with ``python -m fedlab_utils run -p``.
+    ``lang="zh"`` grades the Chinese edition, with ``FEDLAB_LANG=zh`` in the kernels.
     Generates HTML feedback.
     """
     import warnings
 
     from sqlalchemy.exc import SAWarning
 
-    from .__main__ import restored_environment
-
-    with restored_environment(("FEDLAB_CHANGED_PARAMETERS", "FEDLAB_PROGRESS", "FEDLAB_WIDGETS")):
+    with restored_environment(("FEDLAB_CHANGED_PARAMETERS", "FEDLAB_PROGRESS", "FEDLAB_WIDGETS", LANG_ENV)):
+        if lang and lang != "en":
+            os.environ[LANG_ENV] = lang  # the kernels print the checks' hints in that language
+        else:
+            os.environ.pop(LANG_ENV, None)
         os.environ.setdefault("FEDLAB_PROGRESS", "0")
         os.environ.setdefault("FEDLAB_WIDGETS", "0")  # nbgrader runs kernels through nbclient: no ipywidgets
         with _tools_on_path(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own session warnings
-            return _grade_check(Path(out).resolve(), names, parameters or {}, feedback, quick)
+            return _grade_check(Path(out).resolve(), names, parameters or {}, feedback, quick, lang)
 
 
 def _grade_check(root: Path, names: Sequence[str], common: dict, feedback: bool,
-                 quick: bool) -> list[NotebookScores]:
+                 quick: bool, lang: str | None = None) -> list[NotebookScores]:
     from nbgrader.api import Gradebook
 
-    assignments = build_course(root, names)
+    assignments = build_course(root, names, lang=lang)
     # Quick runs have small cells: a cell still silent after 3 minutes is a kernel that lost a message
     # (seen with ipykernel 7 on an overloaded machine), not work; fail it fast and grade again.
     api = _api(root, cell_timeout=180 if quick else 600)
@@ -513,9 +519,7 @@ def format_scores(results: Sequence[NotebookScores]) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-def _course_error(exc: Exception):
-    from .__main__ import CourseError
-
+def _course_error(exc: Exception) -> CourseError:
     return CourseError(str(exc))
 
 
@@ -523,17 +527,18 @@ def cmd_classroom(args) -> int:
     """``python -m fedlab_utils classroom``: see :func:`add_parser`."""
     try:
         if args.lock_source or args.validate:
-            changes = lock_source(find_notebooks(args.notebooks), check_only=args.validate)
+            changes = lock_source(find_notebooks(args.notebooks, args.lang), check_only=args.validate)
             for name, changed in changes.items():
                 print(f"  {name}: {'valid' if not changed else f'locked {len(changed)} cell(s); valid'}")
             return 0
         if args.grade_check:
-            parameters = {name: _literal(value) for name, value in (args.parameter or [])}
-            results = grade_check(args.out, args.notebooks, parameters=parameters or None, quick=args.quick)
+            parameters = parse_parameters(args.parameter)
+            results = grade_check(args.out, args.notebooks, parameters=parameters or None, quick=args.quick,
+                                  lang=args.lang)
             print(format_scores(results))
             print(f"\ncourse directory with gradebook and feedback: {Path(args.out).resolve()}")
             return 0 if all(r.as_expected for r in results) else 1
-        names = build_course(args.out, args.notebooks)
+        names = build_course(args.out, args.notebooks, lang=args.lang)
         root = Path(args.out).resolve()
         print(f"nbgrader course in {root}: {len(names)} assignment(s) in source/ and release/, "
               f"gradebook {root / 'gradebook.db'}")
@@ -542,19 +547,10 @@ def cmd_classroom(args) -> int:
         raise _course_error(exc) from exc
 
 
-def _literal(text: str):
-    import ast
-
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
 def cmd_student(args) -> int:
     """``python -m fedlab_utils student``: nbgrader's release versions, flat in one folder."""
     try:
-        for path in student_versions(args.out, args.notebooks):
+        for path in student_versions(args.out, args.notebooks, lang=args.lang):
             print(f"  student version: {path}")
     except ClassroomError as exc:
         raise _course_error(exc) from exc
@@ -581,6 +577,7 @@ def add_parser(sub) -> None:
                         help="with --grade-check: set a parameter in each submission's parameters cell")
     parser.add_argument("--quick", action="store_true",
                         help="with --grade-check: small per-notebook parameters (QUICK_PARAMETERS) for a fast check")
+    add_lang_argument(parser, "zh builds the course from notebooks/zh/")
     parser.set_defaults(func=cmd_classroom)
 
 
@@ -589,4 +586,5 @@ def add_student_parser(sub) -> None:
     parser = sub.add_parser("student", help="student versions (nbgrader's release of each notebook) in one folder")
     parser.add_argument("notebooks", nargs="*")
     parser.add_argument("--out", default="build/student")
+    add_lang_argument(parser, "zh releases notebooks/zh/")
     parser.set_defaults(func=cmd_student)

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .results import atomic_write_bytes, atomic_write_text
+from .runner import (CourseError, add_claims_arguments, check_out_dir, claims_policy_from_args, find_notebooks,
+                     notebook_parameters, parse_value, validate_parameters)
 
 __all__ = ["parse_values", "parse_grid", "expand_grid", "Point", "run_points", "sweep", "write_csv",
            "plot_sweep", "add_parser", "cmd_sweep"]
@@ -72,9 +74,9 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def parse_values(name: str, text: str) -> list:
-    """The values of one ``-p NAME TEXT`` option (see the module docstring); raises ``ValueError``."""
-    from .__main__ import parse_value
+    """The values of one ``-p NAME TEXT`` option (see the module docstring); raises ``ValueError``.
 
+    Each item is read by the runner's one value parser, :func:`fedlab_utils.runner.parse_value`."""
     match = RANGE.match(text)
     if match:
         start, stop, step = int(match[1]), int(match[2]), int(match[3] or 1)
@@ -102,8 +104,6 @@ def check_against_defaults(notebook: Path, grid: dict[str, list]) -> None:
     """Refuse unknown names, and values of the wrong kind where the default is a number or a bool."""
     import ast
 
-    from .__main__ import CourseError, notebook_parameters, validate_parameters
-
     validate_parameters(notebook, dict.fromkeys(grid))
     known = notebook_parameters(notebook)
     for name, values in grid.items():
@@ -121,8 +121,6 @@ def check_against_defaults(notebook: Path, grid: dict[str, list]) -> None:
 
 def parse_grid(notebook: Path, options: list[tuple[str, str]]) -> dict[str, list]:
     """``-p`` options to ``{name: [values]}``, validated against the notebook before anything runs."""
-    from .__main__ import CourseError
-
     grid: dict[str, list] = {}
     for name, text in options:
         if name in grid:
@@ -370,8 +368,6 @@ def sweep(notebook: Path, grid: dict[str, list], out: Path, jobs: int = 1, claim
 
 
 def cmd_sweep(args) -> int:
-    from .__main__ import CourseError, check_out_dir, claims_policy_from_args, find_notebooks
-
     notebooks = find_notebooks([args.notebook])
     if not args.parameter:
         raise CourseError("give at least one -p NAME VALUES to sweep (e.g. -p seed 0:3)")
@@ -393,8 +389,6 @@ def cmd_sweep(args) -> int:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """Register ``sweep`` on the runner's subparsers (called by ``fedlab_utils.__main__``)."""
-    from .__main__ import add_claims_arguments
-
     parser = sub.add_parser("sweep", help="run one notebook over a grid of parameters (parallel, resumable)")
     parser.add_argument("notebook", help="path, name or prefix (e.g. 02)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUES"),

@@ -202,7 +202,7 @@ def test_classroom_checks_wrong_answer_fails_and_solution_passes(name):
 
 @pytest.mark.parametrize("name", sorted(classroom.QUICK_PARAMETERS))
 def test_quick_parameters_are_the_notebooks_own(name):
-    from fedlab_utils.__main__ import notebook_parameters
+    from fedlab_utils.runner import notebook_parameters
 
     known = notebook_parameters(classroom.NOTEBOOK_DIR / f"{name}.ipynb")
     assert set(classroom.QUICK_PARAMETERS[name]) <= set(known)

@@ -48,3 +48,40 @@ print(frozen)
     for state in ("on", "off"):
         done = subprocess.run([sys.executable, "-c", script, state], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _make_dry_run(tmp_path, target: str, *variables: str) -> str:
+    """``make -n TARGET`` on a copy of the Makefile, in a folder with a fake notebooks/ tree."""
+    import shutil
+    import subprocess
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("")
+    venv = tmp_path / "venv"
+    venv.mkdir(exist_ok=True)
+    (venv / ".fedlab-installed").write_text("")  # newer than pyproject.toml: no install step
+    done = subprocess.run(["make", "-n", target, *variables], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "VIRTUAL_ENV": str(venv), "LANG": "C.UTF-8"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_test_runs_nbval_on_the_english_notebooks_and_only_the_chinese_00(tmp_path):
+    for name in ("00_a.ipynb", "01_b.ipynb", "zh/00_a.ipynb", "zh/01_b.ipynb"):
+        (tmp_path / "notebooks" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "notebooks" / name).write_text("{}")
+    command = _make_dry_run(tmp_path, "test")
+    assert "notebooks/00_a.ipynb notebooks/01_b.ipynb notebooks/zh/00_a.ipynb" in command
+    assert "zh/01_b" not in command and " notebooks " not in command
+    (tmp_path / "notebooks" / "zh" / "00_a.ipynb").unlink()  # no Chinese 00 yet: still a valid command
+    assert "notebooks/01_b.ipynb --nbval-lax" in _make_dry_run(tmp_path, "test")
+
+
+def test_make_lang_zh_picks_the_chinese_edition_and_a_shell_locale_does_not(tmp_path):
+    assert "fedlab_utils run --out build --lang zh" in _make_dry_run(tmp_path, "course", "LANG=zh")
+    assert "FEDLAB_LANG=zh" in _make_dry_run(tmp_path, "course", "LANG=zh")
+    assert "jupyter lab notebooks/zh/" in _make_dry_run(tmp_path, "lab", "LANG=zh")
+    assert "classroom --out build/zh/classroom --lang zh" in _make_dry_run(tmp_path, "classroom", "LANG=zh")
+    english = _make_dry_run(tmp_path, "course")  # LANG=C.UTF-8 from the environment
+    assert "--lang en" in english and "FEDLAB_LANG" not in english
+    assert "jupyter lab notebooks/\n" in _make_dry_run(tmp_path, "lab")

@@ -6,7 +6,7 @@ import stat
 import pytest
 import torch
 
-from fedlab_utils.__main__ import merge_results
+from fedlab_utils.runner import merge_results
 from fedlab_utils.results import CHANGED_ENV, POLICY_ENV, Claims, atomic_write_text, claim_policy, record_results
 
 

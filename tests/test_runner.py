@@ -9,7 +9,9 @@ import nbformat
 import papermill
 import pytest
 
-from fedlab_utils.__main__ import NOTEBOOK_DIR, changed_parameters, main
+from fedlab_utils.__main__ import main
+from fedlab_utils.runner import (NOTEBOOK_DIR, CourseError, changed_parameters, find_notebooks, parse_parameters,
+                                 parse_value)
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 TEMPLATE_PARAMETERS = {"seed", "dataset", "num_clients", "rounds", "device", "results_path"}
@@ -163,3 +165,106 @@ def test_student_version_strips_solutions(tmp_path):
 def test_params_lists_defaults(capsys):
     assert main(["params", "00"]) == 0
     assert "seed = 0" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the shared runner module
+
+
+@pytest.mark.parametrize("text, value", [("0.5", 0.5), ("3", 3), ("None", None), ("True", True), ("'x'", "x"),
+                                         ("[1, 2]", [1, 2]), ("q8", "q8"), ("ef:topk:0.01", "ef:topk:0.01"),
+                                         ("1e-3", 1e-3), ("a b", "a b")])
+def test_parse_value_reads_literals_or_keeps_the_string(text, value):
+    assert parse_value(text) == value and type(parse_value(text)) is type(value)
+
+
+@pytest.mark.parametrize("text, kind, value", [("3", int, 3), ("3", "int", 3), ("1_000", int, 1000),
+                                               ("3", float, 3.0), ("1e-3", "float", 1e-3), ("yes", bool, True),
+                                               ("False", "bool", False), ("0", bool, False), ("q8", str, "q8"),
+                                               ("'q8'", "str", "'q8'"), ("None", "float | None", None),
+                                               ("0.5", "float | None", 0.5), ("[1, 2]", "list[int]", [1, 2])])
+def test_parse_value_with_a_kind_converts_like_a_typed_field(text, kind, value):
+    parsed = parse_value(text, kind, "x")
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("text, kind, valid", [("two", int, "an int"), ("0.5", "int", "an int"),
+                                               ("fast", float, "a float"), ("maybe", bool, "'yes'")])
+def test_parse_value_refuses_a_value_of_the_wrong_kind_naming_parameter_value_and_valid(text, kind, valid):
+    with pytest.raises(ValueError) as info:
+        parse_value(text, kind, "rounds")
+    assert f"rounds={text!r}" in str(info.value) and valid in str(info.value)
+
+
+def test_parse_parameters_types_by_kinds_and_refuses_unknown_names():
+    kinds = {"rounds": "int", "lr": "float", "uplink": "str", "save_payloads": "bool"}
+    pairs = [["rounds", "3"], ["lr", "0.1"], ["uplink", "q8"], ["save_payloads", "true"], ["rounds", "4"]]
+    assert parse_parameters(pairs, kinds) == {"rounds": 4, "lr": 0.1, "uplink": "q8", "save_payloads": True}
+    assert parse_parameters([["alpha", "0.3"], ["name", "x"]]) == {"alpha": 0.3, "name": "x"}
+    assert parse_parameters(None) == {}
+    with pytest.raises(ValueError, match=r"parameter 'roundz' is not valid; valid: \['lr', 'rounds'"):
+        parse_parameters([["roundz", "3"]], kinds)
+    with pytest.raises(ValueError, match="'seed' is not valid; valid: \\['alpha'\\]"):
+        parse_parameters([["seed", "3"]], valid=["alpha"])
+
+
+def test_no_module_of_the_package_imports_the_entry_point():
+    package = Path(__file__).resolve().parent.parent / "fedlab_utils"
+    offenders = []
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if isinstance(node, ast.ImportFrom) and node.level and (node.module or "") == "__main__":
+                offenders.append(path.name)
+            if any(n == "fedlab_utils.__main__" or n.endswith(".__main__") for n in names):
+                offenders.append(path.name)
+    assert offenders == []
+
+
+def test_python_dash_m_loads_the_entry_point_once_and_shares_course_error(tmp_path):
+    """``python -m fedlab_utils`` runs __main__ once; a CourseError raised in sweep is caught as one line."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "fedlab_utils", "sweep", "00", "--out", str(tmp_path / "s")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip() == \
+        "error: give at least one -p NAME VALUES to sweep (e.g. -p seed 0:3)"
+    script = ("import sys, runpy; sys.argv = ['x', 'params', '00']\n"
+              "try:\n    runpy.run_module('fedlab_utils', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+              "print('IMPORTED', 'fedlab_utils.__main__' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "IMPORTED False" in done.stdout, done.stderr[-2000:]
+
+
+def test_translate_dispatches_to_its_module_or_says_it_is_missing(monkeypatch, capsys):
+    import importlib
+    import sys
+    import types
+
+    from fedlab_utils import __main__ as entry
+
+    calls = []
+    fake = types.ModuleType("fedlab_utils.translate")
+    fake.main = lambda argv: calls.append(argv) or 3
+    monkeypatch.setitem(sys.modules, "fedlab_utils.translate", fake)
+    assert entry.main(["translate", "check", "--lang", "zh"]) == 3 and calls == [["check", "--lang", "zh"]]
+    monkeypatch.setitem(sys.modules, "fedlab_utils.translate", None)  # as if the file did not exist
+    assert entry.main(["translate", "check"]) == 2
+    assert "'translate' command is not available" in capsys.readouterr().err
+    assert "translate" in entry.build_parser().format_help()
+    importlib.invalidate_caches()
+
+
+def test_find_notebooks_looks_in_the_edition_and_refuses_unknown_languages(tmp_path, monkeypatch):
+    import fedlab_utils.runner as runner
+
+    (tmp_path / "zh").mkdir()
+    for folder in (tmp_path, tmp_path / "zh"):
+        (folder / "00_intro.ipynb").write_text("{}")
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", tmp_path)
+    assert find_notebooks(["00"], "zh") == [tmp_path / "zh" / "00_intro.ipynb"]
+    assert find_notebooks([], "en") == [tmp_path / "00_intro.ipynb"]
+    with pytest.raises(CourseError, match="--lang 'fr' is not valid; choose one of \\['en', 'zh'\\]"):
+        find_notebooks([], "fr")

@@ -6,7 +6,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fedlab_utils.__main__ import CourseError, main
+from fedlab_utils.__main__ import main
+from fedlab_utils.runner import CourseError
 from fedlab_utils.sweep import expand_grid, parse_grid, parse_values, point_slug
 
 
