@@ -68,12 +68,23 @@ def get_device(spec: str = "auto", verbose: bool = True) -> torch.device:
     return device
 
 
+_shown_notices: set[str] = set()
+
+
+def _notice_once(text: str) -> None:
+    """Print a device notice the first time this process meets it (a lesson calls ``get_devices`` often)."""
+    if text not in _shown_notices:
+        _shown_notices.add(text)
+        print(text)
+
+
 def get_devices(n: int, verbose: bool = True) -> list[torch.device]:
     """Return ``n`` placements for ``n`` model stages or workers.
 
     With at least ``n`` GPUs each stage gets its own GPU.  With fewer, real GPUs are
     reused round-robin; with none, every placement is the CPU (a "virtual device").
-    A notice says when placements share hardware, so timings are read correctly.
+    A notice says when placements share hardware, so timings are read correctly; it is printed
+    once per process (the GPU round-robin one as a warning).
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n={n!r} is not valid; ask for at least 1 placement")
@@ -82,13 +93,15 @@ def get_devices(n: int, verbose: bool = True) -> list[torch.device]:
         placements = [torch.device(g) for g in gpus[:n]]
     elif gpus:
         placements = [torch.device(gpus[i % len(gpus)]) for i in range(n)]
-        warnings.warn(f"asked for {n} devices but only {len(gpus)} GPU(s) exist; stages share them round-robin",
-                      stacklevel=2)
+        text = f"asked for {n} devices but only {len(gpus)} GPU(s) exist; stages share them round-robin"
+        if text not in _shown_notices:
+            _shown_notices.add(text)
+            warnings.warn(text, stacklevel=2)
     else:
         placements = [torch.device("cpu")] * n
         if n > 1:
-            print(f"Notice: no GPU here, so the {n} placements are CPU 'virtual devices' "
-                  "(correct results, no parallel speed-up).")
+            _notice_once("Notice: no GPU here, so model stages run on CPU 'virtual devices' "
+                         "(correct results, no parallel speed-up).")
     if verbose:
         print("Placements: " + ", ".join(str(p) for p in placements))
     return placements

@@ -1,13 +1,19 @@
 """Checks for notebook 04 (acceleration).  Each raises ``AssertionError`` with a hint when wrong."""
 from __future__ import annotations
 
+from numbers import Real
+
 import torch
 
 from ..federated import History, RoundRecord, apply_delta
 from ..ledger import Energy
 from . import call_safely, expect, expect_close, expect_tensors_close, passed
 
-__all__ = ["check_fedavgm_step", "check_to_target", "check_fedadam_step"]
+__all__ = ["check_fedavgm_step", "check_to_target", "check_fedadam_step", "check_wasted_prediction",
+           "WASTED_PREDICTION_BAND"]
+
+WASTED_PREDICTION_BAND = 10.0
+"""How far (in percentage points) a predicted share of wasted joules may be from the measured one."""
 
 
 def _reference_fedavgm(global_state, update, velocity, lr, momentum):
@@ -118,3 +124,32 @@ def check_fedadam_step(fedadam_step, seed: int | None = None) -> None:
             expect_tensors_close(mine_v, server.v, f"v {where}", atol=1e-7, hint=hint)
             expect_tensors_close(mine_x, ref_x, f"global state {where}", atol=1e-5, hint=hint)
     passed("FedAdam server step")
+
+
+def check_wasted_prediction(predicted_wasted_percent, wasted_joules: float, total_joules: float,
+                            late_share: float, band: float = WASTED_PREDICTION_BAND) -> None:
+    """A prediction of the share of joules a deadline wastes, against the run's ledger.
+
+    ``predicted_wasted_percent``: the student's guess, in percent of the run's total joules.
+    ``wasted_joules`` and ``total_joules``: the run's ledger totals; ``late_share``: the fraction of
+    client updates that arrived late (for the hint).  Passes within ``band`` percentage points.
+    """
+    expect(total_joules > 0, f"total_joules={total_joules!r}: the run spent no joules, nothing to compare with")
+    measured = 100 * wasted_joules / total_joules
+    hint = (f"A deadline does not stop a late client: it has trained and uploaded when the server drops its update, "
+            f"so its joules are spent for nothing. Here {100 * late_share:.0f}% of the updates were late (the same "
+            f"slow clients every round), and every client-round costs about the same joules (equal data, the same "
+            f"radio session), so about that share of the joules is wasted; the total does not change at all.")
+    expect(isinstance(predicted_wasted_percent, Real) and not isinstance(predicted_wasted_percent, bool),
+           f"predicted_wasted_percent: expected a number in percent (e.g. 25 for 25 %), "
+           f"got {type(predicted_wasted_percent).__name__}")
+    expect(0 <= predicted_wasted_percent <= 100,
+           f"predicted_wasted_percent={predicted_wasted_percent!r} is not a share in percent (0 to 100).")
+    expect(not (0 < predicted_wasted_percent < 1 and measured > 1 + band),
+           f"predicted_wasted_percent={predicted_wasted_percent!r} looks like a fraction; give percent "
+           f"(e.g. 25 for 25 %).")
+    off = abs(predicted_wasted_percent - measured)
+    expect(off <= band, f"You predicted {predicted_wasted_percent:.0f}% of the joules wasted; the ledger measured "
+                        f"{measured:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}")
+    print(f"✓ prediction: {predicted_wasted_percent:.0f}% of the joules wasted, measured {measured:.0f}% "
+          f"(within ±{band:.0f} points)")

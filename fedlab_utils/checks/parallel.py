@@ -3,12 +3,17 @@ with a hint when the answer is wrong."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from numbers import Real
 
 from torch import nn
 
 from . import call_safely, expect, expect_close, passed
 
-__all__ = ["check_bubble_fraction", "check_choose_cut", "check_pipeline_time", "reference_choose_cut"]
+__all__ = ["check_bubble_fraction", "check_choose_cut", "check_pipeline_time", "reference_choose_cut",
+           "check_idle_prediction", "IDLE_PREDICTION_BAND"]
+
+IDLE_PREDICTION_BAND = 5.0
+"""How far (in percentage points) a predicted idle share may be from the measured one."""
 
 
 def check_bubble_fraction(bubble_fraction: Callable[[int, int], float]) -> None:
@@ -76,3 +81,29 @@ def check_pipeline_time(pipeline_time: Callable[[Sequence[float], int], float], 
                                  f"time, true only for equal stages; the slowest stage sets the pace. {hint}")
         expect_close(got, want, f"pipeline_time(stage_times={times}, M={micro})", rel=1e-9, abs_=1e-12, hint=hint)
     passed("pipeline_time")
+
+
+def check_idle_prediction(predicted_idle_percent, measured_bubble: float, num_stages: int,
+                          band: float = IDLE_PREDICTION_BAND) -> None:
+    """A prediction of plain model parallelism's idle share, against the measurement.
+
+    ``predicted_idle_percent``: the student's guess, in percent, of the share of time the average
+    device idles with ``num_stages`` stages and one micro-batch (M = 1).  ``measured_bubble``: the
+    replayed schedule's bubble (a fraction).  Passes within ``band`` percentage points.
+    """
+    hint = (f"With M = 1 only one stage works at any moment: the batch goes forward through stage 0, 1, ... and "
+            f"back. Each stage is busy only for its own forward and backward, and the step lasts the sum of all "
+            f"of them, so the devices together are busy 1/S of the time, whatever the stage times: the idle share "
+            f"is (S-1)/S = {100 * (num_stages - 1) / num_stages:.0f}% for S = {num_stages}.")
+    expect(isinstance(predicted_idle_percent, Real) and not isinstance(predicted_idle_percent, bool),
+           f"predicted_idle_percent: expected a number in percent (e.g. 40 for 40 %), "
+           f"got {type(predicted_idle_percent).__name__}")
+    expect(0 <= predicted_idle_percent <= 100,
+           f"predicted_idle_percent={predicted_idle_percent!r} is not a share in percent (0 to 100).")
+    expect(not (0 < predicted_idle_percent < 1 and 100 * measured_bubble > 1 + band),
+           f"predicted_idle_percent={predicted_idle_percent!r} looks like a fraction; give percent (e.g. 40 for 40 %).")
+    off = abs(predicted_idle_percent - 100 * measured_bubble)
+    expect(off <= band, f"You predicted {predicted_idle_percent:.0f}% idle; the measured schedule idles "
+                        f"{100 * measured_bubble:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}")
+    print(f"✓ prediction: {predicted_idle_percent:.0f}% idle, measured {100 * measured_bubble:.0f}% "
+          f"(within ±{band:.0f} points)")
