@@ -13,13 +13,15 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .federated import History
 
-__all__ = ["use_style", "plot_accuracy", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "plot_sensitivity",
+__all__ = ["use_style", "integer_ticks", "legend_outside", "plot_accuracy", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "plot_sensitivity",
            "plot_schedule", "COLORS"]
 
-COLORS = {"compute": "#4C72B0", "uplink": "#DD8452", "downlink": "#55A868"}
+COLORS = {"compute": "#4C72B0", "uplink": "#DD8452", "downlink": "#55A868", "radio_fixed": "#8172B3",
+          "forward": "#4C72B0", "backward": "#DD8452"}
 _STYLE = {"figure.figsize": (6.4, 3.8), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
           "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False, "font.size": 10}
 
@@ -27,6 +29,18 @@ _STYLE = {"figure.figsize": (6.4, 3.8), "figure.dpi": 100, "axes.grid": True, "g
 def use_style() -> None:
     """Apply the course style to every later figure."""
     plt.rcParams.update(_STYLE)
+
+
+def integer_ticks(axis) -> None:
+    """Ticks at whole numbers only (rounds, clients, stages): no "round 2.5"."""
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def legend_outside(ax, handles=None, labels=None, **kwargs):
+    """The legend to the right of the plotting area, where it can cover no bar or line."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    return ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), **kwargs)
 
 
 def _runs(histories: Sequence[History] | dict[str, History]) -> list[History]:
@@ -50,6 +64,7 @@ def plot_accuracy(histories, ax=None, target: float | None = None, title: str = 
     if target is not None:
         ax.axhline(100 * target, ls="--", c="grey", lw=1, label=f"target {100 * target:.0f}%")
     ax.set(xlabel="round", ylabel="test accuracy (%)", title=title)
+    integer_ticks(ax.xaxis)
     ax.legend()
     return fig, ax
 
@@ -69,18 +84,21 @@ def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Ac
 def plot_energy(histories, ax=None, title: str | None = None):
     """Stacked bars of modelled joules (compute / uplink / downlink / radio fixed) per run.
 
-    "radio fixed" is the promotions and tails of the runs' radio sessions (docs/energy_model.md)."""
+    "radio fixed" is the promotions and tails of the runs' radio sessions (docs/energy_model.md).
+    The legend sits right of the bars, in the order of the stack (top first), so it covers none
+    of them: inside the axes it used to hide the top of the stack, the radio-fixed part."""
     fig, ax = axes_or_new(ax)
     runs = _runs(histories)
     bottom = np.zeros(len(runs))
+    handles = []
     for part in ("compute", "uplink", "downlink", "radio_fixed"):
         values = np.array([getattr(h.energy(), part) for h in runs])
-        ax.bar([h.label for h in runs], values, bottom=bottom, color=COLORS.get(part, "0.6"),
-               label=part.replace("_", " "))
+        handles.append(ax.bar([h.label for h in runs], values, bottom=bottom, color=COLORS[part],
+                              label=part.replace("_", " ")))
         bottom += values
     profiles = sorted({getattr(h.profile, "name", h.profile) for h in runs})  # History keeps the EnergyProfile
     ax.set(ylabel="joules (modelled, all clients)", title=title or f"Where the energy goes ({', '.join(profiles)})")
-    ax.legend()
+    legend_outside(ax, handles[::-1], [h.get_label() for h in handles[::-1]])
     return fig, ax
 
 
@@ -90,6 +108,7 @@ def plot_label_heatmap(counts: np.ndarray, ax=None, title: str = "Labels per cli
     image = ax.imshow(counts, aspect="auto", cmap="Blues", interpolation="nearest")
     ax.set(xlabel="class", ylabel="client", title=title)
     ax.set_xticks(range(counts.shape[1]))
+    integer_ticks(ax.yaxis)
     ax.grid(False)
     fig.colorbar(image, ax=ax, label="samples")
     return fig, ax
@@ -116,15 +135,17 @@ def plot_schedule(report, ax=None, title: str | None = None):
     sched = gpipe_schedule(report.forward_s, report.backward_s)
     for s in range(report.num_stages):
         for m in range(report.micro_batches):
-            for kind, color in (("f", COLORS["compute"]), ("b", COLORS["uplink"])):
+            for kind, part in (("f", "forward"), ("b", "backward")):
                 start, end = 1e3 * sched[f"{kind}_start"][s, m], 1e3 * sched[f"{kind}_end"][s, m]
-                ax.barh(s, end - start, left=start, color=color, edgecolor="white", height=0.8)
+                ax.barh(s, end - start, left=start, color=COLORS[part], edgecolor="white", height=0.8,
+                        label=part if (s, m) == (0, 0) else None)
                 if end - start > 0.04 * 1e3 * report.makespan_s:
                     ax.text((start + end) / 2, s, str(m), ha="center", va="center", color="white", fontsize=8)
     ax.set_yticks(range(report.num_stages), [f"stage {s}" for s in range(report.num_stages)])
     ax.invert_yaxis()
-    ax.set(xlabel="time (ms, replayed from measured cell times)",
+    ax.set(xlabel="time (ms, replayed from measured cell times); white number = micro-batch",
            title=title or f"GPipe, S={report.num_stages}, M={report.micro_batches}: bubble {100 * report.bubble:.0f}% "
                           f"(ideal {100 * report.ideal_bubble:.0f}%)")
     ax.grid(False)
+    legend_outside(ax, title="pass")
     return ax.figure, ax

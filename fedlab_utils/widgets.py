@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Mapping
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["slider_explorer", "alpha_explorer", "budget_planner", "widgets_enabled", "WIDGETS_ENV"]
+__all__ = ["slider_explorer", "alpha_explorer", "budget_planner", "widgets_enabled", "static_note", "WIDGETS_ENV"]
 
 WIDGETS_ENV = "FEDLAB_WIDGETS"
 
@@ -25,13 +25,42 @@ def widgets_enabled() -> bool:
     return os.environ.get(WIDGETS_ENV, "1") != "0"
 
 
+STATIC_NOTE = ("Static view: {what} = {value!r}, this notebook's value. "
+               "In JupyterLab this is a live slider: move it to compare {others}.")
+
+
+def static_note(description: str, value, keys) -> str:
+    """The line a headless explorer prints: which value it shows, and that the slider is live in
+    JupyterLab."""
+    others = ", ".join(repr(k) for k in keys if k != value) or "other values"
+    return STATIC_NOTE.format(what=description, value=value, others=others)
+
+
+def _initial_key(keys: list, initial, description: str):
+    """The key the explorer opens on: ``initial`` (the notebook's own value) or the middle key."""
+    if initial is None:
+        return keys[len(keys) // 2]
+    for key in keys:
+        if key == initial:
+            return key
+    raise ValueError(f"initial={initial!r} is not one of the explorer's {description} values; valid: {keys}")
+
+
 def slider_explorer(cache: Mapping[Hashable, object], draw: Callable[[object, plt.Axes], None],
-                    description: str = "value", title: Callable[[Hashable], str] | None = None):
+                    description: str = "value", title: Callable[[Hashable], str] | None = None, *,
+                    initial: Hashable | None = None):
     """A selection slider over ``cache``'s keys that redraws ``draw(cache[key], ax)``.
 
-    All the work is done before: the slider only looks results up, so it is instant.
+    ``initial`` is the key it opens on: pass the notebook's own parameter (e.g. ``initial=bits``)
+    so that the static view (``FEDLAB_WIDGETS=0``: HTML, ``run``, the grader) shows the value the
+    notebook uses, with a line saying that the slider is live in JupyterLab.  It must be one of
+    the keys (``ValueError`` otherwise); ``None`` opens on the middle key.  All the work is done
+    before: the slider only looks results up, so it is instant.
     """
     keys = list(cache)
+    if not keys:
+        raise ValueError("cache={} is empty; pass at least one precomputed result")
+    start = _initial_key(keys, initial, description)
 
     def render(key) -> None:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -41,7 +70,8 @@ def slider_explorer(cache: Mapping[Hashable, object], draw: Callable[[object, pl
         plt.show()
 
     if not widgets_enabled():
-        render(keys[len(keys) // 2])
+        print(static_note(description, start, keys))
+        render(start)
         return None
     import ipywidgets as widgets
 
@@ -52,7 +82,7 @@ def slider_explorer(cache: Mapping[Hashable, object], draw: Callable[[object, pl
             output.clear_output(wait=True)
             render(slider.value)
 
-    slider = widgets.SelectionSlider(options=keys, value=keys[len(keys) // 2], description=description,
+    slider = widgets.SelectionSlider(options=keys, value=start, description=description,
                                      continuous_update=False)
     slider.observe(show, names="value")
     show()
@@ -60,18 +90,24 @@ def slider_explorer(cache: Mapping[Hashable, object], draw: Callable[[object, pl
 
 
 def alpha_explorer(labels, num_clients: int, num_classes: int, alphas=(0.01, 0.05, 0.1, 0.3, 1.0, 3.0, 100.0),
-                   seed: int = 0):
-    """Slider over Dirichlet α showing the label heatmap and the skew it produces."""
+                   seed: int = 0, *, initial: float | None = None):
+    """Slider over Dirichlet α showing the label heatmap and the skew it produces.
+
+    ``initial`` is the notebook's own α: the explorer opens on it (and adds it to ``alphas`` if
+    it is not there), so the static view shows the partition the lesson trains on.
+    """
     from .data import label_counts, label_skew, partition
     from .plotting import plot_label_heatmap
 
+    alphas = sorted({*alphas, *(() if initial is None else (initial,))})
     cache = {a: label_counts(partition(labels, num_clients, "dirichlet", alpha=a, seed=seed), labels, num_classes)
              for a in alphas}
 
     def draw(counts: np.ndarray, ax) -> None:
         plot_label_heatmap(counts, ax=ax)
 
-    return slider_explorer(cache, draw, "α", title=lambda a: f"Dirichlet α={a}: skew {label_skew(cache[a]):.2f}")
+    return slider_explorer(cache, draw, "α", title=lambda a: f"Dirichlet α={a}: skew {label_skew(cache[a]):.2f}",
+                           initial=initial)
 
 
 def budget_planner(summaries, profiles, default_profile: str = "phone-wifi", default_target: float = 0.8,
@@ -98,6 +134,8 @@ def budget_planner(summaries, profiles, default_profile: str = "phone-wifi", def
             print(f"  {name:24s} " + ("never reached" if c is None else f"{c['joules']:10.2f} J at round {c['round']}"))
 
     if not widgets_enabled():
+        print(f"Static view: profile {default_profile!r}, target {100 * default_target:.0f}%. "
+              "In JupyterLab the profile and the target are live controls.")
         render(default_profile, default_target)
         return None
     import ipywidgets as widgets

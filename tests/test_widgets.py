@@ -45,3 +45,37 @@ def test_interactive_explorers_are_widgets(monkeypatch, value):
     box.children[0].value = 1  # moving the slider redraws from the cache
     assert drawn == ["b", "a"]
     assert isinstance(widgets.budget_planner(SUMMARIES, ["phone-wifi"], "phone-wifi", 0.8), ipywidgets.VBox)
+
+
+def test_headless_slider_opens_on_the_notebooks_value_and_says_the_slider_is_live(monkeypatch, capsys):
+    monkeypatch.setenv(widgets.WIDGETS_ENV, "0")
+    drawn = []
+    plt.close("all")
+    assert widgets.slider_explorer({2: "a", 4: "b", 8: "c"}, lambda v, ax: drawn.append(v), "bits", initial=8) is None
+    assert drawn == ["c"]
+    text = capsys.readouterr().out
+    assert "bits = 8, this notebook's value" in text and "live slider" in text and "2, 4" in text
+
+
+def test_slider_refuses_an_initial_value_it_has_not_computed(monkeypatch):
+    monkeypatch.setenv(widgets.WIDGETS_ENV, "0")
+    with pytest.raises(ValueError, match=r"initial=5 .*valid: \[2, 4\]"):
+        widgets.slider_explorer({2: "a", 4: "b"}, lambda v, ax: None, "bits", initial=5)
+
+
+def test_alpha_explorer_shows_the_notebooks_alpha_even_if_not_listed(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setenv(widgets.WIDGETS_ENV, "0")
+    plt.close("all")
+    labels = torch.arange(10).repeat(20)
+    widgets.alpha_explorer(labels, 4, 10, alphas=(0.1, 1.0), initial=0.07)
+    assert "α = 0.07, this notebook's value" in capsys.readouterr().out
+    assert "α=0.07" in plt.gcf().axes[0].get_title()
+
+
+def test_interactive_slider_opens_on_initial(monkeypatch):
+    ipywidgets = pytest.importorskip("ipywidgets")
+    monkeypatch.delenv(widgets.WIDGETS_ENV, raising=False)
+    box = widgets.slider_explorer({1: "a", 2: "b", 3: "c"}, lambda v, ax: None, "k", initial=1)
+    assert isinstance(box, ipywidgets.VBox) and box.children[0].value == 1
