@@ -3,11 +3,18 @@
 :func:`deploy` starts one ``flower-superlink`` and N ``flower-supernode`` processes (separate OS
 processes, the same commands you would type on a server and on each device), submits the run
 with ``flwr run``, streams per-round progress, and **always** tears every process down: on
-success, on error and on Ctrl-C.  Ports are chosen free.  Locally the processes talk without
-TLS (``--insecure``), which is only acceptable on localhost; :func:`real_machine_commands` prints
-the commands for real machines, with pointers to Flower's TLS and SuperNode-authentication docs.
+success, on error and on Ctrl-C.  Ports are chosen free.
 
-CLI: ``python -m fedlab_utils deploy --supernodes 2 -p rounds 3 -p uplink q8``.
+Secure by default: each federation gets a throwaway PKI (:mod:`fedlab_utils.pki`) in its own
+temporary folder; the SuperLink serves TLS and admits only SuperNodes whose public key was
+registered with ``flwr supernode register`` before they start (``--enable-supernode-auth``).
+``insecure=True`` (``--insecure``) is an explicit opt-in to plain HTTP and prints a warning.
+:func:`real_machine_commands` renders the very commands :func:`local_federation` runs, with
+only the addresses changed, for a server and real devices.
+
+CLI: ``python -m fedlab_utils deploy --supernodes 2 -p rounds 3 -p uplink q8``;
+``python -m fedlab_utils deploy pki --out DIR --supernodes N --san 203.0.113.5``;
+``python -m fedlab_utils deploy app --out DIR -p rounds 20``.
 """
 from __future__ import annotations
 
@@ -26,17 +33,20 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .flower import HISTORY_FILE, NODE_COUNT_KEY, NODE_PARTITION_KEY, PROGRESS_FILE, DeploymentConfig
+from .pki import PKI, make_pki
 
 __all__ = ["DeploymentError", "LocalFederation", "DeploymentResult", "deploy", "local_federation", "free_port",
            "flower_command", "app_dir", "real_machine_commands", "FLOWER_PROCESS_NAMES", "INSECURE_WARNING",
-           "flower_processes", "parse_parameters", "submit", "submit_many", "print_round"]
+           "flower_processes", "parse_parameters", "submit", "submit_many", "print_round", "machine_steps", "Step",
+           "superlink_command", "supernode_command", "connection_toml", "REAL_PORT"]
 
 FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
                         "flwr-clientapp")
 INSECURE_WARNING = ("WARNING: insecure mode (--insecure): SuperLink and SuperNodes talk plain HTTP on 127.0.0.1. "
                     "Fine on one machine; across machines use TLS and SuperNode authentication (see "
                     "real_machine_commands()).")
-CONNECTION = "fedlab-local"
+CONNECTION = "fedlab"
+REAL_PORT = 9092
 APP_MODULE = "fedlab_app"
 TLS_DOCS = "https://flower.ai/docs/framework/how-to-enable-tls-connections.html"
 AUTH_DOCS = "https://flower.ai/docs/framework/how-to-authenticate-supernodes.html"
@@ -129,6 +139,87 @@ def flower_processes() -> list[dict]:
     return found
 
 
+def superlink_command(pki: PKI | None, host: str, port: int) -> list[str]:
+    """``flower-superlink`` with TLS (the PKI's CA, certificate and key) and SuperNode
+    authentication, or ``--insecure`` when ``pki`` is None.  Fleet, Control and ServerAppIo APIs
+    all listen on ``host:port`` in Flower 1.42."""
+    if pki is None:
+        security = ["--insecure"]
+    else:
+        security = ["--ssl-ca-certfile", str(pki.ca_cert), "--ssl-certfile", str(pki.server_cert),
+                    "--ssl-keyfile", str(pki.server_key), "--enable-supernode-auth"]
+    return ["flower-superlink", *security, "--host", host, "--port", str(port),
+            "--disable-runtime-dependency-installation"]
+
+
+def supernode_command(superlink: str, index: int, supernodes: int, *, root_certificates: str | Path | None,
+                      private_key: str | Path | None, port: int, max_retries: int | None = None) -> list[str]:
+    """``flower-supernode`` for client ``index`` of ``supernodes``: TLS trusting ``root_certificates``
+    and authenticated by ``private_key``, or ``--insecure`` when ``root_certificates`` is None.
+    ``port`` is the SuperNode's own local API (on 127.0.0.1); ``max_retries`` as Flower's flag."""
+    security = ["--insecure"] if root_certificates is None else ["--root-certificates", str(root_certificates)]
+    if private_key is not None:
+        security += ["--auth-supernode-private-key", str(private_key)]
+    retries = [] if max_retries is None else ["--max-retries", str(max_retries)]
+    return ["flower-supernode", *security, "--superlink", superlink, *retries,
+            "--node-config", f"{NODE_PARTITION_KEY}={index} {NODE_COUNT_KEY}={supernodes}",
+            "--host", "127.0.0.1", "--port", str(port)]
+
+
+def connection_toml(address: str, root_certificates: str | Path | None, name: str = CONNECTION) -> str:
+    """The ``[superlink.NAME]`` entry of ``$FLWR_HOME/config.toml`` that ``flwr run`` and
+    ``flwr supernode`` read: the SuperLink's address and the CA to trust (or ``insecure``)."""
+    trust = "insecure = true" if root_certificates is None else f"root-certificates = {json.dumps(str(root_certificates))}"
+    return f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\n{trust}\n'
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a deployment: where it runs, why, its argv, and whether it keeps running."""
+
+    where: str
+    why: str
+    argv: tuple[str, ...]
+    background: bool = False
+
+    def shell(self) -> str:
+        import shlex
+
+        return shlex.join(self.argv) + (" &" if self.background else "")
+
+
+def machine_steps(supernodes: int, server: str, port: int, pki_dir: str | Path, *, sans: tuple[str, ...] = (),
+                  bind: str = "0.0.0.0", node_ports: list[int] | None = None, app: str | Path = "fedlab-app",
+                  rounds: int = 20) -> list[Step]:
+    """The whole secure deployment as commands: make the PKI, start the SuperLink, register every
+    device's public key, start each SuperNode, write the app and submit it.  :func:`local_federation`
+    runs these very commands with ``server='127.0.0.1'``; :func:`real_machine_commands` renders them."""
+    pki_dir = Path(pki_dir)
+    ca = pki_dir / "ca.crt"
+    address = f"{server}:{port}" if ":" not in server else f"[{server}]:{port}"
+    node_ports = node_ports or [REAL_PORT + 1] * supernodes
+    pki = PKI(pki_dir, ca, pki_dir / "server.pem", pki_dir / "server.key",
+              tuple(pki_dir / f"supernode-{i}" for i in range(supernodes)), ())
+    san_args = [a for s in sans for a in ("--san", s)]
+    steps = [Step("server", "make the federation's CA, server certificate and one key pair per device",
+                  ("python", "-m", "fedlab_utils", "deploy", "pki", "--out", str(pki_dir),
+                   "--supernodes", str(supernodes), *san_args)),
+             Step("server", f"start the SuperLink (open TCP port {port} to the devices and your laptop)",
+                  tuple(superlink_command(pki, bind, port)), background=True)]
+    for i, pub in enumerate(pki.supernode_public_keys):
+        steps.append(Step("laptop", f"register device {i}'s public key before it starts",
+                          ("flwr", "supernode", "register", str(pub), CONNECTION, "--format", "json")))
+    for i, key in enumerate(pki.supernode_keys):
+        steps.append(Step(f"device {i}", f"start SuperNode {i} (needs ca.crt and its own supernode-{i} key)",
+                          tuple(supernode_command(address, i, supernodes, root_certificates=ca, private_key=key,
+                                                  port=node_ports[i])), background=True))
+    steps += [Step("laptop", "write the course's Flower app folder",
+                   ("python", "-m", "fedlab_utils", "deploy", "app", "--out", str(app), "--supernodes", str(supernodes),
+                    "-p", "rounds", str(rounds))),
+              Step("laptop", "submit the run and stream its log", ("flwr", "run", str(app), CONNECTION, "--stream"))]
+    return steps
+
+
 @dataclass
 class LocalFederation:
     """A SuperLink and its SuperNodes running on this machine (see :func:`local_federation`)."""
@@ -140,10 +231,17 @@ class LocalFederation:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    pki: PKI | None = None
+    node_ids: dict[int, int] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure(self) -> bool:
+        """TLS and SuperNode authentication on (False only for an explicit ``insecure=True``)."""
+        return self.pki is not None
 
     def supernode_names(self) -> list[str]:
         return [n for n in self.processes if n.startswith("supernode-")]
@@ -165,6 +263,50 @@ class LocalFederation:
         if not path.exists():
             return ""
         return " | ".join(line.strip() for line in path.read_text(errors="replace").splitlines()[-lines:] if line.strip())
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``flwr ARGS`` against this federation (its ``$FLWR_HOME``); return stdout, or raise
+        :class:`DeploymentError` with Flower's message."""
+        done = subprocess.run([flower_command("flwr"), *args], capture_output=True, text=True, env=self.env,
+                              stdin=subprocess.DEVNULL, timeout=timeout)
+        if done.returncode != 0:
+            raise DeploymentError(f"flwr {' '.join(args[:2])} failed (exit {done.returncode}): "
+                                  f"{_one_line(done.stdout + done.stderr)}")
+        return done.stdout
+
+    def register(self, public_key: str | Path) -> int:
+        """``flwr supernode register``: the SuperLink will admit the holder of this key; its node id."""
+        return int(_json_out(self.flwr("supernode", "register", str(public_key), CONNECTION, "--format", "json"))
+                   ["node-id"])
+
+    def unregister(self, node_id: int) -> None:
+        """``flwr supernode unregister``: the SuperLink stops serving this node."""
+        self.flwr("supernode", "unregister", str(node_id), CONNECTION, "--format", "json")
+
+    def nodes(self) -> dict[int, str]:
+        """``flwr supernode list``: node id -> status (``registered``, ``online``, ``offline``, ``unregistered``)."""
+        listing = _json_out(self.flwr("supernode", "list", CONNECTION, "--format", "json"))
+        return {int(n["node-id"]): n["status"] for n in listing.get("nodes", [])}
+
+    def start_supernode(self, name: str, index: int, *, private_key: str | Path | None,
+                        root_certificates: str | Path | None, max_retries: int | None = None) -> subprocess.Popen:
+        """Start one more ``flower-supernode`` named ``name`` as client ``index`` (a device, or an
+        intruder: any key, any CA, ``root_certificates=None`` for plain HTTP); torn down with the rest."""
+        command = supernode_command(self.address, index, self.supernodes, root_certificates=root_certificates,
+                                    private_key=private_key, port=free_port(), max_retries=max_retries)
+        return _start(self, name, [flower_command(command[0]), *command[1:]])
+
+
+def _one_line(text: str) -> str:
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;]*m|[│╭╮╰╯─]", " ", text)
+    return " ".join(plain.split())[-600:] or "(no output)"
+
+
+def _json_out(text: str) -> dict:
+    """The JSON object in ``flwr ... --format json`` output (Flower may print lines before it)."""
+    return json.loads(text[text.index("{"):])
 
 
 def _tree(pid: int) -> set[int]:
@@ -259,15 +401,23 @@ def _wait_listening(federation: LocalFederation, name: str, port: int, patience:
 @contextlib.contextmanager
 def local_federation(supernodes: int, *, workdir: str | Path | None = None, port: int | None = None,
                      threads: int | None = 1, start_timeout: float = 60.0,
-                     announce: Callable[[str], None] | None = print) -> Iterator[LocalFederation]:
+                     announce: Callable[[str], None] | None = print, insecure: bool = False,
+                     sans: tuple[str, ...] = ()) -> Iterator[LocalFederation]:
     """Start a SuperLink and ``supernodes`` SuperNodes; yield them; tear all down on exit.
 
-    SuperNode ``i`` gets node config ``partition-id=i num-partitions=N``: it is client ``i``.
-    ``threads`` caps each process's torch threads (1: N processes share few cores fairly).
+    Secure unless ``insecure=True``: a fresh PKI in ``workdir/pki`` (private keys 0600), the
+    SuperLink on TLS with ``--enable-supernode-auth``, every SuperNode's public key registered
+    with ``flwr supernode register`` before the SuperNodes start.  These are the commands of
+    :func:`machine_steps` with ``server='127.0.0.1'``.  SuperNode ``i`` gets node config
+    ``partition-id=i num-partitions=N``: it is client ``i``.  ``threads`` caps each process's torch
+    threads (1: N processes share few cores fairly).
     """
     if not isinstance(supernodes, int) or isinstance(supernodes, bool) or supernodes < 1:
         raise ValueError(f"supernodes={supernodes!r} is invalid; valid: an int ≥ 1")
-    superlink, supernode = flower_command("flower-superlink"), flower_command("flower-supernode")
+    if not isinstance(insecure, bool):
+        raise ValueError(f"insecure={insecure!r} is invalid; valid: True or False")
+    superlink = flower_command("flower-superlink")
+    flower_command("flower-supernode")
     base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fedlab-flower-"))
     home, logs = base / "flwr-home", base / "logs"
     home.mkdir(parents=True, exist_ok=True)
@@ -275,27 +425,46 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
     port = free_port() if port is None else port
     if _port_open("127.0.0.1", port):
         raise DeploymentError(f"port {port} is already in use; pass another port (or None to pick a free one)")
-    federation = LocalFederation(supernodes, port, home, logs, env=_child_env(home, threads))
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "{federation.address}"\n'
-        f"insecure = true\n", encoding="utf-8")
-    if announce:
+    pki = None if insecure else make_pki(base / "pki", supernodes, sans)
+    federation = LocalFederation(supernodes, port, home, logs, env=_child_env(home, threads), pki=pki)
+    (home / "config.toml").write_text(connection_toml(federation.address, pki and pki.ca_cert), encoding="utf-8")
+    if announce and insecure:
         announce(INSECURE_WARNING)
     try:
-        _start(federation, "superlink", [superlink, "--insecure", "--host", "127.0.0.1", "--port", str(port),
-                                         "--disable-runtime-dependency-installation"])
+        _start(federation, "superlink", [superlink, *superlink_command(pki, "127.0.0.1", port)[1:]])
         _wait_listening(federation, "superlink", port, start_timeout)
+        if pki is not None:
+            federation.node_ids.update(_register_all(federation, pki.supernode_public_keys, start_timeout))
         for i in range(supernodes):
-            node_port = free_port()
-            _start(federation, f"supernode-{i}", [
-                supernode, "--insecure", "--superlink", federation.address,
-                "--node-config", f"{NODE_PARTITION_KEY}={i} {NODE_COUNT_KEY}={supernodes}",
-                "--host", "127.0.0.1", "--port", str(node_port)])
+            federation.start_supernode(f"supernode-{i}", i, private_key=pki and pki.supernode_keys[i],
+                                       root_certificates=pki and pki.ca_cert)
         if announce:
-            announce(f"SuperLink on {federation.address}, {supernodes} SuperNodes started (logs in {logs})")
+            mode = (f"TLS + SuperNode authentication, {supernodes} keys registered, PKI in {pki.folder}"
+                    if pki is not None else "insecure")
+            announce(f"SuperLink on {federation.address} ({mode}), {supernodes} SuperNodes started (logs in {logs})")
         yield federation
     finally:
         teardown(federation)
+
+
+def _register_all(federation: LocalFederation, public_keys: tuple[Path, ...], timeout: float) -> dict[int, int]:
+    """``flwr supernode register`` every key at once (one CLI process each); client index -> node id."""
+    flwr = flower_command("flwr")
+    running = {}
+    for i, pub in enumerate(public_keys):
+        name = f"register-{i}"
+        running[i] = _start(federation, name, [flwr, "supernode", "register", str(pub), CONNECTION, "--format", "json"])
+    ids = {}
+    for i, proc in running.items():
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DeploymentError(f"flwr supernode register did not finish within {timeout:.0f} s") from None
+        text = (federation.logs / f"register-{i}.log").read_text(errors="replace")
+        if code != 0 or "{" not in text:
+            raise DeploymentError(f"registering SuperNode {i}'s key failed (exit {code}): {_one_line(text)}")
+        ids[i] = int(_json_out(text)["node-id"])
+    return ids
 
 
 @dataclass
@@ -482,38 +651,43 @@ def print_round(record: dict, name: str | None = None) -> None:
 
 def deploy(config: DeploymentConfig | None = None, *, supernodes: int | None = None, out_dir: str | Path | None = None,
            on_round: Callable[[dict], None] | None = print_round, announce: Callable[[str], None] | None = print,
-           threads: int | None = 1) -> DeploymentResult:
+           threads: int | None = 1, insecure: bool = False) -> DeploymentResult:
     """Start a local SuperLink and ``supernodes`` SuperNodes, run ``config`` on them, tear down.
 
-    ``supernodes`` defaults to ``config.num_clients``.  Every process is stopped on return, on
-    error and on Ctrl-C.
+    ``supernodes`` defaults to ``config.num_clients``.  TLS and SuperNode authentication are on
+    unless ``insecure=True``; the PKI lives in a temporary folder removed on return.  Every process
+    is stopped on return, on error and on Ctrl-C.
     """
     config = config or DeploymentConfig()
     supernodes = config.num_clients if supernodes is None else supernodes
     with tempfile.TemporaryDirectory(prefix="fedlab-flower-") as work:
-        with local_federation(supernodes, workdir=work, threads=threads, announce=announce) as federation:
+        with local_federation(supernodes, workdir=work, threads=threads, announce=announce,
+                              insecure=insecure) as federation:
             return submit(federation, config, out_dir or Path(work) / "out", on_round=on_round)
 
 
-def real_machine_commands(supernodes: int = 2, server: str = "SERVER_IP") -> str:
-    """The commands for a SuperLink on a server and one SuperNode per device (TLS on)."""
-    lines = [
-        "# On the server (public address SERVER_IP), with TLS certificates:",
-        "flower-superlink --ssl-ca-certfile ca.crt --ssl-certfile server.pem --ssl-keyfile server.key "
-        "--host 0.0.0.0 --port 9091 --enable-supernode-auth",
-        f"# TLS: {TLS_DOCS}",
-        f"# SuperNode authentication: {AUTH_DOCS}",
-        "",
-    ]
-    for i in range(supernodes):
-        lines.append(f"# On device {i}:")
-        lines.append(f"flower-supernode --root-certificates ca.crt --superlink {server}:9091 "
-                     f"--auth-supernode-private-key device{i}_key "
-                     f"--node-config \"{NODE_PARTITION_KEY}={i} {NODE_COUNT_KEY}={supernodes}\"")
-    lines += ["", "# From your laptop: submit the app (a [superlink.<name>] entry in $FLWR_HOME/config.toml "
-              "holds the address and root-certificates)",
-              "flwr run <app folder> <superlink name> --stream --run-config \"rounds=20 uplink='q8'\"",
-              f"# Flower deployment guide: {DEPLOY_DOCS}"]
+def real_machine_commands(supernodes: int = 2, server: str = "SERVER_IP", port: int = REAL_PORT,
+                          pki_dir: str = "fedlab-pki", rounds: int = 20) -> str:
+    """The commands of a secure deployment on a server and ``supernodes`` devices: exactly what
+    :func:`local_federation` runs on 127.0.0.1 (:func:`machine_steps`), with the addresses changed.
+    Run from the course folder's environment on each machine (``pip install -e .``)."""
+    steps = machine_steps(supernodes, server, port, pki_dir, sans=(server,), rounds=rounds)
+    address = f"{server}:{port}"
+    lines = [f"# Server {server}: open TCP port {port} (inbound) to the devices and your laptop; the devices",
+             "# open no port (they dial out). Keep ca.key and server.key on the server; give device i only",
+             f"# {pki_dir}/ca.crt and its own {pki_dir}/supernode-i (private, mode 0600).",
+             f"# TLS: {TLS_DOCS}", f"# SuperNode authentication: {AUTH_DOCS}", ""]
+    ca = Path(pki_dir) / "ca.crt"
+    toml = connection_toml(address, ca if ca.is_absolute() else f"$PWD/{ca}")  # flwr wants an absolute path
+    written = False
+    for step in steps:
+        if step.where == "laptop" and not written:
+            lines += ["# laptop: tell flwr where the SuperLink is and which CA to trust",
+                      'mkdir -p "${FLWR_HOME:-$HOME/.flwr}"',
+                      f'cat > "${{FLWR_HOME:-$HOME/.flwr}}/config.toml" <<EOF\n{toml}EOF']
+            written = True
+        lines += [f"# {step.where}: {step.why}", step.shell()]
+    lines.append(f"# Flower deployment guide: {DEPLOY_DOCS}")
     return "\n".join(lines)
 
 
@@ -535,13 +709,13 @@ def parse_parameters(pairs: list[list[str]] | None) -> dict:
     return values
 
 
-def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None) -> int:
+def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None, insecure: bool = False) -> int:
     """The ``deploy`` subcommand: one clear line on failure, exit status 2."""
     try:
         if supernodes < 1:
             raise ValueError(f"--supernodes={supernodes} is invalid; valid: an int ≥ 1 (one SuperNode per client)")
         config = DeploymentConfig(**parse_parameters(pairs), num_clients=supernodes)
-        result = deploy(config, supernodes=supernodes, out_dir=out_dir)
+        result = deploy(config, supernodes=supernodes, out_dir=out_dir, insecure=insecure)
     except (DeploymentError, ValueError) as err:
         print(f"deploy: error: {err}", file=sys.stderr)
         return 2
@@ -549,22 +723,64 @@ def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None) ->
         print("deploy: interrupted; every Flower process was stopped", file=sys.stderr)
         return 130
     totals = result.totals()
+    where = f"; history in {result.out_dir / HISTORY_FILE}" if out_dir else ""
     print(f"done in {result.seconds:.1f} s: final accuracy {100 * result.accuracy[-1]:.2f}%, "
-          f"uplink {totals['ledger_bytes_up']:,} B (ledger) / {totals['flower_bytes_up']:,} B (Flower messages); "
-          f"history in {result.out_dir / HISTORY_FILE}" if out_dir else
-          f"done in {result.seconds:.1f} s: final accuracy {100 * result.accuracy[-1]:.2f}%, "
-          f"uplink {totals['ledger_bytes_up']:,} B (ledger) / {totals['flower_bytes_up']:,} B (Flower messages)")
+          f"uplink {totals['ledger_bytes_up']:,} B (ledger) / {totals['flower_bytes_up']:,} B (Flower messages){where}")
+    return 0
+
+
+def pki_main(out: str, supernodes: int, sans: list[str] | None) -> int:
+    """The ``deploy pki`` subcommand: write a federation's PKI, list the files, one line on error."""
+    try:
+        pki = make_pki(out, supernodes, tuple(sans or ()))
+    except (ValueError, OSError) as err:
+        print(f"deploy pki: error: {err}", file=sys.stderr)
+        return 2
+    print(f"PKI in {pki.folder} (SANs: {', '.join(pki.sans)})")
+    print(f"  server (keep there): {pki.ca_cert.name}, {pki.server_cert.name}, {pki.server_key.name} (0600), ca.key (0600)")
+    for key, pub in zip(pki.supernode_keys, pki.supernode_public_keys):
+        print(f"  device: {key.name} (private, 0600) -> that device only; {pub.name} -> flwr supernode register")
+    return 0
+
+
+def app_main(out: str, supernodes: int, pairs: list[list[str]] | None) -> int:
+    """The ``deploy app`` subcommand: write the Flower app folder that ``flwr run`` submits."""
+    try:
+        config = DeploymentConfig(**parse_parameters(pairs), num_clients=supernodes)
+        folder = app_dir(out, config)
+    except (ValueError, OSError) as err:
+        print(f"deploy app: error: {err}", file=sys.stderr)
+        return 2
+    print(f"Flower app in {folder}: flwr run {folder} {CONNECTION} --stream")
     return 0
 
 
 def add_parser(sub) -> None:
-    """The ``deploy`` subcommand of ``python -m fedlab_utils``."""
+    """The ``deploy`` subcommand of ``python -m fedlab_utils`` (with ``deploy pki`` and ``deploy app``)."""
     parser = sub.add_parser("deploy", help="run the course's FL task on a local Flower SuperLink + N SuperNodes",
-                            description="Start a local Flower SuperLink and N SuperNodes (separate processes, "
-                                        "insecure localhost mode), run the task with `flwr run`, stream progress, "
-                                        "tear everything down.")
+                            description="Start a local Flower SuperLink and N SuperNodes (separate processes, TLS "
+                                        "and SuperNode authentication with a throwaway PKI), run the task with "
+                                        "`flwr run`, stream progress, tear everything down.")
     parser.add_argument("--supernodes", type=int, default=2, help="number of SuperNodes = clients (default: 2)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                         help="set a DeploymentConfig field, e.g. -p rounds 5 -p uplink q8 -p server fedadam")
     parser.add_argument("--out", default=None, help="folder for the run's progress.jsonl and history.json")
-    parser.set_defaults(func=lambda args: main(args.supernodes, args.parameter, args.out))
+    parser.add_argument("--insecure", action="store_true",
+                        help="plain HTTP, no SuperNode authentication (only for one trusted machine)")
+    parser.set_defaults(func=lambda args: main(args.supernodes, args.parameter, args.out, args.insecure))
+    more = parser.add_subparsers(dest="deploy_command", metavar="{pki,app}")
+    pki = more.add_parser("pki", help="write a federation's CA, server certificate and SuperNode keys",
+                          description="Write a throwaway PKI for one federation: CA, server certificate (SANs "
+                                      "localhost, 127.0.0.1, ::1 and each --san), one ECDSA P-384 OpenSSH key "
+                                      "pair per SuperNode; private keys 0600.")
+    pki.add_argument("--out", required=True, help="folder to write (outside the course folder)")
+    pki.add_argument("--supernodes", type=int, required=True, help="number of SuperNode key pairs")
+    pki.add_argument("--san", action="append", default=None,
+                     help="one more name or IP the SuperNodes dial (the server's address); repeatable")
+    pki.set_defaults(func=lambda args: pki_main(args.out, args.supernodes, args.san))
+    app = more.add_parser("app", help="write the Flower app folder that `flwr run` submits")
+    app.add_argument("--out", required=True, help="folder to write")
+    app.add_argument("--supernodes", type=int, default=2, help="number of SuperNodes = clients (default: 2)")
+    app.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="set a DeploymentConfig field, e.g. -p rounds 20")
+    app.set_defaults(func=lambda args: app_main(args.out, args.supernodes, args.parameter))

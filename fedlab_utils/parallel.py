@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .deploy import free_port
 from .parallel_worker import write_job
 from .split_learning import (CutInfo, SplitFed, bytes_vs_local_size, client_training_flops_per_sample, cut_profile,
                              split_at, splitfed_run)
@@ -289,11 +289,7 @@ def reference_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
 
 
 # ----------------------------------------------------------------------------- several processes
-def find_free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+find_free_port = free_port  # one implementation, in deploy: a TCP port free on 127.0.0.1 a moment ago
 
 
 @dataclass
