@@ -22,8 +22,14 @@ A round of :func:`run`:
 
 Steps 3-6 are a :class:`RoundProtocol`.  :class:`FedAvgProtocol` is the one above; FedDF with
 several architectures, logit sharing (``fedlab_utils.distillation``) and SplitFed
-(``fedlab_utils.parallel``) are other protocols on the same loop, so they get sampling,
+(``fedlab_utils.split_learning``) are other protocols on the same loop, so they get sampling,
 faults, energy, the meter, progress bars and checkpoints for free.
+
+Every hook may be given by name (``uplink="q8"``, ``server="fedadam"``, ``aggregate="median"``,
+``transform="fedprox:0.01"``, ``trainer="auto"``) or as an import path ``package.module:name``;
+:mod:`fedlab_utils.registry` resolves them.  The loop imports no lesson module: aggregators and
+server optimizers live in :mod:`fedlab_utils.servers`, local training in
+:mod:`fedlab_utils.training`, the vmap trainer in :mod:`fedlab_utils.vmap_trainer`.
 
 FedSGD is the same loop with ``LocalTraining(epochs=1, batch_size=None)``: one full-batch step.
 The loop is deterministic for a given seed on the CPU, and a run resumed from a checkpoint is
@@ -44,14 +50,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import registry
 from .checkpoint import load_checkpoint, load_object_state, object_state, reset_state, save_checkpoint
 from .data import ClientData
 from .faults import Faults, update_is_finite
 from .history import History, RoundRecord, summary_table
-from .ledger import Energy, EnergyMeter, EnergyProfile, get_profile, training_flops_per_sample
-from .training import (OPTIMIZERS, PRECISIONS, ClientTrainer, ClientTransform, LocalTraining, SequentialTrainer,
-                       autocast_context, backward_and_step, client_generator, evaluate, make_optimizer, minibatches,
-                       model_state, train_locally)
+from .ledger import (Energy, EnergyMeter, EnergyProfile, get_profile, mlp_layers, mlp_training_flops_per_sample,
+                     training_flops_per_sample)
+from .servers import Aggregate, FedAvgServer, ServerOptimizer, fedavg_aggregate, weighted_average
+from .training import (OPTIMIZERS, PRECISIONS, ClientResult, ClientTrainer, ClientTransform, LocalTraining,
+                       SequentialTrainer, StackedUpdates, apply_delta, autocast_context, backward_and_step,
+                       client_generator, evaluate, make_optimizer, minibatches, model_state, state_delta, train_locally)
 from .validation import check_choice, check_fraction, check_int, check_optional_path
 from .wire import Codec, Fp32Codec, Update
 
@@ -65,27 +74,7 @@ __all__ = ["ClientData", "LocalTraining", "ClientTransform", "ClientResult", "Cl
 ON_CLIENT_ERROR = ("raise", "skip")
 
 
-# ----------------------------------------------------------------------------- state helpers
-def state_delta(new: Update, old: Update) -> Update:
-    """``new − old`` key by key: the update a client sends."""
-    return {k: new[k] - old[k] for k in old}
-
-
-def apply_delta(state: Update, delta: Update, scale: float = 1.0) -> Update:
-    """``state + scale · delta`` key by key."""
-    return {k: state[k] + scale * delta[k].to(state[k].device, state[k].dtype) for k in state}
-
-
-def weighted_average(updates: Sequence[Update], weights: Sequence[float]) -> Update:
-    """Σ w_i · u_i / Σ w_i key by key -- FedAvg's aggregation with w_i = client i's sample count."""
-    if len(updates) == 0 or len(updates) != len(weights):
-        raise ValueError(f"need one weight per update; got {len(updates)} updates and {len(weights)} weights")
-    total = float(sum(weights))
-    if total <= 0 or any(w < 0 for w in weights):
-        raise ValueError(f"weights={list(weights)} must be non-negative with a positive sum")
-    return {k: sum(float(w) / total * u[k] for u, w in zip(updates, weights)) for k in updates[0]}
-
-
+# ----------------------------------------------------------------------------- sampling
 def sample_clients(num_clients: int, fraction: float, rng: np.random.Generator) -> list[int]:
     """McMahan et al.'s C: ``max(1, round(C·K))`` distinct clients, sorted."""
     m = max(1, int(round(fraction * num_clients)))
@@ -99,27 +88,6 @@ def progress_enabled(progress: bool | None) -> bool:
     return os.environ.get("FEDLAB_PROGRESS", "1") != "0"
 
 
-@dataclass
-class ClientResult:
-    """What the server knows about one client after a round (the update is already decoded).
-
-    ``bytes_up`` is everything the client sent; ``bytes_down`` what it received *during*
-    training beyond the broadcast (e.g. SplitFed's gradients); ``flops`` its training FLOPs.
-    ``finite`` is ``None`` unless whoever built the result already checked the update (the
-    vmap trainer's stacked uplink checks all rows in one pass); :func:`run` checks it otherwise.
-    """
-
-    client_id: int
-    num_samples: int
-    update: Update | torch.Tensor | None
-    train_loss: float
-    samples_processed: int
-    bytes_up: int
-    bytes_down: int = 0
-    flops: int = 0
-    finite: bool | None = None
-
-
 def per_client(clients: Sequence[int], work: Callable[[int], ClientResult]) -> list[ClientResult | Exception]:
     """``work(cid)`` for every client; a client whose work raises gets its exception in its place,
     so one broken client never takes the others down (:func:`run` decides what to do with it)."""
@@ -130,31 +98,6 @@ def per_client(clients: Sequence[int], work: Callable[[int], ClientResult]) -> l
         except Exception as exc:  # noqa: BLE001 -- handed to run's on_client_error policy
             out.append(exc)
     return out
-
-
-# ----------------------------------------------------------------------------- server side
-class ServerOptimizer(Protocol):
-    """Turns the aggregated update into the next global state (FedOpt's server step)."""
-
-    def step(self, global_state: Update, update: Update) -> Update: ...
-
-
-@dataclass
-class FedAvgServer:
-    """Plain FedAvg: ``global ← global + lr · update`` (``lr=1`` is McMahan et al.'s rule)."""
-
-    lr: float = 1.0
-
-    def step(self, global_state: Update, update: Update) -> Update:
-        return apply_delta(global_state, update, self.lr)
-
-
-def fedavg_aggregate(results: list[ClientResult], global_model: nn.Module, round_idx: int) -> Update:
-    """FedAvg: the updates averaged with weights = each client's real number of training samples."""
-    return weighted_average([r.update for r in results], [r.num_samples for r in results])
-
-
-Aggregate = Callable[[list[ClientResult], nn.Module, int], Update]
 
 
 # ----------------------------------------------------------------------------- protocols
@@ -180,7 +123,8 @@ class RoundProtocol:
     * ``aggregate(round_idx, results)``: fold the surviving results into the global state; returns
       the server's FLOPs if it counts them (else 0).  Not called when nothing survived;
     * ``evaluate()``: ``(accuracy, loss, extra metrics)``;
-    * ``final_model()``, ``config()`` (JSON, part of a checkpoint's identity),
+    * ``final_model()``, ``config()`` (JSON, short names for ``History.config``), ``identity()``
+      (JSON, the parts' full configurations; with ``config()``, a checkpoint's identity),
       ``state_dict()`` / ``load_state_dict()`` (everything a resumed run needs).
     """
 
@@ -207,6 +151,10 @@ class RoundProtocol:
     def config(self) -> dict:
         return {}
 
+    def identity(self) -> dict:
+        """What a checkpoint must match beyond ``config()``: the full configuration of each part."""
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 
@@ -215,7 +163,7 @@ class RoundProtocol:
 
 
 def _name(obj) -> str:
-    """A stable description of a hook for a checkpoint's identity (never a memory address)."""
+    """A hook's short name for ``History.config`` (its full configuration is :func:`registry.spec_of`)."""
     named = getattr(obj, "name", None) or getattr(obj, "__name__", None)
     if isinstance(named, str):
         return named
@@ -225,10 +173,10 @@ def _name(obj) -> str:
 class _FlopCache:
     """Per-sample training FLOPs, measured once per architecture (keyed by parameter shapes).
 
-    A plain MLP (the course's ``Flatten, Linear, ReLU, ..., Linear``) is counted with the
-    closed form ``acceleration.mlp_training_flops_per_sample``, which equals ``FlopCounterMode``'s
-    count (tested); anything else is measured by ``FlopCounterMode``, whose first use in a process
-    imports ``torch._dynamo`` (0.5-1.5 s of a fresh process's start)."""
+    A plain MLP (the course's ``Flatten, Linear, ReLU, ..., Linear``) is counted with the ledger's
+    closed form :func:`~fedlab_utils.ledger.mlp_training_flops_per_sample`, which equals
+    ``FlopCounterMode``'s count (tested); anything else is measured by ``FlopCounterMode``, whose
+    first use in a process imports ``torch._dynamo``."""
 
     def __init__(self, input_shape: tuple[int, ...]):
         self.input_shape, self._cache = input_shape, {}
@@ -236,9 +184,7 @@ class _FlopCache:
     def __call__(self, model: nn.Module) -> int:
         key = tuple((n, tuple(p.shape)) for n, p in model.named_parameters())
         if key not in self._cache:
-            from .acceleration import _mlp_layers, mlp_training_flops_per_sample
-
-            layers = _mlp_layers(model)
+            layers = mlp_layers(model)
             self._cache[key] = (mlp_training_flops_per_sample(layers) if layers is not None
                                 else training_flops_per_sample(model, self.input_shape))
         return self._cache[key]
@@ -250,13 +196,17 @@ class FedAvgProtocol(RoundProtocol):
 
     label = "FedAvg"
 
-    def __init__(self, model: nn.Module, *, uplink: Codec | None = None, downlink: Codec | None = None,
-                 transform: ClientTransform | None = None, server: ServerOptimizer | None = None,
-                 aggregate: Aggregate = fedavg_aggregate, trainer: ClientTrainer | None = None):
+    def __init__(self, model: nn.Module, *, uplink: Codec | str | None = None, downlink: Codec | str | None = None,
+                 transform: ClientTransform | str | None = None, server: ServerOptimizer | str | None = None,
+                 aggregate: Aggregate | str = fedavg_aggregate, trainer: ClientTrainer | str | None = None):
         self.model = model
-        self.uplink, self.downlink = uplink or Fp32Codec(), downlink or Fp32Codec()
-        self.transform, self.server = transform or ClientTransform(), server or FedAvgServer()
-        self.aggregate_fn, self.trainer = aggregate, trainer or SequentialTrainer()
+        self.uplink = registry.resolve_codec(uplink, "uplink")
+        self.downlink = registry.resolve_codec(downlink, "downlink")
+        self.transform = registry.resolve_transform(transform, "transform")
+        self.server = registry.resolve_server(server, "server")
+        self.aggregate_fn = registry.resolve_aggregate(aggregate, "aggregate")
+        self.trainer = registry.resolve_trainer(trainer, "trainer", model=model, transform=self.transform)
+        self._block: tuple[StackedUpdates, dict[int, int], Update | None] | None = None
 
     def _hooks(self) -> dict:
         return {"uplink": self.uplink, "downlink": self.downlink, "transform": self.transform, "server": self.server,
@@ -288,17 +238,30 @@ class FedAvgProtocol(RoundProtocol):
                 clients, lambda c: self.trainer(self.worker, self.received, [(c, ctx.clients[c])], ctx.local,
                                                 round_idx, ctx.seed, self.transform))]
 
+    def _takes_blocks(self) -> bool:
+        """Whether this round's updates may arrive as one block of stacked updates: only when the
+        uplink is the plain lossless, stateless fp32 codec (the block's slices are its payloads), the
+        transform leaves updates as they are and the aggregation is FedAvg's (one weighted sum)."""
+        return (type(self.uplink) is Fp32Codec and type(self.transform).on_update is ClientTransform.on_update
+                and self.aggregate_fn is fedavg_aggregate and callable(getattr(self.trainer, "train_stacked", None)))
+
     def train(self, round_idx, clients):
+        self._block = None
         if not clients:
             return []
+        if self._takes_blocks():
+            ctx = self.ctx
+            try:
+                block = self.trainer.train_stacked(self.worker, self.received, [(c, ctx.clients[c]) for c in clients],
+                                                   ctx.local, round_idx, ctx.seed, self.transform)
+            except Exception:  # noqa: BLE001 -- the per-client path below finds the client that raised
+                block = None
+            if block is not None:
+                return self._stacked_uplink(block, clients)
         try:
             trained = self._local(round_idx, clients)
         except Exception as exc:  # noqa: BLE001 -- a one-client round
             trained = [exc]
-        stacked = getattr(self.trainer, "stacked_results", None)  # VmapTrainer: fp32 updates as one block
-        results = stacked(self, clients, trained) if stacked is not None else None
-        if results is not None:
-            return results
         fps = self.flops_per_sample(self.worker)
 
         def upload(i: int) -> ClientResult:
@@ -316,14 +279,62 @@ class FedAvgProtocol(RoundProtocol):
 
         return per_client(range(len(clients)), upload)
 
+    def _stacked_uplink(self, block: StackedUpdates, clients: list[int]) -> list[ClientResult]:
+        """FedAvg's fp32 uplink read straight from a block of stacked updates, without per-client copies.
+
+        A client's payload is its row of every tensor, in state-dict order, as a list of zero-copy
+        byte views (what a vectored send such as ``socket.sendmsg`` transmits): byte for byte
+        :class:`Fp32Codec`'s payload, its ``len()`` counted as everywhere; the server reads the
+        decoded update as views of the same rows.  A non-finite update is not sent (0 bytes).
+        """
+        deltas, k = block.updates, len(clients)
+        wire = {key: (d if d.device.type == "cpu" else d.cpu()).reshape(k, -1).numpy() for key, d in deltas.items()}
+        order = sorted(range(k), key=lambda i: block.rows[i])  # row -> the caller's position
+        # FedAvg of every client (what the server needs when no update is dropped, late or rejected),
+        # which also tells whether all updates are finite: a NaN/inf anywhere makes the average non-finite.
+        weights = torch.tensor([float(len(self.ctx.clients[clients[i]])) for i in order],
+                               dtype=torch.float32, device=next(iter(deltas.values())).device)
+        average = None
+        if float(weights.sum()) > 0:
+            average = {key: torch.tensordot(weights / weights.sum(), d, dims=1) for key, d in deltas.items()}
+            if not all(bool(torch.isfinite(a).all()) for a in average.values()):
+                average = None
+        if average is not None:
+            finite = [True] * k
+        else:  # row by row: a NaN/inf makes the sum of its row non-finite
+            finite = torch.isfinite(sum(d.reshape(k, -1).sum(1) for d in deltas.values())).tolist()
+        fps = block.flops_per_sample or self.flops_per_sample(self.worker)
+        results = []
+        for i, cid in enumerate(clients):
+            row, processed = block.rows[i], block.processed[i]
+            update = {key: d[row] for key, d in deltas.items()}
+            ok = finite[row] or all(bool(torch.isfinite(t).all()) for t in update.values())  # a sum can overflow
+            payload = [memoryview(w[row]).cast("B") for w in wire.values()] if ok else []
+            results.append(ClientResult(cid, len(self.ctx.clients[cid]), update, block.losses[i], processed,
+                                        sum(len(part) for part in payload), 0, fps * processed, finite=ok))
+        self._block = (block, {cid: block.rows[i] for i, cid in enumerate(clients)}, average)
+        return results
+
+    def _stacked_average(self, results: list[ClientResult]) -> Update:
+        """FedAvg of the surviving clients' rows of this round's block: one weighted sum per tensor."""
+        block, row_of, average = self._block
+        rows = [row_of[r.client_id] for r in results]
+        if average is not None and sorted(rows) == list(range(len(row_of))):
+            return dict(average)  # every client survived: computed with the uplink
+        stack = next(iter(block.updates.values()))
+        weights = torch.tensor([float(r.num_samples) for r in results], dtype=torch.float32, device=stack.device)
+        index = torch.tensor(rows, device=stack.device)
+        return {key: torch.tensordot(weights / weights.sum(), d[index], dims=1) for key, d in block.updates.items()}
+
     def aggregate(self, round_idx, results):
         results = [r for r in results if r.num_samples > 0]
         if not results:
             return 0
-        stacked = getattr(self.trainer, "stacked_average", None)  # VmapTrainer: one weighted sum of the block
-        update = stacked(self, results) if stacked is not None else None
-        if update is None:
+        if self._block is not None:
+            update = self._stacked_average(results)
+        else:
             update = self.aggregate_fn(results, self.global_model, round_idx)
+        self._block = None
         self.global_model.load_state_dict(self.server.step(self.global_state, update), strict=False)
         return 0
 
@@ -339,6 +350,10 @@ class FedAvgProtocol(RoundProtocol):
                 "aggregate": _name(self.aggregate_fn), "transform": _name(self.transform), "trainer": _name(self.trainer),
                 "model": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
 
+    def identity(self) -> dict:
+        """Every hook's full configuration (:func:`registry.spec_of`), part of a checkpoint's identity."""
+        return {name: registry.spec_of(hook) for name, hook in {**self._hooks(), "trainer": self.trainer}.items()}
+
     def state_dict(self) -> dict:
         return {"global": self.global_model.state_dict(), "worker": self.worker.state_dict(),
                 **{name: object_state(hook, name) for name, hook in self._hooks().items()}}
@@ -353,8 +368,9 @@ class FedAvgProtocol(RoundProtocol):
 # ----------------------------------------------------------------------------- the loop
 def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torch.Tensor, torch.Tensor], *,
         rounds: int, fraction: float = 1.0, local: LocalTraining = LocalTraining(), seed: int = 0,
-        uplink: Codec | None = None, downlink: Codec | None = None, transform: ClientTransform | None = None,
-        server: ServerOptimizer | None = None, aggregate: Aggregate = fedavg_aggregate,
+        uplink: Codec | str | None = None, downlink: Codec | str | None = None,
+        transform: ClientTransform | str | None = None, server: ServerOptimizer | str | None = None,
+        aggregate: Aggregate | str = fedavg_aggregate,
         trainer: ClientTrainer | str | None = None, energy_profile: str | EnergyProfile = "phone-lte",
         label: str | None = None, progress: bool | None = None, eval_every: int = 1,
         protocol: RoundProtocol | None = None, faults: Faults | None = None, on_client_error: str = "raise",
@@ -367,15 +383,19 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     * ``protocol``: a :class:`RoundProtocol` instead of FedAvg's steps (then ``model`` is
       ``None`` and ``uplink``/``downlink``/``transform``/``server``/``aggregate``/``trainer``
       are not used);
+    * ``uplink``/``downlink``/``transform``/``server``/``aggregate``: a part, or its name in
+      :mod:`fedlab_utils.registry` (``uplink="ef:topk:0.01"``, ``server="fedadam:0.1"``,
+      ``aggregate="median"``, ``transform="fedprox:0.01"``) or an import path ``package.module:name``;
     * ``trainer``: a :class:`ClientTrainer`, or ``'sequential'``, ``'vmap'`` or ``'auto'`` (the vmap
-      backend when it supports the model and ``local``, else sequential; see
-      :func:`fedlab_utils.acceleration.resolve_trainer`); ``History.config['trainer']`` says which ran;
+      trainer when it supports the model and ``local``, else sequential; see
+      :func:`fedlab_utils.registry.resolve_trainer`); ``History.config['trainer']`` says which ran;
     * ``faults``: a :class:`~fedlab_utils.faults.Faults` model of dropouts and stragglers;
     * ``on_client_error``: ``'raise'`` (default: the error names the client and round) or
       ``'skip'`` (the client is listed in ``RoundRecord.failed`` and the round goes on);
     * ``checkpoint``: a file written atomically every ``checkpoint_every`` rounds and after the
       last; with ``resume=True`` the run continues from it (from round 1 if it does not exist
-      yet).  A checkpoint of another configuration is refused, naming what differs.
+      yet).  A checkpoint of another configuration (any setting of any part) is refused, naming
+      what differs.
 
     Stateful hooks (error-feedback residuals, server momentum) are reset at the start of a run
     and restored from the checkpoint on resume.
@@ -395,10 +415,8 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     if protocol is None:
         if model is None:
             raise ValueError("model=None needs protocol=...; pass the initial model to train with FedAvg")
-        if isinstance(trainer, str):  # 'auto' (vmap when it supports the setup), 'sequential' or 'vmap'
-            from .acceleration import resolve_trainer
-
-            trainer = resolve_trainer(trainer, model, local, transform)
+        transform = registry.resolve_transform(transform, "transform")
+        trainer = registry.resolve_trainer(trainer, "trainer", model=model, local=local, transform=transform)
         protocol = FedAvgProtocol(model, uplink=uplink, downlink=downlink, transform=transform, server=server,
                                   aggregate=aggregate, trainer=trainer)
     elif any(v is not None for v in (uplink, downlink, transform, server, trainer)) or aggregate is not fedavg_aggregate:
@@ -417,8 +435,8 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
               "energy_profile": profile.to_dict(), "device": str(device), **protocol.config()}
     history = History(label, profile=profile, meter=meter.source, config=config)
     start_round, accuracy, loss = 1, float("nan"), float("nan")
+    identity = {**{k: v for k, v in config.items() if k not in ("rounds", "device")}, "parts": protocol.identity()}
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        identity = {k: v for k, v in config.items() if k not in ("rounds", "device")}
         saved = load_checkpoint(checkpoint, identity, map_location=device)
         protocol.load_state_dict(saved["state"])
         history.records = History.from_dict(saved["history"]).records
@@ -438,8 +456,7 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
         record.measured_joules = None if joules_before is None else joules_after - joules_before
         history.records.append(record)
         if checkpoint is not None and (round_idx % checkpoint_every == 0 or round_idx == rounds):
-            save_checkpoint(checkpoint, round_idx=round_idx,
-                            config={k: v for k, v in config.items() if k not in ("rounds", "device")},
+            save_checkpoint(checkpoint, round_idx=round_idx, config=identity,
                             history=history.to_dict(), state=protocol.state_dict())
         bar.set_postfix(acc=f"{100 * accuracy:.1f}%")
     history.model = protocol.final_model()

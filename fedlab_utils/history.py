@@ -15,7 +15,7 @@ from torch import nn
 
 from .ledger import Energy, EnergyProfile, RadioModel
 
-__all__ = ["RoundRecord", "History", "summary_table"]
+__all__ = ["RoundRecord", "History", "summary_table", "rounds_to_target", "joules_to_target"]
 
 
 @dataclass
@@ -141,8 +141,15 @@ class History:
         times = [r.sim_time_s for r in self.records[:rounds or 0]]
         return None if rounds is None or None in times else float(sum(times))
 
+    def round_energy(self) -> list[Energy]:
+        """Each round's modelled joules as the run priced them: every client row by
+        :meth:`~fedlab_utils.ledger.EnergyProfile.energy` under the run's profile, summed per round
+        (:func:`~fedlab_utils.ledger.price_rows` re-prices a run under another profile)."""
+        return [r.energy for r in self.records]
+
     def energy(self) -> Energy:
-        return sum((r.energy for r in self.records), Energy())
+        """The run's modelled joules: the sum of :meth:`round_energy`."""
+        return sum(self.round_energy(), Energy())
 
     def totals(self) -> dict:
         e = self.energy()
@@ -240,3 +247,14 @@ def summary_table(histories: Sequence[History] | dict[str, History], target: flo
     runs = histories.values() if isinstance(histories, dict) else histories
     return pd.DataFrame([h.summary(target) for h in runs]).set_index("run")
 
+
+def rounds_to_target(history: History, target: float) -> int | None:
+    """First round (1-based) at which test accuracy reaches ``target``; ``None`` if never."""
+    return history.rounds_to_accuracy(target)
+
+
+def joules_to_target(history: History, target: float) -> float | None:
+    """Modelled joules spent (all clients, all parts) up to and including the round that first
+    reaches ``target`` accuracy, as the run priced them; ``None`` if it is never reached."""
+    r = history.rounds_to_accuracy(target)
+    return None if r is None else float(sum(e.total for e in history.round_energy()[:r]))

@@ -26,8 +26,12 @@ In short, one client in one round costs::
 Every constant is a field of a frozen dataclass: ``dataclasses.replace(PROFILES["phone-lte"],
 joules_per_flop=20e-12)`` gives your own profile.  ``profile.energy(..., include_fixed=False)``
 is the bytes-only view (no promotion, no tail) for teaching the contrast.  A real meter (NVML
-on NVIDIA GPUs, RAPL where readable) is read only where it exists; otherwise
-:func:`read_energy_meter` says so.
+on NVIDIA GPUs, RAPL where readable) is read only where it exists: :class:`EnergyMeter` says
+which one it reads, or that none is available.
+
+Every client-round is priced by one function, :func:`price_rows` (one :class:`Energy` per client
+row, under any profile); the loop, :func:`price_history`, :func:`energy_by_profile` and the
+capstone's tables all read it.
 """
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ from .validation import check_choice
 
 __all__ = ["RadioModel", "LTE", "WIFI", "EnergyProfile", "PROFILES", "Energy", "RadioPhase", "get_profile", "price_history",
            "radio_timeline", "nvml_device_for",
-           "training_flops_per_sample", "training_flops_per_layer", "forward_flops", "HOROWITZ_45NM_PJ", "EnergyMeter", "RaplCounter", "read_energy_meter", "energy_by_profile"]
+           "training_flops_per_sample", "training_flops_per_layer", "forward_flops", "HOROWITZ_45NM_PJ", "EnergyMeter", "RaplCounter",
+           "energy_by_profile", "price_rows", "mlp_layers", "mlp_training_flops_per_sample"]
 
 
 @dataclass(frozen=True)
@@ -286,25 +291,37 @@ PROFILES: dict[str, EnergyProfile] = {
 }
 
 
-def price_history(history, profile: "str | EnergyProfile", *, include_fixed: bool = True) -> Energy:
-    """A finished run's modelled joules under another ``profile``, client-round by client-round.
+def price_rows(history, profile: "str | EnergyProfile", *, include_fixed: bool = True) -> list[list[Energy]]:
+    """Every client-round of a finished run priced under ``profile``: one list of :class:`Energy` per
+    round, one entry per client row (what :meth:`EnergyProfile.energy` charges that client).
 
     ``history`` is a :class:`~fedlab_utils.history.History` (anything whose ``records`` carry
-    ``client_rows`` dicts with ``flops``, ``bytes_up`` and ``bytes_down``).  Each client-round is
-    priced on its own, so each pays its own radio session.  A record without ``client_rows``
-    (a protocol that logs only round totals) is priced as ``len(record.clients)`` equal shares of
-    its totals (:meth:`EnergyProfile.energy_for`).
+    ``client_rows`` dicts with ``flops``, ``bytes_up`` and ``bytes_down``).  Each client-round
+    pays its own radio session.  A record without ``client_rows`` (a protocol that logs only round
+    totals) is priced as ``len(record.clients)`` equal shares of its totals, as one entry
+    (:meth:`EnergyProfile.energy_for`).
     """
     p = get_profile(profile)
-    total = Energy()
+    priced = []
     for record in history.records:
         rows = getattr(record, "client_rows", None)
         if rows:
-            for row in rows:
-                total = total + p.energy(row["flops"], row["bytes_up"], row["bytes_down"], include_fixed=include_fixed)
+            priced.append([p.energy(row["flops"], row["bytes_up"], row["bytes_down"], include_fixed=include_fixed)
+                           for row in rows])
         elif record.clients:
-            total = total + p.energy_for(record.client_flops, record.bytes_up, record.bytes_down, len(record.clients),
-                                         include_fixed=include_fixed)
+            priced.append([p.energy_for(record.client_flops, record.bytes_up, record.bytes_down, len(record.clients),
+                                        include_fixed=include_fixed)])
+        else:
+            priced.append([])
+    return priced
+
+
+def price_history(history, profile: "str | EnergyProfile", *, include_fixed: bool = True) -> Energy:
+    """A finished run's modelled joules under another ``profile``: the sum of :func:`price_rows`."""
+    total = Energy()
+    for round_rows in price_rows(history, profile, include_fixed=include_fixed):
+        for e in round_rows:
+            total = total + e
     return total
 
 
@@ -378,6 +395,33 @@ def training_flops_per_layer(model: nn.Module, input_shape: tuple[int, ...], bat
                                  f"recorded: {sorted(counts)}")
             out[name] = int(sum(counts[key].values())) // batch
     return out
+
+
+def mlp_layers(model: nn.Module) -> list[tuple[str, nn.Linear, bool]] | None:
+    """``[(name, linear, relu_after)]`` when ``model`` is an ``nn.Sequential`` of an optional leading
+    ``Flatten``, then ``Linear`` layers with ``ReLU`` between them (the course's MLP); else ``None``."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    modules = list(model.named_children())
+    if modules and isinstance(modules[0][1], nn.Flatten) and (modules[0][1].start_dim, modules[0][1].end_dim) == (1, -1):
+        modules = modules[1:]
+    layers: list[tuple[str, nn.Linear, bool]] = []
+    for name, module in modules:
+        if isinstance(module, nn.Linear):
+            layers.append((name, module, False))
+        elif isinstance(module, nn.ReLU) and layers and not layers[-1][2]:
+            layers[-1] = (layers[-1][0], layers[-1][1], True)
+        else:
+            return None
+    return layers if layers and not layers[-1][2] else None
+
+
+def mlp_training_flops_per_sample(layers: list[tuple[str, nn.Linear, bool]]) -> int:
+    """Training FLOPs per sample of an MLP (:func:`mlp_layers`) exactly as :func:`training_flops_per_sample`
+    counts them: per ``Linear(i, o)`` 2·i·o forward, 2·i·o for the weight gradient and 2·i·o for the
+    input gradient, except the first layer's (its input needs none).  A closed form, because entering
+    ``FlopCounterMode`` imports ``torch._dynamo``, a second of a fresh process."""
+    return sum((4 + 2 * (j > 0)) * m.in_features * m.out_features for j, (_, m, _) in enumerate(layers))
 
 
 # ----------------------------------------------------------------------------- real meters
@@ -483,11 +527,6 @@ class EnergyMeter:
         return f"EnergyMeter({self.source})"
 
 
-def read_energy_meter(device: torch.device | str = "cpu") -> EnergyMeter:
-    """The best real energy meter for ``device`` (check ``.available`` before using it)."""
-    return EnergyMeter(device)
-
-
 def energy_by_profile(run_or_flops, bytes_up: float | None = None, bytes_down: float | None = None,
                       client_rounds: int = 1) -> dict[str, dict]:
     """Modelled joules (compute, uplink, downlink, radio_fixed, total) under every profile of the ledger.
@@ -498,10 +537,7 @@ def energy_by_profile(run_or_flops, bytes_up: float | None = None, bytes_down: f
     """
     result = {}
     for name, profile in PROFILES.items():
-        if hasattr(run_or_flops, "records"):
-            e = sum((profile.energy(row["flops"], row["bytes_up"], row["bytes_down"])
-                     for r in run_or_flops.records for row in r.client_rows), Energy())
-        else:
-            e = profile.energy_for(run_or_flops, bytes_up, bytes_down, client_rounds)
+        e = (price_history(run_or_flops, profile) if hasattr(run_or_flops, "records") else
+             profile.energy_for(run_or_flops, bytes_up, bytes_down, client_rounds))
         result[name] = {**asdict(e), "total": e.total}
     return result

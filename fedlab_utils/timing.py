@@ -11,13 +11,17 @@ therefore calls :func:`synchronize` on the device before reading the clock, for 
   shared machine hits them alike (compare their ``min_s``);
 * :func:`benchmark` -- a short kernel via ``torch.utils.benchmark.Timer`` (``blocked_autorange``
   or ``adaptive_autorange``), which picks the number of runs per measurement itself;
-* :func:`inference_latency` -- median seconds of one ``no_grad`` forward pass of a model.
+* :func:`inference_latency` -- median seconds of one ``no_grad`` forward pass of a model;
+* :func:`time_train_step` -- one SGD step in fp32 / bf16 / fp16, eager or ``torch.compile``-d
+  (the first compiled call, which compiles, is reported on its own);
+* :func:`time_trainer` -- client updates per second of a client trainer for one round.
 
 Timings are *reported*, never asserted: the course's asserted claims are about accuracy,
 bytes and FLOPs; speed targets live in ``make bench`` as ratios measured in one run.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,11 +30,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .validation import check_choice, check_int, check_real
 
 __all__ = ["synchronize", "Stopwatch", "wall_time", "TimingStats", "time_calls", "time_interleaved", "benchmark",
-           "inference_latency", "AUTORANGE"]
+           "inference_latency", "time_train_step", "time_trainer", "AUTORANGE"]
 
 Device = torch.device | str | None
 
@@ -219,3 +224,62 @@ def inference_latency(model: nn.Module, x: torch.Tensor, repeats: int = 20, warm
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else x.device
     return time_calls(lambda: model(x), repeats=repeats, warmup=warmup, device=device).median_s
+
+
+def time_trainer(trainer, model: nn.Module, clients: Sequence, local,
+                 repeats: int = 3, seed: int = 0) -> dict:
+    """Wall time of one round of local training of ``clients`` by ``trainer`` (one warm-up call first).
+
+    Returns ``{'seconds': median, 'client_updates_per_s': len(clients) / median, 'repeats': ...}``.
+    """
+    from .training import ClientTransform
+
+    check_int("repeats", repeats, 1)
+    device = clients[0].x.device
+    model = copy.deepcopy(model).to(device)
+    received = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    pairs = list(enumerate(clients))
+    transform = ClientTransform()
+    trainer(model, received, pairs, local, 1, seed, transform)  # warm-up (allocations, vmap tracing)
+    rounds = iter(range(2, 2 + repeats))
+    median = time_calls(lambda: trainer(model, received, pairs, local, next(rounds), seed, transform),
+                        repeats=repeats, warmup=0, device=device).median_s
+    return {"seconds": median, "client_updates_per_s": len(clients) / median, "repeats": repeats}
+
+
+def time_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32",
+                    compile: bool = False, steps: int = 20, lr: float = 0.05) -> dict:
+    """Median wall time of one SGD training step (forward, backward, update) on ``x, y``.
+
+    ``precision`` as in :class:`~fedlab_utils.training.LocalTraining`; ``compile=True`` wraps the model in
+    ``torch.compile`` and reports the first (compiling) call separately as ``first_call_s``.
+    The model is copied; ``x``/``y`` are used on the model's device.
+    """
+    from .training import autocast_context, backward_and_step, make_optimizer
+
+    check_choice("precision", precision, ("fp32", "bf16", "fp16"))
+    check_int("steps", steps, 1)
+    model = copy.deepcopy(model)
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA device (got {device}); use 'bf16' or 'fp32'")
+    net = torch.compile(model) if compile else model
+    optimizer = make_optimizer("sgd", model.parameters(), lr)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(device, precision):
+            loss = F.cross_entropy(net(x), y)
+        backward_and_step(loss, optimizer, scaler)
+        return float(loss.detach())
+
+    with wall_time(device) as first:
+        step()
+    stats = time_calls(step, repeats=steps, warmup=0, device=device)
+    return {"precision": precision, "compiled": compile, "device": str(device), "batch": len(y),
+            "step_ms": 1e3 * stats.median_s, "first_call_s": first.seconds, "steps": steps}
+
+
+# ----------------------------------------------------------------------------- reading a History

@@ -22,9 +22,10 @@ from .data import ClientData
 from .validation import check_choice, check_int, check_real
 from .wire import Update
 
-__all__ = ["LocalTraining", "OPTIMIZERS", "PRECISIONS", "make_optimizer", "PlainSGD", "ClientTransform", "autocast_context",
-           "backward_and_step", "minibatches", "train_locally", "evaluate", "ClientTrainer", "client_generator",
-           "SequentialTrainer", "model_state"]
+__all__ = ["LocalTraining", "OPTIMIZERS", "PRECISIONS", "make_optimizer", "PlainSGD", "ClientTransform", "FedProx",
+           "autocast_context", "backward_and_step", "minibatches", "train_locally", "evaluate", "ClientTrainer",
+           "StackedUpdates", "client_generator", "SequentialTrainer", "ClientResult", "model_state", "state_delta",
+           "apply_delta"]
 
 OPTIMIZERS = ("sgd", "sgdm", "adam", "adamw")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -33,6 +34,37 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 def model_state(model: nn.Module) -> Update:
     """A detached copy of the model's floating-point state (what FedAvg averages)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+def state_delta(new: Update, old: Update) -> Update:
+    """``new − old`` key by key: the update a client sends."""
+    return {k: new[k] - old[k] for k in old}
+
+
+def apply_delta(state: Update, delta: Update, scale: float = 1.0) -> Update:
+    """``state + scale · delta`` key by key."""
+    return {k: state[k] + scale * delta[k].to(state[k].device, state[k].dtype) for k in state}
+
+
+@dataclass
+class ClientResult:
+    """What the server knows about one client after a round (the update is already decoded).
+
+    ``bytes_up`` is everything the client sent; ``bytes_down`` what it received *during*
+    training beyond the broadcast (e.g. SplitFed's gradients); ``flops`` its training FLOPs.
+    ``finite`` is ``None`` unless whoever built the result already checked the update (the
+    stacked uplink checks all rows in one pass); :func:`~fedlab_utils.federated.run` checks it otherwise.
+    """
+
+    client_id: int
+    num_samples: int
+    update: Update | torch.Tensor | None
+    train_loss: float
+    samples_processed: int
+    bytes_up: int
+    bytes_down: int = 0
+    flops: int = 0
+    finite: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +84,10 @@ class LocalTraining:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        check_int("local_epochs", self.epochs, 1)
+        try:
+            check_int("epochs", self.epochs, 1)
+        except ValueError as exc:  # the notebooks' parameter of the same meaning is local_epochs
+            raise ValueError(f"LocalTraining {exc} (the notebooks' local_epochs)") from None
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, 1)
         check_real("lr", self.lr, 0.0, low_inclusive=False)
@@ -127,6 +162,22 @@ class ClientTransform:
 
     def on_update(self, update: Update, client_id: int) -> Update:
         return update
+
+
+class FedProx(ClientTransform):
+    """FedProx's proximal term (Li et al., MLSys 2020): adds μ/2·‖w − w_global‖² to the client loss,
+    which limits how far a client drifts from the global model in one round."""
+
+    def __init__(self, mu: float = 0.01):
+        self.mu = check_real("mu", mu, 0.0)
+
+    def regularizer(self, model: nn.Module, global_state: Update) -> torch.Tensor | None:
+        if self.mu == 0:
+            return None
+        return 0.5 * self.mu * sum(((p - global_state[n]) ** 2).sum() for n, p in model.named_parameters())
+
+    def __repr__(self) -> str:
+        return f"FedProx(mu={self.mu})"
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -216,13 +267,33 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 class ClientTrainer(Protocol):
     """Runs local training for the sampled clients of one round.
 
-    Returns, per client, ``(local_state, mean_loss, samples_processed)``.  The default
-    trains clients one after another; ``fedlab_utils.acceleration`` offers a vectorised one.
+    Returns, per client, ``(local_state, mean_loss, samples_processed)`` (or the exception it
+    raised).  The default trains clients one after another; :mod:`fedlab_utils.vmap_trainer`
+    trains them all at once.  A trainer may also offer a fast path, ``train_stacked`` with the same
+    arguments, returning the round's updates as one :class:`StackedUpdates` block (or ``None`` when
+    it cannot); the caller decides whether it may use such a block at all.
     """
 
     def __call__(self, model: nn.Module, received: Update, clients: list[tuple[int, ClientData]],
                  local: LocalTraining, round_idx: int, seed: int,
                  transform: ClientTransform) -> list[tuple[Update, float, int]]: ...
+
+
+@dataclass
+class StackedUpdates:
+    """All clients' updates of one round as one block: ``updates[key][row]`` is the update
+    (local − received) of the client at ``rows[i]`` for the caller's i-th client.
+
+    ``losses``/``processed`` are per caller position; ``flops_per_sample`` is the training FLOPs per
+    sample when the trainer knows them (else ``None``).  A block is valid until the next call of the
+    trainer that made it (it may train in the same buffers again).
+    """
+
+    updates: dict[str, torch.Tensor]
+    rows: list[int]
+    losses: list[float]
+    processed: list[int]
+    flops_per_sample: int | None = None
 
 
 def client_generator(seed: int, round_idx: int, client_id: int) -> torch.Generator:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fedlab_utils import acceleration as acc
+from fedlab_utils import vmap_trainer
 from fedlab_utils.checks import acceleration as checks
 from fedlab_utils.data import client_data, partition
 from fedlab_utils.federated import (ClientTransform, FedAvgProtocol, FedAvgServer, Faults, History, LocalTraining,
@@ -280,7 +281,7 @@ def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits, stack):
     reference = SequentialTrainer()(copy.deepcopy(model), protocol.received, pairs, LocalTraining(lr=0.1), 1, 0,
                                     ClientTransform())
     results = protocol.train(1, [0, 1, 2, 3])
-    assert trainer._last.deltas is not None  # the stacked path ran
+    assert protocol._block is not None  # the stacked path ran
     for r, (state, _, _) in zip(results, reference):
         assert r.finite is True
         expected = {k: state[k] - protocol.received[k] for k in protocol.received}
@@ -290,14 +291,11 @@ def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits, stack):
     for r in results:  # the zero-copy slices of the stack are byte for byte the fp32 payload
         wire = b"".join(memoryview(r.update[k].numpy()).cast("B") for k in protocol.received)
         assert wire == Fp32Codec().encode(r.update)
-        assert all(r.update[k]._base is trainer._last.deltas[k] for k in protocol.received)
-    last = trainer._last
-    got = trainer.stacked_average(protocol, results)
+        assert all(r.update[k]._base is protocol._block[0].updates[k] for k in protocol.received)
+    got = protocol._stacked_average(results)
     expected = weighted_average([r.update for r in results], [r.num_samples for r in results])
     assert all(torch.allclose(got[k], expected[k], atol=1e-7) for k in expected)
-    assert trainer._last is None  # the round's stack is released once averaged
-    trainer._last = last
-    subset = trainer.stacked_average(protocol, results[1:3])
+    subset = protocol._stacked_average(results[1:3])
     expected_subset = weighted_average([r.update for r in results[1:3]], [r.num_samples for r in results[1:3]])
     assert all(torch.allclose(subset[k], expected_subset[k], atol=1e-7) for k in expected_subset)
     other = FedAvgProtocol(model, trainer=acc.VmapTrainer(stack=stack), uplink=_CountingFp32())
@@ -314,7 +312,7 @@ def test_vmap_stack_form_follows_the_rows_after_the_first_step():
     """``stack='auto'`` keeps updates when the later local steps are short (the stack passes it saves
     outweigh the shared products it adds), weights otherwise; and names a wrong choice."""
     def plan(sizes):
-        return acc._schedule(sizes, [torch.Generator().manual_seed(i) for i in range(len(sizes))], 32, 1,
+        return vmap_trainer._schedule(sizes, [torch.Generator().manual_seed(i) for i in range(len(sizes))], 32, 1,
                              torch.device("cpu"))
 
     auto = acc.VmapTrainer()
@@ -329,10 +327,10 @@ def test_vmap_stack_form_follows_the_rows_after_the_first_step():
 
 
 class _NanAfterTraining(acc.VmapTrainer):
-    def __call__(self, *args):
-        out = super().__call__(*args)
-        self._last.params["0.weight" if "0.weight" in self._last.params else "1.weight"][0].fill_(float("nan"))
-        return out
+    def train_stacked(self, *args):
+        block = super().train_stacked(*args)
+        block.updates["0.weight" if "0.weight" in block.updates else "1.weight"][0].fill_(float("nan"))
+        return block
 
 
 def test_stacked_uplink_rejects_a_nan_client_and_keeps_the_model_finite(digits):
@@ -382,7 +380,7 @@ def test_vmap_mlp_round_imports_no_dynamo():
 def test_make_trainer():
     assert isinstance(acc.make_trainer("sequential"), SequentialTrainer)
     assert isinstance(acc.make_trainer("vmap"), acc.VmapTrainer)
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError, match="trainer"):
         acc.make_trainer("threads")
 
 

@@ -180,3 +180,25 @@ def test_logit_sharing_resumes_exactly(tmp_path):
     assert comparable(resumed) == comparable(straight) and resumed.records[2].bytes_down > 0
     for a, b in zip(resumed.client_models, straight.client_models):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+class _LowRank(TopKCodec):
+    """A codec whose name does not say its setting: ``rank`` changes what it sends, ``name`` does not."""
+
+    def __init__(self, rank: int):
+        super().__init__(0.1 * rank)
+        self.rank, self.name = rank, "lowrank"
+
+
+def test_a_checkpoint_identity_is_each_parts_configuration_not_its_name(tmp_path):
+    clients = tiny_clients()
+    path = tmp_path / "ckpt.json"
+
+    def go(rank, rounds):
+        return run(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=rounds, uplink=_LowRank(rank),
+                   checkpoint=path, resume=True, progress=False)
+
+    assert go(2, 1).config["uplink"] == "lowrank"
+    with pytest.raises(ValueError, match="rank"):
+        go(9, 2)  # same name, another setting: refused
+    assert len(go(2, 2).records) == 2  # the same configuration resumes

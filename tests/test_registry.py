@@ -1,0 +1,161 @@
+"""The registry of named parts: every spec resolves to the part it names, run() takes names and
+import paths, wrong specs and wrong kinds raise naming the argument, and a part's identity is its
+full configuration."""
+import textwrap
+
+import pytest
+import torch
+
+from fedlab_utils import registry
+from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, TopKCodec
+from fedlab_utils.data import client_data, load_dataset, partition
+from fedlab_utils.federated import FedAvgServer, LocalTraining, SequentialTrainer, fedavg_aggregate, run
+from fedlab_utils.models import make_model
+from fedlab_utils.servers import FedAvgM, FedOpt, Median, TrimmedMean
+from fedlab_utils.training import ClientTransform, FedProx
+from fedlab_utils.vmap_trainer import VmapTrainer
+from fedlab_utils.wire import Fp32Codec
+
+
+@pytest.mark.parametrize("spec, cls, settings", [
+    ("fp32", Fp32Codec, {}), ("q8", QuantizeCodec, {"bits": 8}), ("Q4", QuantizeCodec, {"bits": 4}),
+    ("topk:0.01", TopKCodec, {"fraction": 0.01}), ("randk:0.25", RandomKCodec, {"fraction": 0.25}),
+    ("sign", SignCodec, {})])
+def test_codec_specs(spec, cls, settings):
+    codec = registry.resolve_codec(spec)
+    assert type(codec) is cls
+    assert all(getattr(codec, k) == v for k, v in settings.items())
+    update = {"w": torch.randn(6, 5)}
+    assert codec.decode(codec.encode(update), update)["w"].shape == (6, 5)
+
+
+def test_error_feedback_wraps_any_codec():
+    codec = registry.resolve_codec("ef:topk:0.1")
+    assert isinstance(codec, ErrorFeedback) and isinstance(codec.inner, TopKCodec) and codec.inner.fraction == 0.1
+    assert registry.resolve_codec(None).name == "fp32"
+
+
+@pytest.mark.parametrize("spec", ["q0", "q17", "topk:2", "topk:x", "randk:0", "gzip", "", "ef:", "ef:gzip",
+                                  "ef:ef:q8", "no_such_module_xyz:Codec"])
+def test_bad_codec_specs_name_the_argument_and_list_the_valid_ones(spec):
+    with pytest.raises(ValueError, match=r"downlink=.*valid: fp32, q<bits>"):
+        registry.resolve_codec(spec, "downlink")
+
+
+@pytest.mark.parametrize("spec, lr, variant", [("fedadam", 0.01, "adam"), ("fedyogi:0.1", 0.1, "yogi"),
+                                               ("FedAdagrad:0.5", 0.5, "adagrad")])
+def test_server_specs(spec, lr, variant):
+    server = registry.resolve_server(spec)
+    assert isinstance(server, FedOpt) and server.lr == lr and server.variant == variant
+
+
+def test_server_specs_fedavg_and_momentum():
+    assert isinstance(registry.resolve_server("fedavg"), FedAvgServer)
+    assert registry.resolve_server("fedavgm:0.5") == FedAvgM(lr=0.5)
+    for bad in ("fedsgd", "fedadam:x", "fedadam:-1"):
+        with pytest.raises(ValueError, match=r"server=.*fedavgm\[:<lr>\]"):
+            registry.resolve_server(bad)
+
+
+def test_aggregate_transform_and_trainer_specs():
+    assert registry.resolve_aggregate("mean") is fedavg_aggregate
+    assert registry.resolve_aggregate("median") == Median()
+    assert registry.resolve_aggregate("trimmed_mean:0.1") == TrimmedMean(0.1)
+    with pytest.raises(ValueError, match="aggregate=.*trimmed_mean"):
+        registry.resolve_aggregate("trimmed_mean:0.5")
+    assert registry.resolve_transform("fedprox:0.1").mu == 0.1
+    assert type(registry.resolve_transform("none")) is ClientTransform
+    assert isinstance(registry.resolve_trainer("vmap"), VmapTrainer)
+    assert isinstance(registry.resolve_trainer("auto"), SequentialTrainer)  # no model to decide on
+    model = make_model("mlp", (1, 8, 8), 10)
+    assert isinstance(registry.resolve_trainer("auto", model=model, local=LocalTraining()), VmapTrainer)
+    assert isinstance(registry.resolve_trainer("auto", model=model, local=LocalTraining(optimizer="adam")),
+                      SequentialTrainer)
+    with pytest.raises(ValueError, match="trainer=.*sequential, vmap, auto"):
+        registry.resolve_trainer("threads")
+
+
+def test_a_part_of_the_wrong_kind_is_a_type_error_naming_the_argument():
+    with pytest.raises(TypeError, match="uplink=FedAvgServer"):
+        registry.resolve_codec(FedAvgServer(), "uplink")
+    with pytest.raises(TypeError, match="server=.*step"):
+        registry.resolve_server(Fp32Codec(), "server")
+    with pytest.raises(TypeError, match="aggregate="):
+        registry.resolve_aggregate(3)
+    with pytest.raises(TypeError, match="transform="):
+        registry.resolve_transform(Fp32Codec())
+    with pytest.raises(ValueError, match="kind='gadget'"):
+        registry.resolve("gadget", "x")
+
+
+@pytest.fixture
+def my_parts(tmp_path, monkeypatch):
+    (tmp_path / "my_fl_parts.py").write_text(textwrap.dedent('''
+        from fedlab_utils.wire import Fp32Codec
+
+        class MyCodec(Fp32Codec):
+            name = "mine"
+
+        def half_server():
+            from fedlab_utils.servers import FedAvgServer
+            return FedAvgServer(lr=0.5)
+
+        def first_client(results, global_model, round_idx):
+            return results[0].update
+
+        NOT_A_CODEC = 3
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_fl_parts"
+
+
+def test_import_paths_name_a_class_a_factory_or_a_part(my_parts):
+    codec = registry.resolve_codec(f"{my_parts}:MyCodec")
+    assert type(codec).__name__ == "MyCodec" and codec.name == "mine"
+    assert isinstance(registry.resolve_codec(f"ef:{my_parts}:MyCodec").inner, type(codec))
+    assert registry.resolve_server(f"{my_parts}:half_server").lr == 0.5
+    assert registry.resolve_aggregate(f"{my_parts}:first_client").__name__ == "first_client"
+    with pytest.raises(TypeError, match="uplink=3 is not a codec"):
+        registry.resolve_codec(f"{my_parts}:NOT_A_CODEC")
+    with pytest.raises(ValueError, match="has no 'Nothing'"):
+        registry.resolve_codec(f"{my_parts}:Nothing")
+
+
+@pytest.fixture(scope="module")
+def federation():
+    ds = load_dataset("digits", seed=0)
+    clients = client_data(ds, partition(ds.y_train, 4, "iid", seed=0), torch.device("cpu"))
+    return make_model("mlp", ds.input_shape, 10, hidden=(16,)), clients, (ds.x_test, ds.y_test)
+
+
+def test_run_takes_names(federation, my_parts):
+    model, clients, test = federation
+    q8 = run(model, clients, test, rounds=1, uplink="q8", progress=False)
+    assert q8.config["uplink"] == "q8" and q8.records[0].bytes_up < run(
+        model, clients, test, rounds=1, progress=False).records[0].bytes_up / 3.5
+    h = run(model, clients, test, rounds=2, uplink="ef:topk:0.01", server="fedadam", aggregate="median",
+            transform="fedprox:0.01", trainer="auto", progress=False)
+    assert (h.config["uplink"], h.config["server"], h.config["aggregate"]) == ("EF(top1%)", repr(FedOpt()), "median")
+    assert h.config["trainer"].startswith("VmapTrainer")
+    mine = run(model, clients, test, rounds=1, uplink=f"{my_parts}:MyCodec", progress=False)
+    assert mine.config["uplink"] == "mine"
+    with pytest.raises(ValueError, match="uplink='q99'"):
+        run(model, clients, test, rounds=1, uplink="q99", progress=False)
+    with pytest.raises(TypeError, match="server="):
+        run(model, clients, test, rounds=1, server=Fp32Codec(), progress=False)
+
+
+def test_spec_of_is_the_full_configuration_not_the_name():
+    class LowRank:
+        def __init__(self, rank):
+            self.rank, self.name, self._cache = rank, "lowrank", {}
+
+    assert registry.spec_of(LowRank(2)) != registry.spec_of(LowRank(16))
+    assert registry.spec_of(LowRank(2)) == registry.spec_of(LowRank(2))
+    ef = registry.spec_of(registry.resolve_codec("ef:q4"))
+    assert ef["inner"]["bits"] == 4 and "residuals" not in ef
+    server = registry.resolve_server("fedavgm")
+    server.step({"w": torch.zeros(2)}, {"w": torch.ones(2)})  # state is not configuration
+    assert registry.spec_of(server) == registry.spec_of(registry.resolve_server("fedavgm"))
+    assert registry.spec_of(fedavg_aggregate) == "fedlab_utils.servers:fedavg_aggregate"
+    assert registry.spec_of(FedProx(0.1)) == {"type": "fedlab_utils.training.FedProx", "mu": 0.1}
