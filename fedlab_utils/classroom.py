@@ -91,7 +91,8 @@ def exercises(nb) -> list[Exercise]:
     """The notebook's exercises in order (a solution cell and the grade cell right after it)."""
     found = []
     for cell, following in zip(nb.cells, nb.cells[1:]):
-        if _meta(cell).get("solution") and _meta(following).get("grade"):
+        if (_meta(cell).get("solution") and _meta(following).get("grade")
+                and not _is_manual_answer(cell) and not _is_manual_answer(following)):
             found.append(Exercise(_meta(cell)["grade_id"], _meta(following)["grade_id"],
                                   _meta(following)["points"], cell.source))
     return found
@@ -135,6 +136,13 @@ def normalize_notebook(nb) -> list[str]:
     return changed
 
 
+def _is_manual_answer(cell) -> bool:
+    """nbgrader's "manually graded answer": an unlocked markdown cell that is both solution and
+    grade (a discussion question's answer; the model answer sits between the solution markers)."""
+    meta = _meta(cell)
+    return cell.cell_type == "markdown" and bool(meta.get("solution")) and bool(meta.get("grade"))
+
+
 def validate_notebook(nb, name: str = "notebook") -> list[str]:
     """Everything nbgrader and the course require of a source notebook; returns the problems.
 
@@ -167,11 +175,16 @@ def validate_notebook(nb, name: str = "notebook") -> list[str]:
             if "### BEGIN SOLUTION" not in cell.source or "### END SOLUTION" not in cell.source:
                 problems.append(f"{where}: solution cell without ### BEGIN SOLUTION / ### END SOLUTION")
             following = nb.cells[index + 1] if index + 1 < len(nb.cells) else None
-            if following is None or not _meta(following).get("grade"):
+            if _is_manual_answer(cell):  # a discussion answer: graded by hand, its own grade cell
+                pass
+            elif following is None or not _meta(following).get("grade"):
                 problems.append(f"{where}: solution cell {gid!r} is not followed by an autograder-test cell")
         elif "### BEGIN SOLUTION" in cell.source:
             problems.append(f"{where}: solution region in a non-solution cell")
-        if meta.get("grade"):
+        if _is_manual_answer(cell):
+            if not meta.get("points", 0) > 0:
+                problems.append(f"{where}: discussion answer cell {gid!r} needs points > 0")
+        elif meta.get("grade"):
             if not meta.get("locked"):
                 problems.append(f"{where}: test cell {gid!r} must be locked")
             if not meta.get("points", 0) > 0:
@@ -386,6 +399,7 @@ class NotebookScores:
     wrong_exercise: str
     wrong_points: float
     feedback: dict[str, Path]
+    manual_points: float = 0.0  # discussion answers: not autograded, left for nbgrader's formgrader
 
     @property
     def as_expected(self) -> bool:
@@ -483,10 +497,11 @@ def _grade_check(root: Path, names: Sequence[str], common: dict, feedback: bool,
                 written[student] = root / "feedback" / student / name / f"{name}.html"
         with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
             scores = {s: gradebook.find_submission(name, s).score for s in submissions}
-            max_score = gradebook.find_assignment(name).max_score
+            manual = sum(_meta(c).get("points", 0) for c in source.cells if _is_manual_answer(c))
+            max_score = gradebook.find_assignment(name).max_score - manual  # the autograded points
             points = gradebook.find_graded_cell(next(e.test_id for e in exercises(source)
                                                      if e.solution_id == wrong[0]), name, name).max_score
-        results.append(NotebookScores(name, max_score, scores, wrong[0], points, written))
+        results.append(NotebookScores(name, max_score, scores, wrong[0], points, written, manual))
     return results
 
 
@@ -514,7 +529,9 @@ def format_scores(results: Sequence[NotebookScores]) -> str:
     for r in results:
         lines.append(f"| {r.assignment} | {r.scores['solutions']:g} / {r.max_score:g} | "
                      f"{r.scores['untouched']:g} / {r.max_score:g} | {r.scores['one-wrong']:g} / {r.max_score:g} "
-                     f"(`{r.wrong_exercise}`: −{r.wrong_points:g}) | {'yes' if r.as_expected else 'NO'} |")
+                     f"(`{r.wrong_exercise}`: −{r.wrong_points:g}) | {'yes' if r.as_expected else 'NO'}"
+                     + (f"; + {r.manual_points:g} points of discussion answers waiting for manual grading"
+                        if r.manual_points else "") + " |")
     return "\n".join(lines)
 
 

@@ -52,7 +52,9 @@ def test_committed_notebook_is_a_valid_nbgrader_source(path):
     assert len(found) >= 3 and all(e.points > 0 for e in found)
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade"):
+        if meta.get("grade") and cell.cell_type == "markdown":  # a discussion answer, graded by hand
+            assert meta.get("solution") and not meta.get("locked") and meta.get("points", 0) > 0
+        elif meta.get("grade"):
             assert meta["locked"] and "check_" in cell.source
         elif not meta.get("solution"):
             assert meta.get("locked") or "parameters" in cell.metadata.get("tags", [])
