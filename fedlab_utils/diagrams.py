@@ -297,7 +297,7 @@ def draw_split_cut(model: nn.Sequential, cut_layer: int, input_shape: Sequence[i
     activations forward (up to the server), their gradients backward (down to the client).
 
     Sizes come from :func:`cut_payloads` on ``model`` itself.  ``cut_layer`` is the index of the
-    first server layer, as in ``split_at``: "cut_layer=4" means the client runs layers 0-3.
+    first server layer, as in ``split_at``: "cut_layer=4" means the client runs the first 4 layers (0-3).
     """
     info = cut_payloads(model, cut_layer, input_shape, batch_size=batch_size, codec=codec)
     layers = [type(m).__name__ for m in model]
@@ -317,8 +317,8 @@ def draw_split_cut(model: nn.Sequential, cut_layer: int, input_shape: Sequence[i
     _arrow(ax, (cut_layer + 0.45, 1.25), (cut_layer - 0.45, 1.25),
            f"backward: their gradients = {_fmt_bytes(info['gradient_bytes'])}",
            color=PHASE_COLORS["download"], offset=(0, -0.35), gid="gradients")
-    ax.set_title(f"Split learning, cut_layer={cut_layer} (cut after layer {cut_layer - 1}): what crosses per "
-                 f"mini-batch of {batch_size}", fontsize=10)
+    ax.set_title(f"Split learning, cut_layer={cut_layer}: client runs layers 0-{cut_layer - 1}, server the rest; "
+                 f"what crosses per mini-batch of {batch_size}", fontsize=10)
     return fig, ax
 
 

@@ -113,7 +113,7 @@ def test_split_cut_labels_are_the_real_activation_size(cut, shape):
     text = _texts(ax)
     assert f"activations {shape} = {diagrams._fmt_bytes(real_bytes)}" in text
     assert f"gradients = {diagrams._fmt_bytes(real_bytes)}" in text
-    assert f"client: layers 0-{cut - 1}" in text and f"cut after layer {cut - 1}" in text
+    assert f"client: layers 0-{cut - 1}" in text and f"cut_layer={cut}: client runs layers 0-{cut - 1}" in text
     client_boxes = [p for p in ax.patches if (p.get_gid() or "").startswith("layer ")]
     assert len(client_boxes) == len(model)
     assert len({tuple(p.get_facecolor()) for p in client_boxes[:cut]}) == 1
