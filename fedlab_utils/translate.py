@@ -352,8 +352,9 @@ def build_notebook(notebook: Path, po: polib.POFile, terms: list[Term]) -> str:
             translation = current_translation(by_context.get(cell.id), cell.source)
             if translation is not None:
                 cell.source = translation
-    last_markdown = next((c for c in reversed(nb.cells) if c.cell_type == "markdown"), None)
-    metadata = copy.deepcopy(last_markdown.metadata) if last_markdown is not None else {}
+    # The glossary cell is locked like the lesson's other markdown when nbgrader metadata is used.
+    graded = next((c for c in reversed(nb.cells) if c.cell_type == "markdown" and "nbgrader" in c.metadata), None)
+    metadata = {"nbgrader": copy.deepcopy(graded.metadata["nbgrader"])} if graded is not None else {}
     if "nbgrader" in metadata:
         metadata["nbgrader"]["grade_id"] = f"cell-{GLOSSARY_CELL_ID}"
     glossary = nbformat.v4.new_markdown_cell(glossary_cell_source(terms_used(cells, terms)),
@@ -528,6 +529,90 @@ def check(notebooks: list[Path] | None = None, require_all: bool = False, locale
 
 
 # --------------------------------------------------------------------------------------------
+# Runtime messages (fedlab_utils.i18n): collected from the package source like xgettext
+
+PACKAGE_DIR = ROOT / "fedlab_utils"
+RUNTIME_CATALOG = PACKAGE_DIR / "locale" / LANGUAGE / "LC_MESSAGES" / "fedlab_utils.po"
+#: calls whose first literal argument is a runtime message: ``_("…")``, ``gettext("…")``, and the
+#: check confirmations ``passed("…")`` (translated inside :func:`fedlab_utils.checks.passed`)
+MESSAGE_CALLS = ("_", "gettext", "passed")
+PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)?(?:[:!][^{}]*)?\}(?!\})")
+
+
+def runtime_messages(package: Path = PACKAGE_DIR) -> dict[str, list[tuple[str, str]]]:
+    """Every runtime message of the package: msgid -> ``[(file, line), …]``."""
+    import ast
+
+    found: dict[str, list[tuple[str, str]]] = {}
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)):
+                name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                if name in MESSAGE_CALLS:
+                    found.setdefault(node.args[0].value, []).append(
+                        (path.relative_to(package.parent).as_posix(), str(node.lineno)))
+    return found
+
+
+def placeholders(message: str) -> set[str]:
+    """The ``str.format`` field names of a message (``{}`` counted as ``""``)."""
+    return {m.group(1) or "" for m in PLACEHOLDER.finditer(message)}
+
+
+def extract_runtime(path: Path = RUNTIME_CATALOG, package: Path = PACKAGE_DIR) -> ExtractReport:
+    """Create or update the runtime catalog: new messages untranslated, vanished ones obsolete."""
+    messages = runtime_messages(package)
+    if path.exists():
+        po = load_catalog(path)
+    else:
+        po = new_catalog(Path("fedlab_utils.py"))
+        po.header = ("Chinese (zh_CN) runtime messages of fedlab_utils (checks, claims table, explorers, device notices).\n"
+                     "Update with `python -m fedlab_utils translate extract`; see fedlab_utils/i18n.py.")
+        po.metadata["Project-Id-Version"] = "Efficient Federated Learning · fedlab_utils"
+    report = ExtractReport()
+    by_id = {entry.msgid: entry for entry in po}
+    ordered = []
+    for msgid, places in messages.items():
+        entry = by_id.pop(msgid, None)
+        if entry is None:
+            entry = polib.POEntry(msgid=msgid, msgstr="")
+            report.new.append(msgid)
+        entry.obsolete = False
+        entry.occurrences = [(file, "") for file in sorted({file for file, _ in places})]  # no line numbers: less churn
+        ordered.append(entry)
+    for entry in by_id.values():
+        if not entry.obsolete:
+            report.obsolete.append(entry.msgid)
+        entry.obsolete = True
+        entry.occurrences = []
+        ordered.append(entry)
+    po[:] = ordered
+    save_catalog(po, path)
+    return report
+
+
+def check_runtime(path: Path = RUNTIME_CATALOG, package: Path = PACKAGE_DIR) -> list[str]:
+    """Problems of the runtime catalog: a message without a current translation, or with other placeholders."""
+    if not path.exists():
+        return [f"{path.name}: missing (run `translate extract`)"]
+    by_id = {entry.msgid: entry for entry in load_catalog(path) if not entry.obsolete}
+    problems = []
+    for msgid, places in runtime_messages(package).items():
+        where = f"runtime message at {places[0][0]}:{places[0][1]} {msgid!r}"
+        entry = by_id.get(msgid)
+        if entry is None:
+            problems.append(f"{where}: not in {path.name} (run `translate extract`)")
+        elif not entry.msgstr.strip() or "fuzzy" in entry.flags:
+            problems.append(f"{where}: no current translation")
+        elif placeholders(entry.msgstr) != placeholders(msgid):
+            problems.append(f"{where}: the translation's placeholders {sorted(placeholders(entry.msgstr))} "
+                            f"differ from {sorted(placeholders(msgid))}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
 # CLI
 
 def parser() -> argparse.ArgumentParser:
@@ -536,7 +621,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("extract", help="create/update notebooks/locale/zh_CN/LC_MESSAGES/<NN_slug>.po")
     e.add_argument("notebooks", nargs="*", help="notebooks (e.g. 00 03); default: those that have a catalog "
-                                                "(name a notebook to create its catalog)")
+                                                "(name a notebook to create its catalog), and the runtime "
+                                                "messages' catalog fedlab_utils/locale/zh_CN/LC_MESSAGES/fedlab_utils.po")
     b = sub.add_parser("build", help="write notebooks/zh/<NN_slug>.ipynb and the README glossary tables")
     b.add_argument("notebooks", nargs="*", help="notebooks; default: those that have a catalog")
     c = sub.add_parser("check", help="fail on missing/fuzzy/stale translations, lost tokens, stale zh notebooks")
@@ -563,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(report.obsolete)} obsolete"
                       + "".join(f"\n  {kind}: {ids}" for kind, ids in
                                 (("new", report.new), ("fuzzy", report.fuzzy), ("obsolete", report.obsolete)) if ids))
+            if not args.notebooks:
+                report = extract_runtime()
+                print(f"{RUNTIME_CATALOG.name}: {len(report.new)} new, {len(report.obsolete)} obsolete runtime messages")
             return 0
         if args.command == "build":
             terms = load_glossary()
@@ -573,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         results, problems = check(resolve_notebooks(args.notebooks) if args.notebooks else None,
                                   require_all=args.require_all)
+        if not args.notebooks:
+            problems.extend(check_runtime())
     except (ValueError, OSError) as error:
         print(f"translate: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,84 @@
+"""Runtime messages through gettext (fedlab_utils.i18n) and the runtime catalog's consistency."""
+from __future__ import annotations
+
+import pytest
+
+from fedlab_utils import i18n
+from fedlab_utils import translate as tr
+
+
+@pytest.mark.parametrize("value, code", [("zh", "zh"), ("zh_CN", "zh"), ("zh-CN", "zh"), ("ZH_cn.UTF-8", "zh"),
+                                         ("en", "en"), ("", "en")])
+def test_language_codes(value, code):
+    assert i18n.language(value) == code
+
+
+def test_bad_language_names_the_value_and_the_valid_ones(monkeypatch):
+    with pytest.raises(ValueError, match=r"lang='fr'.*'en' or 'zh'"):
+        i18n.language("fr")
+    monkeypatch.setenv(i18n.LANG_ENV, "klingon")
+    with pytest.raises(ValueError, match=r"FEDLAB_LANG='klingon'"):
+        i18n.language()
+
+
+def test_lang_argument_and_environment_select_the_catalog(monkeypatch):
+    message = "uplink bytes of one round"
+    monkeypatch.delenv(i18n.LANG_ENV, raising=False)
+    assert i18n._(message) == message
+    assert i18n._(message, lang="zh") == "一轮的上行字节数"
+    monkeypatch.setenv(i18n.LANG_ENV, "zh")
+    assert i18n._(message) == "一轮的上行字节数"
+    assert i18n._(message, lang="en") == message
+    assert i18n._("a message nobody translated") == "a message nobody translated"  # gettext's fallback
+
+
+def test_fuzzy_entries_are_not_used(tmp_path, monkeypatch):
+    import polib
+
+    po = polib.POFile()
+    po.metadata = {"Content-Type": "text/plain; charset=UTF-8"}
+    po.append(polib.POEntry(msgid="done", msgstr="完成"))
+    po.append(polib.POEntry(msgid="stale", msgstr="过时", flags=["fuzzy"]))
+    path = tmp_path / "zh_CN" / "LC_MESSAGES" / "fedlab_utils.po"
+    path.parent.mkdir(parents=True)
+    po.save(str(path))
+    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path)
+    i18n.translations.cache_clear()
+    try:
+        assert i18n._("done", lang="zh") == "完成" and i18n._("stale", lang="zh") == "stale"
+    finally:
+        i18n.translations.cache_clear()
+
+
+def test_every_runtime_message_has_a_current_translation_with_the_same_placeholders():
+    messages = tr.runtime_messages()
+    assert "uplink bytes of one round" in messages  # the scanner finds the checks' messages
+    assert tr.check_runtime() == []
+
+
+def test_check_runtime_fails_on_a_missing_or_mismatched_translation(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "m.py").write_text('from x import _\nprint(_("{n} rounds"))\nprint(_("new message"))\n')
+    catalog = tmp_path / "m.po"
+    tr.extract_runtime(catalog, package)
+    po = tr.load_catalog(catalog)
+    po.find("{n} rounds").msgstr = "{count} 轮"
+    tr.save_catalog(po, catalog)
+    problems = tr.check_runtime(catalog, package)
+    assert any("placeholders ['count'] differ from ['n']" in p for p in problems), problems
+    assert any("'new message': no current translation" in p for p in problems), problems
+    (package / "m.py").write_text('from x import _\nprint(_("new message"))\n')
+    report = tr.extract_runtime(catalog, package)
+    assert report.obsolete == ["{n} rounds"]
+
+
+def test_placeholders():
+    assert tr.placeholders("{a} {b:.2f} {{literal}} {} {c!r}") == {"a", "b", "c", ""}
+
+
+def test_package_data_ships_the_runtime_catalog():
+    text = (tr.ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"locale/*/LC_MESSAGES/*.po"' in text
+    assert i18n.catalog_path("zh").exists()
+
