@@ -8,7 +8,7 @@ import torch
 from . import call_safely, expect, passed
 
 __all__ = ["check_stochastic_round", "check_topk_payload_bytes", "check_error_feedback_step",
-           "check_separable_cost"]
+           "check_separable_cost", "check_topk_ratio_prediction"]
 
 
 def _draws_with(fn, x: torch.Tensor, seed: int, global_seed: int, what: str):
@@ -234,3 +234,33 @@ def check_separable_cost(fn, seed: int | None = None) -> None:
                f"{shape}: got {flops} FLOPs, expected 2·height·width·(k²·c_in + c_in·c_out) "
                "(2 per multiply-add, biases free, same-size output)")
     passed(what)
+
+
+def check_topk_ratio_prediction(prediction, update: dict[str, torch.Tensor], fraction: float,
+                                band: float = 0.1) -> None:
+    """Predict-then-check: how many times smaller than fp32 is a top-k payload (fp32 values) of ``update``?
+
+    The check *measures* the answer, ``len(Fp32Codec().encode(update)) / len(TopKCodec(fraction).encode(update))``,
+    and accepts a prediction within ``band`` (relative) of it.  The usual wrong guess, ``1 / fraction``
+    (as if the kept values travelled alone), gets its own hint: every kept value also carries its index.
+    """
+    from ..compression import TopKCodec
+    from ..wire import Fp32Codec, flatten, index_bits
+
+    what = "predicted_topk_ratio"
+    if isinstance(prediction, torch.Tensor) and prediction.numel() == 1:
+        prediction = prediction.item()
+    expect(isinstance(prediction, (int, float)) and not isinstance(prediction, bool) and prediction > 0,
+           f"{what}: commit one positive number (how many times smaller than fp32), got {prediction!r}")
+    measured = len(Fp32Codec().encode(update)) / len(TopKCodec(fraction).encode(update))
+    n = flatten(update).numel()
+    width = index_bits(n)
+    hint = (f"The measured ratio is {measured:.1f}x. Top-k keeps k = ceil(fraction·n) values, but the server "
+            f"must also learn *where* each one goes: with n = {n:,} entries an index takes ceil(log2 n) = "
+            f"{width} bits, so each kept entry costs 4 + {width / 8:g} bytes instead of 4.")
+    naive = 1 / fraction
+    within = abs(prediction - measured) <= band * measured
+    if not within and abs(prediction - naive) <= band * naive:
+        raise AssertionError(f"{what}: {prediction:g}x is 1/fraction, as if only the kept values travelled. {hint}")
+    expect(within, f"{what}: {prediction:g}x is not within {100 * band:.0f}% of the measured ratio. {hint}")
+    print(f"✓ your prediction {prediction:.3g}x vs measured {measured:.1f}x: within {100 * band:.0f}%")

@@ -8,7 +8,7 @@ from torch import nn
 
 from . import call_safely, expect, expect_close, passed
 
-__all__ = ["check_kd_loss", "check_payload_bytes", "check_ensemble_soft_targets"]
+__all__ = ["check_kd_loss", "check_payload_bytes", "check_ensemble_soft_targets", "check_logit_ratio_prediction"]
 
 
 def _reference_kd(s, t, y, temperature, alpha):
@@ -102,3 +102,37 @@ def check_ensemble_soft_targets(fn: Callable, seed: int | None = None) -> None:
             expect(torch.allclose(got, want, atol=1e-6),
                    f"{what}: T={temperature}: off by up to {(got - want).abs().max().item():.3g}. {hint}")
     passed(what)
+
+
+def check_logit_ratio_prediction(prediction, *, model: nn.Module, proxy_size: int, num_classes: int,
+                                 logit_dtype: str = "fp16", band: float = 0.1) -> None:
+    """Predict-then-check: how many times fewer bytes a FedMD client uploads per round (logits on the
+    proxy set) than a FedAvg client (``model``'s fp32 weights).
+
+    The check *measures* the answer from real payloads, ``weight_payload_bytes(model)`` over
+    ``len(LogitCodec(logit_dtype).encode(zeros(proxy_size, num_classes)))`` (the sizes the ledger
+    counts), and accepts a prediction within ``band`` (relative) of it.  The usual slip, logits
+    counted as fp32 (half the ratio), gets its own hint.
+    """
+    from ..distillation import LogitCodec, weight_payload_bytes
+    from ..models import count_parameters
+
+    what = "predicted_logit_ratio"
+    if isinstance(prediction, torch.Tensor) and prediction.numel() == 1:
+        prediction = prediction.item()
+    expect(isinstance(prediction, (int, float)) and not isinstance(prediction, bool) and prediction > 0,
+           f"{what}: commit one positive number (how many times fewer bytes), got {prediction!r}")
+    codec = LogitCodec(logit_dtype)
+    logit_bytes = len(codec.encode(torch.zeros(proxy_size, num_classes)))
+    weight_bytes = weight_payload_bytes(model)
+    measured = weight_bytes / logit_bytes
+    hint = (f"The measured ratio is {measured:.1f}x: FedAvg sends every parameter, weights and biases "
+            f"({count_parameters(model):,}), at 4 bytes; FedMD sends proxy_size × classes = {proxy_size} × "
+            f"{num_classes} logits at {codec.bytes_per_value} bytes ({logit_dtype}).")
+    as_fp32 = weight_bytes / (proxy_size * num_classes * 4)
+    within = abs(prediction - measured) <= band * measured
+    if not within and abs(prediction - as_fp32) <= band * as_fp32:
+        raise AssertionError(f"{what}: {prediction:g}x counts the logits as fp32 (4 bytes); they travel as "
+                             f"{logit_dtype}. {hint}")
+    expect(within, f"{what}: {prediction:g}x is not within {100 * band:.0f}% of the measured ratio. {hint}")
+    print(f"✓ your prediction {prediction:.3g}x vs measured {measured:.1f}x: within {100 * band:.0f}%")

@@ -5,7 +5,7 @@ import torch
 
 from . import call_safely, expect, passed
 
-__all__ = ["check_global_masks", "check_payload_size", "check_structured_keep"]
+__all__ = ["check_global_masks", "check_payload_size", "check_structured_keep", "check_sparse_ratio_prediction"]
 
 
 def _random_weights(seed: int) -> dict[str, torch.Tensor]:
@@ -119,3 +119,37 @@ def check_structured_keep(fn, seed: int | None = None) -> None:
                f"pruning keeps {expected.tolist()}. {hint}")
         expect(torch.equal(got.long(), expected), f"return the kept indices in ascending order. {hint}")
     passed("structured pruning: kept neurons")
+
+
+def check_sparse_ratio_prediction(prediction, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                                  band: float = 0.15) -> None:
+    """Predict-then-check: how many times fewer bytes ``SparseCodec`` sends than fp32 for ``state``
+    pruned by ``masks``.
+
+    The check *measures* the answer: ``len()`` of the fp32 payload over ``len()`` of the sparse
+    payload of ``mask_state(state, masks)``, and accepts a prediction within ``band`` (relative) of it.
+    A prediction of ``1 / (1 − sparsity)`` (the share of values removed, as if zeros and the
+    positions of the nonzeros were free) is the usual wrong guess, and gets its own hint.
+    """
+    from ..pruning import SparseCodec, mask_state, sparsity_of
+    from ..wire import Fp32Codec
+
+    what = "predicted_ratio"
+    if isinstance(prediction, torch.Tensor) and prediction.numel() == 1:
+        prediction = prediction.item()
+    expect(isinstance(prediction, (int, float)) and not isinstance(prediction, bool) and prediction > 0,
+           f"{what}: commit one positive number (how many times fewer bytes), got {prediction!r}")
+    pruned = mask_state(state, masks)
+    measured = len(Fp32Codec().encode(pruned)) / len(SparseCodec().encode(pruned))
+    sparsity = sparsity_of(masks)
+    naive = 1 / max(1e-12, 1 - sparsity)
+    hint = (f"The measured ratio is {measured:.2f}x. Zeros are not free: each kept value still costs 4 bytes, "
+            "and the receiver must learn *where* it goes -- a bitmask costs one bit for every one of the N "
+            "values (N/8 bytes), kept or not, so at sparsity s the payload is about N/8 + 4(1-s)N bytes "
+            "against 4N for fp32.")
+    within = abs(prediction - measured) <= band * measured
+    if not within and abs(prediction - naive) <= band * naive:
+        raise AssertionError(f"{what}: {prediction:g}x is 1/(1 - sparsity) = {naive:.2f}x, as if only the kept "
+                             f"values travelled. {hint}")
+    expect(within, f"{what}: {prediction:g}x is not within {100 * band:.0f}% of the measured ratio. {hint}")
+    print(f"✓ your prediction {prediction:.3g}x vs measured {measured:.2f}x: within {100 * band:.0f}%")
