@@ -1,30 +1,50 @@
 """fedlab_utils -- the shared package of the *Efficient Federated Learning* course.
 
-One concept per module:
+One concept per module.  The core (no module of it imports a lesson module):
 
 ========================  ====================================================================
+``federated``             the one federated loop (``run``), round protocols, FedAvg's protocol
+``training``              local training: settings, optimizers, minibatches, transforms (FedProx),
+                          trainers, the client result
+``vmap_trainer``          the trainer that trains all sampled clients of a round at once
+``servers``               aggregators (FedAvg, median, trimmed mean) and server optimizers (FedOpt)
+``registry``              one name or import path for every codec, server, aggregator, transform
+                          and trainer (``run(uplink="q8", server="fedadam")``)
+``history``               ``RoundRecord`` and ``History``: what a run measured, round by round
+``ledger``                FLOPs (FlopCounterMode and the MLP closed form), energy profiles with
+                          cited constants, pricing every client-round, real meters
+``wire``                  the ``Codec`` protocol, fp32, bit packing (the ledger counts ``len()``)
+``compression``           every other codec: quantization, top-k, random-k, sign, error feedback
+``faults``                dropouts, stragglers and deadlines
+``checkpoint``            atomic JSON + tensors checkpoints, never pickle
+``timing``                synchronised wall-clock timing, training-step and trainer timers
 ``data``                  offline datasets (mnist5k, digits, synthetic, IDX files) and partitioners
-``models``                the small reference MLP and CNN, parameter counts
-``federated``             the federated loop, its hooks, and the ``History`` it returns
-``wire``                  codecs: updates to bytes and back (the ledger counts ``len()``)
-``ledger``                FLOPs (FlopCounterMode), energy profiles with cited constants, meters
+``published_data``        CIFAR-10, FEMNIST and Shakespeare from their publishers' files
+``models``                the course's reference models, parameter counts
 ``devices``               ``get_device``, ``get_devices``, seeding
-``plotting``/``widgets``  the course's plots and ipywidgets explorers
-``checks``                exercise checks that raise with a hint
-``results``               asserted claims and atomic results files
 ``validation``            parameter errors that name the parameter, value and valid range
+``results``               asserted claims and atomic results files
+``plotting``/``widgets``  the course's plots and ipywidgets explorers
+``diagrams``              diagrams of the key ideas, drawn from the lessons' own objects
+``checks``                exercise checks that raise with a hint
+``i18n``/``locale``       runtime messages in the student's language (gettext)
 ========================  ====================================================================
 
-Technique modules (``pruning``, ``compression``, ``distillation``, ``acceleration``,
-``parallel``) hold what one lesson needs beyond this core.
+Lesson modules hold what one lesson needs beyond this core: ``pruning``,
+``structured_pruning``, ``federated_pruning`` (01), ``compression`` (02, also core),
+``distillation``, ``knowledge_distillation`` (03), ``acceleration`` (04), ``parallel``,
+``parallel_worker``, ``split_learning`` (05), ``capstone`` (06), ``flower``, ``deploy``, ``pki``
+(07).  The commands: ``__main__`` dispatches ``python -m fedlab_utils``; ``runner`` holds what
+they share; ``sweep``/``sweep_results``, ``classroom`` (nbgrader) and ``translate`` (the Chinese
+edition) are the others.
 """
 import gc as _gc
 
 # Importing torch creates a few hundred thousand objects that live as long as the process.  The
 # cyclic garbage collector would scan them over and over: while they are being created, and in
-# every later full collection, the last one at exit included: about half a second of a fresh
-# 2-second run on the course's 2-core machine (``import_floor`` in benchmarks/results/loop.json
-# times ``import torch`` both ways).  So the core is imported with the collector paused, and what exists then is
+# every later full collection, the last one at exit included, a sizeable share of a short run's
+# start-up (``import_floor`` in benchmarks/results/loop.json times ``import torch`` both ways).
+# So the core is imported with the collector paused, and what exists then is
 # moved to the collector's permanent generation (``gc.freeze``; objects are still freed when their
 # last reference goes, only cycles among them are never collected: the cyclic garbage the import
 # itself leaves, about 7,000 objects and 1 MB, stays).  Whether the collector runs afterwards is

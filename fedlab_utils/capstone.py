@@ -6,11 +6,12 @@ Technique-free glue that notebook 06 needs; each technique stays in its own modu
   (server optimizer, more local work in fewer rounds, uplink top-k with error feedback,
   downlink quantization, federated pruning), the full recipe and the ablations that remove one
   piece each; :func:`run_config` runs one through the ordinary loop.
-* :class:`SparseQuantizeCodec` -- the downlink of a pruned model: the pruning lesson's bitmap of
-  nonzeros plus the compression lesson's quantized values.
+* the downlink of a pruned model is :class:`~fedlab_utils.compression.SparseQuantizeCodec`
+  (every codec lives in :mod:`fedlab_utils.compression`; re-exported here).
 * :func:`price`, :func:`cumulative_joules`, :func:`radio_floor_joules` -- a run's ledger priced
-  client-row by client-row under any :class:`~fedlab_utils.ledger.EnergyProfile` (the radio's
-  fixed cost is per client-round, so totals must never be priced as one client).
+  client-row by client-row under any :class:`~fedlab_utils.ledger.EnergyProfile` by the ledger's
+  :func:`~fedlab_utils.ledger.price_rows` (the radio's fixed cost is per client-round, so totals
+  must never be priced as one client).
 * :func:`plan_budget` -- the energy-budget planner: the cheapest configuration that reached a
   target accuracy, among those run.
 
@@ -18,7 +19,6 @@ See ``docs/energy_model.md`` for the energy model and the radio-session floor.
 """
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -26,55 +26,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .acceleration import FedAvgM
-from .compression import ErrorFeedback, QuantizeCodec, TopKCodec
+from .compression import ErrorFeedback, QuantizeCodec, SparseQuantizeCodec, TopKCodec
 from .federated import ClientData, History, LocalTraining, run
 from .federated_pruning import FederatedPruning, PruningSchedule
-from .ledger import Energy, EnergyProfile, get_profile, price_history
+from .ledger import Energy, EnergyProfile, get_profile, price_history, price_rows
+from .servers import FedAvgM
 from .validation import check_fraction, check_int, check_real
-from .wire import Update, flatten, pack_bits, packed_len, unflatten, unpack_bits
 
 __all__ = ["SparseQuantizeCodec", "RecipeConfig", "recipe_configs", "run_config", "price", "cumulative_joules",
            "radio_floor_joules", "client_rounds", "config_summary", "plan_budget", "PIECES"]
 
 #: The pieces of the recipe, in the order the ablation removes them.
 PIECES = ("server optimizer", "fewer rounds", "uplink top-k + EF", "downlink quantization", "federated pruning")
-
-
-class SparseQuantizeCodec:
-    """A pruned model on the wire: a bitmap of which values are nonzero, then only the nonzero
-    values, quantized to ``bits`` bits (:class:`~fedlab_utils.compression.QuantizeCodec`).
-
-    Payload: ``k`` (uint32) · ``N`` bits of bitmap · the quantized values.  Zeros come back as
-    exact zeros, so the mask survives the trip; a dense model costs one bit per value more than
-    plain quantization.
-    """
-
-    def __init__(self, bits: int = 8, chunk: int | None = None):
-        self.values = QuantizeCodec(bits, chunk=chunk)
-        self.bits = bits
-        self.name = f"sparse+q{bits}"
-
-    def encode(self, update: Update, client_id: int = 0) -> bytes:
-        vector = flatten(update)
-        nonzero = vector != 0
-        header = struct.pack("<I", int(nonzero.sum()))
-        return header + pack_bits(nonzero.numpy(), 1) + self.values.encode({"values": vector[nonzero]}, client_id)
-
-    def decode(self, payload: bytes, template: Update) -> Update:
-        n = sum(t.numel() for t in template.values())
-        (k,) = struct.unpack_from("<I", payload)
-        start = 4 + packed_len(n, 1)
-        nonzero = torch.from_numpy(unpack_bits(payload[4:start], n, 1).astype(bool))
-        if int(nonzero.sum()) != k:
-            raise ValueError(f"corrupt SparseQuantizeCodec payload: header says {k} values, the bitmap {int(nonzero.sum())}")
-        out = torch.zeros(n, dtype=torch.float32)
-        if k:
-            out[nonzero] = self.values.decode(payload[start:], {"values": torch.zeros(k)})["values"]
-        return unflatten(out, template)
-
-    def __repr__(self) -> str:
-        return f"SparseQuantizeCodec(bits={self.bits})"
 
 
 @dataclass(frozen=True)
@@ -132,7 +95,7 @@ def run_config(config: RecipeConfig, model: nn.Module, clients: Sequence[ClientD
                progress: bool | None = None) -> History:
     """Run ``config`` through the ordinary loop (fresh codecs and server state every call).
 
-    ``trainer`` (e.g. the vmap backend) is used where it applies: not with pruning, whose
+    ``trainer`` (e.g. the vmap trainer) is used where it applies: not with pruning, whose
     masked training needs the sequential trainer.
     """
     server = None if config.server_momentum is None else FedAvgM(lr=1.0, momentum=config.server_momentum)
@@ -173,10 +136,9 @@ def price(history: History, profile: str | EnergyProfile, *, include_fixed: bool
 
 def cumulative_joules(history: History, profile: str | EnergyProfile) -> np.ndarray:
     """Joules spent up to and including each round, under ``profile``."""
-    p = get_profile(profile)
-    per_round = [sum(p.energy(r["flops"], r["bytes_up"], r["bytes_down"]).total for r in rows)
-                 for _, rows in _rows(history)]
-    return np.cumsum(per_round)
+    for _ in _rows(history):  # every record must carry its client rows (raises otherwise)
+        pass
+    return np.cumsum([sum(e.total for e in row_prices) for row_prices in price_rows(history, profile)])
 
 
 def client_rounds(history: History) -> int:

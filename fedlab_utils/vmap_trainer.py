@@ -226,10 +226,9 @@ class VmapTrainer:
 
         Updates save three passes over the stack per round (copying ``W₀`` in, reading it in the
         first step, and ``W − W₀`` for the uplink) but add a shared product with ``W₀`` to every
-        later step.  Measured on a 2-core CPU (MLP 784-200-200-10, batch 32, paired runs): 10-25 %
-        faster with 8 rows per client after the first step (100 clients × 40 samples), about even at
-        93 rows (32 × 125), 6-12 % slower at 368 (10 × 400).  So: updates when the later steps hold
-        at most 64 rows per client.  Both forms give the same result up to float rounding.
+        later step, which costs more the more rows those steps hold.  So: updates when the later
+        steps hold at most 64 rows per client, about where the two forms break even for the course's
+        MLP (``benchmarks/bench_loop.py`` times both).  Both give the same result up to float rounding.
         """
         if self.stack != "auto":
             return self.stack == "updates"
