@@ -34,7 +34,6 @@ stay as they are in both languages.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import re
@@ -100,6 +99,7 @@ def resolve_notebooks(names: Iterable[str], root: Path = NOTEBOOK_DIR) -> list[P
 # --------------------------------------------------------------------------------------------
 # Protected tokens
 
+NBGRADER_MARKER = re.compile(r"^[ \t]*###? (?:BEGIN|END) (?:SOLUTION|HIDDEN TESTS)[ \t]*$", re.M)
 FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?^[ \t]*\1[ \t]*$", re.M | re.S)
 CODE_SPAN = re.compile(r"(`+)(.+?)(?<!`)\1(?!`)", re.S)
 DISPLAY_MATH = re.compile(r"\$\$.+?\$\$", re.S)
@@ -116,7 +116,8 @@ NUMBER = re.compile(r"(?<![A-Za-z0-9_.])\d+(?:[.,]\d+)*")
 def _take(pattern: re.Pattern, text: str, kind: str, tokens: set, group: int = 0) -> str:
     """Record every match of ``pattern`` as a ``(kind, text)`` token and blank it out of ``text``."""
     def keep(match: re.Match) -> str:
-        tokens.add((kind, match.group(group).strip() if group == 0 and kind == "code block" else match.group(group)))
+        tokens.add((kind, match.group(group).strip() if group == 0 and kind in ("code block", "nbgrader marker")
+                    else match.group(group)))
         return " "
     return pattern.sub(keep, text)
 
@@ -124,12 +125,13 @@ def _take(pattern: re.Pattern, text: str, kind: str, tokens: set, group: int = 0
 def split_protected(markdown: str) -> tuple[set[tuple[str, str]], str]:
     """The protected tokens of a markdown cell and its prose with them blanked out.
 
-    Tokens are ``(kind, text)`` pairs: ``code block``, ``code``, ``math``, ``image``, ``link``,
-    ``url`` and ``number``.  Code comes out first (a ``$`` in code is not maths), then maths, image
+    Tokens are ``(kind, text)`` pairs: ``nbgrader marker`` (``### BEGIN SOLUTION`` … in a manually
+    graded answer cell), ``code block``, ``code``, ``math``, ``image``, ``link``, ``url`` and ``number``.  Code comes out first (a ``$`` in code is not maths), then maths, image
     references, link targets and URLs; numbers are read from what is left (so the digits of a
     formula or a URL count once, as part of it)."""
     tokens: set[tuple[str, str]] = set()
-    text = _take(FENCE, markdown, "code block", tokens)
+    text = _take(NBGRADER_MARKER, markdown, "nbgrader marker", tokens)
+    text = _take(FENCE, text, "code block", tokens)
     text = _take(CODE_SPAN, text, "code", tokens)
     text = _take(DISPLAY_MATH, text, "math", tokens)
     text = _take(INLINE_MATH, text, "math", tokens)
@@ -353,10 +355,10 @@ def build_notebook(notebook: Path, po: polib.POFile, terms: list[Term]) -> str:
             if translation is not None:
                 cell.source = translation
     # The glossary cell is locked like the lesson's other markdown when nbgrader metadata is used.
-    graded = next((c for c in reversed(nb.cells) if c.cell_type == "markdown" and "nbgrader" in c.metadata), None)
-    metadata = {"nbgrader": copy.deepcopy(graded.metadata["nbgrader"])} if graded is not None else {}
-    if "nbgrader" in metadata:
-        metadata["nbgrader"]["grade_id"] = f"cell-{GLOSSARY_CELL_ID}"
+    # (never copied from a neighbour: that could be a manually graded answer cell).
+    uses_nbgrader = any("nbgrader" in c.metadata for c in nb.cells)
+    metadata = {"nbgrader": {"grade": False, "grade_id": f"cell-{GLOSSARY_CELL_ID}", "locked": True,
+                             "schema_version": 3, "solution": False, "task": False}} if uses_nbgrader else {}
     glossary = nbformat.v4.new_markdown_cell(glossary_cell_source(terms_used(cells, terms)),
                                              id=GLOSSARY_CELL_ID, metadata=metadata)
     nb.cells.append(glossary)

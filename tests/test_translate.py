@@ -125,6 +125,13 @@ def test_each_lost_token_is_reported(kept, lost, expected):
     assert tr.lost_tokens(ENGLISH, FAITHFUL.replace(kept, lost, 1)) == [expected]
 
 
+def test_nbgrader_markers_of_a_manually_graded_answer_are_protected():
+    english = "### BEGIN SOLUTION\nThe radio session dominates.\n### END SOLUTION"
+    assert tr.lost_tokens(english, "### BEGIN SOLUTION\n无线电会话占主导。\n### END SOLUTION") == []
+    assert tr.lost_tokens(english, "### 开始答案\n无线电会话占主导。\n### END SOLUTION") == [
+        ("nbgrader marker", "### BEGIN SOLUTION")]
+
+
 def test_numbers_inside_code_or_maths_are_not_prose_numbers():
     assert tr.protected_tokens("`x = 5` and $E=1$") == {("code", "`x = 5`"), ("math", "$E=1$")}
     assert ("number", "20") in tr.protected_tokens("共20轮")  # CJK next to a digit is still a boundary
