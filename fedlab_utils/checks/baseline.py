@@ -3,14 +3,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+import numbers
+from collections.abc import Mapping
+
 import torch
 
 from ..federated import weighted_average
-from ..ledger import PROFILES, EnergyProfile
+from ..history import History, RoundRecord
+from ..ledger import PROFILES, Energy, EnergyProfile
 from ..wire import Fp32Codec
 from . import call_safely, expect, expect_close, expect_tensors_close, expect_whole_number, passed
 
-__all__ = ["check_weighted_average", "check_round_uplink_bytes", "check_client_round_joules"]
+__all__ = ["check_weighted_average", "check_round_uplink_bytes", "check_client_round_joules", "cost_to_target",
+           "check_cost_to_target", "check_lte_saving_prediction", "PREDICTION_BAND"]
 
 
 def _weighted_average_cases(seed: int | None) -> list[tuple[list[dict], list[int]]]:
@@ -107,3 +113,114 @@ def check_client_round_joules(fn: Callable, seed: int | None = None) -> None:
         expect_close(got, expected, f"{profile.name}, flops={flops:g}, bytes up={up:g}, down={down:g}",
                      rel=1e-9, abs_=1e-15, hint=hint)
     passed("joules of one client-round")
+
+
+# ----------------------------------------------------------------------------- exercise 2: what the target costs
+def cost_to_target(history: History, target: float) -> tuple[int, int] | None:
+    """``(uplink bytes, client-rounds)`` from round 1 through the first round whose accuracy is
+    at least ``target``; ``None`` if no round reaches it.  Each client-round is one radio session."""
+    up, sessions = 0, 0
+    for record in history.records:
+        up += record.bytes_up
+        sessions += len(record.clients)
+        if record.accuracy is not None and record.accuracy >= target:
+            return up, sessions
+    return None
+
+
+def _totals(records) -> tuple[int, int]:
+    return sum(r.bytes_up for r in records), sum(len(r.clients) for r in records)
+
+
+def _toy_history(accuracies: list[float], clients: list[int], bytes_per_client: int = 1000) -> History:
+    records = [RoundRecord(i + 1, list(range(n)), acc, 1.0, 1.0, bytes_per_client * n, bytes_per_client * n, 0, 0.0,
+                           Energy()) for i, (acc, n) in enumerate(zip(accuracies, clients))]
+    return History("toy", records)
+
+
+def _cost_cases(seed: int | None) -> list[tuple[History, float]]:
+    if seed is None:  # hand-made: first crossing in round 3 (not the last round), exactly at the target,
+        # never, in round 1, and a round with fewer clients (a client dropped out)
+        rising = _toy_history([0.5, 0.7, 0.8, 0.75, 0.9], [4, 4, 3, 4, 4])
+        return [(rising, 0.8), (rising, 0.95), (rising, 0.5), (rising, 0.85)]
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for _ in range(4):
+        rounds = int(torch.randint(3, 12, (1,), generator=g))
+        accs = (0.3 + 0.6 * torch.rand(rounds, generator=g)).tolist()
+        clients = torch.randint(1, 9, (rounds,), generator=g).tolist()
+        cases.append((_toy_history(accs, clients, int(torch.randint(100, 5000, (1,), generator=g))),
+                      float(sorted(accs)[len(accs) // 2])))
+    return cases
+
+
+def check_cost_to_target(fn: Callable, runs: Mapping[str, History] | None = None, target: float | None = None,
+                         seed: int | None = None) -> None:
+    """``fn(history, target)`` must return ``(uplink_bytes, client_rounds)`` up to and including the
+    first round that reaches ``target`` (``None`` if none does).
+
+    ``seed=None`` runs hand-made histories (and, with ``runs`` and ``target``, the notebook's own
+    runs, against ``History.bytes_up_to_accuracy``); an int draws random histories (hidden tests).
+    """
+    hint = ("Walk through history.records in order, adding each round's bytes_up and len(record.clients) "
+            "(one radio session per sampled client); stop at the FIRST round whose accuracy >= target, "
+            "and include that round. Return None if no round reaches the target.")
+    cases = list(_cost_cases(seed))
+    if runs is not None and target is not None:
+        cases += [(h, target) for h in runs.values()]
+    for history, goal in cases:
+        expected = cost_to_target(history, goal)
+        got = call_safely(fn, history, goal, what="cost_to_target")
+        where = f"history {history.label!r}, target {goal:.3g}"
+        if expected is None:
+            expect(got is None, f"{where}: no round reaches the target, so return None, not {got!r}. {hint}")
+            continue
+        expect(isinstance(got, (tuple, list)) and len(got) == 2,
+               f"{where}: return a pair (uplink_bytes, client_rounds), got {got!r}. {hint}")
+        up = expect_whole_number(got[0], f"{where}: uplink bytes", hint)
+        sessions = expect_whole_number(got[1], f"{where}: client-rounds", hint)
+        rounds = history.rounds_to_accuracy(goal)
+        if sessions == rounds and sessions != expected[1]:
+            raise AssertionError(f"{where}: {sessions} is the number of rounds; count client-rounds, i.e. the "
+                                 f"sampled clients of each round (one radio session each). {hint}")
+        if rounds and rounds > 1 and (up, sessions) == _totals(history.records[:rounds - 1]):
+            raise AssertionError(f"{where}: you stopped one round early; the round that reaches the target "
+                                 f"counts too. {hint}")
+        everything = _totals(history.records)
+        if (up, sessions) == everything and everything != expected:
+            raise AssertionError(f"{where}: that is the whole run; stop at the first round that reaches the "
+                                 f"target. {hint}")
+        expect((up, sessions) == expected, f"{where}: got ({up:,}, {sessions}), expected ({expected[0]:,}, "
+                                           f"{expected[1]}). {hint}")
+        if history.bytes_up_to_accuracy(goal) is not None:
+            expect(history.bytes_up_to_accuracy(goal) == expected[0], "the ledger disagrees with cost_to_target")
+    passed("cost to reach the target")
+
+
+# ----------------------------------------------------------------------------- predict: 100x smaller on LTE
+#: A prediction passes when it is within this factor of the measured value (either side).
+PREDICTION_BAND = 1.5
+
+
+def check_lte_saving_prediction(answer, measured: float, band: float = PREDICTION_BAND) -> None:
+    """``answer`` predicts by what factor the joules of one LTE client-round drop when its payload
+    shrinks 100x (fp32 update -> 1 % of its bytes, both ways); ``measured`` is the ledger's
+    ``energy(full).total / energy(small).total``.  It passes within a factor ``band`` either side.
+    """
+    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
+        answer = answer.item()
+    expect(isinstance(answer, numbers.Real) and not isinstance(answer, bool) and math.isfinite(answer)
+           and answer > 0, f"my_lte_saving: expected a positive number (a factor such as 3.0), got {answer!r}")
+    expect(measured > 0, f"measured={measured!r}: the measured factor must be positive")
+    low, high = measured / band, measured * band
+    why = ("On LTE every client-round pays a promotion and an ~11.6 s tail at about 1 W whatever it sends; "
+           "that fixed cost does not shrink with the payload, so a 100x smaller payload removes only the "
+           "bytes' part of the bill.")
+    if answer > high:
+        raise AssertionError(f"You predicted the joules drop {answer:g}x; the ledger measured {measured:.3g}x "
+                             f"(accepted: {low:.3g} to {high:.3g}). {why}")
+    if answer < low:
+        raise AssertionError(f"You predicted {answer:g}x; the ledger measured {measured:.3g}x (accepted: "
+                             f"{low:.3g} to {high:.3g}). A factor below 1 would mean the smaller payload costs "
+                             f"more; the bytes' part does shrink, only it is small.")
+    print(f"✓ prediction: you said {answer:g}x, the ledger measured {measured:.3g}x (accepted: {low:.3g} to {high:.3g})")
