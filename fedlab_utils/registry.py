@@ -36,7 +36,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from . import compression, servers
+from . import servers
 from .training import ClientTransform, FedProx, LocalTraining, SequentialTrainer
 from .validation import check_fraction, check_int, check_real
 from .wire import Fp32Codec
@@ -133,6 +133,8 @@ def resolve_codec(spec, argument: str = "uplink"):
         return Fp32Codec()
     if not isinstance(spec, str):
         return _checked("codec", spec, argument)
+    from . import compression  # only a spec needs the codecs (a default run does not)
+
     text = spec.strip().lower()
     if text.startswith("ef:"):
         inner = resolve_codec(spec.strip()[3:], argument) if text[3:] else None

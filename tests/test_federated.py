@@ -193,6 +193,12 @@ def test_local_training_rejects_bad_settings(kwargs, name):
         LocalTraining(**kwargs)
 
 
+def test_local_training_names_the_argument_the_caller_passed():
+    """``LocalTraining(epochs=0)`` says ``epochs=0`` (and the notebooks' name for it)."""
+    with pytest.raises(ValueError, match=r"^LocalTraining epochs=0 is out of range.*local_epochs"):
+        LocalTraining(epochs=0)
+
+
 def test_bf16_precision_runs_on_cpu():
     clients = tiny_clients()
     h = run(tiny_model(), clients, (clients[0].x, clients[0].y), rounds=1,
@@ -247,3 +253,25 @@ def test_a_fresh_process_running_fedavg_does_not_import_dynamo():
               "print('torch._dynamo' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_core_imports_no_lesson_and_the_vmap_trainer_knows_no_protocol():
+    """The loop and the parts it is built from import no lesson module (imports anywhere in the file,
+    function-level ones included); the vmap trainer never mentions the protocol."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "fedlab_utils"
+    lessons = {"acceleration", "pruning", "structured_pruning", "federated_pruning", "distillation",
+               "knowledge_distillation", "split_learning", "parallel", "parallel_worker", "flower", "deploy",
+               "capstone", "__main__"}
+    for core in ("federated", "training", "servers", "registry", "vmap_trainer", "history", "ledger", "wire",
+                 "timing", "checkpoint", "faults"):
+        tree = ast.parse((package / f"{core}.py").read_text(encoding="utf-8"))
+        imported = {(node.module or "").split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+                     and not node.module for alias in node.names}
+        assert not imported & lessons, f"{core}.py imports {sorted(imported & lessons)}"
+    assert "protocol" not in (package / "vmap_trainer.py").read_text(encoding="utf-8").lower()
+    assert len((package / "acceleration.py").read_text(encoding="utf-8").splitlines()) <= 300

@@ -254,3 +254,33 @@ def test_price_history_prices_each_client_row_or_equal_shares():
     assert price_history(with_rows, p).total == pytest.approx(2 * p.energy(1e8, 1000, 2000).total)
     assert price_history(totals_only, "phone-lte").total == pytest.approx(2 * p.energy(1e8, 1000, 2000).total)
     assert price_history(with_rows, p, include_fixed=False).radio_fixed == 0
+
+
+def test_every_price_of_a_run_is_price_rows_summed():
+    """One pricing function: the loop's recorded joules, price_history, energy_by_profile, the capstone's
+    price/cumulative_joules and joules_to_target all equal sums of ledger.price_rows, exactly."""
+    import numpy as np
+
+    from fedlab_utils import capstone
+    from fedlab_utils.data import ClientData
+    from fedlab_utils.federated import Faults, run
+    from fedlab_utils.history import joules_to_target
+    from fedlab_utils.ledger import energy_by_profile, price_history, price_rows
+
+    g = torch.Generator().manual_seed(0)
+    clients = [ClientData(torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in (9, 14, 6)]
+    torch.manual_seed(0)
+    h = run(nn.Sequential(nn.Linear(6, 3)), clients, (clients[0].x, clients[0].y), rounds=3, progress=False,
+            faults=Faults(dropout=0.3, seed=1), energy_profile="phone-wifi")
+    rows = price_rows(h, h.profile)
+    assert [len(r) for r in rows] == [len(rec.client_rows) for rec in h.records]
+    assert [sum(r, Energy()) for r in rows] == h.round_energy()  # what the loop recorded, bit for bit
+    for name in PROFILES:
+        flat = [e for r in price_rows(h, name) for e in r]
+        assert price_history(h, name) == sum(flat, Energy())
+        assert energy_by_profile(h)[name]["total"] == price_history(h, name).total
+        assert capstone.price(h, name) == price_history(h, name)
+        assert list(capstone.cumulative_joules(h, name)) == list(np.cumsum([sum(e.total for e in r)
+                                                                            for r in price_rows(h, name)]))
+    assert joules_to_target(h, 0.0) == sum(rows[0], Energy()).total
+    assert price_rows(h, "phone-lte", include_fixed=False)[0][0].radio_fixed == 0
