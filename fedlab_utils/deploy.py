@@ -274,10 +274,20 @@ class LocalFederation:
                                   f"{_one_line(done.stdout + done.stderr)}")
         return done.stdout
 
-    def register(self, public_key: str | Path) -> int:
-        """``flwr supernode register``: the SuperLink will admit the holder of this key; its node id."""
-        return int(_json_out(self.flwr("supernode", "register", str(public_key), CONNECTION, "--format", "json"))
-                   ["node-id"])
+    def register(self, *public_keys: str | Path, timeout: float = 60.0) -> list[int]:
+        """``flwr supernode register`` each key (at once): the SuperLink will admit their holders;
+        their node ids, in order."""
+        prefix = f"register-extra{sum(1 for n in self.processes if n.startswith('register-extra'))}"
+        ids = _register_all(self, [Path(k) for k in public_keys], timeout, prefix=prefix)
+        return [ids[i] for i in range(len(public_keys))]
+
+    def wait_activated(self, node_id: int, timeout: float = 60.0) -> None:
+        """Block until the SuperLink's log says it activated ``node_id`` (it came online)."""
+        deadline, needle = time.monotonic() + timeout, f"Activated node_id={node_id}"
+        while needle not in (self.logs / "superlink.log").read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"node {node_id} did not come online within {timeout:.0f} s")
+            time.sleep(0.2)
 
     def unregister(self, node_id: int) -> None:
         """``flwr supernode unregister``: the SuperLink stops serving this node."""
@@ -305,8 +315,12 @@ def _one_line(text: str) -> str:
 
 
 def _json_out(text: str) -> dict:
-    """The JSON object in ``flwr ... --format json`` output (Flower may print lines before it)."""
-    return json.loads(text[text.index("{"):])
+    """The JSON object in ``flwr ... --format json`` output (Flower may print lines before it, and
+    colours it when it believes it writes to a terminal)."""
+    import re
+
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    return json.loads(plain[plain.index("{"):plain.rindex("}") + 1])
 
 
 def _tree(pid: int) -> set[int]:
@@ -447,12 +461,14 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
         teardown(federation)
 
 
-def _register_all(federation: LocalFederation, public_keys: tuple[Path, ...], timeout: float) -> dict[int, int]:
-    """``flwr supernode register`` every key at once (one CLI process each); client index -> node id."""
+def _register_all(federation: LocalFederation, public_keys: tuple[Path, ...] | list[Path], timeout: float,
+                  prefix: str = "register") -> dict[int, int]:
+    """``flwr supernode register`` every key at once (one CLI process each, logged as
+    ``<prefix>-<i>``); key index -> node id."""
     flwr = flower_command("flwr")
     running = {}
     for i, pub in enumerate(public_keys):
-        name = f"register-{i}"
+        name = f"{prefix}-{i}"
         running[i] = _start(federation, name, [flwr, "supernode", "register", str(pub), CONNECTION, "--format", "json"])
     ids = {}
     for i, proc in running.items():
@@ -460,8 +476,8 @@ def _register_all(federation: LocalFederation, public_keys: tuple[Path, ...], ti
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise DeploymentError(f"flwr supernode register did not finish within {timeout:.0f} s") from None
-        text = (federation.logs / f"register-{i}.log").read_text(errors="replace")
-        if code != 0 or "{" not in text:
+        text = (federation.logs / f"{prefix}-{i}.log").read_text(errors="replace")
+        if code != 0 or "node-id" not in text:
             raise DeploymentError(f"registering SuperNode {i}'s key failed (exit {code}): {_one_line(text)}")
         ids[i] = int(_json_out(text)["node-id"])
     return ids
