@@ -10,7 +10,8 @@ from ..compression import QuantizeCodec
 from ..federated import weighted_average
 from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed
 
-__all__ = ["check_aggregate_replies", "check_q8_payload_bytes", "check_overhead_per_message"]
+__all__ = ["check_aggregate_replies", "check_q8_payload_bytes", "check_overhead_per_message",
+           "check_envelope_prediction", "check_accuracy_gap_prediction"]
 
 
 def _replies_cases(seed: int | None) -> list[list[tuple[int, int, dict | None]]]:
@@ -104,3 +105,69 @@ def check_overhead_per_message(answer, records: list[dict]) -> None:
            f"overhead per message: got {answer!r}, expected {expected:.2f} B (Flower bytes minus ledger bytes, "
            f"summed, divided by the {replies} replies).")
     passed("overhead per message")
+
+
+#: A prediction of the envelope's share passes within this relative band of the measured share.
+ENVELOPE_BAND = 0.3
+
+
+def check_envelope_prediction(answer, records: list[dict], band: float = ENVELOPE_BAND) -> None:
+    """Predict-then-check: ``answer`` predicts, in percent of the payload, how many bytes Flower adds
+    to each uplink message of a run (``records``: its rounds, with ``flower_bytes_up``,
+    ``ledger_bytes_up`` and ``replied``).  It passes within ``band`` (relative) of the measured
+    share, ``100 * (Flower bytes - ledger bytes) / ledger bytes``; either way it prints why."""
+    replies = sum(len(r["replied"]) for r in records)
+    ledger = sum(r["ledger_bytes_up"] for r in records)
+    envelope = sum(r["flower_bytes_up"] for r in records) - ledger
+    expect(replies > 0 and ledger > 0, "the run has no uplink message to measure (no client replied)")
+    measured = 100 * envelope / ledger
+    got = answer.item() if isinstance(answer, torch.Tensor) and answer.numel() == 1 else answer
+    expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
+           f"envelope prediction: expected a number in percent, got {answer!r}")
+    low, high = (1 - band) * measured, (1 + band) * measured
+    why = (f"Flower adds about {envelope / replies:.0f} B to every uplink message (ids, record and key names, "
+           f"content hashes) whatever the message carries; this run's payload is {ledger / replies:,.0f} B per "
+           f"message, so the envelope is {measured:.2f}% of it.")
+    if low <= got <= high:
+        print(f"✓ envelope prediction: you said {got:.3g}%, measured {measured:.2f}% "
+              f"(the band is {low:.2f}% to {high:.2f}%). {why}")
+        return
+    if 0 < got < low:
+        hint = ("Too small. If you scaled the fp32 run's share down with the payload, the envelope does not shrink "
+                "with it: it is a fixed number of bytes, so a 4x smaller payload makes it a 4x larger share. ")
+    elif got > high:
+        hint = ("Too large. Flower's envelope is a few hundred bytes, not a fraction of the payload: read it off the "
+                "pitfall's fp32 rounds (Flower bytes minus ledger bytes, per client that replied). ")
+    else:
+        hint = "Flower's message is always larger than the payload inside it: the share is positive. "
+    raise AssertionError(f"envelope prediction: you said {got:.3g}%, measured {measured:.2f}% (the band is "
+                         f"{low:.2f}% to {high:.2f}%). {hint}{why}")
+
+
+#: A prediction of the accuracy gap passes within this many percentage points of the measured gap.
+GAP_BAND_POINTS = 1.0
+
+
+def check_accuracy_gap_prediction(answer, flower_accuracy: list[float], simulated_accuracy: list[float],
+                                  band_points: float = GAP_BAND_POINTS) -> None:
+    """Predict-then-check: ``answer`` predicts the largest gap, in accuracy points, between a Flower
+    deployment's per-round accuracy and the in-process ``run()``'s (both fractions in [0, 1], one
+    per round).  It passes within ``band_points`` of the measured gap; either way it prints why."""
+    expect(len(flower_accuracy) == len(simulated_accuracy) and len(flower_accuracy) > 0,
+           f"accuracy gap: {len(flower_accuracy)} Flower rounds vs {len(simulated_accuracy)} run() rounds")
+    measured = 100 * max(abs(f - s) for f, s in zip(flower_accuracy, simulated_accuracy))
+    got = answer.item() if isinstance(answer, torch.Tensor) and answer.numel() == 1 else answer
+    expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
+           f"accuracy gap prediction: expected a number of accuracy points, got {answer!r}")
+    why = ("Seeded identically, nothing random is left that the seed does not fix: the same shuffles, the same "
+           "payloads, and the ServerApp sorts the replies by client before averaging. Separate processes and a "
+           "network change when things happen, not what is computed; only the order of float additions "
+           "(threads, other CPUs) can move the last bits.")
+    expect(got >= 0, f"accuracy gap prediction: you said {got:.3g} points, but a gap is a distance between two "
+                     f"accuracies: it cannot be negative. {why}")
+    if abs(got - measured) <= band_points:
+        print(f"✓ accuracy gap prediction: you said {got:.3g} points, measured {measured:.2f} "
+              f"(the band is ±{band_points:g} point). {why}")
+        return
+    raise AssertionError(f"accuracy gap prediction: you said {got:.3g} points, measured {measured:.2f} (the band is "
+                         f"±{band_points:g} point). {why}")

@@ -1,0 +1,103 @@
+"""Notebook 07's predict-then-check exercises: each check tested both ways, and the notebook's own
+model answers pass them on realistic numbers."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+import torch
+
+from fedlab_utils.checks import deployment
+from fedlab_utils.classroom import NOTEBOOK_DIR
+from fedlab_utils.compression import QuantizeCodec
+from fedlab_utils.models import make_model
+from fedlab_utils.wire import Fp32Codec
+
+ENVELOPE = 778  # bytes Flower adds per uplink message (measured on flwr 1.x; the checks only need "fixed")
+
+
+def _solution(grade_id: str) -> str:
+    nb = nbformat.read(NOTEBOOK_DIR / "07_deployment.ipynb", as_version=4)
+    [cell] = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+    return cell.source
+
+
+def _records(payload: int, clients: int = 2, rounds: int = 2) -> list[dict]:
+    return [{"flower_bytes_up": clients * (payload + ENVELOPE), "ledger_bytes_up": clients * payload,
+             "replied": list(range(clients))} for _ in range(rounds)]
+
+
+def test_envelope_prediction_both_ways(capsys):
+    records = _records(50_922)  # measured share: 778 / 50,922 = 1.528 %
+    for right in (1.528, 1.1, 1.98, 1.9):
+        deployment.check_envelope_prediction(right, records)
+    assert "measured 1.53%" in capsys.readouterr().out
+    wrong = [(0.38, "Too small"),  # the fp32 share carried over: the envelope was assumed to scale
+             (1.05, "Too small"),
+             (25.0, "Too large"),  # "a quarter of the payload"
+             (2.0 + 1.53, "Too large"),
+             (0, "positive"), (-1.5, "positive"),
+             (None, "expected a number"), (True, "expected a number"), ("1.5", "expected a number"),
+             (float("nan"), "expected a number")]
+    for answer, message in wrong:
+        with pytest.raises(AssertionError, match=message):
+            deployment.check_envelope_prediction(answer, records)
+
+
+def test_envelope_prediction_band_is_relative_and_stated():
+    assert deployment.ENVELOPE_BAND == 0.3
+    records = _records(10_000)  # 7.78 %
+    deployment.check_envelope_prediction(7.78 * 1.29, records)
+    with pytest.raises(AssertionError, match="band is 5.45% to 10.11%"):
+        deployment.check_envelope_prediction(7.78 * 1.31, records)
+    with pytest.raises(AssertionError, match="no uplink message"):
+        deployment.check_envelope_prediction(1.0, [{"flower_bytes_up": 0, "ledger_bytes_up": 0, "replied": []}])
+
+
+def test_the_notebooks_envelope_answer_passes_on_the_real_payload_sizes():
+    update = {k: torch.zeros_like(v) for k, v in make_model("mlp", (1, 28, 28), 10).state_dict().items()}
+    fp32 = len(Fp32Codec().encode(update))
+    for bits in (8, 4):
+        namespace = {"pitfall": SimpleNamespace(records=_records(fp32, rounds=1)), "update": update,
+                     "uplink_bits": bits, "math": math}
+        exec(_solution("07-predict-envelope-share"), namespace)
+        q_payload = len(QuantizeCodec(bits).encode(update))
+        deployment.check_envelope_prediction(namespace["my_envelope_percent"], _records(q_payload))
+        # the same envelope share as the fp32 run is the tempting wrong answer, and it fails
+        with pytest.raises(AssertionError, match="Too small"):
+            deployment.check_envelope_prediction(100 * ENVELOPE / fp32, _records(q_payload))
+
+
+def test_accuracy_gap_prediction_both_ways(capsys):
+    same = [0.749, 0.826, 0.319, 0.609]
+    for right in (0, 0.0, 0.5, 1.0, torch.tensor(0.2)):
+        deployment.check_accuracy_gap_prediction(right, same, list(same))
+    assert "measured 0.00" in capsys.readouterr().out
+    for answer, message in [(2.0, "measured 0.00"), (10, "band is ±1"), (-0.5, "cannot be negative"),
+                            (None, "expected a number"), (False, "expected a number")]:
+        with pytest.raises(AssertionError, match=message):
+            deployment.check_accuracy_gap_prediction(answer, same, list(same))
+    off = [0.749, 0.836, 0.319, 0.609]  # one round 1 point apart
+    deployment.check_accuracy_gap_prediction(1.5, same, off)
+    with pytest.raises(AssertionError, match="measured 1.00"):
+        deployment.check_accuracy_gap_prediction(2.5, same, off)
+    with pytest.raises(AssertionError, match="rounds"):
+        deployment.check_accuracy_gap_prediction(0, same, same[:2])
+
+
+def test_the_notebooks_gap_answer_passes_when_the_runs_agree():
+    namespace: dict = {}
+    exec(_solution("07-predict-accuracy-gap"), namespace)
+    deployment.check_accuracy_gap_prediction(namespace["my_gap_points"], [0.9, 0.95], [0.9, 0.95])
+
+
+def test_the_notebook_has_its_predict_and_discussion_cells():
+    nb = nbformat.read(NOTEBOOK_DIR / "07_deployment.ipynb", as_version=4)
+    meta = [c.metadata.get("nbgrader", {}) for c in nb.cells]
+    predicts = [m for m in meta if m.get("grade") and m["grade_id"].startswith("07-predict-")]
+    discussions = [(c, m) for c, m in zip(nb.cells, meta) if m.get("grade_id", "").startswith("07-discuss-")]
+    assert len(predicts) == 2 and all(m["points"] > 0 for m in predicts)
+    assert discussions and all(c.cell_type == "markdown" and m["grade"] and m["solution"] and m["points"] > 0
+                               and "### BEGIN SOLUTION" in c.source for c, m in discussions)
