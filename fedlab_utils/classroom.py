@@ -400,11 +400,19 @@ class NotebookScores:
     wrong_points: float
     feedback: dict[str, Path]
     manual_points: float = 0.0  # discussion answers: not autograded, left for nbgrader's formgrader
+    #: the discussion answers' grade ids, and per submission those nbgrader's gradebook marks
+    #: ``needs_manual_grade`` (an answered cell; an untouched one is scored 0 automatically)
+    manual_cells: list[str] = field(default_factory=list)
+    waiting: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def as_expected(self) -> bool:
+        """Autograded points: full, 0, and full minus the wrong exercise's; every answered discussion
+        cell waits for a grader, and an untouched one does not (nbgrader gives an unchanged answer 0)."""
+        waiting_ok = (not self.manual_cells or (sorted(self.waiting.get("solutions", [])) == sorted(self.manual_cells)
+                                                and self.waiting.get("untouched") == []))
         return (self.scores["solutions"] == self.max_score and self.scores["untouched"] == 0
-                and self.scores["one-wrong"] == self.max_score - self.wrong_points)
+                and self.scores["one-wrong"] == self.max_score - self.wrong_points and waiting_ok)
 
 
 #: Small parameters per notebook for a quick ``--grade-check --quick`` (every graded check still runs
@@ -502,7 +510,11 @@ def _grade_check(root: Path, names: Sequence[str], common: dict, feedback: bool,
             max_score = gradebook.find_assignment(name).max_score - manual  # the autograded points
             points = gradebook.find_graded_cell(next(e.test_id for e in exercises(source)
                                                      if e.solution_id == wrong[0]), name, name).max_score
-        results.append(NotebookScores(name, max_score, scores, wrong[0], points, written, manual))
+            waiting = {s: sorted(g.name for g in gradebook.find_submission_notebook(name, name, s).grades
+                                 if g.needs_manual_grade) for s in submissions}
+        manual_cells = [_meta(c)["grade_id"] for c in source.cells if _is_manual_answer(c)]
+        results.append(NotebookScores(name, max_score, scores, wrong[0], points, written, manual, manual_cells,
+                                      waiting))
     return results
 
 
@@ -525,14 +537,19 @@ def _autograde(api, root: Path, name: str, student: str, attempts: int = 2) -> N
 
 def format_scores(results: Sequence[NotebookScores]) -> str:
     """The score table of :func:`grade_check` (Markdown, as in the README)."""
-    lines = ["| notebook | solutions | untouched release | one wrong exercise | as expected |",
-             "|---|---|---|---|---|"]
+    lines = ["| notebook | solutions | untouched release | one wrong exercise | waiting for manual grading "
+             "(solutions) | as expected |", "|---|---|---|---|---|---|"]
     for r in results:
+        waiting = r.waiting.get("solutions", [])
+        manual = (f"{len(waiting)} discussion answer(s), {r.manual_points:g} points: "
+                  + ", ".join(f"`{gid}`" for gid in waiting)) if waiting else "none"
         lines.append(f"| {r.assignment} | {r.scores['solutions']:g} / {r.max_score:g} | "
                      f"{r.scores['untouched']:g} / {r.max_score:g} | {r.scores['one-wrong']:g} / {r.max_score:g} "
-                     f"(`{r.wrong_exercise}`: −{r.wrong_points:g}) | {'yes' if r.as_expected else 'NO'}"
-                     + (f"; + {r.manual_points:g} points of discussion answers waiting for manual grading"
-                        if r.manual_points else "") + " |")
+                     f"(`{r.wrong_exercise}`: −{r.wrong_points:g}) | {manual} | {'yes' if r.as_expected else 'NO'} |")
+    if any(r.manual_cells for r in results):
+        lines.append("\nScores are the autograded points. Discussion answers are graded by hand in nbgrader's "
+                     "formgrader (run `jupyter lab` in the course directory, then Nbgrader > Formgrader > "
+                     "Manual Grading); an answer left as released is scored 0 automatically.")
     return "\n".join(lines)
 
 

@@ -10,16 +10,18 @@ How a notebook uses this module (every course notebook follows the same pattern)
     claims.observe("momentum also travels faster here", speedup=s)   # shown and recorded, never asserted
     ...
     record = record_results(results_path, "NN_name", metrics, claims, parameters={...})
-    claims                                              # last line: the visible ✓/✗ summary
+    claims                                              # last line: the one table of claims
+
+Claims and observations are shown once, as that table at the end (numbers rounded for reading);
+``check`` prints nothing while a claim holds, and the record keeps the exact numbers.
 
 **The claim policy.**  A course claim must hold on *every seed* with the default parameters; a
 researcher's own parameters may legitimately make it false, and that is a finding, not a crash.
 So :class:`Claims` picks one of three policies when it is created:
 
 ``raise``   a claim that does not hold raises ``AssertionError`` (nbval and CI keep their teeth);
-``record``  every claim is evaluated, printed ✓ or ✗ with its numbers, recorded with
-            ``holds: false``, and the notebook goes on; ``repr(claims)`` (the last line of the
-            summary cell) then lists the claims that did not hold;
+``record``  every claim is evaluated and recorded (``holds: false`` when it does not hold), and
+            the notebook goes on; the table at the end marks each claim ✓ or ✗ with its numbers;
 ``auto``    (the default) ``raise`` when the notebook runs with its default parameters, ``record``
             when any parameter other than :data:`SEED_LIKE` (``seed``, ``device``,
             ``results_path``) was changed.  Instructors give each student a seed, so a run that
@@ -48,19 +50,31 @@ a threshold has.  A margin whose sign contradicts ``holds`` is a bug in the note
 
 :func:`record_results` writes JSON to a temporary file in the same folder and renames it, so a
 crash never leaves a half-written results file; files get the usual umask permissions.
+
+**Per-round curves.**  The record's ``histories`` holds, for each run the notebook made (each
+:class:`~fedlab_utils.history.History`), per round: ``round``, ``accuracy`` (``null`` where the
+round was not evaluated), ``bytes_up``, ``bytes_down``, ``joules`` (modelled, under the run's
+energy ``profile``) and ``sim_time_s`` (simulated seconds; ``null`` without a fault model).  A
+notebook may pass ``histories={"label": h, ...}``; by default :func:`record_results` collects the
+History objects bound at the top level of the calling notebook, directly or as the values of a
+dict, list or tuple, labelled by their dict key, else by their own ``label``.
 """
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
+import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["Claims", "record_results", "atomic_write_text", "atomic_write_bytes", "to_jsonable",
-           "claim_policy", "POLICIES", "SEED_LIKE"]
+           "claim_policy", "POLICIES", "SEED_LIKE", "ROUND_FIELDS", "history_series", "collect_histories",
+           "readable"]
 
 #: Claim policies; ``strict`` is accepted as a synonym of ``raise``.
 POLICIES = ("auto", "raise", "record")
@@ -137,8 +151,26 @@ def claim_policy(policy: str | None = None, changed: set[str] | list[str] | str 
     return policy, relevant
 
 
+def readable(value) -> str:
+    """A number as a reader wants it: ``203,560``, ``5,084``, ``0.7264``, ``1.2e-05``; other values as ``str``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(readable(v) for v in value) + "]"
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e3:
+        return f"{value:.4g}"
+    if 1e3 <= abs(value) < 1e9:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
 def _format(measured: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in measured.items())
+    return ", ".join(f"{k}={readable(v)}" for k, v in measured.items())
 
 
 class Claims:
@@ -175,23 +207,18 @@ class Claims:
         if margin is not None:
             item["margin"] = to_jsonable(margin)
         self.items.append(item)
-        numbers = _format(measured) + (f", margin={margin:.4g}" if margin is not None else "")
-        if holds:
-            print(f"✓ {claim}  [{numbers}]")
-        elif self.policy == "raise":
-            raise AssertionError(f"Claim does not hold on this run: {claim} ({numbers})")
-        else:
-            print(f"✗ {claim}  [{numbers}]  -- does NOT hold on this run (recorded)")
-        return holds
+        if not holds and self.policy == "raise":
+            shown = _format(measured) + (f", margin={readable(margin)}" if margin is not None else "")
+            raise AssertionError(f"Claim does not hold on this run: {claim} ({shown})")
+        return holds  # shown once, in the table at the end (_repr_markdown_)
 
     def observe(self, statement: str, **measured) -> None:
-        """A labelled observation: printed and recorded with its numbers, never asserted.
+        """A labelled observation: recorded with its numbers and shown in the table, never asserted.
 
         Use it for what this run shows but no threshold holds on every seed (e.g. which of two
         close methods ends ahead); the prose must present it as an observation.
         """
         self.observations.append({"observation": statement, "measured": to_jsonable(measured)})
-        print(f"observation: {statement}  [{_format(measured)}]")
 
     @property
     def failed(self) -> list[dict]:
@@ -204,14 +231,19 @@ class Claims:
         return len(self.items)
 
     def summary(self) -> str:
-        """One line with the count, then every claim that did not hold with its numbers."""
+        """The plain-text table: a line with the count, then one line per claim (✓ or ✗) and observation."""
         held = len(self.items) - len(self.failed)
         lines = [f"{held}/{len(self.items)} claims hold (policy: {self.policy}"
                  + (f"; changed parameters: {', '.join(self.changed)})" if self.changed else ")")]
-        if self.failed:
-            lines.append("Claims that did NOT hold on this run:")
-            lines += [f"  ✗ {c['claim']}  [{_format(c['measured'])}]" for c in self.failed]
+        lines += [f"  {'✓' if c['holds'] else '✗'} {c['claim']}  [{_format(self._shown(c))}]"
+                  + ("" if c["holds"] else "  -- does NOT hold on this run") for c in self.items]
+        lines += [f"  observation: {o['observation']}  [{_format(o['measured'])}]" for o in self.observations]
         return "\n".join(lines)
+
+    @staticmethod
+    def _shown(item: dict) -> dict:
+        """A claim's numbers with its margin, as the table shows them."""
+        return {**item["measured"], **({"margin": item["margin"]} if item.get("margin") is not None else {})}
 
     def __repr__(self) -> str:
         return self.summary()
@@ -222,33 +254,103 @@ class Claims:
         rows = ["", "| | claim | measured |", "|---|---|---|"]
         for c in self.items:
             text = c["claim"].replace("|", "\\|")
-            rows.append(f"| {'✓' if c['holds'] else '✗ **does not hold**'} | {text} | "
-                        f"{_format(c['measured']).replace('|', '/')} |")
+            shown = _format(self._shown(c))
+            rows.append(f"| {'✓' if c['holds'] else '✗ **does not hold**'} | {text} | {shown.replace('|', '/')} |")
         for o in self.observations:
             rows.append(f"| observation | {o['observation'].replace('|', '/')} | "
                         f"{_format(o['measured']).replace('|', '/')} |")
         return head + "\n" + "\n".join(rows)
 
 
+#: The per-round fields of a run in a results record's ``histories`` (module docstring).
+ROUND_FIELDS = ("round", "accuracy", "bytes_up", "bytes_down", "joules", "sim_time_s")
+
+
+def history_series(history) -> dict:
+    """One run's per-round curves: ``{"profile": name, "round": [...], "accuracy": [...], ...}`` (ROUND_FIELDS).
+
+    ``joules`` is each round's modelled energy under the run's own profile (``RoundRecord.energy``);
+    ``accuracy`` of a round that was not evaluated stays NaN here (``null`` in JSON).
+    """
+    records = history.records
+    series = {"profile": history.profile_name,
+              "round": [int(r.round) for r in records],
+              "accuracy": [float(r.accuracy) for r in records],
+              "bytes_up": [int(r.bytes_up) for r in records],
+              "bytes_down": [int(r.bytes_down) for r in records],
+              "joules": [float(r.energy.total) for r in records],
+              "sim_time_s": [None if r.sim_time_s is None else float(r.sim_time_s) for r in records]}
+    return series
+
+
+_SKIPPED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+
+
+def collect_histories(namespace: Mapping) -> dict:
+    """The History objects bound in ``namespace`` (a notebook's globals), labelled and without repeats.
+
+    A History found as the value of a dict is labelled by its key (the notebook's own name for it,
+    e.g. ``runs["FedAvg IID"]``); one held directly, or in a list or tuple, by its ``label``.  The
+    same object found twice is kept once, under its dict key.  Two different runs with the same
+    label are told apart by the variable holding them (``"FedAvg (fedavg_iid)"``).  Names that
+    start with ``_`` and IPython's ``In``/``Out`` are skipped (output caches, not the notebook's runs).
+    """
+    from .history import History
+
+    def found_in(name: str, value) -> list[tuple[str, History]]:
+        if isinstance(value, History):
+            return [(value.label, value)]
+        if isinstance(value, Mapping):
+            return [(str(k), v) for k, v in value.items() if isinstance(v, History)]
+        if isinstance(value, (list, tuple)):
+            return [(v.label, v) for v in value if isinstance(v, History)]
+        return []
+
+    names = [name for name in namespace if not name.startswith("_") and name not in _SKIPPED_NAMES]
+    keyed = {id(h): key for name in names if isinstance(namespace[name], Mapping)
+             for key, h in found_in(name, namespace[name])}
+    collected: dict[str, History] = {}
+    seen: set[int] = set()
+    for name in names:
+        for label, history in found_in(name, namespace[name]):
+            if id(history) in seen:
+                continue
+            seen.add(id(history))
+            label = keyed.get(id(history), label)
+            if label in collected:
+                label = f"{label} ({name})"
+            unique, count = label, 2
+            while unique in collected:
+                unique, count = f"{label} #{count}", count + 1
+            collected[unique] = history
+    return collected
+
+
 def record_results(path: str | Path | None, notebook: str, metrics: dict, claims: Claims | list | None = None,
-                   parameters: dict | None = None) -> dict:
-    """Write ``{notebook, parameters, metrics, claims, observations, claim_policy}`` as JSON atomically.
+                   parameters: dict | None = None, histories: Mapping | None = None) -> dict:
+    """Write ``{notebook, parameters, metrics, claims, observations, claim_policy, histories}`` as JSON atomically.
 
     Each claim is ``{"claim", "holds", "measured"}`` plus ``"margin"`` when the notebook gave one.
+    ``histories`` maps run labels to History objects; by default (``None``) they are collected from
+    the caller's globals (:func:`collect_histories`), so every run a notebook made is recorded
+    round by round (:func:`history_series`); pass ``{}`` to record none.
     With ``path=None`` (the default in notebooks) nothing is written; the record is returned.
-    Claims that did not hold (possible under the ``record`` policy) are listed again on stdout.
+    Claims given as a plain list (no table to show them) that did not hold are listed on stdout.
     """
+    if histories is None:
+        histories = collect_histories(sys._getframe(1).f_globals)
     record = {"notebook": notebook, "parameters": parameters or {}, "metrics": metrics,
               "claims": claims.to_list() if isinstance(claims, Claims) else (claims or [])}
     if isinstance(claims, Claims):
         record["observations"] = list(claims.observations)
         record["claim_policy"] = {"policy": claims.policy, "changed_parameters": claims.changed}
+    record["histories"] = {str(label): history_series(h) for label, h in histories.items()}
     record = to_jsonable(record)
     if path is not None:
         atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False))
         print(f"Results written to {path}")
     failed = [c for c in record["claims"] if not c.get("holds", True)]
-    if failed:
+    if failed and not isinstance(claims, Claims):
         print(f"{len(failed)} claim(s) did NOT hold on this run:\n"
               + "\n".join(f"  ✗ {c['claim']}" for c in failed))
     return record

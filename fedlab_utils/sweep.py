@@ -19,9 +19,15 @@
 * ``DIR/sweep.csv``: one row per point with the parameters, ``status``, ``seconds``,
   ``claims_held``/``claims_total``, ``error`` and every numeric or text metric flattened to
   ``metrics.a.b`` columns.
-* ``DIR/sweep.png``: each numeric metric against the first swept parameter other than ``seed``
-  (``seed`` itself if it is the only one), one line per combination of the other parameters,
-  mean ± std over seeds when seeds are swept.
+* ``DIR/rounds.csv``: every run's per-round curve in long form (``point``, the swept parameters,
+  ``run``, ``round``, ``accuracy``, ``bytes_up``, ``bytes_down``, ``joules``, ``sim_time_s``).
+* ``DIR/curves.png``: accuracy against round and against cumulative uplink MB for each run, one
+  line per value of the swept parameters other than ``seed``, mean and 95 % Student-t band over seeds.
+* ``DIR/sweep.png``: each numeric metric (``--metrics a,b,...`` picks them; by default every one
+  except wall times) against the first swept parameter other than ``seed`` (``seed`` itself if it
+  is the only one), one line per combination of the other parameters, mean ± std over seeds when
+  seeds are swept; plain tick numbers and a legend on every panel.
+  (Tables and figures: :mod:`fedlab_utils.sweep_results`.)
 
 Claims follow the notebook's claim policy (:mod:`fedlab_utils.results`): points that change
 parameters other than the seed record failing claims instead of raising; ``--strict`` makes
@@ -42,12 +48,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .results import atomic_write_bytes, atomic_write_text
+from .results import ROUND_FIELDS, atomic_write_text
 from .runner import (CourseError, add_claims_arguments, check_out_dir, claims_policy_from_args, find_notebooks,
                      notebook_parameters, parse_value, validate_parameters)
+from .sweep_results import plot_curves, plot_sweep, round_rows, sweep_rows, write_csv
 
-__all__ = ["parse_values", "parse_grid", "expand_grid", "Point", "run_points", "sweep", "write_csv",
-           "plot_sweep", "add_parser", "cmd_sweep"]
+__all__ = ["parse_values", "parse_grid", "expand_grid", "Point", "run_points", "sweep", "write_outputs", "write_csv",
+           "plot_sweep", "plot_curves", "add_parser", "cmd_sweep"]
 
 RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
 
@@ -258,112 +265,26 @@ def run_points(points: list[Point], jobs: int = 1, claims_policy: str = "auto", 
     return [p.record for p in points]
 
 
-def _flatten(prefix: str, value, row: dict) -> None:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}", inner, row)
-    elif isinstance(value, (int, float, str, bool)) or value is None:
-        row[prefix] = value
+def write_outputs(records: list[dict], names: list[str], out: Path, title: str = "",
+                  metrics: list[str] | None = None) -> None:
+    """``sweep.csv``, ``rounds.csv``, ``curves.png`` and ``sweep.png`` from the points' records.
 
-
-def sweep_rows(records: list[dict], names: list[str]) -> list[dict]:
-    """One flat row per point: parameters, status, seconds, claims held/total, error, metrics.*."""
-    rows = []
-    for record in records:
-        results = record.get("results") or {}
-        claims = results.get("claims", [])
-        row = {name: record["parameters"].get(name) for name in names}
-        row.update(status=record["status"], seconds=record["seconds"],
-                   claims_held=sum(bool(c.get("holds")) for c in claims) if results else None,
-                   claims_total=len(claims) if results else None, error=record.get("error"))
-        _flatten("metrics", results.get("metrics", {}), row)
-        rows.append(row)
-    return rows
-
-
-def write_csv(rows: list[dict], path: Path) -> Path:
-    import pandas as pd
-
-    # convert_dtypes keeps integer columns integer when a failed point leaves a hole (no "2.0")
-    return atomic_write_text(path, pd.DataFrame.from_records(rows).convert_dtypes().to_csv(index=False))
-
-
-def _numeric_metrics(frame, limit: int = 12) -> list[str]:
-    import pandas as pd
-
-    columns = []
-    for column in frame.columns:
-        if not column.startswith("metrics."):
-            continue
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if values.notna().any() and frame[column].map(lambda v: isinstance(v, bool)).sum() == 0:
-            columns.append(column)
-    varying = [c for c in columns if frame[c].nunique(dropna=True) > 1]
-    ordered = sorted(varying, key=lambda c: c.count(".")) + sorted(set(columns) - set(varying), key=lambda c: c.count("."))
-    return ordered[:limit]
-
-
-def plot_sweep(rows: list[dict], names: list[str], path: Path, title: str = "") -> Path:
-    """Each numeric metric against the first non-seed swept parameter, mean ± std over seeds."""
-    import io
-
-    import pandas as pd
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    frame = pd.DataFrame.from_records(rows)
-    ok = frame[frame["status"] == "ok"] if "status" in frame else frame
-    x_name = next((n for n in names if n != "seed"), names[0] if names else None)
-    groups = [n for n in names if n not in (x_name, "seed")]
-    metrics = _numeric_metrics(ok) if len(ok) else []
-    columns = 3 if len(metrics) > 4 else max(1, min(2, len(metrics)))
-    rows_n = max(1, -(-len(metrics) // columns))
-    fig = Figure(figsize=(4.6 * columns, 3.4 * rows_n))
-    FigureCanvasAgg(fig)
-    if not metrics or x_name is None:
-        ax = fig.add_subplot(1, 1, 1)
-        ax.text(0.5, 0.5, "no completed point with numeric metrics", ha="center", va="center")
-        ax.set_axis_off()
-    x_values = list(dict.fromkeys(ok[x_name])) if x_name is not None and len(ok) else []
-    numeric_x = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x_values)
-    position = {v: (v if numeric_x else i) for i, v in enumerate(x_values)}
-    for index, metric in enumerate(metrics):
-        ax = fig.add_subplot(rows_n, columns, index + 1)
-        keyed = ok.assign(_y=pd.to_numeric(ok[metric], errors="coerce"),
-                          _x=ok[x_name].map(position), _g=ok[groups].astype(str).agg(", ".join, axis=1) if groups else "")
-        for group, part in keyed.groupby("_g", sort=False):
-            stats = part.groupby("_x")["_y"].agg(["mean", "std", "count"]).sort_index()
-            label = ", ".join(f"{n}={v}" for n, v in zip(groups, str(group).split(", "))) if groups else None
-            line = ax.plot(stats.index, stats["mean"], marker="o", label=label)[0]
-            if (stats["count"] > 1).any():
-                std = stats["std"].fillna(0).to_numpy()
-                ax.fill_between(stats.index, stats["mean"] - std, stats["mean"] + std, alpha=0.2,
-                                color=line.get_color())
-        ax.set_title(metric.removeprefix("metrics."), fontsize=9)
-        ax.set_xlabel(x_name)
-        if not numeric_x:
-            ax.set_xticks(list(position.values()), [str(v) for v in position], rotation=20)
-        elif len(position) <= 12:
-            ax.set_xticks(sorted(position.values()))
-        if groups and index == 0:
-            ax.legend(fontsize=7)
-    seeds = sorted(set(ok["seed"])) if "seed" in names and len(ok) else []
-    note = f"mean ± std over seeds {seeds}" if len(seeds) > 1 and x_name != "seed" else ""
-    fig.suptitle(" · ".join(t for t in (title, note) if t), fontsize=11)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return atomic_write_bytes(path, buffer.getvalue())
+    The tables and curves are written first, so a ``--metrics`` name that is not a metric of this
+    sweep (``ValueError``) leaves them on disk."""
+    rows = sweep_rows(records, names)
+    write_csv(rows, out / "sweep.csv")
+    curves = round_rows(records, names, point_slug)
+    write_csv(curves, out / "rounds.csv", columns=["point", *names, "run", *ROUND_FIELDS])
+    plot_curves(curves, names, out / "curves.png", title=title)
+    plot_sweep(rows, names, out / "sweep.png", title=title, metrics=metrics)
 
 
 def sweep(notebook: Path, grid: dict[str, list], out: Path, jobs: int = 1, claims_policy: str = "auto",
-          timeout: float | None = None, progress: bool = True) -> list[dict]:
-    """Run the grid on one notebook and write the per-point records, ``sweep.csv`` and ``sweep.png``."""
+          timeout: float | None = None, progress: bool = True, metrics: list[str] | None = None) -> list[dict]:
+    """Run the grid on one notebook; write the per-point records and :func:`write_outputs`'s files."""
     points = [Point(notebook, params, out / "points" / point_slug(params)) for params in expand_grid(grid)]
     records = run_points(points, jobs=jobs, claims_policy=claims_policy, timeout=timeout, progress=progress)
-    rows = sweep_rows(records, list(grid))
-    write_csv(rows, out / "sweep.csv")
-    plot_sweep(rows, list(grid), out / "sweep.png", title=notebook.stem)
+    write_outputs(records, list(grid), out, title=notebook.stem, metrics=metrics)
     return records
 
 
@@ -378,10 +299,16 @@ def cmd_sweep(args) -> int:
     size = len(expand_grid(grid))
     print(f"Sweeping {notebooks[0].name} over {size} point(s) ({' x '.join(f'{n}: {len(v)}' for n, v in grid.items())})"
           f", {args.jobs} at a time -> {out}/")
-    records = sweep(notebooks[0], grid, out, jobs=args.jobs, claims_policy=claims_policy_from_args(args),
-                    timeout=args.timeout, progress=True)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    try:
+        records = sweep(notebooks[0], grid, out, jobs=args.jobs, claims_policy=claims_policy_from_args(args),
+                        timeout=args.timeout, progress=True, metrics=metrics)
+    except ValueError as exc:  # --metrics naming no metric of this sweep; the points are complete and kept
+        raise CourseError(f"{exc}\n  the points, sweep.csv, rounds.csv and curves.png are written; rerun with "
+                          f"valid --metrics to redraw sweep.png (completed points are not run again)") from None
     failed = [r for r in records if r["status"] != "ok"]
-    print(f"{len(records) - len(failed)}/{len(records)} point(s) ok -> {out / 'sweep.csv'}, {out / 'sweep.png'}")
+    print(f"{len(records) - len(failed)}/{len(records)} point(s) ok -> {out / 'sweep.csv'}, {out / 'rounds.csv'}, "
+          f"{out / 'curves.png'}, {out / 'sweep.png'}")
     for record in failed:
         print(f"  failed: {point_slug(record['parameters'])}: {(record['error'] or '').splitlines()[0]}")
     return 1 if failed else 0
@@ -396,6 +323,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1, help="points run at the same time (default 1)")
     parser.add_argument("--out", required=True, help="output folder (points/, sweep.csv, sweep.png)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before a point is stopped (default: none)")
+    parser.add_argument("--metrics", default=None, metavar="A,B,...",
+                        help="metrics drawn in sweep.png, as in sweep.csv without 'metrics.' "
+                             "(default: every numeric metric except wall times)")
     add_claims_arguments(parser)
     parser.set_defaults(func=cmd_sweep)
     return parser

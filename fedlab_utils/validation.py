@@ -2,11 +2,16 @@
 
 Notebooks call these in their setup cell, so a papermill run with a bad parameter fails
 at once with a message a student can act on, instead of deep inside training.
+
+Numbers are checked by kind, not by Python type: any ``numbers.Integral`` is an integer
+(``numpy.int64`` from an array, a ``range`` or a sweep included) and any ``numbers.Real`` a real
+number (``numpy.float32``), returned as a plain ``int``/``float``.  ``bool`` is refused for both,
+though Python counts it as an int: ``rounds=True`` is a mistake, not 1.
 """
 from __future__ import annotations
 
 from collections.abc import Collection
-from numbers import Real
+from numbers import Integral, Real
 
 __all__ = ["check_choice", "check_int", "check_real", "check_fraction", "check_optional_path"]
 
@@ -19,9 +24,12 @@ def check_choice(name: str, value: object, choices: Collection) -> object:
 
 
 def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
-    """Raise ``ValueError`` unless ``value`` is an int in ``[low, high]``."""
-    if not isinstance(value, int) or isinstance(value, bool):
+    """Raise ``ValueError`` unless ``value`` is an integer (any ``numbers.Integral``, not bool) in ``[low, high]``.
+
+    Returns it as a plain ``int``."""
+    if not isinstance(value, Integral) or isinstance(value, bool):
         raise ValueError(f"{name}={value!r} is not valid; it must be an integer")
+    value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"{name}={value!r} is out of range; valid: {_interval(low, high, True, True)}")
     return value
@@ -29,11 +37,14 @@ def check_int(name: str, value: object, low: int | None = None, high: int | None
 
 def check_real(name: str, value: object, low: float | None = None, high: float | None = None,
                low_inclusive: bool = True, high_inclusive: bool = True) -> float:
-    """Raise ``ValueError`` unless ``value`` is a real number in the given interval."""
+    """Raise ``ValueError`` unless ``value`` is a real number (any ``numbers.Real``, not bool) in the interval.
+
+    Returns it as a plain ``float``."""
     if not isinstance(value, Real) or isinstance(value, bool):
         raise ValueError(f"{name}={value!r} is not valid; it must be a number")
     if value != value:  # NaN compares false with every bound, so it would slip through them
         raise ValueError(f"{name}={value!r} is not valid; it must be a number, not NaN")
+    value = value if isinstance(value, (int, float)) else float(value)  # numpy scalars: name them as plain numbers
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:

@@ -207,3 +207,45 @@ def test_quick_parameters_are_the_notebooks_own(name):
 
     known = notebook_parameters(classroom.NOTEBOOK_DIR / f"{name}.ipynb")
     assert set(classroom.QUICK_PARAMETERS[name]) <= set(known)
+
+
+def _discussion_notebook():
+    """Two autograded exercises and one discussion answer (nbgrader's manually graded markdown cell)."""
+    def exercise(n, points):
+        return [new_code_cell(f"def f{n}(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION",
+                              id=f"sol-{n}", metadata={"nbgrader": solution_metadata(f"99-ex{n}")}),
+                new_code_cell(f"def check_identity(f):\n    assert f(2) == 2, 'f(x) must return x'\ncheck_identity(f{n})",
+                              id=f"test-{n}", metadata={"nbgrader": grader_metadata(f"99-ex{n}-test", points)})]
+    discuss = {"grade": True, "grade_id": "99-discuss-why", "locked": False, "points": 3,
+               "schema_version": classroom.SCHEMA_VERSION, "solution": True, "task": False}
+    cells = [new_markdown_cell("# 99 · Toy", id="title"),
+             new_code_cell("seed = 0", id="params", metadata={"tags": ["parameters"]}),
+             *exercise(1, 1), *exercise(2, 2), *exercise(3, 4),
+             new_markdown_cell("**Discuss.** Why return x?", id="prompt-d"),
+             new_markdown_cell("### BEGIN SOLUTION\nBecause the identity is what the check asks for.\n"
+                               "### END SOLUTION", id="answer-d",
+                               metadata={"nbgrader": discuss})]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    normalize_notebook(nb)
+    return nb
+
+
+def test_grade_check_reports_discussion_answers_as_waiting_for_manual_grading(tmp_path):
+    """nbgrader's real pipeline: the answered discussion cell needs a grader, the released stub scores 0,
+    and only the autograded points are compared."""
+    path = tmp_path / "99_toy.ipynb"
+    nbformat.write(_discussion_notebook(), path)
+    assert validate_notebook(nbformat.read(path, as_version=4)) == []
+    [r] = classroom.grade_check(tmp_path / "course", [str(path)], feedback=False)
+    assert r.max_score == 7 and r.manual_points == 3 and r.manual_cells == ["99-discuss-why"]
+    assert r.scores == {"solutions": 7, "untouched": 0, "one-wrong": 6}, "ex1 (1 point) left unanswered"
+    assert r.waiting == {"solutions": ["99-discuss-why"], "untouched": [], "one-wrong": ["99-discuss-why"]}
+    assert r.as_expected
+    table = classroom.format_scores([r])
+    assert "| 99_toy | 7 / 7 | 0 / 7 | 6 / 7 (`99-ex1`: −1) | 1 discussion answer(s), 3 points: `99-discuss-why` | yes |" \
+        in table and "formgrader" in table
+    release = nbformat.read(tmp_path / "course" / "release" / "99_toy" / "99_toy.ipynb", as_version=4)
+    assert "YOUR ANSWER HERE" in release.cells[-1].source, "the model answer stays in the instructor's version"
+    r.waiting["untouched"] = ["99-discuss-why"]
+    assert not r.as_expected, "an untouched answer waiting for a grader would be a pipeline defect"

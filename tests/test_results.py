@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fedlab_utils.runner import merge_results
-from fedlab_utils.results import CHANGED_ENV, POLICY_ENV, Claims, atomic_write_text, claim_policy, record_results
+from fedlab_utils.results import (CHANGED_ENV, POLICY_ENV, Claims, atomic_write_text, claim_policy, record_results,
+                                  to_jsonable)
 
 
 @pytest.fixture(autouse=True)
@@ -44,13 +45,15 @@ def test_other_changed_parameters_record_failing_claims_and_summarise_them(monke
     assert claims.check("student within 3 points of teacher", False, margin=-4.5, gap=7.5) is False
     claims.check("another that holds", True)
     out = capsys.readouterr().out
-    assert "✓ holds" in out and "✗ student within 3 points of teacher  [gap=7.5, margin=-4.5]" in out
+    assert "holds" not in out and "✗" not in out, "claims are shown once, in the table at the end"
     assert [c["holds"] for c in claims.to_list()] == [True, False, True]
     summary = repr(claims)
     assert summary.startswith("2/3 claims hold (policy: record; changed parameters: num_clients, rounds)")
-    assert "did NOT hold" in summary and "student within 3 points" in summary and "another" not in summary
+    assert "  ✗ student within 3 points of teacher  [gap=7.5, margin=-4.5]  -- does NOT hold" in summary
+    assert "  ✓ another that holds  []" in summary and summary.count("✓") == 2
     markdown = claims._repr_markdown_()
     assert markdown.count("does not hold") == 1 and markdown.count("| ✓ |") == 2
+    assert markdown.count("student within 3 points") == 1 and "margin=-4.5" in markdown
 
 
 def test_strict_raises_whatever_the_parameters(monkeypatch):
@@ -92,7 +95,9 @@ def test_margin_is_recorded_and_must_agree_with_holds():
 def test_observations_are_recorded_never_asserted(tmp_path, capsys):
     claims = Claims()
     claims.observe("FedAvgM ends ahead of FedAvg on this seed", fedavgm=0.91, fedavg=0.90)
-    assert "observation: FedAvgM ends ahead" in capsys.readouterr().out
+    assert capsys.readouterr().out == ""
+    assert "| observation | FedAvgM ends ahead of FedAvg on this seed | fedavgm=0.91, fedavg=0.9 |" \
+        in claims._repr_markdown_()
     record = record_results(tmp_path / "r.json", "nb", {}, claims)
     assert record["observations"] == [{"observation": "FedAvgM ends ahead of FedAvg on this seed",
                                        "measured": {"fedavgm": 0.91, "fedavg": 0.90}}]
@@ -108,6 +113,8 @@ def test_record_results_is_atomic_json_and_lists_failed_claims(tmp_path, capsys)
     on_disk = json.loads(path.read_text())
     assert on_disk == record and on_disk["metrics"] == {"acc": 0.5, "nan": None}
     assert [c["holds"] for c in on_disk["claims"]] == [True, False]
+    assert "✗" not in capsys.readouterr().out, "the Claims table shows it; not listed again"
+    record_results(None, "nb", {}, on_disk["claims"])  # a plain list has no table: listed here
     assert "1 claim(s) did NOT hold on this run:\n  ✗ not ok" in capsys.readouterr().out
     assert record_results(None, "nb", {"a": 1})["metrics"] == {"a": 1}
     assert not list(path.parent.glob(".*tmp"))
@@ -145,3 +152,57 @@ def test_results_json_merge_updates_only_this_runs_notebooks(tmp_path):
     assert json.loads(path.read_text()) == merged
     atomic_write_text(path, "{not json")
     assert merge_results(path, {"00_a": {"v": 5}}, failed=[]) == {"00_a": {"v": 5}}
+
+
+@pytest.mark.parametrize("value, text", [(203560, "203,560"), (5084.055570068908, "5,084"), (0.72641, "0.7264"),
+                                         (1.2e-05, "1.2e-05"), (0.0, "0"), (2.5e10, "2.5e+10"), (True, "True"),
+                                         ("q8", "q8"), (float("nan"), "nan"), ([0.12345, 7], "[0.1235, 7]")])
+def test_numbers_are_rounded_for_reading(value, text):
+    from fedlab_utils.results import readable
+
+    assert readable(value) == text
+
+
+def _history(label, accuracies, up=100, sim=None):
+    from fedlab_utils.history import History, RoundRecord
+    from fedlab_utils.ledger import Energy
+
+    records = [RoundRecord(round=i + 1, clients=[0, 1], accuracy=a, loss=0.0, train_loss=0.0, bytes_up=up * (i + 1),
+                           bytes_down=2 * up, client_flops=10, wall_time_s=0.5,
+                           energy=Energy(compute=1.0, uplink=0.25 * (i + 1), radio_fixed=2.0), sim_time_s=sim)
+               for i, a in enumerate(accuracies)]
+    return History(label, records)
+
+
+def test_history_series_gives_each_rounds_accuracy_bytes_joules_and_simulated_time():
+    from fedlab_utils.results import history_series
+
+    series = history_series(_history("FedAvg", [0.5, float("nan"), 0.75], sim=1.5))
+    assert series["round"] == [1, 2, 3] and series["bytes_up"] == [100, 200, 300] and series["bytes_down"] == [200] * 3
+    assert series["joules"] == [3.25, 3.5, 3.75], "compute 1 + uplink 0.25 r + radio fixed 2, by hand"
+    assert series["sim_time_s"] == [1.5] * 3 and series["profile"] == "phone-lte"
+    assert to_jsonable(series)["accuracy"] == [0.5, None, 0.75], "a round not evaluated is null, not repeated"
+    assert history_series(_history("no faults", [0.5]))["sim_time_s"] == [None]
+
+
+def test_record_results_collects_the_notebooks_histories_by_dict_key_or_label(tmp_path):
+    """A notebook needs no edit: the runs bound in its namespace are recorded round by round."""
+    from fedlab_utils.results import collect_histories
+
+    fedavg, fedsgd, other = _history("FedAvg", [0.5, 0.6]), _history("FedSGD", [0.4]), _history("FedAvg", [0.1])
+    namespace = {"runs": {"FedAvg IID": fedavg, "FedSGD IID": fedsgd}, "avg_iid": fedavg, "extra": other,
+                 "pair": (fedsgd,), "_": _history("cache", [0.9]), "Out": {1: _history("out", [0.9])},
+                 "sweep": {"a": 1}, "x": 3}
+    collected = collect_histories(namespace)
+    assert list(collected) == ["FedAvg IID", "FedSGD IID", "FedAvg"]
+    assert collected["FedAvg IID"] is fedavg and collected["FedAvg"] is other
+    assert list(collect_histories({"a": other, "b": _history("FedAvg", [0.2])})) == ["FedAvg", "FedAvg (b)"]
+    path = tmp_path / "r.json"
+    exec("record = record_results(path, 'nb', {})",
+         {"record_results": record_results, "path": path, "runs": {"FedAvg IID": fedavg}})
+    on_disk = json.loads(path.read_text())["histories"]
+    assert list(on_disk) == ["FedAvg IID"] and on_disk["FedAvg IID"]["accuracy"] == [0.5, 0.6]
+    assert record_results(None, "nb", {}, histories={})["histories"] == {}
+    given = record_results(None, "nb", {}, histories={"mine": fedsgd})["histories"]
+    assert given == {"mine": {"profile": "phone-lte", "round": [1], "accuracy": [0.4], "bytes_up": [100],
+                              "bytes_down": [200], "joules": [3.25], "sim_time_s": [None]}}

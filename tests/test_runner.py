@@ -64,6 +64,7 @@ RECORD = ("from fedlab_utils.results import Claims, record_results\n"
           "for _ in tqdm(range(3), disable=not progress_enabled(None)):\n    pass\n"
           "claims = Claims()\nclaims.check('x is one', x == 1, x=x)\n"
           "record_results(results_path, 'tiny', {'x': x}, claims)\n"
+          "from IPython.display import display\ndisplay(claims)\n"
           "import matplotlib.pyplot as plt\nplt.plot([0, x])\n"
           "from fedlab_utils.widgets import slider_explorer\n"
           "slider_explorer({1: 1, 2: 2, 3: 3}, lambda v, ax: ax.plot([0, v]), 'v')")
@@ -85,7 +86,9 @@ def test_run_records_failing_claims_with_changed_parameters_and_leaves_no_progre
     assert any("image/png" in o.get("data", {}) for o in outputs), \
         "figures must reach the executed notebook (inline backend, not Agg)"
     text = json.dumps(outputs, ensure_ascii=False)
-    assert "✗ x is one" in text and "%|" not in text, "failing claim shown; no progress-bar remnants"
+    assert text.count("x is one") == 2 and "✗ **does not hold** | x is one" in text, \
+        "the failing claim is shown once, in the table (markdown and its plain-text form)"
+    assert "%|" not in text, "no progress-bar remnants"
     assert "widget-view" not in text, "headless kernels draw an explorer's default view, no ipywidget"
     assert stat.S_IMODE((out / "results.json").stat().st_mode) == 0o666 & ~_umask()
     captured = capfd.readouterr()

@@ -109,3 +109,111 @@ def test_bench_claims_summarises_hold_rate_failing_seeds_and_worst_margin():
     assert b["hold_rate"] == 1.0 and b["worst_margin"] is None
     assert summary["observations"] == [{"observation": "o", "per_seed": [{"seed": s, "v": s} for s in (0, 1, 2)]}]
     assert bench.parse_seeds("0:3") == [0, 1, 2]
+
+
+# ----------------------------------------------------------------------------- per-round results and figures
+from fedlab_utils import sweep_results as SR  # noqa: E402
+
+
+def _record(parameters, accuracies, up=1_000_000, status="ok"):
+    rounds = list(range(1, len(accuracies) + 1))
+    series = {"profile": "phone-lte", "round": rounds, "accuracy": accuracies, "bytes_up": [up] * len(rounds),
+              "bytes_down": [2 * up] * len(rounds), "joules": [1.5] * len(rounds), "sim_time_s": [None] * len(rounds)}
+    results = {"claims": [], "metrics": {"acc": accuracies[-1], "latency_ms": 3.0, "runs": {"a": {"sim_time_s": 1.0}}},
+               "histories": {"FedAvg": series, "FedProx": {**series, "accuracy": [None if a is None else a / 2 for a in accuracies]}}}
+    return {"notebook": "nb", "parameters": parameters, "status": status, "error": None, "seconds": 1.0,
+            "results": results if status == "ok" else None}
+
+
+def test_rounds_csv_is_the_long_form_of_every_run_of_every_completed_point(tmp_path):
+    records = [_record({"x": 1, "seed": 0}, [0.5, 0.6]), _record({"x": 1, "seed": 1}, [0.7, None]),
+               _record({"x": 2, "seed": 0}, [0.1, 0.2], status="failed")]
+    rows = SR.round_rows(records, ["x", "seed"], point_slug)
+    assert len(rows) == 2 * 2 * 2, "2 completed points x 2 runs x 2 rounds; the failed point has none"
+    assert rows[0] == {"point": "x=1,seed=0", "x": 1, "seed": 0, "run": "FedAvg", "round": 1, "accuracy": 0.5,
+                       "bytes_up": 1_000_000, "bytes_down": 2_000_000, "joules": 1.5, "sim_time_s": None}
+    assert [r["accuracy"] for r in rows if r["run"] == "FedProx"] == [0.25, 0.3, 0.35, None]
+    SR.write_csv(rows, tmp_path / "rounds.csv")
+    with open(tmp_path / "rounds.csv") as fh:
+        header = next(csv.reader(fh))
+    assert header == ["point", "x", "seed", "run", "round", "accuracy", "bytes_up", "bytes_down", "joules",
+                      "sim_time_s"]
+    SR.write_csv([], tmp_path / "empty.csv", columns=["point", "run"])
+    assert (tmp_path / "empty.csv").read_text().strip() == "point,run"
+
+
+def test_confidence_band_is_the_student_t_interval_by_hand():
+    mean, half, n = SR.confidence_band([0.5, 0.7])
+    # s = 0.1414, t(0.975, 1) = 12.7062: half = 12.7062 * 0.1414 / sqrt(2) = 1.27062
+    assert (mean, n) == (pytest.approx(0.6), 2) and half == pytest.approx(12.7062 * 0.1, rel=1e-4)
+    mean, half, n = SR.confidence_band([1.0, 2.0, 3.0, None, float("nan")])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.3027 * 1.0 / 3 ** 0.5, rel=1e-4)
+    assert SR.confidence_band([0.4])[1] != SR.confidence_band([0.4])[1], "one seed: no band (NaN)"
+
+
+def test_curves_draw_one_line_per_swept_value_with_a_band_over_seeds():
+    records = [_record({"x": x, "seed": s}, [0.1 * x + 0.01 * s, 0.2 * x + 0.01 * s]) for x in (1, 2) for s in (0, 1)]
+    fig = SR.curves_figure(SR.round_rows(records, ["x", "seed"], point_slug), ["x", "seed"], "nb")
+    assert len(fig.axes) == 4, "two runs x (by round, by uplink MB)"
+    by_round, by_bytes = fig.axes[:2]
+    assert [line.get_label() for line in by_round.lines] == ["x=1", "x=2"]
+    assert list(by_round.lines[1].get_ydata()) == pytest.approx([20.5, 40.5]), "mean over seeds, in %"
+    assert list(by_bytes.lines[0].get_xdata()) == pytest.approx([1.0, 2.0]), "cumulative uplink MB"
+    assert len(by_round.collections) == 2, "a 95% band per line"
+    assert all(ax.get_legend() is not None for ax in fig.axes)
+    assert "95% Student-t band over seeds [0, 1]" in fig._suptitle.get_text()
+
+
+def test_sweep_png_leaves_out_wall_times_has_legends_everywhere_and_plain_ticks(tmp_path):
+    assert SR.is_wall_time("latency_ms") and SR.is_wall_time("runs.a.wall_time_s") and SR.is_wall_time("startup_s")
+    assert SR.is_wall_time("vmap_speedup_measured")
+    assert not SR.is_wall_time("runs.a.sim_time_s") and not SR.is_wall_time("deadline_s")
+    assert not SR.is_wall_time("fedavg_final_acc") and not SR.is_wall_time("bytes_per_update")
+    records = [_record({"x": x, "seed": s}, [629.6 + 1e-4 * x + 1e-5 * s]) for x in (1, 2, 3) for s in (0, 1)]
+    rows = SR.sweep_rows(records, ["x", "seed"])
+    fig = SR.sweep_figure(rows, ["x", "seed"])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["acc", "runs.a.sim_time_s"], "every numeric metric but the wall time latency_ms"
+    assert all(ax.get_legend() is not None for ax in fig.axes)
+    fig.canvas.draw()
+    assert fig.axes[0].yaxis.get_major_formatter().get_offset() == "", "no offset notation (+6.296e2)"
+    assert [ax.get_title() for ax in SR.sweep_figure(rows, ["x", "seed"], metrics=["latency_ms"]).axes] == ["latency_ms"]
+    with pytest.raises(ValueError, match=r"--metrics nope: not a numeric metric of this sweep; valid: \['acc'"):
+        SR.sweep_figure(rows, ["x", "seed"], metrics=["nope"])
+
+
+def _tiny_history_notebook(path: Path) -> Path:
+    """A notebook whose two runs are History objects built by hand (no training): fast and exact."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("seed = 0\nrounds = 3\nresults_path = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "from fedlab_utils.history import History, RoundRecord\nfrom fedlab_utils.ledger import Energy\n"
+        "from fedlab_utils.results import Claims, record_results\n"
+        "def history(label, gain):\n"
+        "    return History(label, [RoundRecord(r, [0], gain * r + 0.01 * seed, 0.0, 0.0, 1000 * r, 2000, 10, 0.1,\n"
+        "                                       Energy(compute=0.5)) for r in range(1, rounds + 1)])\n"
+        "runs = {'FedAvg': history('a', 0.1), 'FedProx': history('b', 0.2)}\n"
+        "claims = Claims()\n"
+        "record_results(results_path, 'tiny', {'final': runs['FedAvg'].final_accuracy}, claims)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_seed_sweep_writes_rounds_csv_and_curves_png(tmp_path):
+    nb = _tiny_history_notebook(tmp_path / "10_tiny.ipynb")
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(nb), "-p", "seed", "0,1", "-p", "rounds", "2", "--jobs", "2", "--out", str(out)]) == 0
+    with open(out / "rounds.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 2 * 2, "2 seeds x 2 runs x 2 rounds"
+    first = rows[0]
+    assert (first["point"], first["seed"], first["rounds"], first["run"], first["round"]) == \
+        ("seed=0,rounds=2", "0", "2", "FedAvg", "1")
+    assert float(first["accuracy"]) == pytest.approx(0.1) and first["bytes_up"] == "1000" and first["joules"] == "0.5"
+    seed1 = [r for r in rows if r["seed"] == "1" and r["run"] == "FedProx"]
+    assert [float(r["accuracy"]) for r in seed1] == pytest.approx([0.21, 0.41])
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG" and (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["sweep", str(nb), "-p", "seed", "0,1", "-p", "rounds", "2", "--out", str(out),
+                 "--metrics", "nope"]) == 2, "bad --metrics: a clear error; the complete points are kept"
