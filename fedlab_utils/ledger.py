@@ -420,7 +420,7 @@ def mlp_training_flops_per_sample(layers: list[tuple[str, nn.Linear, bool]]) -> 
     """Training FLOPs per sample of an MLP (:func:`mlp_layers`) exactly as :func:`training_flops_per_sample`
     counts them: per ``Linear(i, o)`` 2·i·o forward, 2·i·o for the weight gradient and 2·i·o for the
     input gradient, except the first layer's (its input needs none).  A closed form, because entering
-    ``FlopCounterMode`` imports ``torch._dynamo``, a second of a fresh process."""
+    ``FlopCounterMode`` imports ``torch._dynamo``, which is slow in a fresh process."""
     return sum((4 + 2 * (j > 0)) * m.in_features * m.out_features for j, (_, m, _) in enumerate(layers))
 
 

@@ -113,9 +113,9 @@ def make_optimizer(spec: str | Callable, params, lr: float, weight_decay: float 
 class PlainSGD:
     """SGD without momentum, bit for bit what ``torch.optim.SGD`` computes (the same elementwise
     ``param - lr * (grad + weight_decay * param)``, via ``torch._foreach_*``), without being a
-    ``torch.optim.Optimizer``: building the first of those in a process imports ``torch._dynamo``
-    (0.5-1.5 s), which dominated a fresh process's first round and every Flower ClientApp call
-    (each runs in a fresh process).  :func:`train_locally` uses it for ``optimizer='sgd'``."""
+    ``torch.optim.Optimizer``: building the first of those in a process imports ``torch._dynamo``,
+    a large share of a short run in a fresh process (and every Flower ClientApp call runs in one).
+    :func:`train_locally` uses it for ``optimizer='sgd'``."""
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0):
         self.params = list(params)

@@ -1,5 +1,5 @@
 """Tests for fedlab_utils.acceleration: server optimizers against hand computations, the vmap
-backend against the sequential one, mixed precision on the CPU, the pitfall demos, the checks."""
+trainer against the sequential one, mixed precision on the CPU, the pitfall demos, the checks."""
 import copy
 import math
 
@@ -164,7 +164,7 @@ def test_fedprox_keeps_clients_closer_to_global(digits):
     assert drift(acc.FedProx(mu=1.0)) < drift(ClientTransform())
 
 
-# ----------------------------------------------------------------------------- vmap backend
+# ----------------------------------------------------------------------------- vmap trainer
 def _max_weight_diff(h1, h2):
     return max((p - q).abs().max().item() for p, q in zip(h1.model.parameters(), h2.model.parameters()))
 
@@ -174,7 +174,7 @@ def _max_weight_diff(h1, h2):
     (LocalTraining(epochs=2, batch_size=32, lr=0.1), None, 0.5),
     (LocalTraining(epochs=1, batch_size=None, lr=0.2, weight_decay=1e-3), acc.FedProx(mu=0.1), 0.0),
 ])
-def test_vmap_backend_equals_sequential(digits, local, transform, min_accuracy, stack):
+def test_vmap_trainer_equals_sequential(digits, local, transform, min_accuracy, stack):
     # 1437 samples in 6 IID clients: sizes 240 and 239, so two size groups are exercised.
     clients = _federation(digits, 6)
     assert len({len(c) for c in clients}) == 2
@@ -189,7 +189,7 @@ def test_vmap_backend_equals_sequential(digits, local, transform, min_accuracy, 
     assert h_seq.accuracy[-1] > min_accuracy  # it really trained
 
 
-def test_vmap_backend_equals_sequential_on_a_cnn_with_sampling(digits):
+def test_vmap_trainer_equals_sequential_on_a_cnn_with_sampling(digits):
     clients = _federation(digits, 4)
     model = make_model("cnn", digits.input_shape, 10, channels=(4,))
     common = dict(rounds=2, fraction=0.5, local=LocalTraining(batch_size=64, lr=0.1), seed=5)
@@ -203,7 +203,7 @@ def test_vmap_backend_equals_sequential_on_a_cnn_with_sampling(digits):
     (LocalTraining(precision="bf16"), None, "precision"),
     (LocalTraining(), type("Mask", (ClientTransform,), {})(), "transform"),
 ])
-def test_vmap_backend_refuses_what_it_cannot_reproduce(digits, local, transform, match):
+def test_vmap_trainer_refuses_what_it_cannot_reproduce(digits, local, transform, match):
     clients = _federation(digits, 2)
     model = make_model("mlp", digits.input_shape, 10)
     with pytest.raises(ValueError, match=match):
@@ -212,7 +212,7 @@ def test_vmap_backend_refuses_what_it_cannot_reproduce(digits, local, transform,
 
 
 @pytest.mark.parametrize("stack", ["weights", "updates"])
-def test_vmap_backend_equals_sequential_on_unequal_clients_with_faults(digits, stack):
+def test_vmap_trainer_equals_sequential_on_unequal_clients_with_faults(digits, stack):
     # Dirichlet(0.3): sizes differ, so clients stop at different steps and last batches are padded.
     clients = _federation(digits, 8, method="dirichlet", seed=2)
     assert len({len(c) for c in clients}) > 4
@@ -508,7 +508,7 @@ def test_vmap_round_data_is_rebuilt_when_a_client_changes(digits):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("model_name", ["mlp", "cnn"])
-def test_vmap_backend_equals_sequential_on_cuda(digits, model_name):
+def test_vmap_trainer_equals_sequential_on_cuda(digits, model_name):
     """The GPU path: MLP fast path and torch.func path, stacked uplink, clients of different sizes."""
     device = torch.device("cuda")
     clients = client_data(digits, partition(digits.y_train, 6, "dirichlet", alpha=0.3, seed=0), device)
