@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 from .runner import CourseError
 
+DESCRIPTION = ("The course's commands: run notebooks, sweep parameters, build the nbgrader course, deploy on "
+               "Flower, keep the Chinese edition in step. Each subcommand has its own --help.")
 #: name -> ``(module, function)`` that adds the subcommand's parser (with ``set_defaults(func=...)``), in help order.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("fedlab_utils.runner", "add_run_parser"),
@@ -44,7 +46,7 @@ def _adder(module: str, function: str) -> Callable[[object], None]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: every subcommand in :data:`SUBCOMMANDS` and :data:`PASS_THROUGH`."""
-    parser = argparse.ArgumentParser(prog="python -m fedlab_utils", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fedlab_utils", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for module, function in SUBCOMMANDS.values():
         _adder(module, function)(sub)

@@ -271,3 +271,17 @@ def test_find_notebooks_looks_in_the_edition_and_refuses_unknown_languages(tmp_p
     assert find_notebooks([], "en") == [tmp_path / "00_intro.ipynb"]
     with pytest.raises(CourseError, match="--lang 'fr' is not valid; choose one of \\['en', 'zh'\\]"):
         find_notebooks([], "fr")
+
+
+def test_run_lang_zh_writes_into_out_zh_and_tells_the_kernel_its_language(tmp_path, monkeypatch):
+    body = ("import os\nfrom fedlab_utils.results import record_results\n"
+            "record_results(results_path, 'tiny', {'lang': os.environ.get('FEDLAB_LANG', 'unset')})")
+    nb = _tiny_notebook(tmp_path / "10_tiny.ipynb", body)
+    out = tmp_path / "build"
+    assert main(["run", str(nb), "--lang", "zh", "--out", str(out), "--no-html"]) == 0
+    assert json.loads((out / "zh" / "results.json").read_text())["10_tiny"]["metrics"] == {"lang": "zh"}
+    assert (out / "zh" / "notebooks" / "10_tiny.ipynb").exists() and not (out / "results.json").exists()
+    monkeypatch.setenv("FEDLAB_LANG", "zh")  # a Chinese shell: an English run still runs in English
+    assert main(["run", str(nb), "--out", str(out), "--no-html"]) == 0
+    assert json.loads((out / "results.json").read_text())["10_tiny"]["metrics"] == {"lang": "unset"}
+    assert os.environ["FEDLAB_LANG"] == "zh", "the runner restores the caller's environment"
