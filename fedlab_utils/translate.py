@@ -339,7 +339,24 @@ def terms_used(english_cells: list[tuple[str, str]], terms: list[Term]) -> list[
 
 def glossary_cell_source(terms: list[Term]) -> str:
     return ("## 本节术语 Glossary\n"
-            "本笔记本用到的中英术语（全课程的术语表见 README.zh-CN.md）：\n\n" + glossary_table(terms, where=False))
+            "本笔记本用到的中英术语（全课程的术语表见 [README.zh-CN.md](../../README.zh-CN.md)）：\n\n" + glossary_table(terms, where=False))
+
+
+SIBLING_NOTEBOOK = re.compile(r"^\d\d_[^/]*\.ipynb(?:#.*)?$")
+LINK_TARGET = re.compile(r"(!?\[[^\]]*\]\(\s*<?)([^)\s>]+)")
+
+
+def relocate_links(markdown: str) -> str:
+    """Relative link and image targets as seen from ``notebooks/zh/``: a sibling notebook
+    (``01_pruning.ipynb``) stays, since ``zh/`` holds the same file names; any other relative
+    path (``../README.md``, ``figures/x.png``) gets one more ``../``.  Absolute URLs and ``#anchors``
+    stay.  (The catalog keeps the English targets, so ``check`` compares like with like.)"""
+    def fix(match: re.Match) -> str:
+        target = match.group(2)
+        if re.match(r"^(?:[a-z][a-z0-9+.-]*:|#|/)", target, re.I) or SIBLING_NOTEBOOK.match(target):
+            return match.group(0)
+        return match.group(1) + "../" + target
+    return LINK_TARGET.sub(fix, markdown)
 
 
 def build_notebook(notebook: Path, po: polib.POFile, terms: list[Term]) -> str:
@@ -352,8 +369,7 @@ def build_notebook(notebook: Path, po: polib.POFile, terms: list[Term]) -> str:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             translation = current_translation(by_context.get(cell.id), cell.source)
-            if translation is not None:
-                cell.source = translation
+            cell.source = relocate_links(translation if translation is not None else cell.source)
     # The glossary cell is locked like the lesson's other markdown when nbgrader metadata is used.
     # (never copied from a neighbour: that could be a manually graded answer cell).
     uses_nbgrader = any("nbgrader" in c.metadata for c in nb.cells)

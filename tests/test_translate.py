@@ -173,6 +173,14 @@ def test_repo_zh_notebooks_copy_every_code_cell_and_metadata():
                 assert zh_cell == en_cell, f"{notebook.name}: code cell {en_cell['id']}"
 
 
+def test_relative_links_are_relocated_for_the_zh_folder():
+    text = ("[next](01_pruning.ipynb) [sec](02_compression.ipynb#ex) [readme](../README.md) "
+            "![fig](figures/a.png) [web](https://a.b/c) [here](#top)")
+    assert tr.relocate_links(text) == ("[next](01_pruning.ipynb) [sec](02_compression.ipynb#ex) "
+                                       "[readme](../../README.md) ![fig](../figures/a.png) [web](https://a.b/c) "
+                                       "[here](#top)")
+
+
 # -- check ---------------------------------------------------------------------------------------
 
 def test_check_names_the_edited_cell_then_the_fuzzy_entry(tmp_path):
