@@ -16,6 +16,8 @@ so a payload carries only data.  Formats (little-endian):
                             values (fp32, or encoded by a value codec, e.g. 8-bit)
 :class:`RandomKCodec`       a uint32 seed (both ends regenerate the indices), then the values
 :class:`ErrorFeedback`      wraps any lossy codec; the wire format is the inner codec's
+:class:`SparseCodec`        lossless, for masked updates: the smallest of dense fp32, ``k`` +
+                            bitmap + values, or ``k`` + bit-packed indices + values
 :class:`SparseQuantizeCodec` ``k`` (uint32), a bitmap of the nonzeros, then only the nonzero
                             values quantized at ``bits`` (a pruned model on the downlink)
 ==========================  ============================================================
@@ -23,29 +25,27 @@ so a payload carries only data.  Formats (little-endian):
 The quantization math is also exposed as small functions (:func:`choose_qparams`,
 :func:`quantize`, :func:`dequantize`, :func:`stochastic_round`) so that the notebook can
 build the codec step by step and cross-check it against ``torch.quantize_per_tensor``.
-Deployment-time int8 of a trained model (torchao) is :func:`quantize_model_int8`.
+Deployment-time int8 of a trained model (torchao), :func:`quantize_model_int8`, lives in
+:mod:`fedlab_utils.model_quantization` (re-exported here): it is not a codec.
 Bit packing (most significant bit first) and the index width come from :mod:`fedlab_utils.wire`,
 shared with pruning's sparse codec; timing a forward pass is :func:`fedlab_utils.timing.inference_latency`.
 """
 from __future__ import annotations
 
-import copy
-import io
-import logging
 import math
 import struct
-import warnings
 
 import numpy as np
 import torch
-from torch import nn
 
 from .checkpoint import load_object_state, object_state, reset_state
+from .model_quantization import model_size_bytes, quantize_model_int8
 from .validation import check_fraction, check_int
 from .wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
 
 __all__ = ["choose_qparams", "quantize", "dequantize", "stochastic_round", "QuantizeCodec", "SignCodec", "TopKCodec",
-           "RandomKCodec", "ErrorFeedback", "SparseQuantizeCodec", "quantize_model_int8", "model_size_bytes"]
+           "RandomKCodec", "ErrorFeedback", "SparseCodec", "sparse_payload_size", "SparseQuantizeCodec", "quantize_model_int8",
+           "model_size_bytes"]
 
 
 # ----------------------------------------------------------------------------- the math
@@ -382,8 +382,92 @@ class ErrorFeedback:
     def __repr__(self) -> str:
         return f"ErrorFeedback({self.inner!r})"
 
+_DENSE, _BITMASK, _INDICES = 0, 1, 2
+_FORMATS = {_DENSE: "dense", _BITMASK: "bitmask", _INDICES: "indices"}
 
-# ----------------------------------------------------------------------------- deployment
+
+def sparse_payload_size(numel: int, nnz: int) -> dict[str, int]:
+    """Bytes of each :class:`SparseCodec` format for ``nnz`` nonzeros among ``numel`` values.
+
+    * ``dense``:   1-byte tag + 4·numel
+    * ``bitmask``: 1-byte tag + 4-byte count + ⌈numel/8⌉ + 4·nnz
+    * ``indices``: 1-byte tag + 4-byte count + ⌈nnz·w/8⌉ + 4·nnz, with w = ⌈log₂ numel⌉ bits
+
+    ``'best'`` is the smallest: what the codec sends.
+    """
+    check_int("numel", numel, 1)
+    check_int("nnz", nnz, 0, numel)
+    sizes = {"dense": 1 + 4 * numel, "bitmask": 5 + packed_len(numel, 1) + 4 * nnz,
+             "indices": 5 + packed_len(nnz, index_bits(numel)) + 4 * nnz}
+    sizes["best"] = min(sizes.values())
+    return sizes
+
+
+class SparseCodec:
+    """Lossless sparse payload for masked updates: only nonzero values travel, plus their positions.
+
+    Both ends know the architecture (the template), so no names or shapes are sent.  The
+    update is flattened in key order; with N values of which k are nonzero, the payload is
+    the smallest of three formats (see :func:`sparse_payload_size`):
+
+    ========  ====================================================================
+    tag 0     dense: N little-endian float32 (never worse than fp32 + 1 byte)
+    tag 1     k (uint32) · a bitmask of N bits · the k float32 values
+    tag 2     k (uint32) · k indices bit-packed at ⌈log₂ N⌉ bits each · the k values
+    ========  ====================================================================
+
+    Decoding gives back the exact values (``-0.0`` comes back as ``0.0``).  ``last_format``
+    says which format the last ``encode`` chose.
+    """
+
+    name = "sparse"
+
+    def __init__(self) -> None:
+        self.last_format: str | None = None
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        values = flatten(update).numpy()
+        nonzero = np.flatnonzero(values != 0)
+        sizes = sparse_payload_size(values.size, int(nonzero.size))
+        if sizes["best"] == sizes["dense"]:
+            self.last_format = "dense"
+            return bytes([_DENSE]) + values.astype("<f4").tobytes()
+        kept = values[nonzero].astype("<f4").tobytes()
+        if sizes["best"] == sizes["bitmask"]:
+            self.last_format = "bitmask"
+            return struct.pack("<BI", _BITMASK, nonzero.size) + pack_bits(values != 0, 1) + kept
+        self.last_format = "indices"
+        positions = pack_bits(nonzero, index_bits(values.size))
+        return struct.pack("<BI", _INDICES, nonzero.size) + positions + kept
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        numel = sum(t.numel() for t in template.values())
+        tag = payload[0]
+        if tag == _DENSE:
+            vector = np.frombuffer(payload, dtype="<f4", offset=1).copy()
+            return unflatten(torch.from_numpy(vector), template)
+        if tag not in _FORMATS:
+            raise ValueError(f"not a SparseCodec payload (format tag {tag})")
+        (count,) = struct.unpack_from("<I", payload, 1)
+        width = 1 if tag == _BITMASK else index_bits(numel)
+        codes = numel if tag == _BITMASK else count
+        start = 5 + packed_len(codes, width)
+        if len(payload) != start + 4 * count:
+            raise ValueError(f"corrupt SparseCodec payload: {len(payload)} bytes, but a {_FORMATS[tag]} payload of "
+                             f"{count} values among {numel} needs {start + 4 * count}")
+        unpacked = unpack_bits(payload[5:start], codes, width)
+        positions = np.flatnonzero(unpacked) if tag == _BITMASK else unpacked
+        if positions.size != count or (count and int(positions.max()) >= numel):
+            raise ValueError(f"corrupt SparseCodec payload: header says {count} values, the positions say "
+                             f"{positions.size}")
+        vector = np.zeros(numel, dtype=np.float32)
+        vector[positions] = np.frombuffer(payload, dtype="<f4", count=count, offset=start)
+        return unflatten(torch.from_numpy(vector), template)
+
+    def __repr__(self) -> str:
+        return "SparseCodec()"
+
+
 class SparseQuantizeCodec:
     """A pruned model on the wire: a bitmap of which values are nonzero, then only the nonzero
     values, quantized to ``bits`` bits (:class:`~fedlab_utils.compression.QuantizeCodec`).
@@ -418,51 +502,3 @@ class SparseQuantizeCodec:
 
     def __repr__(self) -> str:
         return f"SparseQuantizeCodec(bits={self.bits})"
-
-
-def model_size_bytes(model: nn.Module) -> int:
-    """Serialized size of ``model.state_dict()`` (``torch.save`` into memory, ``len()``)."""
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return len(buffer.getvalue())
-
-
-def quantize_model_int8(model: nn.Module, mode: str = "weight-only") -> tuple[nn.Module, str]:
-    """Post-training int8 quantization of a trained model's ``nn.Linear`` layers for deployment.
-
-    Uses torchao (the maintained successor of ``torch.ao.quantization``):
-    ``quantize_(model, Int8WeightOnlyConfig())`` (``mode='weight-only'``) or
-    ``Int8DynamicActivationInt8WeightConfig()`` (``mode='dynamic'``).  If torchao cannot be
-    imported, falls back to the deprecated ``torch.ao.quantization.quantize_dynamic``.
-    Returns the quantized copy (on the CPU) and a line saying which library did it.
-    """
-    if mode not in ("weight-only", "dynamic"):
-        raise ValueError(f"mode={mode!r} is not valid; choose 'weight-only' or 'dynamic'")
-    quantized = copy.deepcopy(model).cpu().eval()
-    try:
-        # torchao's import logs that its GPU-only kernels (mxfp8, CUTLASS) cannot load on a CPU
-        # machine; that is expected, so those two loggers are quieted while it imports.
-        quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-        levels = [logger.level for logger in quiet]
-        try:
-            for logger in quiet:
-                logger.setLevel(logging.ERROR)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                from torchao.quantization import (Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig,
-                                                  quantize_)
-                import torchao
-        finally:
-            for logger, level in zip(quiet, levels):
-                logger.setLevel(level)
-
-        config = Int8WeightOnlyConfig() if mode == "weight-only" else Int8DynamicActivationInt8WeightConfig()
-        quantize_(quantized, config)
-        return quantized, f"torchao {torchao.__version__}: quantize_(model, {type(config).__name__}())"
-    except ImportError:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import quantize_dynamic
-
-            quantized = quantize_dynamic(quantized, {nn.Linear}, dtype=torch.qint8)
-        return quantized, "torch.ao.quantization.quantize_dynamic (deprecated; torchao not importable)"

@@ -15,9 +15,10 @@ What is here:
 * per-layer sensitivity and accuracy-vs-sparsity scans;
 * :func:`nonzero_training_flops`: what sparse hardware could skip, next to
   ``FlopCounterMode``'s dense count (per-layer counts come from ``ledger.training_flops_per_layer``);
-* :class:`SparseCodec`: the uplink payload is the smallest of dense fp32, bitmask + values, or
-  bit-packed indices + values (bit packing from :mod:`fedlab_utils.wire`), and ``len()`` of it
-  is what the ledger counts;
+* :class:`~fedlab_utils.compression.SparseCodec` (re-exported here; every codec lives in
+  :mod:`fedlab_utils.compression`): the uplink payload of a masked update is the smallest of
+  dense fp32, bitmask + values, or bit-packed indices + values, and ``len()`` of it is what the
+  ledger counts;
 * :func:`article_prune_model`: the original article's code, kept to show why it is not pruning.
 
 Structured pruning (whole neurons/channels removed, and :func:`~fedlab_utils.structured_pruning.shrink`
@@ -31,18 +32,17 @@ Generic pieces live elsewhere: the sensitivity plot is ``plotting.plot_sensitivi
 from __future__ import annotations
 
 import copy
-import struct
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.utils.prune as prune
 from torch import nn
 
+from .compression import SparseCodec, sparse_payload_size
 from .federated import evaluate
 from .ledger import training_flops_per_layer, training_flops_per_sample
-from .validation import check_choice, check_int, check_real
-from .wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
+from .validation import check_choice, check_real
+from .wire import Update
 
 __all__ = ["Masks", "PRUNABLE", "SCOPES", "check_sparsity", "prunable_names",
            "magnitude_masks", "apply_masks", "mask_state", "sparsity_of", "layer_report", "plain_state",
@@ -269,93 +269,6 @@ def nonzero_training_flops(model: nn.Module, input_shape: tuple[int, ...], masks
         kept = masks[name] if masks is not None and name in masks else model.get_parameter(name).detach() != 0
         skipped += flops * (1.0 - float(kept.float().mean()))
     return {"dense": total, "nonzero": int(round(total - skipped)), "per_layer_dense": per_layer}
-
-
-# ----------------------------------------------------------------------------- sparse codec
-_DENSE, _BITMASK, _INDICES = 0, 1, 2
-_FORMATS = {_DENSE: "dense", _BITMASK: "bitmask", _INDICES: "indices"}
-
-
-def sparse_payload_size(numel: int, nnz: int) -> dict[str, int]:
-    """Bytes of each :class:`SparseCodec` format for ``nnz`` nonzeros among ``numel`` values.
-
-    * ``dense``:   1-byte tag + 4·numel
-    * ``bitmask``: 1-byte tag + 4-byte count + ⌈numel/8⌉ + 4·nnz
-    * ``indices``: 1-byte tag + 4-byte count + ⌈nnz·w/8⌉ + 4·nnz, with w = ⌈log₂ numel⌉ bits
-
-    ``'best'`` is the smallest: what the codec sends.
-    """
-    check_int("numel", numel, 1)
-    check_int("nnz", nnz, 0, numel)
-    sizes = {"dense": 1 + 4 * numel, "bitmask": 5 + packed_len(numel, 1) + 4 * nnz,
-             "indices": 5 + packed_len(nnz, index_bits(numel)) + 4 * nnz}
-    sizes["best"] = min(sizes.values())
-    return sizes
-
-
-class SparseCodec:
-    """Lossless sparse payload for masked updates: only nonzero values travel, plus their positions.
-
-    Both ends know the architecture (the template), so no names or shapes are sent.  The
-    update is flattened in key order; with N values of which k are nonzero, the payload is
-    the smallest of three formats (see :func:`sparse_payload_size`):
-
-    ========  ====================================================================
-    tag 0     dense: N little-endian float32 (never worse than fp32 + 1 byte)
-    tag 1     k (uint32) · a bitmask of N bits · the k float32 values
-    tag 2     k (uint32) · k indices bit-packed at ⌈log₂ N⌉ bits each · the k values
-    ========  ====================================================================
-
-    Decoding gives back the exact values (``-0.0`` comes back as ``0.0``).  ``last_format``
-    says which format the last ``encode`` chose.
-    """
-
-    name = "sparse"
-
-    def __init__(self) -> None:
-        self.last_format: str | None = None
-
-    def encode(self, update: Update, client_id: int = 0) -> bytes:
-        values = flatten(update).numpy()
-        nonzero = np.flatnonzero(values != 0)
-        sizes = sparse_payload_size(values.size, int(nonzero.size))
-        if sizes["best"] == sizes["dense"]:
-            self.last_format = "dense"
-            return bytes([_DENSE]) + values.astype("<f4").tobytes()
-        kept = values[nonzero].astype("<f4").tobytes()
-        if sizes["best"] == sizes["bitmask"]:
-            self.last_format = "bitmask"
-            return struct.pack("<BI", _BITMASK, nonzero.size) + pack_bits(values != 0, 1) + kept
-        self.last_format = "indices"
-        positions = pack_bits(nonzero, index_bits(values.size))
-        return struct.pack("<BI", _INDICES, nonzero.size) + positions + kept
-
-    def decode(self, payload: bytes, template: Update) -> Update:
-        numel = sum(t.numel() for t in template.values())
-        tag = payload[0]
-        if tag == _DENSE:
-            vector = np.frombuffer(payload, dtype="<f4", offset=1).copy()
-            return unflatten(torch.from_numpy(vector), template)
-        if tag not in _FORMATS:
-            raise ValueError(f"not a SparseCodec payload (format tag {tag})")
-        (count,) = struct.unpack_from("<I", payload, 1)
-        width = 1 if tag == _BITMASK else index_bits(numel)
-        codes = numel if tag == _BITMASK else count
-        start = 5 + packed_len(codes, width)
-        if len(payload) != start + 4 * count:
-            raise ValueError(f"corrupt SparseCodec payload: {len(payload)} bytes, but a {_FORMATS[tag]} payload of "
-                             f"{count} values among {numel} needs {start + 4 * count}")
-        unpacked = unpack_bits(payload[5:start], codes, width)
-        positions = np.flatnonzero(unpacked) if tag == _BITMASK else unpacked
-        if positions.size != count or (count and int(positions.max()) >= numel):
-            raise ValueError(f"corrupt SparseCodec payload: header says {count} values, the positions say "
-                             f"{positions.size}")
-        vector = np.zeros(numel, dtype=np.float32)
-        vector[positions] = np.frombuffer(payload, dtype="<f4", count=count, offset=start)
-        return unflatten(torch.from_numpy(vector), template)
-
-    def __repr__(self) -> str:
-        return "SparseCodec()"
 
 
 # ----------------------------------------------------------------------------- the original article

@@ -9,7 +9,8 @@ default part), or a spec string:
 kind            specs
 ==============  ==========================================================================
 codec           ``fp32``; ``q<bits>`` (1..16, e.g. ``q8``); ``topk:<fraction>``;
-                ``randk:<fraction>``; ``sign``; ``ef:<codec>`` (error feedback around it)
+                ``randk:<fraction>``; ``sign``; ``sparse`` (lossless nonzeros, for masked
+                updates); ``ef:<codec>`` (error feedback around it)
 server          ``fedavg``, ``fedavgm``, ``fedadam``, ``fedyogi``, ``fedadagrad``, each with an
                 optional ``:<lr>`` (``fedadam:0.1``)
 aggregate       ``mean`` (FedAvg, weighted by samples), ``median``, ``trimmed_mean:<beta>``
@@ -46,7 +47,8 @@ __all__ = ["KINDS", "SPECS", "resolve_codec", "resolve_server", "resolve_aggrega
 
 #: The spec forms of every kind, as error messages list them.
 SPECS = {
-    "codec": ("fp32", "q<bits> (1..16, e.g. q8)", "topk:<fraction>", "randk:<fraction>", "sign", "ef:<codec>"),
+    "codec": ("fp32", "q<bits> (1..16, e.g. q8)", "topk:<fraction>", "randk:<fraction>", "sign", "sparse",
+              "ef:<codec>"),
     "server": tuple(f"{name}[:<lr>]" for name in servers.SERVERS),
     "aggregate": ("mean", "median", "trimmed_mean:<beta in [0, 0.5)>"),
     "transform": ("none", "fedprox:<mu>"),
@@ -147,6 +149,8 @@ def resolve_codec(spec, argument: str = "uplink"):
         return Fp32Codec()
     if text == "sign":
         return compression.SignCodec()
+    if text == "sparse":
+        return compression.SparseCodec()
     if text.startswith("q") and text[1:].isdigit():
         try:
             return compression.QuantizeCodec(bits=check_int(f"{argument} bits", int(text[1:]), 1, 16))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedlab_utils import registry
-from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, TopKCodec
+from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, SparseCodec, TopKCodec
 from fedlab_utils.data import client_data, load_dataset, partition
 from fedlab_utils.federated import FedAvgServer, LocalTraining, SequentialTrainer, fedavg_aggregate, run
 from fedlab_utils.models import make_model
@@ -20,7 +20,7 @@ from fedlab_utils.wire import Fp32Codec
 @pytest.mark.parametrize("spec, cls, settings", [
     ("fp32", Fp32Codec, {}), ("q8", QuantizeCodec, {"bits": 8}), ("Q4", QuantizeCodec, {"bits": 4}),
     ("topk:0.01", TopKCodec, {"fraction": 0.01}), ("randk:0.25", RandomKCodec, {"fraction": 0.25}),
-    ("sign", SignCodec, {})])
+    ("sign", SignCodec, {}), ("sparse", SparseCodec, {})])
 def test_codec_specs(spec, cls, settings):
     codec = registry.resolve_codec(spec)
     assert type(codec) is cls
