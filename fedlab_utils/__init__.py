@@ -14,7 +14,8 @@ One concept per module.  The core (no module of it imports a lesson module):
 ``ledger``                FLOPs (FlopCounterMode and the MLP closed form), energy profiles with
                           cited constants, pricing every client-round, real meters
 ``wire``                  the ``Codec`` protocol, fp32, bit packing (the ledger counts ``len()``)
-``compression``           every other codec: quantization, top-k, random-k, sign, error feedback
+``compression``           every other codec: quantization, top-k, random-k, sign, sparse, error
+                          feedback
 ``faults``                dropouts, stragglers and deadlines
 ``checkpoint``            atomic JSON + tensors checkpoints, never pickle
 ``timing``                synchronised wall-clock timing, training-step and trainer timers
@@ -32,6 +33,7 @@ One concept per module.  The core (no module of it imports a lesson module):
 
 Lesson modules hold what one lesson needs beyond this core: ``pruning``,
 ``structured_pruning``, ``federated_pruning`` (01), ``compression`` (02, also core),
+``model_quantization`` (02),
 ``distillation``, ``knowledge_distillation`` (03), ``acceleration`` (04), ``parallel``,
 ``parallel_worker``, ``split_learning`` (05), ``capstone`` (06), ``flower``, ``deploy``, ``pki``
 (07).  The commands: ``__main__`` dispatches ``python -m fedlab_utils``; ``runner`` holds what
