@@ -118,6 +118,9 @@ def _imported(spec: str, kind: str, argument: str) -> object | None:
         obj = getattr(obj, name)
     if isinstance(obj, type) or (callable(obj) and not _is_kind(kind, obj)) or (
             isinstance(obj, types.FunctionType) and kind in ("aggregate", "trainer") and _takes_no_arguments(obj)):
+        if not _takes_no_arguments(obj):
+            raise ValueError(f"{argument}={spec!r}: {attribute} needs arguments; name a {kind}, a class or a "
+                             "factory that takes none")
         obj = obj()
     return _checked(kind, obj, argument)
 

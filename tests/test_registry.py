@@ -104,6 +104,10 @@ def my_parts(tmp_path, monkeypatch):
             return results[0].update
 
         NOT_A_CODEC = 3
+
+        class NeedsRank(Fp32Codec):
+            def __init__(self, rank):
+                self.rank = rank
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
     return "my_fl_parts"
@@ -117,6 +121,8 @@ def test_import_paths_name_a_class_a_factory_or_a_part(my_parts):
     assert registry.resolve_aggregate(f"{my_parts}:first_client").__name__ == "first_client"
     with pytest.raises(TypeError, match="uplink=3 is not a codec"):
         registry.resolve_codec(f"{my_parts}:NOT_A_CODEC")
+    with pytest.raises(ValueError, match="NeedsRank needs arguments"):
+        registry.resolve_codec(f"{my_parts}:NeedsRank")
     with pytest.raises(ValueError, match="has no 'Nothing'"):
         registry.resolve_codec(f"{my_parts}:Nothing")
 
