@@ -1,18 +1,20 @@
 """Checks for notebook 06 (the combined recipe, the radio-session floor, the energy-budget planner)."""
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
 from ..ledger import LTE, WIFI, RadioModel
 from . import call_safely, expect, expect_close, passed
 
-__all__ = ["check_combined_saving", "check_client_round_fixed_joules", "check_cheapest_config"]
+__all__ = ["check_combined_saving", "check_client_round_fixed_joules", "check_cheapest_config",
+           "check_lte_factor_prediction", "LTE_PREDICTION_BAND"]
 
 
 # ----------------------------------------------------------------------------- exercise 1
 def _combined_cases(seed: int | None) -> list[list[float]]:
-    if seed is None:  # the article's style: 50 % + 60 % + 30 % "adds up" to 140 %
+    if seed is None:  # the tempting sum: 50 % + 60 % + 30 % would "add up" to 140 %
         return [[0.5, 0.6, 0.3], [0.9], [0.25, 0.25], []]
     rng = random.Random(seed)
     return [[round(rng.uniform(0.05, 0.95), 3) for _ in range(rng.randint(2, 5))] for _ in range(4)]
@@ -29,8 +31,8 @@ def check_combined_saving(fn: Callable, seed: int | None = None) -> None:
             remaining *= 1.0 - s
         answer = call_safely(fn, list(savings), what="combined_saving")
         if len(savings) > 1 and isinstance(answer, (int, float)) and abs(answer - sum(savings)) < 1e-9:
-            raise AssertionError("combined_saving added the percentages, as the article does; savings of "
-                                 "what is left do not add up. " + hint)
+            raise AssertionError("combined_saving added the savings; savings of what is left do not add up "
+                                 "(three of them could exceed 100 %). " + hint)
         expect_close(answer, 1.0 - remaining, "combined_saving", rel=1e-9, abs_=1e-12, hint=hint)
     passed("combined_saving")
 
@@ -117,3 +119,40 @@ def check_cheapest_config(fn: Callable, seed: int | None = None) -> None:
         expect(answer == expected, f"cheapest_config(target={target}) returned {answer!r}, expected {expected!r}. "
                + hint)
     passed("cheapest_config")
+
+
+# ----------------------------------------------------------------------------- predict: the LTE factor
+#: A prediction of the LTE energy factor passes within this relative band of the measured factor.
+LTE_PREDICTION_BAND = 0.25
+
+
+def check_lte_factor_prediction(answer, fedavg_joules: float, recipe_joules: float, fedavg_client_rounds: int,
+                                recipe_client_rounds: int, band: float = LTE_PREDICTION_BAND) -> None:
+    """Predict-then-check: ``answer`` predicts how many times fewer modelled joules the full recipe
+    uses than FedAvg on ``phone-lte`` (``fedavg_joules / recipe_joules``).  It passes within
+    ``band`` (relative) of the measured factor; either way it prints why the factor is what it is."""
+    expect(fedavg_joules > 0 and recipe_joules > 0 and fedavg_client_rounds > 0 and recipe_client_rounds > 0,
+           "the runs spent no joules or ran no client-round: nothing to compare")
+    measured = fedavg_joules / recipe_joules
+    got = answer.item() if hasattr(answer, "item") and getattr(answer, "ndim", 1) == 0 else answer
+    expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
+           f"LTE factor prediction: expected a number (how many times fewer joules), got {answer!r}")
+    low, high = measured / (1 + band), measured * (1 + band)
+    sessions = fedavg_client_rounds / recipe_client_rounds
+    why = (f"On LTE every client-round pays one radio session (a promotion and a long high-power tail) whatever it "
+           f"sends, and that fixed cost is most of a FedAvg client-round's joules. Compression removes only the rest, "
+           f"so the factor stays close to the ratio of radio sessions: {fedavg_client_rounds} / "
+           f"{recipe_client_rounds} client-rounds = {sessions:.2f}x.")
+    if low <= got <= high:
+        print(f"✓ LTE factor prediction: you said {got:.3g}x, measured {measured:.2f}x (the band is {low:.2f}x to "
+              f"{high:.2f}x). {why}")
+        return
+    if got > high:
+        hint = ("Too large: the uplink's and WiFi's factors do not carry over to LTE, because bytes are a small "
+                "part of the LTE bill. ")
+    elif got <= 0:
+        hint = "A factor of 'times fewer joules' is positive (1 means no saving). "
+    else:
+        hint = "Too small: the recipe runs fewer rounds, and each round saved is one radio session per client. "
+    raise AssertionError(f"LTE factor prediction: you said {got:.3g}x, measured {measured:.2f}x (the band is "
+                         f"{low:.2f}x to {high:.2f}x). {hint}{why}")
