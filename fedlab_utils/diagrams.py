@@ -139,7 +139,7 @@ def _draw_one_timeline(ax, profile: EnergyProfile, flops: float, bytes_up: float
     for ph in phases:
         lane = lanes.get(ph.name, 1.0)
         ax.add_patch(Rectangle((ph.start_s, lane - 0.35), ph.duration_s, 0.7, facecolor=PHASE_COLORS[ph.name],
-                               edgecolor="white", lw=0.5, gid=ph.name, label=ph.name))
+                               edgecolor="none", gid=ph.name, label=ph.name))
     end = max(ph.end_s for ph in phases)
     ax.set_xlim(0, end * 1.02)
     ax.set_ylim(-0.6, 1.6)
