@@ -252,10 +252,19 @@ class LocalFederation:
         _signal_tree(proc.pid, sig)
 
     def pids(self) -> set[int]:
-        """The processes this federation started and all their descendants, right now."""
+        """The processes this federation started and all their descendants, right now, plus any
+        Flower process running with this federation's ``$FLWR_HOME`` (a SuperNode that exits leaves
+        its detached SuperExec to init)."""
+        import psutil
+
         pids = set()
         for proc in self.processes.values():
             pids |= _tree(proc.pid)
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if any(n in " ".join(proc.info.get("cmdline") or []) for n in FLOWER_PROCESS_NAMES):
+                with contextlib.suppress(psutil.Error):
+                    if proc.environ().get("FLWR_HOME") == str(self.home):
+                        pids.add(proc.info["pid"])
         return pids
 
     def log_tail(self, name: str, lines: int = 5) -> str:
@@ -381,6 +390,9 @@ def _child_env(home: Path, threads: int | None) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["FLWR_HOME"] = str(home)
+    # a part given as an import path (-p uplink mymodule:MyCodec) imports in the ServerApp and
+    # ClientApp processes as in the launcher, which finds modules in its working folder
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH", "")) if p)
     env["FEDLAB_PROGRESS"] = "0"
     env.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no network calls home from the course
     env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
@@ -492,9 +504,20 @@ class DeploymentResult:
     out_dir: Path
     seconds: float
 
+    history_dict: dict | None = None
+
     @property
     def accuracy(self) -> list[float]:
         return [r["accuracy"] for r in self.records]
+
+    @property
+    def history(self):
+        """The run's :class:`~fedlab_utils.history.History`, written by the ServerApp's ``run()``:
+        the fields of a simulated run (rows, bytes, FLOPs, energy per round), Flower's message bytes
+        in each round's ``metrics``."""
+        from .history import History
+
+        return History.from_dict(self.history_dict)
 
     def totals(self) -> dict:
         keys = ("ledger_bytes_up", "flower_bytes_up", "ledger_bytes_down", "flower_bytes_down")
@@ -589,7 +612,7 @@ def _wait(federation: LocalFederation, runs: list[_Submission]) -> None:
                     _reap(run)
                     history = json.loads((run.out_dir / HISTORY_FILE).read_text(encoding="utf-8"))
                     run.result = DeploymentResult(run.config, history["records"], run.out_dir,
-                                                  time.monotonic() - run.start)
+                                                  time.monotonic() - run.start, history.get("history"))
             if pending:
                 time.sleep(0.2)
     finally:
@@ -683,11 +706,14 @@ def deploy(config: DeploymentConfig | None = None, *, supernodes: int | None = N
 
 
 def real_machine_commands(supernodes: int = 2, server: str = "SERVER_IP", port: int = REAL_PORT,
-                          pki_dir: str = "fedlab-pki", rounds: int = 20) -> str:
+                          pki_dir: str = "fedlab-pki", rounds: int = 20, node_ports: list[int] | None = None) -> str:
     """The commands of a secure deployment on a server and ``supernodes`` devices: exactly what
     :func:`local_federation` runs on 127.0.0.1 (:func:`machine_steps`), with the addresses changed.
-    Run from the course folder's environment on each machine (``pip install -e .``)."""
-    steps = machine_steps(supernodes, server, port, pki_dir, sans=(server,), rounds=rounds)
+    Run from the course folder's environment on each machine (``pip install -e .``).  The
+    ServerApp writes ``progress.jsonl`` and ``history.json`` to ``fedlab-results/`` in the folder
+    where the SuperLink was started.  ``node_ports``: each SuperNode's local port (distinct only
+    when several share one machine)."""
+    steps = machine_steps(supernodes, server, port, pki_dir, sans=(server,), rounds=rounds, node_ports=node_ports)
     address = f"{server}:{port}"
     lines = [f"# Server {server}: open TCP port {port} (inbound) to the devices and your laptop; the devices",
              "# open no port (they dial out). Keep ca.key and server.key on the server; give device i only",
@@ -698,7 +724,9 @@ def real_machine_commands(supernodes: int = 2, server: str = "SERVER_IP", port: 
     written = False
     for step in steps:
         if step.where == "laptop" and not written:
-            lines += ["# laptop: tell flwr where the SuperLink is and which CA to trust",
+            lines += ["# laptop: wait until the SuperLink answers (bash)",
+                      f"until (exec 3<>/dev/tcp/{server}/{port}) 2>/dev/null; do sleep 0.5; done",
+                      "# laptop: tell flwr where the SuperLink is and which CA to trust",
                       'mkdir -p "${FLWR_HOME:-$HOME/.flwr}"',
                       f'cat > "${{FLWR_HOME:-$HOME/.flwr}}/config.toml" <<EOF\n{toml}EOF']
             written = True
@@ -708,21 +736,17 @@ def real_machine_commands(supernodes: int = 2, server: str = "SERVER_IP", port: 
 
 
 def parse_parameters(pairs: list[list[str]] | None) -> dict:
-    """``-p NAME VALUE`` pairs -> typed :class:`DeploymentConfig` keyword arguments."""
+    """``-p NAME VALUE`` pairs -> typed :class:`DeploymentConfig` keyword arguments (the course's
+    one parser, :func:`fedlab_utils.runner.parse_parameters`, typed by the config's fields)."""
+    from .runner import parse_parameters as parse
+
     kinds = {f.name: f.type for f in fields(DeploymentConfig)}
-    values = {}
-    for name, raw in pairs or []:
-        if name not in kinds or name in ("out_dir", "num_clients"):
-            valid = sorted(set(kinds) - {"out_dir", "num_clients"})
-            raise ValueError(f"parameter {name!r} is not a deployment parameter; valid: {valid} "
-                             f"(the number of clients is --supernodes)")
-        kind = kinds[name]
-        try:
-            values[name] = (int(raw) if kind == "int" else float(raw) if kind == "float"
-                            else raw.lower() in ("1", "true", "yes") if kind == "bool" else raw)
-        except ValueError:
-            raise ValueError(f"parameter {name}={raw!r} is not a valid {kind}") from None
-    return values
+    for name, _ in pairs or []:
+        if name in ("out_dir", "num_clients"):
+            raise ValueError(f"parameter {name!r} is not a deployment parameter; valid: "
+                             f"{sorted(set(kinds) - {'out_dir', 'num_clients'})} (the number of clients is "
+                             f"--supernodes, the output folder --out)")
+    return parse(pairs, kinds, valid=set(kinds) - {"out_dir", "num_clients"})
 
 
 def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None, insecure: bool = False) -> int:

@@ -1,13 +1,18 @@
 """The course's pieces on Flower's Deployment Engine: a ClientApp and a ServerApp, thin adapters.
 
-Nothing here is a new FL framework.  The ClientApp trains with the course's
-:func:`~fedlab_utils.federated.train_locally` and encodes its update with a course
-:class:`~fedlab_utils.wire.Codec`; the payload travels as ``bytes`` in a Flower ``ConfigRecord``.
-The ServerApp decodes with the same codec, aggregates with
-:func:`~fedlab_utils.federated.fedavg_aggregate` and steps a course server optimizer (FedAvg,
-FedAvgM, FedAdam, ...).  Per round it records test accuracy, the ledger's bytes (``len()`` of the
-course payloads) and the bytes of Flower's own serialized messages (every object Flower pushes for
-a message: header, records, our payload), so the protocol overhead is visible.
+Nothing here is a new FL framework, and there is no second round loop.  The ServerApp runs the
+course's own :func:`~fedlab_utils.federated.run` with :class:`FlowerRounds`, a
+:class:`~fedlab_utils.federated.FedAvgProtocol` whose ``train`` step sends the global model to the
+SuperNodes through Flower's Grid and decodes their replies into
+:class:`~fedlab_utils.federated.ClientResult`\ s: sampling, the ``RoundRecord`` rows, energy,
+aggregation, the server step and evaluation are the simulated loop's.  So a deployment's
+:class:`~fedlab_utils.history.History` has every field of a simulated one, energy per round
+included.  The ClientApp trains with the course's sequential trainer and encodes its update with
+the run's codec; the payload travels as ``bytes`` in a Flower ``ConfigRecord``.  Every part
+(``uplink``, ``server``, ``aggregate``, ``transform``) is a name or an import path
+``package.module:name`` of :mod:`fedlab_utils.registry`, resolved in each process.  Per round the
+History's ``metrics`` hold the bytes of Flower's own serialized messages (every object Flower
+pushes for a message: header, records, our payload), so the protocol overhead is visible.
 
 Everything both apps need travels in Flower's *run config* (:class:`DeploymentConfig`); each
 SuperNode's identity (which client it is) travels in its *node config* (``partition-id``,
@@ -31,52 +36,33 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .federated import ClientResult, FedAvgProtocol
+from .registry import SPECS
 from .validation import check_choice, check_fraction, check_int, check_real
+
+CODEC_SPECS = SPECS["codec"]
 
 __all__ = ["DeploymentConfig", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes",
            "make_client_app", "make_server_app", "send_and_receive", "EF_STATE_KEY", "PROGRESS_FILE",
-           "HISTORY_FILE", "PAYLOAD_DIR", "NODE_PARTITION_KEY", "NODE_COUNT_KEY"]
+           "HISTORY_FILE", "PAYLOAD_DIR", "FlowerRounds", "NODE_PARTITION_KEY", "NODE_COUNT_KEY"]
 
 PROGRESS_FILE = "progress.jsonl"
 HISTORY_FILE = "history.json"
 PAYLOAD_DIR = "payloads"
+DEFAULT_OUT = "fedlab-results"  # the ServerApp's output folder when the run config names none
 NODE_PARTITION_KEY = "partition-id"
 NODE_COUNT_KEY = "num-partitions"
-CODEC_SPECS = ("fp32", "q<bits> (1..16, e.g. q8)", "topk:<fraction>", "sign", "ef:<one of those>")
 EF_STATE_KEY = "fedlab-ef"
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 
 def make_codec(spec: str):
-    """A fresh course codec from a short spec: ``fp32``, ``q8`` (any 1..16 bits), ``topk:0.01``,
-    ``sign``, or ``ef:`` before any of them for error feedback around it (its residuals start
-    at zero).  Both ends build theirs from the same spec."""
-    from .compression import ErrorFeedback, QuantizeCodec, SignCodec, TopKCodec
-    from .wire import Fp32Codec
+    """A fresh course codec from a spec of :mod:`fedlab_utils.registry` (``fp32``, ``q8``,
+    ``topk:0.01``, ``randk:0.1``, ``sign``, ``ef:<codec>`` or ``package.module:name``).  Both ends
+    build theirs from the same spec."""
+    from .registry import resolve_codec
 
-    text = str(spec).strip().lower()
-    if text.startswith("ef:"):
-        try:
-            inner = make_codec(text[3:])
-        except ValueError:
-            raise ValueError(f"uplink={spec!r} is not a codec spec; valid: {', '.join(CODEC_SPECS)}") from None
-        if isinstance(inner, ErrorFeedback):
-            raise ValueError(f"uplink={spec!r}: error feedback around error feedback; use one 'ef:'")
-        return ErrorFeedback(inner)
-    if text == "fp32":
-        return Fp32Codec()
-    if text == "sign":
-        return SignCodec()
-    if text.startswith("q") and text[1:].isdigit():
-        return QuantizeCodec(bits=int(text[1:]))
-    if text.startswith("topk:"):
-        try:
-            fraction = float(text.split(":", 1)[1])
-        except ValueError:
-            fraction = -1.0
-        check_fraction("uplink top-k fraction", fraction)
-        return TopKCodec(fraction)
-    raise ValueError(f"uplink={spec!r} is not a codec spec; valid: {', '.join(CODEC_SPECS)}")
+    return resolve_codec(spec, "uplink")
 
 
 @dataclass(frozen=True)
@@ -85,6 +71,8 @@ class DeploymentConfig:
 
     The defaults are notebook 00's task, scaled to a handful of SuperNodes: mnist5k, the MLP,
     FedAvg with local SGD.  ``num_clients`` is the number of SuperNodes (one client each);
+    ``uplink``, ``server``, ``aggregate`` and ``transform`` are registry names or import paths
+    ``package.module:name`` (``server_lr`` sets a named server's rate).
     ``round_timeout`` is the longest the server waits for replies in a round (seconds; see
     :func:`send_and_receive`).  ``deadline_factor`` > 0 turns on a reporting deadline: after a
     round in which every client replied, later rounds wait at most ``deadline_factor`` × the
@@ -104,6 +92,8 @@ class DeploymentConfig:
     uplink: str = "fp32"
     server: str = "fedavg"
     server_lr: float = 1.0
+    aggregate: str = "mean"
+    transform: str = "none"
     seed: int = 0
     round_timeout: float = 120.0
     deadline_factor: float = 0.0
@@ -112,7 +102,6 @@ class DeploymentConfig:
     save_payloads: bool = False
 
     def __post_init__(self) -> None:
-        from .acceleration import SERVERS
         from .data import DATASETS
 
         check_choice("dataset", self.dataset, DATASETS)
@@ -125,9 +114,8 @@ class DeploymentConfig:
         check_int("local_epochs", self.local_epochs, 1)
         check_int("batch_size", self.batch_size, 1)
         check_real("lr", self.lr, 0.0, low_inclusive=False)
-        make_codec(self.uplink)
-        check_choice("server", self.server, SERVERS)
         check_real("server_lr", self.server_lr, 0.0, low_inclusive=False)
+        self.parts()  # every part resolves here, in the launcher, before any process starts
         check_int("seed", self.seed, 0)
         check_real("round_timeout", self.round_timeout, 0.0, low_inclusive=False)
         check_real("node_wait", self.node_wait, 0.0, low_inclusive=False)
@@ -164,9 +152,20 @@ class DeploymentConfig:
         return LocalTraining(epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr)
 
     def server_optimizer(self):
-        from .acceleration import make_server
+        """A fresh server optimizer: a named one at ``server_lr``, else the registry's part."""
+        from .registry import resolve_server
+        from .servers import SERVERS, make_server
 
-        return make_server(self.server, lr=self.server_lr)
+        name = self.server.strip().lower()
+        return make_server(name, lr=self.server_lr) if name in SERVERS else resolve_server(self.server, "server")
+
+    def parts(self) -> dict:
+        """Fresh ``uplink``, ``server``, ``aggregate`` and ``transform`` parts (imported if paths)."""
+        from .registry import resolve_aggregate, resolve_transform
+
+        return {"uplink": make_codec(self.uplink), "server": self.server_optimizer(),
+                "aggregate": resolve_aggregate(self.aggregate, "aggregate"),
+                "transform": resolve_transform(self.transform, "transform")}
 
 
 def build_task(config: DeploymentConfig):
@@ -208,11 +207,14 @@ def _run_config(context, defaults: DeploymentConfig | None) -> DeploymentConfig:
 
 
 def _client_train(msg, context, defaults: DeploymentConfig | None = None):
-    """One client's round: decode the global state, train, encode the update with the codec."""
+    """One client's round, as the simulated loop trains it: decode the global state, train with the
+    course's sequential trainer and the run's transform, encode the update with the run's codec."""
     from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
     from .compression import ErrorFeedback
-    from .federated import client_generator, model_state, state_delta, train_locally
+    from .federated import model_state, state_delta
+    from .faults import update_is_finite
+    from .training import SequentialTrainer
     from .wire import Fp32Codec
 
     config = _run_config(context, defaults)
@@ -225,26 +227,26 @@ def _client_train(msg, context, defaults: DeploymentConfig | None = None):
     round_idx = int(sent["round"])
     clients, _, model = build_task(config)
     data = clients[partition_id]
-    template = model_state(model)
-    received = Fp32Codec().decode(bytes(sent["global"]), template)
-    model.load_state_dict(received, strict=False)
-    loss, processed = train_locally(model, data, config.local(), generator=client_generator(config.seed, round_idx,
-                                                                                              partition_id),
-                                    global_state=received)
-    codec = make_codec(config.uplink)
-    update = state_delta(model_state(model), received)
+    parts = config.parts()
+    codec, transform = parts["uplink"], parts["transform"]
+    received = Fp32Codec().decode(bytes(sent["global"]), model_state(model))
+    [(local_state, loss, processed)] = SequentialTrainer()(model, received, [(partition_id, data)], config.local(),
+                                                          round_idx, config.seed, transform)
+    update = transform.on_update(state_delta(local_state, received), partition_id)
+    finite = update_is_finite(update)
     if isinstance(codec, ErrorFeedback):  # the residual lives in Flower's context.state between calls
         stored = context.state.config_records.get(EF_STATE_KEY)
         if stored is not None:
             codec.residuals[partition_id] = Fp32Codec().decode(bytes(stored["residual"]), update)
-    payload = codec.encode(update, partition_id)
-    if isinstance(codec, ErrorFeedback):
+    payload = codec.encode(update, partition_id) if finite else b""  # a non-finite update is never sent
+    if isinstance(codec, ErrorFeedback) and finite:
         context.state[EF_STATE_KEY] = ConfigRecord({"residual": Fp32Codec().encode(codec.residuals[partition_id])})
     content = RecordDict({
         "fedlab": ConfigRecord({"payload": payload, "codec": config.uplink,
                                 "sha256": hashlib.sha256(payload).hexdigest()}),
         "metrics": MetricRecord({"partition-id": partition_id, "num-examples": len(data), "train-loss": loss,
-                                 "samples-processed": processed, "payload-bytes": len(payload)}),
+                                 "samples-processed": processed, "payload-bytes": len(payload),
+                                 "finite": int(finite)}),
     })
     return Message(content, reply_to=msg)
 
@@ -322,82 +324,122 @@ def _partition_map(grid, nodes: list[int], timeout: float) -> dict[int, int]:
     return mapping
 
 
-def _server_main(grid, context, defaults: DeploymentConfig | None = None) -> None:
-    """The course's round on Flower: sample, send, receive, decode, FedAvg, server step, evaluate."""
-    import numpy as np
-    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+class FlowerRounds(FedAvgProtocol):
+    """FedAvg's round steps with training on Flower: ``train`` sends the global model to the
+    SuperNodes of the sampled clients and decodes their replies; the rest is FedAvgProtocol's.
 
-    from .federated import ClientResult, evaluate, fedavg_aggregate, model_state, sample_clients
-    from .results import atomic_write_bytes, atomic_write_text
-    from .wire import Fp32Codec
+    A client that does not reply within the round's timeout (or whose ClientApp raised) is an
+    exception for :func:`~fedlab_utils.federated.run`, which records it as ``failed``.
+    ``evaluate`` returns Flower's own message bytes as the round's metrics and writes the
+    round's progress line."""
+
+    label = "flower"
+
+    def __init__(self, model, grid, config: DeploymentConfig, progress: Path, out: Path):
+        parts = config.parts()
+        super().__init__(model, uplink=parts["uplink"], server=parts["server"], aggregate=parts["aggregate"],
+                         transform=parts["transform"], trainer="sequential")
+        self.grid, self.run_config, self.progress, self.out = grid, config, progress, out
+        self.partition_to_node: dict[int, int] = {}
+        self.slowest_full: float | None = None
+        self.lines: list[dict] = []
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        config = self.run_config
+        nodes = _wait_for_nodes(self.grid, config.num_clients, config.node_wait)
+        _append_line(self.progress, {"event": "nodes", "nodes": len(nodes), "time": time.time()})
+        if config.fraction < 1.0:
+            self.partition_to_node = _partition_map(self.grid, nodes, config.round_timeout)
+
+    def broadcast(self, round_idx, selected):
+        down = super().broadcast(round_idx, selected)
+        self.down_payload = self.downlink.encode(self.global_state)
+        return down
+
+    def _timeout(self) -> float:
+        config = self.run_config
+        if config.deadline_factor > 0 and self.slowest_full is not None:
+            return min(config.round_timeout, max(2.0, config.deadline_factor * self.slowest_full))
+        return config.round_timeout
+
+    def train(self, round_idx, clients):
+        from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+
+        start, timeout = time.monotonic(), self._timeout()
+        if self.run_config.fraction < 1.0:
+            targets = [self.partition_to_node[c] for c in clients if c in self.partition_to_node]
+        else:
+            targets = sorted(self.grid.get_node_ids())
+        _append_line(self.progress, {"event": "round-start", "round": round_idx, "sent_to": len(targets),
+                                     "time": time.time()})
+        messages = [Message(RecordDict({"fedlab": ConfigRecord({"global": self.down_payload, "round": round_idx})}),
+                            dst_node_id=node, message_type=MessageType.TRAIN, group_id=str(round_idx))
+                    for node in targets]
+        info = {"timeout": timeout, "flower_bytes_down": sum(message_bytes(m) for m in messages),
+                "flower_bytes_up": 0, "errors": [], "payload_sha256": {}}
+        fps = self.flops_per_sample(self.worker)
+        results: dict[int, ClientResult] = {}
+        for reply in send_and_receive(self.grid, messages, timeout):
+            if reply.has_error():
+                info["errors"].append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+                continue
+            metrics, record = reply.content["metrics"], reply.content["fedlab"]
+            payload, pid = bytes(record["payload"]), int(metrics["partition-id"])
+            digest = hashlib.sha256(payload).hexdigest()
+            if digest != record["sha256"]:
+                raise ValueError(f"round {round_idx}: client {pid}'s payload changed in transit")
+            if pid not in clients or pid in results:
+                info["errors"].append(f"node {reply.metadata.src_node_id}: unexpected reply as client {pid}")
+                continue
+            info["flower_bytes_up"] += message_bytes(reply)
+            info["payload_sha256"][pid] = digest
+            if self.run_config.save_payloads:
+                from .results import atomic_write_bytes
+
+                atomic_write_bytes(self.out / PAYLOAD_DIR / f"round{round_idx}-client{pid}.bin", payload)
+            finite, processed = bool(metrics.get("finite", 1)), int(metrics["samples-processed"])
+            update = self.uplink.decode(payload, self.received) if finite else {}
+            results[pid] = ClientResult(pid, int(metrics["num-examples"]), update, float(metrics["train-loss"]),
+                                        processed, len(payload), 0, fps * processed, finite=finite)
+        if len(results) == len(targets) == len(clients):
+            self.slowest_full = max(self.slowest_full or 0.0, time.monotonic() - start)
+        info.update(round=round_idx, seconds=time.monotonic() - start, selected=list(clients), replied=sorted(results),
+                    ledger_bytes_up=sum(r.bytes_up for r in results.values()),
+                    ledger_bytes_down=len(self.down_payload) * len(clients))
+        self.info = info
+        return [results.get(c) or TimeoutError(f"client {c} sent no update within {timeout:.0f} s "
+                                               f"({'; '.join(info['errors']) or 'no reply'})") for c in clients]
+
+    def evaluate(self):
+        accuracy, loss, _ = super().evaluate()
+        info = {**self.info, "payload_sha256": {str(k): v for k, v in self.info["payload_sha256"].items()}}
+        line = {"event": "round", "accuracy": accuracy, "loss": loss, "time": time.time(), **info}
+        self.lines.append(line)
+        _append_line(self.progress, line)
+        return accuracy, loss, {k: info[k] for k in ("flower_bytes_up", "flower_bytes_down", "errors",
+                                                      "payload_sha256")}
+
+
+def _server_main(grid, context, defaults: DeploymentConfig | None = None) -> None:
+    """The course's :func:`~fedlab_utils.federated.run` on Flower's Grid (see :class:`FlowerRounds`)."""
+    from .federated import run
+    from .results import atomic_write_text
 
     config = _run_config(context, defaults)
-    out = Path(config.out_dir)
+    out = Path(config.out_dir or DEFAULT_OUT)
     out.mkdir(parents=True, exist_ok=True)
     progress = out / PROGRESS_FILE
     progress.write_text("", encoding="utf-8")
-    _, test, model = build_task(config)
-    codec, downlink, server = make_codec(config.uplink), Fp32Codec(), config.server_optimizer()
-    nodes = _wait_for_nodes(grid, config.num_clients, config.node_wait)
-    _append_line(progress, {"event": "nodes", "nodes": len(nodes), "time": time.time()})
-    partition_to_node: dict[int, int] = {}
-    if config.fraction < 1.0:
-        partition_to_node = _partition_map(grid, nodes, config.round_timeout)
-    records, slowest_full = [], None
-    for round_idx in range(1, config.rounds + 1):
-        start = time.monotonic()
-        global_state = model_state(model)
-        down = downlink.encode(global_state)
-        received = downlink.decode(down, global_state)
-        online = sorted(grid.get_node_ids())
-        if config.fraction < 1.0:
-            selected = sample_clients(config.num_clients, config.fraction, np.random.default_rng([config.seed, round_idx]))
-            targets = [partition_to_node[p] for p in selected if p in partition_to_node]
-        else:
-            selected, targets = list(range(config.num_clients)), online
-        _append_line(progress, {"event": "round-start", "round": round_idx, "sent_to": len(targets),
-                                "time": time.time()})
-        messages = [Message(RecordDict({"fedlab": ConfigRecord({"global": down, "round": round_idx})}),
-                            dst_node_id=node, message_type=MessageType.TRAIN, group_id=str(round_idx))
-                    for node in targets]
-        bytes_down_flower = sum(message_bytes(m) for m in messages)
-        timeout = config.round_timeout
-        if config.deadline_factor > 0 and slowest_full is not None:
-            timeout = min(timeout, max(2.0, config.deadline_factor * slowest_full))
-        replies = send_and_receive(grid, messages, timeout)
-        results, flower_up, errors, digests = [], 0, [], {}
-        for reply in replies:
-            if reply.has_error():
-                errors.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
-                continue
-            metrics, record = reply.content["metrics"], reply.content["fedlab"]
-            payload = bytes(record["payload"])
-            pid = int(metrics["partition-id"])
-            if hashlib.sha256(payload).hexdigest() != record["sha256"]:
-                raise ValueError(f"round {round_idx}: client {pid}'s payload changed in transit")
-            flower_up += message_bytes(reply)
-            digests[pid] = hashlib.sha256(payload).hexdigest()
-            if config.save_payloads:
-                atomic_write_bytes(out / PAYLOAD_DIR / f"round{round_idx}-client{pid}.bin", payload)
-            results.append(ClientResult(pid, int(metrics["num-examples"]), codec.decode(payload, received),
-                                        float(metrics["train-loss"]), int(metrics["samples-processed"]),
-                                        len(payload)))
-        results.sort(key=lambda r: r.client_id)  # the in-process loop aggregates in client order
-        if results:
-            model.load_state_dict(server.step(global_state, fedavg_aggregate(results, model, round_idx)), strict=False)
-        if len(results) == len(targets) == len(selected):
-            slowest_full = max(slowest_full or 0.0, time.monotonic() - start)
-        accuracy, loss = evaluate(model, *test)
-        record = {"timeout": timeout, "event": "round", "round": round_idx, "selected": selected,
-                  "replied": [r.client_id for r in results], "errors": errors, "accuracy": accuracy, "loss": loss,
-                  "train_loss": float(np.mean([r.train_loss for r in results])) if results else None,
-                  "ledger_bytes_up": sum(r.bytes_up for r in results), "flower_bytes_up": flower_up,
-                  "ledger_bytes_down": len(down) * len(targets), "flower_bytes_down": bytes_down_flower,
-                  "payload_sha256": digests, "seconds": time.monotonic() - start, "time": time.time()}
-        records.append(record)
-        _append_line(progress, record)
-    history = {"config": config.to_run_config(), "records": records}
-    atomic_write_text(out / HISTORY_FILE, json.dumps(history, indent=1))
+    clients, test, model = build_task(config)
+    protocol = FlowerRounds(model, grid, config, progress, out)
+    history = run(None, clients, test, rounds=config.rounds, fraction=config.fraction, local=config.local(),
+                  seed=config.seed, protocol=protocol, on_client_error="skip", progress=False,
+                  label=f"Flower {config.uplink}/{config.server}")
+    records = [{**line, "train_loss": rec.train_loss, "ledger_bytes_up": rec.bytes_up,
+                "ledger_bytes_down": rec.bytes_down} for line, rec in zip(protocol.lines, history.records)]
+    atomic_write_text(out / HISTORY_FILE, json.dumps({"config": config.to_run_config(), "records": records,
+                                                      "history": history.to_dict()}, indent=1))
 
 
 def make_server_app(defaults: DeploymentConfig | None = None):
@@ -422,6 +464,8 @@ def simulate(config: DeploymentConfig, progress: bool | None = False, trainer=No
     from .federated import run
 
     clients, test, init = build_task(config)
+    parts = config.parts()
     return run(init, clients, test, rounds=config.rounds, fraction=config.fraction, local=config.local(),
-               seed=config.seed, uplink=make_codec(config.uplink), server=config.server_optimizer(),
+               seed=config.seed, uplink=make_codec(config.uplink), server=parts["server"],
+               aggregate=parts["aggregate"], transform=parts["transform"],
                label=f"in-process {config.uplink}/{config.server}", progress=progress, trainer=trainer)

@@ -1,20 +1,27 @@
 """Flower deployment (fedlab_utils.flower / fedlab_utils.deploy) on real Flower processes.
 
-One federation (a SuperLink and 2 SuperNodes) serves two runs at once (``submit_many``): 2 rounds
-of 8-bit uplink + FedAdam, and 2 rounds of FedAvg that samples one of the two clients per round
-(``fraction=0.5``).  The checks that need them: each run's accuracy equals the in-process
-``run()``; every course payload the ServerApp received is byte for byte the one the in-process
-loop encodes.  Two more deployments stop in the middle of a run, by an exception and by Ctrl-C
-(SIGINT) on the ``deploy`` CLI, and check that no Flower process is left.
+One secure federation (a SuperLink on TLS with SuperNode authentication, 2 registered SuperNodes)
+serves three runs at once (``submit_many``): 2 rounds of 8-bit uplink + FedAdam, 2 rounds of FedAvg
+that samples one of the two clients per round (``fraction=0.5``), and error feedback.  The checks
+that need them: each run's accuracy equals the in-process ``run()``; every course payload the
+ServerApp received is byte for byte the one the in-process loop encodes.  While the runs train,
+three intruders try the same SuperLink -- an unregistered key, a SuperNode trusting another CA,
+a plain-HTTP SuperNode -- and after them a registered node is unregistered; each must be refused
+with Flower's own error.  More deployments stop in the middle of a run, by an exception and by
+Ctrl-C (SIGINT) on the ``deploy`` CLI, and check that no Flower process is left.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,11 +29,56 @@ import torch
 from fedlab_utils import deploy as deploy_mod
 from fedlab_utils.deploy import (DeploymentError, flower_processes, local_federation, parse_parameters,
                                  real_machine_commands, submit, submit_many)
-from fedlab_utils.flower import PAYLOAD_DIR, DeploymentConfig, make_codec, message_bytes, simulate
+from fedlab_utils.flower import PAYLOAD_DIR, DeploymentConfig, build_task, make_codec, message_bytes, simulate
+from fedlab_utils.pki import make_pki
 
 CONFIG = DeploymentConfig(num_clients=2, rounds=2, uplink="q8", server="fedadam", server_lr=0.01,
                           round_timeout=300.0, save_payloads=True)
-HALF = DeploymentConfig(num_clients=2, rounds=2, fraction=0.5, seed=3, round_timeout=300.0)
+PARTS_MODULE = "fedlab_test_parts"
+PARTS_SOURCE = '''"""A researcher's own codec, in a module of their own (the tests write it to a temporary folder)."""
+import numpy as np
+import torch
+
+
+class HalfCodec:
+    """Every tensor of the update as float16, in state-dict order: 2 bytes per value."""
+
+    name = "fp16 (own module)"
+
+    def encode(self, update, client_id=0):
+        return b"".join(t.detach().to(torch.float16).contiguous().numpy().tobytes() for t in update.values())
+
+    def decode(self, payload, template):
+        out, offset = {}, 0
+        for key, t in template.items():
+            size = 2 * t.numel()
+            values = np.frombuffer(payload[offset:offset + size], dtype=np.float16).copy()
+            out[key] = torch.from_numpy(values).to(t.dtype).reshape(t.shape)
+            offset += size
+        return out
+'''
+# one of two clients per round, with a codec imported from the researcher's module and FedMedian
+HALF = dict(num_clients=2, rounds=2, fraction=0.5, seed=3, round_timeout=300.0, save_payloads=True,
+            uplink=f"{PARTS_MODULE}:HalfCodec", aggregate="median")
+
+
+@pytest.fixture(scope="module")
+def half(tmp_path_factory):
+    """HALF's config, with the researcher's module importable here and in every Flower process."""
+    folder = tmp_path_factory.mktemp("own-parts")
+    (folder / f"{PARTS_MODULE}.py").write_text(PARTS_SOURCE, encoding="utf-8")
+    saved = os.environ.get("PYTHONPATH")
+    sys.path.insert(0, str(folder))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), saved) if p)
+    try:
+        yield DeploymentConfig(**HALF)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop(PARTS_MODULE, None)
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 EF = DeploymentConfig(num_clients=2, rounds=2, uplink="ef:topk:0.05", seed=1, round_timeout=300.0)
 
 
@@ -45,31 +97,92 @@ class RecordingCodec:
         return self.inner.decode(payload, template)
 
 
+INTRUDER_PATIENCE = 120.0  # seconds an intruder (--max-retries 0) may take to give up on a busy 2-core machine
+
+
+@dataclass
+class Intruder:
+    """A SuperNode the federation must refuse: how it ended and what Flower said."""
+
+    returncode: int | None
+    log: str
+    pid: int
+
+
+def _wait_intruder(federation, name: str, patience: float = INTRUDER_PATIENCE) -> Intruder:
+    """Wait (bounded) for intruder ``name`` to give up; kill it if it has not by then."""
+    proc = federation.processes[name]
+    try:
+        code = proc.wait(timeout=patience)
+    except subprocess.TimeoutExpired:
+        code = None  # still running: it was let in (or hangs); the test says which
+        proc.kill()
+        proc.wait()
+    return Intruder(code, (federation.logs / f"{name}.log").read_text(errors="replace"), proc.pid)
+
+
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
+def deployed(tmp_path_factory, half):
+    """The secure federation: a member joins and is unregistered, three intruders knock while three
+    runs train at once, then the member tries again."""
     work = tmp_path_factory.mktemp("flower")
+    rogue = make_pki(work / "rogue-pki", 3)  # another CA and keys the federation never saw
     with local_federation(2, workdir=work / "fed", announce=None) as federation:
-        results = submit_many(federation, {"q8": CONFIG, "half": HALF, "ef": EF}, work / "out")
-        pids = federation.pids()
-    return results, pids
+        secure = federation.secure
+        trust = federation.pki.ca_cert if secure else None
+        # key 1: registered, used by the wrong-CA and plain-HTTP nodes (only TLS can stop them); key 2: a member
+        spare, member = federation.register(rogue.supernode_public_keys[1], rogue.supernode_public_keys[2])
+        federation.start_supernode("member", 0, private_key=rogue.supernode_keys[2], root_certificates=trust,
+                                   max_retries=0)
+        federation.start_supernode("unregistered", 0, private_key=rogue.supernode_keys[0], max_retries=0,
+                                   root_certificates=trust)
+        federation.start_supernode("wrong-ca", 0, private_key=rogue.supernode_keys[1], max_retries=0,
+                                   root_certificates=rogue.ca_cert if secure else None)
+        federation.start_supernode("plaintext", 0, private_key=rogue.supernode_keys[1], root_certificates=None,
+                                   max_retries=0)
+        federation.wait_activated(member)
+        before = federation.nodes().get(member)
+        federation.unregister(member)  # no run is active yet: the member never gets work
+        federation.start_supernode("member-again", 0, private_key=rogue.supernode_keys[2], root_certificates=trust,
+                                   max_retries=0)
+        results = submit_many(federation, {"q8": CONFIG, "half": half, "ef": EF}, work / "out")
+        intruders = {name: _wait_intruder(federation, name) for name in ("unregistered", "wrong-ca", "plaintext")}
+        unregister = {"node_id": member, "before": before, "member": _wait_intruder(federation, "member", 60.0),
+                      "again": _wait_intruder(federation, "member-again")}
+        nodes = federation.nodes()
+        commands = dict(federation.commands)
+        pids, pki, port = federation.pids(), federation.pki, federation.port
+    return SimpleNamespace(results=results, pids=pids, intruders=intruders, unregister=unregister, spare=spare,
+                           nodes=nodes, commands=commands, pki=pki, port=port, secure=secure)
 
 
-@pytest.fixture(scope="module")
-def reference():
-    """The in-process run() of the same config, recording every uplink payload.  Torch runs with
+def _recorded_run(config):
+    """The in-process run() of ``config``, recording every uplink payload.  Torch runs with
     1 thread, as each Flower process does (the launcher's default): a different thread count
     splits the matmul sums differently and changes the last bits of the weights."""
     import fedlab_utils.flower as flower
 
-    recorder, threads = RecordingCodec(make_codec(CONFIG.uplink)), torch.get_num_threads()
+    recorder, threads = RecordingCodec(make_codec(config.uplink)), torch.get_num_threads()
     original, flower.make_codec = flower.make_codec, lambda spec: recorder
     torch.set_num_threads(1)
     try:
-        history = simulate(CONFIG)
+        history = simulate(config)
     finally:
         flower.make_codec = original
         torch.set_num_threads(threads)
     return history, recorder.sent
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return _recorded_run(CONFIG)
+
+
+def _received_payloads(result, history) -> dict:
+    """(round, client) -> the payload bytes the ServerApp saved, for every client that replied."""
+    folder = result.out_dir / PAYLOAD_DIR
+    return {(r.round, c): (folder / f"round{r.round}-client{c}.bin").read_bytes() for r in history.records
+            for c in r.clients}
 
 
 def _simulate_one_thread(config):
@@ -84,7 +197,7 @@ def _simulate_one_thread(config):
 
 # ----------------------------------------------------------------------------- real processes
 def test_deployment_accuracy_equals_the_in_process_run(deployed, reference):
-    result = deployed[0]["q8"]
+    result = deployed.results["q8"]
     reference, _ = reference
     assert [r["round"] for r in result.records] == [1, 2]
     assert all(r["replied"] == [0, 1] and not r["errors"] for r in result.records)
@@ -93,10 +206,10 @@ def test_deployment_accuracy_equals_the_in_process_run(deployed, reference):
     assert result.totals()["ledger_bytes_up"] == reference.totals()["bytes_up"]
 
 
-def test_a_sampled_fraction_on_flower_equals_the_in_process_run(deployed):
+def test_a_sampled_fraction_on_flower_equals_the_in_process_run(deployed, half):
     """fraction=0.5 of 2 clients: the ServerApp samples one SuperNode per round, as run() does."""
-    result = deployed[0]["half"]
-    reference = _simulate_one_thread(HALF)
+    result = deployed.results["half"]
+    reference = _simulate_one_thread(half)
     assert [len(r["selected"]) for r in result.records] == [1, 1]
     assert [sorted(r["selected"]) for r in result.records] == [sorted(r.clients) for r in reference.records]
     assert all(r["replied"] == r["selected"] for r in result.records)
@@ -107,7 +220,7 @@ def test_a_sampled_fraction_on_flower_equals_the_in_process_run(deployed):
 def test_error_feedback_residual_survives_between_clientapp_calls(deployed):
     """Each ClientApp call is a fresh process; EF's residual lives in Flower's context.state, so
     round 2 sends top-k of (update + round 1's residual), exactly as run()'s ErrorFeedback does."""
-    result = deployed[0]["ef"]
+    result = deployed.results["ef"]
     reference = _simulate_one_thread(EF)
     assert result.accuracy == reference.accuracy
     assert result.totals()["ledger_bytes_up"] == reference.totals()["bytes_up"]
@@ -116,8 +229,44 @@ def test_error_feedback_residual_survives_between_clientapp_calls(deployed):
     assert without_memory.accuracy[1] != reference.accuracy[1]  # round 2: the residual matters
 
 
+def test_deployment_history_has_the_simulated_fields_and_energy_per_round(deployed, reference):
+    """The ServerApp runs the course's run(): its History has every field of a simulated one, and
+    the same clients, bytes, FLOPs and modelled joules per round; Flower's bytes are in metrics."""
+    from dataclasses import fields as dataclass_fields
+
+    from fedlab_utils.history import RoundRecord
+
+    deployed_history, simulated = deployed.results["q8"].history, reference[0]
+    assert deployed_history.to_dict().keys() == simulated.to_dict().keys()
+    assert deployed_history.totals().keys() == simulated.totals().keys()
+    assert deployed_history.config["uplink"] == simulated.config["uplink"] and deployed_history.config["server"] == \
+        simulated.config["server"]
+    names = [f.name for f in dataclass_fields(RoundRecord)]
+    for ours, theirs in zip(deployed_history.records, simulated.records, strict=True):
+        assert list(ours.to_dict()) == list(theirs.to_dict()) == names
+        assert (ours.clients, ours.bytes_up, ours.bytes_down, ours.client_flops) == \
+            (theirs.clients, theirs.bytes_up, theirs.bytes_down, theirs.client_flops)
+        assert ours.energy.total > 0 and ours.energy == theirs.energy  # energy per round, priced as simulated
+        assert [row["energy"] for row in ours.client_rows] == [row["energy"] for row in theirs.client_rows]
+        assert ours.metrics["flower_bytes_up"] > ours.bytes_up > 0
+    assert deployed_history.energy() == simulated.energy()
+
+
+def test_own_codec_from_a_module_runs_on_flower_byte_for_byte(deployed, half):
+    """-p uplink fedlab_test_parts:HalfCodec: both Flower processes import the researcher's module,
+    and every payload the ServerApp received is byte for byte the one run() encodes."""
+    result = deployed.results["half"]
+    history, sent = _recorded_run(half)
+    assert history.config["uplink"] == "fp16 (own module)" and result.history.config["uplink"] == "fp16 (own module)"
+    received = _received_payloads(result, result.history)
+    assert [payload for _, payload in sent] == [received[(r.round, c)] for r in history.records for c in r.clients]
+    values = sum(t.numel() for t in build_task(half)[2].state_dict().values())
+    assert all(len(p) == 2 * values for p in received.values())  # float16: 2 bytes per value
+    assert result.accuracy == history.accuracy
+
+
 def test_course_codec_payload_survives_flower_byte_for_byte(deployed, reference):
-    result = deployed[0]["q8"]
+    result = deployed.results["q8"]
     _, sent = reference
     expected = {(1 + i // 2, cid): payload for i, (cid, payload) in enumerate(sent)}
     assert len(expected) == 4
@@ -132,10 +281,140 @@ def test_course_codec_payload_survives_flower_byte_for_byte(deployed, reference)
 
 
 def test_no_process_left_after_a_successful_run(deployed):
-    _, pids = deployed
+    pids = deployed.pids
     assert pids, "the federation started no process?"
     leftover = [p for p in flower_processes() if p["pid"] in pids]
     assert leftover == []
+
+
+# ----------------------------------------------------------------------------- only our own devices get in
+def test_the_shared_federation_runs_tls_and_supernode_auth(deployed):
+    superlink = deployed.commands["superlink"]
+    assert "--ssl-certfile" in superlink and "--enable-supernode-auth" in superlink and "--insecure" not in superlink
+    for i in (0, 1):
+        node = deployed.commands[f"supernode-{i}"]
+        assert node[node.index("--root-certificates") + 1] == str(deployed.pki.ca_cert)
+        assert node[node.index("--auth-supernode-private-key") + 1] == str(deployed.pki.supernode_keys[i])
+    assert all(r["replied"] == [0, 1] and not r["errors"] for res in deployed.results.values() for r in res.records
+               if len(r["selected"]) == 2)
+
+
+def test_unregistered_supernode_is_refused(deployed):
+    """A SuperNode with the right CA but a key nobody registered gets no work: with --max-retries 0
+    it exits with Flower's 'Failed to activate SuperNode', while the registered nodes finish the runs."""
+    rogue = deployed.intruders["unregistered"]
+    assert rogue.returncode not in (None, 0), f"the unregistered SuperNode was not refused: {rogue.log[-600:]}"
+    assert "Failed to activate SuperNode" in rogue.log
+    assert all(r["replied"] == r["selected"] and len(r["replied"]) == len(set(r["replied"]))
+               for res in deployed.results.values() for r in res.records)
+
+
+def test_unregistered_key_after_unregister(deployed):
+    """flwr supernode unregister removes a member: its SuperNode stops, and started again with the
+    same key it is refused like a stranger."""
+    scenario = deployed.unregister
+    assert scenario["before"] == "online" and deployed.nodes[scenario["node_id"]] == "unregistered"
+    assert scenario["member"].returncode is not None, "the unregistered member kept running"
+    again = scenario["again"]
+    assert again.returncode not in (None, 0), f"the unregistered key got in again: {again.log[-600:]}"
+    assert "Failed to activate SuperNode" in again.log
+    assert all(r["replied"] == r["selected"] for res in deployed.results.values() for r in res.records)
+
+
+def test_wrong_ca_is_refused(deployed):
+    """A SuperNode that trusts another CA (with a registered key) cannot even open TLS to the SuperLink."""
+    rogue = deployed.intruders["wrong-ca"]
+    assert rogue.returncode not in (None, 0), f"the SuperNode trusting another CA connected: {rogue.log[-600:]}"
+    assert "Exit Code: 30" in rogue.log  # Flower's connection-failure exit codes (3xx: SuperNode)
+    assert deployed.nodes.get(deployed.spare) not in ("online", "offline")  # its key never logged in
+
+
+def test_plaintext_client_is_refused(deployed):
+    """An --insecure (plain HTTP) SuperNode against the TLS SuperLink fails, even with a registered key."""
+    rogue = deployed.intruders["plaintext"]
+    assert rogue.returncode not in (None, 0), f"the plain-HTTP SuperNode connected: {rogue.log[-600:]}"
+    assert "Exit Code: 30" in rogue.log
+    assert deployed.nodes.get(deployed.spare) not in ("online", "offline")
+
+
+def test_private_keys_are_0600_and_outside_the_repo(deployed):
+    repo = Path(__file__).resolve().parents[1]
+    for path in deployed.pki.private_files():
+        assert repo not in path.resolve().parents
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_real_machine_commands_are_the_commands_that_ran(deployed):
+    """real_machine_commands() renders machine_steps(); with the local addresses, those steps are
+    exactly the argv the shared federation ran (SuperLink, each SuperNode, each registration)."""
+    from fedlab_utils.deploy import machine_steps
+
+    ran = {name: [Path(cmd[0]).name, *cmd[1:]] for name, cmd in deployed.commands.items()}
+    node_ports = [int(ran[f"supernode-{i}"][-1]) for i in (0, 1)]
+    steps = machine_steps(2, "127.0.0.1", deployed.port, deployed.pki.folder, bind="127.0.0.1", node_ports=node_ports)
+    by_role = {"server": [s for s in steps if s.background and s.where == "server"],
+               "register": [s for s in steps if s.argv[:3] == ("flwr", "supernode", "register")],
+               "device": [s for s in steps if s.where.startswith("device")]}
+    assert [list(s.argv) for s in by_role["server"]] == [ran["superlink"]]
+    assert [list(s.argv) for s in by_role["register"]] == [ran["register-0"], ran["register-1"]]
+    assert [list(s.argv) for s in by_role["device"]] == [ran["supernode-0"], ran["supernode-1"]]
+    real = machine_steps(2, "203.0.113.5", 9092, "fedlab-pki")
+    assert real_machine_commands(2, server="203.0.113.5").count("\n") > len(real)
+    for here, there in zip(steps, real):  # real machines: the same argv, only addresses, ports and folders differ
+        if here.argv[0] in ("flower-superlink", "flower-supernode", "flwr") and here.argv[1] != "run":
+            assert _without_addresses(here.argv, deployed.pki.folder) == _without_addresses(there.argv, "fedlab-pki")
+            assert there.shell() in real_machine_commands(2, server="203.0.113.5")
+
+
+def _without_addresses(argv, pki_dir) -> list[str]:
+    import re
+
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            out.append("PORT" if token.isdigit() else "HOST")
+            skip = False
+            continue
+        token = token.replace(str(pki_dir), "PKI")
+        token = re.sub(r"^(\d{1,3}(\.\d{1,3}){3}|localhost)(:\d+)?$", "ADDRESS", token)
+        out.append(token)
+        skip = token in ("--port", "--host")
+    return out
+
+
+def test_deploy_cli_watched_from_outside(tmp_path):
+    """``deploy --supernodes 2 -p rounds 1`` as a user types it: the SuperLink carries --ssl-certfile
+    and --enable-supernode-auth and no --insecure, every SuperNode --root-certificates and
+    --auth-supernode-private-key; it exits 0 and leaves no process."""
+    import psutil
+
+    env = {**os.environ, "FEDLAB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    cli = subprocess.Popen([sys.executable, "-m", "fedlab_utils", "deploy", "--supernodes", "2", "-p", "rounds", "1",
+                            "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                           text=True)
+    seen: dict[int, list[str]] = {}
+    deadline = time.monotonic() + 240
+    try:
+        while cli.poll() is None and time.monotonic() < deadline:
+            for child in psutil.Process(cli.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    seen.setdefault(child.pid, child.cmdline())
+            time.sleep(0.1)
+        out, err = cli.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode == 0, err[-800:]
+    assert "insecure" not in out.lower() and "TLS + SuperNode authentication" in out
+    links = [c for c in seen.values() if any(Path(a).name == "flower-superlink" for a in c[:2])]
+    nodes = [c for c in seen.values() if any(Path(a).name == "flower-supernode" for a in c[:2])]
+    assert len(links) == 1 and len(nodes) == 2, seen
+    assert "--ssl-certfile" in links[0] and "--enable-supernode-auth" in links[0] and "--insecure" not in links[0]
+    assert all("--root-certificates" in c and "--auth-supernode-private-key" in c and "--insecure" not in c
+               for c in nodes)
+    left = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert left == [], [seen[p] for p in left]
 
 
 def test_teardown_after_an_exception_mid_run(tmp_path):
