@@ -225,8 +225,8 @@ def test_no_module_of_the_package_imports_the_entry_point():
     assert offenders == []
 
 
-def test_python_dash_m_loads_the_entry_point_once_and_shares_course_error(tmp_path):
-    """``python -m fedlab_utils`` runs __main__ once; a CourseError raised in sweep is caught as one line."""
+def test_python_dash_m_prints_a_course_error_raised_in_sweep_as_one_line(tmp_path):
+    """A CourseError raised in another module (sweep) is the class the entry point catches."""
     import subprocess
     import sys
 
@@ -234,11 +234,20 @@ def test_python_dash_m_loads_the_entry_point_once_and_shares_course_error(tmp_pa
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip() == \
         "error: give at least one -p NAME VALUES to sweep (e.g. -p seed 0:3)"
-    script = ("import sys, runpy; sys.argv = ['x', 'params', '00']\n"
-              "try:\n    runpy.run_module('fedlab_utils', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-              "print('IMPORTED', 'fedlab_utils.__main__' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert "IMPORTED False" in done.stdout, done.stderr[-2000:]
+
+
+def test_running_the_package_as_a_script_does_not_import_it_a_second_time(monkeypatch, capsys):
+    """What ``python -m fedlab_utils`` does (runpy, as ``__main__``) leaves no second copy named
+    ``fedlab_utils.__main__`` (the old workaround imported one to share CourseError)."""
+    import runpy
+    import sys
+
+    monkeypatch.delitem(sys.modules, "fedlab_utils.__main__", raising=False)
+    monkeypatch.setattr(sys, "argv", ["fedlab_utils", "sweep", "00", "--out", "unused"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("fedlab_utils", run_name="__main__", alter_sys=True)
+    assert done.value.code == 2 and "give at least one -p" in capsys.readouterr().err
+    assert "fedlab_utils.__main__" not in sys.modules
 
 
 def test_translate_dispatches_to_its_module_or_says_it_is_missing(monkeypatch, capsys):
@@ -282,6 +291,8 @@ def test_run_lang_zh_writes_into_out_zh_and_tells_the_kernel_its_language(tmp_pa
     assert json.loads((out / "zh" / "results.json").read_text())["10_tiny"]["metrics"] == {"lang": "zh"}
     assert (out / "zh" / "notebooks" / "10_tiny.ipynb").exists() and not (out / "results.json").exists()
     monkeypatch.setenv("FEDLAB_LANG", "zh")  # a Chinese shell: an English run still runs in English
-    assert main(["run", str(nb), "--out", str(out), "--no-html"]) == 0
-    assert json.loads((out / "results.json").read_text())["10_tiny"]["metrics"] == {"lang": "unset"}
+    from fedlab_utils.runner import kernel_environment
+
+    with kernel_environment([], "auto", "en"):
+        assert "FEDLAB_LANG" not in os.environ
     assert os.environ["FEDLAB_LANG"] == "zh", "the runner restores the caller's environment"
