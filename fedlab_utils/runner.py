@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from .results import CHANGED_ENV, POLICY_ENV, atomic_write_text
+from .results import CHANGED_ENV, POLICY_ENV, atomic_write_text, readable
 
 __all__ = ["ROOT", "NOTEBOOK_DIR", "LANGUAGES", "LANG_ENV", "CourseError", "notebook_dir", "find_notebooks",
            "parse_value", "parse_parameters", "notebook_parameters", "validate_parameters", "changed_parameters",
@@ -289,8 +289,7 @@ def summarize(records: dict[str, dict]) -> str:
         claims = record.get("claims", [])
         held = f"{sum(c['holds'] for c in claims)}/{len(claims)}"
         metrics = record.get("metrics", {})
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in list(metrics.items())[:4] if not isinstance(v, (dict, list)))
+        shown = ", ".join(f"{k}={readable(v)}" for k, v in list(metrics.items())[:4] if not isinstance(v, (dict, list)))
         lines.append(f"{name:<34}{held:>12}  {shown}")
         lines += [f"{'':<34}{'✗':>12}  {c['claim']}" for c in claims if not c["holds"]]
     return "\n".join(lines)
