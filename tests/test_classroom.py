@@ -249,3 +249,13 @@ def test_grade_check_reports_discussion_answers_as_waiting_for_manual_grading(tm
     assert "YOUR ANSWER HERE" in release.cells[-1].source, "the model answer stays in the instructor's version"
     r.waiting["untouched"] = ["99-discuss-why"]
     assert not r.as_expected, "an untouched answer waiting for a grader would be a pipeline defect"
+
+
+def test_classroom_and_student_look_in_the_chinese_edition_with_lang_zh(capsys):
+    from fedlab_utils.__main__ import main
+
+    assert main(["classroom", "--lang", "zh", "--validate", "99"]) == 2
+    assert "notebook '99' not found in notebooks/zh/" in capsys.readouterr().err
+    assert main(["student", "--lang", "zh", "99", "--out", "unused"]) == 2
+    assert "notebook '99' not found in notebooks/zh/" in capsys.readouterr().err
+    assert classroom.find_notebooks([], "zh") == sorted((classroom.NOTEBOOK_DIR / "zh").glob("[0-9][0-9]_*.ipynb"))
