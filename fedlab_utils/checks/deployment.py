@@ -11,7 +11,25 @@ from ..federated import weighted_average
 from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed
 
 __all__ = ["check_aggregate_replies", "check_q8_payload_bytes", "check_overhead_per_message",
-           "check_envelope_prediction", "check_accuracy_gap_prediction"]
+           "check_envelope_prediction", "check_accuracy_gap_prediction", "check_can_connect", "SAN_CASES"]
+
+#: (the server certificate's SANs, the address a SuperNode dials with --superlink).  Hand-made:
+#: ports to strip, IPv6 in brackets, names in another case, an IP that a name resolves to, and
+#: a name for an address (TLS compares what was dialled with the SANs, nothing is looked up).
+SAN_CASES = [
+    (["localhost", "127.0.0.1", "::1", "203.0.113.5"], "203.0.113.5:9092"),
+    (["localhost", "127.0.0.1", "::1", "203.0.113.5"], "198.51.100.7:9092"),
+    (["localhost", "127.0.0.1", "::1", "203.0.113.5"], "LocalHost:9092"),
+    (["localhost", "127.0.0.1", "::1", "203.0.113.5"], "[::1]:9092"),
+    (["localhost", "127.0.0.1", "::1", "203.0.113.5"], "fl.example.org:9092"),
+    (["localhost", "127.0.0.1", "::1", "fl.example.org"], "fl.example.org:9092"),
+    (["localhost", "127.0.0.1", "::1", "fl.example.org"], "203.0.113.5:9092"),
+    (["localhost", "127.0.0.1", "::1", "fl.example.org"], "example.org:9092"),
+    (["localhost"], "127.0.0.1:9092"),
+    (["localhost"], "localhost:443"),
+    (["127.0.0.1"], "localhost:9092"),
+    (["10.0.0.2", "::1"], "[2001:db8::1]:9092"),
+]
 
 
 def _replies_cases(seed: int | None) -> list[list[tuple[int, int, dict | None]]]:
@@ -171,3 +189,23 @@ def check_accuracy_gap_prediction(answer, flower_accuracy: list[float], simulate
         return
     raise AssertionError(f"accuracy gap prediction: you said {got:.3g} points, measured {measured:.2f} (the band is "
                          f"±{band_points:g} point). {why}")
+
+
+def check_can_connect(fn: Callable) -> None:
+    """``fn(sans, address)`` must say whether a SuperNode dialling ``address`` (``host:port`` or
+    ``[IPv6]:port``) accepts a server certificate with these SANs: the host, without its port, must
+    equal an IP SAN (for an IP) or a DNS SAN, ignoring case (for a name).  The answer key is
+    :func:`fedlab_utils.pki.san_allows`, the rule TLS clients apply (RFC 6125)."""
+    from ..pki import san_allows
+
+    hint = ("Take the host out of the address (drop ':port', and the [ ] around an IPv6 address); an IP must be "
+            "one of the IP SANs, a name one of the DNS names (case does not matter); nothing is looked up, so "
+            "'localhost' does not cover 127.0.0.1, nor a name its IP.")
+    for sans, address in SAN_CASES:
+        answer = call_safely(fn, list(sans), address, what="can_connect")
+        expect(isinstance(answer, bool), f"can_connect({sans}, {address!r}) should return True or False, got "
+                                         f"{answer!r}. {hint}")
+        expected = san_allows(sans, address)
+        expect(answer == expected, f"can_connect({sans}, {address!r}) returned {answer}, but a SuperNode dialling "
+                                   f"{address} {'accepts' if expected else 'refuses'} that certificate. {hint}")
+    passed("can_connect")
