@@ -276,21 +276,24 @@ _RESOLVERS = {"codec": resolve_codec, "server": resolve_server, "aggregate": res
 _SETTING_TYPES = (bool, int, float, str, type(None))
 
 
-def spec_of(part: object) -> object:
+def spec_of(part: object, _depth: int = 0) -> object:
     """A part's full configuration as JSON: ``{"type": "module.Class", <setting>: <value>, ...}``.
 
     Settings are the part's public attributes that are plain values (numbers, strings, ``None``,
-    tuples of them) or parts themselves (an error-feedback codec's inner codec); state such as
-    tensors, residuals or momentum buffers is left out, and so are private attributes.  A function
-    is ``"module:qualname"``.  Two parts with equal specs are configured alike, whatever their ``name``.
+    tuples of them) or parts themselves (an error-feedback codec's inner codec, up to four levels
+    deep); state such as tensors, residuals or momentum buffers is left out, and so are private
+    attributes.  A function is ``"module:qualname"``.  Two parts with equal specs are configured
+    alike, whatever their ``name``.
     """
     if isinstance(part, _SETTING_TYPES):
         return part
     if isinstance(part, (tuple, list)):
-        return [spec_of(p) for p in part]
+        return [spec_of(p, _depth + 1) for p in part]
     if isinstance(part, (types.FunctionType, types.BuiltinFunctionType, type)):
         return f"{part.__module__}:{part.__qualname__}"
     spec: dict = {"type": f"{type(part).__module__}.{type(part).__qualname__}"}
+    if _depth >= 4:
+        return spec
     settings = ({f.name: getattr(part, f.name) for f in dataclasses.fields(part) if f.repr}
                 if dataclasses.is_dataclass(part) else getattr(part, "__dict__", {}))
     for key, value in sorted(settings.items()):
@@ -301,5 +304,5 @@ def spec_of(part: object) -> object:
         elif isinstance(value, _SETTING_TYPES):
             spec[key] = value
         elif hasattr(value, "__dict__") and not isinstance(value, types.ModuleType):
-            spec[key] = spec_of(value)
+            spec[key] = spec_of(value, _depth + 1)
     return spec

@@ -165,3 +165,9 @@ def test_spec_of_is_the_full_configuration_not_the_name():
     assert registry.spec_of(server) == registry.spec_of(registry.resolve_server("fedavgm"))
     assert registry.spec_of(fedavg_aggregate) == "fedlab_utils.servers:fedavg_aggregate"
     assert registry.spec_of(FedProx(0.1)) == {"type": "fedlab_utils.training.FedProx", "mu": 0.1}
+
+    class Loop:
+        def __init__(self):
+            self.me, self.k = self, 3
+
+    assert registry.spec_of(Loop())["k"] == 3  # a part that refers to itself still has a finite spec
