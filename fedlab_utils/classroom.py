@@ -370,7 +370,8 @@ PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
                         "    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, targets)\n"),
     "04_acceleration": ("04-ex1-fedavgm-step", "def fedavgm_step(global_state, update, velocity, lr, momentum):\n"
                         "    return {k: global_state[k] + lr * update[k] for k in global_state}, update\n"),
-    "05_model_parallelism": ("05-ex1-bubble-fraction", "def bubble_fraction(S, M):\n    return (S - 1) / (M + S)\n"),
+    "05_model_parallelism": ("05-ex1-pipeline-time", "def pipeline_time(stage_times, M):\n"
+                             "    return (M + len(stage_times) - 1) * sum(stage_times) / len(stage_times)\n"),
     "06_capstone": ("06-ex1-solution", "def combined_saving(savings):\n    return min(1.0, sum(savings))\n"),
     "07_deployment": ("07-ex1-solution", "def my_aggregate_replies(replies):\n"
                       "    arrived = [u for cid, n, u in replies if u is not None]\n"
