@@ -133,6 +133,9 @@ def test_autograde_three_submissions_of_notebook_00(tmp_path):
     assert r.scores["untouched"] == 0
     assert r.wrong_exercise == wrong_id and r.wrong_points == points[wrong_id]
     assert r.scores["one-wrong"] == r.max_score - points[wrong_id]
+    assert r.manual_cells and all("-discuss-" in gid for gid in r.manual_cells)
+    assert r.waiting["solutions"] == sorted(r.manual_cells) and r.waiting["untouched"] == [], \
+        "answered discussion cells wait for a grader in nbgrader's gradebook; the released stub scores 0"
     assert r.as_expected
     for student, html in r.feedback.items():
         body = html.read_text()
@@ -154,7 +157,8 @@ def test_autograde_three_submissions_of_notebook_00(tmp_path):
                              """).fetchall()
     one_wrong = {cell: score for student, cell, score in rows if student == "one-wrong"}
     assert one_wrong[f"{wrong_id}-test"] == 0
-    assert all(score == points[cell[:-len("-test")]] for cell, score in one_wrong.items() if cell != f"{wrong_id}-test")
+    assert all(score == points[cell[:-len("-test")]] for cell, score in one_wrong.items()
+               if cell != f"{wrong_id}-test" and cell.endswith("-test"))  # discussion answers: graded by hand
 
 
 def test_cli_locks_validates_and_refuses_unknown_notebooks(tmp_path, capsys):
