@@ -189,7 +189,7 @@ class Claims:
         if self.policy == "record":
             why = f"parameters changed from their defaults: {', '.join(self.changed)}" if self.changed \
                 else f"{POLICY_ENV}=record"
-            print(f"Claims are recorded, not raised ({why}); the summary lists any that do not hold.")
+            print(f"Claims are recorded, not raised ({why}); the table at the end marks any that do not hold.")
 
     def check(self, claim: str, holds: bool, margin: float | None = None, **measured) -> bool:
         """Record ``claim`` with the ``measured`` numbers behind it; under ``raise``, raise if it fails.
@@ -236,7 +236,7 @@ class Claims:
         lines = [f"{held}/{len(self.items)} claims hold (policy: {self.policy}"
                  + (f"; changed parameters: {', '.join(self.changed)})" if self.changed else ")")]
         lines += [f"  {'✓' if c['holds'] else '✗'} {c['claim']}  [{_format(self._shown(c))}]"
-                  + ("" if c["holds"] else "  -- does NOT hold on this run") for c in self.items]
+                  + ("" if c["holds"] else "  -- does not hold") for c in self.items]
         lines += [f"  observation: {o['observation']}  [{_format(o['measured'])}]" for o in self.observations]
         return "\n".join(lines)
 

@@ -49,7 +49,7 @@ def test_other_changed_parameters_record_failing_claims_and_summarise_them(monke
     assert [c["holds"] for c in claims.to_list()] == [True, False, True]
     summary = repr(claims)
     assert summary.startswith("2/3 claims hold (policy: record; changed parameters: num_clients, rounds)")
-    assert "  ✗ student within 3 points of teacher  [gap=7.5, margin=-4.5]  -- does NOT hold" in summary
+    assert "  ✗ student within 3 points of teacher  [gap=7.5, margin=-4.5]  -- does not hold" in summary
     assert "  ✓ another that holds  []" in summary and summary.count("✓") == 2
     markdown = claims._repr_markdown_()
     assert markdown.count("does not hold") == 1 and markdown.count("| ✓ |") == 2
