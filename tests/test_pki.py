@@ -135,3 +135,15 @@ def test_check_can_connect_accepts_the_rule():
 def test_check_can_connect_rejects_wrong_rules(wrong):
     with pytest.raises(AssertionError):
         deployment.check_can_connect(wrong)
+
+
+def test_the_notebooks_san_solution_passes_its_check():
+    import nbformat
+
+    from fedlab_utils.classroom import NOTEBOOK_DIR
+
+    nb = nbformat.read(NOTEBOOK_DIR / "07_deployment.ipynb", as_version=4)
+    [cell] = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "07-ex-san-solution"]
+    namespace = {"ipaddress": ipaddress}
+    exec(cell.source, namespace)  # the model answer, as the notebook holds it
+    deployment.check_can_connect(namespace["my_can_connect"])
