@@ -39,10 +39,12 @@ def test_real_machine_commands_run_on_localhost(tmp_path):
     assert "--insecure" not in script and script.count("flwr supernode register") == 2
     env = {**os.environ, "FLWR_HOME": str(home), "FEDLAB_PROGRESS": "0", "OMP_NUM_THREADS": "1",
            "FLWR_TELEMETRY_ENABLED": "0", "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
-    shell = subprocess.Popen(["bash", "-euc", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = tmp_path / "script.log"  # a file, not a pipe: the background processes keep their stdout open
+    with open(log, "wb") as sink:
+        shell = subprocess.Popen(["bash", "-euc", script], cwd=tmp_path, env=env, stdout=sink,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        out, _ = shell.communicate(timeout=300)
+        shell.wait(timeout=300)
     finally:
         if shell.poll() is None:
             shell.kill()
@@ -53,6 +55,7 @@ def test_real_machine_commands_run_on_localhost(tmp_path):
         deadline = time.monotonic() + 10
         while _processes_of(home) and time.monotonic() < deadline:
             time.sleep(0.1)
+    out = log.read_text(errors="replace")
     assert shell.returncode == 0, out[-2000:]
     assert out.count('"node-id"') == 2, out[-2000:]
     history = json.loads((tmp_path / "fedlab-results" / "history.json").read_text())

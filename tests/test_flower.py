@@ -430,7 +430,7 @@ def test_teardown_after_an_exception_mid_run(tmp_path):
             raise Boom("raised mid-run")
 
     with pytest.raises(Boom):
-        with local_federation(2, workdir=tmp_path / "fed", announce=None) as federation:
+        with local_federation(2, workdir=tmp_path / "fed", announce=None, insecure=True) as federation:
             submit(federation, DeploymentConfig(num_clients=2, rounds=3), tmp_path / "out", on_round=explode)
     assert "round-start" in seen
     assert {"superlink", "supernode-0", "supernode-1"} <= set(started["names"])
@@ -523,7 +523,7 @@ def test_real_machine_commands_use_tls_and_auth():
 
 def test_kill_supernode_signal_is_real(tmp_path):
     """kill_supernode stops the SuperNode and its children for good (used by notebook 07's pitfall)."""
-    with local_federation(1, workdir=tmp_path, announce=None) as federation:
+    with local_federation(1, workdir=tmp_path, announce=None, insecure=True) as federation:
         proc = federation.processes["supernode-0"]
         federation.kill_supernode(0)
         assert proc.wait(timeout=10) == -signal.SIGKILL
