@@ -79,15 +79,13 @@ def neighbour_links(text: str) -> dict[str, str | None]:
     """The file names after ``Previous`` and ``Next`` in ``text`` (``None`` when it says "none")."""
     links = {}
     for word in ("Previous", "Next"):
-        m = re.search(rf"{word}\b[^\n]*", text)
-        if not m:
-            continue
-        line = m.group(0)
-        name = re.search(r"(\d\d_[A-Za-z0-9_]+\.ipynb)", line)
-        if name:
-            links[word] = name.group(1)
-        elif re.search(r"\bnone\b", line, re.IGNORECASE):
-            links[word] = None
+        for m in re.finditer(rf"{word}\b(.*?)(?=\bPrevious\b|\bNext\b|\n|$)", text):  # the last one counts
+            line = m.group(1)
+            name = re.search(r"(\d\d_[A-Za-z0-9_]+\.ipynb)", line)
+            if name:
+                links[word] = name.group(1)
+            elif re.search(r"\bnone\b", line, re.IGNORECASE):
+                links[word] = None
     return links
 
 
@@ -111,6 +109,10 @@ def test_neighbour_links_are_read_by_file_name():
     assert neighbour_links("Previous: none (this is the first notebook)\nNext: `01_b.ipynb`") == {
         "Previous": None, "Next": "01_b.ipynb"}
     assert neighbour_links("Next: back to 00") == {}  # a number is not a file name
+    one_line = "**Previous:** none, this is the first notebook · **Next:** [`01_b.ipynb`](01_b.ipynb): pruning"
+    assert neighbour_links(one_line) == {"Previous": None, "Next": "01_b.ipynb"}
+    prose = "Next, we prune.\n\n**Previous:** [`00_a.ipynb`](00_a.ipynb) · **Next:** [`02_c.ipynb`](02_c.ipynb)"
+    assert neighbour_links(prose) == {"Previous": "00_a.ipynb", "Next": "02_c.ipynb"}
 
 
 def test_there_are_eight_notebooks_in_order():
