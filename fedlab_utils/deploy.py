@@ -29,28 +29,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .flower import HISTORY_FILE, NODE_COUNT_KEY, NODE_PARTITION_KEY, PROGRESS_FILE, DeploymentConfig
-from .pki import PKI, make_pki
+from .deploy_cli import add_parser, main, parse_parameters, print_round  # the CLI, re-exported
+from .flower import HISTORY_FILE, PROGRESS_FILE, DeploymentConfig, DeploymentResult
+from .flower_commands import (CONNECTION, REAL_PORT, Step, app_dir, connection_toml, machine_steps,
+                              real_machine_commands, superlink_command, supernode_command, toml_value)
+from .pki import make_pki
 
 __all__ = ["DeploymentError", "LocalFederation", "DeploymentResult", "deploy", "local_federation", "free_port",
            "flower_command", "app_dir", "real_machine_commands", "FLOWER_PROCESS_NAMES", "INSECURE_WARNING",
            "flower_processes", "parse_parameters", "submit", "submit_many", "print_round", "machine_steps", "Step",
-           "superlink_command", "supernode_command", "connection_toml", "REAL_PORT"]
+           "superlink_command", "supernode_command", "connection_toml", "REAL_PORT", "add_parser", "main"]
 
 FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
                         "flwr-clientapp")
 INSECURE_WARNING = ("WARNING: insecure mode (--insecure): SuperLink and SuperNodes talk plain HTTP on 127.0.0.1. "
                     "Fine on one machine; across machines use TLS and SuperNode authentication (see "
                     "real_machine_commands()).")
-CONNECTION = "fedlab"
-REAL_PORT = 9092
-APP_MODULE = "fedlab_app"
-TLS_DOCS = "https://flower.ai/docs/framework/how-to-enable-tls-connections.html"
-AUTH_DOCS = "https://flower.ai/docs/framework/how-to-authenticate-supernodes.html"
-DEPLOY_DOCS = "https://flower.ai/docs/framework/deploy.html"
 
 
 class DeploymentError(RuntimeError):
@@ -80,51 +77,6 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))
-
-
-def app_dir(folder: str | Path, config: DeploymentConfig) -> Path:
-    """Write the Flower app folder ``flwr run`` submits: a ``pyproject.toml`` naming the two
-    components of :mod:`fedlab_utils.flower` and a one-line module that re-exports them."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    defaults = "\n".join(f"{k} = {_toml_value(v)}" for k, v in config.to_run_config().items())
-    (folder / "pyproject.toml").write_text(f"""[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "fedlab-deploy"
-version = "1.0.0"
-description = "Efficient Federated Learning course: its loop's pieces as a Flower app"
-license = "MIT"
-dependencies = ["fedlab-utils"]
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "efficient-fl-course"
-
-[tool.flwr.app.components]
-serverapp = "{APP_MODULE}:server_app"
-clientapp = "{APP_MODULE}:client_app"
-
-[tool.flwr.app.config]
-{defaults}
-""", encoding="utf-8")
-    (folder / f"{APP_MODULE}.py").write_text(
-        '"""The course\'s Flower app: both components live in fedlab_utils.flower."""\n'
-        "from fedlab_utils.flower import make_client_app, make_server_app\n\n"
-        "client_app = make_client_app()\nserver_app = make_server_app()\n", encoding="utf-8")
-    return folder
-
-
 def flower_processes() -> list[dict]:
     """Every Flower process of this user on this machine: ``[{pid, name, cmdline}]``."""
     import psutil
@@ -137,87 +89,6 @@ def flower_processes() -> list[dict]:
         if name is not None and proc.info["pid"] != os.getpid():
             found.append({"pid": proc.info["pid"], "name": name, "cmdline": text})
     return found
-
-
-def superlink_command(pki: PKI | None, host: str, port: int) -> list[str]:
-    """``flower-superlink`` with TLS (the PKI's CA, certificate and key) and SuperNode
-    authentication, or ``--insecure`` when ``pki`` is None.  Fleet, Control and ServerAppIo APIs
-    all listen on ``host:port`` in Flower 1.42."""
-    if pki is None:
-        security = ["--insecure"]
-    else:
-        security = ["--ssl-ca-certfile", str(pki.ca_cert), "--ssl-certfile", str(pki.server_cert),
-                    "--ssl-keyfile", str(pki.server_key), "--enable-supernode-auth"]
-    return ["flower-superlink", *security, "--host", host, "--port", str(port),
-            "--disable-runtime-dependency-installation"]
-
-
-def supernode_command(superlink: str, index: int, supernodes: int, *, root_certificates: str | Path | None,
-                      private_key: str | Path | None, port: int, max_retries: int | None = None) -> list[str]:
-    """``flower-supernode`` for client ``index`` of ``supernodes``: TLS trusting ``root_certificates``
-    and authenticated by ``private_key``, or ``--insecure`` when ``root_certificates`` is None.
-    ``port`` is the SuperNode's own local API (on 127.0.0.1); ``max_retries`` as Flower's flag."""
-    security = ["--insecure"] if root_certificates is None else ["--root-certificates", str(root_certificates)]
-    if private_key is not None:
-        security += ["--auth-supernode-private-key", str(private_key)]
-    retries = [] if max_retries is None else ["--max-retries", str(max_retries)]
-    return ["flower-supernode", *security, "--superlink", superlink, *retries,
-            "--node-config", f"{NODE_PARTITION_KEY}={index} {NODE_COUNT_KEY}={supernodes}",
-            "--host", "127.0.0.1", "--port", str(port)]
-
-
-def connection_toml(address: str, root_certificates: str | Path | None, name: str = CONNECTION) -> str:
-    """The ``[superlink.NAME]`` entry of ``$FLWR_HOME/config.toml`` that ``flwr run`` and
-    ``flwr supernode`` read: the SuperLink's address and the CA to trust (or ``insecure``)."""
-    trust = "insecure = true" if root_certificates is None else f"root-certificates = {json.dumps(str(root_certificates))}"
-    return f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\n{trust}\n'
-
-
-@dataclass(frozen=True)
-class Step:
-    """One command of a deployment: where it runs, why, its argv, and whether it keeps running."""
-
-    where: str
-    why: str
-    argv: tuple[str, ...]
-    background: bool = False
-
-    def shell(self) -> str:
-        import shlex
-
-        return shlex.join(self.argv) + (" &" if self.background else "")
-
-
-def machine_steps(supernodes: int, server: str, port: int, pki_dir: str | Path, *, sans: tuple[str, ...] = (),
-                  bind: str = "0.0.0.0", node_ports: list[int] | None = None, app: str | Path = "fedlab-app",
-                  rounds: int = 20) -> list[Step]:
-    """The whole secure deployment as commands: make the PKI, start the SuperLink, register every
-    device's public key, start each SuperNode, write the app and submit it.  :func:`local_federation`
-    runs these very commands with ``server='127.0.0.1'``; :func:`real_machine_commands` renders them."""
-    pki_dir = Path(pki_dir)
-    ca = pki_dir / "ca.crt"
-    address = f"{server}:{port}" if ":" not in server else f"[{server}]:{port}"
-    node_ports = node_ports or [REAL_PORT + 1] * supernodes
-    pki = PKI(pki_dir, ca, pki_dir / "server.pem", pki_dir / "server.key",
-              tuple(pki_dir / f"supernode-{i}" for i in range(supernodes)), ())
-    san_args = [a for s in sans for a in ("--san", s)]
-    steps = [Step("server", "make the federation's CA, server certificate and one key pair per device",
-                  ("python", "-m", "fedlab_utils", "deploy", "pki", "--out", str(pki_dir),
-                   "--supernodes", str(supernodes), *san_args)),
-             Step("server", f"start the SuperLink (open TCP port {port} to the devices and your laptop)",
-                  tuple(superlink_command(pki, bind, port)), background=True)]
-    for i, pub in enumerate(pki.supernode_public_keys):
-        steps.append(Step("laptop", f"register device {i}'s public key before it starts",
-                          ("flwr", "supernode", "register", str(pub), CONNECTION, "--format", "json")))
-    for i, key in enumerate(pki.supernode_keys):
-        steps.append(Step(f"device {i}", f"start SuperNode {i} (needs ca.crt and its own supernode-{i} key)",
-                          tuple(supernode_command(address, i, supernodes, root_certificates=ca, private_key=key,
-                                                  port=node_ports[i])), background=True))
-    steps += [Step("laptop", "write the course's Flower app folder",
-                   ("python", "-m", "fedlab_utils", "deploy", "app", "--out", str(app), "--supernodes", str(supernodes),
-                    "-p", "rounds", str(rounds))),
-              Step("laptop", "submit the run and stream its log", ("flwr", "run", str(app), CONNECTION, "--stream"))]
-    return steps
 
 
 @dataclass
@@ -496,42 +367,6 @@ def _register_all(federation: LocalFederation, public_keys: tuple[Path, ...] | l
 
 
 @dataclass
-class DeploymentResult:
-    """What a deployed run measured, round by round (see :mod:`fedlab_utils.flower`)."""
-
-    config: DeploymentConfig
-    records: list[dict]
-    out_dir: Path
-    seconds: float
-
-    history_dict: dict | None = None
-
-    @property
-    def accuracy(self) -> list[float]:
-        return [r["accuracy"] for r in self.records]
-
-    @property
-    def history(self):
-        """The run's :class:`~fedlab_utils.history.History`, written by the ServerApp's ``run()``:
-        the fields of a simulated run (rows, bytes, FLOPs, energy per round), Flower's message bytes
-        in each round's ``metrics``."""
-        from .history import History
-
-        return History.from_dict(self.history_dict)
-
-    def totals(self) -> dict:
-        keys = ("ledger_bytes_up", "flower_bytes_up", "ledger_bytes_down", "flower_bytes_down")
-        return {k: int(sum(r[k] for r in self.records)) for k in keys}
-
-    def table(self):
-        import pandas as pd
-
-        return pd.DataFrame([{k: r[k] for k in ("round", "accuracy", "ledger_bytes_up", "flower_bytes_up",
-                                                 "replied")} | {"clients replied": len(r["replied"])}
-                             for r in self.records]).set_index("round")
-
-
-@dataclass
 class _Submission:
     """One ``flwr run`` in flight (see :func:`submit_many`)."""
 
@@ -559,7 +394,7 @@ def _launch(federation: LocalFederation, name: str, config: DeploymentConfig, ou
     app = app_dir(federation.home.parent / f"app-{index}", config)
     command = [flower_command("flwr"), "run", str(app), CONNECTION, "--stream"]
     for key, value in config.to_run_config().items():
-        command += ["--run-config", f"{key}={_toml_value(value)}"]
+        command += ["--run-config", f"{key}={toml_value(value)}"]
     log_path = federation.logs / f"run-{index}.log"
     with open(log_path, "wb") as log:
         runner = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -676,18 +511,6 @@ def _report_progress(path: Path, seen: int, on_round: Callable[[dict], None] | N
     return max(seen, len(complete))
 
 
-def print_round(record: dict, name: str | None = None) -> None:
-    """The default progress line of one round (other progress events are ignored); ``name``
-    labels the run when several run at once (:func:`submit_many`)."""
-    if record.get("event") != "round":
-        return
-    label = f"[{name}] " if name else ""
-    print(f"{label}round {record['round']}: accuracy {100 * record['accuracy']:.2f}%  "
-          f"clients {len(record['replied'])}/{len(record['selected'])}  "
-          f"up {record['ledger_bytes_up']:,} B ledger / {record['flower_bytes_up']:,} B Flower  "
-          f"({record['seconds']:.1f} s)", flush=True)
-
-
 def deploy(config: DeploymentConfig | None = None, *, supernodes: int | None = None, out_dir: str | Path | None = None,
            on_round: Callable[[dict], None] | None = print_round, announce: Callable[[str], None] | None = print,
            threads: int | None = 1, insecure: bool = False) -> DeploymentResult:
@@ -705,122 +528,3 @@ def deploy(config: DeploymentConfig | None = None, *, supernodes: int | None = N
             return submit(federation, config, out_dir or Path(work) / "out", on_round=on_round)
 
 
-def real_machine_commands(supernodes: int = 2, server: str = "SERVER_IP", port: int = REAL_PORT,
-                          pki_dir: str = "fedlab-pki", rounds: int = 20, node_ports: list[int] | None = None) -> str:
-    """The commands of a secure deployment on a server and ``supernodes`` devices: exactly what
-    :func:`local_federation` runs on 127.0.0.1 (:func:`machine_steps`), with the addresses changed.
-    Run from the course folder's environment on each machine (``pip install -e .``).  The
-    ServerApp writes ``progress.jsonl`` and ``history.json`` to ``fedlab-results/`` in the folder
-    where the SuperLink was started.  ``node_ports``: each SuperNode's local port (distinct only
-    when several share one machine)."""
-    steps = machine_steps(supernodes, server, port, pki_dir, sans=(server,), rounds=rounds, node_ports=node_ports)
-    address = f"{server}:{port}"
-    lines = [f"# Server {server}: open TCP port {port} (inbound) to the devices and your laptop; the devices",
-             "# open no port (they dial out). Keep ca.key and server.key on the server; give device i only",
-             f"# {pki_dir}/ca.crt and its own {pki_dir}/supernode-i (private, mode 0600).",
-             f"# TLS: {TLS_DOCS}", f"# SuperNode authentication: {AUTH_DOCS}", ""]
-    ca = Path(pki_dir) / "ca.crt"
-    toml = connection_toml(address, ca if ca.is_absolute() else f"$PWD/{ca}")  # flwr wants an absolute path
-    written = False
-    for step in steps:
-        if step.where == "laptop" and not written:
-            lines += ["# laptop: wait until the SuperLink answers (bash)",
-                      f"until (exec 3<>/dev/tcp/{server}/{port}) 2>/dev/null; do sleep 0.5; done",
-                      "# laptop: tell flwr where the SuperLink is and which CA to trust",
-                      'mkdir -p "${FLWR_HOME:-$HOME/.flwr}"',
-                      f'cat > "${{FLWR_HOME:-$HOME/.flwr}}/config.toml" <<EOF\n{toml}EOF']
-            written = True
-        lines += [f"# {step.where}: {step.why}", step.shell()]
-    lines.append(f"# Flower deployment guide: {DEPLOY_DOCS}")
-    return "\n".join(lines)
-
-
-def parse_parameters(pairs: list[list[str]] | None) -> dict:
-    """``-p NAME VALUE`` pairs -> typed :class:`DeploymentConfig` keyword arguments (the course's
-    one parser, :func:`fedlab_utils.runner.parse_parameters`, typed by the config's fields)."""
-    from .runner import parse_parameters as parse
-
-    kinds = {f.name: f.type for f in fields(DeploymentConfig)}
-    for name, _ in pairs or []:
-        if name in ("out_dir", "num_clients"):
-            raise ValueError(f"parameter {name!r} is not a deployment parameter; valid: "
-                             f"{sorted(set(kinds) - {'out_dir', 'num_clients'})} (the number of clients is "
-                             f"--supernodes, the output folder --out)")
-    return parse(pairs, kinds, valid=set(kinds) - {"out_dir", "num_clients"})
-
-
-def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None, insecure: bool = False) -> int:
-    """The ``deploy`` subcommand: one clear line on failure, exit status 2."""
-    try:
-        if supernodes < 1:
-            raise ValueError(f"--supernodes={supernodes} is invalid; valid: an int ≥ 1 (one SuperNode per client)")
-        config = DeploymentConfig(**parse_parameters(pairs), num_clients=supernodes)
-        result = deploy(config, supernodes=supernodes, out_dir=out_dir, insecure=insecure)
-    except (DeploymentError, ValueError) as err:
-        print(f"deploy: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("deploy: interrupted; every Flower process was stopped", file=sys.stderr)
-        return 130
-    totals = result.totals()
-    where = f"; history in {result.out_dir / HISTORY_FILE}" if out_dir else ""
-    print(f"done in {result.seconds:.1f} s: final accuracy {100 * result.accuracy[-1]:.2f}%, "
-          f"uplink {totals['ledger_bytes_up']:,} B (ledger) / {totals['flower_bytes_up']:,} B (Flower messages){where}")
-    return 0
-
-
-def pki_main(out: str, supernodes: int, sans: list[str] | None) -> int:
-    """The ``deploy pki`` subcommand: write a federation's PKI, list the files, one line on error."""
-    try:
-        pki = make_pki(out, supernodes, tuple(sans or ()))
-    except (ValueError, OSError) as err:
-        print(f"deploy pki: error: {err}", file=sys.stderr)
-        return 2
-    print(f"PKI in {pki.folder} (SANs: {', '.join(pki.sans)})")
-    print(f"  server (keep there): {pki.ca_cert.name}, {pki.server_cert.name}, {pki.server_key.name} (0600), ca.key (0600)")
-    for key, pub in zip(pki.supernode_keys, pki.supernode_public_keys):
-        print(f"  device: {key.name} (private, 0600) -> that device only; {pub.name} -> flwr supernode register")
-    return 0
-
-
-def app_main(out: str, supernodes: int, pairs: list[list[str]] | None) -> int:
-    """The ``deploy app`` subcommand: write the Flower app folder that ``flwr run`` submits."""
-    try:
-        config = DeploymentConfig(**parse_parameters(pairs), num_clients=supernodes)
-        folder = app_dir(out, config)
-    except (ValueError, OSError) as err:
-        print(f"deploy app: error: {err}", file=sys.stderr)
-        return 2
-    print(f"Flower app in {folder}: flwr run {folder} {CONNECTION} --stream")
-    return 0
-
-
-def add_parser(sub) -> None:
-    """The ``deploy`` subcommand of ``python -m fedlab_utils`` (with ``deploy pki`` and ``deploy app``)."""
-    parser = sub.add_parser("deploy", help="run the course's FL task on a local Flower SuperLink + N SuperNodes",
-                            description="Start a local Flower SuperLink and N SuperNodes (separate processes, TLS "
-                                        "and SuperNode authentication with a throwaway PKI), run the task with "
-                                        "`flwr run`, stream progress, tear everything down.")
-    parser.add_argument("--supernodes", type=int, default=2, help="number of SuperNodes = clients (default: 2)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                        help="set a DeploymentConfig field, e.g. -p rounds 5 -p uplink q8 -p server fedadam")
-    parser.add_argument("--out", default=None, help="folder for the run's progress.jsonl and history.json")
-    parser.add_argument("--insecure", action="store_true",
-                        help="plain HTTP, no SuperNode authentication (only for one trusted machine)")
-    parser.set_defaults(func=lambda args: main(args.supernodes, args.parameter, args.out, args.insecure))
-    more = parser.add_subparsers(dest="deploy_command", metavar="{pki,app}")
-    pki = more.add_parser("pki", help="write a federation's CA, server certificate and SuperNode keys",
-                          description="Write a throwaway PKI for one federation: CA, server certificate (SANs "
-                                      "localhost, 127.0.0.1, ::1 and each --san), one ECDSA P-384 OpenSSH key "
-                                      "pair per SuperNode; private keys 0600.")
-    pki.add_argument("--out", required=True, help="folder to write (outside the course folder)")
-    pki.add_argument("--supernodes", type=int, required=True, help="number of SuperNode key pairs")
-    pki.add_argument("--san", action="append", default=None,
-                     help="one more name or IP the SuperNodes dial (the server's address); repeatable")
-    pki.set_defaults(func=lambda args: pki_main(args.out, args.supernodes, args.san))
-    app = more.add_parser("app", help="write the Flower app folder that `flwr run` submits")
-    app.add_argument("--out", required=True, help="folder to write")
-    app.add_argument("--supernodes", type=int, default=2, help="number of SuperNodes = clients (default: 2)")
-    app.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                     help="set a DeploymentConfig field, e.g. -p rounds 20")
-    app.set_defaults(func=lambda args: app_main(args.out, args.supernodes, args.parameter))

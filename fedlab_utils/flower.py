@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -42,7 +41,7 @@ from .validation import check_choice, check_fraction, check_int, check_real
 
 CODEC_SPECS = SPECS["codec"]
 
-__all__ = ["DeploymentConfig", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes",
+__all__ = ["DeploymentConfig", "DeploymentResult", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes",
            "make_client_app", "make_server_app", "send_and_receive", "EF_STATE_KEY", "PROGRESS_FILE",
            "HISTORY_FILE", "PAYLOAD_DIR", "FlowerRounds", "NODE_PARTITION_KEY", "NODE_COUNT_KEY"]
 
@@ -166,6 +165,42 @@ class DeploymentConfig:
         return {"uplink": make_codec(self.uplink), "server": self.server_optimizer(),
                 "aggregate": resolve_aggregate(self.aggregate, "aggregate"),
                 "transform": resolve_transform(self.transform, "transform")}
+
+
+@dataclass
+class DeploymentResult:
+    """What a deployed run measured, round by round (see :mod:`fedlab_utils.flower`)."""
+
+    config: DeploymentConfig
+    records: list[dict]
+    out_dir: Path
+    seconds: float
+
+    history_dict: dict | None = None
+
+    @property
+    def accuracy(self) -> list[float]:
+        return [r["accuracy"] for r in self.records]
+
+    @property
+    def history(self):
+        """The run's :class:`~fedlab_utils.history.History`, written by the ServerApp's ``run()``:
+        the fields of a simulated run (rows, bytes, FLOPs, energy per round), Flower's message bytes
+        in each round's ``metrics``."""
+        from .history import History
+
+        return History.from_dict(self.history_dict)
+
+    def totals(self) -> dict:
+        keys = ("ledger_bytes_up", "flower_bytes_up", "ledger_bytes_down", "flower_bytes_down")
+        return {k: int(sum(r[k] for r in self.records)) for k in keys}
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame([{k: r[k] for k in ("round", "accuracy", "ledger_bytes_up", "flower_bytes_up",
+                                                 "replied")} | {"clients replied": len(r["replied"])}
+                             for r in self.records]).set_index("round")
 
 
 def build_task(config: DeploymentConfig):
