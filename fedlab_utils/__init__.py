@@ -35,7 +35,7 @@ Lesson modules hold what one lesson needs beyond this core: ``pruning``,
 ``structured_pruning``, ``federated_pruning`` (01), ``compression`` (02, also core),
 ``model_quantization`` (02), ``distillation``, ``knowledge_distillation`` (03), ``acceleration``
 (04), ``parallel``, ``parallel_worker``, ``split_learning`` (05), ``capstone`` (06), ``flower``,
-``deploy``, ``pki`` (07).  The commands: ``__main__`` dispatches ``python -m fedlab_utils``; ``runner`` holds what
+``flower_commands``, ``deploy``, ``deploy_cli``, ``pki`` (07).  The commands: ``__main__`` dispatches ``python -m fedlab_utils``; ``runner`` holds what
 they share; ``sweep``/``sweep_results``, ``classroom`` (nbgrader) and ``translate`` (the Chinese
 edition) are the others.
 """
