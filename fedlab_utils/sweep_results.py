@@ -145,13 +145,17 @@ def _figure(columns: int, rows: int, width: float = 4.6, height: float = 3.4):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width * columns, height * rows))
+    fig = Figure(figsize=(width * columns, height * rows), layout="constrained")  # room for the suptitle
     FigureCanvasAgg(fig)
     return fig
 
 
+def _varying(frame, names: list[str]) -> list[str]:
+    """The swept parameters other than ``seed`` that take more than one value among these rows."""
+    return [n for n in names if n != "seed" and n in frame and frame[n].astype(str).nunique() > 1]
+
+
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     return atomic_write_bytes(path, buffer.getvalue())
@@ -184,7 +188,7 @@ def sweep_figure(rows: list[dict], names: list[str], title: str = "", metrics: S
     frame = pd.DataFrame.from_records(rows)
     ok = frame[frame["status"] == "ok"] if "status" in frame else frame
     x_name = next((n for n in names if n != "seed"), names[0] if names else None)
-    groups = [n for n in names if n not in (x_name, "seed")]
+    groups = [n for n in _varying(ok, names) if n != x_name]
     chosen = numeric_metrics(ok, metrics) if len(ok) else []
     columns = 3 if len(chosen) > 4 else max(1, min(2, len(chosen)))
     rows_n = max(1, -(-len(chosen) // columns))
@@ -231,19 +235,20 @@ def plot_curves(rows: list[dict], names: list[str], path: Path, title: str = "")
 def curves_figure(rows: list[dict], names: list[str], title: str = ""):
     """Accuracy against round and against cumulative uplink MB, from :func:`round_rows`.
 
-    One row of panels per run (at most :data:`MAX_CURVE_RUNS`), one line per combination of the
-    swept parameters other than ``seed`` (for ``-p seed`` alone, one line), each the mean over
-    seeds of the points with those parameters, with its 95 % Student-t band where two or more
-    seeds measured the round.  Rounds that were not evaluated (accuracy null) are skipped; the
+    One row of panels per run of two or more rounds (at most :data:`MAX_CURVE_RUNS`), one line per
+    combination of the swept parameters other than ``seed`` that vary (for ``-p seed`` alone, one
+    line), each the mean over seeds of the points with those parameters, with its 95 % Student-t
+    band (clipped to 0-100 %) where two or more seeds measured the round.  Rounds that were not evaluated (accuracy null) are skipped; the
     uplink axis is the mean over seeds of each round's cumulative uplink.
     """
     import numpy as np
     import pandas as pd
 
     frame = pd.DataFrame.from_records(rows)
-    groups = [n for n in names if n != "seed"]
+    groups = _varying(frame, names)
     runs = list(dict.fromkeys(frame["run"])) if len(frame) else []
-    shown = runs[:MAX_CURVE_RUNS]
+    curves = [run for run in runs if frame.loc[frame["run"] == run, "round"].nunique() > 1]  # one round: no curve
+    shown = curves[:MAX_CURVE_RUNS]
     fig = _figure(2, max(1, len(shown)), width=5.2, height=3.3)
     if not shown:
         ax = fig.add_subplot(1, 1, 1)
@@ -268,9 +273,10 @@ def curves_figure(rows: list[dict], names: list[str], title: str = ""):
             label = group if groups else (f"mean over {len(seeds)} seeds" if len(seeds) > 1 else "one run")
             for ax, x in ((by_round, r), (by_bytes, mb)):
                 line = ax.plot(x, mean, marker="o", markersize=3, label=label)[0]
-                if np.isfinite(half).any():
-                    ax.fill_between(x, mean - np.nan_to_num(half), mean + np.nan_to_num(half), alpha=0.2,
-                                    color=line.get_color(), label="95% CI (Student t)" if not groups else None)
+                if np.isfinite(half).any():  # clipped to what an accuracy can be
+                    low, high = np.clip(mean - np.nan_to_num(half), 0, 100), np.clip(mean + np.nan_to_num(half), 0, 100)
+                    ax.fill_between(x, low, high, alpha=0.2, color=line.get_color(),
+                                    label="95% CI (Student t)" if not groups else None)
         by_round.set(title=f"{run}: accuracy by round", xlabel="round", ylabel="test accuracy (%)")
         by_bytes.set(title=f"{run}: accuracy by uplink", xlabel="cumulative uplink (MB)", ylabel="test accuracy (%)")
         by_round.xaxis.get_major_locator().set_params(integer=True)
@@ -280,7 +286,9 @@ def curves_figure(rows: list[dict], names: list[str], title: str = ""):
     notes = [title] if title else []
     if len(seeds) > 1:
         notes.append(f"mean and 95% Student-t band over seeds {seeds}")
-    if len(runs) > len(shown):
-        notes.append(f"first {len(shown)} of {len(runs)} runs (all in rounds.csv)")
+    if len(curves) > len(shown):
+        notes.append(f"first {len(shown)} of {len(curves)} runs (all in rounds.csv)")
+    if len(runs) > len(curves):
+        notes.append(f"{len(runs) - len(curves)} one-round run(s) only in rounds.csv")
     fig.suptitle(" · ".join(notes), fontsize=10)
     return fig
