@@ -20,9 +20,10 @@ markdown cell, ``msgctxt`` the cell id and ``msgid`` the English source.
   or a README glossary differs from what ``build`` writes, when the glossary coverage of a
   notebook is below 90 % or when less than 40 % of a zh notebook's markdown is CJK.
 
-Which notebooks are checked: every notebook that has a catalog; a notebook without one is listed
-as "not translated" and passes unless ``--all`` is given (then it fails).  A zh notebook or a
-catalog without its English notebook always fails.
+Which notebooks are checked: every English notebook; one without a catalog fails (every lesson
+has a zh edition).  ``--allow-untranslated`` lists such notebooks instead of failing, for the
+time between adding a notebook and translating it.  A zh notebook or a catalog without its
+English notebook always fails.
 
 Terminology coverage: a glossary row (``glossary.tsv``: ``zh``, ``en``, ``where``, ``en_match``
 — a regular expression, matched case-insensitively on word boundaries in the English prose with
@@ -510,10 +511,11 @@ def _differing_cells(actual: str, expected: str) -> str:
     return f" ({'; '.join(parts)})" if parts else " (formatting)"
 
 
-def check(notebooks: list[Path] | None = None, require_all: bool = False, locale_dir: Path = LOCALE_DIR,
+def check(notebooks: list[Path] | None = None, require_all: bool = True, locale_dir: Path = LOCALE_DIR,
           readmes: Iterable[Path] = README_PATHS) -> tuple[list[NotebookCheck], list[str]]:
-    """Check the catalogued notebooks (all of ``notebooks`` with ``require_all``); returns the per-notebook
-    results and the problems outside any one notebook."""
+    """Check ``notebooks`` (default: all); without ``require_all`` a notebook with no catalog is
+    skipped instead of failing.  Returns the per-notebook results and the problems outside any one
+    notebook."""
     terms = load_glossary(locale_dir / "glossary.tsv")
     everything = english_notebooks()
     selected = everything if notebooks is None else notebooks
@@ -644,9 +646,9 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="write notebooks/zh/<NN_slug>.ipynb and the README glossary tables")
     b.add_argument("notebooks", nargs="*", help="notebooks; default: those that have a catalog")
     c = sub.add_parser("check", help="fail on missing/fuzzy/stale translations, lost tokens, stale zh notebooks")
-    c.add_argument("notebooks", nargs="*", help="notebooks; default: every notebook that has a catalog")
-    c.add_argument("--all", action="store_true", dest="require_all",
-                   help="also fail for notebooks without a catalog")
+    c.add_argument("notebooks", nargs="*", help="notebooks; default: every notebook")
+    c.add_argument("--allow-untranslated", action="store_false", dest="require_all",
+                   help="list notebooks without a catalog instead of failing")
     c.add_argument("--json", type=Path, default=None, help="also write the per-notebook figures to this file")
     return p
 
