@@ -26,7 +26,7 @@ import io
 import os
 from pathlib import Path
 
-__all__ = ["LANG_ENV", "LANGUAGES", "catalog_path", "gettext", "language", "translations", "_"]
+__all__ = ["LANG_ENV", "LANGUAGES", "N_", "catalog_path", "gettext", "language", "translations", "_"]
 
 LANG_ENV = "FEDLAB_LANG"
 DOMAIN = "fedlab_utils"
@@ -75,3 +75,10 @@ def gettext(message: str, lang: str | None = None) -> str:
 
 
 _ = gettext
+
+
+def N_(message: str) -> str:
+    """Mark a module-level constant as a message (gettext's ``gettext_noop``): it is collected into
+    the catalog but translated only where it is used, ``gettext(CONSTANT)``, so that the language
+    is read when the text is shown, not at import."""
+    return message

@@ -553,9 +553,10 @@ def check(notebooks: list[Path] | None = None, require_all: bool = True, locale_
 
 PACKAGE_DIR = ROOT / "fedlab_utils"
 RUNTIME_CATALOG = PACKAGE_DIR / "locale" / LANGUAGE / "LC_MESSAGES" / "fedlab_utils.po"
-#: calls whose first literal argument is a runtime message: ``_("…")``, ``gettext("…")``, and the
+#: calls whose first literal argument is a runtime message: ``_("…")``, ``gettext("…")``, ``N_("…")``
+#: (a constant translated where it is used), and the
 #: check confirmations ``passed("…")`` (translated inside :func:`fedlab_utils.checks.passed`)
-MESSAGE_CALLS = ("_", "gettext", "passed")
+MESSAGE_CALLS = ("_", "gettext", "N_", "passed")
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)?(?:[:!][^{}]*)?\}(?!\})")
 
 
