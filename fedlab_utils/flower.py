@@ -4,7 +4,7 @@ Nothing here is a new FL framework, and there is no second round loop.  The Serv
 course's own :func:`~fedlab_utils.federated.run` with :class:`FlowerRounds`, a
 :class:`~fedlab_utils.federated.FedAvgProtocol` whose ``train`` step sends the global model to the
 SuperNodes through Flower's Grid and decodes their replies into
-:class:`~fedlab_utils.federated.ClientResult`\ s: sampling, the ``RoundRecord`` rows, energy,
+:class:`~fedlab_utils.federated.ClientResult` objects: sampling, the ``RoundRecord`` rows, energy,
 aggregation, the server step and evaluation are the simulated loop's.  So a deployment's
 :class:`~fedlab_utils.history.History` has every field of a simulated one, energy per round
 included.  The ClientApp trains with the course's sequential trainer and encodes its update with

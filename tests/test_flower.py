@@ -6,7 +6,7 @@ that samples one of the two clients per round (``fraction=0.5``), and error feed
 that need them: each run's accuracy equals the in-process ``run()``; every course payload the
 ServerApp received is byte for byte the one the in-process loop encodes.  While the runs train,
 three intruders try the same SuperLink -- an unregistered key, a SuperNode trusting another CA,
-a plain-HTTP SuperNode -- and after them a registered node is unregistered; each must be refused
+a plain-HTTP SuperNode -- and before them a registered node is unregistered; each must be refused
 with Flower's own error.  More deployments stop in the middle of a run, by an exception and by
 Ctrl-C (SIGINT) on the ``deploy`` CLI, and check that no Flower process is left.
 """
@@ -121,6 +121,19 @@ def _wait_intruder(federation, name: str, patience: float = INTRUDER_PATIENCE) -
     return Intruder(code, (federation.logs / f"{name}.log").read_text(errors="replace"), proc.pid)
 
 
+def _wait_joined(federation, name: str, node_id: int, patience: float = 60.0) -> None:
+    """Until SuperNode ``name`` is online: the SuperLink activated its registered ``node_id``; on an
+    insecure federation (no keys: Flower gives the node a new id) until the node logs its id."""
+    if federation.secure:
+        federation.wait_activated(node_id, patience)
+        return
+    deadline = time.monotonic() + patience
+    while "SuperNode ID" not in (federation.logs / f"{name}.log").read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory, half):
     """The secure federation: a member joins and is unregistered, three intruders knock while three
@@ -129,22 +142,21 @@ def deployed(tmp_path_factory, half):
     rogue = make_pki(work / "rogue-pki", 3)  # another CA and keys the federation never saw
     with local_federation(2, workdir=work / "fed", announce=None) as federation:
         secure = federation.secure
+        # what a device of this federation presents: our CA and a key (none without TLS: Flower refuses a key then)
         trust = federation.pki.ca_cert if secure else None
-        # key 1: registered, used by the wrong-CA and plain-HTTP nodes (only TLS can stop them); key 2: a member
+        key = (lambda i: rogue.supernode_keys[i]) if secure else (lambda i: None)
+        # key 1: registered, used by the wrong-CA node (only TLS can stop it); key 2: a member
         spare, member = federation.register(rogue.supernode_public_keys[1], rogue.supernode_public_keys[2])
-        federation.start_supernode("member", 0, private_key=rogue.supernode_keys[2], root_certificates=trust,
-                                   max_retries=0)
-        federation.start_supernode("unregistered", 0, private_key=rogue.supernode_keys[0], max_retries=0,
-                                   root_certificates=trust)
-        federation.start_supernode("wrong-ca", 0, private_key=rogue.supernode_keys[1], max_retries=0,
+        federation.start_supernode("member", 0, private_key=key(2), root_certificates=trust, max_retries=0)
+        federation.start_supernode("unregistered", 0, private_key=key(0), root_certificates=trust, max_retries=0)
+        federation.start_supernode("wrong-ca", 0, private_key=key(1), max_retries=0,
                                    root_certificates=rogue.ca_cert if secure else None)
-        federation.start_supernode("plaintext", 0, private_key=rogue.supernode_keys[1], root_certificates=None,
-                                   max_retries=0)
-        federation.wait_activated(member)
+        # a plain-HTTP SuperNode, without a key (with one, Flower itself refuses to start without TLS)
+        federation.start_supernode("plaintext", 0, private_key=None, root_certificates=None, max_retries=0)
+        _wait_joined(federation, "member", member)
         before = federation.nodes().get(member)
         federation.unregister(member)  # no run is active yet: the member never gets work
-        federation.start_supernode("member-again", 0, private_key=rogue.supernode_keys[2], root_certificates=trust,
-                                   max_retries=0)
+        federation.start_supernode("member-again", 0, private_key=key(2), root_certificates=trust, max_retries=0)
         results = submit_many(federation, {"q8": CONFIG, "half": half, "ef": EF}, work / "out")
         intruders = {name: _wait_intruder(federation, name) for name in ("unregistered", "wrong-ca", "plaintext")}
         unregister = {"node_id": member, "before": before, "member": _wait_intruder(federation, "member", 60.0),
@@ -325,16 +337,17 @@ def test_wrong_ca_is_refused(deployed):
     """A SuperNode that trusts another CA (with a registered key) cannot even open TLS to the SuperLink."""
     rogue = deployed.intruders["wrong-ca"]
     assert rogue.returncode not in (None, 0), f"the SuperNode trusting another CA connected: {rogue.log[-600:]}"
-    assert "Exit Code: 30" in rogue.log  # Flower's connection-failure exit codes (3xx: SuperNode)
+    assert "CERTIFICATE_VERIFY_FAILED" in rogue.log and "SuperNode ID" not in rogue.log
     assert deployed.nodes.get(deployed.spare) not in ("online", "offline")  # its key never logged in
 
 
 def test_plaintext_client_is_refused(deployed):
-    """An --insecure (plain HTTP) SuperNode against the TLS SuperLink fails, even with a registered key."""
+    """An --insecure (plain HTTP) SuperNode against the TLS SuperLink cannot connect: the SuperLink
+    speaks only TLS (the node gives up with Flower's connection-failure exit code)."""
     rogue = deployed.intruders["plaintext"]
     assert rogue.returncode not in (None, 0), f"the plain-HTTP SuperNode connected: {rogue.log[-600:]}"
-    assert "Exit Code: 30" in rogue.log
-    assert deployed.nodes.get(deployed.spare) not in ("online", "offline")
+    assert "Exit Code: 30" in rogue.log and "SuperNode ID" not in rogue.log
+    assert "TLS is not enabled" not in rogue.log  # refused by the SuperLink, not by its own key check
 
 
 def test_private_keys_are_0600_and_outside_the_repo(deployed):
