@@ -332,9 +332,19 @@ def with_readme_block(text: str, terms: list[Term], path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 # Build
 
+TITLE = re.compile(r"(?<![*\w])\*(?!\*)([^*]+?)\*(?![*\w])")
+
+
+def term_text(markdown: str) -> str:
+    """The prose in which glossary terms are looked for: :func:`prose` without cited titles
+    (an emphasised span of four or more words, ``*Communication-Efficient Learning of …*``), which
+    stay in English in both editions."""
+    return TITLE.sub(lambda m: " " if len(m.group(1).split()) >= 4 else m.group(0), prose(markdown))
+
+
 def terms_used(english_cells: list[tuple[str, str]], terms: list[Term]) -> list[Term]:
     """The glossary rows whose English term occurs in a notebook's markdown prose."""
-    text = "\n".join(prose(source) for _, source in english_cells)
+    text = "\n".join(term_text(source) for _, source in english_cells)
     return [term for term in terms if term.used_in(text)]
 
 
@@ -432,7 +442,7 @@ def coverage(cells: list[tuple[str, str]], translations: dict[str, str], terms: 
     for cell_id, source in cells:
         if cell_id not in translations:
             continue
-        text = prose(source)
+        text = term_text(source)
         for term in terms:
             if term.used_in(text):
                 result.used += 1

@@ -220,6 +220,11 @@ def test_check_reports_lost_tokens_empty_entries_and_low_coverage(tmp_path):
     assert any("glossary coverage 0.0 %" in p for p in problems), problems
 
 
+def test_cited_titles_are_not_glossary_text():
+    text = "McMahan et al., *Communication-Efficient Learning of Deep Networks*: the *client* trains."
+    assert "Communication" not in tr.term_text(text) and "*client*" in tr.term_text(text)
+
+
 def test_cjk_ratio():
     assert tr.cjk_ratio("联邦 ab") == pytest.approx(0.5)
     assert tr.cjk_ratio("") == 0.0
