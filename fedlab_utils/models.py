@@ -17,6 +17,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
+from .ledger import lstm_forward_flops_per_step
 from .validation import check_choice
 
 __all__ = ["MLP", "CNN", "CifarCNN", "CharLSTM", "SeparableConv2d", "make_model", "to_separable",
@@ -230,12 +231,11 @@ def lstm_training_flops_per_sample(model: CharLSTM, sequence: int) -> int:
     the output layer costs 2·h·V once per sample.  Backward costs twice the forward (a
     gradient for the inputs and one for the weights), so training is 3× the forward matmuls.
     Element-wise gate arithmetic is not counted, as ``FlopCounterMode`` counts none either.
+    The per-step cost is the ledger's :func:`~fedlab_utils.ledger.lstm_forward_flops_per_step`, which
+    :func:`~fedlab_utils.ledger.training_flops_per_sample` adds for the LSTM kernels it cannot see.
     """
-    lstm = model[2].lstm
-    h = lstm.hidden_size
-    per_step = sum(2 * 4 * h * ((lstm.input_size if layer == 0 else h) + h) for layer in range(lstm.num_layers))
     head = 2 * model[3].in_features * model[3].out_features
-    return 3 * (sequence * per_step + head)
+    return 3 * (sequence * lstm_forward_flops_per_step(model[2].lstm) + head)
 
 
 _BUILDERS = {"mlp": MLP, "cnn": CNN, "cnn_cifar": CifarCNN, "char_lstm": CharLSTM}

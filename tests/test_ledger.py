@@ -284,3 +284,51 @@ def test_every_price_of_a_run_is_price_rows_summed():
                                                                             for r in price_rows(h, name)]))
     assert joules_to_target(h, 0.0) == sum(rows[0], Energy()).total
     assert price_rows(h, "phone-lte", include_fixed=False)[0][0].radio_fixed == 0
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
+def test_lstm_flops_are_counted_in_closed_form_where_flopcountermode_sees_none():
+    """FlopCounterMode counts nothing inside PyTorch's fused LSTM (LEAF's char LSTM came out as its
+    head's 122,880 FLOPs); the ledger adds the gate matmuls for the shapes the LSTM really ran on."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fedlab_utils.ledger import lstm_forward_flops_per_step, training_flops_per_layer
+    from fedlab_utils.models import lstm_training_flops_per_sample, make_model
+
+    model = make_model("char_lstm", (80,), 80, seed=0)
+    expected = 3 * (80 * (2 * 4 * 256 * (8 + 256) + 2 * 4 * 256 * (256 + 256)) + 2 * 256 * 80)
+    assert expected == 381_542_400
+    assert training_flops_per_sample(model, (80,)) == lstm_training_flops_per_sample(model, 80) == expected
+    assert forward_flops(model, (80,)) == expected // 3
+    per_layer = training_flops_per_layer(model, (80,))
+    assert per_layer == {"2.lstm": expected - 3 * 2 * 256 * 80, "3": 3 * 2 * 256 * 80}
+    with FlopCounterMode(display=False) as counter:  # what FlopCounterMode alone sees: the head only
+        model(torch.zeros(1, 80))
+    assert counter.get_total_flops() == 2 * 256 * 80
+
+    # a bare LSTM, sequence first, two layers, both directions, with a projection: 5 steps of 2 samples
+    lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    step = 2 * (2 * 4 * 4 * (3 + 2) + 2 * 4 * 2) + 2 * (2 * 4 * 4 * (2 * 2 + 2) + 2 * 4 * 2)
+    assert lstm_forward_flops_per_step(lstm) == step
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.out = lstm, nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.out(self.lstm(x)[0][-1])
+
+    # forward_flops feeds zeros of shape (5, 2, 3): 5 time steps of 2 samples, then the head on 2 samples
+    assert forward_flops(Head(), (2, 3), batch=5) == (5 * 2 * step + 2 * (2 * 4 * 3)) // 5
+
+
+def test_models_without_lstm_count_exactly_what_flopcountermode_counts():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fedlab_utils.models import make_model
+
+    for model in (make_model("cnn", (1, 8, 8), 10, seed=0), make_model("mlp", (1, 8, 8), 10, seed=0)):
+        with FlopCounterMode(display=False) as counter:
+            nn.functional.cross_entropy(model(torch.zeros(4, 1, 8, 8)), torch.zeros(4, dtype=torch.long)).backward()
+        assert training_flops_per_sample(model, (1, 8, 8)) == counter.get_total_flops() // 4
