@@ -206,6 +206,7 @@ class FedAvgProtocol(RoundProtocol):
         self.aggregate_fn = registry.resolve_aggregate(aggregate, "aggregate")
         self.trainer = registry.resolve_trainer(trainer, "trainer", model=model, transform=self.transform)
         self._block: tuple[StackedUpdates, dict[int, int], Update | None] | None = None
+        self._chunks: dict | None = None  # a round trained in several stacks: its partial sums (_chunked_uplink)
 
     def _hooks(self) -> dict:
         return {"uplink": self.uplink, "downlink": self.downlink, "transform": self.transform, "server": self.server,
@@ -245,16 +246,23 @@ class FedAvgProtocol(RoundProtocol):
                 and self.aggregate_fn is fedavg_aggregate and callable(getattr(self.trainer, "train_stacked", None)))
 
     def train(self, round_idx, clients):
-        self._block = None
+        self._block = self._chunks = None
         if not clients:
             return []
         if self._takes_blocks():
             ctx = self.ctx
+            slicer = getattr(self.trainer, "stack_slices", None)
+            slices = slicer(self.worker, len(clients)) if callable(slicer) else [(0, len(clients))]
             try:
-                block = self.trainer.train_stacked(self.worker, self.received, [(c, ctx.clients[c]) for c in clients],
-                                                   ctx.local, round_idx, ctx.seed, self.transform)
+                if len(slices) > 1:
+                    chunked = self._chunked_uplink(round_idx, clients, slices)
+                    if chunked is not None:
+                        return chunked
+                block = None if len(slices) > 1 else self.trainer.train_stacked(
+                    self.worker, self.received, [(c, ctx.clients[c]) for c in clients], ctx.local, round_idx,
+                    ctx.seed, self.transform)
             except Exception:  # noqa: BLE001 -- the per-client path below finds the client that raised
-                block = None
+                block, self._chunks = None, None
             if block is not None:
                 return self._stacked_uplink(block, clients)
         try:
@@ -314,6 +322,93 @@ class FedAvgProtocol(RoundProtocol):
         self._block = (block, {cid: block.rows[i] for i, cid in enumerate(clients)}, average)
         return results
 
+    def _train_slice(self, round_idx: int, part: list[int]) -> StackedUpdates | None:
+        """The trainer's block of updates of the clients ``part`` (one stack), or ``None``."""
+        ctx = self.ctx
+        return self.trainer.train_stacked(self.worker, self.received, [(c, ctx.clients[c]) for c in part], ctx.local,
+                                          round_idx, ctx.seed, self.transform)
+
+    def _fold(self, block: StackedUpdates, part: list[int], total: float,
+              keep: set[int] | None = None) -> tuple[Update, list[bool]]:
+        """One block's share of FedAvg: ``Σ nᵢ/total · Δᵢ`` over its finite rows (of the clients in
+        ``keep``, or all), and whether each of ``part``'s updates is finite.  A non-finite row is zeroed
+        in the block (the trainer writes every row again at its next call) so it cannot reach the sum."""
+        deltas, k = block.updates, len(part)
+        device = next(iter(deltas.values())).device
+        share = [0.0] * k
+        for i, cid in enumerate(part):
+            if keep is None or cid in keep:
+                share[block.rows[i]] = len(self.ctx.clients[cid]) / total
+        weights = torch.tensor(share, dtype=torch.float32, device=device)
+        partial = {key: torch.tensordot(weights, d, dims=1) for key, d in deltas.items()}
+        if all(bool(torch.isfinite(p).all()) for p in partial.values()):  # a NaN/inf in any row would show here
+            return partial, [True] * k
+        finite = torch.isfinite(sum(d.reshape(k, -1).sum(1) for d in deltas.values())).tolist()
+        ok = [finite[block.rows[i]] or all(bool(torch.isfinite(d[block.rows[i]]).all()) for d in deltas.values())
+              for i in range(k)]  # a row's sum can overflow although every value is finite
+        for i in range(k):
+            if not ok[i]:
+                weights[block.rows[i]] = 0.0
+                for d in deltas.values():
+                    d[block.rows[i]].zero_()
+        return {key: torch.tensordot(weights, d, dims=1) for key, d in deltas.items()}, ok
+
+    def _chunked_uplink(self, round_idx: int, clients: list[int],
+                        slices: list[tuple[int, int]]) -> list[ClientResult] | None:
+        """FedAvg's fp32 uplink of a round larger than one stack (:meth:`VmapTrainer.stack_slices`):
+        the trainer's blocks, one slice of clients at a time, each folded into a partial weighted sum
+        and dropped before the next is trained, so memory holds one block whatever the round's size.
+
+        Each client's payload is its rows as zero-copy byte views, as in :meth:`_stacked_uplink`
+        (byte for byte :class:`Fp32Codec`'s payload; its ``len()`` is counted; a client with no sample
+        or a non-finite update sends nothing).  Its ``ClientResult.update`` is ``None``: the update is
+        already in its slice's partial sum.  ``None`` (nothing trained) when the trainer offers no block.
+        """
+        ctx = self.ctx
+        total = float(sum(len(ctx.clients[c]) for c in clients))
+        results, parts = [], []
+        for start, stop in slices:
+            part = clients[start:stop]
+            block = self._train_slice(round_idx, part)
+            if block is None:
+                if not parts:
+                    return None
+                raise RuntimeError(f"the trainer gave no block for clients {start}..{stop - 1} of round {round_idx}")
+            partial, ok = self._fold(block, part, max(total, 1.0))
+            fps = block.flops_per_sample or self.flops_per_sample(self.worker)
+            wire = [(d if d.device.type == "cpu" else d.cpu()).reshape(len(part), -1).numpy()
+                    for d in block.updates.values()]
+            for i, cid in enumerate(part):
+                n, processed = len(ctx.clients[cid]), block.processed[i]
+                payload = [memoryview(w[block.rows[i]]).cast("B") for w in wire] if ok[i] and n else []
+                results.append(ClientResult(cid, n, None, block.losses[i], processed,
+                                            sum(len(view) for view in payload), 0, fps * processed, finite=ok[i]))
+            parts.append((part, partial, {cid for cid, good in zip(part, ok) if good and len(ctx.clients[cid])}))
+            del block, wire, payload, partial  # the trainer trains the next slice in the same buffers
+        self._chunks = {"round": round_idx, "total": total, "parts": parts}
+        return results
+
+    def _chunked_average(self, results: list[ClientResult]) -> Update:
+        """FedAvg of the surviving clients of a round trained in several stacks: the slices' partial
+        sums, added in slice order and rescaled to the survivors' samples.  A slice in which a client
+        that contributed was then left out (late past a deadline) is trained again, the same clients
+        with the same seed giving the same updates, and summed over its survivors only; that re-run is
+        the simulator's own work, not the clients', so the ledger does not charge it."""
+        chunks = self._chunks
+        keep = {r.client_id for r in results}
+        update: Update | None = None
+        for part, partial, contributors in chunks["parts"]:
+            if not contributors <= keep:
+                block = self._train_slice(chunks["round"], part)
+                partial = self._fold(block, part, max(chunks["total"], 1.0), keep)[0]
+                del block
+            update = {key: p.clone() for key, p in partial.items()} if update is None else \
+                {key: update[key].add_(partial[key]) for key in update}
+        kept = float(sum(r.num_samples for r in results))
+        if kept != chunks["total"]:
+            update = {key: u.mul_(chunks["total"] / kept) for key, u in update.items()}
+        return update
+
     def _stacked_average(self, results: list[ClientResult]) -> Update:
         """FedAvg of the surviving clients' rows of this round's block: one weighted sum per tensor."""
         block, row_of, average = self._block
@@ -329,11 +424,13 @@ class FedAvgProtocol(RoundProtocol):
         results = [r for r in results if r.num_samples > 0]
         if not results:
             return 0
-        if self._block is not None:
+        if self._chunks is not None:
+            update = self._chunked_average(results)
+        elif self._block is not None:
             update = self._stacked_average(results)
         else:
             update = self.aggregate_fn(results, self.global_model, round_idx)
-        self._block = None
+        self._block = self._chunks = None
         self.global_model.load_state_dict(self.server.step(self.global_state, update), strict=False)
         return 0
 

@@ -14,6 +14,12 @@ else raises.
 Besides the trainer call (each client's local weights), :meth:`VmapTrainer.train_stacked`
 returns the round's updates as one :class:`~fedlab_utils.training.StackedUpdates` block, without
 per-client copies; whoever calls it decides whether a block is of any use to it.
+
+Memory stays bounded: one stack holds one copy of the model per client, so a round with more
+clients than fit in ``max_stack_bytes`` (512 MiB by default: 2,637 clients of the course's
+50,890-parameter MLP) or ``max_group`` is trained in several stacks, in consecutive slices of
+nearly equal size (:meth:`VmapTrainer.stack_slices`).  A caller that folds each block into a
+running sum before asking for the next (FedAvg's protocol does) never holds more than one.
 """
 from __future__ import annotations
 
@@ -31,12 +37,17 @@ from .training import (ClientTransform, FedProx, LocalTraining, SequentialTraine
 from .validation import check_choice, check_int
 from .wire import Update
 
-__all__ = ["VmapTrainer", "TRAINERS", "make_trainer"]
+__all__ = ["VmapTrainer", "TRAINERS", "MAX_STACK_BYTES", "make_trainer"]
 
 #: The trainers by name: ``'sequential'`` (any option) or ``'vmap'`` (SGD, fp32).
 TRAINERS = ("sequential", "vmap")
 
 _mlp_layers = mlp_layers
+
+#: The default cap on one stack of parameters, in bytes (512 MiB).  Above it a round is trained in
+#: several stacks.  No notebook reaches it (the largest vmap round, lesson 04's 800 MLP clients,
+#: stacks 163 MB), so the course's results do not depend on it.
+MAX_STACK_BYTES = 512 * 2 ** 20
 
 
 # ----------------------------------------------------------------------------- vmap client trainer
@@ -102,16 +113,44 @@ class VmapTrainer:
     so the clients still training are a prefix of the stack, and a short last batch is padded
     with rows of weight 0.  Shuffling comes from each client's own generator
     (:func:`client_generator`), exactly as in the sequential trainer, so both give the same
-    model up to float rounding.  ``max_group`` caps how many clients are stacked at once
-    (memory: the stack holds one copy of the model per client); ``None`` means no cap.
+    model up to float rounding.  Memory: the stack holds one copy of the model per client, so
+    ``max_stack_bytes`` caps its parameters' bytes (default :data:`MAX_STACK_BYTES`, 512 MiB) and
+    ``max_group`` its number of clients (``None``: no cap); a round over either cap is trained in
+    several stacks (:meth:`stack_slices`).  A client's result does not depend on which stack it
+    was trained in.
     """
 
-    def __init__(self, max_group: int | None = None, stack: str = "auto"):
+    def __init__(self, max_group: int | None = None, stack: str = "auto",
+                 max_stack_bytes: int | None = MAX_STACK_BYTES):
         if max_group is not None:
             check_int("max_group", max_group, 1)
+        if max_stack_bytes is not None:
+            check_int("max_stack_bytes", max_stack_bytes, 1)
         self.max_group = max_group
         self.stack = check_choice("stack", stack, ("auto", "weights", "updates"))
+        self.max_stack_bytes = max_stack_bytes
         self._pool: dict[str, torch.Tensor] = {}  # the previous block's buffers, trained in again
+
+    def group_size(self, model: nn.Module) -> int | None:
+        """How many clients one stack may hold: ``max_group`` and ``max_stack_bytes`` ÷ the bytes of
+        one copy of ``model``'s parameters (at least 1), whichever is smaller; ``None`` for no cap."""
+        caps = [] if self.max_group is None else [self.max_group]
+        per_client = sum(p.numel() * p.element_size() for p in model.parameters())
+        if self.max_stack_bytes is not None and per_client:
+            caps.append(max(1, self.max_stack_bytes // per_client))
+        return min(caps) if caps else None
+
+    def stack_slices(self, model: nn.Module, num_clients: int) -> list[tuple[int, int]]:
+        """The ``(start, stop)`` slices of a round's client list trained as one stack each: one slice
+        when the round fits :meth:`group_size`, else the fewest slices that fit, of nearly equal size
+        (so every stack after the first reuses the first one's buffers)."""
+        size = self.group_size(model)
+        if size is None or num_clients <= size:
+            return [(0, num_clients)]
+        count = -(-num_clients // size)
+        base, extra = divmod(num_clients, count)
+        bounds = np.cumsum([0] + [base + (i < extra) for i in range(count)]).tolist()
+        return list(zip(bounds[:-1], bounds[1:]))
 
     @staticmethod
     def check_supported(model: nn.Module, local: LocalTraining, transform: ClientTransform) -> None:
@@ -132,9 +171,8 @@ class VmapTrainer:
     def __call__(self, model, received, clients, local, round_idx, seed, transform):
         self.check_supported(model, local, transform)
         out: list = [None] * len(clients)
-        step = self.max_group or max(len(clients), 1)
-        for start in range(0, len(clients), step):
-            chunk = clients[start:start + step]
+        for start, stop in self.stack_slices(model, len(clients)):
+            chunk = clients[start:stop]
             results = self._train_stack(model, received, chunk, local, round_idx, seed, transform, {})[0]
             for pos, result in enumerate(results):
                 out[start + pos] = result
@@ -143,22 +181,24 @@ class VmapTrainer:
     def train_stacked(self, model, received, clients, local, round_idx, seed, transform) -> StackedUpdates | None:
         """Train like the trainer call and return the round's updates (local − received) as one block,
         in the stack's own order (``rows``); ``None``, before training, when the clients do not fit one
-        stack (``max_group``) or ``received`` holds more than the model's parameters.
+        stack (:meth:`group_size`: ``max_group``, ``max_stack_bytes``) or ``received`` holds more than the
+        model's parameters.  Call it on each of :meth:`stack_slices` to train a larger round block by block.
 
         The block lives in the trainer's buffers: the next call of ``train_stacked`` trains in them again
-        (a fresh stack every round would cost page faults), so use a block before the next call.
+        (a fresh stack every round would cost page faults), so use a block, and drop every reference to
+        it, before the next call.
         """
         self.check_supported(model, local, transform)
         names = {name for name, _ in model.named_parameters()}
-        if not clients or (self.max_group is not None and len(clients) > self.max_group) or any(
-                key not in names for key in received):
+        size = self.group_size(model)
+        if not clients or (size is not None and len(clients) > size) or any(key not in names for key in received):
             return None
         pool, self._pool = self._pool, {}
         out, params, order, updates, fps = self._train_stack(model, received, clients, local, round_idx, seed,
                                                              transform, pool)
         deltas = ({key: params[key] for key in received} if updates else  # already the updates
                   {key: params[key].sub_(received[key].unsqueeze(0)) for key in received})  # in place
-        self._pool = deltas
+        self._pool = {key: d if d._base is None else d._base for key, d in deltas.items()}  # whole buffers
         rows = [0] * len(clients)
         for pos, i in enumerate(order):
             rows[i] = pos
@@ -195,8 +235,11 @@ class VmapTrainer:
         for name in names:
             start = received[name].to(device).unsqueeze(0)
             buffer = pool.get(name)
-            if buffer is None or buffer.shape != (k, *start.shape[1:]) or buffer.device != start.device:
+            if (buffer is None or buffer.shape[1:] != start.shape[1:] or len(buffer) < k or buffer.dtype != start.dtype
+                    or buffer.device != start.device):
                 buffer = start.new_empty((k, *start.shape[1:]))  # recycled next round: no fresh pages
+            elif len(buffer) > k:
+                buffer = buffer[:k]  # a smaller stack trains in the first rows of the previous one
             if updates:
                 buffer[written:].zero_()  # clients without a step send a zero update
             else:
@@ -238,8 +281,10 @@ class VmapTrainer:
     # ------------------------------------------------------------------ the uplink of stacked fp32 updates
 
     def __repr__(self) -> str:
-        return f"VmapTrainer(max_group={self.max_group})" if self.stack == "auto" else \
-            f"VmapTrainer(max_group={self.max_group}, stack={self.stack!r})"
+        extra = "" if self.stack == "auto" else f", stack={self.stack!r}"
+        if self.max_stack_bytes != MAX_STACK_BYTES:
+            extra += f", max_stack_bytes={self.max_stack_bytes}"
+        return f"VmapTrainer(max_group={self.max_group}{extra})"
 
 
 class _LocalWeights(Mapping):
