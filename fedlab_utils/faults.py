@@ -12,6 +12,12 @@
 * an update that is not finite (NaN or ±inf) is **rejected** before aggregation, never
   averaged (this check runs with or without a :class:`Faults`).
 
+A client with no samples takes no part in a round it is sampled in (status ``"empty"``): it
+sends and receives nothing, costs nothing, and a dropout draw does not apply to it.  A round in
+which no update is accepted (every sampled client dropped, late, rejected, failed or empty) keeps
+the model and emits one :class:`RoundWarning` with the counts; so does a run that ends without
+any accepted update.
+
 Every draw comes from ``seed``, the round and the client id, never from a running random
 state, so a run is reproducible and a resumed run draws what an uninterrupted one would.
 """
@@ -25,10 +31,17 @@ import torch
 
 from .validation import check_int, check_real
 
-__all__ = ["Faults", "update_is_finite", "CLIENT_STATUSES"]
+__all__ = ["Faults", "update_is_finite", "CLIENT_STATUSES", "RoundWarning"]
 
-#: What became of a sampled client in a round (``RoundRecord.client_rows[i]["status"]``).
-CLIENT_STATUSES = ("accepted", "dropped", "late", "rejected", "failed")
+#: What became of a sampled client in a round (``RoundRecord.client_rows[i]["status"]``); ``"empty"``
+#: is a client without samples (nothing sent, received or charged).
+CLIENT_STATUSES = ("accepted", "dropped", "late", "rejected", "failed", "empty")
+
+
+class RoundWarning(UserWarning):
+    """A round (or a whole run) in which the server accepted no client update, so the model did
+    not change: the message gives how many sampled clients dropped out, were late, rejected,
+    failed or had no samples.  ``warnings.simplefilter("error", RoundWarning)`` turns it into an error."""
 
 
 @dataclass(frozen=True)
@@ -55,17 +68,20 @@ class Faults:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_real("dropout", self.dropout, 0.0, 1.0)
+        checked = {"dropout": check_real("dropout", self.dropout, 0.0, 1.0)}
         if self.deadline_s is not None:
-            check_real("deadline_s", self.deadline_s, 0.0, low_inclusive=False)
+            checked["deadline_s"] = check_real("deadline_s", self.deadline_s, 0.0, low_inclusive=False)
             if not math.isfinite(self.deadline_s):
                 raise ValueError(f"deadline_s={self.deadline_s!r} is not valid; use a finite number of "
                                  "seconds > 0, or None for no deadline")
         if self.flops_per_s is not None:
-            check_real("flops_per_s", self.flops_per_s, 0.0, low_inclusive=False)
-        check_real("speed_sigma", self.speed_sigma, 0.0, 5.0)
-        check_real("jitter_sigma", self.jitter_sigma, 0.0, 5.0)
-        check_int("seed", self.seed, 0)
+            checked["flops_per_s"] = check_real("flops_per_s", self.flops_per_s, 0.0, low_inclusive=False)
+        checked["speed_sigma"] = check_real("speed_sigma", self.speed_sigma, 0.0, 5.0)
+        checked["jitter_sigma"] = check_real("jitter_sigma", self.jitter_sigma, 0.0, 5.0)
+        checked["seed"] = check_int("seed", self.seed, 0)
+        for name, value in checked.items():  # numpy scalars become plain numbers (JSON in History.config)
+            if type(getattr(self, name)) not in (int, float):
+                object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ draws
     def dropped(self, round_idx: int, selected: list[int]) -> list[int]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ from tqdm.auto import tqdm
 from . import registry
 from .checkpoint import load_checkpoint, load_object_state, object_state, reset_state, save_checkpoint
 from .data import ClientData
-from .faults import Faults, update_is_finite
+from .faults import CLIENT_STATUSES, Faults, RoundWarning, update_is_finite
 from .history import History, RoundRecord, summary_table
 from .ledger import (Energy, EnergyMeter, EnergyProfile, get_profile, mlp_layers, mlp_training_flops_per_sample,
                      training_flops_per_sample)
@@ -60,6 +61,7 @@ from .servers import Aggregate, FedAvgServer, ServerOptimizer, fedavg_aggregate,
 from .training import (OPTIMIZERS, PRECISIONS, ClientResult, ClientTrainer, ClientTransform, LocalTraining,
                        SequentialTrainer, StackedUpdates, apply_delta, autocast_context, backward_and_step,
                        client_generator, evaluate, make_optimizer, minibatches, model_state, state_delta, train_locally)
+from .setup_checks import check_clients, check_local, check_test, check_trainer, probe_model
 from .validation import check_choice, check_fraction, check_int, check_optional_path
 from .wire import Codec, Fp32Codec, Update
 
@@ -68,7 +70,7 @@ __all__ = ["ClientData", "LocalTraining", "ClientTransform", "ClientResult", "Cl
            "FedAvgProtocol", "run", "train_locally", "minibatches", "evaluate", "weighted_average",
            "fedavg_aggregate", "model_state", "state_delta", "apply_delta", "sample_clients", "client_generator",
            "make_optimizer", "autocast_context", "backward_and_step", "progress_enabled", "per_client",
-           "summary_table", "OPTIMIZERS", "PRECISIONS", "ON_CLIENT_ERROR"]
+           "summary_table", "OPTIMIZERS", "PRECISIONS", "ON_CLIENT_ERROR", "RoundWarning"]
 
 ON_CLIENT_ERROR = ("raise", "skip")
 
@@ -214,7 +216,9 @@ class FedAvgProtocol(RoundProtocol):
 
     def setup(self, ctx: RoundContext) -> None:
         super().setup(ctx)
+        check_trainer(self.trainer, self.model, ctx.local, self.transform)  # before round 1, naming `trainer`
         self.global_model = copy.deepcopy(self.model).to(ctx.device)
+        probe_model(self.global_model, ctx.clients, ctx.test)  # one forward pass: naming `model` if it does not fit
         self.worker = copy.deepcopy(self.global_model)
         self.flops_per_sample = _FlopCache(ctx.input_shape)
         for hook in self._hooks().values():
@@ -474,7 +478,22 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     """Run federated training and return its :class:`History` (the trained model is ``history.model``).
 
     ``model`` is copied, so the same initial model can start several runs for a fair comparison.
-    Clients' data must already be on the device the model should train on.
+    ``clients`` is a list of ``ClientData(x, y)`` (:func:`fedlab_utils.data.client_data`), their data
+    already on the device the model should train on; ``test`` is ``(x_test, y_test)``; ``local`` a
+    :class:`LocalTraining` or a dict of its fields.  Integers and reals may be numpy scalars.
+
+    What can be checked before round 1 is checked then, and reported as a ``ValueError`` naming the
+    argument (``clients``, ``test``, ``local``, ``trainer``, ``model``; see
+    :mod:`fedlab_utils.setup_checks`): the model makes one forward pass on one sample of the first
+    client and of ``test``.
+
+    A sampled client with no samples takes no part: it sends and receives nothing and is charged
+    nothing (status ``"empty"`` in ``RoundRecord.client_rows``).  A round in which no update is
+    accepted keeps the model and emits one :class:`~fedlab_utils.faults.RoundWarning` with the
+    counts, and so does a run that ends with no accepted update at all.
+
+    ``eval_every``: the global model is tested after every ``eval_every``-th round and after the
+    last; a round that was not tested has accuracy and loss NaN (``History.evaluated_rounds``).
 
     * ``protocol``: a :class:`RoundProtocol` instead of FedAvg's steps (then ``model`` is
       ``None`` and ``uplink``/``downlink``/``transform``/``server``/``aggregate``/``trainer``
@@ -486,8 +505,9 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
       trainer when it supports the model and ``local``, else sequential; see
       :func:`fedlab_utils.registry.resolve_trainer`); ``History.config['trainer']`` says which ran;
     * ``faults``: a :class:`~fedlab_utils.faults.Faults` model of dropouts and stragglers;
-    * ``on_client_error``: ``'raise'`` (default: the error names the client and round) or
-      ``'skip'`` (the client is listed in ``RoundRecord.failed`` and the round goes on);
+    * ``on_client_error``: ``'raise'`` (default: the error names the client and round; when every
+      client of a round raised, it says the setup is the likely cause) or ``'skip'`` (the client is
+      listed in ``RoundRecord.failed`` and the round goes on);
     * ``checkpoint``: a file written atomically every ``checkpoint_every`` rounds and after the
       last; with ``resume=True`` the run continues from it (from round 1 if it does not exist
       yet).  A checkpoint of another configuration (any setting of any part) is refused, naming
@@ -496,18 +516,19 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     Stateful hooks (error-feedback residuals, server momentum) are reset at the start of a run
     and restored from the checkpoint on resume.
     """
-    check_int("rounds", rounds, 1)
-    check_fraction("fraction", fraction)
-    check_int("eval_every", eval_every, 1)
-    check_int("checkpoint_every", checkpoint_every, 1)
+    rounds = check_int("rounds", rounds, 1)  # numpy integers and reals become plain ones (JSON config)
+    checked_fraction = check_fraction("fraction", fraction)
+    fraction = fraction if type(fraction) in (int, float) else checked_fraction
+    seed = check_int("seed", seed, 0)
+    eval_every = check_int("eval_every", eval_every, 1)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
     check_choice("on_client_error", on_client_error, ON_CLIENT_ERROR)
     check_optional_path("checkpoint", None if checkpoint is None else os.fspath(checkpoint))
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
     if faults is not None and not isinstance(faults, Faults):
         raise ValueError(f"faults={faults!r} is not valid; pass a fedlab_utils.federated.Faults(...) or None")
-    if len(clients) == 0:
-        raise ValueError("clients is empty; partition the data into at least one client")
+    clients, test, local = check_clients(clients), check_test(test), check_local(local)
     if protocol is None:
         if model is None:
             raise ValueError("model=None needs protocol=...; pass the initial model to train with FedAvg")
@@ -530,24 +551,26 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
               "faults": None if faults is None else asdict(faults), "on_client_error": on_client_error,
               "energy_profile": profile.to_dict(), "device": str(device), **protocol.config()}
     history = History(label, profile=profile, meter=meter.source, config=config)
-    start_round, accuracy, loss = 1, float("nan"), float("nan")
+    start_round, accuracy = 1, float("nan")
+    empty = frozenset(i for i, n in enumerate(config["client_sizes"]) if n == 0)
     identity = {**{k: v for k, v in config.items() if k not in ("rounds", "device")}, "parts": protocol.identity()}
     if resume and checkpoint is not None and Path(checkpoint).exists():
         saved = load_checkpoint(checkpoint, identity, map_location=device)
         protocol.load_state_dict(saved["state"])
         history.records = History.from_dict(saved["history"]).records
         start_round = saved["round"] + 1
-        if history.records:
-            accuracy, loss = history.records[-1].accuracy, history.records[-1].loss
+        if history.evaluated_records():
+            accuracy = history.evaluated_records()[-1].accuracy
     bar = tqdm(range(start_round, rounds + 1), desc=label, disable=not progress_enabled(progress), leave=False)
     for round_idx in bar:
         started, joules_before = time.perf_counter(), meter.read()
-        record = _play_round(protocol, round_idx, len(clients), fraction, seed, faults, profile, on_client_error)
-        if round_idx % eval_every == 0 or round_idx == rounds:
+        record = _play_round(protocol, round_idx, len(clients), fraction, seed, faults, profile, on_client_error,
+                             empty)
+        record.evaluated = round_idx % eval_every == 0 or round_idx == rounds
+        if record.evaluated:  # a round that was not evaluated keeps accuracy and loss NaN
             accuracy, loss, metrics = protocol.evaluate()
-            record.metrics = metrics
+            record.accuracy, record.loss, record.metrics = accuracy, loss, metrics
         joules_after = meter.read()
-        record.accuracy, record.loss = accuracy, loss
         record.wall_time_s = time.perf_counter() - started
         record.measured_joules = None if joules_before is None else joules_after - joules_before
         history.records.append(record)
@@ -556,18 +579,33 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
                             history=history.to_dict(), state=protocol.state_dict())
         bar.set_postfix(acc=f"{100 * accuracy:.1f}%")
     history.model = protocol.final_model()
+    rows = [row for r in history.records for row in r.client_rows]
+    if history.records and not any(row["status"] == "accepted" for row in rows):
+        n = len(history.records)
+        warnings.warn(f"the run ended without any accepted client update in {n} round{'s' * (n != 1)}, so the model "
+                      f"is the initial one (client-rounds: {_status_counts(rows)})", RoundWarning, stacklevel=2)
     return history
 
 
 def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fraction: float, seed: int,
-                faults: Faults | None, profile: EnergyProfile, on_client_error: str) -> RoundRecord:
-    """Sampling, faults, the protocol's steps, and the round's ledger (accuracy is filled in by :func:`run`)."""
+                faults: Faults | None, profile: EnergyProfile, on_client_error: str,
+                empty: frozenset[int] = frozenset()) -> RoundRecord:
+    """Sampling, faults, the protocol's steps, and the round's ledger (accuracy is filled in by :func:`run`).
+
+    A sampled client in ``empty`` (no samples) is neither trained nor charged: its row says ``"empty"``
+    with no bytes, FLOPs or joules.  A round without an accepted update warns (:class:`RoundWarning`)."""
     selected = sample_clients(num_clients, fraction, np.random.default_rng([seed, round_idx]))
-    dropped = faults.dropped(round_idx, selected) if faults is not None else []
+    present = [c for c in selected if c not in empty] if empty else selected
+    dropped = faults.dropped(round_idx, present) if faults is not None else []
     down = protocol.broadcast(round_idx, selected)
-    active = [c for c in selected if c not in set(dropped)]
+    active = [c for c in present if c not in set(dropped)]
     outcomes = protocol.train(round_idx, active)
+    if on_client_error == "raise" and len(active) > 1 and all(isinstance(o, Exception) for o in outcomes):
+        raise _naming_client(outcomes[0], active[0], round_idx, every=len(active)) from outcomes[0]
     rows, accepted, seconds = [], [], []
+    for cid in selected:
+        if cid in empty:
+            rows.append(_row(cid, "empty", profile, 0))
     for cid in dropped:
         rows.append(_row(cid, "dropped", profile, down[cid]))
     for cid, out in zip(active, outcomes):
@@ -596,6 +634,9 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
     if faults is not None:
         waits = faults.deadline_s is not None and (status_of["late"] or status_of["dropped"] or status_of["failed"])
         sim_time = float(faults.deadline_s) if waits else float(max(seconds, default=0.0))
+    if selected and not accepted:
+        warnings.warn(f"round {round_idx}: no client update was accepted, so the model is unchanged "
+                      f"(of {len(selected)} sampled clients: {_status_counts(rows)})", RoundWarning, stacklevel=3)
     losses = [o.train_loss for o in accepted if np.isfinite(o.train_loss)]
     return RoundRecord(
         round=round_idx, clients=selected, accuracy=float("nan"), loss=float("nan"),
@@ -607,10 +648,24 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
         server_flops=int(server_flops), client_rows=rows, **status_of)
 
 
-def _naming_client(error: Exception, cid: int, round_idx: int) -> Exception:
-    """``error`` again, of the same type where it can be rebuilt, with a message naming the client."""
-    message = (f"client {cid} raised in round {round_idx}: {type(error).__name__}: {error} "
-               f"(pass on_client_error='skip' to leave a failing client out of its round)")
+def _status_counts(rows: list[dict]) -> str:
+    """``'3 dropped, 1 failed'``: how many client rows had each status, in :data:`CLIENT_STATUSES` order."""
+    counts = {s: sum(1 for row in rows if row["status"] == s) for s in CLIENT_STATUSES}
+    return ", ".join(f"{n} {'empty (no samples)' if s == 'empty' else s}" for s, n in counts.items() if n) or "none"
+
+
+def _naming_client(error: Exception, cid: int, round_idx: int, every: int = 0) -> Exception:
+    """``error`` again, of the same type where it can be rebuilt, with a message naming the client.
+
+    ``every``: the number of clients of the round when all of them raised: then the setup (model,
+    trainer, local training, the data's format) is the likely cause, and skipping clients is no fix."""
+    if every:
+        message = (f"every one of the {every} clients trained in round {round_idx} raised; client {cid}: "
+                   f"{type(error).__name__}: {error} (when every client fails, check the setup -- model, trainer, "
+                   f"local, transform -- rather than skip clients)")
+    else:
+        message = (f"client {cid} raised in round {round_idx}: {type(error).__name__}: {error} "
+                   f"(pass on_client_error='skip' to leave a failing client out of its round)")
     try:
         return type(error)(message)
     except Exception:  # noqa: BLE001 -- an exception class with another constructor

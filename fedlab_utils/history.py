@@ -15,7 +15,7 @@ from torch import nn
 
 from .ledger import Energy, EnergyProfile, RadioModel
 
-__all__ = ["RoundRecord", "History", "summary_table", "rounds_to_target", "joules_to_target"]
+__all__ = ["RoundRecord", "History", "summary_table", "labelled", "rounds_to_target", "joules_to_target"]
 
 
 @dataclass
@@ -29,6 +29,9 @@ class RoundRecord:
     deadline when the server waited for it; ``None`` without a fault model) and
     ``wasted_joules`` the modelled energy of work the server threw away.  ``metrics`` holds
     extra evaluation results a protocol reports (e.g. one accuracy per architecture).
+    ``evaluated`` says whether the global model was tested after this round (``run``'s
+    ``eval_every``); a round that was not has ``accuracy`` and ``loss`` NaN.  A sampled client
+    without samples appears only in ``client_rows``, with status ``"empty"`` and nothing charged.
     """
 
     round: int
@@ -51,6 +54,7 @@ class RoundRecord:
     server_flops: int = 0
     metrics: dict = field(default_factory=dict)
     client_rows: list[dict] = field(default_factory=list, repr=False)
+    evaluated: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -83,7 +87,9 @@ def _profile_from(name: str, values: dict | None) -> EnergyProfile | str:
 class History:
     """Everything a run measured, round by round, plus the final global model.
 
-    ``history.accuracy`` is a list per round; ``totals()``, ``rounds_to_accuracy(t)`` and
+    ``history.accuracy`` is a list per round, NaN for a round that was not evaluated
+    (``evaluated_rounds`` lists those that were); ``final_accuracy`` is the last evaluated one.
+    ``totals()``, ``rounds_to_accuracy(t)`` and
     ``summary()`` answer the usual questions; ``to_dict()`` is JSON-ready.  ``profile`` is the
     :class:`~fedlab_utils.ledger.EnergyProfile` the joules were modelled with (the object, so
     a ``dataclasses.replace``-d profile is never confused with the stock one of its name).
@@ -107,7 +113,18 @@ class History:
 
     @property
     def accuracy(self) -> list[float]:
+        """Test accuracy per round; NaN for a round that was not evaluated."""
         return [r.accuracy for r in self.records]
+
+    @property
+    def evaluated_rounds(self) -> list[int]:
+        """The rounds after which the global model was tested (every round with ``eval_every=1``)."""
+        return [r.round for r in self.records if r.evaluated]
+
+    def evaluated_records(self) -> list[RoundRecord]:
+        """The records of the evaluated rounds with a real (not NaN) accuracy, in order: what a
+        curve of accuracy against round or bytes should draw."""
+        return [r for r in self.records if r.evaluated and np.isfinite(r.accuracy)]
 
     @property
     def loss(self) -> list[float]:
@@ -120,14 +137,18 @@ class History:
     # answers ----------------------------------------------------------------
     @property
     def final_accuracy(self) -> float:
-        return self.records[-1].accuracy
+        """The accuracy of the last evaluated round (``run`` always evaluates the last one); NaN if none."""
+        measured = self.evaluated_records()
+        return measured[-1].accuracy if measured else float("nan")
 
     def best_accuracy(self) -> float:
-        return max(self.accuracy)
+        """The best accuracy of the evaluated rounds; NaN if none."""
+        measured = self.evaluated_records()
+        return max(r.accuracy for r in measured) if measured else float("nan")
 
     def rounds_to_accuracy(self, target: float) -> int | None:
-        """First round (1-based) whose test accuracy is ≥ ``target``; ``None`` if never."""
-        return next((r.round for r in self.records if r.accuracy >= target), None)
+        """First evaluated round (1-based) whose test accuracy is ≥ ``target``; ``None`` if never."""
+        return next((r.round for r in self.evaluated_records() if r.accuracy >= target), None)
 
     def bytes_up_to_accuracy(self, target: float) -> int | None:
         """Cumulative uplink bytes when ``target`` accuracy is first reached; ``None`` if never."""
@@ -240,16 +261,25 @@ def _record_of_rows(r: RoundRecord, rows: list[dict], group: str) -> RoundRecord
         metrics={}, client_rows=rows, **by_status)
 
 
+def labelled(histories: Sequence[History] | dict[str, History]) -> list[tuple[str, History]]:
+    """``(label, history)`` per run: a dict's keys label its runs (``{"fedavg": h1, "lowrank": h2}``),
+    a list's runs keep their own ``History.label``."""
+    if isinstance(histories, dict):
+        return [(str(key), h) for key, h in histories.items()]
+    return [(h.label, h) for h in histories]
+
+
 def summary_table(histories: Sequence[History] | dict[str, History], target: float | None = None):
-    """A pandas DataFrame with one :meth:`History.summary` row per run."""
+    """A pandas DataFrame with one :meth:`History.summary` row per run, indexed by the run's
+    label: the key of a dict, else ``History.label``.  ``final acc %`` is the last evaluated round's."""
     import pandas as pd
 
-    runs = histories.values() if isinstance(histories, dict) else histories
-    return pd.DataFrame([h.summary(target) for h in runs]).set_index("run")
+    return pd.DataFrame([{**h.summary(target), "run": label} for label, h in labelled(histories)]).set_index("run")
 
 
 def rounds_to_target(history: History, target: float) -> int | None:
-    """First round (1-based) at which test accuracy reaches ``target``; ``None`` if never."""
+    """First round (1-based) at which test accuracy reaches ``target``; ``None`` if never
+    (rounds that were not evaluated are skipped)."""
     return history.rounds_to_accuracy(target)
 
 

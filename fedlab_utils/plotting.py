@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from .federated import History
+from .history import labelled
 
 __all__ = ["use_style", "integer_ticks", "legend_outside", "plot_accuracy", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "plot_sensitivity",
            "plot_schedule", "COLORS"]
@@ -43,8 +44,9 @@ def legend_outside(ax, handles=None, labels=None, **kwargs):
     return ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), **kwargs)
 
 
-def _runs(histories: Sequence[History] | dict[str, History]) -> list[History]:
-    return list(histories.values()) if isinstance(histories, dict) else list(histories)
+def _runs(histories: Sequence[History] | dict[str, History]) -> list[tuple[str, History]]:
+    """``(label, history)`` per run: a dict's keys label its runs, a list's runs their ``History.label``."""
+    return labelled(histories)
 
 
 def axes_or_new(ax):
@@ -57,10 +59,13 @@ def axes_or_new(ax):
 
 
 def plot_accuracy(histories, ax=None, target: float | None = None, title: str = "Test accuracy per round"):
-    """Accuracy (%) against round for each run; an optional dashed line at ``target``."""
+    """Accuracy (%) against round for each run (the evaluated rounds; with ``eval_every > 1`` the
+    others have no accuracy); an optional dashed line at ``target``.  Runs are labelled by the keys
+    of a dict, else by ``History.label``."""
     fig, ax = axes_or_new(ax)
-    for h in _runs(histories):
-        ax.plot(h.rounds, 100 * np.asarray(h.accuracy), label=h.label)
+    for label, h in _runs(histories):
+        measured = h.evaluated_records()
+        ax.plot([r.round for r in measured], [100 * r.accuracy for r in measured], label=label)
     if target is not None:
         ax.axhline(100 * target, ls="--", c="grey", lw=1, label=f"target {100 * target:.0f}%")
     ax.set(xlabel="round", ylabel="test accuracy (%)", title=title)
@@ -70,10 +75,12 @@ def plot_accuracy(histories, ax=None, target: float | None = None, title: str = 
 
 
 def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Accuracy vs data uploaded"):
-    """Accuracy (%) against cumulative MB uploaded: up-and-left is better."""
+    """Accuracy (%) against cumulative MB uploaded, at each evaluated round: up-and-left is better."""
     fig, ax = axes_or_new(ax)
-    for h in _runs(histories):
-        ax.plot(h.cumulative("bytes_up") / 1e6, 100 * np.asarray(h.accuracy), marker=".", label=h.label)
+    for label, h in _runs(histories):
+        mb = h.cumulative("bytes_up") / 1e6
+        measured = [i for i, r in enumerate(h.records) if r.evaluated and np.isfinite(r.accuracy)]
+        ax.plot(mb[measured], [100 * h.records[i].accuracy for i in measured], marker=".", label=label)
     if log_x:
         ax.set_xscale("log")
     ax.set(xlabel="cumulative MB uploaded (all clients)", ylabel="test accuracy (%)", title=title)
@@ -82,18 +89,19 @@ def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Ac
 
 
 def plot_energy(histories, ax=None, title: str | None = None):
-    """Stacked bars of modelled joules (compute / uplink / downlink / radio fixed) per run.
+    """Stacked bars of modelled joules (compute / uplink / downlink / radio fixed) per run, labelled
+    by the keys of a dict, else by ``History.label``.
 
     "radio fixed" is the promotions and tails of the runs' radio sessions (docs/energy_model.md).
     The legend sits right of the bars, in the order of the stack (top first), so it covers none
     of them: inside the axes it used to hide the top of the stack, the radio-fixed part."""
     fig, ax = axes_or_new(ax)
-    runs = _runs(histories)
+    labels, runs = zip(*_runs(histories)) if len(histories) else ((), ())
     bottom = np.zeros(len(runs))
     handles = []
     for part in ("compute", "uplink", "downlink", "radio_fixed"):
         values = np.array([getattr(h.energy(), part) for h in runs])
-        handles.append(ax.bar([h.label for h in runs], values, bottom=bottom, color=COLORS[part],
+        handles.append(ax.bar(list(labels), values, bottom=bottom, color=COLORS[part],
                               label=part.replace("_", " ")))
         bottom += values
     profiles = sorted({getattr(h.profile, "name", h.profile) for h in runs})  # History keeps the EnergyProfile

@@ -50,10 +50,18 @@ def apply_delta(state: Update, delta: Update, scale: float = 1.0) -> Update:
 class ClientResult:
     """What the server knows about one client after a round (the update is already decoded).
 
-    ``bytes_up`` is everything the client sent; ``bytes_down`` what it received *during*
-    training beyond the broadcast (e.g. SplitFed's gradients); ``flops`` its training FLOPs.
-    ``finite`` is ``None`` unless whoever built the result already checked the update (the
-    stacked uplink checks all rows in one pass); :func:`~fedlab_utils.federated.run` checks it otherwise.
+    * ``client_id``: the client's index in ``run``'s ``clients``;
+    * ``num_samples``: the client's number of training samples (FedAvg's weight); a client with
+      none is not trained, sends and receives nothing and is charged nothing (status ``"empty"``);
+    * ``update``: what the server decoded (a state-dict delta for FedAvg; a protocol may send a
+      tensor, e.g. logits, or ``None``);
+    * ``train_loss``: the client's mean training loss (NaN when it took no step);
+    * ``samples_processed``: samples seen in training, all epochs (the ledger's FLOPs are per sample);
+    * ``bytes_up``: everything the client sent (``len()`` of its payloads); ``bytes_down`` what it
+      received *during* training beyond the broadcast (e.g. SplitFed's gradients); ``flops`` its
+      training FLOPs;
+    * ``finite``: ``None`` unless whoever built the result already checked the update (the
+      stacked uplink checks all rows in one pass); :func:`~fedlab_utils.federated.run` checks it otherwise.
     """
 
     client_id: int
@@ -74,6 +82,8 @@ class LocalTraining:
     ``batch_size=None`` means full batch; with ``epochs=1`` that is one step, i.e. FedSGD.
     ``optimizer`` is a name in :data:`OPTIMIZERS` or a factory ``(params, lr) -> Optimizer``.
     ``precision`` ``'bf16'`` uses autocast (CPU or GPU); ``'fp16'`` needs CUDA and uses a GradScaler.
+    Numbers may be numpy scalars (``np.int64(2)``); they are kept as plain ``int``/``float``.
+    :func:`~fedlab_utils.federated.run` also takes a dict of these fields as ``local=``.
     """
 
     epochs: int = 1
@@ -85,16 +95,19 @@ class LocalTraining:
 
     def __post_init__(self) -> None:
         try:
-            check_int("epochs", self.epochs, 1)
+            checked = {"epochs": check_int("epochs", self.epochs, 1)}
         except ValueError as exc:  # the notebooks' parameter of the same meaning is local_epochs
             raise ValueError(f"LocalTraining {exc} (the notebooks' local_epochs)") from None
         if self.batch_size is not None:
-            check_int("batch_size", self.batch_size, 1)
-        check_real("lr", self.lr, 0.0, low_inclusive=False)
-        check_real("weight_decay", self.weight_decay, 0.0)
+            checked["batch_size"] = check_int("batch_size", self.batch_size, 1)
+        checked["lr"] = check_real("lr", self.lr, 0.0, low_inclusive=False)
+        checked["weight_decay"] = check_real("weight_decay", self.weight_decay, 0.0)
         check_choice("precision", self.precision, PRECISIONS)
         if not callable(self.optimizer):
             check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        for name, value in checked.items():  # numpy scalars (np.int64 from a sweep) become plain numbers
+            if type(getattr(self, name)) not in (int, float):
+                object.__setattr__(self, name, value)
 
 
 def make_optimizer(spec: str | Callable, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
