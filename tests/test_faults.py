@@ -151,3 +151,24 @@ def test_check_real_rejects_nan():
         check_real("lr", float("nan"), 0.0)
     with pytest.raises(ValueError, match="faults"):
         run_tiny(tiny_clients(), faults={"dropout": 0.1})
+
+
+def test_a_client_with_no_samples_sends_nothing_and_is_charged_nothing():
+    clients = tiny_clients()
+    empty = ClientData(clients[1].x[:0], clients[1].y[:0])
+    model_bytes = 4 * sum(p.numel() for p in tiny_model().parameters())
+    h = run_tiny([clients[0], empty, clients[2]], rounds=2, faults=Faults(dropout=0.0, flops_per_s=1e6))
+    for r in h.records:
+        row = next(row for row in r.client_rows if row["client_id"] == 1)
+        assert row["status"] == "empty" and row["bytes_up"] == row["bytes_down"] == row["flops"] == 0
+        assert row["energy"].total == 0 and row["sim_time_s"] is None
+        assert r.bytes_up == r.bytes_down == 2 * model_bytes  # the two clients with data only
+        assert r.energy.total == pytest.approx(sum(row["energy"].total for row in r.client_rows))
+        assert 1 in r.clients and 1 not in r.dropped + r.late + r.rejected + r.failed
+    # what the round costs is what it costs without the empty client sampled at all
+    two = run_tiny([clients[0], clients[2]], rounds=2, faults=Faults(dropout=0.0, flops_per_s=1e6))
+    assert h.totals()["joules_total"] == pytest.approx(two.totals()["joules_total"])
+    assert h.totals()["bytes_up"] == two.totals()["bytes_up"]
+    # a dropout draw does not apply to it: it never took part
+    h_drop = run_tiny([clients[0], empty, clients[2]], rounds=2, faults=Faults(dropout=1.0))
+    assert all(1 not in r.dropped for r in h_drop.records)
