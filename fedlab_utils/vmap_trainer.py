@@ -19,7 +19,7 @@ Memory stays bounded: one stack holds one copy of the model per client, so a rou
 clients than fit in ``max_stack_bytes`` (512 MiB by default: 2,637 clients of the course's
 50,890-parameter MLP) or ``max_group`` is trained in several stacks, in consecutive slices of
 nearly equal size (:meth:`VmapTrainer.stack_slices`).  A caller that folds each block into a
-running sum before asking for the next (FedAvg's protocol does) never holds more than one.
+running sum before asking for the next (as FedAvg's loop does) never holds more than one.
 """
 from __future__ import annotations
 
