@@ -24,6 +24,7 @@ One concept per module.  The core (no module of it imports a lesson module):
 ``models``                the course's reference models, parameter counts
 ``devices``               ``get_device``, ``get_devices``, seeding
 ``validation``            parameter errors that name the parameter, value and valid range
+``setup_checks``          what ``run`` checks before round 1 (clients, test, local, trainer, model)
 ``results``               asserted claims and atomic results files
 ``plotting``/``widgets``  the course's plots and ipywidgets explorers
 ``diagrams``              diagrams of the key ideas, drawn from the lessons' own objects
