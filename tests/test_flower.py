@@ -406,12 +406,14 @@ def test_deploy_cli_watched_from_outside(tmp_path):
                             "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                            text=True)
     seen: dict[int, list[str]] = {}
+    born: dict[int, float] = {}  # pid -> creation time: a pid the OS reuses later is another process
     deadline = time.monotonic() + 240
     try:
         while cli.poll() is None and time.monotonic() < deadline:
             for child in psutil.Process(cli.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    seen.setdefault(child.pid, child.cmdline())
+                    seen[child.pid] = child.cmdline()  # the latest: a child shows its parent's until it execs
+                    born.setdefault(child.pid, child.create_time())
             time.sleep(0.1)
         out, err = cli.communicate(timeout=max(1.0, deadline - time.monotonic()))
     finally:
@@ -419,14 +421,21 @@ def test_deploy_cli_watched_from_outside(tmp_path):
             cli.kill()
             cli.wait()
     assert cli.returncode == 0, err[-800:]
-    assert "insecure" not in out.lower() and "TLS + SuperNode authentication" in out
+    assert "insecure" not in out.lower() and "TLS + SuperNode authentication" in out, out[-1500:]
     links = [c for c in seen.values() if any(Path(a).name == "flower-superlink" for a in c[:2])]
     nodes = [c for c in seen.values() if any(Path(a).name == "flower-supernode" for a in c[:2])]
-    assert len(links) == 1 and len(nodes) == 2, seen
+    assert len(links) == 1 and len(nodes) == 2, {pid: " ".join(c)[:160] for pid, c in seen.items()}
     assert "--ssl-certfile" in links[0] and "--enable-supernode-auth" in links[0] and "--insecure" not in links[0]
     assert all("--root-certificates" in c and "--auth-supernode-private-key" in c and "--insecure" not in c
                for c in nodes)
-    left = [p for p in seen if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    def alive(pid: int) -> bool:
+        try:
+            proc = psutil.Process(pid)
+            return proc.create_time() == born.get(pid) and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    left = [p for p in seen if alive(p)]
     assert left == [], [seen[p] for p in left]
 
 
