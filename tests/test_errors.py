@@ -260,3 +260,11 @@ def test_bool_is_refused_in_local_training_and_faults():
         LocalTraining(lr=True)
     with pytest.raises(ValueError, match="dropout=False"):
         Faults(dropout=False)
+
+
+def test_a_dataset_passed_as_clients_or_test_names_the_argument(digits):
+    with pytest.raises(ValueError, match=r"^clients is a FederatedDataset, not a list of clients.*client_data"):
+        run(tiny_model(dim=64, classes=10), digits, (digits.x_test, digits.y_test), rounds=1, progress=False)
+    with pytest.raises(ValueError, match=r"^test is a FederatedDataset; pass test=\(x_test, y_test\)"):
+        run(tiny_model(dim=64, classes=10), [ClientData(digits.x_train[:5], digits.y_train[:5])], digits, rounds=1,
+            progress=False)
