@@ -76,6 +76,11 @@ bench: $(ENV_STAMP)
 bench-claims: $(ENV_STAMP)
 	$(PY) benchmarks/bench_claims.py
 
+# Every notebook with -p rounds 2 -p num_clients 3: finishes or refuses naming rounds (slow; not in make test)
+.PHONY: small-params
+small-params: $(ENV_STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) benchmarks/small_params.py --out build/small-params
+
 student: $(ENV_STAMP)
 	$(EDITION_ENV) $(PY) -m fedlab_utils student --out $(EDITION_BUILD)/student --lang $(EDITION)
 
