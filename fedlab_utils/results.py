@@ -72,6 +72,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .i18n import _
+
 __all__ = ["Claims", "record_results", "atomic_write_text", "atomic_write_bytes", "to_jsonable",
            "claim_policy", "POLICIES", "SEED_LIKE", "ROUND_FIELDS", "history_series", "collect_histories",
            "readable"]
@@ -187,9 +189,10 @@ class Claims:
         self.items: list[dict] = []
         self.observations: list[dict] = []
         if self.policy == "record":
-            why = f"parameters changed from their defaults: {', '.join(self.changed)}" if self.changed \
-                else f"{POLICY_ENV}=record"
-            print(f"Claims are recorded, not raised ({why}); the table at the end marks any that do not hold.")
+            why = (_("parameters changed from their defaults: {names}").format(names=", ".join(self.changed))
+                   if self.changed else f"{POLICY_ENV}=record")
+            print(_("Claims are recorded, not raised ({why}); the table at the end marks any that do not hold.")
+                  .format(why=why))
 
     def check(self, claim: str, holds: bool, margin: float | None = None, **measured) -> bool:
         """Record ``claim`` with the ``measured`` numbers behind it; under ``raise``, raise if it fails.
@@ -209,7 +212,8 @@ class Claims:
         self.items.append(item)
         if not holds and self.policy == "raise":
             shown = _format(measured) + (f", margin={readable(margin)}" if margin is not None else "")
-            raise AssertionError(f"Claim does not hold on this run: {claim} ({shown})")
+            raise AssertionError(_("Claim does not hold on this run: {claim} ({numbers})").format(claim=claim,
+                                                                                              numbers=shown))
         return holds  # shown once, in the table at the end (_repr_markdown_)
 
     def observe(self, statement: str, **measured) -> None:
@@ -233,11 +237,12 @@ class Claims:
     def summary(self) -> str:
         """The plain-text table: a line with the count, then one line per claim (✓ or ✗) and observation."""
         held = len(self.items) - len(self.failed)
-        lines = [f"{held}/{len(self.items)} claims hold (policy: {self.policy}"
-                 + (f"; changed parameters: {', '.join(self.changed)})" if self.changed else ")")]
+        lines = [_("{held}/{total} claims hold").format(held=held, total=len(self.items))
+                 + f" ({_('policy')}: {self.policy}"
+                 + (f"; {_('changed parameters')}: {', '.join(self.changed)})" if self.changed else ")")]
         lines += [f"  {'✓' if c['holds'] else '✗'} {c['claim']}  [{_format(self._shown(c))}]"
-                  + ("" if c["holds"] else "  -- does not hold") for c in self.items]
-        lines += [f"  observation: {o['observation']}  [{_format(o['measured'])}]" for o in self.observations]
+                  + ("" if c["holds"] else f"  -- {_('does not hold')}") for c in self.items]
+        lines += [f"  {_('observation')}: {o['observation']}  [{_format(o['measured'])}]" for o in self.observations]
         return "\n".join(lines)
 
     @staticmethod
@@ -249,15 +254,18 @@ class Claims:
         return self.summary()
 
     def _repr_markdown_(self) -> str:
-        head = f"**{len(self.items) - len(self.failed)}/{len(self.items)} claims hold** (policy: `{self.policy}`"
-        head += f"; changed parameters: {', '.join(f'`{n}`' for n in self.changed)})" if self.changed else ")"
-        rows = ["", "| | claim | measured |", "|---|---|---|"]
+        held = _("{held}/{total} claims hold").format(held=len(self.items) - len(self.failed), total=len(self.items))
+        head = f"**{held}** ({_('policy')}: `{self.policy}`"
+        head += (f"; {_('changed parameters')}: {', '.join(f'`{n}`' for n in self.changed)})" if self.changed
+                 else ")")
+        rows = ["", f"| | {_('claim')} | {_('measured')} |", "|---|---|---|"]
         for c in self.items:
             text = c["claim"].replace("|", "\\|")
             shown = _format(self._shown(c))
-            rows.append(f"| {'✓' if c['holds'] else '✗ **does not hold**'} | {text} | {shown.replace('|', '/')} |")
+            mark = "✓" if c["holds"] else f"✗ **{_('does not hold')}**"
+            rows.append(f"| {mark} | {text} | {shown.replace('|', '/')} |")
         for o in self.observations:
-            rows.append(f"| observation | {o['observation'].replace('|', '/')} | "
+            rows.append(f"| {_('observation')} | {o['observation'].replace('|', '/')} | "
                         f"{_format(o['measured']).replace('|', '/')} |")
         return head + "\n" + "\n".join(rows)
 

@@ -206,3 +206,19 @@ def test_record_results_collects_the_notebooks_histories_by_dict_key_or_label(tm
     given = record_results(None, "nb", {}, histories={"mine": fedsgd})["histories"]
     assert given == {"mine": {"profile": "phone-lte", "round": [1], "accuracy": [0.4], "bytes_up": [100],
                               "bytes_down": [200], "joules": [3.25], "sim_time_s": [None]}}
+
+
+def test_the_claims_table_speaks_the_students_language(monkeypatch):
+    """FEDLAB_LANG=zh (set by run --lang zh): the table's words come from the runtime catalog; claims stay as written."""
+    monkeypatch.setenv("FEDLAB_LANG", "zh")
+    claims = Claims(policy="record")
+    claims.check("x is one", False, x=3)
+    claims.observe("an observation", v=0.5)
+    markdown = claims._repr_markdown_()
+    assert "claim |" not in markdown and "x is one" in markdown and "an observation" in markdown
+    assert "0/1" in markdown and "does not hold" not in markdown and "observation |" not in markdown
+    with pytest.raises(AssertionError, match="x=2") as raised:
+        Claims(policy="raise").check("y", False, x=2)
+    assert "Claim does not hold" not in str(raised.value)
+    monkeypatch.setenv("FEDLAB_LANG", "en")
+    assert "| | claim | measured |" in claims._repr_markdown_()
