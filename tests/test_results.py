@@ -213,9 +213,9 @@ def test_the_claims_table_speaks_the_students_language(monkeypatch):
     monkeypatch.setenv("FEDLAB_LANG", "zh")
     claims = Claims(policy="record")
     claims.check("x is one", False, x=3)
-    claims.observe("an observation", v=0.5)
+    claims.observe("seen on this seed", v=0.5)
     markdown = claims._repr_markdown_()
-    assert "claim |" not in markdown and "x is one" in markdown and "an observation" in markdown
+    assert "claim |" not in markdown and "x is one" in markdown and "seen on this seed" in markdown
     assert "0/1" in markdown and "does not hold" not in markdown and "observation |" not in markdown
     with pytest.raises(AssertionError, match="x=2") as raised:
         Claims(policy="raise").check("y", False, x=2)
