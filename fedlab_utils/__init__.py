@@ -3,7 +3,10 @@
 One concept per module.  The core (no module of it imports a lesson module):
 
 ========================  ====================================================================
-``federated``             the one federated loop (``run``), round protocols, FedAvg's protocol
+``federated``             the one federated loop (``run``): sampling, faults, each round's ledger
+                          rows, checkpoints
+``protocol``              the round protocol (``RoundProtocol``, ``RoundContext``) and FedAvg's
+                          (``FedAvgProtocol``, with its stacked-update fast path)
 ``training``              local training: settings, optimizers, minibatches, transforms (FedProx),
                           trainers, the client result
 ``vmap_trainer``          the trainer that trains all sampled clients of a round at once
@@ -11,8 +14,10 @@ One concept per module.  The core (no module of it imports a lesson module):
 ``registry``              one name or import path for every codec, server, aggregator, transform
                           and trainer (``run(uplink="q8", server="fedadam")``)
 ``history``               ``RoundRecord`` and ``History``: what a run measured, round by round
-``ledger``                FLOPs (FlopCounterMode and the MLP closed form), energy profiles with
-                          cited constants, pricing every client-round, real meters
+``flops``                 FLOP counting: FlopCounterMode per sample, per layer, forward only; the
+                          MLP and LSTM closed forms
+``ledger``                energy profiles with cited constants, pricing every client-round, real
+                          meters (re-exports ``flops``)
 ``wire``                  the ``Codec`` protocol, fp32, bit packing (the ledger counts ``len()``)
 ``compression``           every other codec: quantization, top-k, random-k, sign, sparse, error
                           feedback
