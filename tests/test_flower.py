@@ -412,7 +412,9 @@ def test_deploy_cli_watched_from_outside(tmp_path):
         while cli.poll() is None and time.monotonic() < deadline:
             for child in psutil.Process(cli.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    seen[child.pid] = child.cmdline()  # the latest: a child shows its parent's until it execs
+                    command = child.cmdline()  # a child shows its parent's until it execs,
+                    if command:                # and a finished (zombie) one shows nothing: keep the latest real one
+                        seen[child.pid] = command
                     born.setdefault(child.pid, child.create_time())
             time.sleep(0.1)
         out, err = cli.communicate(timeout=max(1.0, deadline - time.monotonic()))

@@ -35,12 +35,16 @@ def batch():
     return torch.randn(24, *SHAPE, generator=g), torch.randint(0, 10, (24,), generator=g)
 
 
-def test_get_devices_cpu_only_gives_three_usable_placements_with_notice(capsys):
+def test_get_devices_cpu_only_gives_three_usable_placements_with_notice(capsys, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("CPU-only behaviour")
+    import fedlab_utils.devices as devices_module
+    monkeypatch.setattr(devices_module, "_shown_notices", set())  # the notice shows once per process
     devices = get_devices(3)
     assert len(devices) == 3 and all(isinstance(d, torch.device) for d in devices)
     assert "virtual device" in capsys.readouterr().out
+    get_devices(3)
+    assert "virtual device" not in capsys.readouterr().out  # once per process, not once per call
     staged = StagedModel(split_sequential(article_large_net(), 3), devices)
     assert staged(torch.randn(5, 10)).shape == (5, 2)
 
