@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["NotAnswered", "call_safely", "expect", "expect_close", "expect_tensors_close", "expect_whole_number",
-           "passed"]
+__all__ = ["NotAnswered", "call_safely", "expect", "expect_close", "expect_percent", "expect_tensors_close",
+           "expect_whole_number", "passed"]
 
 
 class NotAnswered(AssertionError, NotImplementedError):
@@ -89,6 +89,20 @@ def expect_whole_number(actual, what: str, hint: str = "") -> int:
         and float(actual).is_integer())
     expect(ok, f"{what}: expected a whole number, got {actual!r} ({type(actual).__name__}). {hint}".strip())
     return int(actual)
+
+
+def expect_percent(predicted, what: str, measured_percent: float, band: float, example: str) -> float:
+    """A prediction given in percent: a number in [0, 100], and not a fraction where percent was asked.
+
+    ``example`` shows the expected form (e.g. ``"25 for 25 %"``).  A value below 1 while the
+    measured share is above ``1 + band`` percent is taken for a fraction and refused with a hint.
+    """
+    expect(isinstance(predicted, numbers.Real) and not isinstance(predicted, bool),
+           f"{what}: expected a number in percent (e.g. {example}), got {type(predicted).__name__}")
+    expect(0 <= predicted <= 100, f"{what}={predicted!r} is not a share in percent (0 to 100).")
+    expect(not (0 < predicted < 1 and measured_percent > 1 + band),
+           f"{what}={predicted!r} looks like a fraction; give percent (e.g. {example}).")
+    return float(predicted)
 
 
 # Every lesson's checks, so that ``checks.<lesson>`` works after ``from fedlab_utils import checks``.

@@ -1,13 +1,12 @@
 """Checks for notebook 04 (acceleration).  Each raises ``AssertionError`` with a hint when wrong."""
 from __future__ import annotations
 
-from numbers import Real
 
 import torch
 
 from ..federated import History, RoundRecord, apply_delta
 from ..ledger import Energy
-from . import call_safely, expect, expect_close, expect_tensors_close, passed
+from . import call_safely, expect, expect_close, expect_percent, expect_tensors_close, passed
 
 __all__ = ["check_fedavgm_step", "check_to_target", "check_fedadam_step", "check_wasted_prediction",
            "WASTED_PREDICTION_BAND"]
@@ -140,14 +139,7 @@ def check_wasted_prediction(predicted_wasted_percent, wasted_joules: float, tota
             f"so its joules are spent for nothing. Here {100 * late_share:.0f}% of the updates were late (the same "
             f"slow clients every round), and every client-round costs about the same joules (equal data, the same "
             f"radio session), so about that share of the joules is wasted; the total does not change at all.")
-    expect(isinstance(predicted_wasted_percent, Real) and not isinstance(predicted_wasted_percent, bool),
-           f"predicted_wasted_percent: expected a number in percent (e.g. 25 for 25 %), "
-           f"got {type(predicted_wasted_percent).__name__}")
-    expect(0 <= predicted_wasted_percent <= 100,
-           f"predicted_wasted_percent={predicted_wasted_percent!r} is not a share in percent (0 to 100).")
-    expect(not (0 < predicted_wasted_percent < 1 and measured > 1 + band),
-           f"predicted_wasted_percent={predicted_wasted_percent!r} looks like a fraction; give percent "
-           f"(e.g. 25 for 25 %).")
+    expect_percent(predicted_wasted_percent, "predicted_wasted_percent", measured, band, "25 for 25 %")
     off = abs(predicted_wasted_percent - measured)
     expect(off <= band, f"You predicted {predicted_wasted_percent:.0f}% of the joules wasted; the ledger measured "
                         f"{measured:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}")

@@ -3,11 +3,10 @@ with a hint when the answer is wrong."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from numbers import Real
 
 from torch import nn
 
-from . import call_safely, expect, expect_close, passed
+from . import call_safely, expect, expect_close, expect_percent, passed
 
 __all__ = ["check_bubble_fraction", "check_choose_cut", "check_pipeline_time", "reference_choose_cut",
            "check_idle_prediction", "IDLE_PREDICTION_BAND"]
@@ -95,13 +94,7 @@ def check_idle_prediction(predicted_idle_percent, measured_bubble: float, num_st
             f"back. Each stage is busy only for its own forward and backward, and the step lasts the sum of all "
             f"of them, so the devices together are busy 1/S of the time, whatever the stage times: the idle share "
             f"is (S-1)/S = {100 * (num_stages - 1) / num_stages:.0f}% for S = {num_stages}.")
-    expect(isinstance(predicted_idle_percent, Real) and not isinstance(predicted_idle_percent, bool),
-           f"predicted_idle_percent: expected a number in percent (e.g. 40 for 40 %), "
-           f"got {type(predicted_idle_percent).__name__}")
-    expect(0 <= predicted_idle_percent <= 100,
-           f"predicted_idle_percent={predicted_idle_percent!r} is not a share in percent (0 to 100).")
-    expect(not (0 < predicted_idle_percent < 1 and 100 * measured_bubble > 1 + band),
-           f"predicted_idle_percent={predicted_idle_percent!r} looks like a fraction; give percent (e.g. 40 for 40 %).")
+    expect_percent(predicted_idle_percent, "predicted_idle_percent", 100 * measured_bubble, band, "40 for 40 %")
     off = abs(predicted_idle_percent - 100 * measured_bubble)
     expect(off <= band, f"You predicted {predicted_idle_percent:.0f}% idle; the measured schedule idles "
                         f"{100 * measured_bubble:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}")
