@@ -31,11 +31,14 @@ code and maths removed — and ``zh_match`` — ``|``-separated Chinese renderin
 markdown cell whose English prose matches it; it is covered when the translation contains one of
 its Chinese renderings.  Names of algorithms (FedAvg, FedSGD, …) are not glossary terms: they
 stay as they are in both languages.
+
+The code: :mod:`fedlab_utils.translation_catalogs` (paths, catalogs, ``extract``, runtime
+messages), :mod:`fedlab_utils.glossary` (protected tokens, the glossary and its tables), and
+this module (``build``, ``check`` and the command line), which re-exports the names of both.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import sys
@@ -46,312 +49,42 @@ from pathlib import Path
 import nbformat
 import polib
 
+from .glossary import (
+    AUTOLINK, CODE_SPAN, DISPLAY_MATH, FENCE, GLOSSARY_BEGIN, GLOSSARY_END, GLOSSARY_FIELDS,
+    GLOSSARY_PATH, HTML_HREF, HTML_SRC, IMAGE, INLINE_MATH, LINK, NBGRADER_MARKER, NUMBER, README_PATHS,
+    TITLE, URL, Term, glossary_cell_source, glossary_table, load_glossary, lost_tokens, prose,
+    protected_tokens, readme_block, split_protected, term_text, terms_used, with_readme_block,
+)
+from .translation_catalogs import (
+    LANGUAGE, LOCALE_DIR, MESSAGE_CALLS, NOTEBOOK_DIR, PACKAGE_DIR, PLACEHOLDER, ROOT, RUNTIME_CATALOG,
+    ExtractReport, catalog_path, check_runtime, current_translation, english_notebooks, extract,
+    extract_runtime, load_catalog, markdown_cells, merge_catalog, new_catalog, placeholders,
+    resolve_notebooks, runtime_messages, save_catalog, zh_path,
+)
 from .results import atomic_write_text
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = ROOT / "notebooks"
-LOCALE_DIR = NOTEBOOK_DIR / "locale"
-LANGUAGE = "zh_CN"
-GLOSSARY_PATH = LOCALE_DIR / "glossary.tsv"
-README_PATHS = (ROOT / "README.md", ROOT / "README.zh-CN.md")
 MIN_COVERAGE = 0.90
 MIN_CJK_RATIO = 0.40
 GLOSSARY_CELL_ID = "zh-glossary"
-GLOSSARY_BEGIN = "<!-- glossary:begin (generated from notebooks/locale/glossary.tsv by `python -m fedlab_utils translate build`; edit the TSV, not this table) -->"
-GLOSSARY_END = "<!-- glossary:end -->"
-GLOSSARY_FIELDS = ("zh", "en", "where", "en_match", "zh_match")
 
-
-# --------------------------------------------------------------------------------------------
-# Paths
-
-def english_notebooks(root: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The English notebooks, in course order."""
-    return sorted(root.glob("[0-9][0-9]_*.ipynb"))
-
-
-def catalog_path(notebook: Path, locale_dir: Path = LOCALE_DIR) -> Path:
-    """``locale/zh_CN/LC_MESSAGES/<NN_slug>.po`` for an English notebook."""
-    return locale_dir / LANGUAGE / "LC_MESSAGES" / f"{notebook.stem}.po"
-
-
-def zh_path(notebook: Path) -> Path:
-    """``notebooks/zh/<NN_slug>.ipynb`` for an English notebook (same file name, so links between
-    notebooks by file name keep working inside ``zh/``)."""
-    return notebook.parent / "zh" / notebook.name
-
-
-def resolve_notebooks(names: Iterable[str], root: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Notebook names (``00``, ``00_federated_baseline``, a file name or a path) to paths."""
-    available = english_notebooks(root)
-    found = []
-    for name in names:
-        path = Path(name)
-        if path.suffix == ".ipynb" and path.exists():
-            found.append(path.resolve())
-            continue
-        matches = [p for p in available if name in (p.name, p.stem) or p.name.startswith(f"{name}_")]
-        if len(matches) != 1:
-            raise ValueError(f"notebook {name!r} not found; valid: {[p.stem for p in available]}")
-        found.append(matches[0])
-    return found
-
-
-# --------------------------------------------------------------------------------------------
-# Protected tokens
-
-NBGRADER_MARKER = re.compile(r"^[ \t]*###? (?:BEGIN|END) (?:SOLUTION|HIDDEN TESTS)[ \t]*$", re.M)
-FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?^[ \t]*\1[ \t]*$", re.M | re.S)
-CODE_SPAN = re.compile(r"(`+)(.+?)(?<!`)\1(?!`)", re.S)
-DISPLAY_MATH = re.compile(r"\$\$.+?\$\$", re.S)
-INLINE_MATH = re.compile(r"(?<![\\$])\$(?![\s$])[^$\n]*?[^\s\\$]\$(?!\d)|(?<![\\$])\$[^\s$\\]\$(?!\d)")
-IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)[^)]*\)")
-LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)[^)]*\)")
-HTML_SRC = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*["']([^"']+)["'][^>]*>""", re.I)
-HTML_HREF = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*["']([^"']+)["'][^>]*>""", re.I)
-AUTOLINK = re.compile(r"<((?:https?|mailto|ftp):[^>\s]+)>")
-URL = re.compile(r"https?://[^\s)<>\]]+")
-NUMBER = re.compile(r"(?<![A-Za-z0-9_.])\d+(?:[.,]\d+)*")
-
-
-def _take(pattern: re.Pattern, text: str, kind: str, tokens: set, group: int = 0) -> str:
-    """Record every match of ``pattern`` as a ``(kind, text)`` token and blank it out of ``text``."""
-    def keep(match: re.Match) -> str:
-        tokens.add((kind, match.group(group).strip() if group == 0 and kind in ("code block", "nbgrader marker")
-                    else match.group(group)))
-        return " "
-    return pattern.sub(keep, text)
-
-
-def split_protected(markdown: str) -> tuple[set[tuple[str, str]], str]:
-    """The protected tokens of a markdown cell and its prose with them blanked out.
-
-    Tokens are ``(kind, text)`` pairs: ``nbgrader marker`` (``### BEGIN SOLUTION`` … in a manually
-    graded answer cell), ``code block``, ``code``, ``math``, ``image``, ``link``, ``url`` and ``number``.  Code comes out first (a ``$`` in code is not maths), then maths, image
-    references, link targets and URLs; numbers are read from what is left (so the digits of a
-    formula or a URL count once, as part of it)."""
-    tokens: set[tuple[str, str]] = set()
-    text = _take(NBGRADER_MARKER, markdown, "nbgrader marker", tokens)
-    text = _take(FENCE, text, "code block", tokens)
-    text = _take(CODE_SPAN, text, "code", tokens)
-    text = _take(DISPLAY_MATH, text, "math", tokens)
-    text = _take(INLINE_MATH, text, "math", tokens)
-    text = _take(IMAGE, text, "image", tokens, group=1)
-    text = _take(HTML_SRC, text, "image", tokens, group=1)
-    # A link keeps its text (prose, translated); only its target is a token.
-    text = LINK.sub(lambda m: (tokens.add(("link", m.group(1))), m.group(0)[1:m.group(0).index("](")])[1], text)
-    text = _take(HTML_HREF, text, "link", tokens, group=1)
-    text = _take(AUTOLINK, text, "link", tokens, group=1)
-    text = _take(URL, text, "url", tokens)
-    for match in NUMBER.finditer(text):
-        tokens.add(("number", match.group(0)))
-    return tokens, text
-
-
-def protected_tokens(markdown: str) -> set[tuple[str, str]]:
-    """Every protected ``(kind, text)`` token of a markdown cell (see :func:`split_protected`)."""
-    return split_protected(markdown)[0]
-
-
-def prose(markdown: str) -> str:
-    """The markdown with code, maths, link targets and URLs blanked out (numbers stay)."""
-    return split_protected(markdown)[1]
-
-
-def lost_tokens(english: str, translation: str) -> list[tuple[str, str]]:
-    """The protected tokens of ``english`` that ``translation`` lacks (sorted); ``[]`` if none."""
-    kept = protected_tokens(translation)
-    lost = protected_tokens(english) - kept
-    # A URL written as a link target in one language and bare in the other is still kept.
-    kept_targets = {text for kind, text in kept if kind in ("link", "url")}
-    return sorted(t for t in lost if not (t[0] in ("link", "url") and t[1] in kept_targets))
-
-
-# --------------------------------------------------------------------------------------------
-# Catalogs
-
-def markdown_cells(nb) -> list[tuple[str, str]]:
-    """``(cell id, source)`` of every markdown cell, in order."""
-    cells = [(cell.get("id"), cell.source) for cell in nb.cells if cell.cell_type == "markdown"]
-    missing = [i for i, (cid, _) in enumerate(cells) if not cid]
-    if missing:
-        raise ValueError(f"markdown cells {missing} have no cell id (nbformat >= 4.5 needed); "
-                         "run nbformat.validator.normalize on the notebook")
-    return cells
-
-
-def new_catalog(notebook: Path) -> polib.POFile:
-    """An empty catalog with the usual gettext header."""
-    po = polib.POFile(wrapwidth=0)
-    po.metadata = {
-        "Project-Id-Version": f"Efficient Federated Learning · {notebook.stem}",
-        "Language": LANGUAGE,
-        "MIME-Version": "1.0",
-        "Content-Type": "text/plain; charset=UTF-8",
-        "Content-Transfer-Encoding": "8bit",
-        "Plural-Forms": "nplurals=1; plural=0;",
-    }
-    po.header = (f"Chinese (zh_CN) translation of notebooks/{notebook.name}.\n"
-                 "One entry per markdown cell: msgctxt is the cell id, msgid the English source.\n"
-                 "Update with `python -m fedlab_utils translate extract`.")
-    return po
-
-
-def load_catalog(path: Path) -> polib.POFile:
-    """Read a catalog with polib (no wrapping when it is written back)."""
-    po = polib.pofile(str(path), wrapwidth=0)
-    po.wrapwidth = 0
-    return po
-
-
-def save_catalog(po: polib.POFile, path: Path) -> None:
-    """Write a catalog atomically."""
-    atomic_write_text(path, str(po))
-
-
-@dataclass
-class ExtractReport:
-    new: list[str] = field(default_factory=list)
-    fuzzy: list[str] = field(default_factory=list)
-    obsolete: list[str] = field(default_factory=list)
-
-
-def merge_catalog(cells: list[tuple[str, str]], po: polib.POFile) -> ExtractReport:
-    """Bring ``po`` in line with the markdown ``cells`` (in place), as ``msgmerge`` would.
-
-    A new cell id gets an untranslated entry; an entry whose English changed gets the new msgid,
-    keeps its translation and becomes ``fuzzy`` with the previous msgid (when it was already fuzzy
-    the older previous msgid is kept: that is the English its translation was made from); an
-    entry whose cell is gone becomes obsolete.  Entries are reordered to follow the notebook."""
-    report = ExtractReport()
-    by_context = {entry.msgctxt: entry for entry in po}
-    ordered = []
-    for cell_id, source in cells:
-        entry = by_context.pop(cell_id, None)
-        if entry is None:
-            entry = polib.POEntry(msgctxt=cell_id, msgid=source, msgstr="")
-            report.new.append(cell_id)
-        else:
-            entry.obsolete = False
-            if entry.msgid != source:
-                if entry.msgstr:
-                    if "fuzzy" not in entry.flags or not entry.previous_msgid:
-                        entry.previous_msgid = entry.msgid
-                    if "fuzzy" not in entry.flags:
-                        entry.flags.append("fuzzy")
-                    report.fuzzy.append(cell_id)
-                entry.msgid = source
-        ordered.append(entry)
-    for entry in by_context.values():
-        if not entry.obsolete:
-            report.obsolete.append(entry.msgctxt)
-        entry.obsolete = True
-        ordered.append(entry)
-    po[:] = ordered
-    return report
-
-
-def extract(notebook: Path, locale_dir: Path = LOCALE_DIR) -> ExtractReport:
-    """Create or update the catalog of one notebook."""
-    path = catalog_path(notebook, locale_dir)
-    po = load_catalog(path) if path.exists() else new_catalog(notebook)
-    report = merge_catalog(markdown_cells(nbformat.read(notebook, as_version=4)), po)
-    save_catalog(po, path)
-    return report
-
-
-def current_translation(entry: polib.POEntry | None, source: str) -> str | None:
-    """The translation to use for ``source``: ``None`` if missing, empty, fuzzy or stale."""
-    if entry is None or entry.obsolete or not entry.msgstr.strip() or "fuzzy" in entry.flags:
-        return None
-    if entry.msgid != source:
-        return None
-    return entry.msgstr
-
-
-# --------------------------------------------------------------------------------------------
-# Glossary
-
-@dataclass(frozen=True)
-class Term:
-    zh: str
-    en: str
-    where: str
-    en_match: str
-    zh_match: tuple[str, ...]
-
-    @property
-    def pattern(self) -> re.Pattern:
-        return re.compile(rf"\b(?:{self.en_match})\b", re.I)
-
-    def used_in(self, english_prose: str) -> bool:
-        return bool(self.pattern.search(english_prose))
-
-    def rendered_in(self, translation: str) -> bool:
-        return any(zh in translation for zh in self.zh_match)
-
-
-def load_glossary(path: Path = GLOSSARY_PATH) -> list[Term]:
-    """The glossary rows (tab-separated, header ``zh en where en_match zh_match``)."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    terms = []
-    for number, row in enumerate(rows, start=2):
-        if tuple(row) != GLOSSARY_FIELDS or any(not (row[k] or "").strip() for k in GLOSSARY_FIELDS):
-            raise ValueError(f"{path}:{number}: a row needs the non-empty fields {GLOSSARY_FIELDS}, got {row}")
-        try:
-            re.compile(row["en_match"])
-        except re.error as error:
-            raise ValueError(f"{path}:{number}: en_match {row['en_match']!r} is not a valid regex: {error}") from None
-        terms.append(Term(row["zh"], row["en"], row["where"], row["en_match"],
-                          tuple(s.strip() for s in row["zh_match"].split("|") if s.strip())))
-    return terms
-
-
-def glossary_table(terms: Iterable[Term], where: bool = True) -> str:
-    """A markdown table of glossary rows."""
-    lines = ["| 中文 | English | 笔记本 notebook |", "|---|---|---|"] if where else ["| 中文 | English |", "|---|---|"]
-    for term in terms:
-        cells = [term.zh, term.en] + ([term.where] if where else [])
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def readme_block(terms: list[Term]) -> str:
-    return f"{GLOSSARY_BEGIN}\n{glossary_table(terms)}\n{GLOSSARY_END}"
-
-
-def with_readme_block(text: str, terms: list[Term], path: Path) -> str:
-    """``text`` with its generated glossary block replaced by the current one."""
-    start, end = text.find(GLOSSARY_BEGIN), text.find(GLOSSARY_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path} has no glossary block ({GLOSSARY_BEGIN!r} … {GLOSSARY_END!r})")
-    return text[:start] + readme_block(terms) + text[end + len(GLOSSARY_END):]
+__all__ = [
+    "ROOT", "NOTEBOOK_DIR", "LOCALE_DIR", "LANGUAGE", "english_notebooks", "catalog_path", "zh_path",
+    "resolve_notebooks", "markdown_cells", "new_catalog", "load_catalog", "save_catalog",
+    "ExtractReport", "merge_catalog", "extract", "current_translation", "PACKAGE_DIR",
+    "RUNTIME_CATALOG", "MESSAGE_CALLS", "PLACEHOLDER", "runtime_messages", "placeholders",
+    "extract_runtime", "check_runtime", "NBGRADER_MARKER", "FENCE", "CODE_SPAN", "DISPLAY_MATH",
+    "INLINE_MATH", "IMAGE", "LINK", "HTML_SRC", "HTML_HREF", "AUTOLINK", "URL", "NUMBER",
+    "split_protected", "protected_tokens", "prose", "lost_tokens", "GLOSSARY_PATH", "README_PATHS",
+    "GLOSSARY_BEGIN", "GLOSSARY_END", "GLOSSARY_FIELDS", "Term", "load_glossary", "glossary_table",
+    "readme_block", "with_readme_block", "TITLE", "term_text", "terms_used", "glossary_cell_source",
+    "MIN_COVERAGE", "MIN_CJK_RATIO", "GLOSSARY_CELL_ID", "SIBLING_NOTEBOOK", "LINK_TARGET",
+    "relocate_links", "build_notebook", "build", "build_readmes", "CJK", "cjk_ratio", "Coverage",
+    "coverage", "NotebookCheck", "check_notebook", "check", "parser", "main",
+]
 
 
 # --------------------------------------------------------------------------------------------
 # Build
-
-TITLE = re.compile(r"(?<![*\w])\*(?!\*)([^*]+?)\*(?![*\w])")
-
-
-def term_text(markdown: str) -> str:
-    """The prose in which glossary terms are looked for: :func:`prose` without cited titles
-    (an emphasised span of four or more words, ``*Communication-Efficient Learning of …*``), which
-    stay in English in both editions."""
-    return TITLE.sub(lambda m: " " if len(m.group(1).split()) >= 4 else m.group(0), prose(markdown))
-
-
-def terms_used(english_cells: list[tuple[str, str]], terms: list[Term]) -> list[Term]:
-    """The glossary rows whose English term occurs in a notebook's markdown prose."""
-    text = "\n".join(term_text(source) for _, source in english_cells)
-    return [term for term in terms if term.used_in(text)]
-
-
-def glossary_cell_source(terms: list[Term]) -> str:
-    return ("## 本节术语 Glossary\n"
-            "本笔记本用到的中英术语（全课程的术语表见 [README.zh-CN.md](../../README.zh-CN.md)）：\n\n" + glossary_table(terms, where=False))
-
 
 SIBLING_NOTEBOOK = re.compile(r"^\d\d_[^/]*\.ipynb(?:#.*)?$")
 LINK_TARGET = re.compile(r"(!?\[[^\]]*\]\(\s*<?)([^)\s>]+)")
@@ -556,91 +289,6 @@ def check(notebooks: list[Path] | None = None, require_all: bool = True, locale_
                 except ValueError as error:
                     problems.append(str(error))
     return results, problems
-
-
-# --------------------------------------------------------------------------------------------
-# Runtime messages (fedlab_utils.i18n): collected from the package source like xgettext
-
-PACKAGE_DIR = ROOT / "fedlab_utils"
-RUNTIME_CATALOG = PACKAGE_DIR / "locale" / LANGUAGE / "LC_MESSAGES" / "fedlab_utils.po"
-#: calls whose first literal argument is a runtime message: ``_("…")``, ``gettext("…")``, ``N_("…")``
-#: (a constant translated where it is used), and the
-#: check confirmations ``passed("…")`` (translated inside :func:`fedlab_utils.checks.passed`)
-MESSAGE_CALLS = ("_", "gettext", "N_", "passed")
-PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)?(?:[:!][^{}]*)?\}(?!\})")
-
-
-def runtime_messages(package: Path = PACKAGE_DIR) -> dict[str, list[tuple[str, str]]]:
-    """Every runtime message of the package: msgid -> ``[(file, line), …]``."""
-    import ast
-
-    found: dict[str, list[tuple[str, str]]] = {}
-    for path in sorted(package.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-                    and isinstance(node.args[0].value, str)):
-                name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
-                if name in MESSAGE_CALLS:
-                    found.setdefault(node.args[0].value, []).append(
-                        (path.relative_to(package.parent).as_posix(), str(node.lineno)))
-    return found
-
-
-def placeholders(message: str) -> set[str]:
-    """The ``str.format`` field names of a message (``{}`` counted as ``""``)."""
-    return {m.group(1) or "" for m in PLACEHOLDER.finditer(message)}
-
-
-def extract_runtime(path: Path = RUNTIME_CATALOG, package: Path = PACKAGE_DIR) -> ExtractReport:
-    """Create or update the runtime catalog: new messages untranslated, vanished ones obsolete."""
-    messages = runtime_messages(package)
-    if path.exists():
-        po = load_catalog(path)
-    else:
-        po = new_catalog(Path("fedlab_utils.py"))
-        po.header = ("Chinese (zh_CN) runtime messages of fedlab_utils (checks, claims table, explorers, device notices).\n"
-                     "Update with `python -m fedlab_utils translate extract`; see fedlab_utils/i18n.py.")
-        po.metadata["Project-Id-Version"] = "Efficient Federated Learning · fedlab_utils"
-    report = ExtractReport()
-    by_id = {entry.msgid: entry for entry in po}
-    ordered = []
-    for msgid, places in messages.items():
-        entry = by_id.pop(msgid, None)
-        if entry is None:
-            entry = polib.POEntry(msgid=msgid, msgstr="")
-            report.new.append(msgid)
-        entry.obsolete = False
-        entry.occurrences = [(file, "") for file in sorted({file for file, _ in places})]  # no line numbers: less churn
-        ordered.append(entry)
-    for entry in by_id.values():
-        if not entry.obsolete:
-            report.obsolete.append(entry.msgid)
-        entry.obsolete = True
-        entry.occurrences = []
-        ordered.append(entry)
-    po[:] = ordered
-    save_catalog(po, path)
-    return report
-
-
-def check_runtime(path: Path = RUNTIME_CATALOG, package: Path = PACKAGE_DIR) -> list[str]:
-    """Problems of the runtime catalog: a message without a current translation, or with other placeholders."""
-    if not path.exists():
-        return [f"{path.name}: missing (run `translate extract`)"]
-    by_id = {entry.msgid: entry for entry in load_catalog(path) if not entry.obsolete}
-    problems = []
-    for msgid, places in runtime_messages(package).items():
-        where = f"runtime message at {places[0][0]}:{places[0][1]} {msgid!r}"
-        entry = by_id.get(msgid)
-        if entry is None:
-            problems.append(f"{where}: not in {path.name} (run `translate extract`)")
-        elif not entry.msgstr.strip() or "fuzzy" in entry.flags:
-            problems.append(f"{where}: no current translation")
-        elif placeholders(entry.msgstr) != placeholders(msgid):
-            problems.append(f"{where}: the translation's placeholders {sorted(placeholders(entry.msgstr))} "
-                            f"differ from {sorted(placeholders(msgid))}")
-    return problems
 
 
 # --------------------------------------------------------------------------------------------
