@@ -42,7 +42,8 @@ Lesson modules hold what one lesson needs beyond this core: ``pruning``,
 ``model_quantization`` (02), ``distillation``, ``knowledge_distillation`` (03), ``acceleration``
 (04), ``parallel``, ``parallel_worker``, ``split_learning`` (05), ``capstone`` (06), ``flower``,
 ``flower_commands``, ``deploy``, ``deploy_cli``, ``pki`` (07).  The commands: ``__main__`` dispatches ``python -m fedlab_utils``; ``runner`` holds what
-they share; ``sweep``/``sweep_results``, ``classroom`` (nbgrader) and ``translate`` (the Chinese
+they share; ``sweep``/``sweep_results``, ``classroom`` (nbgrader; autograding in ``grading``, the
+command line in ``classroom_cli``) and ``translate`` (the Chinese
 edition; its catalogs in ``translation_catalogs``, its glossary and protected tokens in
 ``glossary``) are the others.
 """

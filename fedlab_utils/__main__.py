@@ -5,8 +5,8 @@
 ``<out>/results.json``; ``params`` lists a notebook's parameters (both in
 :mod:`fedlab_utils.runner`, which holds what every command shares).  ``sweep`` runs a grid of
 parameters (:mod:`fedlab_utils.sweep`).  ``classroom`` builds an nbgrader course and ``student``
-writes the student versions (:mod:`fedlab_utils.classroom`).  ``deploy`` runs a task on Flower's
-deployment engine (:mod:`fedlab_utils.deploy`).  ``translate`` keeps the Chinese edition in step
+writes the student versions (:mod:`fedlab_utils.classroom_cli`).  ``deploy`` runs a task on Flower's
+deployment engine (:mod:`fedlab_utils.deploy_cli`).  ``translate`` keeps the Chinese edition in step
 with the English notebooks (:mod:`fedlab_utils.translate`).
 
 This file only dispatches: each subcommand's module is imported when that subcommand is named,
@@ -27,10 +27,10 @@ DESCRIPTION = ("The course's commands: run notebooks, sweep parameters, build th
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("fedlab_utils.runner", "add_run_parser"),
     "sweep": ("fedlab_utils.sweep", "add_parser"),
-    "student": ("fedlab_utils.classroom", "add_student_parser"),
-    "classroom": ("fedlab_utils.classroom", "add_parser"),
+    "student": ("fedlab_utils.classroom_cli", "add_student_parser"),
+    "classroom": ("fedlab_utils.classroom_cli", "add_parser"),
     "params": ("fedlab_utils.runner", "add_params_parser"),
-    "deploy": ("fedlab_utils.deploy", "add_parser"),
+    "deploy": ("fedlab_utils.deploy_cli", "add_parser"),
 }
 #: Subcommands that read their own arguments: ``name -> (module, main)``, called as ``main(argv)``.
 PASS_THROUGH: dict[str, tuple[str, str]] = {

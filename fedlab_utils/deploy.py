@@ -12,7 +12,7 @@ registered with ``flwr supernode register`` before they start (``--enable-supern
 :func:`real_machine_commands` renders the very commands :func:`local_federation` runs, with
 only the addresses changed, for a server and real devices.
 
-CLI: ``python -m fedlab_utils deploy --supernodes 2 -p rounds 3 -p uplink q8``;
+CLI (:mod:`fedlab_utils.deploy_cli`): ``python -m fedlab_utils deploy --supernodes 2 -p rounds 3 -p uplink q8``;
 ``python -m fedlab_utils deploy pki --out DIR --supernodes N --san 203.0.113.5``;
 ``python -m fedlab_utils deploy app --out DIR -p rounds 20``.
 """
@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .deploy_cli import add_parser, main, parse_parameters, print_round  # the CLI, re-exported
 from .flower import HISTORY_FILE, PROGRESS_FILE, DeploymentConfig, DeploymentResult
 from .flower_commands import (CONNECTION, REAL_PORT, Step, app_dir, connection_toml, machine_steps,
                               real_machine_commands, superlink_command, supernode_command, toml_value)
@@ -40,8 +39,8 @@ from .pki import make_pki
 
 __all__ = ["DeploymentError", "LocalFederation", "DeploymentResult", "deploy", "local_federation", "free_port",
            "flower_command", "app_dir", "real_machine_commands", "FLOWER_PROCESS_NAMES", "INSECURE_WARNING",
-           "flower_processes", "parse_parameters", "submit", "submit_many", "print_round", "machine_steps", "Step",
-           "superlink_command", "supernode_command", "connection_toml", "REAL_PORT", "add_parser", "main"]
+           "flower_processes", "submit", "submit_many", "print_round", "machine_steps", "Step",
+           "superlink_command", "supernode_command", "connection_toml", "REAL_PORT"]
 
 FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
                         "flwr-clientapp")
@@ -496,6 +495,18 @@ def submit(federation: LocalFederation, config: DeploymentConfig, out_dir: str |
 def _tail(path: Path, lines: int) -> str:
     text = path.read_text(errors="replace") if path.exists() else ""
     return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip()) or "(nothing)"
+
+
+def print_round(record: dict, name: str | None = None) -> None:
+    """The default progress line of one round (other progress events are ignored); ``name``
+    labels the run when several run at once (:func:`submit_many`)."""
+    if record.get("event") != "round":
+        return
+    label = f"[{name}] " if name else ""
+    print(f"{label}round {record['round']}: accuracy {100 * record['accuracy']:.2f}%  "
+          f"clients {len(record['replied'])}/{len(record['selected'])}  "
+          f"up {record['ledger_bytes_up']:,} B ledger / {record['flower_bytes_up']:,} B Flower  "
+          f"({record['seconds']:.1f} s)", flush=True)
 
 
 def _report_progress(path: Path, seen: int, on_round: Callable[[dict], None] | None) -> int:

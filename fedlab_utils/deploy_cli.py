@@ -5,23 +5,12 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 
+from .deploy import DeploymentError, deploy
 from .flower import HISTORY_FILE, DeploymentConfig
 from .flower_commands import CONNECTION, app_dir
 from .pki import make_pki
 
-__all__ = ["add_parser", "main", "pki_main", "app_main", "parse_parameters", "print_round"]
-
-
-def print_round(record: dict, name: str | None = None) -> None:
-    """The default progress line of one round (other progress events are ignored); ``name``
-    labels the run when several run at once (:func:`submit_many`)."""
-    if record.get("event") != "round":
-        return
-    label = f"[{name}] " if name else ""
-    print(f"{label}round {record['round']}: accuracy {100 * record['accuracy']:.2f}%  "
-          f"clients {len(record['replied'])}/{len(record['selected'])}  "
-          f"up {record['ledger_bytes_up']:,} B ledger / {record['flower_bytes_up']:,} B Flower  "
-          f"({record['seconds']:.1f} s)", flush=True)
+__all__ = ["add_parser", "main", "pki_main", "app_main", "parse_parameters"]
 
 
 def parse_parameters(pairs: list[list[str]] | None) -> dict:
@@ -40,8 +29,6 @@ def parse_parameters(pairs: list[list[str]] | None) -> dict:
 
 def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None, insecure: bool = False) -> int:
     """The ``deploy`` subcommand: one clear line on failure, exit status 2."""
-    from .deploy import DeploymentError, deploy
-
     try:
         if supernodes < 1:
             raise ValueError(f"--supernodes={supernodes} is invalid; valid: an int ≥ 1 (one SuperNode per client)")

@@ -51,10 +51,10 @@ from pathlib import Path
 from .results import ROUND_FIELDS, atomic_write_text
 from .runner import (CourseError, add_claims_arguments, check_out_dir, claims_policy_from_args, find_notebooks,
                      notebook_parameters, parse_value, validate_parameters)
-from .sweep_results import plot_curves, plot_sweep, round_rows, sweep_rows, write_csv
+from .sweep_results import plot_curves, plot_sweep, point_slug, round_rows, sweep_rows, write_csv
 
-__all__ = ["parse_values", "parse_grid", "expand_grid", "Point", "run_points", "sweep", "write_outputs", "write_csv",
-           "plot_sweep", "plot_curves", "add_parser", "cmd_sweep"]
+__all__ = ["parse_values", "parse_grid", "expand_grid", "point_slug", "Point", "run_points", "sweep", "write_outputs",
+           "write_csv", "plot_sweep", "plot_curves", "add_parser", "cmd_sweep"]
 
 RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
 
@@ -144,15 +144,6 @@ def expand_grid(grid: dict[str, list]) -> list[dict]:
     """The product of the grid's values, first option varying slowest."""
     names = list(grid)
     return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
-
-
-def point_slug(parameters: dict) -> str:
-    """A readable, unique folder name for one point (``bits=4,seed=0``, plus a hash if characters were replaced)."""
-    text = ",".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in parameters.items()) or "defaults"
-    safe = re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
-    if safe != text or len(safe) > 120:
-        safe = f"{safe[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-    return safe
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """A sweep's tables and figures, from its per-point records (see :mod:`fedlab_utils.sweep`).
 
+* :func:`point_slug`: the folder name of one point and its ``point`` column (``bits=4,seed=0``);
 * :func:`sweep_rows` / ``sweep.csv``: one row per point, final values (``metrics.a.b`` columns);
 * :func:`round_rows` / ``rounds.csv``: the long form of every run's per-round curve: ``point``,
   the swept parameters, ``run`` (the notebook's label of that run), ``round``, then ``accuracy``,
@@ -14,6 +15,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Sequence
@@ -21,8 +23,8 @@ from pathlib import Path
 
 from .results import ROUND_FIELDS, atomic_write_bytes, atomic_write_text
 
-__all__ = ["sweep_rows", "round_rows", "write_csv", "numeric_metrics", "is_wall_time", "plot_sweep", "sweep_figure",
-           "plot_curves", "curves_figure", "confidence_band"]
+__all__ = ["point_slug", "sweep_rows", "round_rows", "write_csv", "numeric_metrics", "is_wall_time", "plot_sweep",
+           "sweep_figure", "plot_curves", "curves_figure", "confidence_band"]
 
 #: Tokens of a metric name that mark a wall-clock measurement (``latency_ms``, ``wall_time_s``, ``startup_s``).
 WALL_TOKENS = frozenset({"wall", "latency", "startup", "elapsed", "seconds", "speedup", "ms", "cpu"})
@@ -38,6 +40,15 @@ def _flatten(prefix: str, value, row: dict) -> None:
             _flatten(f"{prefix}.{key}", inner, row)
     elif isinstance(value, (int, float, str, bool)) or value is None:
         row[prefix] = value
+
+
+def point_slug(parameters: dict) -> str:
+    """A readable, unique folder name for one point (``bits=4,seed=0``, plus a hash if characters were replaced)."""
+    text = ",".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in parameters.items()) or "defaults"
+    safe = re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
+    if safe != text or len(safe) > 120:
+        safe = f"{safe[:100]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return safe
 
 
 def sweep_rows(records: list[dict], names: list[str]) -> list[dict]:
@@ -58,10 +69,10 @@ def sweep_rows(records: list[dict], names: list[str]) -> list[dict]:
 def round_rows(records: list[dict], names: list[str], slug=None) -> list[dict]:
     """The long form of every completed point's runs: one row per (point, run, round).
 
-    ``slug(parameters)`` names the point (default: :func:`fedlab_utils.sweep.point_slug`).
+    ``slug(parameters)`` names the point (default: :func:`point_slug`).
     """
     if slug is None:
-        from .sweep import point_slug as slug
+        slug = point_slug
     rows = []
     for record in records:
         results = record.get("results") or {}

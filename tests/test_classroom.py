@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from fedlab_utils import classroom
+from fedlab_utils import classroom, grading
 from fedlab_utils.classroom import (ClassroomError, exercises, locked_metadata, normalize_notebook, solution_metadata,
                                     grader_metadata, validate_notebook)
 
@@ -124,9 +124,9 @@ def test_autograde_three_submissions_of_notebook_00(tmp_path):
     """classroom -> generate_assignment -> three submissions -> autograde -> feedback, in SQLite."""
     # quick: small parameters in each submission's parameters cell (every graded check still runs on
     # the notebook's real objects), so that autograding takes seconds per submission
-    results = classroom.grade_check(tmp_path / "course", ["00"], quick=True)
+    results = grading.grade_check(tmp_path / "course", ["00"], quick=True)
     [r] = results
-    wrong_id, _ = classroom.PLAUSIBLE_WRONG_ANSWERS["00_federated_baseline"]
+    wrong_id, _ = grading.PLAUSIBLE_WRONG_ANSWERS["00_federated_baseline"]
     points = {e.solution_id: e.points for e in exercises(nbformat.read(NOTEBOOKS[0], as_version=4))}
     assert r.max_score == sum(points.values())
     assert r.scores["solutions"] == r.max_score
@@ -218,12 +218,12 @@ def test_free_names_find_what_a_cell_needs_from_the_lesson():
     assert _defined_names("import torch.nn as nn\nfrom x import y\nz = 1") == {"nn", "y", "z"}
 
 
-@pytest.mark.parametrize("name", sorted(classroom.PLAUSIBLE_WRONG_ANSWERS))
+@pytest.mark.parametrize("name", sorted(grading.PLAUSIBLE_WRONG_ANSWERS))
 def test_classroom_checks_wrong_answer_fails_and_solution_passes(name):
     """What `make classroom-check` submits as 'one wrong exercise' really fails that exercise's test cell
     (with the notebook's own imports), and the instructor's solution passes it."""
     nb = nbformat.read(classroom.NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
-    grade_id, wrong = classroom.PLAUSIBLE_WRONG_ANSWERS[name]
+    grade_id, wrong = grading.PLAUSIBLE_WRONG_ANSWERS[name]
     first = next(e for e in exercises(nb) if e.solution_id == grade_id)
     test_source = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == first.test_id)
     lesson_state = _free_names(test_source + "\n" + first.source) - _defined_names(_notebook_imports(nb))
@@ -241,12 +241,12 @@ def test_classroom_checks_wrong_answer_fails_and_solution_passes(name):
                 exec(test_source, namespace)
 
 
-@pytest.mark.parametrize("name", sorted(classroom.QUICK_PARAMETERS))
+@pytest.mark.parametrize("name", sorted(grading.QUICK_PARAMETERS))
 def test_quick_parameters_are_the_notebooks_own(name):
     from fedlab_utils.runner import notebook_parameters
 
     known = notebook_parameters(classroom.NOTEBOOK_DIR / f"{name}.ipynb")
-    assert set(classroom.QUICK_PARAMETERS[name]) <= set(known)
+    assert set(grading.QUICK_PARAMETERS[name]) <= set(known)
 
 
 def _discussion_notebook():
@@ -277,12 +277,12 @@ def test_grade_check_reports_discussion_answers_as_waiting_for_manual_grading(tm
     path = tmp_path / "99_toy.ipynb"
     nbformat.write(_discussion_notebook(), path)
     assert validate_notebook(nbformat.read(path, as_version=4)) == []
-    [r] = classroom.grade_check(tmp_path / "course", [str(path)], feedback=False)
+    [r] = grading.grade_check(tmp_path / "course", [str(path)], feedback=False)
     assert r.max_score == 7 and r.manual_points == 3 and r.manual_cells == ["99-discuss-why"]
     assert r.scores == {"solutions": 7, "untouched": 0, "one-wrong": 6}, "ex1 (1 point) left unanswered"
     assert r.waiting == {"solutions": ["99-discuss-why"], "untouched": [], "one-wrong": ["99-discuss-why"]}
     assert r.as_expected
-    table = classroom.format_scores([r])
+    table = grading.format_scores([r])
     assert "| 99_toy | 7 / 7 | 0 / 7 | 6 / 7 (`99-ex1`: −1) | 1 discussion answer(s), 3 points: `99-discuss-why` | yes |" \
         in table and "formgrader" in table
     release = nbformat.read(tmp_path / "course" / "release" / "99_toy" / "99_toy.ipynb", as_version=4)

@@ -26,9 +26,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fedlab_utils import deploy as deploy_mod
-from fedlab_utils.deploy import (DeploymentError, flower_processes, local_federation, parse_parameters,
-                                 real_machine_commands, submit, submit_many)
+from fedlab_utils import deploy_cli
+from fedlab_utils.deploy import (DeploymentError, flower_processes, local_federation, real_machine_commands, submit,
+                                 submit_many)
+from fedlab_utils.deploy_cli import parse_parameters
 from fedlab_utils.flower import PAYLOAD_DIR, DeploymentConfig, build_task, make_codec, message_bytes, simulate
 from fedlab_utils.pki import make_pki
 
@@ -485,9 +486,9 @@ def test_missing_flower_is_one_clear_error(monkeypatch, tmp_path):
 
 
 def test_cli_errors_are_one_line(capsys):
-    assert deploy_mod.main(0, None, None) == 2
-    assert deploy_mod.main(2, [["uplink", "zip"]], None) == 2
-    assert deploy_mod.main(2, [["rounds", "two"]], None) == 2
+    assert deploy_cli.main(0, None, None) == 2
+    assert deploy_cli.main(2, [["uplink", "zip"]], None) == 2
+    assert deploy_cli.main(2, [["rounds", "two"]], None) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("deploy: error:") for line in err)
     assert "--supernodes=0" in err[0] and "uplink='zip'" in err[1] and "rounds='two'" in err[2]
