@@ -35,7 +35,7 @@ from pathlib import Path
 from .flower import HISTORY_FILE, PROGRESS_FILE, DeploymentConfig, DeploymentResult
 from .flower_commands import (CONNECTION, REAL_PORT, Step, app_dir, connection_toml, machine_steps,
                               real_machine_commands, superlink_command, supernode_command, toml_value)
-from .pki import make_pki
+from .pki import PKI, make_pki
 
 __all__ = ["DeploymentError", "LocalFederation", "DeploymentResult", "deploy", "local_federation", "free_port",
            "flower_command", "app_dir", "real_machine_commands", "FLOWER_PROCESS_NAMES", "INSECURE_WARNING",
