@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import torch
+from .i18n import gettext
 
 __all__ = ["get_device", "get_devices", "seed_everything", "describe_device", "available_devices"]
 
@@ -64,7 +65,7 @@ def get_device(spec: str = "auto", verbose: bool = True) -> torch.device:
     else:
         device = torch.device(spec)
     if verbose:
-        print(f"Using device: {describe_device(device)}")
+        print(gettext("Using device: {device}").format(device=describe_device(device)))
     return device
 
 
@@ -100,8 +101,8 @@ def get_devices(n: int, verbose: bool = True) -> list[torch.device]:
     else:
         placements = [torch.device("cpu")] * n
         if n > 1:
-            _notice_once("Notice: no GPU here, so model stages run on CPU 'virtual devices' "
-                         "(correct results, no parallel speed-up).")
+            _notice_once(gettext("Notice: no GPU here, so model stages run on CPU 'virtual devices' "
+                                 "(correct results, no parallel speed-up)."))
     if verbose:
         print("Placements: " + ", ".join(str(p) for p in placements))
     return placements

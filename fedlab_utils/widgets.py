@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
+from .i18n import N_, gettext
 
 __all__ = ["slider_explorer", "alpha_explorer", "budget_planner", "widgets_enabled", "static_note", "WIDGETS_ENV"]
 
@@ -25,15 +26,15 @@ def widgets_enabled() -> bool:
     return os.environ.get(WIDGETS_ENV, "1") != "0"
 
 
-STATIC_NOTE = ("Static view: {what} = {value!r}, this notebook's value. "
+STATIC_NOTE = N_("Static view: {what} = {value!r}, this notebook's value. "
                "In JupyterLab this is a live slider: move it to compare {others}.")
 
 
 def static_note(description: str, value, keys) -> str:
     """The line a headless explorer prints: which value it shows, and that the slider is live in
     JupyterLab."""
-    others = ", ".join(repr(k) for k in keys if k != value) or "other values"
-    return STATIC_NOTE.format(what=description, value=value, others=others)
+    others = ", ".join(repr(k) for k in keys if k != value) or gettext("other values")
+    return gettext(STATIC_NOTE).format(what=description, value=value, others=others)
 
 
 def _initial_key(keys: list, initial, description: str):
@@ -122,7 +123,7 @@ def budget_planner(summaries, profiles, default_profile: str = "phone-wifi", def
     def render(profile_name: str, target_acc: float) -> None:
         choice = plan_budget(summaries, profile_name, target_acc)
         if choice is None:
-            print(f"no configuration run here reached {100 * target_acc:.0f}% accuracy")
+            print(gettext("no configuration run here reached {target:.0f}% accuracy").format(target=100 * target_acc))
             return
         s = summaries[choice["config"]]
         floor = s["radio_floor_joules"][profile_name] * choice["round"] / s["rounds"]
@@ -131,11 +132,12 @@ def budget_planner(summaries, profiles, default_profile: str = "phone-wifi", def
               f"(radio-session floor of those rounds about {floor:.2f} J)")
         costs = {name: plan_budget({name: summ}, profile_name, target_acc) for name, summ in summaries.items()}
         for name, c in sorted(costs.items(), key=lambda kv: np.inf if kv[1] is None else kv[1]["joules"]):
-            print(f"  {name:24s} " + ("never reached" if c is None else f"{c['joules']:10.2f} J at round {c['round']}"))
+            print(f"  {name:24s} " + (gettext("never reached") if c is None else f"{c['joules']:10.2f} J at round {c['round']}"))
 
     if not widgets_enabled():
-        print(f"Static view: profile {default_profile!r}, target {100 * default_target:.0f}%. "
-              "In JupyterLab the profile and the target are live controls.")
+        print(gettext("Static view: profile {profile!r}, target {target:.0f}%. "
+                      "In JupyterLab the profile and the target are live controls.").format(
+            profile=default_profile, target=100 * default_target))
         render(default_profile, default_target)
         return None
     import ipywidgets as widgets
@@ -144,8 +146,8 @@ def budget_planner(summaries, profiles, default_profile: str = "phone-wifi", def
     if default_target not in targets:
         targets = sorted({*targets, default_target})
     output = widgets.Output()
-    profile = widgets.Dropdown(options=list(profiles), value=default_profile, description="profile")
-    target = widgets.SelectionSlider(options=targets, value=default_target, description="target acc",
+    profile = widgets.Dropdown(options=list(profiles), value=default_profile, description=gettext("profile"))
+    target = widgets.SelectionSlider(options=targets, value=default_target, description=gettext("target acc"),
                                      continuous_update=False)
 
     def show(change=None) -> None:

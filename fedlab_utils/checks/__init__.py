@@ -18,6 +18,7 @@ import numbers
 from collections.abc import Callable
 
 import torch
+from ..i18n import gettext
 
 __all__ = ["NotAnswered", "call_safely", "expect", "expect_close", "expect_percent", "expect_tensors_close",
            "expect_whole_number", "passed"]
@@ -32,7 +33,7 @@ class NotAnswered(AssertionError, NotImplementedError):
 
 def passed(name: str) -> None:
     """Print the one-line confirmation a student sees when a check passes."""
-    print(f"✓ {name}: correct")
+    print(gettext('✓ {name}: correct').format(name=gettext(name)))
 
 
 def expect(condition: bool, hint: str) -> None:
@@ -46,9 +47,9 @@ def expect_close(actual, expected: float, what: str, rel: float = 1e-6, abs_: fl
     if isinstance(actual, torch.Tensor):
         actual = actual.item() if actual.numel() == 1 else actual
     expect(isinstance(actual, (int, float)) and not isinstance(actual, bool),
-           f"{what}: expected a number, got {type(actual).__name__}. {hint}".strip())
+           gettext('{what}: expected a number, got {type_actual_name}. {hint}').format(what=what, type_actual_name=type(actual).__name__, hint=hint).strip())
     expect(math.isclose(actual, expected, rel_tol=rel, abs_tol=abs_),
-           f"{what}: got {actual!r}, expected {expected!r}. {hint}".strip())
+           gettext('{what}: got {actual!r}, expected {expected!r}. {hint}').format(what=what, actual=actual, expected=expected, hint=hint).strip())
 
 
 def expect_tensors_close(actual: dict | torch.Tensor, expected: dict | torch.Tensor, what: str,
@@ -56,15 +57,14 @@ def expect_tensors_close(actual: dict | torch.Tensor, expected: dict | torch.Ten
     """Tensors (or dicts of them, same keys) must match within ``atol``."""
     if isinstance(expected, dict):
         expect(isinstance(actual, dict) and set(actual) == set(expected),
-               f"{what}: expected a dict with keys {sorted(expected)}, got "
-               f"{sorted(actual) if isinstance(actual, dict) else type(actual).__name__}. {hint}".strip())
+               gettext('{what}: expected a dict with keys {sorted_expected}, got {sorted_actual_if_isinsta}. {hint}').format(what=what, sorted_expected=sorted(expected), sorted_actual_if_isinsta=sorted(actual) if isinstance(actual, dict) else type(actual).__name__, hint=hint).strip())
         for key in expected:
             expect_tensors_close(actual[key], expected[key], f"{what}[{key!r}]", atol, hint)
         return
-    expect(isinstance(actual, torch.Tensor), f"{what}: expected a tensor, got {type(actual).__name__}. {hint}".strip())
-    expect(actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}. {hint}".strip())
+    expect(isinstance(actual, torch.Tensor), gettext('{what}: expected a tensor, got {type_actual_name}. {hint}').format(what=what, type_actual_name=type(actual).__name__, hint=hint).strip())
+    expect(actual.shape == expected.shape, gettext('{what}: shape {tuple_actual_shape} != {tuple_expected_shape}. {hint}').format(what=what, tuple_actual_shape=tuple(actual.shape), tuple_expected_shape=tuple(expected.shape), hint=hint).strip())
     err = (actual.detach().float().cpu() - expected.detach().float().cpu()).abs().max().item()
-    expect(err <= atol, f"{what}: off by up to {err:.3g} (tolerance {atol}). {hint}".strip())
+    expect(err <= atol, gettext('{what}: off by up to {err:.3g} (tolerance {atol}). {hint}').format(what=what, err=err, atol=atol, hint=hint).strip())
 
 
 def call_safely(fn: Callable, *args, what: str):
@@ -74,8 +74,7 @@ def call_safely(fn: Callable, *args, what: str):
     except NotAnswered:
         raise
     except NotImplementedError as exc:
-        raise NotAnswered(f"{what}: not implemented yet -- replace `raise NotImplementedError()` "
-                          "with your code") from exc
+        raise NotAnswered(gettext('{what}: not implemented yet -- replace `raise NotImplementedError()` with your code').format(what=what)) from exc
 
 
 def expect_whole_number(actual, what: str, hint: str = "") -> int:
@@ -87,7 +86,7 @@ def expect_whole_number(actual, what: str, hint: str = "") -> int:
     ok = (isinstance(actual, numbers.Integral) and not isinstance(actual, bool)) or (
         isinstance(actual, numbers.Real) and not isinstance(actual, bool) and math.isfinite(actual)
         and float(actual).is_integer())
-    expect(ok, f"{what}: expected a whole number, got {actual!r} ({type(actual).__name__}). {hint}".strip())
+    expect(ok, gettext('{what}: expected a whole number, got {actual!r} ({type_actual_name}). {hint}').format(what=what, actual=actual, type_actual_name=type(actual).__name__, hint=hint).strip())
     return int(actual)
 
 
@@ -98,10 +97,10 @@ def expect_percent(predicted, what: str, measured_percent: float, band: float, e
     measured share is above ``1 + band`` percent is taken for a fraction and refused with a hint.
     """
     expect(isinstance(predicted, numbers.Real) and not isinstance(predicted, bool),
-           f"{what}: expected a number in percent (e.g. {example}), got {type(predicted).__name__}")
-    expect(0 <= predicted <= 100, f"{what}={predicted!r} is not a share in percent (0 to 100).")
+           gettext('{what}: expected a number in percent (e.g. {example}), got {type_predicted_name}').format(what=what, example=example, type_predicted_name=type(predicted).__name__))
+    expect(0 <= predicted <= 100, gettext('{what}={predicted!r} is not a share in percent (0 to 100).').format(what=what, predicted=predicted))
     expect(not (0 < predicted < 1 and measured_percent > 1 + band),
-           f"{what}={predicted!r} looks like a fraction; give percent (e.g. {example}).")
+           gettext('{what}={predicted!r} looks like a fraction; give percent (e.g. {example}).').format(what=what, predicted=predicted, example=example))
     return float(predicted)
 
 

@@ -7,6 +7,7 @@ import torch
 from ..federated import History, RoundRecord, apply_delta
 from ..ledger import Energy
 from . import call_safely, expect, expect_close, expect_percent, expect_tensors_close, passed
+from ..i18n import gettext
 
 __all__ = ["check_fedavgm_step", "check_to_target", "check_fedadam_step", "check_wasted_prediction",
            "WASTED_PREDICTION_BAND"]
@@ -31,14 +32,14 @@ def check_fedavgm_step(fedavgm_step, seed: int | None = None) -> None:
     gen = torch.Generator().manual_seed(4 if seed is None else 6000 + seed)
     state = {"weight": torch.randn(3, 2, generator=gen), "bias": torch.randn(3, generator=gen)}
     updates = [{k: 0.1 * torch.randn(v.shape, generator=gen) for k, v in state.items()} for _ in range(3)]
-    hint = ("Server momentum keeps a velocity v (zeros when velocity is None), updates it as "
-            "v = momentum * v + update (no (1 - momentum) factor), then moves x = x + lr * v, key by key.")
+    hint = (gettext("Server momentum keeps a velocity v (zeros when velocity is None), updates it as "
+                    "v = momentum * v + update (no (1 - momentum) factor), then moves x = x + lr * v, key by key."))
     for lr, momentum in ((1.0, 0.9), (0.5, 0.0)):
         mine_x, mine_v, ref_x, ref_v = state, None, state, None
         for r, update in enumerate(updates, start=1):
             out = call_safely(fedavgm_step, mine_x, update, mine_v, lr, momentum, what="fedavgm_step")
             expect(isinstance(out, tuple) and len(out) == 2,
-                   f"fedavgm_step must return a tuple (new_state, new_velocity); got {type(out).__name__}")
+                   gettext('fedavgm_step must return a tuple (new_state, new_velocity); got {type_out_name}').format(type_out_name=type(out).__name__))
             mine_x, mine_v = out
             ref_x, ref_v = _reference_fedavgm(ref_x, update, ref_v, lr, momentum)
             expect_tensors_close(mine_v, ref_v, f"velocity after round {r} (lr={lr}, momentum={momentum})",
@@ -70,22 +71,22 @@ def check_to_target(to_target) -> None:
     joules = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     history = _fake_history(accuracies, joules)
     cases = {0.80: (4, 15.0), 0.70: (2, 3.0), 0.30: (1, 1.0), 0.90: (6, 63.0), 0.95: (None, None)}
-    hints = {0.80: "Take the FIRST round that reaches the target (round 4 here), counting rounds from 1.",
-             0.70: "Reaching the target means accuracy >= target (round 2 has exactly 0.70).",
-             0.30: "Round 1 already reaches it: rounds are 1-based, and its joules count.",
-             0.90: "Sum the joules of every round up to and including the one that reaches the target "
-                   "(record.energy.total).",
-             0.95: "When the target is never reached, return (None, None)."}
+    hints = {0.80: gettext("Take the FIRST round that reaches the target (round 4 here), counting rounds from 1."),
+             0.70: gettext("Reaching the target means accuracy >= target (round 2 has exactly 0.70)."),
+             0.30: gettext("Round 1 already reaches it: rounds are 1-based, and its joules count."),
+             0.90: gettext("Sum the joules of every round up to and including the one that reaches the target "
+                           "(record.energy.total)."),
+             0.95: gettext("When the target is never reached, return (None, None).")}
     for target, (rounds, total) in cases.items():
         out = call_safely(to_target, history, target, what="to_target")
         expect(isinstance(out, tuple) and len(out) == 2,
-               f"to_target must return a tuple (rounds, joules); got {type(out).__name__}")
+               gettext('to_target must return a tuple (rounds, joules); got {type_out_name}').format(type_out_name=type(out).__name__))
         got_rounds, got_joules = out
         if rounds is None:
             expect(got_rounds is None and got_joules is None,
-                   f"target {target}: expected (None, None), got {out!r}. {hints[target]}")
+                   gettext('target {target}: expected (None, None), got {out!r}. {hints_target}').format(target=target, out=out, hints_target=hints[target]))
             continue
-        expect(got_rounds == rounds, f"target {target}: rounds {got_rounds!r}, expected {rounds}. {hints[target]}")
+        expect(got_rounds == rounds, gettext('target {target}: rounds {got_rounds!r}, expected {rounds}. {hints_target}').format(target=target, got_rounds=got_rounds, rounds=rounds, hints_target=hints[target]))
         expect_close(got_joules, total, f"target {target}: joules", rel=1e-9, hint=hints[target])
     passed("rounds and joules to target")
 
@@ -104,8 +105,8 @@ def check_fedadam_step(fedadam_step, seed: int | None = None) -> None:
     from ..acceleration import FedOpt
 
     gen = torch.Generator().manual_seed(8 if seed is None else 7000 + seed)
-    hint = ("Start from m = zeros and v = tau**2 (not zeros); m = beta1*m + (1-beta1)*update; "
-            "v = beta2*v + (1-beta2)*update**2; x = x + lr * m / (sqrt(v) + tau). No bias correction.")
+    hint = (gettext("Start from m = zeros and v = tau**2 (not zeros); m = beta1*m + (1-beta1)*update; "
+                    "v = beta2*v + (1-beta2)*update**2; x = x + lr * m / (sqrt(v) + tau). No bias correction."))
     settings = [(0.1, 0.9, 0.99, 1e-3), (1.0, 0.5, 0.9, 0.1)] if seed is None else [(0.3, 0.8, 0.95, 0.05)]
     for lr, beta1, beta2, tau in settings:
         state = _states(gen)
@@ -115,7 +116,7 @@ def check_fedadam_step(fedadam_step, seed: int | None = None) -> None:
         for r, update in enumerate(updates, start=1):
             out = call_safely(fedadam_step, mine_x, update, mine_m, mine_v, lr, beta1, beta2, tau, what="fedadam_step")
             expect(isinstance(out, tuple) and len(out) == 3,
-                   f"fedadam_step must return a tuple (new_state, m, v); got {type(out).__name__}")
+                   gettext('fedadam_step must return a tuple (new_state, m, v); got {type_out_name}').format(type_out_name=type(out).__name__))
             mine_x, mine_m, mine_v = out
             ref_x = server.step(ref_x, update)
             where = f"after round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})"
@@ -133,15 +134,10 @@ def check_wasted_prediction(predicted_wasted_percent, wasted_joules: float, tota
     ``wasted_joules`` and ``total_joules``: the run's ledger totals; ``late_share``: the fraction of
     client updates that arrived late (for the hint).  Passes within ``band`` percentage points.
     """
-    expect(total_joules > 0, f"total_joules={total_joules!r}: the run spent no joules, nothing to compare with")
+    expect(total_joules > 0, gettext('total_joules={total_joules!r}: the run spent no joules, nothing to compare with').format(total_joules=total_joules))
     measured = 100 * wasted_joules / total_joules
-    hint = (f"A deadline does not stop a late client: it has trained and uploaded when the server drops its update, "
-            f"so its joules are spent for nothing. Here {100 * late_share:.0f}% of the updates were late (the same "
-            f"slow clients every round), and every client-round costs about the same joules (equal data, the same "
-            f"radio session), so about that share of the joules is wasted; the total does not change at all.")
+    hint = (gettext('A deadline does not stop a late client: it has trained and uploaded when the server drops its update, so its joules are spent for nothing. Here {v_100_late_share:.0f}% of the updates were late (the same slow clients every round), and every client-round costs about the same joules (equal data, the same radio session), so about that share of the joules is wasted; the total does not change at all.').format(v_100_late_share=100 * late_share))
     expect_percent(predicted_wasted_percent, "predicted_wasted_percent", measured, band, "25 for 25 %")
     off = abs(predicted_wasted_percent - measured)
-    expect(off <= band, f"You predicted {predicted_wasted_percent:.0f}% of the joules wasted; the ledger measured "
-                        f"{measured:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}")
-    print(f"✓ prediction: {predicted_wasted_percent:.0f}% of the joules wasted, measured {measured:.0f}% "
-          f"(within ±{band:.0f} points)")
+    expect(off <= band, gettext('You predicted {predicted_wasted_percent:.0f}% of the joules wasted; the ledger measured {measured:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}').format(predicted_wasted_percent=predicted_wasted_percent, measured=measured, off=off, band=band, hint=hint))
+    print(gettext('✓ prediction: {predicted_wasted_percent:.0f}% of the joules wasted, measured {measured:.0f}% (within ±{band:.0f} points)').format(predicted_wasted_percent=predicted_wasted_percent, measured=measured, band=band))

@@ -14,6 +14,7 @@ from ..history import History, RoundRecord
 from ..ledger import PROFILES, Energy, EnergyProfile
 from ..wire import Fp32Codec
 from . import call_safely, expect, expect_close, expect_tensors_close, expect_whole_number, passed
+from ..i18n import gettext
 
 __all__ = ["check_weighted_average", "check_round_uplink_bytes", "check_client_round_joules", "cost_to_target",
            "check_cost_to_target", "check_lte_saving_prediction", "PREDICTION_BAND"]
@@ -39,22 +40,22 @@ def check_weighted_average(fn: Callable, seed: int | None = None) -> None:
 
     ``seed=None``: three hand-made clients; an int: random clients of unequal sizes (hidden tests).
     """
-    hint = ("Weight each client's update by its number of samples n_k and divide by the total n, "
-            "i.e. sum_k (n_k / n) * update_k for every key.")
+    hint = (gettext("Weight each client's update by its number of samples n_k and divide by the total n, "
+                    "i.e. sum_k (n_k / n) * update_k for every key."))
     for updates, counts in _weighted_average_cases(seed):
         originals = [{k: v.clone() for k, v in u.items()} for u in updates]
         answer = call_safely(fn, updates, list(counts), what="weighted_average")
         expect(isinstance(answer, dict),
-               f"weighted_average should return a dict of tensors, got {type(answer).__name__}")
+               gettext('weighted_average should return a dict of tensors, got {type_answer_name}').format(type_answer_name=type(answer).__name__))
         plain_mean = {k: sum(u[k] for u in originals) / len(originals) for k in originals[0]}
         if set(answer) == set(plain_mean) and all(
                 isinstance(answer[k], torch.Tensor) and answer[k].shape == plain_mean[k].shape
                 and torch.allclose(answer[k], plain_mean[k]) for k in answer):
-            raise AssertionError("weighted_average returned the plain (unweighted) mean: a client with few "
-                                 "samples counts as much as one with many. " + hint)
+            raise AssertionError(gettext("weighted_average returned the plain (unweighted) mean: a client with few "
+                                         "samples counts as much as one with many. ") + hint)
         expect_tensors_close(answer, weighted_average(originals, counts), "weighted_average", atol=1e-5, hint=hint)
         expect(all(torch.equal(u[k], o[k]) for u, o in zip(updates, originals) for k in o),
-               "weighted_average changed the clients' updates in place; build new tensors instead.")
+               gettext("weighted_average changed the clients' updates in place; build new tensors instead."))
     passed("weighted_average")
 
 
@@ -64,19 +65,18 @@ def check_round_uplink_bytes(answer, model: torch.nn.Module, clients_per_round: 
     its whole update, 4 bytes per parameter (an int, or a float with a whole value)."""
     state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     expected = len(Fp32Codec().encode(state)) * clients_per_round
-    hint = ("Each sampled client sends one float32 (4 bytes) per parameter; multiply by the number of "
-            "clients sampled per round.")
+    hint = (gettext("Each sampled client sends one float32 (4 bytes) per parameter; multiply by the number of "
+                    "clients sampled per round."))
     got = expect_whole_number(answer, "uplink bytes per round", hint)
     if got == expected // 4:
-        raise AssertionError(f"{answer} counts parameters, not bytes: a float32 is 4 bytes. {hint}")
+        raise AssertionError(gettext('{answer} counts parameters, not bytes: a float32 is 4 bytes. {hint}').format(answer=answer, hint=hint))
     if got == expected * 8:
-        raise AssertionError(f"{answer} is in bits; the ledger counts bytes. {hint}")
+        raise AssertionError(gettext('{answer} is in bits; the ledger counts bytes. {hint}').format(answer=answer, hint=hint))
     if clients_per_round > 1 and got == expected // clients_per_round:
-        raise AssertionError(f"{answer} is one client's upload; all {clients_per_round} sampled clients send. {hint}")
-    expect(got == expected, f"uplink bytes per round: got {answer!r}, expected exactly {expected:,} "
-                            f"(off by {got - expected:+,} bytes). {hint}")
+        raise AssertionError(gettext("{answer} is one client's upload; all {clients_per_round} sampled clients send. {hint}").format(answer=answer, clients_per_round=clients_per_round, hint=hint))
+    expect(got == expected, gettext('uplink bytes per round: got {answer!r}, expected exactly {expected:,} (off by {got_expected:+,} bytes). {hint}').format(answer=answer, expected=expected, got_expected=got - expected, hint=hint))
     if measured_bytes_up is not None:
-        expect(measured_bytes_up == expected, f"the ledger measured {measured_bytes_up} bytes, your formula {expected}")
+        expect(measured_bytes_up == expected, gettext('the ledger measured {measured_bytes_up} bytes, your formula {expected}').format(measured_bytes_up=measured_bytes_up, expected=expected))
     passed("uplink bytes of one round")
 
 
@@ -94,8 +94,8 @@ def check_client_round_joules(fn: Callable, seed: int | None = None) -> None:
     """``fn(flops, bytes_up, bytes_down, profile) -> joules``: the ledger's linear energy model of one
     client-round, ``flops·e_flop + 8·bytes_up·e_up + 8·bytes_down·e_down`` (no fixed radio costs),
     compared with ``profile.energy(..., include_fixed=False).total`` for every profile."""
-    hint = ("E = flops * profile.joules_per_flop + 8 * bytes_up * profile.joules_per_bit_up "
-            "+ 8 * bytes_down * profile.joules_per_bit_down (the radio is priced per BIT, and up and down differ).")
+    hint = (gettext("E = flops * profile.joules_per_flop + 8 * bytes_up * profile.joules_per_bit_up "
+                    "+ 8 * bytes_down * profile.joules_per_bit_down (the radio is priced per BIT, and up and down differ)."))
     for flops, up, down, profile in _joule_cases(seed):
         got = call_safely(fn, flops, up, down, profile, what="client_round_joules")
         expected = profile.energy(flops, up, down, include_fixed=False).total
@@ -104,12 +104,12 @@ def check_client_round_joules(fn: Callable, seed: int | None = None) -> None:
             swapped = (flops * profile.joules_per_flop + 8 * up * profile.joules_per_bit_down
                        + 8 * down * profile.joules_per_bit_up)
             with_fixed = profile.energy(flops, up, down).total
-            for wrong, why in ((per_byte, "you priced bytes at the per-bit rate: multiply bytes by 8"),
-                               (swapped, "uplink and downlink cost different joules per bit: don't swap them"),
-                               (with_fixed, "this exercise asks for the linear, bytes-only model (no radio "
-                                            "promotion/tail)")):
+            for wrong, why in ((per_byte, gettext("you priced bytes at the per-bit rate: multiply bytes by 8")),
+                               (swapped, gettext("uplink and downlink cost different joules per bit: don't swap them")),
+                               (with_fixed, gettext("this exercise asks for the linear, bytes-only model (no radio "
+                                                    "promotion/tail)"))):
                 if abs(wrong - expected) > 1e-9 * abs(expected) and abs(got - wrong) <= 1e-9 * abs(wrong):
-                    raise AssertionError(f"{profile.name}: {why}. {hint}")
+                    raise AssertionError(gettext('{profile_name}: {why}. {hint}').format(profile_name=profile.name, why=why, hint=hint))
         expect_close(got, expected, f"{profile.name}, flops={flops:g}, bytes up={up:g}, down={down:g}",
                      rel=1e-9, abs_=1e-15, hint=hint)
     passed("joules of one client-round")
@@ -162,9 +162,9 @@ def check_cost_to_target(fn: Callable, runs: Mapping[str, History] | None = None
     ``seed=None`` runs hand-made histories (and, with ``runs`` and ``target``, the notebook's own
     runs, against ``History.bytes_up_to_accuracy``); an int draws random histories (hidden tests).
     """
-    hint = ("Walk through history.records in order, adding each round's bytes_up and len(record.clients) "
-            "(one radio session per sampled client); stop at the FIRST round whose accuracy >= target, "
-            "and include that round. Return None if no round reaches the target.")
+    hint = (gettext("Walk through history.records in order, adding each round's bytes_up and len(record.clients) "
+                    "(one radio session per sampled client); stop at the FIRST round whose accuracy >= target, "
+                    "and include that round. Return None if no round reaches the target."))
     cases = list(_cost_cases(seed))
     if runs is not None and target is not None:
         cases += [(h, target) for h in runs.values()]
@@ -173,27 +173,23 @@ def check_cost_to_target(fn: Callable, runs: Mapping[str, History] | None = None
         got = call_safely(fn, history, goal, what="cost_to_target")
         where = f"history {history.label!r}, target {goal:.3g}"
         if expected is None:
-            expect(got is None, f"{where}: no round reaches the target, so return None, not {got!r}. {hint}")
+            expect(got is None, gettext('{where}: no round reaches the target, so return None, not {got!r}. {hint}').format(where=where, got=got, hint=hint))
             continue
         expect(isinstance(got, (tuple, list)) and len(got) == 2,
-               f"{where}: return a pair (uplink_bytes, client_rounds), got {got!r}. {hint}")
+               gettext('{where}: return a pair (uplink_bytes, client_rounds), got {got!r}. {hint}').format(where=where, got=got, hint=hint))
         up = expect_whole_number(got[0], f"{where}: uplink bytes", hint)
         sessions = expect_whole_number(got[1], f"{where}: client-rounds", hint)
         rounds = history.rounds_to_accuracy(goal)
         if sessions == rounds and sessions != expected[1]:
-            raise AssertionError(f"{where}: {sessions} is the number of rounds; count client-rounds, i.e. the "
-                                 f"sampled clients of each round (one radio session each). {hint}")
+            raise AssertionError(gettext('{where}: {sessions} is the number of rounds; count client-rounds, i.e. the sampled clients of each round (one radio session each). {hint}').format(where=where, sessions=sessions, hint=hint))
         if rounds and rounds > 1 and (up, sessions) == _totals(history.records[:rounds - 1]):
-            raise AssertionError(f"{where}: you stopped one round early; the round that reaches the target "
-                                 f"counts too. {hint}")
+            raise AssertionError(gettext('{where}: you stopped one round early; the round that reaches the target counts too. {hint}').format(where=where, hint=hint))
         everything = _totals(history.records)
         if (up, sessions) == everything and everything != expected:
-            raise AssertionError(f"{where}: that is the whole run; stop at the first round that reaches the "
-                                 f"target. {hint}")
-        expect((up, sessions) == expected, f"{where}: got ({up:,}, {sessions}), expected ({expected[0]:,}, "
-                                           f"{expected[1]}). {hint}")
+            raise AssertionError(gettext('{where}: that is the whole run; stop at the first round that reaches the target. {hint}').format(where=where, hint=hint))
+        expect((up, sessions) == expected, gettext('{where}: got ({up:,}, {sessions}), expected ({expected_0:,}, {expected_1}). {hint}').format(where=where, up=up, sessions=sessions, expected_0=expected[0], expected_1=expected[1], hint=hint))
         if history.bytes_up_to_accuracy(goal) is not None:
-            expect(history.bytes_up_to_accuracy(goal) == expected[0], "the ledger disagrees with cost_to_target")
+            expect(history.bytes_up_to_accuracy(goal) == expected[0], gettext("the ledger disagrees with cost_to_target"))
     passed("cost to reach the target")
 
 
@@ -210,17 +206,14 @@ def check_lte_saving_prediction(answer, measured: float, band: float = PREDICTIO
     if isinstance(answer, torch.Tensor) and answer.numel() == 1:
         answer = answer.item()
     expect(isinstance(answer, numbers.Real) and not isinstance(answer, bool) and math.isfinite(answer)
-           and answer > 0, f"my_lte_saving: expected a positive number (a factor such as 3.0), got {answer!r}")
-    expect(measured > 0, f"measured={measured!r}: the measured factor must be positive")
+           and answer > 0, gettext('my_lte_saving: expected a positive number (a factor such as 3.0), got {answer!r}').format(answer=answer))
+    expect(measured > 0, gettext('measured={measured!r}: the measured factor must be positive').format(measured=measured))
     low, high = measured / band, measured * band
-    why = ("On LTE every client-round pays a promotion and an ~11.6 s tail at about 1 W whatever it sends; "
-           "that fixed cost does not shrink with the payload, so a 100x smaller payload removes only the "
-           "bytes' part of the bill.")
+    why = (gettext("On LTE every client-round pays a promotion and an ~11.6 s tail at about 1 W whatever it sends; "
+                   "that fixed cost does not shrink with the payload, so a 100x smaller payload removes only the "
+                   "bytes' part of the bill."))
     if answer > high:
-        raise AssertionError(f"You predicted the joules drop {answer:g}x; the ledger measured {measured:.3g}x "
-                             f"(accepted: {low:.3g} to {high:.3g}). {why}")
+        raise AssertionError(gettext('You predicted the joules drop {answer:g}x; the ledger measured {measured:.3g}x (accepted: {low:.3g} to {high:.3g}). {why}').format(answer=answer, measured=measured, low=low, high=high, why=why))
     if answer < low:
-        raise AssertionError(f"You predicted {answer:g}x; the ledger measured {measured:.3g}x (accepted: "
-                             f"{low:.3g} to {high:.3g}). A factor below 1 would mean the smaller payload costs "
-                             f"more; the bytes' part does shrink, only it is small.")
-    print(f"✓ prediction: you said {answer:g}x, the ledger measured {measured:.3g}x (accepted: {low:.3g} to {high:.3g})")
+        raise AssertionError(gettext("You predicted {answer:g}x; the ledger measured {measured:.3g}x (accepted: {low:.3g} to {high:.3g}). A factor below 1 would mean the smaller payload costs more; the bytes' part does shrink, only it is small.").format(answer=answer, measured=measured, low=low, high=high))
+    print(gettext('✓ prediction: you said {answer:g}x, the ledger measured {measured:.3g}x (accepted: {low:.3g} to {high:.3g})').format(answer=answer, measured=measured, low=low, high=high))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ..ledger import LTE, WIFI, RadioModel
 from . import call_safely, expect, expect_close, passed
+from ..i18n import gettext
 
 __all__ = ["check_combined_saving", "check_client_round_fixed_joules", "check_cheapest_config",
            "check_lte_factor_prediction", "LTE_PREDICTION_BAND"]
@@ -23,16 +24,16 @@ def _combined_cases(seed: int | None) -> list[list[float]]:
 def check_combined_saving(fn: Callable, seed: int | None = None) -> None:
     """``fn(savings)`` must return the fraction saved when independent savings (fractions of
     what is left) are combined: ``1 − Π(1 − s_i)``, never their sum."""
-    hint = ("Each technique saves a fraction of what is LEFT after the others: the remaining cost is "
-            "the product of (1 - s_i), so the combined saving is 1 - prod(1 - s_i). An empty list saves 0.")
+    hint = (gettext("Each technique saves a fraction of what is LEFT after the others: the remaining cost is "
+                    "the product of (1 - s_i), so the combined saving is 1 - prod(1 - s_i). An empty list saves 0."))
     for savings in _combined_cases(seed):
         remaining = 1.0
         for s in savings:
             remaining *= 1.0 - s
         answer = call_safely(fn, list(savings), what="combined_saving")
         if len(savings) > 1 and isinstance(answer, (int, float)) and abs(answer - sum(savings)) < 1e-9:
-            raise AssertionError("combined_saving added the savings; savings of what is left do not add up "
-                                 "(three of them could exceed 100 %). " + hint)
+            raise AssertionError(gettext("combined_saving added the savings; savings of what is left do not add up "
+                                         "(three of them could exceed 100 %). ") + hint)
         expect_close(answer, 1.0 - remaining, "combined_saving", rel=1e-9, abs_=1e-12, hint=hint)
     passed("combined_saving")
 
@@ -61,20 +62,19 @@ def _fixed_cases(seed: int | None) -> list[tuple[RadioModel, float]]:
 def check_client_round_fixed_joules(fn: Callable, seed: int | None = None) -> None:
     """``fn(radio, compute_s)`` must return the promotion + tail joules of one client-round:
     download, ``compute_s`` seconds of training, upload (the radio's powers are in mW, times in s)."""
-    hint = ("Draw the timeline: a promotion before the download; while the client computes the radio sits in "
-            "the download's tail. If the upload starts inside the tail (compute_s < tail_s), the tail is cut "
-            "short after compute_s and no second promotion is needed; otherwise the download pays a full tail and "
-            "the upload pays its own promotion. A full tail follows the upload. Powers are in mW: multiply by 1e-3.")
+    hint = (gettext("Draw the timeline: a promotion before the download; while the client computes the radio sits in "
+                    "the download's tail. If the upload starts inside the tail (compute_s < tail_s), the tail is cut "
+                    "short after compute_s and no second promotion is needed; otherwise the download pays a full tail and "
+                    "the upload pays its own promotion. A full tail follows the upload. Powers are in mW: multiply by 1e-3."))
     for radio, compute_s in _fixed_cases(seed):
         answer = call_safely(fn, radio, compute_s, what="client_round_fixed_joules")
         expected = _fixed_reference(radio, compute_s)
         one_session = radio.promotion_mw * 1e-3 * radio.promotion_s + radio.tail_mw * 1e-3 * radio.tail_s
         if isinstance(answer, (int, float)) and abs(answer - 1e3 * expected) < 1e-6 * 1e3 * expected:
-            raise AssertionError("client_round_fixed_joules is 1000x too large: mW x s gives mJ. " + hint)
+            raise AssertionError(gettext("client_round_fixed_joules is 1000x too large: mW x s gives mJ. ") + hint)
         if (isinstance(answer, (int, float)) and compute_s > 0 and compute_s < radio.tail_s
                 and abs(answer - 2 * one_session) < 1e-9):
-            raise AssertionError(f"with compute_s={compute_s:.3g} s < tail {radio.tail_s} s the upload starts inside "
-                                 "the tail: it pays no new promotion. " + hint)
+            raise AssertionError(gettext('with compute_s={compute_s:.3g} s < tail {radio_tail_s} s the upload starts inside the tail: it pays no new promotion. ').format(compute_s=compute_s, radio_tail_s=radio.tail_s) + hint)
         expect_close(answer, expected, f"client_round_fixed_joules({radio.name}, compute_s={compute_s:.3g})",
                      rel=1e-6, hint=hint)
     passed("client_round_fixed_joules")
@@ -107,16 +107,15 @@ def _cheapest_cases(seed: int | None) -> list[tuple[list[dict], float]]:
 def check_cheapest_config(fn: Callable, seed: int | None = None) -> None:
     """``fn(options, target)`` must return the ``name`` of the option with the fewest joules among
     those whose accuracy is at least ``target`` (``>=``), or ``None`` when none reaches it."""
-    hint = ("Keep only the options with accuracy >= target (an option exactly at the target counts), then "
-            "return the name of the one with the fewest joules; return None when no option reaches the target.")
+    hint = (gettext("Keep only the options with accuracy >= target (an option exactly at the target counts), then "
+                    "return the name of the one with the fewest joules; return None when no option reaches the target."))
     for options, target in _cheapest_cases(seed):
         copies = [dict(o) for o in options]
         answer = call_safely(fn, copies, target, what="cheapest_config")
         expected = _reference_cheapest(options, target)
         if expected is not None and answer == min(options, key=lambda o: o["joules"])["name"] != expected:
-            raise AssertionError(f"cheapest_config picked {answer!r}, the cheapest option overall, but its accuracy "
-                                 f"is below the target {target}. " + hint)
-        expect(answer == expected, f"cheapest_config(target={target}) returned {answer!r}, expected {expected!r}. "
+            raise AssertionError(gettext('cheapest_config picked {answer!r}, the cheapest option overall, but its accuracy is below the target {target}. ').format(answer=answer, target=target) + hint)
+        expect(answer == expected, gettext('cheapest_config(target={target}) returned {answer!r}, expected {expected!r}. ').format(target=target, answer=answer, expected=expected)
                + hint)
     passed("cheapest_config")
 
@@ -132,27 +131,22 @@ def check_lte_factor_prediction(answer, fedavg_joules: float, recipe_joules: flo
     uses than FedAvg on ``phone-lte`` (``fedavg_joules / recipe_joules``).  It passes within
     ``band`` (relative) of the measured factor; either way it prints why the factor is what it is."""
     expect(fedavg_joules > 0 and recipe_joules > 0 and fedavg_client_rounds > 0 and recipe_client_rounds > 0,
-           "the runs spent no joules or ran no client-round: nothing to compare")
+           gettext("the runs spent no joules or ran no client-round: nothing to compare"))
     measured = fedavg_joules / recipe_joules
     got = answer.item() if hasattr(answer, "item") and getattr(answer, "ndim", 1) == 0 else answer
     expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
-           f"LTE factor prediction: expected a number (how many times fewer joules), got {answer!r}")
+           gettext('LTE factor prediction: expected a number (how many times fewer joules), got {answer!r}').format(answer=answer))
     low, high = measured / (1 + band), measured * (1 + band)
     sessions = fedavg_client_rounds / recipe_client_rounds
-    why = (f"On LTE every client-round pays one radio session (a promotion and a long high-power tail) whatever it "
-           f"sends, and that fixed cost is most of a FedAvg client-round's joules. Compression removes only the rest, "
-           f"so the factor stays close to the ratio of radio sessions: {fedavg_client_rounds} / "
-           f"{recipe_client_rounds} client-rounds = {sessions:.2f}x.")
+    why = (gettext("On LTE every client-round pays one radio session (a promotion and a long high-power tail) whatever it sends, and that fixed cost is most of a FedAvg client-round's joules. Compression removes only the rest, so the factor stays close to the ratio of radio sessions: {fedavg_client_rounds} / {recipe_client_rounds} client-rounds = {sessions:.2f}x.").format(fedavg_client_rounds=fedavg_client_rounds, recipe_client_rounds=recipe_client_rounds, sessions=sessions))
     if low <= got <= high:
-        print(f"✓ LTE factor prediction: you said {got:.3g}x, measured {measured:.2f}x (the band is {low:.2f}x to "
-              f"{high:.2f}x). {why}")
+        print(gettext('✓ LTE factor prediction: you said {got:.3g}x, measured {measured:.2f}x (the band is {low:.2f}x to {high:.2f}x). {why}').format(got=got, measured=measured, low=low, high=high, why=why))
         return
     if got > high:
-        hint = ("Too large: the uplink's and WiFi's factors do not carry over to LTE, because bytes are a small "
-                "part of the LTE bill. ")
+        hint = (gettext("Too large: the uplink's and WiFi's factors do not carry over to LTE, because bytes are a small "
+                        "part of the LTE bill. "))
     elif got <= 0:
-        hint = "A factor of 'times fewer joules' is positive (1 means no saving). "
+        hint = gettext("A factor of 'times fewer joules' is positive (1 means no saving). ")
     else:
-        hint = "Too small: the recipe runs fewer rounds, and each round saved is one radio session per client. "
-    raise AssertionError(f"LTE factor prediction: you said {got:.3g}x, measured {measured:.2f}x (the band is "
-                         f"{low:.2f}x to {high:.2f}x). {hint}{why}")
+        hint = gettext("Too small: the recipe runs fewer rounds, and each round saved is one radio session per client. ")
+    raise AssertionError(gettext('LTE factor prediction: you said {got:.3g}x, measured {measured:.2f}x (the band is {low:.2f}x to {high:.2f}x). {hint}{why}').format(got=got, measured=measured, low=low, high=high, hint=hint, why=why))

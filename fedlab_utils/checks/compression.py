@@ -6,6 +6,7 @@ import math
 import torch
 
 from . import call_safely, expect, passed
+from ..i18n import gettext
 
 __all__ = ["check_stochastic_round", "check_topk_payload_bytes", "check_error_feedback_step",
            "check_separable_cost", "check_topk_ratio_prediction"]
@@ -41,38 +42,32 @@ def check_stochastic_round(fn, seed: int | None = None) -> None:
     draws = 4000
     generator = torch.Generator().manual_seed(base_seed)
     out = call_safely(fn, x.repeat(draws, 1), generator, what=what)
-    expect(isinstance(out, torch.Tensor), f"{what}: return a tensor, got {type(out).__name__}")
+    expect(isinstance(out, torch.Tensor), gettext('{what}: return a tensor, got {type_out_name}').format(what=what, type_out_name=type(out).__name__))
     expect(tuple(out.shape) == (draws, len(x)),
-           f"{what}: the output must have the input's shape {(draws, len(x))}, got {tuple(out.shape)}")
+           gettext("{what}: the output must have the input's shape {draws_len_x}, got {tuple_out_shape}").format(what=what, draws_len_x=(draws, len(x)), tuple_out_shape=tuple(out.shape)))
     out = out.float()
-    expect(bool(torch.isfinite(out).all()), f"{what}: the output has NaN or inf values")
+    expect(bool(torch.isfinite(out).all()), gettext('{what}: the output has NaN or inf values').format(what=what))
     lower, upper = torch.floor(x), torch.ceil(x)
     on_grid = (out == lower) | (out == upper)
-    expect(bool(on_grid.all()), f"{what}: every value must round to floor(x) or ceil(x) -- e.g. 2.25 becomes 2 or 3, "
-                                "never anything else")
-    expect(bool((out[:, 4] == 3.0).all()), f"{what}: an integer (3.0) must stay exactly where it is")
+    expect(bool(on_grid.all()), gettext('{what}: every value must round to floor(x) or ceil(x) -- e.g. 2.25 becomes 2 or 3, never anything else').format(what=what))
+    expect(bool((out[:, 4] == 3.0).all()), gettext('{what}: an integer (3.0) must stay exactly where it is').format(what=what))
     expect(bool((out[:, 0] == 0).any() and (out[:, 0] == 1).any()),
-           f"{what}: 0.5 should sometimes round down and sometimes up. Deterministic rounding "
-           "(torch.round) is biased; add uniform noise u ~ U[0, 1) before taking the floor")
+           gettext('{what}: 0.5 should sometimes round down and sometimes up. Deterministic rounding (torch.round) is biased; add uniform noise u ~ U[0, 1) before taking the floor').format(what=what))
     # Hoeffding: each draw lies in an interval of width 1, so P(|mean − x| > t) ≤ 2·exp(−2·N·t²).
     # t = sqrt(ln(2/δ) / (2N)) with δ = 1e-9 per value.
     tolerance = math.sqrt(math.log(2 / 1e-9) / (2 * draws))
     bias = (out.mean(0) - x).abs()
     worst = int(bias.argmax())
     expect(bool((bias <= tolerance).all()),
-           f"{what}: biased -- over {draws} draws the mean of round({x[worst].item():g}) is "
-           f"{out[:, worst].mean().item():.3f} (tolerance {tolerance:.3f}). Round up with probability "
-           "x − floor(x): floor(x + u) with u ~ U[0, 1) does exactly that")
+           gettext('{what}: biased -- over {draws} draws the mean of round({x_worst_item:g}) is {out_worst_mean_item:.3f} (tolerance {tolerance:.3f}). Round up with probability x − floor(x): floor(x + u) with u ~ U[0, 1) does exactly that').format(what=what, draws=draws, x_worst_item=x[worst].item(), out_worst_mean_item=out[:, worst].mean().item(), tolerance=tolerance))
     probe = x.repeat(64, 1)
     first = _draws_with(fn, probe, base_seed + 1, global_seed=1, what=what)
     again = _draws_with(fn, probe, base_seed + 1, global_seed=2, what=what)
     expect(isinstance(again, torch.Tensor) and torch.equal(first, again),
-           f"{what}: two calls with identically seeded generators gave different results -- your code draws "
-           "from the global RNG. Pass the supplied generator: torch.rand(x.shape, generator=generator)")
+           gettext('{what}: two calls with identically seeded generators gave different results -- your code draws from the global RNG. Pass the supplied generator: torch.rand(x.shape, generator=generator)').format(what=what))
     other = _draws_with(fn, probe, base_seed + 2, global_seed=1, what=what)
     expect(not torch.equal(first, other),
-           f"{what}: generators with different seeds gave the same result -- the supplied generator is ignored "
-           "(or re-seeded). Draw with torch.rand(x.shape, generator=generator)")
+           gettext('{what}: generators with different seeds gave the same result -- the supplied generator is ignored (or re-seeded). Draw with torch.rand(x.shape, generator=generator)').format(what=what))
     passed(what)
 
 
@@ -89,19 +84,16 @@ def check_topk_payload_bytes(fn) -> None:
     for n, fraction in cases:
         got = call_safely(fn, n, fraction, what=what)
         expect(isinstance(got, int) or (isinstance(got, float) and float(got).is_integer()),
-               f"{what}({n}, {fraction}): return a whole number of bytes, got {got!r}")
+               gettext('{what}({n}, {fraction}): return a whole number of bytes, got {got!r}').format(what=what, n=n, fraction=fraction, got=got))
         k = max(1, math.ceil(fraction * n))
         expected = 6 * k
-        expect(int(got) != 4 * k, f"{what}({n}, {fraction}): {got} counts only the values -- the receiver also "
-                                  "needs each value's index (2 bytes at 16 bits)")
-        expect(int(got) != 12 * k, f"{what}({n}, {fraction}): {got} uses 8-byte (int64) indices; 16 bits are enough "
-                                   "to address up to 65,536 parameters")
-        expect(int(got) == expected, f"{what}({n}, {fraction}): got {got}, expected {expected}. k = ceil(fraction "
-                                     "· num_params) entries, each 4 bytes (fp32 value) + 2 bytes (16-bit index)")
+        expect(int(got) != 4 * k, gettext("{what}({n}, {fraction}): {got} counts only the values -- the receiver also needs each value's index (2 bytes at 16 bits)").format(what=what, n=n, fraction=fraction, got=got))
+        expect(int(got) != 12 * k, gettext('{what}({n}, {fraction}): {got} uses 8-byte (int64) indices; 16 bits are enough to address up to 65,536 parameters').format(what=what, n=n, fraction=fraction, got=got))
+        expect(int(got) == expected, gettext('{what}({n}, {fraction}): got {got}, expected {expected}. k = ceil(fraction · num_params) entries, each 4 bytes (fp32 value) + 2 bytes (16-bit index)').format(what=what, n=n, fraction=fraction, got=got, expected=expected))
         # The codec picks ceil(log2 n) = 16 bits for these sizes, so its real payload must agree.
         update = {"w": torch.randn(n, generator=torch.Generator().manual_seed(n))}
         real = len(TopKCodec(fraction).encode(update))
-        expect(real == expected, f"internal: TopKCodec sent {real} bytes, formula says {expected}")
+        expect(real == expected, gettext('internal: TopKCodec sent {real} bytes, formula says {expected}').format(real=real, expected=expected))
     passed(what)
 
 
@@ -135,25 +127,24 @@ def check_error_feedback_step(fn, seed: int | None = None) -> None:
     three rounds of feeding the residual back.  ``seed``: other random inputs (hidden tests).
     """
     what = "error_feedback_step"
-    hint = ("Add the residual to the update first (corrected = update + residual), send "
-            "compress(corrected), and keep what was dropped: new_residual = corrected - sent.")
+    hint = (gettext("Add the residual to the update first (corrected = update + residual), send "
+                    "compress(corrected), and keep what was dropped: new_residual = corrected - sent."))
     for update, residual, compress in _ef_cases(seed):
         out = call_safely(fn, update.clone(), residual.clone(), compress, what=what)
         expect(isinstance(out, tuple) and len(out) == 2,
-               f"{what} must return a tuple (sent, new_residual); got {type(out).__name__}")
+               gettext('{what} must return a tuple (sent, new_residual); got {type_out_name}').format(what=what, type_out_name=type(out).__name__))
         sent, new_residual = out
         corrected = update + residual
         for name, got, want in (("sent", sent, compress(corrected)), ("new_residual", new_residual,
                                                                       corrected - compress(corrected))):
             expect(isinstance(got, torch.Tensor) and got.shape == update.shape,
-                   f"{what}: {name} must be a tensor shaped like the update {tuple(update.shape)}")
+                   gettext('{what}: {name} must be a tensor shaped like the update {tuple_update_shape}').format(what=what, name=name, tuple_update_shape=tuple(update.shape)))
             if name == "sent" and torch.allclose(got, compress(update)) and not torch.allclose(want, compress(update)):
-                raise AssertionError(f"{what}: you compressed the update alone -- the residual from earlier rounds "
-                                     f"was never sent. {hint}")
+                raise AssertionError(gettext('{what}: you compressed the update alone -- the residual from earlier rounds was never sent. {hint}').format(what=what, hint=hint))
             if name == "new_residual" and torch.allclose(got, update - sent) and not torch.allclose(want, update - sent):
-                raise AssertionError(f"{what}: your new residual forgets the old one. {hint}")
+                raise AssertionError(gettext('{what}: your new residual forgets the old one. {hint}').format(what=what, hint=hint))
             expect(torch.allclose(got, want, atol=1e-6),
-                   f"{what}: {name} is off by up to {(got - want).abs().max().item():.3g}. {hint}")
+                   gettext('{what}: {name} is off by up to {got_want_abs_max_item:.3g}. {hint}').format(what=what, name=name, got_want_abs_max_item=(got - want).abs().max().item(), hint=hint))
     # Over several rounds nothing is lost: everything sent plus the last residual is everything produced.
     update_seq = [u for u, _, _ in _ef_cases(seed)][:1] * 3
     compress = _ef_cases(seed)[0][2]
@@ -162,7 +153,7 @@ def check_error_feedback_step(fn, seed: int | None = None) -> None:
         sent, residual = call_safely(fn, update.clone(), residual, compress, what=what)
         total_sent = total_sent + sent
     expect(torch.allclose(total_sent + residual, sum(update_seq), atol=1e-5),
-           f"{what}: over 3 rounds, everything sent plus the final residual should equal the sum of the updates. {hint}")
+           gettext('{what}: over 3 rounds, everything sent plus the final residual should equal the sum of the updates. {hint}').format(what=what, hint=hint))
     passed(what)
 
 
@@ -197,7 +188,7 @@ def check_separable_cost(fn, seed: int | None = None) -> None:
         shape = f"{what}(c_in={c_in}, c_out={c_out}, k={k}, height={h}, width={w})"
         got = call_safely(fn, c_in, c_out, k, h, w, what=what)
         expect(isinstance(got, (tuple, list)) and len(got) == 2,
-               f"{shape}: return a pair (parameters, flops), got {got!r}")
+               gettext('{shape}: return a pair (parameters, flops), got {got!r}').format(shape=shape, got=got))
         params, flops = (expect_whole_number(v, f"{shape} {name}") for v, name in zip(got, ("parameters", "FLOPs")))
         macs_per_pixel = k * k * c_in + c_in * c_out
         block = SeparableConv2d(c_in, c_out, k, padding=k // 2)
@@ -207,32 +198,26 @@ def check_separable_cost(fn, seed: int | None = None) -> None:
         real_flops = int(counter.get_total_flops())
         expected_params, expected_flops = macs_per_pixel + c_out, 2 * h * w * macs_per_pixel
         expect(real_params == expected_params and real_flops == expected_flops,
-               f"internal: the block has {real_params} parameters and {real_flops} FLOPs, the formula says "
-               f"{expected_params} and {expected_flops}")
+               gettext('internal: the block has {real_params} parameters and {real_flops} FLOPs, the formula says {expected_params} and {expected_flops}').format(real_params=real_params, real_flops=real_flops, expected_params=expected_params, expected_flops=expected_flops))
         standard = k * k * c_in * c_out
         expect(params not in (standard, standard + c_out),
-               f"{shape}: {params} parameters is a *standard* k×k conv (k²·c_in·c_out). The separable block "
-               "has a depthwise k×k conv (one filter per input channel: k²·c_in) and a pointwise 1×1 conv "
-               "(c_in·c_out)")
+               gettext('{shape}: {params} parameters is a *standard* k×k conv (k²·c_in·c_out). The separable block has a depthwise k×k conv (one filter per input channel: k²·c_in) and a pointwise 1×1 conv (c_in·c_out)').format(shape=shape, params=params))
         expect(params != k * k * c_in * c_in + c_in * c_out + c_out,
-               f"{shape}: {params} parameters gives the depthwise conv c_in filters of c_in channels each; "
-               "with groups=c_in each of its c_in filters sees one channel only (k² weights)")
+               gettext('{shape}: {params} parameters gives the depthwise conv c_in filters of c_in channels each; with groups=c_in each of its c_in filters sees one channel only (k² weights)').format(shape=shape, params=params))
         expect(params != macs_per_pixel,
-               f"{shape}: {params} parameters forgets the pointwise conv's bias (c_out more)")
+               gettext("{shape}: {params} parameters forgets the pointwise conv's bias (c_out more)").format(shape=shape, params=params))
         expect(params != macs_per_pixel + c_out + c_in,
-               f"{shape}: {params} parameters counts a depthwise bias; this block has none (it would only "
-               "duplicate the pointwise bias)")
+               gettext('{shape}: {params} parameters counts a depthwise bias; this block has none (it would only duplicate the pointwise bias)').format(shape=shape, params=params))
         expect(params == expected_params,
-               f"{shape}: got {params} parameters, expected k²·c_in + c_in·c_out + c_out")
+               gettext('{shape}: got {params} parameters, expected k²·c_in + c_in·c_out + c_out').format(shape=shape, params=params))
         expect(flops != expected_flops // 2,
-               f"{shape}: {flops} counts multiply-adds; FlopCounterMode counts 2 FLOPs per multiply-add")
+               gettext('{shape}: {flops} counts multiply-adds; FlopCounterMode counts 2 FLOPs per multiply-add').format(shape=shape, flops=flops))
         expect(flops not in (2 * h * w * standard, h * w * standard),
-               f"{shape}: {flops} FLOPs is the cost of a standard conv (k²·c_in·c_out per pixel)")
+               gettext('{shape}: {flops} FLOPs is the cost of a standard conv (k²·c_in·c_out per pixel)').format(shape=shape, flops=flops))
         expect(flops != 2 * macs_per_pixel,
-               f"{shape}: {flops} FLOPs is one output pixel; the block computes height·width of them")
+               gettext('{shape}: {flops} FLOPs is one output pixel; the block computes height·width of them').format(shape=shape, flops=flops))
         expect(flops == expected_flops,
-               f"{shape}: got {flops} FLOPs, expected 2·height·width·(k²·c_in + c_in·c_out) "
-               "(2 per multiply-add, biases free, same-size output)")
+               gettext('{shape}: got {flops} FLOPs, expected 2·height·width·(k²·c_in + c_in·c_out) (2 per multiply-add, biases free, same-size output)').format(shape=shape, flops=flops))
     passed(what)
 
 
@@ -251,16 +236,14 @@ def check_topk_ratio_prediction(prediction, update: dict[str, torch.Tensor], fra
     if isinstance(prediction, torch.Tensor) and prediction.numel() == 1:
         prediction = prediction.item()
     expect(isinstance(prediction, (int, float)) and not isinstance(prediction, bool) and prediction > 0,
-           f"{what}: commit one positive number (how many times smaller than fp32), got {prediction!r}")
+           gettext('{what}: commit one positive number (how many times smaller than fp32), got {prediction!r}').format(what=what, prediction=prediction))
     measured = len(Fp32Codec().encode(update)) / len(TopKCodec(fraction).encode(update))
     n = flatten(update).numel()
     width = index_bits(n)
-    hint = (f"The measured ratio is {measured:.1f}x. Top-k keeps k = ceil(fraction·n) values, but the server "
-            f"must also learn *where* each one goes: with n = {n:,} entries an index takes ceil(log2 n) = "
-            f"{width} bits, so each kept entry costs 4 + {width / 8:g} bytes instead of 4.")
+    hint = (gettext('The measured ratio is {measured:.1f}x. Top-k keeps k = ceil(fraction·n) values, but the server must also learn *where* each one goes: with n = {n:,} entries an index takes ceil(log2 n) = {width} bits, so each kept entry costs 4 + {width_8:g} bytes instead of 4.').format(measured=measured, n=n, width=width, width_8=width / 8))
     naive = 1 / fraction
     within = abs(prediction - measured) <= band * measured
     if not within and abs(prediction - naive) <= band * naive:
-        raise AssertionError(f"{what}: {prediction:g}x is 1/fraction, as if only the kept values travelled. {hint}")
-    expect(within, f"{what}: {prediction:g}x is not within {100 * band:.0f}% of the measured ratio. {hint}")
-    print(f"✓ your prediction {prediction:.3g}x vs measured {measured:.1f}x: within {100 * band:.0f}%")
+        raise AssertionError(gettext('{what}: {prediction:g}x is 1/fraction, as if only the kept values travelled. {hint}').format(what=what, prediction=prediction, hint=hint))
+    expect(within, gettext('{what}: {prediction:g}x is not within {v_100_band:.0f}% of the measured ratio. {hint}').format(what=what, prediction=prediction, v_100_band=100 * band, hint=hint))
+    print(gettext('✓ your prediction {prediction:.3g}x vs measured {measured:.1f}x: within {v_100_band:.0f}%').format(prediction=prediction, measured=measured, v_100_band=100 * band))

@@ -9,6 +9,7 @@ import torch
 from ..compression import QuantizeCodec
 from ..federated import weighted_average
 from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed
+from ..i18n import gettext
 
 __all__ = ["check_aggregate_replies", "check_q8_payload_bytes", "check_overhead_per_message",
            "check_envelope_prediction", "check_accuracy_gap_prediction", "check_can_connect", "SAN_CASES"]
@@ -57,32 +58,30 @@ def check_aggregate_replies(fn: Callable, seed: int | None = None) -> None:
     """``fn(replies)`` gets ``[(client_id, num_samples, update_or_None), ...]`` in arrival order
     (``None``: the client's reply never came) and must return FedAvg over the clients that
     replied (weights = their own sample counts) or ``None`` when nobody replied."""
-    hint = ("Keep only the replies whose update is not None, weight each by its own num_samples divided by "
-            "the total of the clients that replied, and return None when nobody replied.")
+    hint = (gettext("Keep only the replies whose update is not None, weight each by its own num_samples divided by "
+                    "the total of the clients that replied, and return None when nobody replied."))
     for replies in _replies_cases(seed):
         arrived = [(cid, n, u) for cid, n, u in replies if u is not None]
         answer = call_safely(fn, [(c, n, None if u is None else {k: v.clone() for k, v in u.items()})
                                   for c, n, u in replies], what="aggregate_replies")
         if not arrived:
-            expect(answer is None, f"aggregate_replies: nobody replied, so there is nothing to average; return None "
-                                   f"(the server keeps its model), got {type(answer).__name__}. {hint}")
+            expect(answer is None, gettext('aggregate_replies: nobody replied, so there is nothing to average; return None (the server keeps its model), got {type_answer_name}. {hint}').format(type_answer_name=type(answer).__name__, hint=hint))
             continue
-        expect(isinstance(answer, dict), f"aggregate_replies should return a dict of tensors, got "
-                                         f"{type(answer).__name__}. {hint}")
+        expect(isinstance(answer, dict), gettext('aggregate_replies should return a dict of tensors, got {type_answer_name}. {hint}').format(type_answer_name=type(answer).__name__, hint=hint))
         expected = weighted_average([u for _, _, u in arrived], [n for _, n, _ in arrived])
         everyone = sum(n for _, n, _ in replies)
         diluted = {k: sum(n / everyone * u[k] for _, n, u in arrived) for k in expected}
         if len(arrived) < len(replies) and all(k in answer and isinstance(answer[k], torch.Tensor)
                                                and answer[k].shape == diluted[k].shape
                                                and torch.allclose(answer[k], diluted[k]) for k in diluted):
-            raise AssertionError("aggregate_replies divided by the samples of ALL sampled clients, including the "
-                                 "ones that never replied: the update shrinks towards zero. " + hint)
+            raise AssertionError(gettext("aggregate_replies divided by the samples of ALL sampled clients, including the "
+                                         "ones that never replied: the update shrinks towards zero. ") + hint)
         plain = {k: sum(u[k] for _, _, u in arrived) / len(arrived) for k in expected}
         if all(k in answer and isinstance(answer[k], torch.Tensor) and answer[k].shape == plain[k].shape
                and torch.allclose(answer[k], plain[k]) for k in plain) and not all(
                 torch.allclose(plain[k], expected[k]) for k in plain):
-            raise AssertionError("aggregate_replies returned the plain mean of the replies; weight them by their "
-                                 "sample counts. " + hint)
+            raise AssertionError(gettext("aggregate_replies returned the plain mean of the replies; weight them by their "
+                                         "sample counts. ") + hint)
         expect_tensors_close(answer, expected, "aggregate_replies", atol=1e-5, hint=hint)
     passed("aggregate_replies")
 
@@ -94,13 +93,9 @@ def check_q8_payload_bytes(answer, update: dict[str, torch.Tensor]) -> None:
     values = sum(t.numel() for t in update.values())
     got = expect_whole_number(answer, "q8 payload bytes",
                               hint="Count 1 byte per value plus 8 bytes (two float32) per tensor.")
-    expect(got != 4 * values, f"{got} is the fp32 size (4 bytes per value); the 8-bit codec sends 1 byte per value "
-                              f"plus a small header.")
-    expect(got != values, f"{got} counts the values but not the header: each tensor also sends its minimum and its "
-                          f"step (scale) as two float32, 8 bytes.")
-    expect(got == expected, f"q8 payload bytes: got {got}, but the codec's payload is {expected} bytes for "
-                            f"{values} values in {len(update)} tensors. Count 1 byte per value plus 8 bytes per "
-                            f"tensor.")
+    expect(got != 4 * values, gettext('{got} is the fp32 size (4 bytes per value); the 8-bit codec sends 1 byte per value plus a small header.').format(got=got))
+    expect(got != values, gettext('{got} counts the values but not the header: each tensor also sends its minimum and its step (scale) as two float32, 8 bytes.').format(got=got))
+    expect(got == expected, gettext("q8 payload bytes: got {got}, but the codec's payload is {expected} bytes for {values} values in {len_update} tensors. Count 1 byte per value plus 8 bytes per tensor.").format(got=got, expected=expected, values=values, len_update=len(update)))
     passed("q8 payload bytes")
 
 
@@ -111,17 +106,16 @@ def check_overhead_per_message(answer, records: list[dict]) -> None:
     extra = sum(r["flower_bytes_up"] - r["ledger_bytes_up"] for r in records)
     expected = extra / replies
     expect(isinstance(answer, (int, float)) and not isinstance(answer, bool) and math.isfinite(answer),
-           f"overhead per message: expected a number of bytes, got {answer!r}")
-    wrong = {extra: "that is the total overhead of the run; divide by the number of messages (replies)",
-             extra / max(1, len(records)): "that is the overhead per round; a round carries one message per client",
+           gettext('overhead per message: expected a number of bytes, got {answer!r}').format(answer=answer))
+    wrong = {extra: gettext("that is the total overhead of the run; divide by the number of messages (replies)"),
+             extra / max(1, len(records)): gettext("that is the overhead per round; a round carries one message per client"),
              sum(r["flower_bytes_up"] for r in records) / replies:
-                 "that is a whole Flower message; subtract the course payload (the ledger's bytes)"}
+                 gettext("that is a whole Flower message; subtract the course payload (the ledger's bytes)")}
     for value, why in wrong.items():
         if not math.isclose(value, expected, rel_tol=1e-9) and math.isclose(answer, value, rel_tol=1e-9):
-            raise AssertionError(f"overhead per message: {answer:.1f} B -- {why}.")
+            raise AssertionError(gettext('overhead per message: {answer:.1f} B -- {why}.').format(answer=answer, why=why))
     expect(math.isclose(answer, expected, rel_tol=1e-6),
-           f"overhead per message: got {answer!r}, expected {expected:.2f} B (Flower bytes minus ledger bytes, "
-           f"summed, divided by the {replies} replies).")
+           gettext('overhead per message: got {answer!r}, expected {expected:.2f} B (Flower bytes minus ledger bytes, summed, divided by the {replies} replies).').format(answer=answer, expected=expected, replies=replies))
     passed("overhead per message")
 
 
@@ -137,29 +131,25 @@ def check_envelope_prediction(answer, records: list[dict], band: float = ENVELOP
     replies = sum(len(r["replied"]) for r in records)
     ledger = sum(r["ledger_bytes_up"] for r in records)
     envelope = sum(r["flower_bytes_up"] for r in records) - ledger
-    expect(replies > 0 and ledger > 0, "the run has no uplink message to measure (no client replied)")
+    expect(replies > 0 and ledger > 0, gettext("the run has no uplink message to measure (no client replied)"))
     measured = 100 * envelope / ledger
     got = answer.item() if isinstance(answer, torch.Tensor) and answer.numel() == 1 else answer
     expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
-           f"envelope prediction: expected a number in percent, got {answer!r}")
+           gettext('envelope prediction: expected a number in percent, got {answer!r}').format(answer=answer))
     low, high = (1 - band) * measured, (1 + band) * measured
-    why = (f"Flower adds about {envelope / replies:.0f} B to every uplink message (ids, record and key names, "
-           f"content hashes) whatever the message carries; this run's payload is {ledger / replies:,.0f} B per "
-           f"message, so the envelope is {measured:.2f}% of it.")
+    why = (gettext("Flower adds about {envelope_replies:.0f} B to every uplink message (ids, record and key names, content hashes) whatever the message carries; this run's payload is {ledger_replies:,.0f} B per message, so the envelope is {measured:.2f}% of it.").format(envelope_replies=envelope / replies, ledger_replies=ledger / replies, measured=measured))
     if low <= got <= high:
-        print(f"✓ envelope prediction: you said {got:.3g}%, measured {measured:.2f}% "
-              f"(the band is {low:.2f}% to {high:.2f}%). {why}")
+        print(gettext('✓ envelope prediction: you said {got:.3g}%, measured {measured:.2f}% (the band is {low:.2f}% to {high:.2f}%). {why}').format(got=got, measured=measured, low=low, high=high, why=why))
         return
     if 0 < got < low:
-        hint = ("Too small. If you scaled the fp32 run's share down with the payload, the envelope does not shrink "
-                "with it: it is a fixed number of bytes, so a 4x smaller payload makes it a 4x larger share. ")
+        hint = (gettext("Too small. If you scaled the fp32 run's share down with the payload, the envelope does not shrink "
+                        "with it: it is a fixed number of bytes, so a 4x smaller payload makes it a 4x larger share. "))
     elif got > high:
-        hint = ("Too large. Flower's envelope is a few hundred bytes, not a fraction of the payload: read it off the "
-                "pitfall's fp32 rounds (Flower bytes minus ledger bytes, per client that replied). ")
+        hint = (gettext("Too large. Flower's envelope is a few hundred bytes, not a fraction of the payload: read it off the "
+                        "pitfall's fp32 rounds (Flower bytes minus ledger bytes, per client that replied). "))
     else:
-        hint = "Flower's message is always larger than the payload inside it: the share is positive. "
-    raise AssertionError(f"envelope prediction: you said {got:.3g}%, measured {measured:.2f}% (the band is "
-                         f"{low:.2f}% to {high:.2f}%). {hint}{why}")
+        hint = gettext("Flower's message is always larger than the payload inside it: the share is positive. ")
+    raise AssertionError(gettext('envelope prediction: you said {got:.3g}%, measured {measured:.2f}% (the band is {low:.2f}% to {high:.2f}%). {hint}{why}').format(got=got, measured=measured, low=low, high=high, hint=hint, why=why))
 
 
 #: A prediction of the accuracy gap passes within this many percentage points of the measured gap.
@@ -172,23 +162,20 @@ def check_accuracy_gap_prediction(answer, flower_accuracy: list[float], simulate
     deployment's per-round accuracy and the in-process ``run()``'s (both fractions in [0, 1], one
     per round).  It passes within ``band_points`` of the measured gap; either way it prints why."""
     expect(len(flower_accuracy) == len(simulated_accuracy) and len(flower_accuracy) > 0,
-           f"accuracy gap: {len(flower_accuracy)} Flower rounds vs {len(simulated_accuracy)} run() rounds")
+           gettext('accuracy gap: {len_flower_accuracy} Flower rounds vs {len_simulated_accuracy} run() rounds').format(len_flower_accuracy=len(flower_accuracy), len_simulated_accuracy=len(simulated_accuracy)))
     measured = 100 * max(abs(f - s) for f, s in zip(flower_accuracy, simulated_accuracy))
     got = answer.item() if isinstance(answer, torch.Tensor) and answer.numel() == 1 else answer
     expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
-           f"accuracy gap prediction: expected a number of accuracy points, got {answer!r}")
-    why = ("Seeded identically, nothing random is left that the seed does not fix: the same shuffles, the same "
-           "payloads, and the ServerApp sorts the replies by client before averaging. Separate processes and a "
-           "network change when things happen, not what is computed; only the order of float additions "
-           "(threads, other CPUs) can move the last bits.")
-    expect(got >= 0, f"accuracy gap prediction: you said {got:.3g} points, but a gap is a distance between two "
-                     f"accuracies: it cannot be negative. {why}")
+           gettext('accuracy gap prediction: expected a number of accuracy points, got {answer!r}').format(answer=answer))
+    why = (gettext("Seeded identically, nothing random is left that the seed does not fix: the same shuffles, the same "
+                   "payloads, and the ServerApp sorts the replies by client before averaging. Separate processes and a "
+                   "network change when things happen, not what is computed; only the order of float additions "
+                   "(threads, other CPUs) can move the last bits."))
+    expect(got >= 0, gettext('accuracy gap prediction: you said {got:.3g} points, but a gap is a distance between two accuracies: it cannot be negative. {why}').format(got=got, why=why))
     if abs(got - measured) <= band_points:
-        print(f"✓ accuracy gap prediction: you said {got:.3g} points, measured {measured:.2f} "
-              f"(the band is ±{band_points:g} point). {why}")
+        print(gettext('✓ accuracy gap prediction: you said {got:.3g} points, measured {measured:.2f} (the band is ±{band_points:g} point). {why}').format(got=got, measured=measured, band_points=band_points, why=why))
         return
-    raise AssertionError(f"accuracy gap prediction: you said {got:.3g} points, measured {measured:.2f} (the band is "
-                         f"±{band_points:g} point). {why}")
+    raise AssertionError(gettext('accuracy gap prediction: you said {got:.3g} points, measured {measured:.2f} (the band is ±{band_points:g} point). {why}').format(got=got, measured=measured, band_points=band_points, why=why))
 
 
 def check_can_connect(fn: Callable) -> None:
@@ -198,14 +185,12 @@ def check_can_connect(fn: Callable) -> None:
     :func:`fedlab_utils.pki.san_allows`, the rule TLS clients apply (RFC 6125)."""
     from ..pki import san_allows
 
-    hint = ("Take the host out of the address (drop ':port', and the [ ] around an IPv6 address); an IP must be "
-            "one of the IP SANs, a name one of the DNS names (case does not matter); nothing is looked up, so "
-            "'localhost' does not cover 127.0.0.1, nor a name its IP.")
+    hint = (gettext("Take the host out of the address (drop ':port', and the [ ] around an IPv6 address); an IP must be "
+                    "one of the IP SANs, a name one of the DNS names (case does not matter); nothing is looked up, so "
+                    "'localhost' does not cover 127.0.0.1, nor a name its IP."))
     for sans, address in SAN_CASES:
         answer = call_safely(fn, list(sans), address, what="can_connect")
-        expect(isinstance(answer, bool), f"can_connect({sans}, {address!r}) should return True or False, got "
-                                         f"{answer!r}. {hint}")
+        expect(isinstance(answer, bool), gettext('can_connect({sans}, {address!r}) should return True or False, got {answer!r}. {hint}').format(sans=sans, address=address, answer=answer, hint=hint))
         expected = san_allows(sans, address)
-        expect(answer == expected, f"can_connect({sans}, {address!r}) returned {answer}, but a SuperNode dialling "
-                                   f"{address} {'accepts' if expected else 'refuses'} that certificate. {hint}")
+        expect(answer == expected, gettext('can_connect({sans}, {address!r}) returned {answer}, but a SuperNode dialling {address} {accepts_if_expected_else} that certificate. {hint}').format(sans=sans, address=address, answer=answer, accepts_if_expected_else='accepts' if expected else 'refuses', hint=hint))
     passed("can_connect")

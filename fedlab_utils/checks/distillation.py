@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from . import call_safely, expect, expect_close, passed
+from ..i18n import gettext
 
 __all__ = ["check_kd_loss", "check_payload_bytes", "check_ensemble_soft_targets", "check_logit_ratio_prediction"]
 
@@ -34,15 +35,15 @@ def check_kd_loss(fn: Callable, seed: int | None = None) -> None:
         expected = _reference_kd(s, t, y, temperature, alpha)
         hint = ""
         if alpha == 0.0:
-            hint = "With alpha=0 the loss must be plain cross-entropy on the labels."
+            hint = gettext("With alpha=0 the loss must be plain cross-entropy on the labels.")
         elif isinstance(got, (float, torch.Tensor)):
             value = float(got)
             kl = _reference_kd(s, t, y, temperature, 1.0) / temperature ** 2
             if abs(value - alpha * kl - (1 - alpha) * _reference_kd(s, t, y, 1.0, 0.0)) < 1e-4 and temperature != 1:
-                hint = "You forgot the T² factor on the KL term."
+                hint = gettext("You forgot the T² factor on the KL term.")
             else:
-                hint = ("Soften BOTH logits by T, use KL(teacher ‖ student) = F.kl_div(log_softmax(s/T), "
-                        "softmax(t/T), reduction='batchmean'), multiply by T², and mix with (1-alpha)*CE.")
+                hint = (gettext("Soften BOTH logits by T, use KL(teacher ‖ student) = F.kl_div(log_softmax(s/T), "
+                                "softmax(t/T), reduction='batchmean'), multiply by T², and mix with (1-alpha)*CE."))
         expect_close(got, expected, f"kd loss at T={temperature}, alpha={alpha}", rel=1e-4, abs_=1e-6, hint=hint)
     same = call_safely(fn, s, s.clone(), y, 3.0, 1.0, what="your kd loss")
     expect_close(same, 0.0, "kd loss when the student equals the teacher (alpha=1)", abs_=1e-5,
@@ -65,8 +66,8 @@ def check_payload_bytes(logit_bytes: int, weight_bytes: int, *, proxy_size: int,
          "Every parameter (weights AND biases) at 4 bytes (fp32); count_parameters(model) helps."),
     ]:
         expect(isinstance(got, int) and not isinstance(got, bool),
-               f"{name}: expected an int number of bytes, got {type(got).__name__}")
-        expect(got == expected, f"{name}: got {got} bytes, expected {expected}. {hint}")
+               gettext('{name}: expected an int number of bytes, got {type_got_name}').format(name=name, type_got_name=type(got).__name__))
+        expect(got == expected, gettext('{name}: got {got} bytes, expected {expected}. {hint}').format(name=name, got=got, expected=expected, hint=hint))
     passed("check_payload_bytes")
 
 
@@ -75,8 +76,8 @@ def check_ensemble_soft_targets(fn: Callable, seed: int | None = None) -> None:
     members' logits (a list of ``[batch, classes]`` tensors), then soften with temperature
     ``T``: ``softmax(mean_k(logits_k) / T)`` over the classes.  ``seed``: other inputs (hidden tests)."""
     what = "ensemble_soft_targets"
-    hint = ("Average the logits of the members first (torch.stack(member_logits).mean(0)), then take "
-            "softmax(avg / T, dim=1) over the classes.")
+    hint = (gettext("Average the logits of the members first (torch.stack(member_logits).mean(0)), then take "
+                    "softmax(avg / T, dim=1) over the classes."))
     g = torch.Generator().manual_seed(5 if seed is None else 4000 + seed)
     shapes = [(3, 4, 6), (2, 5, 10)] if seed is None else [(4, 3, 7)]
     temperatures = [1.0, 3.0] if seed is None else [2.5]
@@ -85,22 +86,18 @@ def check_ensemble_soft_targets(fn: Callable, seed: int | None = None) -> None:
         for temperature in temperatures:
             got = call_safely(fn, [z.clone() for z in logits], temperature, what=what)
             expect(isinstance(got, torch.Tensor) and tuple(got.shape) == (batch, classes),
-                   f"{what}: return a tensor of shape (batch, classes) = {(batch, classes)}, got "
-                   f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+                   gettext('{what}: return a tensor of shape (batch, classes) = {batch_classes}, got {tuple_got_shape_if_isins}').format(what=what, batch_classes=(batch, classes), tuple_got_shape_if_isins=tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__))
             mean = torch.stack(logits).mean(0)
             want = torch.softmax(mean / temperature, dim=1)
             prob_mean = torch.stack([torch.softmax(z / temperature, dim=1) for z in logits]).mean(0)
             if torch.allclose(got, prob_mean, atol=1e-6) and not torch.allclose(want, prob_mean, atol=1e-6):
-                raise AssertionError(f"{what}: you averaged probabilities; FedDF averages the LOGITS and "
-                                     f"softens the average. {hint}")
+                raise AssertionError(gettext('{what}: you averaged probabilities; FedDF averages the LOGITS and softens the average. {hint}').format(what=what, hint=hint))
             if temperature != 1.0 and torch.allclose(got, torch.softmax(mean, dim=1), atol=1e-6):
-                raise AssertionError(f"{what}: at T={temperature} the targets must be softened: divide the "
-                                     f"averaged logits by T before the softmax. {hint}")
+                raise AssertionError(gettext('{what}: at T={temperature} the targets must be softened: divide the averaged logits by T before the softmax. {hint}').format(what=what, temperature=temperature, hint=hint))
             expect(torch.allclose(got.sum(1), torch.ones(batch), atol=1e-5),
-                   f"{what}: each row must be a probability distribution over the classes (sum to 1 along "
-                   f"dim=1). {hint}")
+                   gettext('{what}: each row must be a probability distribution over the classes (sum to 1 along dim=1). {hint}').format(what=what, hint=hint))
             expect(torch.allclose(got, want, atol=1e-6),
-                   f"{what}: T={temperature}: off by up to {(got - want).abs().max().item():.3g}. {hint}")
+                   gettext('{what}: T={temperature}: off by up to {got_want_abs_max_item:.3g}. {hint}').format(what=what, temperature=temperature, got_want_abs_max_item=(got - want).abs().max().item(), hint=hint))
     passed(what)
 
 
@@ -121,18 +118,15 @@ def check_logit_ratio_prediction(prediction, *, model: nn.Module, proxy_size: in
     if isinstance(prediction, torch.Tensor) and prediction.numel() == 1:
         prediction = prediction.item()
     expect(isinstance(prediction, (int, float)) and not isinstance(prediction, bool) and prediction > 0,
-           f"{what}: commit one positive number (how many times fewer bytes), got {prediction!r}")
+           gettext('{what}: commit one positive number (how many times fewer bytes), got {prediction!r}').format(what=what, prediction=prediction))
     codec = LogitCodec(logit_dtype)
     logit_bytes = len(codec.encode(torch.zeros(proxy_size, num_classes)))
     weight_bytes = weight_payload_bytes(model)
     measured = weight_bytes / logit_bytes
-    hint = (f"The measured ratio is {measured:.1f}x: FedAvg sends every parameter, weights and biases "
-            f"({count_parameters(model):,}), at 4 bytes; FedMD sends proxy_size × classes = {proxy_size} × "
-            f"{num_classes} logits at {codec.bytes_per_value} bytes ({logit_dtype}).")
+    hint = (gettext('The measured ratio is {measured:.1f}x: FedAvg sends every parameter, weights and biases ({count_parameters_model:,}), at 4 bytes; FedMD sends proxy_size × classes = {proxy_size} × {num_classes} logits at {codec_bytes_per_value} bytes ({logit_dtype}).').format(measured=measured, count_parameters_model=count_parameters(model), proxy_size=proxy_size, num_classes=num_classes, codec_bytes_per_value=codec.bytes_per_value, logit_dtype=logit_dtype))
     as_fp32 = weight_bytes / (proxy_size * num_classes * 4)
     within = abs(prediction - measured) <= band * measured
     if not within and abs(prediction - as_fp32) <= band * as_fp32:
-        raise AssertionError(f"{what}: {prediction:g}x counts the logits as fp32 (4 bytes); they travel as "
-                             f"{logit_dtype}. {hint}")
-    expect(within, f"{what}: {prediction:g}x is not within {100 * band:.0f}% of the measured ratio. {hint}")
-    print(f"✓ your prediction {prediction:.3g}x vs measured {measured:.1f}x: within {100 * band:.0f}%")
+        raise AssertionError(gettext('{what}: {prediction:g}x counts the logits as fp32 (4 bytes); they travel as {logit_dtype}. {hint}').format(what=what, prediction=prediction, logit_dtype=logit_dtype, hint=hint))
+    expect(within, gettext('{what}: {prediction:g}x is not within {v_100_band:.0f}% of the measured ratio. {hint}').format(what=what, prediction=prediction, v_100_band=100 * band, hint=hint))
+    print(gettext('✓ your prediction {prediction:.3g}x vs measured {measured:.1f}x: within {v_100_band:.0f}%').format(prediction=prediction, measured=measured, v_100_band=100 * band))

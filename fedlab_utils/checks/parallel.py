@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from . import call_safely, expect, expect_close, expect_percent, passed
+from ..i18n import gettext
 
 __all__ = ["check_bubble_fraction", "check_choose_cut", "check_pipeline_time", "reference_choose_cut",
            "check_idle_prediction", "IDLE_PREDICTION_BAND"]
@@ -17,8 +18,8 @@ IDLE_PREDICTION_BAND = 5.0
 
 def check_bubble_fraction(bubble_fraction: Callable[[int, int], float]) -> None:
     """``bubble_fraction(S, M)`` must give GPipe's idle share with equal stage times."""
-    hint = ("Count clock ticks: a step with S stages and M micro-batches lasts M+S−1 ticks per pass, "
-            "and each stage is busy for M of them.")
+    hint = (gettext("Count clock ticks: a step with S stages and M micro-batches lasts M+S−1 ticks per pass, "
+                    "and each stage is busy for M of them."))
     for stages, micro in [(1, 1), (1, 8), (2, 1), (2, 4), (3, 4), (4, 16), (8, 32)]:
         got = call_safely(bubble_fraction, stages, micro, what=f"bubble_fraction({stages}, {micro})")
         expect_close(got, (stages - 1) / (micro + stages - 1), f"bubble_fraction(S={stages}, M={micro})",
@@ -43,13 +44,12 @@ def check_choose_cut(choose_cut: Callable, model: nn.Sequential, input_shape: Se
     profile = cut_profile(model, input_shape)
     smallest = min(c.client_flops_per_sample for c in profile)
     largest = max(c.client_flops_per_sample for c in profile)
-    hint = ("Use cut_profile(model, input_shape): keep the cuts with client_flops_per_sample <= flop_budget, "
-            "then take the smallest activation_bytes_per_sample (ties: the smaller cut); return None if none fits.")
+    hint = (gettext("Use cut_profile(model, input_shape): keep the cuts with client_flops_per_sample <= flop_budget, "
+                    "then take the smallest activation_bytes_per_sample (ties: the smaller cut); return None if none fits."))
     for budget in (smallest - 1, smallest, (smallest + largest) / 2, largest):
         want = reference_choose_cut(model, input_shape, budget)
         got = call_safely(choose_cut, model, input_shape, budget, what=f"choose_cut(budget={budget:.0f})")
-        expect(got == want, f"choose_cut with a budget of {budget:,.0f} FLOPs/sample returned {got!r}, "
-                            f"expected {want!r}. {hint}")
+        expect(got == want, gettext('choose_cut with a budget of {budget:,.0f} FLOPs/sample returned {got!r}, expected {want!r}. {hint}').format(budget=budget, got=got, want=want, hint=hint))
     passed("choose_cut")
 
 
@@ -61,9 +61,9 @@ def check_pipeline_time(pipeline_time: Callable[[Sequence[float], int], float], 
     Checked on hand-made cases (equal stages must give ``(M + S − 1)·t``) and, with ``seed``,
     random ones (hidden tests).
     """
-    hint = ("The first micro-batch goes through every stage (sum of the stage times); after that the slowest "
-            "stage is the bottleneck and lets one more micro-batch out every max(stage_times): "
-            "sum(stage_times) + (M - 1) * max(stage_times).")
+    hint = (gettext("The first micro-batch goes through every stage (sum of the stage times); after that the slowest "
+                    "stage is the bottleneck and lets one more micro-batch out every max(stage_times): "
+                    "sum(stage_times) + (M - 1) * max(stage_times)."))
     cases = [([1.0, 1.0, 1.0, 1.0], 8), ([2.0], 5), ([1.0, 3.0], 4), ([3.0, 1.0, 1.0], 1), ([0.5, 2.0, 1.5], 10)]
     if seed is not None:
         import random
@@ -76,8 +76,7 @@ def check_pipeline_time(pipeline_time: Callable[[Sequence[float], int], float], 
         want = sum(times) + (micro - 1) * max(times)
         mean_based = (micro + len(times) - 1) * sum(times) / len(times)
         if abs(mean_based - want) > 1e-9 and isinstance(got, (int, float)) and abs(got - mean_based) < 1e-9:
-            raise AssertionError(f"pipeline_time({times}, {micro}) = {got}: that is (M + S - 1) x the MEAN stage "
-                                 f"time, true only for equal stages; the slowest stage sets the pace. {hint}")
+            raise AssertionError(gettext('pipeline_time({times}, {micro}) = {got}: that is (M + S - 1) x the MEAN stage time, true only for equal stages; the slowest stage sets the pace. {hint}').format(times=times, micro=micro, got=got, hint=hint))
         expect_close(got, want, f"pipeline_time(stage_times={times}, M={micro})", rel=1e-9, abs_=1e-12, hint=hint)
     passed("pipeline_time")
 
@@ -90,13 +89,8 @@ def check_idle_prediction(predicted_idle_percent, measured_bubble: float, num_st
     device idles with ``num_stages`` stages and one micro-batch (M = 1).  ``measured_bubble``: the
     replayed schedule's bubble (a fraction).  Passes within ``band`` percentage points.
     """
-    hint = (f"With M = 1 only one stage works at any moment: the batch goes forward through stage 0, 1, ... and "
-            f"back. Each stage is busy only for its own forward and backward, and the step lasts the sum of all "
-            f"of them, so the devices together are busy 1/S of the time, whatever the stage times: the idle share "
-            f"is (S-1)/S = {100 * (num_stages - 1) / num_stages:.0f}% for S = {num_stages}.")
+    hint = (gettext('With M = 1 only one stage works at any moment: the batch goes forward through stage 0, 1, ... and back. Each stage is busy only for its own forward and backward, and the step lasts the sum of all of them, so the devices together are busy 1/S of the time, whatever the stage times: the idle share is (S-1)/S = {v_100_num_stages_1_num_sta:.0f}% for S = {num_stages}.').format(v_100_num_stages_1_num_sta=100 * (num_stages - 1) / num_stages, num_stages=num_stages))
     expect_percent(predicted_idle_percent, "predicted_idle_percent", 100 * measured_bubble, band, "40 for 40 %")
     off = abs(predicted_idle_percent - 100 * measured_bubble)
-    expect(off <= band, f"You predicted {predicted_idle_percent:.0f}% idle; the measured schedule idles "
-                        f"{100 * measured_bubble:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}")
-    print(f"✓ prediction: {predicted_idle_percent:.0f}% idle, measured {100 * measured_bubble:.0f}% "
-          f"(within ±{band:.0f} points)")
+    expect(off <= band, gettext('You predicted {predicted_idle_percent:.0f}% idle; the measured schedule idles {v_100_measured_bubble:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}').format(predicted_idle_percent=predicted_idle_percent, v_100_measured_bubble=100 * measured_bubble, off=off, band=band, hint=hint))
+    print(gettext('✓ prediction: {predicted_idle_percent:.0f}% idle, measured {v_100_measured_bubble:.0f}% (within ±{band:.0f} points)').format(predicted_idle_percent=predicted_idle_percent, v_100_measured_bubble=100 * measured_bubble, band=band))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import call_safely, expect, passed
+from ..i18n import gettext
 
 __all__ = ["check_global_masks", "check_payload_size", "check_structured_keep", "check_sparse_ratio_prediction"]
 
@@ -35,26 +36,20 @@ def check_global_masks(fn, seed: int | None = None) -> None:
         expected = magnitude_masks(weights, sparsity, scope="global")
         got = call_safely(fn, {k: v.clone() for k, v in weights.items()}, sparsity, what="global masks")
         expect(isinstance(got, dict) and set(got) == set(weights),
-               f"return a dict with the same keys as `weights` ({sorted(weights)}), got "
-               f"{sorted(got) if isinstance(got, dict) else type(got).__name__}")
+               gettext('return a dict with the same keys as `weights` ({sorted_weights}), got {sorted_got_if_isinstance}').format(sorted_weights=sorted(weights), sorted_got_if_isinstance=sorted(got) if isinstance(got, dict) else type(got).__name__))
         total = sum(w.numel() for w in weights.values())
         want_pruned = round(sparsity * total)
         for name in weights:
             expect(isinstance(got[name], torch.Tensor) and got[name].shape == weights[name].shape,
-                   f"masks[{name!r}] must be a tensor shaped like the weight {tuple(weights[name].shape)}")
+                   gettext('masks[{name!r}] must be a tensor shaped like the weight {tuple_weights_name_shape}').format(name=name, tuple_weights_name_shape=tuple(weights[name].shape)))
             expect(got[name].dtype == torch.bool,
-                   f"masks[{name!r}] has dtype {got[name].dtype}; return bool masks (True = kept), e.g. "
-                   f"`w.abs() > threshold`, not 0/1 floats")
+                   gettext('masks[{name!r}] has dtype {got_name_dtype}; return bool masks (True = kept), e.g. `w.abs() > threshold`, not 0/1 floats').format(name=name, got_name_dtype=got[name].dtype))
         pruned = sum(int((~got[n]).sum()) for n in weights)
         expect(pruned == want_pruned,
-               f"sparsity={sparsity}: you pruned {pruned} of {total} weights, expected exactly "
-               f"round(sparsity·total) = {want_pruned}. Hint: rank |w| over *all* layers together "
-               f"(torch.cat of the flattened weights) and take the k smallest.")
+               gettext('sparsity={sparsity}: you pruned {pruned} of {total} weights, expected exactly round(sparsity·total) = {want_pruned}. Hint: rank |w| over *all* layers together (torch.cat of the flattened weights) and take the k smallest.').format(sparsity=sparsity, pruned=pruned, total=total, want_pruned=want_pruned))
         for name in weights:
             expect(torch.equal(got[name], expected[name]),
-                   f"sparsity={sparsity}: the mask of {name!r} prunes different weights than global magnitude "
-                   f"pruning. Hint: one threshold for all layers -- the k-th smallest |w| overall -- not one per "
-                   f"layer; keep weights with |w| above it.")
+                   gettext('sparsity={sparsity}: the mask of {name!r} prunes different weights than global magnitude pruning. Hint: one threshold for all layers -- the k-th smallest |w| overall -- not one per layer; keep weights with |w| above it.').format(sparsity=sparsity, name=name))
     passed("global magnitude masks")
 
 
@@ -72,11 +67,9 @@ def check_payload_size(fn) -> None:
         actual = len(codec.encode({"w": values}))
         got = call_safely(fn, mask.clone(), what="payload size")
         expect(isinstance(got, int) and not isinstance(got, bool),
-               f"return an int (bytes), got {type(got).__name__}")
+               gettext('return an int (bytes), got {type_got_name}').format(type_got_name=type(got).__name__))
         expect(got == actual,
-               f"numel={numel}, nnz={nnz}: you said {got} bytes, the codec sends {actual} ({codec.last_format} "
-               f"format). Hint: compute all three sizes -- dense 1+4N; bitmask 5+ceil(N/8)+4k; indices "
-               f"5+ceil(k·w/8)+4k with w=(N-1).bit_length() bits -- and return the smallest.")
+               gettext('numel={numel}, nnz={nnz}: you said {got} bytes, the codec sends {actual} ({codec_last_format} format). Hint: compute all three sizes -- dense 1+4N; bitmask 5+ceil(N/8)+4k; indices 5+ceil(k·w/8)+4k with w=(N-1).bit_length() bits -- and return the smallest.').format(numel=numel, nnz=nnz, got=got, actual=actual, codec_last_format=codec.last_format))
     passed("sparse payload size")
 
 
@@ -98,8 +91,8 @@ def check_structured_keep(fn, seed: int | None = None) -> None:
     """``fn(weight, amount) -> kept``: the indices (ascending) of the output neurons/channels that
     structured pruning keeps: remove the ``round(amount · rows)`` rows (dim 0) with the smallest
     L2 norm.  Compared with ``torch.nn.utils.prune.ln_structured(..., n=2, dim=0)``."""
-    hint = ("Flatten each output row (weight.flatten(1)), take its L2 norm (.norm(dim=1)), drop the "
-            "round(amount * rows) rows with the smallest norms and return the other row indices, sorted.")
+    hint = (gettext("Flatten each output row (weight.flatten(1)), take its L2 norm (.norm(dim=1)), drop the "
+                    "round(amount * rows) rows with the smallest norms and return the other row indices, sorted."))
     for weight, amount in _structured_cases(seed):
         holder = torch.nn.Module()
         holder.weight = torch.nn.Parameter(weight.clone())
@@ -108,16 +101,12 @@ def check_structured_keep(fn, seed: int | None = None) -> None:
         got = call_safely(fn, weight.clone(), amount, what="structured_keep")
         expect(isinstance(got, torch.Tensor) and got.dim() == 1 and not got.is_floating_point()
                and got.dtype != torch.bool,
-               f"return a 1-D tensor of integer row indices (e.g. torch.nonzero(keep).flatten()), got "
-               f"{got.dtype if isinstance(got, torch.Tensor) else type(got).__name__}"
-               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else ''}")
+               gettext('return a 1-D tensor of integer row indices (e.g. torch.nonzero(keep).flatten()), got {got_dtype_if_isinstance_}{tuple_got_shape_if_isins}').format(got_dtype_if_isinstance_=got.dtype if isinstance(got, torch.Tensor) else type(got).__name__, tuple_got_shape_if_isins=tuple(got.shape) if isinstance(got, torch.Tensor) else ''))
         expect(len(got) == len(expected),
-               f"weight {tuple(weight.shape)}, amount={amount}: you kept {len(got)} rows, expected "
-               f"{len(expected)} (remove round(amount * rows) = {weight.shape[0] - len(expected)}). {hint}")
+               gettext('weight {tuple_weight_shape}, amount={amount}: you kept {len_got} rows, expected {len_expected} (remove round(amount * rows) = {weight_shape_0_len_expec}). {hint}').format(tuple_weight_shape=tuple(weight.shape), amount=amount, len_got=len(got), len_expected=len(expected), weight_shape_0_len_expec=weight.shape[0] - len(expected), hint=hint))
         expect(torch.equal(torch.sort(got.long()).values, expected),
-               f"weight {tuple(weight.shape)}, amount={amount}: you kept rows {got.tolist()}, structured L2 "
-               f"pruning keeps {expected.tolist()}. {hint}")
-        expect(torch.equal(got.long(), expected), f"return the kept indices in ascending order. {hint}")
+               gettext('weight {tuple_weight_shape}, amount={amount}: you kept rows {got_tolist}, structured L2 pruning keeps {expected_tolist}. {hint}').format(tuple_weight_shape=tuple(weight.shape), amount=amount, got_tolist=got.tolist(), expected_tolist=expected.tolist(), hint=hint))
+        expect(torch.equal(got.long(), expected), gettext('return the kept indices in ascending order. {hint}').format(hint=hint))
     passed("structured pruning: kept neurons")
 
 
@@ -138,18 +127,14 @@ def check_sparse_ratio_prediction(prediction, state: dict[str, torch.Tensor], ma
     if isinstance(prediction, torch.Tensor) and prediction.numel() == 1:
         prediction = prediction.item()
     expect(isinstance(prediction, (int, float)) and not isinstance(prediction, bool) and prediction > 0,
-           f"{what}: commit one positive number (how many times fewer bytes), got {prediction!r}")
+           gettext('{what}: commit one positive number (how many times fewer bytes), got {prediction!r}').format(what=what, prediction=prediction))
     pruned = mask_state(state, masks)
     measured = len(Fp32Codec().encode(pruned)) / len(SparseCodec().encode(pruned))
     sparsity = sparsity_of(masks)
     naive = 1 / max(1e-12, 1 - sparsity)
-    hint = (f"The measured ratio is {measured:.2f}x. Zeros are not free: each kept value still costs 4 bytes, "
-            "and the receiver must learn *where* it goes -- a bitmask costs one bit for every one of the N "
-            "values (N/8 bytes), kept or not, so at sparsity s the payload is about N/8 + 4(1-s)N bytes "
-            "against 4N for fp32.")
+    hint = (gettext('The measured ratio is {measured:.2f}x. Zeros are not free: each kept value still costs 4 bytes, and the receiver must learn *where* it goes -- a bitmask costs one bit for every one of the N values (N/8 bytes), kept or not, so at sparsity s the payload is about N/8 + 4(1-s)N bytes against 4N for fp32.').format(measured=measured))
     within = abs(prediction - measured) <= band * measured
     if not within and abs(prediction - naive) <= band * naive:
-        raise AssertionError(f"{what}: {prediction:g}x is 1/(1 - sparsity) = {naive:.2f}x, as if only the kept "
-                             f"values travelled. {hint}")
-    expect(within, f"{what}: {prediction:g}x is not within {100 * band:.0f}% of the measured ratio. {hint}")
-    print(f"✓ your prediction {prediction:.3g}x vs measured {measured:.2f}x: within {100 * band:.0f}%")
+        raise AssertionError(gettext('{what}: {prediction:g}x is 1/(1 - sparsity) = {naive:.2f}x, as if only the kept values travelled. {hint}').format(what=what, prediction=prediction, naive=naive, hint=hint))
+    expect(within, gettext('{what}: {prediction:g}x is not within {v_100_band:.0f}% of the measured ratio. {hint}').format(what=what, prediction=prediction, v_100_band=100 * band, hint=hint))
+    print(gettext('✓ your prediction {prediction:.3g}x vs measured {measured:.2f}x: within {v_100_band:.0f}%').format(prediction=prediction, measured=measured, v_100_band=100 * band))
