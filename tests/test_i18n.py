@@ -82,3 +82,21 @@ def test_package_data_ships_the_runtime_catalog():
     assert '"locale/*/LC_MESSAGES/*.po"' in text
     assert i18n.catalog_path("zh").exists()
 
+
+
+def test_exercise_hints_and_confirmations_follow_the_language(monkeypatch, capsys):
+    from fedlab_utils.checks import baseline
+
+    def unweighted(updates, num_samples):
+        return {k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}
+
+    def weighted(updates, num_samples):
+        return {k: sum(n * u[k] for n, u in zip(num_samples, updates)) / sum(num_samples) for k in updates[0]}
+
+    for lang, hint, done in (("en", "plain (unweighted) mean", "✓ weighted_average: correct"),
+                             ("zh", "普通的（不加权）平均", "✓ weighted_average（按样本加权平均）：正确")):
+        monkeypatch.setenv(i18n.LANG_ENV, lang)
+        with pytest.raises(AssertionError, match=hint.replace("(", r"\(").replace(")", r"\)")):
+            baseline.check_weighted_average(unweighted)
+        baseline.check_weighted_average(weighted)
+        assert capsys.readouterr().out.strip() == done
