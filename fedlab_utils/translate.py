@@ -59,9 +59,10 @@ from .translation_catalogs import (
     LANGUAGE, LOCALE_DIR, MESSAGE_CALLS, NOTEBOOK_DIR, PACKAGE_DIR, PLACEHOLDER, ROOT, RUNTIME_CATALOG,
     ExtractReport, catalog_path, check_runtime, current_translation, english_notebooks, extract,
     extract_runtime, load_catalog, markdown_cells, merge_catalog, new_catalog, placeholders,
-    resolve_notebooks, runtime_messages, save_catalog, zh_path,
+    runtime_messages, save_catalog, zh_path,
 )
 from .results import atomic_write_text
+from .runner import CourseError, find_notebooks
 
 MIN_COVERAGE = 0.90
 MIN_CJK_RATIO = 0.40
@@ -69,7 +70,7 @@ GLOSSARY_CELL_ID = "zh-glossary"
 
 __all__ = [
     "ROOT", "NOTEBOOK_DIR", "LOCALE_DIR", "LANGUAGE", "english_notebooks", "catalog_path", "zh_path",
-    "resolve_notebooks", "markdown_cells", "new_catalog", "load_catalog", "save_catalog",
+    "markdown_cells", "new_catalog", "load_catalog", "save_catalog",
     "ExtractReport", "merge_catalog", "extract", "current_translation", "PACKAGE_DIR",
     "RUNTIME_CATALOG", "MESSAGE_CALLS", "PLACEHOLDER", "runtime_messages", "placeholders",
     "extract_runtime", "check_runtime", "NBGRADER_MARKER", "FENCE", "CODE_SPAN", "DISPLAY_MATH",
@@ -314,7 +315,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _selected(names: list[str]) -> list[Path]:
     if names:
-        return resolve_notebooks(names)
+        return find_notebooks(names)
     return [nb for nb in english_notebooks() if catalog_path(nb).exists()]
 
 
@@ -339,11 +340,11 @@ def main(argv: list[str] | None = None) -> int:
             for path in build_readmes(terms):
                 print(f"updated the glossary table of {path.name}")
             return 0
-        results, problems = check(resolve_notebooks(args.notebooks) if args.notebooks else None,
+        results, problems = check(find_notebooks(args.notebooks) if args.notebooks else None,
                                   require_all=args.require_all)
         if not args.notebooks:
             problems.extend(check_runtime())
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, CourseError) as error:
         print(f"translate: {error}", file=sys.stderr)
         return 2
     for result in results:

@@ -6,7 +6,6 @@ package's runtime messages (collected like xgettext)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,22 +37,6 @@ def zh_path(notebook: Path) -> Path:
     """``notebooks/zh/<NN_slug>.ipynb`` for an English notebook (same file name, so links between
     notebooks by file name keep working inside ``zh/``)."""
     return notebook.parent / "zh" / notebook.name
-
-
-def resolve_notebooks(names: Iterable[str], root: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Notebook names (``00``, ``00_federated_baseline``, a file name or a path) to paths."""
-    available = english_notebooks(root)
-    found = []
-    for name in names:
-        path = Path(name)
-        if path.suffix == ".ipynb" and path.exists():
-            found.append(path.resolve())
-            continue
-        matches = [p for p in available if name in (p.name, p.stem) or p.name.startswith(f"{name}_")]
-        if len(matches) != 1:
-            raise ValueError(f"notebook {name!r} not found; valid: {[p.stem for p in available]}")
-        found.append(matches[0])
-    return found
 
 
 # --------------------------------------------------------------------------------------------
