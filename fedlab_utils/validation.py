@@ -10,10 +10,12 @@ though Python counts it as an int: ``rounds=True`` is a mistake, not 1.
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 from numbers import Integral, Real
 
-__all__ = ["check_choice", "check_int", "check_real", "check_fraction", "check_optional_path"]
+__all__ = ["check_choice", "check_int", "check_real", "check_fraction", "check_optional_path",
+           "Rule", "integer", "real", "fraction", "choice", "optional_path", "check_parameters"]
 
 
 def check_choice(name: str, value: object, choices: Collection) -> object:
@@ -69,3 +71,63 @@ def _interval(low, high, low_inclusive, high_inclusive) -> str:
     left = ("[" if low_inclusive else "(") + ("-inf" if low is None else str(low))
     right = ("inf" if high is None else str(high)) + ("]" if high_inclusive else ")")
     return f"{left}, {right}"
+
+
+# One call per notebook: a lesson declares a table ``{parameter: rule}`` (and cross-parameter
+# relations) beside its code, and the notebook's setup cell validates all of its parameters with
+# ``check_parameters(globals(), RULES)`` instead of a dozen ``check_*`` lines.
+
+Rule = Callable[[str, object], object]
+"""Checks one parameter: called as ``rule(name, value)``, returns the value normalised, raises ``ValueError``."""
+
+
+def integer(low: int | None = None, high: int | None = None) -> Rule:
+    """Rule: an integer in ``[low, high]`` (see ``check_int``)."""
+    return partial(_call_check, check_int, low=low, high=high)
+
+
+def real(low: float | None = None, high: float | None = None, *, low_inclusive: bool = True,
+         high_inclusive: bool = True) -> Rule:
+    """Rule: a real number in the interval (see ``check_real``)."""
+    return partial(_call_check, check_real, low=low, high=high, low_inclusive=low_inclusive,
+                   high_inclusive=high_inclusive)
+
+
+def fraction() -> Rule:
+    """Rule: a fraction in ``(0, 1]`` (see ``check_fraction``)."""
+    return partial(_call_check, check_fraction)
+
+
+def choice(choices: Collection) -> Rule:
+    """Rule: one of ``choices`` (see ``check_choice``)."""
+    return partial(_call_check, check_choice, choices=choices)
+
+
+def optional_path() -> Rule:
+    """Rule: ``None`` or a non-empty path string (see ``check_optional_path``)."""
+    return partial(_call_check, check_optional_path)
+
+
+def check_parameters(values: Mapping[str, object], rules: Mapping[str, Rule],
+                     relations: Sequence[Callable[[dict[str, object]], None]] = ()) -> dict[str, object]:
+    """Validate a notebook's parameters in one call, before any work, and return them normalised.
+
+    ``values`` is usually the notebook's ``globals()``; only the names in ``rules`` are read, in the
+    table's order, so the first bad parameter is the one reported. Each relation receives the
+    normalised values and raises ``ValueError`` naming every parameter involved (for example
+    ``prune_every`` larger than ``rounds``). A parameter missing from ``values`` is a ``NameError``
+    naming it, since the notebook's parameters cell must define every parameter its rules name.
+    """
+    checked: dict[str, object] = {}
+    for name, rule in rules.items():
+        if name not in values:
+            raise NameError(f"parameter {name!r} is not defined; the parameters cell must set it")
+        checked[name] = rule(name, values[name])
+    for relation in relations:
+        relation(checked)
+    return checked
+
+
+def _call_check(check: Callable[..., object], name: str, value: object, **bounds: object) -> object:
+    return check(name, value, **bounds)
+

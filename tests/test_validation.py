@@ -41,3 +41,34 @@ def test_out_of_range_names_the_parameter_the_value_and_the_interval():
         check_choice("dataset", "x", ("mnist5k", "digits"))
     with pytest.raises(ValueError, match="use None or a file path string"):
         check_optional_path("results_path", "")
+
+
+def test_check_parameters_validates_in_table_order_and_normalises():
+    import numpy as np
+    from fedlab_utils.validation import check_parameters, choice, fraction, integer, optional_path, real
+
+    rules = {"rounds": integer(1), "lr": real(0, low_inclusive=False), "fraction": fraction(),
+             "profile": choice(("a", "b")), "results_path": optional_path()}
+    ok = check_parameters({"rounds": np.int64(3), "lr": 0.1, "fraction": 1, "profile": "a",
+                           "results_path": None, "unrelated": object()}, rules)
+    assert ok == {"rounds": 3, "lr": 0.1, "fraction": 1.0, "profile": "a", "results_path": None}
+    assert type(ok["rounds"]) is int
+    with pytest.raises(ValueError, match=r"rounds=0 is out of range"):
+        check_parameters({"rounds": 0, "lr": -1, "fraction": 1, "profile": "a", "results_path": None}, rules)
+    with pytest.raises(ValueError, match=r"profile='c' is not valid"):
+        check_parameters({"rounds": 1, "lr": 1, "fraction": 1, "profile": "c", "results_path": None}, rules)
+    with pytest.raises(NameError, match="'lr'"):
+        check_parameters({"rounds": 1}, rules)
+
+
+def test_check_parameters_relations_see_normalised_values():
+    from fedlab_utils.validation import check_parameters, integer
+
+    def every_within_rounds(p):
+        if p["every"] > p["rounds"]:
+            raise ValueError(f"every={p['every']} is more than rounds={p['rounds']}")
+
+    rules = {"rounds": integer(1), "every": integer(1)}
+    assert check_parameters({"rounds": 4, "every": 2}, rules, [every_within_rounds]) == {"rounds": 4, "every": 2}
+    with pytest.raises(ValueError, match=r"every=5 is more than rounds=4"):
+        check_parameters({"rounds": 4, "every": 5}, rules, [every_within_rounds])
