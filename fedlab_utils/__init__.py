@@ -1,79 +1,54 @@
 """fedlab_utils -- the shared package of the *Efficient Federated Learning* course.
 
-One concept per module.  The core (no module of it imports a lesson module):
+Its rooms, by role (``docs/architecture.md`` has the full map; ``lint-imports`` checks the layers):
 
-========================  ====================================================================
-``federated``             the one federated loop (``run``): sampling, faults, each round's ledger
-                          rows, checkpoints
-``protocol``              the round protocol (``RoundProtocol``, ``RoundContext``) and FedAvg's
-                          (``FedAvgProtocol``, with its stacked-update fast path)
-``training``              local training: settings, optimizers, minibatches, transforms (FedProx),
-                          trainers, the client result
-``vmap_trainer``          the trainer that trains all sampled clients of a round at once
-``servers``               aggregators (FedAvg, median, trimmed mean) and server optimizers (FedOpt)
-``registry``              one name or import path for every codec, server, aggregator, transform
-                          and trainer (``run(uplink="q8", server="fedadam")``)
-``history``               ``RoundRecord`` and ``History``: what a run measured, round by round
-``flops``                 FLOP counting: FlopCounterMode per sample, per layer, forward only; the
-                          MLP and LSTM closed forms
-``ledger``                energy profiles with cited constants, pricing every client-round, real
-                          meters (re-exports ``flops``)
-``wire``                  the ``Codec`` protocol, fp32, bit packing (the ledger counts ``len()``)
-``compression``           every other codec: quantization, top-k, random-k, sign, sparse, error
-                          feedback
-``faults``                dropouts, stragglers and deadlines
-``checkpoint``            atomic JSON + tensors checkpoints, never pickle
-``timing``                synchronised wall-clock timing, training-step and trainer timers
-``data``                  offline datasets (mnist5k, digits, synthetic, IDX files) and partitioners
-``published_data``        CIFAR-10, FEMNIST and Shakespeare from their publishers' files
-``models``                the course's reference models, parameter counts
-``devices``               ``get_device``, ``get_devices``, seeding
-``validation``            parameter errors that name the parameter, value and valid range
-``setup_checks``          what ``run`` checks before round 1 (clients, test, local, trainer, model)
-``results``               asserted claims and atomic results files
-``plotting``/``widgets``  the course's plots and ipywidgets explorers
-``diagrams``              diagrams of the key ideas, drawn from the lessons' own objects
-``checks``                exercise checks that raise with a hint
-``i18n``/``locale``       runtime messages in the student's language (gettext)
-========================  ====================================================================
+============================  ================================================================
+``core``                      the federated core a researcher extends: ``run``, the round protocol,
+                              client training, the vmap trainer, server optimizers, aggregators,
+                              the registry, faults, checkpoints, the history
+``compression``, ``ledger``   part of the core: codecs and the wire; FLOPs, energy and timing
+``lessons``                   one subpackage or module per technique (pruning, quantization,
+                              distillation, acceleration, parallel, capstone, deployment)
+``checks``                    the exercise checks
+``course``                    runner, claims and results files, sweeps, classroom, translation
+``deploy``                    Flower apps, the process launcher, PKI and the ``deploy`` command
+``data``, ``models``, ...     the shared base: data, published data, models, devices, ``viz``
+                              (plots, widgets, diagrams), i18n, atomic files, validation
+============================  ================================================================
 
-Lesson modules hold what one lesson needs beyond this core: ``pruning``,
-``structured_pruning``, ``federated_pruning`` (01), ``compression`` (02, also core),
-``model_quantization`` (02), ``distillation``, ``knowledge_distillation`` (03), ``acceleration``
-(04), ``parallel``, ``parallel_worker``, ``split_learning`` (05), ``capstone`` (06), ``flower``,
-``flower_commands``, ``deploy``, ``deploy_cli``, ``pki`` (07).  The commands: ``__main__`` dispatches ``python -m fedlab_utils``; ``runner`` holds what
-they share; ``sweep``/``sweep_results``, ``classroom`` (nbgrader; autograding in ``grading``, the
-command line in ``classroom_cli``) and ``translate`` (the Chinese
-edition; its catalogs in ``translation_catalogs``, its glossary and protected tokens in
-``glossary``) are the others.
+The names below load lazily, so ``import fedlab_utils`` stays light and needs none of the
+``[course]`` or ``[deploy]`` extras.
 """
-import gc as _gc
-
-# Importing torch creates a few hundred thousand objects that live as long as the process.  The
-# cyclic garbage collector would scan them over and over: while they are being created, and in
-# every later full collection, the last one at exit included, a sizeable share of a short run's
-# start-up (``import_floor`` in benchmarks/results/loop.json times ``import torch`` both ways).
-# So the core is imported with the collector paused, and what exists then is
-# moved to the collector's permanent generation (``gc.freeze``; objects are still freed when their
-# last reference goes, only cycles among them are never collected: the cyclic garbage the import
-# itself leaves, about 7,000 objects and 1 MB, stays).  Whether the collector runs afterwards is
-# left as it was.
-_collecting = _gc.isenabled()
-_gc.disable()
-try:
-    from . import data, devices, federated, ledger, models, results, validation, wire
-    from .data import client_data, label_counts, load_dataset, partition
-    from .devices import get_device, get_devices, seed_everything
-    from .federated import History, LocalTraining, run, summary_table
-    from .models import count_parameters, make_model
-    from .results import Claims, record_results
-finally:
-    _gc.freeze()
-    if _collecting:
-        _gc.enable()
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["data", "devices", "federated", "ledger", "models", "results", "validation", "wire",
-           "load_dataset", "partition", "client_data", "label_counts", "get_device", "get_devices",
-           "seed_everything", "History", "LocalTraining", "run", "summary_table", "make_model",
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "load_dataset": "fedlab_utils.data", "partition": "fedlab_utils.data", "client_data": "fedlab_utils.data",
+    "label_counts": "fedlab_utils.data",
+    "get_device": "fedlab_utils.devices", "get_devices": "fedlab_utils.devices",
+    "seed_everything": "fedlab_utils.devices",
+    "run": "fedlab_utils.core.loop", "History": "fedlab_utils.core.history",
+    "RoundRecord": "fedlab_utils.core.history", "summary_table": "fedlab_utils.core.history",
+    "LocalTraining": "fedlab_utils.core.training",
+    "make_model": "fedlab_utils.models", "count_parameters": "fedlab_utils.models",
+    "Claims": "fedlab_utils.course.claims", "record_results": "fedlab_utils.course.claims",
+}
+__all__ = ["load_dataset", "partition", "client_data", "label_counts", "get_device", "get_devices",
+           "seed_everything", "run", "History", "RoundRecord", "summary_table", "LocalTraining", "make_model",
            "count_parameters", "Claims", "record_results"]
+
+
+def __getattr__(name: str):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -3,11 +3,11 @@
 ``run`` executes notebooks with papermill, validating ``-p NAME VALUE`` against each notebook's
 ``parameters`` cell, renders HTML and merges every notebook's results JSON into
 ``<out>/results.json``; ``params`` lists a notebook's parameters (both in
-:mod:`fedlab_utils.runner`, which holds what every command shares).  ``sweep`` runs a grid of
-parameters (:mod:`fedlab_utils.sweep`).  ``classroom`` builds an nbgrader course and ``student``
-writes the student versions (:mod:`fedlab_utils.classroom_cli`).  ``deploy`` runs a task on Flower's
-deployment engine (:mod:`fedlab_utils.deploy_cli`).  ``translate`` keeps the Chinese edition in step
-with the English notebooks (:mod:`fedlab_utils.translate`).
+:mod:`fedlab_utils.course.runner`, which holds what every command shares).  ``sweep`` runs a grid of
+parameters (:mod:`fedlab_utils.course.sweep`).  ``classroom`` builds an nbgrader course and ``student``
+writes the student versions (:mod:`fedlab_utils.course.classroom_cli`).  ``deploy`` runs a task on Flower's
+deployment engine (:mod:`fedlab_utils.deploy.cli`).  ``translate`` keeps the Chinese edition in step
+with the English notebooks (:mod:`fedlab_utils.course.translate`).
 
 This file only dispatches: each subcommand's module is imported when that subcommand is named,
 and nothing imports this module.  A new subcommand adds one entry to :data:`SUBCOMMANDS`.
@@ -19,22 +19,22 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from .runner import CourseError
+from fedlab_utils.course.runner import CourseError
 
 DESCRIPTION = ("The course's commands: run notebooks, sweep parameters, build the nbgrader course, deploy on "
                "Flower, keep the Chinese edition in step. Each subcommand has its own --help.")
 #: name -> ``(module, function)`` that adds the subcommand's parser (with ``set_defaults(func=...)``), in help order.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("fedlab_utils.runner", "add_run_parser"),
-    "sweep": ("fedlab_utils.sweep", "add_parser"),
-    "student": ("fedlab_utils.classroom_cli", "add_student_parser"),
-    "classroom": ("fedlab_utils.classroom_cli", "add_parser"),
-    "params": ("fedlab_utils.runner", "add_params_parser"),
-    "deploy": ("fedlab_utils.deploy_cli", "add_parser"),
+    "run": ("fedlab_utils.course.runner", "add_run_parser"),
+    "sweep": ("fedlab_utils.course.sweep", "add_parser"),
+    "student": ("fedlab_utils.course.classroom_cli", "add_student_parser"),
+    "classroom": ("fedlab_utils.course.classroom_cli", "add_parser"),
+    "params": ("fedlab_utils.course.runner", "add_params_parser"),
+    "deploy": ("fedlab_utils.deploy.cli", "add_parser"),
 }
 #: Subcommands that read their own arguments: ``name -> (module, main)``, called as ``main(argv)``.
 PASS_THROUGH: dict[str, tuple[str, str]] = {
-    "translate": ("fedlab_utils.translate", "main"),
+    "translate": ("fedlab_utils.course.translate", "main"),
 }
 PASS_THROUGH_HELP = {"translate": "extract/build/check the Chinese edition's gettext catalogs and notebooks "
                                   "(python -m fedlab_utils translate --help)"}

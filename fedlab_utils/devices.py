@@ -1,4 +1,4 @@
-"""Where computation runs: device choice, multi-device placements and seeding.
+"""Where computation runs: device choice, multi-device placements, seeding and a free local port.
 
 Code in this course never asserts that CUDA exists.  ``get_device("auto")`` picks the
 best device present (CUDA, then Apple MPS, then the CPU) and says what it picked;
@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import random
 import re
+import socket
 import warnings
 
 import numpy as np
 import torch
+
 from .i18n import gettext
 
-__all__ = ["get_device", "get_devices", "seed_everything", "describe_device", "available_devices"]
+__all__ = ["get_device", "get_devices", "seed_everything", "describe_device", "available_devices", "free_port"]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -116,3 +118,11 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it): a torch.distributed rendezvous
+    (lesson 05) or a Flower SuperLink (lesson 07) on this machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -17,11 +17,10 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from .ledger import lstm_forward_flops_per_step
 from .validation import check_choice
 
 __all__ = ["MLP", "CNN", "CifarCNN", "CharLSTM", "SeparableConv2d", "make_model", "to_separable",
-           "count_parameters", "conv_parameters", "lstm_training_flops_per_sample", "MODELS"]
+           "count_parameters", "conv_parameters", "MODELS"]
 
 MODELS = ("mlp", "cnn", "cnn_cifar", "char_lstm")
 
@@ -222,20 +221,6 @@ class CharLSTM(nn.Sequential):
         super().__init__(_TokenIds(), nn.Embedding(num_classes, embedding),
                          _LastStep(nn.LSTM(embedding, hidden, num_layers=layers, batch_first=True)),
                          nn.Linear(hidden, num_classes))
-
-
-def lstm_training_flops_per_sample(model: CharLSTM, sequence: int) -> int:
-    """Training FLOPs per sample of a :class:`CharLSTM` (forward + backward), in closed form.
-
-    Per time step and layer, the four gates cost two matmuls, 2·4h·(in + h) FLOPs forward;
-    the output layer costs 2·h·V once per sample.  Backward costs twice the forward (a
-    gradient for the inputs and one for the weights), so training is 3× the forward matmuls.
-    Element-wise gate arithmetic is not counted, as ``FlopCounterMode`` counts none either.
-    The per-step cost is the ledger's :func:`~fedlab_utils.ledger.lstm_forward_flops_per_step`, which
-    :func:`~fedlab_utils.ledger.training_flops_per_sample` adds for the LSTM kernels it cannot see.
-    """
-    head = 2 * model[3].in_features * model[3].out_features
-    return 3 * (sequence * lstm_forward_flops_per_step(model[2].lstm) + head)
 
 
 _BUILDERS = {"mlp": MLP, "cnn": CNN, "cnn_cifar": CifarCNN, "char_lstm": CharLSTM}

@@ -7,7 +7,7 @@ Each lesson's checks live in a submodule named after it (``checks.baseline``,
 all; the helpers here are what they are built from.
 
 In an nbgrader assignment each exercise is a solution cell followed by a locked test cell that
-calls one ``check_*`` function (see ``fedlab_utils.classroom``).  Checks that take a function
+calls one ``check_*`` function (see ``fedlab_utils.course.classroom``).  Checks that take a function
 also take ``seed``: ``None`` (the default) runs the visible, hand-made cases; an int draws other
 random inputs, which the test cells use as nbgrader *hidden tests*.
 """
@@ -18,6 +18,7 @@ import numbers
 from collections.abc import Callable
 
 import torch
+
 from ..i18n import gettext
 
 __all__ = ["NotAnswered", "call_safely", "expect", "expect_close", "expect_percent", "expect_tensors_close",
@@ -106,5 +107,4 @@ def expect_percent(predicted, what: str, measured_percent: float, band: float, e
 
 # Every lesson's checks, so that ``checks.<lesson>`` works after ``from fedlab_utils import checks``.
 # (Imported last: they are built from the helpers above.)
-from . import (acceleration, baseline, capstone, compression, deployment, distillation, parallel,  # noqa: E402
-               pruning)
+from . import acceleration, baseline, capstone, compression, deployment, distillation, parallel, pruning  # noqa: E402

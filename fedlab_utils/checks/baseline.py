@@ -1,20 +1,19 @@
 """Checks for notebook 00 (FedAvg baseline and the efficiency ledger)."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
-from ..federated import weighted_average
-from ..history import History, RoundRecord
-from ..ledger import PROFILES, Energy, EnergyProfile
-from ..wire import Fp32Codec
-from . import call_safely, expect, expect_close, expect_tensors_close, expect_whole_number, passed
+from fedlab_utils.compression.wire import Fp32Codec
+from fedlab_utils.core.aggregators.fedavg import weighted_average
+from fedlab_utils.core.history import History, RoundRecord
+from fedlab_utils.ledger.energy import PROFILES, Energy, EnergyProfile
+
 from ..i18n import gettext
+from . import call_safely, expect, expect_close, expect_tensors_close, expect_whole_number, passed
 
 __all__ = ["check_weighted_average", "check_round_uplink_bytes", "check_client_round_joules", "cost_to_target",
            "check_cost_to_target", "check_lte_saving_prediction", "PREDICTION_BAND"]

@@ -5,9 +5,10 @@ import math
 import random
 from collections.abc import Callable
 
-from ..ledger import LTE, WIFI, RadioModel
-from . import call_safely, expect, expect_close, passed
+from fedlab_utils.ledger.energy import LTE, WIFI, RadioModel
+
 from ..i18n import gettext
+from . import call_safely, expect, expect_close, passed
 
 __all__ = ["check_combined_saving", "check_client_round_fixed_joules", "check_cheapest_config",
            "check_lte_factor_prediction", "LTE_PREDICTION_BAND"]

@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 import torch
 
-from ..compression import QuantizeCodec
-from ..federated import weighted_average
-from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed
+from fedlab_utils.compression.codecs import QuantizeCodec
+from fedlab_utils.core.aggregators.fedavg import weighted_average
+
 from ..i18n import gettext
+from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed
 
 __all__ = ["check_aggregate_replies", "check_q8_payload_bytes", "check_overhead_per_message",
            "check_envelope_prediction", "check_accuracy_gap_prediction", "check_can_connect", "SAN_CASES"]
@@ -182,8 +183,8 @@ def check_can_connect(fn: Callable) -> None:
     """``fn(sans, address)`` must say whether a SuperNode dialling ``address`` (``host:port`` or
     ``[IPv6]:port``) accepts a server certificate with these SANs: the host, without its port, must
     equal an IP SAN (for an IP) or a DNS SAN, ignoring case (for a name).  The answer key is
-    :func:`fedlab_utils.pki.san_allows`, the rule TLS clients apply (RFC 6125)."""
-    from ..pki import san_allows
+    :func:`fedlab_utils.lessons.deployment.san_allows`, the rule TLS clients apply (RFC 6125)."""
+    from fedlab_utils.lessons.deployment import san_allows
 
     hint = (gettext("Take the host out of the address (drop ':port', and the [ ] around an IPv6 address); an IP must be "
                     "one of the IP SANs, a name one of the DNS names (case does not matter); nothing is looked up, so "

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from . import call_safely, expect, passed
 from ..i18n import gettext
+from . import call_safely, expect, passed
 
 __all__ = ["check_global_masks", "check_payload_size", "check_structured_keep", "check_sparse_ratio_prediction"]
 
@@ -19,12 +19,12 @@ def _random_weights(seed: int) -> dict[str, torch.Tensor]:
 def check_global_masks(fn, seed: int | None = None) -> None:
     """``fn(weights, sparsity) -> masks``: global magnitude masks (``torch.bool``, True = kept).
 
-    Compared with ``fedlab_utils.pruning.magnitude_masks(weights, sparsity, scope='global')``
+    Compared with ``fedlab_utils.lessons.pruning.masks.magnitude_masks(weights, sparsity, scope='global')``
     on random weights without ties.  Float 0/1 masks are refused: the exercise asks for bool
     masks (``w * mask`` works with both, but ``~mask`` and indexing do not).
     ``seed``: other random weights and sparsities (hidden tests).
     """
-    from ..pruning import magnitude_masks
+    from fedlab_utils.lessons.pruning.masks import magnitude_masks
 
     if seed is None:
         cases = [(0, 0.5), (1, 0.9), (2, 0.0), (3, 0.75), (4, 0.99)]
@@ -55,7 +55,7 @@ def check_global_masks(fn, seed: int | None = None) -> None:
 
 def check_payload_size(fn) -> None:
     """``fn(mask) -> int``: bytes ``SparseCodec`` sends for an update whose nonzeros are ``mask``."""
-    from ..pruning import SparseCodec
+    from fedlab_utils.compression.codecs import SparseCodec
 
     codec = SparseCodec()
     g = torch.Generator().manual_seed(0)
@@ -120,8 +120,9 @@ def check_sparse_ratio_prediction(prediction, state: dict[str, torch.Tensor], ma
     A prediction of ``1 / (1 − sparsity)`` (the share of values removed, as if zeros and the
     positions of the nonzeros were free) is the usual wrong guess, and gets its own hint.
     """
-    from ..pruning import SparseCodec, mask_state, sparsity_of
-    from ..wire import Fp32Codec
+    from fedlab_utils.compression.codecs import SparseCodec
+    from fedlab_utils.compression.wire import Fp32Codec
+    from fedlab_utils.lessons.pruning.masks import mask_state, sparsity_of
 
     what = "predicted_ratio"
     if isinstance(prediction, torch.Tensor) and prediction.numel() == 1:

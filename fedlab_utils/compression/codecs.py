@@ -1,0 +1,502 @@
+"""Compressing what clients send: quantization and sparsification codecs for the uplink.
+
+Every codec here implements :class:`fedlab_utils.compression.wire.Codec` (``encode(update, client_id) ->
+bytes`` and ``decode(payload, template) -> update``) and plugs into
+``run(..., uplink=codec)`` (or ``downlink=``).  The ledger counts ``len()`` of the payload,
+so the sizes are real: headers (scales), indices and padding are all included.
+
+Both ends know the model (the template gives names and shapes) and the codec's settings,
+so a payload carries only data.  Formats (little-endian):
+
+==========================  ============================================================
+:class:`QuantizeCodec`      per chunk: fp32 ``lo``, fp32 ``scale``; then all codes bit-packed
+                            at ``bits`` bits each (``x̂ = lo + q·scale``, ``q ∈ [0, 2^b−1]``)
+:class:`SignCodec`          per tensor: fp32 ``mean|x|``; then one sign bit per value
+:class:`TopKCodec`          ``k`` indices bit-packed at ``ceil(log2 n)`` bits, then the ``k``
+                            values (fp32, or encoded by a value codec, e.g. 8-bit)
+:class:`RandomKCodec`       a uint32 seed (both ends regenerate the indices), then the values
+:class:`ErrorFeedback`      wraps any lossy codec; the wire format is the inner codec's
+:class:`SparseCodec`        lossless, for masked updates: the smallest of dense fp32, ``k`` +
+                            bitmap + values, or ``k`` + bit-packed indices + values
+:class:`SparseQuantizeCodec` ``k`` (uint32), a bitmap of the nonzeros, then only the nonzero
+                            values quantized at ``bits`` (a pruned model on the downlink)
+==========================  ============================================================
+
+The quantization math is also exposed as small functions (:func:`choose_qparams`,
+:func:`quantize`, :func:`dequantize`, :func:`stochastic_round`) so that the notebook can
+build the codec step by step and cross-check it against ``torch.quantize_per_tensor``.
+Deployment-time int8 of a trained model (torchao), :func:`quantize_model_int8`, lives in
+:mod:`fedlab_utils.lessons.quantization`: it is not a codec.
+Bit packing (most significant bit first) and the index width come from :mod:`fedlab_utils.compression.wire`,
+shared with pruning's sparse codec; timing a forward pass is :func:`fedlab_utils.ledger.timing.inference_latency`.
+"""
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import torch
+
+from fedlab_utils.compression.wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
+from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_state
+from fedlab_utils.validation import check_fraction, check_int
+
+__all__ = ["choose_qparams", "quantize", "dequantize", "stochastic_round", "QuantizeCodec", "SignCodec", "TopKCodec",
+           "RandomKCodec", "ErrorFeedback", "SparseCodec", "sparse_payload_size", "SparseQuantizeCodec"]
+
+
+# ----------------------------------------------------------------------------- the math
+def choose_qparams(x: torch.Tensor, bits: int = 8, signed: bool = False) -> tuple[float, int]:
+    """PyTorch's affine convention: ``scale`` and integer ``zero_point`` covering ``[min(x,0), max(x,0)]``.
+
+    Codes live in ``[0, 2^b−1]`` (``signed=False``, like ``quint8``) or ``[−2^(b−1), 2^(b−1)−1]``
+    (like ``qint8``); ``x ≈ (q − zero_point)·scale`` and 0.0 is represented exactly.
+    """
+    check_int("bits", bits, 1, 16)
+    qmin, qmax = _qrange(bits, signed)
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / (qmax - qmin) if hi > lo else 1.0
+    zero_point = int(np.clip(qmin - round(lo / scale), qmin, qmax))
+    return float(scale), zero_point
+
+
+def _qrange(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def stochastic_round(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Round each value down or up at random so that ``E[round(x)] = x``: ``floor(x + u)``, u ~ U[0, 1)."""
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    return torch.floor(x + u)
+
+
+def quantize(x: torch.Tensor, scale: float, zero_point: int, bits: int = 8, signed: bool = False,
+             stochastic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Integer codes ``clamp(round(x/scale) + zero_point)`` (int64); stochastic rounding if asked.
+
+    Uses ``x · (1/scale)`` and round-half-to-even like PyTorch's kernels, so the codes match
+    ``torch.quantize_per_tensor(x, scale, zero_point, dtype).int_repr()``.
+    """
+    qmin, qmax = _qrange(bits, signed)
+    t = x.float() * (1.0 / scale)
+    t = stochastic_round(t, generator) if stochastic else torch.round(t)
+    return torch.clamp(t + zero_point, qmin, qmax).to(torch.int64)
+
+
+def dequantize(q: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """``(q − zero_point) · scale`` as float32."""
+    return (q.to(torch.float32) - zero_point) * scale
+
+
+def _chunks(update: Update, chunk: int | None) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    vector = flatten(update)
+    if chunk is None:  # one chunk per tensor
+        bounds, start = [], 0
+        for t in update.values():
+            bounds.append((start, start + t.numel()))
+            start += t.numel()
+    else:
+        bounds = [(s, min(s + chunk, vector.numel())) for s in range(0, vector.numel(), chunk)]
+    return vector, bounds
+
+
+def _template_size(template: Update) -> int:
+    return sum(t.numel() for t in template.values())
+
+
+# ----------------------------------------------------------------------------- codecs
+def _seed_for_call(calls: dict[int, int], seed: int, client_id: int) -> int:
+    """The uint32 seed of this client's next call, ``(seed, client, call number)``, counting the call.
+
+    Seeded codecs draw one reproducible stream per (client, call), whoever else was sampled;
+    ``calls`` is their state: ``reset()`` clears it for a new run, checkpoints save it."""
+    call = calls.get(client_id, 0)
+    calls[client_id] = call + 1
+    return int(np.random.SeedSequence([seed, client_id, call]).generate_state(1)[0])
+
+
+def _calls_state(calls: dict[int, int]) -> dict[int, int]:
+    return {int(c): int(n) for c, n in calls.items()}
+
+
+class QuantizeCodec:
+    """Uniform ``bits``-bit quantization (1–16), deterministic or stochastic (unbiased, QSGD-style).
+
+    Each chunk (one per tensor by default, or ``chunk`` values) is mapped onto ``2^b`` evenly
+    spaced levels between its min and max: ``x̂ = lo + q·scale`` with ``scale = (max−min)/(2^b−1)``.
+    Deterministic rounding errs by at most ``scale/2``; stochastic rounding errs by at most
+    ``scale`` but is unbiased (``E[x̂] = x``) with variance ≤ ``scale²/4`` per value.
+    The grid spans exactly ``[min, max]`` (a real-valued offset rather than PyTorch's integer
+    zero point), so no value is ever clamped and stochastic rounding stays exactly unbiased.
+    """
+
+    def __init__(self, bits: int = 8, stochastic: bool = False, chunk: int | None = None, seed: int = 0):
+        self.bits = check_int("bits", bits, 1, 16)
+        self.stochastic = bool(stochastic)
+        self.chunk = None if chunk is None else check_int("chunk", chunk, 1)
+        self.seed = seed
+        self._calls: dict[int, int] = {}
+        self.name = f"{'stoch-' if stochastic else ''}q{bits}" + ("" if chunk is None else f"/c{chunk}")
+
+    def _generator(self, client_id: int) -> torch.Generator:
+        return torch.Generator().manual_seed(_seed_for_call(self._calls, self.seed, client_id))
+
+    def reset(self) -> None:
+        """Restart every client's call counter (a new run draws the same rounding noise)."""
+        self._calls.clear()
+
+    def state_dict(self) -> dict:
+        """Each client's call counter (it seeds the next stochastic rounding), for a checkpoint."""
+        return {"calls": _calls_state(self._calls)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._calls = _calls_state(state["calls"])
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        vector, bounds = _chunks(update, self.chunk)
+        levels = (1 << self.bits) - 1
+        generator = self._generator(client_id) if self.stochastic else None
+        header, codes = [], []
+        for start, stop in bounds:
+            part = vector[start:stop]
+            lo, hi = (float(part.min()), float(part.max())) if stop > start else (0.0, 0.0)
+            scale = (hi - lo) / levels if hi > lo else 1.0
+            t = (part - lo) / scale
+            t = stochastic_round(t, generator) if self.stochastic else torch.round(t)
+            codes.append(torch.clamp(t, 0, levels).to(torch.int64))
+            header += [lo, scale]
+        body = pack_bits(torch.cat(codes).numpy(), self.bits)
+        return np.asarray(header, dtype="<f4").tobytes() + body
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        n = _template_size(template)
+        _, bounds = _chunks(template, self.chunk)
+        header = np.frombuffer(payload, dtype="<f4", count=2 * len(bounds))
+        codes = torch.from_numpy(unpack_bits(payload[header.nbytes:], n, self.bits))
+        out = torch.empty(n, dtype=torch.float32)
+        for i, (start, stop) in enumerate(bounds):
+            out[start:stop] = float(header[2 * i]) + codes[start:stop].to(torch.float32) * float(header[2 * i + 1])
+        return unflatten(out, template)
+
+    def error_bound(self, update: Update) -> float:
+        """The largest possible |x̂ − x| for ``update``: ``scale/2`` (deterministic) or ``scale``
+        (stochastic), plus float32 rounding of the decode (a few ulps of the largest |x|)."""
+        vector, bounds = _chunks(update, self.chunk)
+        scale = max(float(vector[a:b].max() - vector[a:b].min()) for a, b in bounds) / ((1 << self.bits) - 1)
+        rounding = 4 * float(torch.finfo(torch.float32).eps) * float(vector.abs().max())
+        return (scale if self.stochastic else scale / 2) + rounding
+
+    def __repr__(self) -> str:
+        return f"QuantizeCodec(bits={self.bits}, stochastic={self.stochastic}, chunk={self.chunk})"
+
+
+class SignCodec:
+    """signSGD with magnitude: one sign bit per value and one fp32 scale (mean |x|) per tensor.
+
+    ``x̂ = sign(x) · mean|x|`` (zeros are sent as +); about 32× smaller than fp32.
+    """
+
+    name = "sign"
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        vector, bounds = _chunks(update, None)
+        scales = [float(vector[a:b].abs().mean()) if b > a else 0.0 for a, b in bounds]
+        signs = (vector < 0).numpy().astype(np.uint8)
+        return np.asarray(scales, dtype="<f4").tobytes() + pack_bits(signs, 1)
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        n = _template_size(template)
+        _, bounds = _chunks(template, None)
+        scales = np.frombuffer(payload, dtype="<f4", count=len(bounds))
+        negative = torch.from_numpy(unpack_bits(payload[scales.nbytes:], n, 1).astype(bool))
+        out = torch.empty(n, dtype=torch.float32)
+        for i, (a, b) in enumerate(bounds):
+            out[a:b] = float(scales[i])
+        out[negative] *= -1
+        return unflatten(out, template)
+
+    def __repr__(self) -> str:
+        return "SignCodec()"
+
+
+def _k(fraction: float, n: int) -> int:
+    return max(1, min(n, math.ceil(fraction * n)))
+
+
+class _Sparse:
+    """Shared value handling of the sparsifiers: fp32 values, or a value codec (composition)."""
+
+    def __init__(self, fraction: float, values=None):
+        self.fraction = check_fraction("topk_fraction", fraction)
+        self.values = values
+
+    def _encode_values(self, kept: torch.Tensor, client_id: int) -> bytes:
+        if self.values is None:
+            return kept.numpy().astype("<f4").tobytes()
+        return self.values.encode({"values": kept}, client_id)
+
+    def _decode_values(self, payload: bytes, k: int) -> torch.Tensor:
+        if self.values is None:
+            return torch.from_numpy(np.frombuffer(payload, dtype="<f4", count=k).copy())
+        return self.values.decode(payload, {"values": torch.zeros(k)})["values"]
+
+    def _suffix(self) -> str:
+        return "" if self.values is None else f"+{self.values.name}"
+
+    def reset(self) -> None:
+        """Reset the value codec's state, if it has any (a stochastic quantizer's counters)."""
+        reset_state(self.values)
+
+    def state_dict(self) -> dict:
+        return {"values": object_state(self.values, "values")}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_object_state(self.values, state.get("values"), "values")
+
+
+class TopKCodec(_Sparse):
+    """Keep the ``fraction`` of entries largest in magnitude (over the whole update).
+
+    Payload: ``k`` sorted indices bit-packed at ``ceil(log2 n)`` bits (16 for up to 65,536
+    parameters), then the kept values -- fp32, or encoded by ``values`` (e.g.
+    ``QuantizeCodec(8)``: top-k then quantize the kept values).
+    """
+
+    def __init__(self, fraction: float = 0.01, values=None):
+        super().__init__(fraction, values)
+        self.name = f"top{100 * self.fraction:g}%" + self._suffix()
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        vector = flatten(update)
+        k = _k(self.fraction, vector.numel())
+        idx = torch.sort(torch.topk(vector.abs(), k, sorted=False).indices).values
+        return pack_bits(idx.numpy(), index_bits(vector.numel())) + self._encode_values(vector[idx], client_id)
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        n = _template_size(template)
+        k, width = _k(self.fraction, n), index_bits(n)
+        split = packed_len(k, width)
+        idx = torch.from_numpy(unpack_bits(payload[:split], k, width))
+        out = torch.zeros(n, dtype=torch.float32)
+        out[idx] = self._decode_values(payload[split:], k)
+        return unflatten(out, template)
+
+    def __repr__(self) -> str:
+        return f"TopKCodec(fraction={self.fraction}, values={self.values!r})"
+
+
+class RandomKCodec(_Sparse):
+    """Keep a random ``fraction`` of entries.  The indices cost 4 bytes: the receiver regenerates
+    them from a uint32 seed sent in front of the values (the minimal index width is a seed).
+
+    ``x̂`` is *not* rescaled by n/k (biased, meant for use with :class:`ErrorFeedback`);
+    with ``unbiased=True`` kept values are multiplied by n/k so ``E[x̂] = x``.
+    """
+
+    def __init__(self, fraction: float = 0.01, values=None, unbiased: bool = False, seed: int = 0):
+        super().__init__(fraction, values)
+        self.unbiased, self.seed = bool(unbiased), seed
+        self._calls: dict[int, int] = {}
+        self.name = f"rand{100 * self.fraction:g}%" + self._suffix()
+
+    @staticmethod
+    def _indices(seed: int, n: int, k: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.sort(torch.randperm(n, generator=generator)[:k]).values
+
+    def reset(self) -> None:
+        """Restart every client's call counter (a new run draws the same index sets)."""
+        self._calls.clear()
+        super().reset()
+
+    def state_dict(self) -> dict:
+        """Each client's call counter (it seeds the next index set) and the value codec's state."""
+        return {**super().state_dict(), "calls": _calls_state(self._calls)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._calls = _calls_state(state["calls"])
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        vector = flatten(update)
+        n = vector.numel()
+        k = _k(self.fraction, n)
+        seed = _seed_for_call(self._calls, self.seed, client_id)
+        kept = vector[self._indices(seed, n, k)] * (n / k if self.unbiased else 1.0)
+        return np.asarray([seed], dtype="<u4").tobytes() + self._encode_values(kept, client_id)
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        n = _template_size(template)
+        k = _k(self.fraction, n)
+        seed = int(np.frombuffer(payload, dtype="<u4", count=1)[0])
+        out = torch.zeros(n, dtype=torch.float32)
+        out[self._indices(seed, n, k)] = self._decode_values(payload[4:], k)
+        return unflatten(out, template)
+
+    def __repr__(self) -> str:
+        return f"RandomKCodec(fraction={self.fraction}, values={self.values!r}, unbiased={self.unbiased})"
+
+
+class ErrorFeedback:
+    """Error feedback (Stich et al. 2018; Karimireddy et al. 2019) around any lossy codec.
+
+    Each client keeps a residual ``e`` of what compression dropped so far and sends
+    ``C(u + e)``, then keeps ``e ← (u + e) − decode(C(u + e))``.  So after every round
+    ``residual_new + sent == update + residual_old`` exactly: nothing is lost, only delayed.
+    The wire format (and size) is the inner codec's.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.residuals: dict[int, Update] = {}
+        self.name = f"EF({inner.name})"
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        old = self.residuals.get(client_id)
+        corrected = {k: v.detach() + (old[k] if old is not None else 0) for k, v in update.items()}
+        payload = self.inner.encode(corrected, client_id)
+        sent = self.inner.decode(payload, corrected)
+        self.residuals[client_id] = {k: corrected[k] - sent[k] for k in corrected}
+        return payload
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        return self.inner.decode(payload, template)
+
+    def reset(self) -> None:
+        """Forget every client's residual (start a new run)."""
+        self.residuals.clear()
+        reset_state(self.inner)
+
+    def state_dict(self) -> dict:
+        """Every client's residual (and the inner codec's state), for a checkpoint."""
+        return {"residuals": {int(c): dict(r) for c, r in self.residuals.items()},
+                "inner": object_state(self.inner, "inner")}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.residuals = {int(c): dict(r) for c, r in state["residuals"].items()}
+        load_object_state(self.inner, state.get("inner"), "inner")
+
+    def __repr__(self) -> str:
+        return f"ErrorFeedback({self.inner!r})"
+
+_DENSE, _BITMASK, _INDICES = 0, 1, 2
+_FORMATS = {_DENSE: "dense", _BITMASK: "bitmask", _INDICES: "indices"}
+
+
+def sparse_payload_size(numel: int, nnz: int) -> dict[str, int]:
+    """Bytes of each :class:`SparseCodec` format for ``nnz`` nonzeros among ``numel`` values.
+
+    * ``dense``:   1-byte tag + 4·numel
+    * ``bitmask``: 1-byte tag + 4-byte count + ⌈numel/8⌉ + 4·nnz
+    * ``indices``: 1-byte tag + 4-byte count + ⌈nnz·w/8⌉ + 4·nnz, with w = ⌈log₂ numel⌉ bits
+
+    ``'best'`` is the smallest: what the codec sends.
+    """
+    check_int("numel", numel, 1)
+    check_int("nnz", nnz, 0, numel)
+    sizes = {"dense": 1 + 4 * numel, "bitmask": 5 + packed_len(numel, 1) + 4 * nnz,
+             "indices": 5 + packed_len(nnz, index_bits(numel)) + 4 * nnz}
+    sizes["best"] = min(sizes.values())
+    return sizes
+
+
+class SparseCodec:
+    """Lossless sparse payload for masked updates: only nonzero values travel, plus their positions.
+
+    Both ends know the architecture (the template), so no names or shapes are sent.  The
+    update is flattened in key order; with N values of which k are nonzero, the payload is
+    the smallest of three formats (see :func:`sparse_payload_size`):
+
+    ========  ====================================================================
+    tag 0     dense: N little-endian float32 (never worse than fp32 + 1 byte)
+    tag 1     k (uint32) · a bitmask of N bits · the k float32 values
+    tag 2     k (uint32) · k indices bit-packed at ⌈log₂ N⌉ bits each · the k values
+    ========  ====================================================================
+
+    Decoding gives back the exact values (``-0.0`` comes back as ``0.0``).  ``last_format``
+    says which format the last ``encode`` chose.
+    """
+
+    name = "sparse"
+
+    def __init__(self) -> None:
+        self.last_format: str | None = None
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        values = flatten(update).numpy()
+        nonzero = np.flatnonzero(values != 0)
+        sizes = sparse_payload_size(values.size, int(nonzero.size))
+        if sizes["best"] == sizes["dense"]:
+            self.last_format = "dense"
+            return bytes([_DENSE]) + values.astype("<f4").tobytes()
+        kept = values[nonzero].astype("<f4").tobytes()
+        if sizes["best"] == sizes["bitmask"]:
+            self.last_format = "bitmask"
+            return struct.pack("<BI", _BITMASK, nonzero.size) + pack_bits(values != 0, 1) + kept
+        self.last_format = "indices"
+        positions = pack_bits(nonzero, index_bits(values.size))
+        return struct.pack("<BI", _INDICES, nonzero.size) + positions + kept
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        numel = sum(t.numel() for t in template.values())
+        tag = payload[0]
+        if tag == _DENSE:
+            vector = np.frombuffer(payload, dtype="<f4", offset=1).copy()
+            return unflatten(torch.from_numpy(vector), template)
+        if tag not in _FORMATS:
+            raise ValueError(f"not a SparseCodec payload (format tag {tag})")
+        (count,) = struct.unpack_from("<I", payload, 1)
+        width = 1 if tag == _BITMASK else index_bits(numel)
+        codes = numel if tag == _BITMASK else count
+        start = 5 + packed_len(codes, width)
+        if len(payload) != start + 4 * count:
+            raise ValueError(f"corrupt SparseCodec payload: {len(payload)} bytes, but a {_FORMATS[tag]} payload of "
+                             f"{count} values among {numel} needs {start + 4 * count}")
+        unpacked = unpack_bits(payload[5:start], codes, width)
+        positions = np.flatnonzero(unpacked) if tag == _BITMASK else unpacked
+        if positions.size != count or (count and int(positions.max()) >= numel):
+            raise ValueError(f"corrupt SparseCodec payload: header says {count} values, the positions say "
+                             f"{positions.size}")
+        vector = np.zeros(numel, dtype=np.float32)
+        vector[positions] = np.frombuffer(payload, dtype="<f4", count=count, offset=start)
+        return unflatten(torch.from_numpy(vector), template)
+
+    def __repr__(self) -> str:
+        return "SparseCodec()"
+
+
+class SparseQuantizeCodec:
+    """A pruned model on the wire: a bitmap of which values are nonzero, then only the nonzero
+    values, quantized to ``bits`` bits (:class:`~fedlab_utils.compression.QuantizeCodec`).
+
+    Payload: ``k`` (uint32) · ``N`` bits of bitmap · the quantized values.  Zeros come back as
+    exact zeros, so the mask survives the trip; a dense model costs one bit per value more than
+    plain quantization.
+    """
+
+    def __init__(self, bits: int = 8, chunk: int | None = None):
+        self.values = QuantizeCodec(bits, chunk=chunk)
+        self.bits = bits
+        self.name = f"sparse+q{bits}"
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        vector = flatten(update)
+        nonzero = vector != 0
+        header = struct.pack("<I", int(nonzero.sum()))
+        return header + pack_bits(nonzero.numpy(), 1) + self.values.encode({"values": vector[nonzero]}, client_id)
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        n = sum(t.numel() for t in template.values())
+        (k,) = struct.unpack_from("<I", payload)
+        start = 4 + packed_len(n, 1)
+        nonzero = torch.from_numpy(unpack_bits(payload[4:start], n, 1).astype(bool))
+        if int(nonzero.sum()) != k:
+            raise ValueError(f"corrupt SparseQuantizeCodec payload: header says {k} values, the bitmap {int(nonzero.sum())}")
+        out = torch.zeros(n, dtype=torch.float32)
+        if k:
+            out[nonzero] = self.values.decode(payload[start:], {"values": torch.zeros(k)})["values"]
+        return unflatten(out, template)
+
+    def __repr__(self) -> str:
+        return f"SparseQuantizeCodec(bits={self.bits})"

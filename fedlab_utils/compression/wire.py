@@ -1,0 +1,200 @@
+"""What crosses the network: updates as bytes.
+
+An *update* is a ``dict`` of name → tensor (a model delta or a state).  A :class:`Codec`
+turns it into ``bytes`` for the wire and back.  The ledger counts ``len()`` of those bytes,
+so every size in the course is the size of a real payload, overhead included.
+
+Both ends know the model architecture, so the plain fp32 codec sends only the values, in
+state-dict order: 4 bytes per parameter and nothing else.  Lossy codecs live in
+``fedlab_utils.compression`` and ``fedlab_utils.lessons.pruning.masks``; they implement the same two methods.
+
+The wire's building blocks live here, written once for every codec:
+
+* :func:`pack_bits` / :func:`unpack_bits` -- integer codes of any width 1-32 packed into
+  ``ceil(n·bits/8)`` bytes, with **one bit order everywhere: most significant bit first**
+  (the first code's top bit is the top bit of the first byte; ``np.packbits``' default "big"
+  order, so 8-bit codes are plain bytes and 16-bit codes big-endian ``uint16``);
+* :func:`index_bits` -- the fewest bits that can address ``n`` positions (sparse indices);
+* :class:`MeasuredCodec` -- send with one codec, record what another would have sent.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_state
+from fedlab_utils.validation import check_int
+
+__all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "payload_ratio", "pack_bits", "unpack_bits",
+           "packed_len", "index_bits", "MeasuredCodec"]
+
+Update = dict[str, torch.Tensor]
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Encodes an update to bytes and decodes it given a template of names and shapes.
+
+    ``client_id`` lets a stateful codec (error feedback) keep one memory per client.  A codec
+    that keeps state between calls also offers ``reset()`` (``run`` calls it when a run starts)
+    and ``state_dict()`` / ``load_state_dict(state)`` (checkpoints; tensors, numbers, lists and
+    dicts only), as :class:`MeasuredCodec` does.
+    """
+
+    name: str
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes: ...
+
+    def decode(self, payload: bytes, template: Update) -> Update: ...
+
+
+def flatten(update: Update) -> torch.Tensor:
+    """All tensors of ``update`` as one fp32 CPU vector, in key order."""
+    return torch.cat([t.detach().reshape(-1).to("cpu", torch.float32) for t in update.values()])
+
+
+def unflatten(vector: torch.Tensor, template: Update) -> Update:
+    """Inverse of :func:`flatten`: cut ``vector`` into tensors shaped (and placed) like ``template``."""
+    needed = sum(ref.numel() for ref in template.values())
+    if needed != vector.numel():
+        raise ValueError(f"payload holds {vector.numel()} values but the template needs {needed}")
+    out, start = {}, 0
+    for name, ref in template.items():
+        n = ref.numel()
+        out[name] = vector[start:start + n].reshape(ref.shape).to(ref.device, ref.dtype)
+        start += n
+    return out
+
+
+class Fp32Codec:
+    """The uncompressed baseline: raw little-endian float32 values, 4 bytes per parameter."""
+
+    name = "fp32"
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        return flatten(update).numpy().astype("<f4").tobytes()
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        return unflatten(torch.from_numpy(np.frombuffer(payload, dtype="<f4").copy()), template)
+
+    def __repr__(self) -> str:
+        return "Fp32Codec()"
+
+
+def payload_bytes(codec: Codec, update: Update) -> int:
+    """Size in bytes of ``update`` as ``codec`` would send it (``len()`` of the real payload).
+
+    Encoded by a copy of the codec, so a stateful one (error-feedback residuals, seeded
+    counters) is left exactly as it was."""
+    return len(copy.deepcopy(codec).encode(update, 0))
+
+
+def payload_ratio(codec: Codec, update: Update) -> float:
+    """How many times smaller than fp32 (4 bytes per value) ``codec``'s real payload is."""
+    return 4 * sum(t.numel() for t in update.values()) / payload_bytes(codec, update)
+
+
+# ----------------------------------------------------------------------------- bit packing (MSB first)
+def packed_len(count: int, bits: int) -> int:
+    """Bytes taken by ``count`` codes of ``bits`` bits: ``ceil(count·bits/8)``."""
+    return (count * bits + 7) // 8
+
+
+def pack_bits(codes: np.ndarray, bits: int) -> bytes:
+    """Pack non-negative integer ``codes`` (each < 2^bits) into ``ceil(n·bits/8)`` bytes, MSB first.
+
+    The bit stream is every code's bits from most to least significant, code after code, cut
+    into bytes whose first bit is their most significant; the last byte is padded with zeros.
+    E.g. eight 1-bit codes ``[1,0,1,1,0,0,0,1]`` give the byte ``0b10110001`` (177), and the
+    3-bit codes ``[5, 3]`` give ``101 011`` + padding = ``0b10101100`` (172).
+    """
+    check_int("bits", bits, 1, 32)
+    codes = np.asarray(codes)
+    if codes.size and (codes.min() < 0 or int(codes.max()) >> bits):
+        raise ValueError(f"codes must lie in [0, 2^{bits}); got [{codes.min()}, {codes.max()}]")
+    if bits == 8:
+        return codes.astype(np.uint8).tobytes()
+    if bits == 16:
+        return codes.astype(">u2").tobytes()
+    if bits == 1:
+        return np.packbits(codes.astype(np.uint8)).tobytes()
+    codes = codes.reshape(-1).astype(np.uint32)
+    matrix = np.empty((codes.size, bits), dtype=np.uint8)  # one column per bit, most significant first
+    for j in range(bits):
+        matrix[:, j] = (codes >> (bits - 1 - j)) & 1
+    return np.packbits(matrix.reshape(-1)).tobytes()
+
+
+def unpack_bits(buffer: bytes, count: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: the first ``count`` codes of ``bits`` bits each (int64)."""
+    check_int("bits", bits, 1, 32)
+    check_int("count", count, 0)
+    if len(buffer) < packed_len(count, bits):
+        raise ValueError(f"buffer holds {len(buffer)} bytes but {count} codes of {bits} bits need "
+                         f"{packed_len(count, bits)}")
+    if bits == 8:
+        return np.frombuffer(buffer, dtype=np.uint8, count=count).astype(np.int64)
+    if bits == 16:
+        return np.frombuffer(buffer, dtype=">u2", count=count).astype(np.int64)
+    raw = np.frombuffer(buffer, dtype=np.uint8, count=packed_len(count, bits))
+    flat = np.unpackbits(raw, count=count * bits)
+    if bits == 1:
+        return flat.astype(np.int64)
+    flat = flat.reshape(count, bits)
+    out = np.zeros(count, dtype=np.int64)
+    for j in range(bits):  # most significant bit first
+        out = (out << 1) | flat[:, j]
+    return out
+
+
+def index_bits(n: int) -> int:
+    """The fewest bits that can address ``n`` positions: ``ceil(log2 n)``, at least 1.
+
+    Computed on integers (``(n − 1).bit_length()``), so it is exact for any size.
+    """
+    check_int("n", n, 1)
+    return max(1, (n - 1).bit_length())
+
+
+# ----------------------------------------------------------------------------- measuring codecs
+class MeasuredCodec:
+    """Sends with ``primary`` and records what ``shadow`` *would* have sent, in ``shadow_bytes``.
+
+    A control for experiments: run dense FedAvg once with the fp32 codec and learn, from the
+    same updates, how much a sparse codec alone would have saved (no second run needed).
+    ``run`` resets it at the start (``shadow_bytes`` holds one run) and checkpoints its state.
+    """
+
+    def __init__(self, primary: Codec, shadow: Codec):
+        self.primary, self.shadow = primary, shadow
+        self.name = f"{primary.name} (measuring {shadow.name})"
+        self.shadow_bytes: list[int] = []
+
+    def encode(self, update: Update, client_id: int = 0) -> bytes:
+        self.shadow_bytes.append(len(self.shadow.encode(update, client_id)))
+        return self.primary.encode(update, client_id)
+
+    def decode(self, payload: bytes, template: Update) -> Update:
+        return self.primary.decode(payload, template)
+
+    def reset(self) -> None:
+        """Start a new run: forget the recorded sizes and reset both codecs (where they have state)."""
+        self.shadow_bytes.clear()
+        reset_state(self.primary)
+        reset_state(self.shadow)
+
+    def state_dict(self) -> dict:
+        """The recorded sizes and both codecs' state, for a checkpoint."""
+        return {"shadow_bytes": list(self.shadow_bytes), "primary": object_state(self.primary, "primary"),
+                "shadow": object_state(self.shadow, "shadow")}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shadow_bytes = [int(b) for b in state["shadow_bytes"]]
+        load_object_state(self.primary, state["primary"], "primary")
+        load_object_state(self.shadow, state["shadow"], "shadow")
+
+    def __repr__(self) -> str:
+        return f"MeasuredCodec({self.primary!r}, shadow={self.shadow!r})"

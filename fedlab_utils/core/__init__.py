@@ -1,0 +1,87 @@
+"""The federated core a researcher extends: the loop (:func:`run`), the round protocol and its
+strategies, client training, the vmap trainer, server optimizers, aggregators, the registry of
+named parts, faults, checkpoints and the run's history.
+
+It imports no lesson, course or deploy module (``lint-imports`` checks it).
+
+Names load lazily from their modules on first use (:data:`_EXPORTS`).
+"""
+from importlib import import_module
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Aggregate": "fedlab_utils.core.aggregators.fedavg",
+    "Median": "fedlab_utils.core.aggregators.median",
+    "sorted_stack": "fedlab_utils.core.aggregators.median",
+    "TrimmedMean": "fedlab_utils.core.aggregators.trimmed_mean",
+    "FORMAT": "fedlab_utils.core.checkpoint",
+    "config_mismatches": "fedlab_utils.core.checkpoint",
+    "load_checkpoint": "fedlab_utils.core.checkpoint",
+    "load_object_state": "fedlab_utils.core.checkpoint",
+    "object_state": "fedlab_utils.core.checkpoint",
+    "reset_state": "fedlab_utils.core.checkpoint",
+    "save_checkpoint": "fedlab_utils.core.checkpoint",
+    "CLIENT_STATUSES": "fedlab_utils.core.faults",
+    "update_is_finite": "fedlab_utils.core.faults",
+    "joules_to_target": "fedlab_utils.core.history",
+    "labelled": "fedlab_utils.core.history",
+    "rounds_to_target": "fedlab_utils.core.history",
+    "ClientData": "fedlab_utils.core.loop",
+    "ON_CLIENT_ERROR": "fedlab_utils.core.loop",
+    "progress_enabled": "fedlab_utils.core.loop",
+    "run": "fedlab_utils.core.loop",
+    "sample_clients": "fedlab_utils.core.loop",
+    "check_clients": "fedlab_utils.core.preflight",
+    "check_local": "fedlab_utils.core.preflight",
+    "check_test": "fedlab_utils.core.preflight",
+    "check_trainer": "fedlab_utils.core.preflight",
+    "probe_model": "fedlab_utils.core.preflight",
+    "KINDS": "fedlab_utils.core.registry",
+    "SERVERS": "fedlab_utils.core.registry",
+    "SPECS": "fedlab_utils.core.registry",
+    "make_server": "fedlab_utils.core.registry",
+    "resolve": "fedlab_utils.core.registry",
+    "resolve_aggregate": "fedlab_utils.core.registry",
+    "resolve_codec": "fedlab_utils.core.registry",
+    "resolve_server": "fedlab_utils.core.registry",
+    "resolve_trainer": "fedlab_utils.core.registry",
+    "resolve_transform": "fedlab_utils.core.registry",
+    "spec_of": "fedlab_utils.core.registry",
+    "FedAvgM": "fedlab_utils.core.servers.fedavgm",
+    "fedavgm_step": "fedlab_utils.core.servers.fedavgm",
+    "FedAdagrad": "fedlab_utils.core.servers.fedopt",
+    "FedAdam": "fedlab_utils.core.servers.fedopt",
+    "FedOpt": "fedlab_utils.core.servers.fedopt",
+    "FedYogi": "fedlab_utils.core.servers.fedopt",
+    "FedProx": "fedlab_utils.core.training",
+    "PlainSGD": "fedlab_utils.core.training",
+    "StackedUpdates": "fedlab_utils.core.training",
+    "MAX_STACK_BYTES": "fedlab_utils.core.vmap_trainer",
+    "TRAINERS": "fedlab_utils.core.vmap_trainer",
+    "VmapTrainer": "fedlab_utils.core.vmap_trainer",
+    "make_trainer": "fedlab_utils.core.vmap_trainer",
+}
+__all__ = ["Aggregate", "CLIENT_STATUSES", "ClientData", "FORMAT", "FedAdagrad", "FedAdam",
+           "FedAvgM", "FedOpt", "FedProx", "FedYogi", "KINDS", "MAX_STACK_BYTES", "Median",
+           "ON_CLIENT_ERROR", "PlainSGD", "SERVERS", "SPECS", "StackedUpdates", "TRAINERS",
+           "TrimmedMean", "VmapTrainer", "check_clients", "check_local", "check_test",
+           "check_trainer", "config_mismatches", "fedavgm_step", "joules_to_target", "labelled",
+           "load_checkpoint", "load_object_state", "make_server", "make_trainer", "object_state",
+           "probe_model", "progress_enabled", "reset_state", "resolve", "resolve_aggregate",
+           "resolve_codec", "resolve_server", "resolve_trainer", "resolve_transform",
+           "rounds_to_target", "run", "sample_clients", "save_checkpoint", "sorted_stack",
+           "spec_of", "update_is_finite"]
+
+
+def __getattr__(name: str):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

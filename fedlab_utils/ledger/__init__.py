@@ -1,0 +1,60 @@
+"""The efficiency ledger: FLOP counting (:mod:`.flops`), energy profiles with cited constants and
+real meters (:mod:`.energy`), synchronised timing (:mod:`.timing`) and the radio timeline drawn
+from a profile (:mod:`.radio_timeline`).  Part of the core.
+
+Names load lazily from their modules on first use (:data:`_EXPORTS`).
+"""
+from importlib import import_module
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Energy": "fedlab_utils.ledger.energy",
+    "EnergyMeter": "fedlab_utils.ledger.energy",
+    "EnergyProfile": "fedlab_utils.ledger.energy",
+    "HOROWITZ_45NM_PJ": "fedlab_utils.ledger.energy",
+    "LTE": "fedlab_utils.ledger.energy",
+    "PROFILES": "fedlab_utils.ledger.energy",
+    "RadioModel": "fedlab_utils.ledger.energy",
+    "RadioPhase": "fedlab_utils.ledger.energy",
+    "RaplCounter": "fedlab_utils.ledger.energy",
+    "WIFI": "fedlab_utils.ledger.energy",
+    "energy_by_profile": "fedlab_utils.ledger.energy",
+    "get_profile": "fedlab_utils.ledger.energy",
+    "nvml_device_for": "fedlab_utils.ledger.energy",
+    "price_history": "fedlab_utils.ledger.energy",
+    "price_rows": "fedlab_utils.ledger.energy",
+    "radio_timeline": "fedlab_utils.ledger.energy",
+    "lstm_training_flops_per_sample": "fedlab_utils.ledger.flops",
+    "draw_radio_timeline": "fedlab_utils.ledger.radio_timeline",
+    "AUTORANGE": "fedlab_utils.ledger.timing",
+    "Stopwatch": "fedlab_utils.ledger.timing",
+    "TimingStats": "fedlab_utils.ledger.timing",
+    "benchmark": "fedlab_utils.ledger.timing",
+    "inference_latency": "fedlab_utils.ledger.timing",
+    "synchronize": "fedlab_utils.ledger.timing",
+    "time_calls": "fedlab_utils.ledger.timing",
+    "time_interleaved": "fedlab_utils.ledger.timing",
+    "time_train_step": "fedlab_utils.ledger.timing",
+    "time_trainer": "fedlab_utils.ledger.timing",
+    "wall_time": "fedlab_utils.ledger.timing",
+}
+__all__ = ["AUTORANGE", "Energy", "EnergyMeter", "EnergyProfile", "HOROWITZ_45NM_PJ", "LTE",
+           "PROFILES", "RadioModel", "RadioPhase", "RaplCounter", "Stopwatch", "TimingStats",
+           "WIFI", "benchmark", "draw_radio_timeline", "energy_by_profile", "get_profile",
+           "inference_latency", "lstm_training_flops_per_sample", "nvml_device_for",
+           "price_history", "price_rows", "radio_timeline", "synchronize", "time_calls",
+           "time_interleaved", "time_train_step", "time_trainer", "wall_time"]
+
+
+def __getattr__(name: str):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,171 @@
+"""Acceleration (lesson 04): fewer rounds through server optimizers, faster rounds through vmap.
+
+Energy is power × time, so a federation spends less when it needs **fewer rounds** or when each
+round **runs faster**.  Both levers plug into the one loop of :func:`fedlab_utils.core.loop.run`;
+the parts themselves live in the core, and this module re-exports them for the lesson:
+
+* server optimizers (FedAvgM, FedAdam, FedYogi, FedAdagrad) and aggregators:
+  :mod:`fedlab_utils.core.servers`; FedProx: :mod:`fedlab_utils.core.training`;
+* the vmap trainer, which trains all sampled clients of a round at once:
+  :mod:`fedlab_utils.core.vmap_trainer`; picking a trainer by name: :mod:`fedlab_utils.core.registry`;
+* timing a training step or a trainer: :mod:`fedlab_utils.ledger.timing`;
+* rounds and joules to a target accuracy: :mod:`fedlab_utils.core.history`.
+
+What is lesson 04's own:
+
+* :func:`quadratic_drift` -- client drift on two quadratic clients, in 2-D, with any server optimizer;
+* the article's pitfall: :func:`article_loop` (a fresh random input and target every step: nothing
+  to learn), :func:`fixed_data_loop` (the corrected loop) and :func:`adam_vs_adamw`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedlab_utils.core.history import joules_to_target, rounds_to_target
+from fedlab_utils.core.registry import SERVERS, make_server
+from fedlab_utils.core.registry import resolve_trainer as _resolve_trainer
+from fedlab_utils.core.servers.fedavg import FedAvgServer
+from fedlab_utils.core.servers.fedavgm import FedAvgM, fedavgm_step
+from fedlab_utils.core.servers.fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
+from fedlab_utils.core.training import ClientTransform, FedProx, LocalTraining, make_optimizer
+from fedlab_utils.core.vmap_trainer import TRAINERS as BACKENDS
+from fedlab_utils.core.vmap_trainer import VmapTrainer, make_trainer
+from fedlab_utils.ledger.flops import mlp_training_flops_per_sample
+from fedlab_utils.ledger.timing import time_train_step, time_trainer
+from fedlab_utils.validation import check_int
+
+__all__ = ["FedAvgM", "FedAdam", "FedYogi", "FedAdagrad", "FedOpt", "FedProx", "SERVERS", "make_server",
+           "quadratic_drift", "VmapTrainer", "BACKENDS", "TRAINERS", "make_trainer", "resolve_trainer", "time_trainer",
+           "time_train_step", "rounds_to_target", "joules_to_target", "article_loop", "fixed_data_loop", "adam_vs_adamw",
+           "fedavgm_step", "mlp_training_flops_per_sample"]
+
+#: The trainers by name, and ``'auto'`` (``BACKENDS`` is the name notebook 04's parameter check uses).
+TRAINERS = BACKENDS + ("auto",)
+
+
+def resolve_trainer(trainer, model: nn.Module, local: LocalTraining, transform: ClientTransform | None):
+    """The trainer :func:`~fedlab_utils.core.loop.run` uses for ``trainer=``
+    (:func:`fedlab_utils.core.registry.resolve_trainer`, with the setup ``'auto'`` decides on)."""
+    return _resolve_trainer(trainer, "trainer", model=model, local=local, transform=transform)
+
+
+# ----------------------------------------------------------------------------- client drift, in 2-D
+def quadratic_drift(server=None, rounds: int = 30, local_steps: int = 5, lr: float = 0.2,
+                    centers=((2.0, 1.0), (-1.0, 3.0)), curvatures=((1.0, 0.02), (0.2, 0.05))) -> dict:
+    """FedAvg on two clients with quadratic losses ``f_i(w) = ½ Σ_j a_ij (w_j − c_ij)²``.
+
+    Each round both clients take ``local_steps`` gradient steps from the global ``w`` and drift
+    towards their *own* optimum ``c_i``; the server averages the two updates and applies
+    ``server`` (default FedAvg).  Returns the global path (rounds+1 × 2), the clients' end points
+    per round, and the optimum of the global objective ``f_1 + f_2``.  Pure arithmetic: instant.
+    """
+    check_int("rounds", rounds, 1)
+    check_int("local_steps", local_steps, 1)
+    server = server or FedAvgServer()
+    c = torch.tensor(centers, dtype=torch.float64)
+    a = torch.tensor(curvatures, dtype=torch.float64)
+    w = torch.zeros(2, dtype=torch.float64)
+    path, ends = [w.clone()], []
+    for _ in range(rounds):
+        locals_ = []
+        for ci, ai in zip(c, a):
+            wi = w.clone()
+            for _ in range(local_steps):
+                wi = wi - lr * ai * (wi - ci)
+            locals_.append(wi)
+        ends.append(torch.stack(locals_))
+        update = {"w": torch.stack(locals_).mean(0) - w}
+        w = server.step({"w": w}, update)["w"]
+        path.append(w.clone())
+    optimum = (a * c).sum(0) / a.sum(0)
+    return {"path": torch.stack(path).numpy(), "client_ends": torch.stack(ends).numpy(),
+            "optimum": optimum.numpy(), "centers": c.numpy(), "curvatures": a.numpy()}
+
+
+# ----------------------------------------------------------------------------- the article's pitfall
+class _ArticleNet(nn.Module):
+    """The article's ``SimpleNet``: one ``Linear(10, 2)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def article_loop(steps: int = 10, seed: int = 0, optimizer: str = "adamw", lr: float = 0.01,
+                 device: torch.device | str = "cpu") -> list[float]:
+    """The article's "acceleration" loop, with ``F`` imported: every step draws a *fresh* random
+    input and a *fresh* random target.  Returns the loss of every step.
+
+    Since the target is noise independent of the input, the best the model can do is predict
+    the noise's mean (0), where the expected MSE is the noise's variance, 1.0: nothing is learned.
+    """
+    check_int("steps", steps, 1)
+    torch.manual_seed(seed)
+    model = _ArticleNet().to(device)
+    opt = make_optimizer(optimizer, model.parameters(), lr,
+                         weight_decay=0.01 if optimizer == "adamw" else 0.0)  # torch's AdamW default
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        output = model(torch.randn(10).to(device))
+        loss = F.mse_loss(output, torch.randn(2).to(device))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def fixed_data_loop(steps: int = 200, seed: int = 0, optimizer: str = "adamw", lr: float = 0.01,
+                    n: int = 256, noise: float = 0.1) -> dict:
+    """The corrected loop: a fixed dataset ``y = x·W* + noise`` (unit-variance targets) that the same model can fit.
+
+    Returns the per-step training losses and the floor (the noise variance, ``noise²``).
+    """
+    check_int("steps", steps, 1)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 10, generator=gen)
+    w_true = torch.randn(10, 2, generator=gen) / 10 ** 0.5  # targets of unit variance, like the article's noise
+    y = x @ w_true + noise * torch.randn(n, 2, generator=gen)
+    torch.manual_seed(seed)
+    model = _ArticleNet()
+    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay=0.01 if optimizer == "adamw" else 0.0)
+    return {"losses": _fit_full_batch(model, x, y, opt, steps), "floor": noise ** 2}
+
+
+def _fit_full_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+                    steps: int) -> list[float]:
+    """``steps`` full-batch MSE steps on one fixed dataset; the per-step losses."""
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def adam_vs_adamw(steps: int = 200, seed: int = 0, lr: float = 0.01, weight_decay: float = 0.0) -> dict:
+    """Train the same model from the same start with Adam and AdamW (both at ``weight_decay``).
+
+    Returns both loss curves and the largest weight difference at the end: with
+    ``weight_decay=0`` the two optimizers are the same algorithm, so it is exactly 0.
+    """
+    curves, weights = {}, {}
+    for name in ("adam", "adamw"):
+        torch.manual_seed(seed)
+        model = _ArticleNet()
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(256, 10, generator=gen)
+        y = x @ torch.randn(10, 2, generator=gen) + 0.1 * torch.randn(256, 2, generator=gen)
+        opt = make_optimizer(name, model.parameters(), lr, weight_decay)
+        curves[name] = _fit_full_batch(model, x, y, opt, steps)
+        weights[name] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return {"adam": curves["adam"], "adamw": curves["adamw"],
+            "max_weight_diff": float((weights["adam"] - weights["adamw"]).abs().max())}
+

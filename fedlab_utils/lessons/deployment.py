@@ -1,0 +1,49 @@
+"""Lesson 07's idea beyond the launcher: which certificate a TLS client accepts for an address.
+
+A SuperNode dials the SuperLink by an address; TLS accepts the server's certificate only when a
+Subject Alternative Name matches it (RFC 6125).  The lesson checks the student's rule against
+:func:`san_allows`; :mod:`fedlab_utils.deploy.launcher.launcher.pki` uses :func:`is_ip` to validate the SANs it signs.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+__all__ = ["san_allows", "is_ip"]
+
+
+def is_ip(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def san_allows(sans: list[str] | tuple[str, ...], address: str) -> bool:
+    """Whether a TLS client that dials ``address`` (``host:port``, ``[v6]:port`` or a bare host)
+    accepts a certificate with these SANs: an IP must equal an IP SAN, a name must equal a DNS SAN
+    (case-insensitive; a ``*.`` wildcard covers exactly one leftmost label), as in RFC 6125."""
+    host = _host_of(address)
+    if is_ip(host):
+        ip = ipaddress.ip_address(host)
+        return any(is_ip(s) and ipaddress.ip_address(s) == ip for s in sans)
+    host = host.lower().rstrip(".")
+    for san in sans:
+        if is_ip(san):
+            continue
+        name = san.lower().rstrip(".")
+        if name == host:
+            return True
+        if name.startswith("*.") and "." in host and host.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+def _host_of(address: str) -> str:
+    text = str(address).strip()
+    if text.startswith("["):
+        return text[1:text.index("]")]
+    if text.count(":") == 1:
+        return text.rsplit(":", 1)[0]
+    return text

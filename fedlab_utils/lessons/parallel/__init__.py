@@ -1,0 +1,45 @@
+"""Lesson 05, model parallelism: pipelines (:mod:`.pipeline`, with the worker process it starts,
+:mod:`.worker`) and split learning (:mod:`.split_learning`).
+
+Names load lazily from their modules on first use (:data:`_EXPORTS`).
+"""
+from importlib import import_module
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "MultiProcessResult": "fedlab_utils.lessons.parallel.pipeline",
+    "PipelineReport": "fedlab_utils.lessons.parallel.pipeline",
+    "StagedModel": "fedlab_utils.lessons.parallel.pipeline",
+    "article_large_net": "fedlab_utils.lessons.parallel.pipeline",
+    "gpipe_makespan": "fedlab_utils.lessons.parallel.pipeline",
+    "gpipe_schedule": "fedlab_utils.lessons.parallel.pipeline",
+    "ideal_bubble": "fedlab_utils.lessons.parallel.pipeline",
+    "pipeline_train_step": "fedlab_utils.lessons.parallel.pipeline",
+    "plot_schedule": "fedlab_utils.lessons.parallel.pipeline",
+    "reference_step": "fedlab_utils.lessons.parallel.pipeline",
+    "run_multiprocess_pipeline": "fedlab_utils.lessons.parallel.pipeline",
+    "split_sequential": "fedlab_utils.lessons.parallel.pipeline",
+    "stage_boundaries": "fedlab_utils.lessons.parallel.pipeline",
+    "stage_input_shapes": "fedlab_utils.lessons.parallel.pipeline",
+    "timed_pipeline_step": "fedlab_utils.lessons.parallel.pipeline",
+    "cut_payloads": "fedlab_utils.lessons.parallel.split_learning",
+    "draw_split_cut": "fedlab_utils.lessons.parallel.split_learning",
+}
+__all__ = ["MultiProcessResult", "PipelineReport", "StagedModel", "article_large_net",
+           "cut_payloads", "draw_split_cut", "gpipe_makespan", "gpipe_schedule", "ideal_bubble",
+           "pipeline_train_step", "plot_schedule", "reference_step", "run_multiprocess_pipeline",
+           "split_sequential", "stage_boundaries", "stage_input_shapes", "timed_pipeline_step"]
+
+
+def __getattr__(name: str):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

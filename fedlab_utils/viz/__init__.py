@@ -1,0 +1,57 @@
+"""Drawing: the course's plots (:mod:`.plotting`), ipywidgets explorers (:mod:`.widgets`) and
+diagrams of the key ideas (:mod:`.diagrams`).
+
+Names load lazily from their modules on first use (:data:`_EXPORTS`).
+"""
+from importlib import import_module
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "CLIENT_COLOR": "fedlab_utils.viz.diagrams",
+    "PHASE_COLORS": "fedlab_utils.viz.diagrams",
+    "SERVER_COLOR": "fedlab_utils.viz.diagrams",
+    "WIRE_COLOR": "fedlab_utils.viz.diagrams",
+    "arrow": "fedlab_utils.viz.diagrams",
+    "blank": "fedlab_utils.viz.diagrams",
+    "box": "fedlab_utils.viz.diagrams",
+    "draw_error_feedback_loop": "fedlab_utils.viz.diagrams",
+    "draw_federated_round": "fedlab_utils.viz.diagrams",
+    "draw_flower_processes": "fedlab_utils.viz.diagrams",
+    "error_feedback_step": "fedlab_utils.viz.diagrams",
+    "fmt_bytes": "fedlab_utils.viz.diagrams",
+    "new_axes": "fedlab_utils.viz.diagrams",
+    "COLORS": "fedlab_utils.viz.plotting",
+    "integer_ticks": "fedlab_utils.viz.plotting",
+    "legend_outside": "fedlab_utils.viz.plotting",
+    "plot_accuracy": "fedlab_utils.viz.plotting",
+    "plot_accuracy_vs_mb": "fedlab_utils.viz.plotting",
+    "plot_energy": "fedlab_utils.viz.plotting",
+    "plot_label_heatmap": "fedlab_utils.viz.plotting",
+    "plot_sensitivity": "fedlab_utils.viz.plotting",
+    "use_style": "fedlab_utils.viz.plotting",
+    "WIDGETS_ENV": "fedlab_utils.viz.widgets",
+    "alpha_explorer": "fedlab_utils.viz.widgets",
+    "slider_explorer": "fedlab_utils.viz.widgets",
+    "static_note": "fedlab_utils.viz.widgets",
+    "widgets_enabled": "fedlab_utils.viz.widgets",
+}
+__all__ = ["CLIENT_COLOR", "COLORS", "PHASE_COLORS", "SERVER_COLOR", "WIDGETS_ENV", "WIRE_COLOR",
+           "alpha_explorer", "arrow", "blank", "box", "draw_error_feedback_loop",
+           "draw_federated_round", "draw_flower_processes", "error_feedback_step", "fmt_bytes",
+           "integer_ticks", "legend_outside", "new_axes", "plot_accuracy", "plot_accuracy_vs_mb",
+           "plot_energy", "plot_label_heatmap", "plot_sensitivity", "slider_explorer",
+           "static_note", "use_style", "widgets_enabled"]
+
+
+def __getattr__(name: str):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
