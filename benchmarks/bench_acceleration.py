@@ -17,11 +17,13 @@ import os
 import torch
 from common import time_notebook
 
-from fedlab_utils import acceleration as acc
+from fedlab_utils.lessons import acceleration as acc
 from fedlab_utils.data import client_data, load_dataset, partition
 from fedlab_utils.devices import get_device
-from fedlab_utils.federated import LocalTraining
+from fedlab_utils.core import LocalTraining
 from fedlab_utils.models import make_model
+from fedlab_utils.core import TRAINERS, make_trainer
+from fedlab_utils.ledger import time_train_step, time_trainer
 
 
 def _load() -> list[float]:
@@ -35,8 +37,8 @@ def bench_backends(ds, device, counts=(8, 32, 128)) -> dict:
     for k in counts:
         clients = client_data(ds, partition(ds.y_train, k, "iid", seed=0), device)
         row = {"samples_per_client": len(clients[0])}
-        for name in acc.BACKENDS:
-            row[name] = acc.time_trainer(acc.make_trainer(name), model, clients, local, repeats=3)
+        for name in TRAINERS:
+            row[name] = time_trainer(make_trainer(name), model, clients, local, repeats=3)
         row["speedup"] = row["vmap"]["client_updates_per_s"] / row["sequential"]["client_updates_per_s"]
         out[str(k)] = row
     return out
@@ -50,8 +52,8 @@ def bench_steps(ds, device) -> list[dict]:
         model = make_model(name, ds.input_shape, ds.num_classes).to(device)
         precisions = ("fp32", "bf16") + (("fp16",) if device.type == "cuda" else ())
         for precision in precisions:
-            rows.append({"model": name, **acc.time_train_step(model, x, y, precision=precision, steps=30)})
-        rows.append({"model": name, **acc.time_train_step(model, x, y, precision="fp32", compile=True, steps=30)})
+            rows.append({"model": name, **time_train_step(model, x, y, precision=precision, steps=30)})
+        rows.append({"model": name, **time_train_step(model, x, y, precision="fp32", compile=True, steps=30)})
     return rows
 
 

@@ -5,7 +5,8 @@ import time
 
 from common import time_notebook
 
-from fedlab_utils import LocalTraining, client_data, federated, load_dataset, make_model, partition
+from fedlab_utils import LocalTraining, client_data, load_dataset, make_model, partition
+from fedlab_utils.core import loop as federated
 
 
 def loop_throughput(num_clients: int = 20, rounds: int = 5) -> dict:

@@ -1,7 +1,7 @@
 """Do the notebooks' claims hold on every seed with default parameters?  -> benchmarks/results/claims.json
 
 Runs every notebook (``notebooks/[0-9][0-9]_*.ipynb``) for seeds 0-19 with otherwise default
-parameters through the sweep machinery (:mod:`fedlab_utils.sweep`: one process per run,
+parameters through the sweep machinery (:mod:`fedlab_utils.course.sweep`: one process per run,
 ``--jobs`` at a time) and writes, per notebook and claim: the seeds run, how many held, the
 hold rate, the failing seeds, and the worst (smallest) measured margin with its seed.  A claim's
 margin is what the notebook passes to ``Claims.check(..., margin=...)``: the signed distance from
@@ -39,7 +39,7 @@ DEFAULT_SEEDS = list(range(20))
 
 
 def select_notebooks(names: list[str] | None) -> list[Path]:
-    from fedlab_utils.runner import find_notebooks
+    from fedlab_utils.course import find_notebooks
 
     return find_notebooks(names or [])
 
@@ -75,7 +75,7 @@ def summarize_claims(records: list[dict]) -> dict:
 
 def measure(seeds: list[int], notebooks: list[Path], jobs: int, work: Path, claims_policy: str = "record",
             timeout: float | None = None) -> dict:
-    from fedlab_utils.sweep import Point, point_slug, run_points
+    from fedlab_utils.course import Point, point_slug, run_points
 
     points = [Point(nb, {"seed": seed}, work / nb.stem / point_slug({"seed": seed}))
               for nb in notebooks for seed in seeds]
@@ -112,7 +112,7 @@ def run(seeds: list[int] | None = None, notebooks: list[str] | None = None, jobs
 
 
 def parse_seeds(text: str) -> list[int]:
-    from fedlab_utils.sweep import parse_values
+    from fedlab_utils.course import parse_values
 
     try:
         seeds = parse_values("seed", text)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     from common import machine
 
-    from fedlab_utils.results import atomic_write_text
+    from fedlab_utils.files import atomic_write_text
 
     start = time.perf_counter()
     notebooks = select_notebooks(args.notebooks)

@@ -12,7 +12,7 @@ import torch
 from common import time_call, time_notebook
 
 from fedlab_utils.data import load_dataset
-from fedlab_utils.distillation import LogitCodec, distill, distill_flops, weight_payload_bytes
+from fedlab_utils.lessons.distillation import LogitCodec, distill, distill_flops, weight_payload_bytes
 from fedlab_utils.models import count_parameters, make_model
 
 

@@ -35,9 +35,9 @@ import torch
 
 from fedlab_utils.data import client_data, load_dataset, partition
 from fedlab_utils.devices import get_device
-from fedlab_utils.federated import LocalTraining, run as federated_run
+from fedlab_utils.core import LocalTraining, run as federated_run
 from fedlab_utils.models import make_model
-from fedlab_utils.timing import time_calls
+from fedlab_utils.ledger import time_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDE = (200, 200)  # the issue's MLP 784-200-200-10
@@ -54,7 +54,7 @@ TRAINERS = ("sequential", "vmap")
 E2E_SCRIPT = """
 import sys
 from fedlab_utils.data import client_data, load_dataset, partition
-from fedlab_utils.federated import LocalTraining, run
+from fedlab_utils.core import LocalTraining, run
 from fedlab_utils.models import make_model
 import torch
 torch.manual_seed(0)
@@ -122,8 +122,10 @@ def kernel_ceiling(ds, hidden, num_clients: int, device: torch.device, peak_gflo
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from fedlab_utils.acceleration import VmapTrainer, mlp_training_flops_per_sample, _mlp_layers
-    from fedlab_utils.federated import ClientTransform
+    from fedlab_utils.core import VmapTrainer
+    from fedlab_utils.ledger import mlp_training_flops_per_sample
+    from fedlab_utils.core.vmap_trainer import _mlp_layers
+    from fedlab_utils.core import ClientTransform
 
     clients = client_data(ds, partition(ds.y_train, num_clients, "iid", seed=0), device)
     torch.manual_seed(0)
@@ -160,12 +162,12 @@ def kernel_ceiling(ds, hidden, num_clients: int, device: torch.device, peak_gflo
 def import_floor(repeats: int = 5) -> dict:
     """Seconds a fresh ``python`` needs to start, ``import torch`` and exit (best of ``repeats``): plainly,
     and with the garbage collector paused during the import and the result frozen (what
-    ``fedlab_utils`` does when it is imported first); and to import ``fedlab_utils.federated``.
+    ``fedlab_utils`` does when it is imported first); and to import ``fedlab_utils.core.loop``.
     The faster of the two torch imports is the floor under any fresh-process run of a torch loop."""
     out = {}
     for name, script in (("python_start", "pass"), ("import_torch", "import torch"),
                          ("import_torch_gc_paused", "import gc; gc.disable(); import torch; gc.freeze(); gc.enable()"),
-                         ("import_fedlab_utils_federated", "import fedlab_utils.federated")):
+                         ("import_fedlab_utils_federated", "import fedlab_utils.core.loop")):
         times, _ = _timed_process(script + "\nprint('ok')", repeats=repeats)
         out[f"{name}_min_s"] = min(times)
     return out
@@ -194,14 +196,14 @@ def fresh_process(trainer: str, device: torch.device, repeats: int = 3) -> dict:
 FLOWER_TASK = dict(num_clients=32, rounds=3, partition="iid", seed=0)  # notebook 00's MLP and data, 32 clients
 OURS_SCRIPT = """
 import sys
-from fedlab_utils.flower import DeploymentConfig, simulate
+from fedlab_utils.deploy import DeploymentConfig, simulate
 h = simulate(DeploymentConfig(**eval(sys.argv[1])), trainer=sys.argv[2])
 print(h.config["trainer"], " ".join(str(a) for a in h.accuracy))
 """
 FLOWER_SCRIPT = """
 import json, sys
 from flwr.simulation import run_simulation
-from fedlab_utils.flower import DeploymentConfig, make_client_app, make_server_app
+from fedlab_utils.deploy import DeploymentConfig, make_client_app, make_server_app
 config = DeploymentConfig(**eval(sys.argv[1]), out_dir=sys.argv[2], round_timeout=600.0, node_wait=600.0)
 run_simulation(make_server_app(config), make_client_app(config), num_supernodes=config.num_clients,
                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})

@@ -35,9 +35,9 @@ SCRIPT = """
 import json, resource, statistics, sys
 import numpy as np
 from fedlab_utils.data import ClientData, load_dataset
-from fedlab_utils.federated import LocalTraining, run
+from fedlab_utils.core import LocalTraining, run
 from fedlab_utils.models import make_model
-from fedlab_utils.vmap_trainer import VmapTrainer
+from fedlab_utils.core import VmapTrainer
 
 n = int(sys.argv[1])
 ds = load_dataset("mnist5k", seed=0)

@@ -27,7 +27,7 @@ SETTINGS = {"dataset": "digits", "num_clients": 20, "partition": "shards", "loca
 def final_accuracy(optimizer: str, lr: float, weight_decay: float, seed: int) -> float:
     import fedlab_utils as fl
     from fedlab_utils.devices import seed_everything
-    from fedlab_utils.federated import LocalTraining, run
+    from fedlab_utils.core import LocalTraining, run
 
     seed_everything(seed)
     ds = fl.load_dataset(SETTINGS["dataset"], seed=seed)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     from common import machine
 
-    from fedlab_utils.results import atomic_write_text
+    from fedlab_utils.files import atomic_write_text
 
     start = time.perf_counter()
     results = tune(args.seeds)

@@ -1,4 +1,4 @@
-"""Tests for fedlab_utils.acceleration: server optimizers against hand computations, the vmap
+"""Tests for fedlab_utils.lessons.acceleration: server optimizers against hand computations, the vmap
 trainer against the sequential one, mixed precision on the CPU, the pitfall demos, the checks."""
 import copy
 import math
@@ -7,15 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from fedlab_utils import acceleration as acc
-from fedlab_utils import vmap_trainer
+from fedlab_utils.lessons import acceleration as acc
+from fedlab_utils.core import vmap_trainer
 from fedlab_utils.checks import acceleration as checks
 from fedlab_utils.data import client_data, partition
-from fedlab_utils.federated import (ClientTransform, FedAvgProtocol, FedAvgServer, Faults, History, LocalTraining,
-                                    RoundContext, RoundRecord, SequentialTrainer, apply_delta, run, weighted_average)
+from fedlab_utils.core import (
+    ClientTransform, FedAvgProtocol, FedAvgServer, Faults, History, LocalTraining, RoundContext, RoundRecord,
+    SequentialTrainer, apply_delta, run, weighted_average)
 from fedlab_utils.ledger import Energy
 from fedlab_utils.models import make_model
-from fedlab_utils.wire import Fp32Codec, unflatten
+from fedlab_utils.compression import Fp32Codec, unflatten
+from fedlab_utils.core import (
+    FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi, VmapTrainer, fedavgm_step, joules_to_target, make_server,
+    make_trainer, resolve_trainer, rounds_to_target)
+from fedlab_utils.core.vmap_trainer import _mlp_layers
+from fedlab_utils.ledger import mlp_training_flops_per_sample, time_train_step, time_trainer
 
 
 # ----------------------------------------------------------------------------- server steps by hand
@@ -34,13 +40,13 @@ def _as_floats(state):
 
 def test_fedavgm_matches_hand_computation():
     state, updates = _two_params()
-    server = acc.FedAvgM(lr=1.0, momentum=0.9)
+    server = FedAvgM(lr=1.0, momentum=0.9)
     x1 = server.step(state, updates[0])  # v = Δ1 = (0.1, -0.2);  x = (1.1, -2.2)
     assert _as_floats(x1) == pytest.approx([1.1, -2.2], abs=1e-6)
     x2 = server.step(x1, updates[1])  # v = 0.9·(0.1, -0.2) + (0.3, 0.1) = (0.39, -0.08)
     assert _as_floats(server.velocity) == pytest.approx([0.39, -0.08], abs=1e-6)
     assert _as_floats(x2) == pytest.approx([1.49, -2.28], abs=1e-6)
-    half = acc.FedAvgM(lr=0.5, momentum=0.9)
+    half = FedAvgM(lr=0.5, momentum=0.9)
     assert _as_floats(half.step(half.step(state, updates[0]), updates[1])) == pytest.approx(
         [1.0 + 0.5 * 0.1 + 0.5 * 0.39, -2.0 - 0.5 * 0.2 - 0.5 * 0.08], abs=1e-6)
 
@@ -63,7 +69,7 @@ def _scalar_fedopt(x0, deltas, variant, lr, b1, b2, tau):
 @pytest.mark.parametrize("variant", ["adam", "yogi", "adagrad"])
 def test_adaptive_servers_match_hand_computation(variant):
     state, updates = _two_params()
-    server = {"adam": acc.FedAdam, "yogi": acc.FedYogi, "adagrad": acc.FedAdagrad}[variant](lr=0.1)
+    server = {"adam": FedAdam, "yogi": FedYogi, "adagrad": FedAdagrad}[variant](lr=0.1)
     x = state
     for r in range(1, 4):
         x = server.step(x, updates[r - 1])
@@ -75,7 +81,7 @@ def test_adaptive_servers_match_hand_computation(variant):
 def test_first_adam_step_by_hand():
     # m = 0.1·0.1 = 0.01; v = 0.99·1e-6 + 0.01·0.01 = 1.0099e-4; step = 0.1·0.01/(√v + 1e-3)
     state, updates = _two_params()
-    x = acc.FedAdam(lr=0.1).step(state, updates[0])
+    x = FedAdam(lr=0.1).step(state, updates[0])
     assert x["weight"].item() == pytest.approx(1.0 + 0.1 * 0.01 / (math.sqrt(1.0099e-4) + 1e-3), rel=1e-6)
 
 
@@ -83,7 +89,7 @@ def test_yogi_differs_from_adam_when_updates_shrink():
     state, updates = _two_params()
     big = {"weight": torch.tensor([[1.0]]), "bias": torch.tensor([1.0])}
     small = {"weight": torch.tensor([[1e-3]]), "bias": torch.tensor([1e-3])}
-    adam, yogi = acc.FedAdam(lr=0.1), acc.FedYogi(lr=0.1)
+    adam, yogi = FedAdam(lr=0.1), FedYogi(lr=0.1)
     for u in (big, small, small):
         adam.step(state, u)
         yogi.step(state, u)
@@ -94,7 +100,7 @@ def test_yogi_differs_from_adam_when_updates_shrink():
 def test_fedavgm_momentum_zero_is_fedavg_bitwise():
     gen = torch.Generator().manual_seed(0)
     state = {"w": torch.randn(5, 3, generator=gen)}
-    server, reference = acc.FedAvgM(lr=0.7, momentum=0.0), FedAvgServer(lr=0.7)
+    server, reference = FedAvgM(lr=0.7, momentum=0.0), FedAvgServer(lr=0.7)
     x, y = state, state
     for _ in range(4):
         update = {"w": torch.randn(5, 3, generator=gen)}
@@ -112,8 +118,8 @@ def test_fedavgm_momentum_zero_equals_fedavg_in_the_loop(digits):
     model = make_model("mlp", digits.input_shape, 10)
     common = dict(rounds=3, fraction=0.5, local=LocalTraining(lr=0.1), seed=1)
     h_avg = run(model, clients, (digits.x_test, digits.y_test), **common)
-    h_m0 = run(model, clients, (digits.x_test, digits.y_test), server=acc.FedAvgM(momentum=0.0), **common)
-    h_m9 = run(model, clients, (digits.x_test, digits.y_test), server=acc.FedAvgM(momentum=0.9), **common)
+    h_m0 = run(model, clients, (digits.x_test, digits.y_test), server=FedAvgM(momentum=0.0), **common)
+    h_m9 = run(model, clients, (digits.x_test, digits.y_test), server=FedAvgM(momentum=0.9), **common)
     assert h_avg.accuracy == h_m0.accuracy
     for p, q in zip(h_avg.model.parameters(), h_m0.model.parameters()):
         assert torch.equal(p, q)
@@ -121,19 +127,19 @@ def test_fedavgm_momentum_zero_equals_fedavg_in_the_loop(digits):
 
 
 def test_make_server_builds_fresh_validated_servers():
-    assert isinstance(acc.make_server("fedavg"), FedAvgServer)
-    a, b = acc.make_server("fedadam", lr=0.03), acc.make_server("fedadam", lr=0.03)
+    assert isinstance(make_server("fedavg"), FedAvgServer)
+    a, b = make_server("fedadam", lr=0.03), make_server("fedadam", lr=0.03)
     state, updates = _two_params()
     a.step(state, updates[0])
     assert a.m is not None and b.m is None
     a.reset()
     assert a.m is None
     with pytest.raises(ValueError, match="server"):
-        acc.make_server("fedsgd")
+        make_server("fedsgd")
     with pytest.raises(ValueError, match="server_lr"):
-        acc.make_server("fedyogi", lr=-1.0)
+        make_server("fedyogi", lr=-1.0)
     with pytest.raises(ValueError, match="server_momentum"):
-        acc.FedAvgM(momentum=1.0)
+        FedAvgM(momentum=1.0)
 
 
 # ----------------------------------------------------------------------------- FedProx
@@ -144,10 +150,10 @@ def test_fedprox_regularizer_by_hand():
         model.bias.fill_(-1.0)
     global_state = {"weight": torch.tensor([[1.0]]), "bias": torch.tensor([0.0])}
     # μ/2·((3−1)² + (−1−0)²) = 0.1/2·5 = 0.25
-    assert acc.FedProx(mu=0.1).regularizer(model, global_state).item() == pytest.approx(0.25)
-    assert acc.FedProx(mu=0.0).regularizer(model, global_state) is None
+    assert FedProx(mu=0.1).regularizer(model, global_state).item() == pytest.approx(0.25)
+    assert FedProx(mu=0.0).regularizer(model, global_state) is None
     with pytest.raises(ValueError, match="mu"):
-        acc.FedProx(mu=-1)
+        FedProx(mu=-1)
 
 
 def test_fedprox_keeps_clients_closer_to_global(digits):
@@ -161,7 +167,7 @@ def test_fedprox_keeps_clients_closer_to_global(digits):
         out = SequentialTrainer()(model, received, pairs, local, 1, 0, transform)
         return sum(float(sum(((s[k] - received[k]) ** 2).sum() for k in s)) for s, _, _ in out)
 
-    assert drift(acc.FedProx(mu=1.0)) < drift(ClientTransform())
+    assert drift(FedProx(mu=1.0)) < drift(ClientTransform())
 
 
 # ----------------------------------------------------------------------------- vmap trainer
@@ -172,7 +178,7 @@ def _max_weight_diff(h1, h2):
 @pytest.mark.parametrize("stack", ["weights", "updates"])
 @pytest.mark.parametrize("local, transform, min_accuracy", [
     (LocalTraining(epochs=2, batch_size=32, lr=0.1), None, 0.5),
-    (LocalTraining(epochs=1, batch_size=None, lr=0.2, weight_decay=1e-3), acc.FedProx(mu=0.1), 0.0),
+    (LocalTraining(epochs=1, batch_size=None, lr=0.2, weight_decay=1e-3), FedProx(mu=0.1), 0.0),
 ])
 def test_vmap_trainer_equals_sequential(digits, local, transform, min_accuracy, stack):
     # 1437 samples in 6 IID clients: sizes 240 and 239, so two size groups are exercised.
@@ -181,7 +187,7 @@ def test_vmap_trainer_equals_sequential(digits, local, transform, min_accuracy, 
     model = make_model("mlp", digits.input_shape, 10)
     common = dict(rounds=3, fraction=1.0, local=local, seed=3, transform=transform)
     h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
-    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=acc.VmapTrainer(stack=stack), **common)
+    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=VmapTrainer(stack=stack), **common)
     assert np.allclose(h_seq.accuracy, h_vec.accuracy, atol=1e-4)
     assert _max_weight_diff(h_seq, h_vec) < 1e-4
     assert [r.train_loss for r in h_seq.records] == pytest.approx([r.train_loss for r in h_vec.records], abs=1e-4)
@@ -194,7 +200,7 @@ def test_vmap_trainer_equals_sequential_on_a_cnn_with_sampling(digits):
     model = make_model("cnn", digits.input_shape, 10, channels=(4,))
     common = dict(rounds=2, fraction=0.5, local=LocalTraining(batch_size=64, lr=0.1), seed=5)
     h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
-    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=acc.VmapTrainer(max_group=1), **common)
+    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=VmapTrainer(max_group=1), **common)
     assert _max_weight_diff(h_seq, h_vec) < 1e-4
 
 
@@ -208,7 +214,7 @@ def test_vmap_trainer_refuses_what_it_cannot_reproduce(digits, local, transform,
     model = make_model("mlp", digits.input_shape, 10)
     with pytest.raises(ValueError, match=match):
         run(model, clients, (digits.x_test, digits.y_test), rounds=1, local=local, transform=transform,
-            trainer=acc.VmapTrainer())
+            trainer=VmapTrainer())
 
 
 @pytest.mark.parametrize("stack", ["weights", "updates"])
@@ -220,7 +226,7 @@ def test_vmap_trainer_equals_sequential_on_unequal_clients_with_faults(digits, s
     common = dict(rounds=3, fraction=0.75, local=LocalTraining(epochs=2, batch_size=16, lr=0.1), seed=4,
                   faults=Faults(dropout=0.3, seed=1))
     h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
-    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=acc.VmapTrainer(stack=stack), **common)
+    h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer=VmapTrainer(stack=stack), **common)
     assert any(r.dropped for r in h_seq.records)  # the stacked uplink also averages a subset of its rows
     assert [r.dropped for r in h_seq.records] == [r.dropped for r in h_vec.records]
     assert _max_weight_diff(h_seq, h_vec) < 1e-4
@@ -237,13 +243,13 @@ def test_mlp_fast_path_equals_torch_func(digits, stack):
     received = {k: v.detach().clone() for k, v in model.state_dict().items()}
     local = LocalTraining(epochs=2, batch_size=20, lr=0.1, weight_decay=1e-2)
     pairs = list(enumerate(clients))
-    fast = acc.VmapTrainer(stack=stack)(model, received, pairs, local, 1, 0, acc.FedProx(mu=0.5))
-    original = acc._mlp_layers
-    acc._mlp_layers = lambda m: None  # force the torch.func path
+    fast = VmapTrainer(stack=stack)(model, received, pairs, local, 1, 0, FedProx(mu=0.5))
+    original = vmap_trainer._mlp_layers
+    vmap_trainer._mlp_layers = lambda m: None  # force the torch.func path
     try:
-        generic = acc.VmapTrainer()(model, received, pairs, local, 1, 0, acc.FedProx(mu=0.5))
+        generic = VmapTrainer()(model, received, pairs, local, 1, 0, FedProx(mu=0.5))
     finally:
-        acc._mlp_layers = original
+        vmap_trainer._mlp_layers = original
     for (s1, l1, n1), (s2, l2, n2) in zip(fast, generic):
         assert n1 == n2 and l1 == pytest.approx(l2, abs=1e-5)
         assert max((s1[k] - s2[k]).abs().max().item() for k in s1) < 1e-5
@@ -254,14 +260,14 @@ def test_mlp_flop_formula_equals_flop_counter(hidden):
     from fedlab_utils.ledger import training_flops_per_sample
 
     model = make_model("mlp", (1, 8, 8), 10, hidden=hidden)
-    assert acc.mlp_training_flops_per_sample(acc._mlp_layers(model)) == training_flops_per_sample(model, (1, 8, 8))
+    assert mlp_training_flops_per_sample(_mlp_layers(model)) == training_flops_per_sample(model, (1, 8, 8))
 
 
 def test_mlp_layers_accepts_only_what_the_fast_path_computes():
-    assert acc._mlp_layers(make_model("mlp", (1, 8, 8), 10, hidden=(16, 8))) is not None
-    assert acc._mlp_layers(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))) is None
-    assert acc._mlp_layers(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())) is None
-    assert acc._mlp_layers(make_model("cnn", (1, 8, 8), 10, channels=(4,))) is None
+    assert _mlp_layers(make_model("mlp", (1, 8, 8), 10, hidden=(16, 8))) is not None
+    assert _mlp_layers(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))) is None
+    assert _mlp_layers(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())) is None
+    assert _mlp_layers(make_model("cnn", (1, 8, 8), 10, channels=(4,))) is None
 
 
 class _CountingFp32(Fp32Codec):
@@ -273,7 +279,7 @@ def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits, stack):
     clients = _federation(digits, 4, method="dirichlet", seed=3)
     model = make_model("mlp", digits.input_shape, 10)
     test = (digits.x_test, digits.y_test)
-    trainer = acc.VmapTrainer(stack=stack)
+    trainer = VmapTrainer(stack=stack)
     protocol = FedAvgProtocol(model, trainer=trainer)
     protocol.setup(RoundContext(clients, test, LocalTraining(lr=0.1), 0, torch.device("cpu"), digits.input_shape))
     protocol.broadcast(1, [0, 1, 2, 3])
@@ -298,7 +304,7 @@ def test_stacked_fp32_uplink_sends_exactly_the_fp32_payloads(digits, stack):
     subset = protocol._stacked_average(results[1:3])
     expected_subset = weighted_average([r.update for r in results[1:3]], [r.num_samples for r in results[1:3]])
     assert all(torch.allclose(subset[k], expected_subset[k], atol=1e-7) for k in expected_subset)
-    other = FedAvgProtocol(model, trainer=acc.VmapTrainer(stack=stack), uplink=_CountingFp32())
+    other = FedAvgProtocol(model, trainer=VmapTrainer(stack=stack), uplink=_CountingFp32())
     other.setup(RoundContext(clients, test, LocalTraining(lr=0.1), 0, torch.device("cpu"), digits.input_shape))
     other.broadcast(1, [0, 1])
     fallback = other.train(1, [0, 1])
@@ -315,18 +321,18 @@ def test_vmap_stack_form_follows_the_rows_after_the_first_step():
         return vmap_trainer._schedule(sizes, [torch.Generator().manual_seed(i) for i in range(len(sizes))], 32, 1,
                              torch.device("cpu"))
 
-    auto = acc.VmapTrainer()
+    auto = VmapTrainer()
     assert auto._stack_updates(plan([40] * 100), 100)         # 8 rows per client after the first batch
     assert auto._stack_updates(plan([96] * 10), 10)           # 64: the limit
     assert not auto._stack_updates(plan([97] * 10), 10)       # 65
     assert not auto._stack_updates(plan([400] * 10), 10)      # 368
-    assert acc.VmapTrainer(stack="updates")._stack_updates(plan([400] * 10), 10)
-    assert not acc.VmapTrainer(stack="weights")._stack_updates(plan([40] * 100), 100)
+    assert VmapTrainer(stack="updates")._stack_updates(plan([400] * 10), 10)
+    assert not VmapTrainer(stack="weights")._stack_updates(plan([40] * 100), 100)
     with pytest.raises(ValueError, match="stack='deltas'.*auto"):
-        acc.VmapTrainer(stack="deltas")
+        VmapTrainer(stack="deltas")
 
 
-class _NanAfterTraining(acc.VmapTrainer):
+class _NanAfterTraining(VmapTrainer):
     def train_stacked(self, *args):
         block = super().train_stacked(*args)
         block.updates["0.weight" if "0.weight" in block.updates else "1.weight"][0].fill_(float("nan"))
@@ -352,7 +358,7 @@ def test_trainer_auto_picks_vmap_when_supported_and_says_so(digits):
     h_adam = run(model, clients, test, rounds=1, trainer="auto", local=LocalTraining(optimizer="adam"))
     assert h_adam.config["trainer"] == "SequentialTrainer()"
     assert run(model, clients, test, rounds=1).config["trainer"] == "SequentialTrainer()"
-    assert isinstance(acc.resolve_trainer("vmap", model, LocalTraining(), None), acc.VmapTrainer)
+    assert isinstance(resolve_trainer("vmap", model=model, local=LocalTraining()), VmapTrainer)
     with pytest.raises(ValueError, match="trainer"):
         run(model, clients, test, rounds=1, trainer="fastest")
 
@@ -365,7 +371,7 @@ def test_vmap_mlp_round_imports_no_dynamo():
 
     code = ("import sys, torch\n"
             "from fedlab_utils.data import load_dataset, partition, client_data\n"
-            "from fedlab_utils.federated import run\n"
+            "from fedlab_utils.core import run\n"
             "from fedlab_utils.models import make_model\n"
             "ds = load_dataset('mnist5k')\n"
             "clients = client_data(ds, partition(ds.y_train, 4, 'iid'))\n"
@@ -378,16 +384,16 @@ def test_vmap_mlp_round_imports_no_dynamo():
 
 
 def test_make_trainer():
-    assert isinstance(acc.make_trainer("sequential"), SequentialTrainer)
-    assert isinstance(acc.make_trainer("vmap"), acc.VmapTrainer)
+    assert isinstance(make_trainer("sequential"), SequentialTrainer)
+    assert isinstance(make_trainer("vmap"), VmapTrainer)
     with pytest.raises(ValueError, match="trainer"):
-        acc.make_trainer("threads")
+        make_trainer("threads")
 
 
 def test_time_trainer_reports_positive_rates(digits):
     clients = _federation(digits, 4)
     model = make_model("mlp", digits.input_shape, 10)
-    out = acc.time_trainer(acc.VmapTrainer(), model, clients, LocalTraining(), repeats=1)
+    out = time_trainer(VmapTrainer(), model, clients, LocalTraining(), repeats=1)
     assert out["seconds"] > 0 and out["client_updates_per_s"] == pytest.approx(4 / out["seconds"])
 
 
@@ -397,7 +403,7 @@ def test_bf16_training_runs_on_cpu(digits):
     model = make_model("mlp", digits.input_shape, 10)
     h = run(model, clients, (digits.x_test, digits.y_test), rounds=2, local=LocalTraining(lr=0.1, precision="bf16"))
     assert all(math.isfinite(r.train_loss) for r in h.records) and h.accuracy[-1] > 0.3
-    step = acc.time_train_step(model, digits.x_train[:64], digits.y_train[:64], precision="bf16", steps=2)
+    step = time_train_step(model, digits.x_train[:64], digits.y_train[:64], precision="bf16", steps=2)
     assert step["step_ms"] > 0 and step["precision"] == "bf16"
 
 
@@ -406,7 +412,7 @@ def test_fp16_needs_cuda():
         pytest.skip("CUDA present: fp16 is allowed")
     model = make_model("mlp", (4,), 2)
     with pytest.raises(ValueError, match="fp16"):
-        acc.time_train_step(model, torch.randn(8, 4), torch.zeros(8, dtype=torch.long), precision="fp16", steps=1)
+        time_train_step(model, torch.randn(8, 4), torch.zeros(8, dtype=torch.long), precision="fp16", steps=1)
 
 
 # ----------------------------------------------------------------------------- the article's pitfall
@@ -435,13 +441,13 @@ def _history(accuracies, joules):
 
 def test_rounds_and_joules_to_target():
     h = _history([0.5, 0.8, 0.7, 0.9], [1.0, 2.0, 3.0, 4.0])
-    assert acc.rounds_to_target(h, 0.8) == 2 and acc.joules_to_target(h, 0.8) == pytest.approx(3.0)
-    assert acc.rounds_to_target(h, 0.95) is None and acc.joules_to_target(h, 0.95) is None
+    assert rounds_to_target(h, 0.8) == 2 and joules_to_target(h, 0.8) == pytest.approx(3.0)
+    assert rounds_to_target(h, 0.95) is None and joules_to_target(h, 0.95) is None
 
 
 # ----------------------------------------------------------------------------- exercise checks, both ways
 def test_check_fedavgm_step_accepts_the_solution():
-    checks.check_fedavgm_step(acc.fedavgm_step)
+    checks.check_fedavgm_step(fedavgm_step)
 
 
 def _ema_fedavgm(global_state, update, velocity, lr, momentum):
@@ -469,7 +475,7 @@ def test_check_fedavgm_step_stub_gives_a_hint():
 
 
 def _to_target(history, target):
-    return acc.rounds_to_target(history, target), acc.joules_to_target(history, target)
+    return rounds_to_target(history, target), joules_to_target(history, target)
 
 
 def test_check_to_target_accepts_the_solution():
@@ -479,8 +485,8 @@ def test_check_to_target_accepts_the_solution():
 @pytest.mark.parametrize("wrong", [
     lambda h, t: (next((i for i, a in enumerate(h.accuracy) if a >= t), None), 0.0),  # 0-based
     lambda h, t: _to_target(h, t + 1e-9),  # strict >
-    lambda h, t: (acc.rounds_to_target(h, t), sum(r.energy.total for r in h.records)),  # all joules
-    lambda h, t: (acc.rounds_to_target(h, t) or 0, acc.joules_to_target(h, t) or 0.0),  # no None
+    lambda h, t: (rounds_to_target(h, t), sum(r.energy.total for r in h.records)),  # all joules
+    lambda h, t: (rounds_to_target(h, t) or 0, joules_to_target(h, t) or 0.0),  # no None
 ])
 def test_check_to_target_rejects_wrong_answers(wrong):
     with pytest.raises(AssertionError):
@@ -497,7 +503,7 @@ def test_check_to_target_stub_gives_a_hint():
 
 def test_vmap_round_data_is_rebuilt_when_a_client_changes(digits):
     clients = _federation(digits, 3)
-    trainer = acc.VmapTrainer()
+    trainer = VmapTrainer()
     x1, _ = trainer._round_data(clients)
     assert trainer._round_data(clients)[0] is x1  # same tensors, unchanged: reused
     clients[1].x.mul_(1.0)  # an in-place change bumps the version counter
@@ -513,7 +519,7 @@ def test_vmap_trainer_equals_sequential_on_cuda(digits, model_name):
     device = torch.device("cuda")
     clients = client_data(digits, partition(digits.y_train, 6, "dirichlet", alpha=0.3, seed=0), device)
     model = make_model(model_name, digits.input_shape, 10, **({"channels": (4,)} if model_name == "cnn" else {}))
-    common = dict(rounds=2, local=LocalTraining(batch_size=32, lr=0.1), seed=1, transform=acc.FedProx(mu=0.01))
+    common = dict(rounds=2, local=LocalTraining(batch_size=32, lr=0.1), seed=1, transform=FedProx(mu=0.01))
     h_seq = run(model, clients, (digits.x_test, digits.y_test), **common)
     h_vec = run(model, clients, (digits.x_test, digits.y_test), trainer="auto", **common)
     assert h_vec.config["trainer"].startswith("VmapTrainer") and h_vec.config["device"].startswith("cuda")

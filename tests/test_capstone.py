@@ -6,10 +6,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fedlab_utils import capstone as cap
+from fedlab_utils.lessons import capstone as cap
 from fedlab_utils.checks import capstone as checks
 from fedlab_utils.ledger import LTE, PROFILES, WIFI
-from fedlab_utils.wire import Fp32Codec
+from fedlab_utils.compression import Fp32Codec
+from fedlab_utils.compression import SparseQuantizeCodec
 
 
 # ----------------------------------------------------------------------------- the downlink codec
@@ -18,7 +19,7 @@ def test_sparse_quantize_codec_keeps_zeros_and_is_smaller():
     weights = torch.randn(1000)
     weights[torch.rand(1000) < 0.7] = 0.0
     update = {"w": weights.reshape(40, 25), "b": torch.zeros(7)}
-    codec = cap.SparseQuantizeCodec(8)
+    codec = SparseQuantizeCodec(8)
     payload = codec.encode(update)
     back = codec.decode(payload, update)
     nonzero = update["w"] != 0
@@ -33,10 +34,10 @@ def test_sparse_quantize_codec_keeps_zeros_and_is_smaller():
 
 def test_sparse_quantize_codec_rejects_a_corrupt_header():
     update = {"w": torch.tensor([0.0, 1.0, 2.0])}
-    payload = bytearray(cap.SparseQuantizeCodec(8).encode(update))
+    payload = bytearray(SparseQuantizeCodec(8).encode(update))
     payload[0] = 3  # claims three nonzeros, the bitmap has two
     with pytest.raises(ValueError, match="corrupt"):
-        cap.SparseQuantizeCodec(8).decode(bytes(payload), update)
+        SparseQuantizeCodec(8).decode(bytes(payload), update)
 
 
 # ----------------------------------------------------------------------------- pricing and the floor
@@ -103,7 +104,7 @@ def test_recipe_configs_remove_one_piece_each():
 
 
 def test_run_config_full_recipe_compresses_both_ways():
-    from fedlab_utils.federated import ClientData
+    from fedlab_utils.data import ClientData
     from fedlab_utils.models import make_model
 
     g = torch.Generator().manual_seed(0)

@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from fedlab_utils.acceleration import FedAdam
-from fedlab_utils.checkpoint import load_checkpoint, save_checkpoint
+from fedlab_utils.core import FedAdam
+from fedlab_utils.core import load_checkpoint, save_checkpoint
 from fedlab_utils.compression import ErrorFeedback, RandomKCodec, TopKCodec
 from fedlab_utils.data import ClientData
-from fedlab_utils.federated import Faults, LocalTraining, run
-from fedlab_utils.history import History
-from fedlab_utils.parallel_worker import layer_spec, read_job, write_job
-from fedlab_utils.split_learning import splitfed_run
+from fedlab_utils.core import Faults, LocalTraining, run
+from fedlab_utils.core import History
+from fedlab_utils.lessons.parallel.worker import layer_spec, read_job, write_job
+from fedlab_utils.lessons.parallel import splitfed_run
 
 DIM = 6
 
@@ -168,7 +168,7 @@ def test_a_custom_energy_profile_is_kept_not_replaced_by_the_stock_one():
 
 
 def test_logit_sharing_resumes_exactly(tmp_path):
-    from fedlab_utils.distillation import run_logit_sharing
+    from fedlab_utils.lessons.distillation import run_logit_sharing
 
     clients = tiny_clients()
     kw = dict(mode="per_class", local=LocalTraining(lr=0.2, batch_size=8), seed=2, temperature=2.0, progress=False)

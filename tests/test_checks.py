@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from fedlab_utils import checks
 from fedlab_utils.checks import (NotAnswered, acceleration, baseline, compression, distillation, parallel,
                                  pruning)
-from fedlab_utils.federated import weighted_average
+from fedlab_utils.core import weighted_average
 from fedlab_utils.ledger import PROFILES
 from fedlab_utils.models import make_model
 
@@ -387,7 +387,7 @@ def test_choose_cut_both_ways():
     cnn = make_model("cnn", (1, 28, 28), 10)
     shape = (1, 28, 28)
     parallel.check_choose_cut(parallel.reference_choose_cut, cnn, shape)
-    from fedlab_utils.parallel import cut_profile
+    from fedlab_utils.lessons.parallel import cut_profile
 
     def fewest_flops(model, input_shape, budget):
         fitting = [c for c in cut_profile(model, input_shape) if c.client_flops_per_sample <= budget]

@@ -13,9 +13,11 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from fedlab_utils import classroom, grading
-from fedlab_utils.classroom import (ClassroomError, exercises, locked_metadata, normalize_notebook, solution_metadata,
-                                    grader_metadata, validate_notebook)
+from fedlab_utils.course import classroom, grading
+from fedlab_utils.course import (
+    ClassroomError, exercises, locked_metadata, normalize_notebook, solution_metadata, grader_metadata,
+    validate_notebook)
+from fedlab_utils.course import NOTEBOOK_DIR, ROOT
 
 NOTEBOOKS = classroom.find_notebooks()
 
@@ -103,7 +105,7 @@ def test_every_notebook_passes_generate_assignment(tmp_path):
     assert names == [p.stem for p in NOTEBOOKS]
     config = (root / "nbgrader_config.py").read_text()
     assert "c.CourseDirectory.db_url" in config and "sqlite:///" in config
-    assert (root / "data").resolve() == classroom.ROOT / "data" and (root / "data" / "mnist5k.npz").exists()
+    assert (root / "data").resolve() == ROOT / "data" and (root / "data" / "mnist5k.npz").exists()
     expected_mode = 0o666 & ~_umask()
     assert stat.S_IMODE((root / "nbgrader_config.py").stat().st_mode) == expected_mode
     for name in names:
@@ -222,7 +224,7 @@ def test_free_names_find_what_a_cell_needs_from_the_lesson():
 def test_classroom_checks_wrong_answer_fails_and_solution_passes(name):
     """What `make classroom-check` submits as 'one wrong exercise' really fails that exercise's test cell
     (with the notebook's own imports), and the instructor's solution passes it."""
-    nb = nbformat.read(classroom.NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     grade_id, wrong = grading.PLAUSIBLE_WRONG_ANSWERS[name]
     first = next(e for e in exercises(nb) if e.solution_id == grade_id)
     test_source = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == first.test_id)
@@ -243,9 +245,9 @@ def test_classroom_checks_wrong_answer_fails_and_solution_passes(name):
 
 @pytest.mark.parametrize("name", sorted(grading.QUICK_PARAMETERS))
 def test_quick_parameters_are_the_notebooks_own(name):
-    from fedlab_utils.runner import notebook_parameters
+    from fedlab_utils.course import notebook_parameters
 
-    known = notebook_parameters(classroom.NOTEBOOK_DIR / f"{name}.ipynb")
+    known = notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
     assert set(grading.QUICK_PARAMETERS[name]) <= set(known)
 
 
@@ -298,4 +300,4 @@ def test_classroom_and_student_look_in_the_chinese_edition_with_lang_zh(capsys):
     assert "notebook '99' not found in notebooks/zh/" in capsys.readouterr().err
     assert main(["student", "--lang", "zh", "99", "--out", "unused"]) == 2
     assert "notebook '99' not found in notebooks/zh/" in capsys.readouterr().err
-    assert classroom.find_notebooks([], "zh") == sorted((classroom.NOTEBOOK_DIR / "zh").glob("[0-9][0-9]_*.ipynb"))
+    assert classroom.find_notebooks([], "zh") == sorted((NOTEBOOK_DIR / "zh").glob("[0-9][0-9]_*.ipynb"))

@@ -161,7 +161,7 @@ def test_loading_mnist5k_imports_no_sklearn_pandas_or_matplotlib():
     import subprocess
     import sys
 
-    code = ("import sys, fedlab_utils.federated\n"
+    code = ("import sys, fedlab_utils.core.loop\n"
             "from fedlab_utils.data import load_dataset\n"
             "load_dataset('mnist5k')\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'pandas', 'matplotlib'}))")

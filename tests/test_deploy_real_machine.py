@@ -17,7 +17,8 @@ from pathlib import Path
 
 import psutil
 
-from fedlab_utils.deploy import FLOWER_PROCESS_NAMES, free_port, real_machine_commands
+from fedlab_utils.deploy import FLOWER_PROCESS_NAMES, real_machine_commands
+from fedlab_utils.devices import free_port
 
 
 def _processes_of(home: Path) -> list[psutil.Process]:

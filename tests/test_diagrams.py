@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import matplotlib
+from fedlab_utils.ledger import draw_radio_timeline
+from fedlab_utils.lessons.parallel import cut_payloads, draw_split_cut
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -12,7 +14,7 @@ import pytest
 import torch
 from matplotlib.patches import Rectangle
 
-from fedlab_utils import diagrams
+from fedlab_utils.viz import diagrams
 from fedlab_utils.compression import ErrorFeedback, TopKCodec
 from fedlab_utils.ledger import PROFILES
 from fedlab_utils.models import make_model
@@ -36,7 +38,7 @@ def _texts(ax) -> str:
 def test_timeline_boxes_are_the_profiles_phases(name):
     profile = PROFILES[name]
     flops, up, down = 2.0e9, 203_560, 203_560
-    fig, (ax,) = diagrams.draw_radio_timeline(name, flops=flops, bytes_up=up, bytes_down=down)
+    fig, (ax,) = draw_radio_timeline(name, flops=flops, bytes_up=up, bytes_down=down)
     phases = profile.timeline(flops, up, down)
     rects = _rects(ax)
     assert [r.get_gid() for r in rects] == [ph.name for ph in phases]
@@ -56,7 +58,7 @@ def test_timeline_boxes_are_the_profiles_phases(name):
 def test_lte_hand_computed_timeline():
     """Hand computation on LTE: 6 Mbps up, 13 Mbps down, 5 GFLOP/s: 130,000 B down is 80 ms,
     1e9 FLOPs are 0.2 s, the upload starts inside the 11.576 s tail so it pays no promotion."""
-    fig, (ax,) = diagrams.draw_radio_timeline("phone-lte", flops=1e9, bytes_up=75_000, bytes_down=130_000)
+    fig, (ax,) = draw_radio_timeline("phone-lte", flops=1e9, bytes_up=75_000, bytes_down=130_000)
     widths = {r.get_gid(): r.get_width() for r in _rects(ax) if r.get_gid() != "tail"}
     assert widths == pytest.approx({"promotion": 0.2601, "download": 0.08, "compute": 0.2, "upload": 0.1})
     tails = [r.get_width() for r in _rects(ax) if r.get_gid() == "tail"]
@@ -66,19 +68,19 @@ def test_lte_hand_computed_timeline():
 def test_two_promotions_when_compute_outlasts_the_tail():
     wifi = PROFILES["phone-wifi"]
     flops = 2 * wifi.radio.tail_s * wifi.flops_per_second  # compute twice as long as the tail
-    fig, (ax,) = diagrams.draw_radio_timeline(wifi, flops=flops, bytes_up=1000, bytes_down=1000)
+    fig, (ax,) = draw_radio_timeline(wifi, flops=flops, bytes_up=1000, bytes_down=1000)
     assert [r.get_gid() for r in _rects(ax)].count("promotion") == 2
     assert any(t.get_text().startswith("2x promotion") for t in ax.get_legend().get_texts())
 
 
 def test_timeline_follows_a_replaced_profile():
     mine = dataclasses.replace(PROFILES["phone-lte"], radio=dataclasses.replace(PROFILES["phone-lte"].radio, tail_s=3.0))
-    fig, (ax,) = diagrams.draw_radio_timeline(mine, flops=1e9, bytes_up=1000, bytes_down=1000)
+    fig, (ax,) = draw_radio_timeline(mine, flops=1e9, bytes_up=1000, bytes_down=1000)
     assert _rects(ax)[-1].get_width() == pytest.approx(3.0)
 
 
 def test_two_profiles_two_rows_and_no_legend_over_the_bars():
-    fig, axes = diagrams.draw_radio_timeline(["phone-lte", "phone-wifi"], flops=1e9, bytes_up=1000, bytes_down=1000)
+    fig, axes = draw_radio_timeline(["phone-lte", "phone-wifi"], flops=1e9, bytes_up=1000, bytes_down=1000)
     assert len(axes) == 2 and "LTE" in axes[0].get_title() and "WiFi" in axes[1].get_title()
     fig.canvas.draw()
     for ax in axes:
@@ -91,12 +93,12 @@ def test_two_profiles_two_rows_and_no_legend_over_the_bars():
                                           ({"bytes_up": 5, "bytes_down": 5, "flops": -2.0}, "flops=-2.0")])
 def test_timeline_refuses_bad_input(kwargs, word):
     with pytest.raises(ValueError, match=word.replace("-", "\\-")):
-        diagrams.draw_radio_timeline("phone-lte", **kwargs)
+        draw_radio_timeline("phone-lte", **kwargs)
 
 
 def test_timeline_refuses_unknown_profile():
     with pytest.raises(ValueError, match="phone-5g"):
-        diagrams.draw_radio_timeline("phone-5g", bytes_up=1, bytes_down=1)
+        draw_radio_timeline("phone-5g", bytes_up=1, bytes_down=1)
 
 
 @pytest.mark.parametrize("cut, shape", [(3, "20×8×14×14"), (6, "20×16×7×7"), (7, "20×784")])
@@ -107,12 +109,12 @@ def test_split_cut_labels_are_the_real_activation_size(cut, shape):
     with torch.no_grad():
         act = torch.nn.Sequential(*list(model)[:cut])(x)
     real_bytes = 4 * act.numel()  # fp32 on the wire
-    info = diagrams.cut_payloads(model, cut, (1, 28, 28), batch_size=20)
+    info = cut_payloads(model, cut, (1, 28, 28), batch_size=20)
     assert info["activation_bytes"] == real_bytes == info["gradient_bytes"]
-    fig, ax = diagrams.draw_split_cut(model, cut, (1, 28, 28), batch_size=20)
+    fig, ax = draw_split_cut(model, cut, (1, 28, 28), batch_size=20)
     text = _texts(ax)
-    assert f"activations {shape} = {diagrams._fmt_bytes(real_bytes)}" in text
-    assert f"gradients = {diagrams._fmt_bytes(real_bytes)}" in text
+    assert f"activations {shape} = {diagrams.fmt_bytes(real_bytes)}" in text
+    assert f"gradients = {diagrams.fmt_bytes(real_bytes)}" in text
     assert f"client: layers 0-{cut - 1}" in text and f"cut_layer={cut}: client runs layers 0-{cut - 1}" in text
     client_boxes = [p for p in ax.patches if (p.get_gid() or "").startswith("layer ")]
     assert len(client_boxes) == len(model)
@@ -121,14 +123,14 @@ def test_split_cut_labels_are_the_real_activation_size(cut, shape):
 
 
 def test_split_cut_hand_computed_bytes():
-    assert diagrams._fmt_bytes(20 * 8 * 14 * 14 * 4) == "125.4 KB"  # 125,440 bytes
-    info = diagrams.cut_payloads(make_model("cnn", (1, 28, 28), 10), 3, (1, 28, 28), batch_size=20)
+    assert diagrams.fmt_bytes(20 * 8 * 14 * 14 * 4) == "125.4 KB"  # 125,440 bytes
+    info = cut_payloads(make_model("cnn", (1, 28, 28), 10), 3, (1, 28, 28), batch_size=20)
     assert info["activation_bytes"] == 125_440 and info["activation_shape"] == (20, 8, 14, 14)
 
 
 def test_split_cut_refuses_a_cut_outside_the_model():
     with pytest.raises(ValueError, match="cut_layer=8"):
-        diagrams.draw_split_cut(make_model("cnn", (1, 28, 28), 10), 8, (1, 28, 28))
+        draw_split_cut(make_model("cnn", (1, 28, 28), 10), 8, (1, 28, 28))
 
 
 def test_error_feedback_step_keeps_what_it_drops():
@@ -146,7 +148,7 @@ def test_error_feedback_step_keeps_what_it_drops():
     assert step["both_nonzero"] == 0 and step["both_zero"] == 7
     fig, ax = diagrams.draw_error_feedback_loop(codec, update, residual)
     text = _texts(ax)
-    assert f"{diagrams._fmt_bytes(len(TopKCodec(0.02).encode(step['corrected'])))}, 21 nonzeros" in text
+    assert f"{diagrams.fmt_bytes(len(TopKCodec(0.02).encode(step['corrected'])))}, 21 nonzeros" in text
     assert f"kept on the client: {step['residual_nonzero']:,} nonzeros" in text
     assert "exactly zero in both: 7" in text
 

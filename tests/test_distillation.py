@@ -1,4 +1,4 @@
-"""Tests for fedlab_utils.distillation and its exercise checks (hand computations and invariants)."""
+"""Tests for fedlab_utils.lessons.distillation.federated and its exercise checks (hand computations and invariants)."""
 import math
 
 import numpy as np
@@ -9,10 +9,10 @@ from torch import nn
 
 from fedlab_utils.checks import distillation as kd_checks
 from fedlab_utils.data import client_data, partition
-from fedlab_utils.distillation import (EnsembleDistillation, LogitCodec, check_proxy_size, distill, ensemble_logits,
-                                       kd_loss, proxy_split, run_feddf_heterogeneous, run_logit_sharing,
-                                       weight_payload_bytes)
-from fedlab_utils.federated import LocalTraining, evaluate, fedavg_aggregate, run
+from fedlab_utils.lessons.distillation import (
+    EnsembleDistillation, LogitCodec, check_proxy_size, distill, ensemble_logits, kd_loss, proxy_split,
+    run_feddf_heterogeneous, run_logit_sharing, weight_payload_bytes)
+from fedlab_utils.core import LocalTraining, evaluate, fedavg_aggregate, run
 from fedlab_utils.models import count_parameters, make_model
 
 

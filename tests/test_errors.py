@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from fedlab_utils.data import ClientData, partition
-from fedlab_utils.faults import RoundWarning
-from fedlab_utils.federated import ClientTransform, Faults, LocalTraining, run
-from fedlab_utils.setup_checks import probe_model
+from fedlab_utils.core import RoundWarning
+from fedlab_utils.core import ClientTransform, Faults, LocalTraining, run
+from fedlab_utils.core import probe_model
 
 DIM, CLASSES = 6, 3
 

@@ -4,10 +4,11 @@ passes, and the usual wrong guesses (1 / (1 − sparsity), a far-off number, a n
 import pytest
 import torch
 
-from fedlab_utils import pruning as P
+from fedlab_utils.lessons.pruning import masks as P
 from fedlab_utils.checks import pruning
 from fedlab_utils.models import make_model
-from fedlab_utils.wire import Fp32Codec
+from fedlab_utils.compression import Fp32Codec
+from fedlab_utils.compression import SparseCodec
 
 
 def _state_and_masks(sparsity: float, seed: int = 0):
@@ -19,7 +20,7 @@ def _state_and_masks(sparsity: float, seed: int = 0):
 
 def _measured(state, masks) -> float:
     pruned = P.mask_state(state, masks)
-    return len(Fp32Codec().encode(pruned)) / len(P.SparseCodec().encode(pruned))
+    return len(Fp32Codec().encode(pruned)) / len(SparseCodec().encode(pruned))
 
 
 def test_measured_ratio_matches_the_hand_count():

@@ -8,7 +8,7 @@ import torch
 from fedlab_utils.checks import compression
 from fedlab_utils.compression import TopKCodec
 from fedlab_utils.models import make_model
-from fedlab_utils.wire import Fp32Codec, index_bits
+from fedlab_utils.compression import Fp32Codec, index_bits
 
 
 def _update(seed: int = 0) -> dict[str, torch.Tensor]:

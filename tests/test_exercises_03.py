@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fedlab_utils.checks import distillation
-from fedlab_utils.distillation import LogitCodec, weight_payload_bytes
+from fedlab_utils.lessons.distillation import LogitCodec, weight_payload_bytes
 from fedlab_utils.models import count_parameters, make_model
 
 

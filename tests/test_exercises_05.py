@@ -7,7 +7,7 @@ import torch
 
 from fedlab_utils import devices
 from fedlab_utils.checks import parallel
-from fedlab_utils.parallel import PipelineReport
+from fedlab_utils.lessons.parallel import PipelineReport
 
 
 def _report(forward: np.ndarray, backward: np.ndarray) -> PipelineReport:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fedlab_utils.checks import capstone
-from fedlab_utils.classroom import NOTEBOOK_DIR
+from fedlab_utils.course import NOTEBOOK_DIR
 from fedlab_utils.ledger import LTE, WIFI
 
 NOTEBOOK = NOTEBOOK_DIR / "06_capstone.ipynb"

@@ -34,7 +34,7 @@ def test_the_doc_has_a_worked_example_for_every_hook():
 def test_every_field_of_client_result_is_documented():
     import dataclasses
 
-    from fedlab_utils.training import ClientResult
+    from fedlab_utils.core import ClientResult
 
     table = DOC.read_text(encoding="utf-8").split("### `ClientResult`")[1].split("\n## ")[0]
     for field in dataclasses.fields(ClientResult):

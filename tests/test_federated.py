@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from fedlab_utils.data import ClientData, client_data, partition
-from fedlab_utils.federated import (ClientTransform, FedAvgServer, LocalTraining, client_generator, evaluate,
-                                    model_state, run, sample_clients, state_delta, summary_table, train_locally,
-                                    weighted_average)
+from fedlab_utils.core import (
+    ClientTransform, FedAvgServer, LocalTraining, client_generator, evaluate, model_state, run, sample_clients,
+    state_delta, summary_table, train_locally, weighted_average)
 from fedlab_utils.ledger import PROFILES, training_flops_per_sample
 from fedlab_utils.models import make_model
-from fedlab_utils.wire import Fp32Codec
+from fedlab_utils.compression import Fp32Codec
 
 
 def tiny_clients(n_clients=3, sizes=(12, 20, 8), dim=6, seed=0):
@@ -244,10 +244,10 @@ def test_a_fresh_process_running_fedavg_does_not_import_dynamo():
 
     script = ("import sys, torch\n"
               "from fedlab_utils.data import ClientData\n"
-              "from fedlab_utils.federated import LocalTraining, client_generator, train_locally\n"
+              "from fedlab_utils.core import LocalTraining, client_generator, train_locally\n"
               "from fedlab_utils.models import make_model\n"
               "data = ClientData(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))\n"
-              "from fedlab_utils.federated import run\n"
+              "from fedlab_utils.core import run\n"
               "run(make_model('mlp', (1, 28, 28), 10), [data, data], (data.x, data.y), rounds=2,\n"
               "    local=LocalTraining(batch_size=8), trainer='sequential', progress=False)\n"
               "print('torch._dynamo' in sys.modules)\n")

@@ -1,4 +1,4 @@
-"""Flower deployment (fedlab_utils.flower / fedlab_utils.deploy) on real Flower processes.
+"""Flower deployment (fedlab_utils.deploy.apps / fedlab_utils.deploy) on real Flower processes.
 
 One secure federation (a SuperLink on TLS with SuperNode authentication, 2 registered SuperNodes)
 serves three runs at once (``submit_many``): 2 rounds of 8-bit uplink + FedAdam, 2 rounds of FedAvg
@@ -26,12 +26,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fedlab_utils import deploy_cli
+from fedlab_utils.deploy import cli as deploy_cli
 from fedlab_utils.deploy import (DeploymentError, flower_processes, local_federation, real_machine_commands, submit,
                                  submit_many)
-from fedlab_utils.deploy_cli import parse_parameters
-from fedlab_utils.flower import PAYLOAD_DIR, DeploymentConfig, build_task, make_codec, message_bytes, simulate
-from fedlab_utils.pki import make_pki
+from fedlab_utils.deploy import parse_parameters
+from fedlab_utils.deploy import PAYLOAD_DIR, DeploymentConfig, build_task, make_codec, message_bytes, simulate
+from fedlab_utils.deploy import make_pki
 
 CONFIG = DeploymentConfig(num_clients=2, rounds=2, uplink="q8", server="fedadam", server_lr=0.01,
                           round_timeout=300.0, save_payloads=True)
@@ -173,7 +173,7 @@ def _recorded_run(config):
     """The in-process run() of ``config``, recording every uplink payload.  Torch runs with
     1 thread, as each Flower process does (the launcher's default): a different thread count
     splits the matmul sums differently and changes the last bits of the weights."""
-    import fedlab_utils.flower as flower
+    import fedlab_utils.deploy.apps as flower
 
     recorder, threads = RecordingCodec(make_codec(config.uplink)), torch.get_num_threads()
     original, flower.make_codec = flower.make_codec, lambda spec: recorder
@@ -247,7 +247,7 @@ def test_deployment_history_has_the_simulated_fields_and_energy_per_round(deploy
     the same clients, bytes, FLOPs and modelled joules per round; Flower's bytes are in metrics."""
     from dataclasses import fields as dataclass_fields
 
-    from fedlab_utils.history import RoundRecord
+    from fedlab_utils.core import RoundRecord
 
     deployed_history, simulated = deployed.results["q8"].history, reference[0]
     assert deployed_history.to_dict().keys() == simulated.to_dict().keys()
@@ -557,7 +557,7 @@ def test_kill_supernode_signal_is_real(tmp_path):
 
 # ----------------------------------------------------------------------------- notebook 07's exercise checks
 def _replies_fedavg(replies):
-    from fedlab_utils.federated import weighted_average
+    from fedlab_utils.core import weighted_average
 
     arrived = [(c, n, u) for c, n, u in replies if u is not None]
     return None if not arrived else weighted_average([u for *_, u in arrived], [n for _, n, _ in arrived])

@@ -4,7 +4,10 @@ from __future__ import annotations
 import pytest
 
 from fedlab_utils import i18n
-from fedlab_utils import translate as tr
+from fedlab_utils.course import translate as tr
+from fedlab_utils.course import ROOT
+from fedlab_utils.course.translation_catalogs import (
+    check_runtime, extract_runtime, load_catalog, placeholders, runtime_messages, save_catalog)
 
 
 @pytest.mark.parametrize("value, code", [("zh", "zh"), ("zh_CN", "zh"), ("zh-CN", "zh"), ("ZH_cn.UTF-8", "zh"),
@@ -51,9 +54,9 @@ def test_fuzzy_entries_are_not_used(tmp_path, monkeypatch):
 
 
 def test_every_runtime_message_has_a_current_translation_with_the_same_placeholders():
-    messages = tr.runtime_messages()
+    messages = runtime_messages()
     assert "uplink bytes of one round" in messages  # the scanner finds the checks' messages
-    assert tr.check_runtime() == []
+    assert check_runtime() == []
 
 
 def test_check_runtime_fails_on_a_missing_or_mismatched_translation(tmp_path):
@@ -61,24 +64,24 @@ def test_check_runtime_fails_on_a_missing_or_mismatched_translation(tmp_path):
     package.mkdir()
     (package / "m.py").write_text('from x import _\nprint(_("{n} rounds"))\nprint(_("new message"))\n')
     catalog = tmp_path / "m.po"
-    tr.extract_runtime(catalog, package)
-    po = tr.load_catalog(catalog)
+    extract_runtime(catalog, package)
+    po = load_catalog(catalog)
     po.find("{n} rounds").msgstr = "{count} 轮"
-    tr.save_catalog(po, catalog)
-    problems = tr.check_runtime(catalog, package)
+    save_catalog(po, catalog)
+    problems = check_runtime(catalog, package)
     assert any("placeholders ['count'] differ from ['n']" in p for p in problems), problems
     assert any("'new message': no current translation" in p for p in problems), problems
     (package / "m.py").write_text('from x import _\nprint(_("new message"))\n')
-    report = tr.extract_runtime(catalog, package)
+    report = extract_runtime(catalog, package)
     assert report.obsolete == ["{n} rounds"]
 
 
 def test_placeholders():
-    assert tr.placeholders("{a} {b:.2f} {{literal}} {} {c!r}") == {"a", "b", "c", ""}
+    assert placeholders("{a} {b:.2f} {{literal}} {} {c!r}") == {"a", "b", "c", ""}
 
 
 def test_package_data_ships_the_runtime_catalog():
-    text = (tr.ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert '"locale/*/LC_MESSAGES/*.po"' in text
     assert i18n.catalog_path("zh").exists()
 

@@ -8,7 +8,7 @@ from torch import nn
 from fedlab_utils.devices import available_devices, get_device, get_devices, seed_everything
 from fedlab_utils.ledger import (LTE, PROFILES, WIFI, Energy, EnergyMeter, RaplCounter, forward_flops, get_profile,
                                  nvml_device_for, radio_timeline, training_flops_per_sample)
-from fedlab_utils.wire import Fp32Codec, flatten, unflatten
+from fedlab_utils.compression import Fp32Codec, flatten, unflatten
 
 
 def test_flops_of_a_known_linear_layer():
@@ -261,10 +261,10 @@ def test_every_price_of_a_run_is_price_rows_summed():
     price/cumulative_joules and joules_to_target all equal sums of ledger.price_rows, exactly."""
     import numpy as np
 
-    from fedlab_utils import capstone
+    from fedlab_utils.lessons import capstone
     from fedlab_utils.data import ClientData
-    from fedlab_utils.federated import Faults, run
-    from fedlab_utils.history import joules_to_target
+    from fedlab_utils.core import Faults, run
+    from fedlab_utils.core import joules_to_target
     from fedlab_utils.ledger import energy_by_profile, price_history, price_rows
 
     g = torch.Generator().manual_seed(0)
@@ -293,7 +293,8 @@ def test_lstm_flops_are_counted_in_closed_form_where_flopcountermode_sees_none()
     from torch.utils.flop_counter import FlopCounterMode
 
     from fedlab_utils.ledger import lstm_forward_flops_per_step, training_flops_per_layer
-    from fedlab_utils.models import lstm_training_flops_per_sample, make_model
+    from fedlab_utils.ledger import lstm_training_flops_per_sample
+    from fedlab_utils.models import make_model
 
     model = make_model("char_lstm", (80,), 80, seed=0)
     expected = 3 * (80 * (2 * 4 * 256 * (8 + 256) + 2 * 4 * 256 * (256 + 256)) + 2 * 256 * 80)

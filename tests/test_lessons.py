@@ -201,7 +201,7 @@ def test_discussion_cells_survive_nbgrader_validation():
     and a missing model answer or missing points are refused."""
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-    from fedlab_utils.classroom import exercises, validate_notebook
+    from fedlab_utils.course import exercises, validate_notebook
 
     def answer(points=2, source="### BEGIN SOLUTION\nBecause the tail dominates.\n### END SOLUTION"):
         return new_markdown_cell(source, id="disc", metadata={"nbgrader": {

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fedlab_utils.checks import NotAnswered, compression
-from fedlab_utils.federated import LocalTraining, run
+from fedlab_utils.core import LocalTraining, run
 from fedlab_utils.models import CNN, SeparableConv2d, conv_parameters, count_parameters, make_model, to_separable
 
 
@@ -313,7 +313,7 @@ def _unrolled_lstm_step_flops(model, sequence):
 
 
 def test_char_lstm_closed_form_flops_equal_flopcountermode_on_the_unrolled_gates():
-    from fedlab_utils.models import lstm_training_flops_per_sample
+    from fedlab_utils.ledger import lstm_training_flops_per_sample
     model = make_model("char_lstm", (6,), 80, seed=0, embedding=8, hidden=16, layers=2)
     assert model(torch.randint(0, 80, (3, 6))).shape == (3, 80)
     # the closed form charges backward as 2x forward for every matmul; the unrolled autograd

@@ -1,4 +1,4 @@
-"""Invariants of fedlab_utils.parallel: splitting, pipelining, several processes and SplitFed."""
+"""Invariants of fedlab_utils.lessons.parallel.pipeline: splitting, pipelining, several processes and SplitFed."""
 import copy
 
 import numpy as np
@@ -9,13 +9,13 @@ from torch import nn
 from fedlab_utils.checks import parallel as checks
 from fedlab_utils.data import ClientData
 from fedlab_utils.devices import get_devices
-from fedlab_utils.federated import LocalTraining, run
+from fedlab_utils.core import LocalTraining, run
 from fedlab_utils.models import make_model
-from fedlab_utils.parallel import (StagedModel, article_large_net, client_training_flops_per_sample, cut_profile,
-                                   gpipe_makespan, ideal_bubble, pipeline_train_step, reference_step,
-                                   run_multiprocess_pipeline, split_at, split_sequential, splitfed_run,
-                                   stage_boundaries)
-from fedlab_utils.wire import Fp32Codec
+from fedlab_utils.lessons.parallel import (
+    StagedModel, article_large_net, client_training_flops_per_sample, cut_profile, gpipe_makespan,
+    ideal_bubble, pipeline_train_step, reference_step, run_multiprocess_pipeline, split_at, split_sequential,
+    splitfed_run, stage_boundaries)
+from fedlab_utils.compression import Fp32Codec
 
 SHAPE = (1, 8, 8)
 
@@ -184,8 +184,8 @@ def test_stage_input_shapes_and_schedule_plot(cnn, batch):
     import matplotlib
 
     matplotlib.use("Agg")
-    from fedlab_utils.parallel import stage_input_shapes
-    from fedlab_utils.plotting import plot_schedule
+    from fedlab_utils.lessons.parallel import stage_input_shapes
+    from fedlab_utils.lessons.parallel import plot_schedule
 
     staged = StagedModel(split_sequential(copy.deepcopy(cnn), 3, boundaries=[0, 3, 6, len(cnn)]),
                          get_devices(3, verbose=False))
@@ -196,7 +196,7 @@ def test_stage_input_shapes_and_schedule_plot(cnn, batch):
 
 
 def test_timed_pipeline_step_leaves_one_steps_gradients(cnn, batch):
-    from fedlab_utils.parallel import timed_pipeline_step
+    from fedlab_utils.lessons.parallel import timed_pipeline_step
 
     x, y = batch
     _, _, ref_grads = reference_step(cnn, x, y)

@@ -1,4 +1,4 @@
-"""fedlab_utils.pki: the throwaway PKI of a federation, its files and what they say, and notebook
+"""fedlab_utils.deploy.pki: the throwaway PKI of a federation, its files and what they say, and notebook
 07's SAN exercise check (both ways)."""
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedlab_utils.checks import deployment
-from fedlab_utils.pki import certificate_sans, certificate_summary, make_pki, public_key_fingerprint, san_allows
+from fedlab_utils.deploy import certificate_sans, certificate_summary, make_pki, public_key_fingerprint
+from fedlab_utils.lessons.deployment import san_allows
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_check_can_connect_rejects_wrong_rules(wrong):
 def test_the_notebooks_san_solution_passes_its_check():
     import nbformat
 
-    from fedlab_utils.classroom import NOTEBOOK_DIR
+    from fedlab_utils.course import NOTEBOOK_DIR
 
     nb = nbformat.read(NOTEBOOK_DIR / "07_deployment.ipynb", as_version=4)
     [cell] = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "07-ex-san-solution"]

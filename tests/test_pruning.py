@@ -1,4 +1,4 @@
-"""fedlab_utils.pruning, structured_pruning and federated_pruning: exact sparsity, masks that hold
+"""fedlab_utils.lessons.pruning.masks, structured_pruning and federated_pruning: exact sparsity, masks that hold
 through training and aggregation, plain state-dict keys, an exact codec whose byte count is the
 payload length, structured pruning that builds a smaller model with the same outputs, and
 checkpoints that resume a pruning run exactly."""
@@ -10,11 +10,12 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 import fedlab_utils as fl
-from fedlab_utils import federated_pruning as FP
-from fedlab_utils import pruning as P
-from fedlab_utils import structured_pruning as SP
-from fedlab_utils.federated import LocalTraining, model_state, weighted_average
-from fedlab_utils.wire import Fp32Codec
+from fedlab_utils.lessons.pruning import federated as FP
+from fedlab_utils.lessons.pruning import masks as P
+from fedlab_utils.lessons.pruning import structured as SP
+from fedlab_utils.core import LocalTraining, model_state, weighted_average
+from fedlab_utils.compression import Fp32Codec
+from fedlab_utils.compression import SparseCodec, sparse_payload_size
 
 
 def mlp(hidden=(32,), shape=(1, 8, 8)):
@@ -160,7 +161,7 @@ def test_pruned_weights_stay_zero_through_local_training_and_aggregation(digits,
     hooks["transform"] = Spy(fp.state)
     local = LocalTraining(epochs=1, batch_size=16, lr=0.1, optimizer="sgdm", weight_decay=1e-3)
     history = fl.run(model, clients, test, rounds=5, local=local, seed=0, progress=False,
-                     uplink=P.SparseCodec(), downlink=P.SparseCodec(), **hooks)
+                     uplink=SparseCodec(), downlink=SparseCodec(), **hooks)
     assert seen and all(seen)
     final = history.model
     for n, mask in fp.state.masks.items():
@@ -179,7 +180,7 @@ def test_pruning_run_resumed_from_a_checkpoint_equals_a_straight_run(digits, fed
     clients, test = federation
     model = mlp()
     local = LocalTraining(epochs=1, batch_size=32, lr=0.1)
-    kw = dict(local=local, seed=0, progress=False, uplink=P.SparseCodec())
+    kw = dict(local=local, seed=0, progress=False, uplink=SparseCodec())
     plan = FP.PruningSchedule(0.8, "linear", every=1, end=4)
     straight_fp = FP.FederatedPruning(model, plan)
     straight = fl.run(model, clients, test, rounds=4, **kw, **straight_fp.hooks())
@@ -289,7 +290,7 @@ def _update(density, seed=0, shapes=((64, 100), (64,), (10, 64), (10,))):
 
 @pytest.mark.parametrize("density,fmt", [(0.0, "indices"), (0.01, "indices"), (0.3, "bitmask"), (1.0, "dense")])
 def test_sparse_codec_round_trips_exactly_and_counts_payload_bytes(density, fmt):
-    codec = P.SparseCodec()
+    codec = SparseCodec()
     update = _update(density)
     payload = codec.encode(update)
     assert codec.last_format == fmt
@@ -299,14 +300,14 @@ def test_sparse_codec_round_trips_exactly_and_counts_payload_bytes(density, fmt)
         assert torch.equal(decoded[k], update[k]) and decoded[k].dtype == update[k].dtype
     numel = sum(t.numel() for t in update.values())
     nnz = sum(int(t.count_nonzero()) for t in update.values())
-    assert len(payload) == P.sparse_payload_size(numel, nnz)["best"] == P.sparse_payload_size(numel, nnz)[fmt]
+    assert len(payload) == sparse_payload_size(numel, nnz)["best"] == sparse_payload_size(numel, nnz)[fmt]
 
 
 def test_sparse_codec_payloads_hand_computed():
     """Bytes on the wire: tag, uint32 count, MSB-first positions, little-endian fp32 values."""
     import struct
 
-    codec = P.SparseCodec()
+    codec = SparseCodec()
     # 3 values, 1 nonzero: bitmask (5 + 1 + 4 = 10) ties indices (5 + 1 + 4); the bitmask wins ties
     payload = codec.encode({"x": torch.tensor([0.0, 0.0, 3.5])})
     assert codec.last_format == "bitmask"
@@ -321,13 +322,13 @@ def test_sparse_codec_payloads_hand_computed():
 
 
 def test_sparse_codec_sizes_and_edge_cases():
-    codec = P.SparseCodec()
+    codec = SparseCodec()
     one = {"x": torch.tensor([0.0, 0.0, 3.5])}
     assert torch.equal(codec.decode(codec.encode(one), one)["x"], one["x"])
     single = {"x": torch.tensor([2.0])}
     assert torch.equal(codec.decode(codec.encode(single), single)["x"], single["x"])
     # indices: 17 bits per index for 100k values; bitmask: 12.5 kB; dense: 400 kB
-    sizes = P.sparse_payload_size(100_000, 1000)
+    sizes = sparse_payload_size(100_000, 1000)
     assert sizes == {"dense": 400_001, "bitmask": 5 + 12_500 + 4000, "indices": 5 + 2125 + 4000, "best": 6130}
     # never more than fp32 + one byte
     dense = _update(1.0)

@@ -6,15 +6,15 @@ import textwrap
 import pytest
 import torch
 
-from fedlab_utils import registry
+from fedlab_utils.core import registry
 from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, SparseCodec, TopKCodec
 from fedlab_utils.data import client_data, load_dataset, partition
-from fedlab_utils.federated import FedAvgServer, LocalTraining, SequentialTrainer, fedavg_aggregate, run
+from fedlab_utils.core import FedAvgServer, LocalTraining, SequentialTrainer, fedavg_aggregate, run
 from fedlab_utils.models import make_model
-from fedlab_utils.servers import FedAvgM, FedOpt, Median, TrimmedMean
-from fedlab_utils.training import ClientTransform, FedProx
-from fedlab_utils.vmap_trainer import VmapTrainer
-from fedlab_utils.wire import Fp32Codec
+from fedlab_utils.core import FedAvgM, FedOpt, Median, TrimmedMean
+from fedlab_utils.core import ClientTransform, FedProx
+from fedlab_utils.core import VmapTrainer
+from fedlab_utils.compression import Fp32Codec
 
 
 @pytest.mark.parametrize("spec, cls, settings", [
@@ -91,13 +91,13 @@ def test_a_part_of_the_wrong_kind_is_a_type_error_naming_the_argument():
 @pytest.fixture
 def my_parts(tmp_path, monkeypatch):
     (tmp_path / "my_fl_parts.py").write_text(textwrap.dedent('''
-        from fedlab_utils.wire import Fp32Codec
+        from fedlab_utils.compression import Fp32Codec
 
         class MyCodec(Fp32Codec):
             name = "mine"
 
         def half_server():
-            from fedlab_utils.servers import FedAvgServer
+            from fedlab_utils.core import FedAvgServer
             return FedAvgServer(lr=0.5)
 
         def first_client(results, global_model, round_idx):
@@ -163,8 +163,8 @@ def test_spec_of_is_the_full_configuration_not_the_name():
     server = registry.resolve_server("fedavgm")
     server.step({"w": torch.zeros(2)}, {"w": torch.ones(2)})  # state is not configuration
     assert registry.spec_of(server) == registry.spec_of(registry.resolve_server("fedavgm"))
-    assert registry.spec_of(fedavg_aggregate) == "fedlab_utils.servers:fedavg_aggregate"
-    assert registry.spec_of(FedProx(0.1)) == {"type": "fedlab_utils.training.FedProx", "mu": 0.1}
+    assert registry.spec_of(fedavg_aggregate) == "fedlab_utils.core.aggregators.fedavg:fedavg_aggregate"
+    assert registry.spec_of(FedProx(0.1)) == {"type": "fedlab_utils.core.training.FedProx", "mu": 0.1}
 
     class Loop:
         def __init__(self):

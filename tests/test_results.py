@@ -6,9 +6,10 @@ import stat
 import pytest
 import torch
 
-from fedlab_utils.runner import merge_results
-from fedlab_utils.results import (CHANGED_ENV, POLICY_ENV, Claims, atomic_write_text, claim_policy, record_results,
-                                  to_jsonable)
+from fedlab_utils.course import merge_results
+from fedlab_utils.course.claims import CHANGED_ENV, POLICY_ENV
+from fedlab_utils.course import Claims, claim_policy, record_results, to_jsonable
+from fedlab_utils.files import atomic_write_text
 
 
 @pytest.fixture(autouse=True)
@@ -158,13 +159,13 @@ def test_results_json_merge_updates_only_this_runs_notebooks(tmp_path):
                                          (1.2e-05, "1.2e-05"), (0.0, "0"), (2.5e10, "2.5e+10"), (True, "True"),
                                          ("q8", "q8"), (float("nan"), "nan"), ([0.12345, 7], "[0.1235, 7]")])
 def test_numbers_are_rounded_for_reading(value, text):
-    from fedlab_utils.results import readable
+    from fedlab_utils.course import readable
 
     assert readable(value) == text
 
 
 def _history(label, accuracies, up=100, sim=None):
-    from fedlab_utils.history import History, RoundRecord
+    from fedlab_utils.core import History, RoundRecord
     from fedlab_utils.ledger import Energy
 
     records = [RoundRecord(round=i + 1, clients=[0, 1], accuracy=a, loss=0.0, train_loss=0.0, bytes_up=up * (i + 1),
@@ -175,7 +176,7 @@ def _history(label, accuracies, up=100, sim=None):
 
 
 def test_history_series_gives_each_rounds_accuracy_bytes_joules_and_simulated_time():
-    from fedlab_utils.results import history_series
+    from fedlab_utils.course import history_series
 
     series = history_series(_history("FedAvg", [0.5, float("nan"), 0.75], sim=1.5))
     assert series["round"] == [1, 2, 3] and series["bytes_up"] == [100, 200, 300] and series["bytes_down"] == [200] * 3
@@ -187,7 +188,7 @@ def test_history_series_gives_each_rounds_accuracy_bytes_joules_and_simulated_ti
 
 def test_record_results_collects_the_notebooks_histories_by_dict_key_or_label(tmp_path):
     """A notebook needs no edit: the runs bound in its namespace are recorded round by round."""
-    from fedlab_utils.results import collect_histories
+    from fedlab_utils.course import collect_histories
 
     fedavg, fedsgd, other = _history("FedAvg", [0.5, 0.6]), _history("FedSGD", [0.4]), _history("FedAvg", [0.1])
     namespace = {"runs": {"FedAvg IID": fedavg, "FedSGD IID": fedsgd}, "avg_iid": fedavg, "extra": other,

@@ -10,8 +10,8 @@ import papermill
 import pytest
 
 from fedlab_utils.__main__ import main
-from fedlab_utils.runner import (NOTEBOOK_DIR, CourseError, changed_parameters, find_notebooks, parse_parameters,
-                                 parse_value)
+from fedlab_utils.course import (
+    NOTEBOOK_DIR, CourseError, changed_parameters, find_notebooks, parse_parameters, parse_value)
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 TEMPLATE_PARAMETERS = {"seed", "dataset", "num_clients", "rounds", "device", "results_path"}
@@ -59,14 +59,14 @@ def _tiny_notebook(path: Path, body: str) -> Path:
     return path
 
 
-RECORD = ("from fedlab_utils.results import Claims, record_results\n"
-          "from fedlab_utils.federated import progress_enabled\nfrom tqdm.auto import tqdm\n"
+RECORD = ("from fedlab_utils.course import Claims, record_results\n"
+          "from fedlab_utils.core import progress_enabled\nfrom tqdm.auto import tqdm\n"
           "for _ in tqdm(range(3), disable=not progress_enabled(None)):\n    pass\n"
           "claims = Claims()\nclaims.check('x is one', x == 1, x=x)\n"
           "record_results(results_path, 'tiny', {'x': x}, claims)\n"
           "from IPython.display import display\ndisplay(claims)\n"
           "import matplotlib.pyplot as plt\nplt.plot([0, x])\n"
-          "from fedlab_utils.widgets import slider_explorer\n"
+          "from fedlab_utils.viz import slider_explorer\n"
           "slider_explorer({1: 1, 2: 2, 3: 3}, lambda v, ax: ax.plot([0, v]), 'v')")
 
 
@@ -258,11 +258,11 @@ def test_translate_dispatches_to_its_module_or_says_it_is_missing(monkeypatch, c
     from fedlab_utils import __main__ as entry
 
     calls = []
-    fake = types.ModuleType("fedlab_utils.translate")
+    fake = types.ModuleType("fedlab_utils.course.translate")
     fake.main = lambda argv: calls.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "fedlab_utils.translate", fake)
+    monkeypatch.setitem(sys.modules, "fedlab_utils.course.translate", fake)
     assert entry.main(["translate", "check", "--lang", "zh"]) == 3 and calls == [["check", "--lang", "zh"]]
-    monkeypatch.setitem(sys.modules, "fedlab_utils.translate", None)  # as if the file did not exist
+    monkeypatch.setitem(sys.modules, "fedlab_utils.course.translate", None)  # as if the file did not exist
     assert entry.main(["translate", "check"]) == 2
     assert "'translate' command is not available" in capsys.readouterr().err
     assert "translate" in entry.build_parser().format_help()
@@ -270,7 +270,7 @@ def test_translate_dispatches_to_its_module_or_says_it_is_missing(monkeypatch, c
 
 
 def test_find_notebooks_looks_in_the_edition_and_refuses_unknown_languages(tmp_path, monkeypatch):
-    import fedlab_utils.runner as runner
+    import fedlab_utils.course.runner as runner
 
     (tmp_path / "zh").mkdir()
     for folder in (tmp_path, tmp_path / "zh"):
@@ -283,7 +283,7 @@ def test_find_notebooks_looks_in_the_edition_and_refuses_unknown_languages(tmp_p
 
 
 def test_run_lang_zh_writes_into_out_zh_and_tells_the_kernel_its_language(tmp_path, monkeypatch):
-    body = ("import os\nfrom fedlab_utils.results import record_results\n"
+    body = ("import os\nfrom fedlab_utils.course.claims import record_results\n"
             "record_results(results_path, 'tiny', {'lang': os.environ.get('FEDLAB_LANG', 'unset')})")
     nb = _tiny_notebook(tmp_path / "10_tiny.ipynb", body)
     out = tmp_path / "build"
@@ -291,7 +291,7 @@ def test_run_lang_zh_writes_into_out_zh_and_tells_the_kernel_its_language(tmp_pa
     assert json.loads((out / "zh" / "results.json").read_text())["10_tiny"]["metrics"] == {"lang": "zh"}
     assert (out / "zh" / "notebooks" / "10_tiny.ipynb").exists() and not (out / "results.json").exists()
     monkeypatch.setenv("FEDLAB_LANG", "zh")  # a Chinese shell: an English run still runs in English
-    from fedlab_utils.runner import kernel_environment
+    from fedlab_utils.course import kernel_environment
 
     with kernel_environment([], "auto", "en"):
         assert "FEDLAB_LANG" not in os.environ

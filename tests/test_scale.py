@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from fedlab_utils.data import ClientData, client_data, partition
-from fedlab_utils.federated import Faults, LocalTraining, run
+from fedlab_utils.core import Faults, LocalTraining, run
 from fedlab_utils.models import count_parameters, make_model
-from fedlab_utils.vmap_trainer import MAX_STACK_BYTES, VmapTrainer
-from fedlab_utils.wire import Fp32Codec
+from fedlab_utils.core import MAX_STACK_BYTES, VmapTrainer
+from fedlab_utils.compression import Fp32Codec
 
 
 def _tiny_clients(digits, count=30, per=6, seed=0):
@@ -139,7 +139,7 @@ def test_chunked_uplink_counts_the_payloads_and_holds_one_block(digits):
 
 def test_chunked_results_keep_no_update(digits):
     """What a chunked round hands back holds no update tensor: each is already in its slice's sum."""
-    from fedlab_utils.federated import FedAvgProtocol, RoundContext
+    from fedlab_utils.core import FedAvgProtocol, RoundContext
 
     clients = _tiny_clients(digits, count=12)
     model = make_model("mlp", digits.input_shape, 10, seed=0)

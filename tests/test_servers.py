@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedlab_utils.servers import (FedAdam, FedAvgM, FedAvgServer, FedYogi, Median, TrimmedMean, fedavg_aggregate,
-                                  make_server)
-from fedlab_utils.training import ClientResult
+from fedlab_utils.core import (
+    FedAdam, FedAvgM, FedAvgServer, FedYogi, Median, TrimmedMean, fedavg_aggregate, make_server)
+from fedlab_utils.core import ClientResult
 
 
 def _steps(server, deltas):

@@ -7,8 +7,8 @@ import nbformat
 import pytest
 
 from fedlab_utils.__main__ import main
-from fedlab_utils.runner import CourseError
-from fedlab_utils.sweep import expand_grid, parse_grid, parse_values, point_slug
+from fedlab_utils.course import CourseError
+from fedlab_utils.course import expand_grid, parse_grid, parse_values, point_slug
 
 
 def _tiny_notebook(path: Path) -> Path:
@@ -16,7 +16,7 @@ def _tiny_notebook(path: Path) -> Path:
     params = nbformat.v4.new_code_cell("x = 1  # any int\nseed = 0\nlabel = 'a'\nresults_path = None")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
-        "from fedlab_utils.results import Claims, record_results\nclaims = Claims()\n"
+        "from fedlab_utils.course import Claims, record_results\nclaims = Claims()\n"
         "claims.check('x is one', x == 1, x=x)\n"
         "record_results(results_path, 'tiny', {'x2': 2 * x + seed, 'label': label}, claims)")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -112,7 +112,7 @@ def test_bench_claims_summarises_hold_rate_failing_seeds_and_worst_margin():
 
 
 # ----------------------------------------------------------------------------- per-round results and figures
-from fedlab_utils import sweep_results as SR  # noqa: E402
+from fedlab_utils.course import sweep_results as SR
 
 
 def _record(parameters, accuracies, up=1_000_000, status="ok"):
@@ -188,8 +188,8 @@ def _tiny_history_notebook(path: Path) -> Path:
     params = nbformat.v4.new_code_cell("seed = 0\nrounds = 3\nresults_path = None")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
-        "from fedlab_utils.history import History, RoundRecord\nfrom fedlab_utils.ledger import Energy\n"
-        "from fedlab_utils.results import Claims, record_results\n"
+        "from fedlab_utils.core import History, RoundRecord\nfrom fedlab_utils.ledger import Energy\n"
+        "from fedlab_utils.course import Claims, record_results\n"
         "def history(label, gain):\n"
         "    return History(label, [RoundRecord(r, [0], gain * r + 0.01 * seed, 0.0, 0.0, 1000 * r, 2000, 10, 0.1,\n"
         "                                       Energy(compute=0.5)) for r in range(1, rounds + 1)])\n"

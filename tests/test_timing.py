@@ -1,4 +1,4 @@
-"""fedlab_utils.timing: which device gets synchronised, and the statistics -- never speeds."""
+"""fedlab_utils.ledger.timing: which device gets synchronised, and the statistics -- never speeds."""
 from __future__ import annotations
 
 import types
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from fedlab_utils import timing
-from fedlab_utils.timing import (TimingStats, benchmark, inference_latency, synchronize, time_calls,
-                                 time_interleaved, wall_time)
+from fedlab_utils.ledger import timing
+from fedlab_utils.ledger import (
+    TimingStats, benchmark, inference_latency, synchronize, time_calls, time_interleaved, wall_time)
 
 
 @pytest.fixture
@@ -143,6 +143,6 @@ def test_importing_timing_does_not_pull_in_torch_benchmark():
     import subprocess
     import sys
 
-    code = "import sys, fedlab_utils.timing; print('torch.utils.benchmark' in sys.modules)"
+    code = "import sys, fedlab_utils.ledger.timing; print('torch.utils.benchmark' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

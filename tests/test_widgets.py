@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import matplotlib
+from fedlab_utils.lessons.capstone import budget_planner
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from fedlab_utils import widgets  # noqa: E402
+from fedlab_utils.viz import widgets
 
 SUMMARIES = {
     "cheap": {"accuracy": [0.5, 0.85], "cumulative_joules": {"phone-wifi": [1.0, 2.0]},
@@ -27,7 +28,7 @@ def test_headless_slider_draws_the_middle_key_and_returns_none(monkeypatch):
 
 def test_headless_planner_prints_the_default_choice(monkeypatch, capsys):
     monkeypatch.setenv(widgets.WIDGETS_ENV, "0")
-    assert widgets.budget_planner(SUMMARIES, ["phone-wifi"], "phone-wifi", 0.8) is None
+    assert budget_planner(SUMMARIES, ["phone-wifi"], "phone-wifi", 0.8) is None
     text = capsys.readouterr().out
     assert "'cheap', round 2, 2.00 J" in text and "dear" in text
 
@@ -44,7 +45,7 @@ def test_interactive_explorers_are_widgets(monkeypatch, value):
     assert isinstance(box, ipywidgets.VBox) and drawn == ["b"]
     box.children[0].value = 1  # moving the slider redraws from the cache
     assert drawn == ["b", "a"]
-    assert isinstance(widgets.budget_planner(SUMMARIES, ["phone-wifi"], "phone-wifi", 0.8), ipywidgets.VBox)
+    assert isinstance(budget_planner(SUMMARIES, ["phone-wifi"], "phone-wifi", 0.8), ipywidgets.VBox)
 
 
 def test_headless_slider_opens_on_the_notebooks_value_and_says_the_slider_is_live(monkeypatch, capsys):

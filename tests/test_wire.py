@@ -1,4 +1,4 @@
-"""fedlab_utils.wire: one bit order (most significant bit first), exact round trips, hand-computed
+"""fedlab_utils.compression.wire: one bit order (most significant bit first), exact round trips, hand-computed
 bytes, the minimal index width, and the measuring codec."""
 import math
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fedlab_utils.compression import ErrorFeedback, TopKCodec
-from fedlab_utils.pruning import SparseCodec
-from fedlab_utils.wire import (Fp32Codec, MeasuredCodec, index_bits, pack_bits, packed_len, payload_bytes,
-                               payload_ratio, unpack_bits)
+from fedlab_utils.compression import SparseCodec
+from fedlab_utils.compression import (
+    Fp32Codec, MeasuredCodec, index_bits, pack_bits, packed_len, payload_bytes, payload_ratio, unpack_bits)
 
 
 # ----------------------------------------------------------------------------- bit packing

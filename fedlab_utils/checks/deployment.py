@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from fedlab_utils.compression.codecs import QuantizeCodec
-from fedlab_utils.core.aggregators.fedavg import weighted_average
+from fedlab_utils.compression import QuantizeCodec
+from fedlab_utils.core import weighted_average
 
 from ..i18n import gettext
 from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 from torch import nn
 
-from fedlab_utils.ledger.energy import Energy, EnergyProfile, RadioModel
+from fedlab_utils.ledger import Energy, EnergyProfile, RadioModel
 
 __all__ = ["RoundRecord", "History", "summary_table", "labelled", "rounds_to_target", "joules_to_target"]
 

@@ -50,44 +50,38 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fedlab_utils.compression.wire import Codec
-from fedlab_utils.core import registry
-from fedlab_utils.core.aggregators.fedavg import Aggregate, fedavg_aggregate, weighted_average
-from fedlab_utils.core.checkpoint import load_checkpoint, save_checkpoint
-from fedlab_utils.core.faults import CLIENT_STATUSES, Faults, RoundWarning, update_is_finite
-from fedlab_utils.core.history import History, RoundRecord, summary_table
-from fedlab_utils.core.preflight import check_clients, check_local, check_test
-from fedlab_utils.core.protocol import FedAvgProtocol, RoundContext, RoundProtocol, per_client
-from fedlab_utils.core.servers.fedavg import FedAvgServer, ServerOptimizer
+from fedlab_utils.compression import Codec
+from fedlab_utils.core import (
+    CLIENT_STATUSES,
+    Aggregate,
+    Faults,
+    FedAvgProtocol,
+    History,
+    RoundContext,
+    RoundProtocol,
+    RoundRecord,
+    RoundWarning,
+    ServerOptimizer,
+    check_clients,
+    check_local,
+    check_test,
+    fedavg_aggregate,
+    load_checkpoint,
+    registry,
+    save_checkpoint,
+    update_is_finite,
+)
 from fedlab_utils.core.training import (
-    OPTIMIZERS,
-    PRECISIONS,
     ClientResult,
     ClientTrainer,
     ClientTransform,
     LocalTraining,
-    SequentialTrainer,
-    apply_delta,
-    autocast_context,
-    backward_and_step,
-    client_generator,
-    evaluate,
-    make_optimizer,
-    minibatches,
-    model_state,
-    state_delta,
-    train_locally,
 )
 from fedlab_utils.data import ClientData
-from fedlab_utils.ledger.energy import Energy, EnergyMeter, EnergyProfile, get_profile
+from fedlab_utils.ledger import Energy, EnergyMeter, EnergyProfile, get_profile
 from fedlab_utils.validation import check_choice, check_fraction, check_int, check_optional_path
 
-__all__ = ["ClientData", "LocalTraining", "ClientTransform", "ClientResult", "ClientTrainer", "SequentialTrainer",
-           "ServerOptimizer", "FedAvgServer", "RoundRecord", "History", "Faults", "RoundContext", "RoundProtocol",
-           "FedAvgProtocol", "run", "train_locally", "minibatches", "evaluate", "weighted_average",
-           "fedavg_aggregate", "model_state", "state_delta", "apply_delta", "sample_clients", "client_generator",
-           "make_optimizer", "autocast_context", "backward_and_step", "progress_enabled", "per_client",
-           "summary_table", "OPTIMIZERS", "PRECISIONS", "ON_CLIENT_ERROR", "RoundWarning"]
+__all__ = ["run", "sample_clients", "progress_enabled", "ON_CLIENT_ERROR"]
 
 ON_CLIENT_ERROR = ("raise", "skip")
 

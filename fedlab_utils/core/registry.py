@@ -37,17 +37,24 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fedlab_utils.compression.wire import Fp32Codec
-from fedlab_utils.core.aggregators.fedavg import fedavg_aggregate
-from fedlab_utils.core.aggregators.median import Median
-from fedlab_utils.core.aggregators.trimmed_mean import TrimmedMean
-from fedlab_utils.core.servers.fedavg import FedAvgServer
-from fedlab_utils.core.servers.fedavgm import FedAvgM
-from fedlab_utils.core.servers.fedopt import FedAdagrad, FedAdam, FedYogi
-from fedlab_utils.core.training import ClientTransform, FedProx, LocalTraining, SequentialTrainer
+from fedlab_utils.compression import Fp32Codec
+from fedlab_utils.core import (
+    ClientTransform,
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedAvgServer,
+    FedProx,
+    FedYogi,
+    LocalTraining,
+    Median,
+    SequentialTrainer,
+    TrimmedMean,
+    fedavg_aggregate,
+)
 from fedlab_utils.validation import check_choice, check_fraction, check_int, check_real
 
-__all__ = ["SERVERS", "make_server", "KINDS", "SPECS", "resolve_codec", "resolve_server", "resolve_aggregate", "resolve_transform",
+__all__ = ["SERVERS", "make_server", "TRAINERS", "make_trainer", "KINDS", "SPECS", "resolve_codec", "resolve_server", "resolve_aggregate", "resolve_transform",
            "resolve_trainer", "resolve", "spec_of"]
 
 #: The server optimizers by name.
@@ -62,6 +69,18 @@ def make_server(name: str, lr: float | None = None, **kwargs):
     return factory(**({} if lr is None else {"lr": lr}), **kwargs)
 
 
+#: The client trainers by name (``run(trainer=...)`` also takes ``"auto"``).
+TRAINERS = ("sequential", "vmap")
+
+
+def make_trainer(trainer: str = "sequential"):
+    """A fresh client trainer by name: ``'sequential'`` (any option) or ``'vmap'`` (SGD, fp32)."""
+    from fedlab_utils.core import VmapTrainer
+
+    check_choice("trainer", trainer, TRAINERS)
+    return SequentialTrainer() if trainer == "sequential" else VmapTrainer()
+
+
 #: The spec forms of every kind, as error messages list them.
 SPECS = {
     "codec": ("fp32", "q<bits> (1..16, e.g. q8)", "topk:<fraction>", "randk:<fraction>", "sign", "sparse",
@@ -69,7 +88,7 @@ SPECS = {
     "server": tuple(f"{name}[:<lr>]" for name in SERVERS),
     "aggregate": ("mean", "median", "trimmed_mean:<beta in [0, 0.5)>"),
     "transform": ("none", "fedprox:<mu>"),
-    "trainer": ("sequential", "vmap", "auto"),
+    "trainer": (*TRAINERS, "auto"),
 }
 KINDS = tuple(SPECS)
 _IMPORT_PATH = "or an import path package.module:name"
@@ -268,7 +287,7 @@ def resolve_trainer(spec, argument: str = "trainer", *, model: nn.Module | None 
         return SequentialTrainer()
     if not isinstance(spec, str):
         return _checked("trainer", spec, argument)
-    from fedlab_utils.core.vmap_trainer import VmapTrainer, make_trainer
+    from fedlab_utils.core import VmapTrainer
 
     name = spec.strip().lower()
     if name in ("sequential", "vmap"):

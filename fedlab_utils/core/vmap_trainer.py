@@ -31,23 +31,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedlab_utils.compression.wire import Update
+from fedlab_utils.compression import Update
 from fedlab_utils.core.training import (
     ClientTransform,
     FedProx,
     LocalTraining,
-    SequentialTrainer,
     StackedUpdates,
     client_generator,
 )
 from fedlab_utils.data import ClientData
-from fedlab_utils.ledger.flops import mlp_layers, mlp_training_flops_per_sample
+from fedlab_utils.ledger import mlp_layers, mlp_training_flops_per_sample
 from fedlab_utils.validation import check_choice, check_int
 
-__all__ = ["VmapTrainer", "TRAINERS", "MAX_STACK_BYTES", "make_trainer"]
-
-#: The trainers by name: ``'sequential'`` (any option) or ``'vmap'`` (SGD, fp32).
-TRAINERS = ("sequential", "vmap")
+__all__ = ["VmapTrainer", "MAX_STACK_BYTES"]
 
 _mlp_layers = mlp_layers
 
@@ -432,10 +428,3 @@ def _func_step(model: nn.Module, names: list[str]):
         return loss.detach()
 
     return step
-
-
-
-def make_trainer(trainer: str = "sequential"):
-    """A fresh client trainer by name: ``'sequential'`` (any option) or ``'vmap'`` (SGD, fp32)."""
-    check_choice("trainer", trainer, TRAINERS)
-    return SequentialTrainer() if trainer == "sequential" else VmapTrainer()

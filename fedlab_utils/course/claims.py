@@ -271,7 +271,7 @@ def collect_histories(namespace: Mapping) -> dict:
     label are told apart by the variable holding them (``"FedAvg (fedavg_iid)"``).  Names that
     start with ``_`` and IPython's ``In``/``Out`` are skipped (output caches, not the notebook's runs).
     """
-    from fedlab_utils.core.history import History
+    from fedlab_utils.core import History
 
     def found_in(name: str, value) -> list[tuple[str, History]]:
         if isinstance(value, History):

@@ -34,7 +34,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from fedlab_utils.course.claims import CHANGED_ENV, POLICY_ENV, readable
+from fedlab_utils.course import readable
+from fedlab_utils.course.claims import CHANGED_ENV, POLICY_ENV
 from fedlab_utils.files import atomic_write_text
 
 __all__ = ["ROOT", "NOTEBOOK_DIR", "LANGUAGES", "LANG_ENV", "CourseError", "notebook_dir", "find_notebooks",

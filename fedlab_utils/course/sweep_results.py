@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedlab_utils.course.claims import ROUND_FIELDS
+from fedlab_utils.course import ROUND_FIELDS
 from fedlab_utils.files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["point_slug", "sweep_rows", "round_rows", "write_csv", "numeric_metrics", "is_wall_time", "plot_sweep",

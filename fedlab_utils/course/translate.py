@@ -49,49 +49,23 @@ from pathlib import Path
 import nbformat
 import polib
 
+from fedlab_utils.course import CourseError, find_notebooks
 from fedlab_utils.course.glossary import (
-    AUTOLINK,
-    CODE_SPAN,
-    DISPLAY_MATH,
-    FENCE,
-    GLOSSARY_BEGIN,
-    GLOSSARY_END,
-    GLOSSARY_FIELDS,
-    GLOSSARY_PATH,
-    HTML_HREF,
-    HTML_SRC,
-    IMAGE,
-    INLINE_MATH,
-    LINK,
-    NBGRADER_MARKER,
-    NUMBER,
     README_PATHS,
-    TITLE,
-    URL,
     Term,
     glossary_cell_source,
-    glossary_table,
     load_glossary,
     lost_tokens,
-    prose,
-    protected_tokens,
-    readme_block,
-    split_protected,
     term_text,
     terms_used,
     with_readme_block,
 )
-from fedlab_utils.course.runner import CourseError, find_notebooks
 from fedlab_utils.course.translation_catalogs import (
     LANGUAGE,
     LOCALE_DIR,
-    MESSAGE_CALLS,
     NOTEBOOK_DIR,
-    PACKAGE_DIR,
-    PLACEHOLDER,
     ROOT,
     RUNTIME_CATALOG,
-    ExtractReport,
     catalog_path,
     check_runtime,
     current_translation,
@@ -100,11 +74,6 @@ from fedlab_utils.course.translation_catalogs import (
     extract_runtime,
     load_catalog,
     markdown_cells,
-    merge_catalog,
-    new_catalog,
-    placeholders,
-    runtime_messages,
-    save_catalog,
     zh_path,
 )
 from fedlab_utils.files import atomic_write_text
@@ -113,20 +82,9 @@ MIN_COVERAGE = 0.90
 MIN_CJK_RATIO = 0.40
 GLOSSARY_CELL_ID = "zh-glossary"
 
-__all__ = [
-    "ROOT", "NOTEBOOK_DIR", "LOCALE_DIR", "LANGUAGE", "english_notebooks", "catalog_path", "zh_path",
-    "markdown_cells", "new_catalog", "load_catalog", "save_catalog",
-    "ExtractReport", "merge_catalog", "extract", "current_translation", "PACKAGE_DIR",
-    "RUNTIME_CATALOG", "MESSAGE_CALLS", "PLACEHOLDER", "runtime_messages", "placeholders",
-    "extract_runtime", "check_runtime", "NBGRADER_MARKER", "FENCE", "CODE_SPAN", "DISPLAY_MATH",
-    "INLINE_MATH", "IMAGE", "LINK", "HTML_SRC", "HTML_HREF", "AUTOLINK", "URL", "NUMBER",
-    "split_protected", "protected_tokens", "prose", "lost_tokens", "GLOSSARY_PATH", "README_PATHS",
-    "GLOSSARY_BEGIN", "GLOSSARY_END", "GLOSSARY_FIELDS", "Term", "load_glossary", "glossary_table",
-    "readme_block", "with_readme_block", "TITLE", "term_text", "terms_used", "glossary_cell_source",
-    "MIN_COVERAGE", "MIN_CJK_RATIO", "GLOSSARY_CELL_ID", "SIBLING_NOTEBOOK", "LINK_TARGET",
-    "relocate_links", "build_notebook", "build", "build_readmes", "CJK", "cjk_ratio", "Coverage",
-    "coverage", "NotebookCheck", "check_notebook", "check", "parser", "main",
-]
+__all__ = ["MIN_COVERAGE", "MIN_CJK_RATIO", "GLOSSARY_CELL_ID", "SIBLING_NOTEBOOK", "LINK_TARGET",
+           "relocate_links", "build_notebook", "build", "build_readmes", "CJK", "cjk_ratio",
+           "Coverage", "coverage", "NotebookCheck", "check_notebook", "check", "parser", "main"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from importlib import import_module
 _EXPORTS = {
     "CODEC_SPECS": "fedlab_utils.deploy.apps",
     "DeploymentConfig": "fedlab_utils.deploy.apps",
+    "DeploymentResult": "fedlab_utils.deploy.apps",
     "EF_STATE_KEY": "fedlab_utils.deploy.apps",
     "FlowerRounds": "fedlab_utils.deploy.apps",
     "HISTORY_FILE": "fedlab_utils.deploy.apps",
@@ -29,6 +30,14 @@ _EXPORTS = {
     "parse_parameters": "fedlab_utils.deploy.cli",
     "pki_main": "fedlab_utils.deploy.cli",
     "CONNECTION": "fedlab_utils.deploy.commands",
+    "REAL_PORT": "fedlab_utils.deploy.commands",
+    "Step": "fedlab_utils.deploy.commands",
+    "app_dir": "fedlab_utils.deploy.commands",
+    "connection_toml": "fedlab_utils.deploy.commands",
+    "machine_steps": "fedlab_utils.deploy.commands",
+    "real_machine_commands": "fedlab_utils.deploy.commands",
+    "superlink_command": "fedlab_utils.deploy.commands",
+    "supernode_command": "fedlab_utils.deploy.commands",
     "toml_value": "fedlab_utils.deploy.commands",
     "DeploymentError": "fedlab_utils.deploy.launcher",
     "FLOWER_PROCESS_NAMES": "fedlab_utils.deploy.launcher",
@@ -50,14 +59,15 @@ _EXPORTS = {
     "public_key_fingerprint": "fedlab_utils.deploy.pki",
 }
 __all__ = ["CODEC_SPECS", "CONNECTION", "DEFAULT_SANS", "DeploymentConfig", "DeploymentError",
-           "EF_STATE_KEY", "FLOWER_PROCESS_NAMES", "FlowerRounds", "HISTORY_FILE",
-           "INSECURE_WARNING", "LocalFederation", "NODE_COUNT_KEY", "NODE_PARTITION_KEY",
-           "PAYLOAD_DIR", "PKI", "PRIVATE_MODE", "PROGRESS_FILE", "app_main", "build_task",
-           "certificate_sans", "certificate_summary", "deploy", "flower_command",
-           "flower_processes", "local_federation", "make_client_app", "make_codec", "make_pki",
-           "make_server_app", "message_bytes", "parse_parameters", "pki_main", "print_round",
-           "public_key_fingerprint", "send_and_receive", "simulate", "submit", "submit_many",
-           "toml_value"]
+           "DeploymentResult", "EF_STATE_KEY", "FLOWER_PROCESS_NAMES", "FlowerRounds",
+           "HISTORY_FILE", "INSECURE_WARNING", "LocalFederation", "NODE_COUNT_KEY",
+           "NODE_PARTITION_KEY", "PAYLOAD_DIR", "PKI", "PRIVATE_MODE", "PROGRESS_FILE", "REAL_PORT",
+           "Step", "app_dir", "app_main", "build_task", "certificate_sans", "certificate_summary",
+           "connection_toml", "deploy", "flower_command", "flower_processes", "local_federation",
+           "machine_steps", "make_client_app", "make_codec", "make_pki", "make_server_app",
+           "message_bytes", "parse_parameters", "pki_main", "print_round", "public_key_fingerprint",
+           "real_machine_commands", "send_and_receive", "simulate", "submit", "submit_many",
+           "superlink_command", "supernode_command", "toml_value"]
 
 
 def __getattr__(name: str):

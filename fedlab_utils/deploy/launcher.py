@@ -32,26 +32,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedlab_utils.deploy.apps import HISTORY_FILE, PROGRESS_FILE, DeploymentConfig, DeploymentResult
+from fedlab_utils.deploy import HISTORY_FILE, PKI, PROGRESS_FILE, DeploymentConfig, DeploymentResult, make_pki
 from fedlab_utils.deploy.commands import (
     CONNECTION,
-    REAL_PORT,
-    Step,
     app_dir,
     connection_toml,
-    machine_steps,
-    real_machine_commands,
     superlink_command,
     supernode_command,
     toml_value,
 )
-from fedlab_utils.deploy.pki import PKI, make_pki
 from fedlab_utils.devices import free_port
 
-__all__ = ["DeploymentError", "LocalFederation", "DeploymentResult", "deploy", "local_federation",
-           "flower_command", "app_dir", "real_machine_commands", "FLOWER_PROCESS_NAMES", "INSECURE_WARNING",
-           "flower_processes", "submit", "submit_many", "print_round", "machine_steps", "Step",
-           "superlink_command", "supernode_command", "connection_toml", "REAL_PORT"]
+__all__ = ["DeploymentError", "LocalFederation", "deploy", "local_federation", "flower_command",
+           "FLOWER_PROCESS_NAMES", "INSECURE_WARNING", "flower_processes", "submit", "submit_many",
+           "print_round"]
 
 FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
                         "flwr-clientapp")

@@ -24,7 +24,13 @@ _EXPORTS = {
     "price_history": "fedlab_utils.ledger.energy",
     "price_rows": "fedlab_utils.ledger.energy",
     "radio_timeline": "fedlab_utils.ledger.energy",
+    "forward_flops": "fedlab_utils.ledger.flops",
+    "lstm_forward_flops_per_step": "fedlab_utils.ledger.flops",
     "lstm_training_flops_per_sample": "fedlab_utils.ledger.flops",
+    "mlp_layers": "fedlab_utils.ledger.flops",
+    "mlp_training_flops_per_sample": "fedlab_utils.ledger.flops",
+    "training_flops_per_layer": "fedlab_utils.ledger.flops",
+    "training_flops_per_sample": "fedlab_utils.ledger.flops",
     "draw_radio_timeline": "fedlab_utils.ledger.radio_timeline",
     "AUTORANGE": "fedlab_utils.ledger.timing",
     "Stopwatch": "fedlab_utils.ledger.timing",
@@ -40,10 +46,12 @@ _EXPORTS = {
 }
 __all__ = ["AUTORANGE", "Energy", "EnergyMeter", "EnergyProfile", "HOROWITZ_45NM_PJ", "LTE",
            "PROFILES", "RadioModel", "RadioPhase", "RaplCounter", "Stopwatch", "TimingStats",
-           "WIFI", "benchmark", "draw_radio_timeline", "energy_by_profile", "get_profile",
-           "inference_latency", "lstm_training_flops_per_sample", "nvml_device_for",
-           "price_history", "price_rows", "radio_timeline", "synchronize", "time_calls",
-           "time_interleaved", "time_train_step", "time_trainer", "wall_time"]
+           "WIFI", "benchmark", "draw_radio_timeline", "energy_by_profile", "forward_flops",
+           "get_profile", "inference_latency", "lstm_forward_flops_per_step",
+           "lstm_training_flops_per_sample", "mlp_layers", "mlp_training_flops_per_sample",
+           "nvml_device_for", "price_history", "price_rows", "radio_timeline", "synchronize",
+           "time_calls", "time_interleaved", "time_train_step", "time_trainer",
+           "training_flops_per_layer", "training_flops_per_sample", "wall_time"]
 
 
 def __getattr__(name: str):

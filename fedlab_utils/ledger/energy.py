@@ -45,21 +45,11 @@ from typing import Callable
 
 import torch
 
-from fedlab_utils.ledger.flops import (
-    forward_flops,
-    lstm_forward_flops_per_step,
-    mlp_layers,
-    mlp_training_flops_per_sample,
-    training_flops_per_layer,
-    training_flops_per_sample,
-)
 from fedlab_utils.validation import check_choice
 
-__all__ = ["RadioModel", "LTE", "WIFI", "EnergyProfile", "PROFILES", "Energy", "RadioPhase", "get_profile", "price_history",
-           "radio_timeline", "nvml_device_for",
-           "training_flops_per_sample", "training_flops_per_layer", "forward_flops", "HOROWITZ_45NM_PJ", "EnergyMeter", "RaplCounter",
-           "energy_by_profile", "price_rows", "mlp_layers", "mlp_training_flops_per_sample",
-           "lstm_forward_flops_per_step"]
+__all__ = ["RadioModel", "LTE", "WIFI", "EnergyProfile", "PROFILES", "Energy", "RadioPhase",
+           "get_profile", "price_history", "radio_timeline", "nvml_device_for", "HOROWITZ_45NM_PJ",
+           "EnergyMeter", "RaplCounter", "energy_by_profile", "price_rows"]
 
 
 @dataclass(frozen=True)

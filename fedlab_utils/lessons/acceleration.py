@@ -23,33 +23,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedlab_utils.core.history import joules_to_target, rounds_to_target
-from fedlab_utils.core.registry import SERVERS, make_server
-from fedlab_utils.core.registry import resolve_trainer as _resolve_trainer
-from fedlab_utils.core.servers.fedavg import FedAvgServer
-from fedlab_utils.core.servers.fedavgm import FedAvgM, fedavgm_step
-from fedlab_utils.core.servers.fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
-from fedlab_utils.core.training import ClientTransform, FedProx, LocalTraining, make_optimizer
-from fedlab_utils.core.vmap_trainer import TRAINERS as BACKENDS
-from fedlab_utils.core.vmap_trainer import VmapTrainer, make_trainer
-from fedlab_utils.ledger.flops import mlp_training_flops_per_sample
-from fedlab_utils.ledger.timing import time_train_step, time_trainer
+from fedlab_utils.core import FedAvgServer, make_optimizer
 from fedlab_utils.validation import check_int
 
-__all__ = ["FedAvgM", "FedAdam", "FedYogi", "FedAdagrad", "FedOpt", "FedProx", "SERVERS", "make_server",
-           "quadratic_drift", "VmapTrainer", "BACKENDS", "TRAINERS", "make_trainer", "resolve_trainer", "time_trainer",
-           "time_train_step", "rounds_to_target", "joules_to_target", "article_loop", "fixed_data_loop", "adam_vs_adamw",
-           "fedavgm_step", "mlp_training_flops_per_sample"]
-
-#: The trainers by name, and ``'auto'`` (``BACKENDS`` is the name notebook 04's parameter check uses).
-TRAINERS = BACKENDS + ("auto",)
-
-
-def resolve_trainer(trainer, model: nn.Module, local: LocalTraining, transform: ClientTransform | None):
-    """The trainer :func:`~fedlab_utils.core.loop.run` uses for ``trainer=``
-    (:func:`fedlab_utils.core.registry.resolve_trainer`, with the setup ``'auto'`` decides on)."""
-    return _resolve_trainer(trainer, "trainer", model=model, local=local, transform=transform)
-
+__all__ = ["quadratic_drift", "article_loop", "fixed_data_loop",
+           "adam_vs_adamw"]
 
 # ----------------------------------------------------------------------------- client drift, in 2-D
 def quadratic_drift(server=None, rounds: int = 30, local_steps: int = 5, lr: float = 0.2,

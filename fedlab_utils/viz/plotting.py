@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:
-    from fedlab_utils.core.history import History
+    from fedlab_utils.core import History
 
 __all__ = ["use_style", "integer_ticks", "legend_outside", "plot_accuracy", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "plot_sensitivity",
            "COLORS"]

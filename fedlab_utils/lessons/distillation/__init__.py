@@ -15,10 +15,20 @@ _EXPORTS = {
     "run_feddf_heterogeneous": "fedlab_utils.lessons.distillation.federated",
     "run_logit_sharing": "fedlab_utils.lessons.distillation.federated",
     "weight_payload_bytes": "fedlab_utils.lessons.distillation.federated",
+    "check_alpha": "fedlab_utils.lessons.distillation.knowledge",
+    "check_proxy_size": "fedlab_utils.lessons.distillation.knowledge",
+    "check_temperature": "fedlab_utils.lessons.distillation.knowledge",
+    "distill": "fedlab_utils.lessons.distillation.knowledge",
+    "distill_flops": "fedlab_utils.lessons.distillation.knowledge",
+    "distill_step": "fedlab_utils.lessons.distillation.knowledge",
+    "ensemble_logits": "fedlab_utils.lessons.distillation.knowledge",
+    "kd_loss": "fedlab_utils.lessons.distillation.knowledge",
+    "proxy_split": "fedlab_utils.lessons.distillation.knowledge",
 }
 __all__ = ["EnsembleDistillation", "FedDFHeterogeneous", "LogitCodec", "LogitSharing",
-           "class_average_logits", "run_feddf_heterogeneous", "run_logit_sharing",
-           "weight_payload_bytes"]
+           "check_alpha", "check_proxy_size", "check_temperature", "class_average_logits",
+           "distill", "distill_flops", "distill_step", "ensemble_logits", "kd_loss", "proxy_split",
+           "run_feddf_heterogeneous", "run_logit_sharing", "weight_payload_bytes"]
 
 
 def __getattr__(name: str):

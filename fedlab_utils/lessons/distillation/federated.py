@@ -27,11 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedlab_utils.compression.wire import Fp32Codec, Update
-from fedlab_utils.core.aggregators.fedavg import weighted_average
-from fedlab_utils.core.history import History
-from fedlab_utils.core.loop import run
-from fedlab_utils.core.protocol import RoundProtocol, per_client
+from fedlab_utils.compression import Fp32Codec, Update
+from fedlab_utils.core import History, RoundProtocol, per_client, run, weighted_average
 from fedlab_utils.core.training import (
     ClientResult,
     LocalTraining,
@@ -43,25 +40,18 @@ from fedlab_utils.core.training import (
     train_locally,
 )
 from fedlab_utils.data import ClientData
-from fedlab_utils.ledger.energy import EnergyProfile
-from fedlab_utils.ledger.flops import forward_flops, training_flops_per_sample
+from fedlab_utils.ledger import EnergyProfile, forward_flops, training_flops_per_sample
 from fedlab_utils.lessons.distillation.knowledge import (
     check_alpha,
-    check_proxy_size,
     check_temperature,
     distill,
-    distill_flops,
-    distill_step,
     ensemble_logits,
     kd_loss,
-    proxy_split,
 )
 from fedlab_utils.validation import check_choice, check_int
 
-__all__ = ["kd_loss", "check_temperature", "check_alpha", "check_proxy_size", "proxy_split", "distill_step",
-           "distill", "distill_flops", "ensemble_logits", "EnsembleDistillation", "FedDFHeterogeneous",
-           "run_feddf_heterogeneous", "LogitCodec", "class_average_logits", "LogitSharing", "run_logit_sharing",
-           "weight_payload_bytes"]
+__all__ = ["EnsembleDistillation", "FedDFHeterogeneous", "run_feddf_heterogeneous", "LogitCodec",
+           "class_average_logits", "LogitSharing", "run_logit_sharing", "weight_payload_bytes"]
 
 
 # ----------------------------------------------------------------------------- FedDF: aggregate= hook

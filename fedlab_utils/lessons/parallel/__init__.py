@@ -22,13 +22,22 @@ _EXPORTS = {
     "stage_boundaries": "fedlab_utils.lessons.parallel.pipeline",
     "stage_input_shapes": "fedlab_utils.lessons.parallel.pipeline",
     "timed_pipeline_step": "fedlab_utils.lessons.parallel.pipeline",
+    "CutInfo": "fedlab_utils.lessons.parallel.split_learning",
+    "SplitFed": "fedlab_utils.lessons.parallel.split_learning",
+    "bytes_vs_local_size": "fedlab_utils.lessons.parallel.split_learning",
+    "client_training_flops_per_sample": "fedlab_utils.lessons.parallel.split_learning",
     "cut_payloads": "fedlab_utils.lessons.parallel.split_learning",
+    "cut_profile": "fedlab_utils.lessons.parallel.split_learning",
     "draw_split_cut": "fedlab_utils.lessons.parallel.split_learning",
+    "split_at": "fedlab_utils.lessons.parallel.split_learning",
+    "splitfed_run": "fedlab_utils.lessons.parallel.split_learning",
 }
-__all__ = ["MultiProcessResult", "PipelineReport", "StagedModel", "article_large_net",
-           "cut_payloads", "draw_split_cut", "gpipe_makespan", "gpipe_schedule", "ideal_bubble",
-           "pipeline_train_step", "plot_schedule", "reference_step", "run_multiprocess_pipeline",
-           "split_sequential", "stage_boundaries", "stage_input_shapes", "timed_pipeline_step"]
+__all__ = ["CutInfo", "MultiProcessResult", "PipelineReport", "SplitFed", "StagedModel",
+           "article_large_net", "bytes_vs_local_size", "client_training_flops_per_sample",
+           "cut_payloads", "cut_profile", "draw_split_cut", "gpipe_makespan", "gpipe_schedule",
+           "ideal_bubble", "pipeline_train_step", "plot_schedule", "reference_step",
+           "run_multiprocess_pipeline", "split_at", "split_sequential", "splitfed_run",
+           "stage_boundaries", "stage_input_shapes", "timed_pipeline_step"]
 
 
 def __getattr__(name: str):

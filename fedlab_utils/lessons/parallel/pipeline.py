@@ -40,24 +40,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fedlab_utils.devices import free_port
-from fedlab_utils.ledger.timing import synchronize
-from fedlab_utils.lessons.parallel.split_learning import (
-    CutInfo,
-    SplitFed,
-    bytes_vs_local_size,
-    client_training_flops_per_sample,
-    cut_profile,
-    split_at,
-    splitfed_run,
-)
+from fedlab_utils.ledger import synchronize
 from fedlab_utils.lessons.parallel.worker import write_job
 from fedlab_utils.validation import check_int
-from fedlab_utils.viz.plotting import COLORS, legend_outside
+from fedlab_utils.viz import COLORS, legend_outside
 
-__all__ = ["plot_schedule", "split_sequential", "stage_boundaries", "StagedModel", "stage_input_shapes", "PipelineReport", "pipeline_train_step", "timed_pipeline_step",
-           "gpipe_schedule", "gpipe_makespan", "ideal_bubble", "reference_step", "MultiProcessResult",
-           "run_multiprocess_pipeline", "split_at", "client_training_flops_per_sample", "CutInfo",
-           "cut_profile", "SplitFed", "splitfed_run", "bytes_vs_local_size", "article_large_net"]
+__all__ = ["plot_schedule", "split_sequential", "stage_boundaries", "StagedModel",
+           "stage_input_shapes", "PipelineReport", "pipeline_train_step", "timed_pipeline_step",
+           "gpipe_schedule", "gpipe_makespan", "ideal_bubble", "reference_step",
+           "MultiProcessResult", "run_multiprocess_pipeline", "article_large_net"]
 
 
 # ----------------------------------------------------------------------------- the article's model

@@ -16,7 +16,6 @@ _EXPORTS = {
     "Masks": "fedlab_utils.lessons.pruning.masks",
     "PRUNABLE": "fedlab_utils.lessons.pruning.masks",
     "SCOPES": "fedlab_utils.lessons.pruning.masks",
-    "SparseCodec": "fedlab_utils.lessons.pruning.masks",
     "accuracy_vs_sparsity": "fedlab_utils.lessons.pruning.masks",
     "apply_masks": "fedlab_utils.lessons.pruning.masks",
     "article_prune_model": "fedlab_utils.lessons.pruning.masks",
@@ -32,7 +31,6 @@ _EXPORTS = {
     "prunable_names": "fedlab_utils.lessons.pruning.masks",
     "prunable_weights": "fedlab_utils.lessons.pruning.masks",
     "sensitivity_scan": "fedlab_utils.lessons.pruning.masks",
-    "sparse_payload_size": "fedlab_utils.lessons.pruning.masks",
     "sparsity_of": "fedlab_utils.lessons.pruning.masks",
     "weight_flops": "fedlab_utils.lessons.pruning.masks",
     "ZERO_PRESERVING": "fedlab_utils.lessons.pruning.structured",
@@ -40,12 +38,12 @@ _EXPORTS = {
     "structured_masks": "fedlab_utils.lessons.pruning.structured",
 }
 __all__ = ["FederatedPruning", "MaskState", "MaskedTraining", "Masks", "PRUNABLE",
-           "PruningSchedule", "PruningServer", "SCHEDULES", "SCOPES", "SparseCodec",
-           "ZERO_PRESERVING", "accuracy_vs_sparsity", "apply_masks", "article_prune_model",
-           "check_sparsity", "is_reparametrized", "layer_report", "magnitude_masks",
-           "make_permanent", "mask_state", "nonzero_training_flops", "plain_state",
-           "prunable_holder", "prunable_names", "prunable_weights", "sensitivity_scan", "shrink",
-           "sparse_payload_size", "sparsity_of", "structured_masks", "weight_flops"]
+           "PruningSchedule", "PruningServer", "SCHEDULES", "SCOPES", "ZERO_PRESERVING",
+           "accuracy_vs_sparsity", "apply_masks", "article_prune_model", "check_sparsity",
+           "is_reparametrized", "layer_report", "magnitude_masks", "make_permanent", "mask_state",
+           "nonzero_training_flops", "plain_state", "prunable_holder", "prunable_names",
+           "prunable_weights", "sensitivity_scan", "shrink", "sparsity_of", "structured_masks",
+           "weight_flops"]
 
 
 def __getattr__(name: str):

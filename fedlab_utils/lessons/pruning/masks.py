@@ -38,16 +38,16 @@ import torch
 import torch.nn.utils.prune as prune
 from torch import nn
 
-from fedlab_utils.compression.codecs import SparseCodec, sparse_payload_size
-from fedlab_utils.compression.wire import Update
-from fedlab_utils.core.training import evaluate
-from fedlab_utils.ledger.flops import training_flops_per_layer, training_flops_per_sample
+from fedlab_utils.compression import Update
+from fedlab_utils.core import evaluate
+from fedlab_utils.ledger import training_flops_per_layer, training_flops_per_sample
 from fedlab_utils.validation import check_choice, check_real
 
-__all__ = ["Masks", "PRUNABLE", "SCOPES", "check_sparsity", "prunable_names",
-           "magnitude_masks", "apply_masks", "mask_state", "sparsity_of", "layer_report", "plain_state",
-           "make_permanent", "is_reparametrized", "sensitivity_scan", "accuracy_vs_sparsity", "weight_flops", "nonzero_training_flops", "SparseCodec", "sparse_payload_size",
-           "prunable_weights", "prunable_holder", "article_prune_model"]
+__all__ = ["Masks", "PRUNABLE", "SCOPES", "check_sparsity", "prunable_names", "magnitude_masks",
+           "apply_masks", "mask_state", "sparsity_of", "layer_report", "plain_state",
+           "make_permanent", "is_reparametrized", "sensitivity_scan", "accuracy_vs_sparsity",
+           "weight_flops", "nonzero_training_flops", "prunable_weights", "prunable_holder",
+           "article_prune_model"]
 
 Masks = dict[str, torch.Tensor]
 
