@@ -192,5 +192,8 @@ def check_can_connect(fn: Callable) -> None:
         answer = call_safely(fn, list(sans), address, what="can_connect")
         expect(isinstance(answer, bool), gettext('can_connect({sans}, {address!r}) should return True or False, got {answer!r}. {hint}').format(sans=sans, address=address, answer=answer, hint=hint))
         expected = san_allows(sans, address)
-        expect(answer == expected, gettext('can_connect({sans}, {address!r}) returned {answer}, but a SuperNode dialling {address} {accepts_if_expected_else} that certificate. {hint}').format(sans=sans, address=address, answer=answer, accepts_if_expected_else='accepts' if expected else 'refuses', hint=hint))
+        message = (gettext('can_connect({sans}, {address!r}) returned {answer}, but a SuperNode dialling {address} accepts that certificate. {hint}')
+                   if expected else
+                   gettext('can_connect({sans}, {address!r}) returned {answer}, but a SuperNode dialling {address} refuses that certificate. {hint}'))
+        expect(answer == expected, message.format(sans=sans, address=address, answer=answer, hint=hint))
     passed("can_connect")
