@@ -15,7 +15,8 @@ from torch import nn
 
 from .ledger import Energy, EnergyProfile, RadioModel
 
-__all__ = ["RoundRecord", "History", "summary_table", "labelled", "rounds_to_target", "joules_to_target"]
+__all__ = ["RoundRecord", "History", "summary_table", "seeds_summary", "confidence_band", "labelled",
+           "rounds_to_target", "joules_to_target"]
 
 
 @dataclass
@@ -261,20 +262,101 @@ def _record_of_rows(r: RoundRecord, rows: list[dict], group: str) -> RoundRecord
         metrics={}, client_rows=rows, **by_status)
 
 
-def labelled(histories: Sequence[History] | dict[str, History]) -> list[tuple[str, History]]:
-    """``(label, history)`` per run: a dict's keys label its runs (``{"fedavg": h1, "lowrank": h2}``),
-    a list's runs keep their own ``History.label``."""
+def labelled(histories) -> list[tuple[str, History | list[History]]]:
+    """``(label, run)`` per run: a dict's keys label its runs (``{"fedavg": h1, "lowrank": h2}``),
+    a list's runs keep their own ``History.label``.  A run is one :class:`History`, or a list of
+    them -- the same configuration over several seeds -- labelled by its first History's label
+    when it comes in a list."""
+    def one(run) -> History | list[History]:
+        if isinstance(run, History):
+            return run
+        seeds = list(run) if isinstance(run, (list, tuple)) else None
+        if not seeds or not all(isinstance(h, History) for h in seeds):
+            raise TypeError(f"a run must be a History or a non-empty list of History objects (one per seed); "
+                            f"got {type(run).__name__}: {run!r:.80}")
+        return seeds
+
     if isinstance(histories, dict):
-        return [(str(key), h) for key, h in histories.items()]
-    return [(h.label, h) for h in histories]
+        return [(str(key), one(run)) for key, run in histories.items()]
+    runs = [one(run) for run in histories]
+    return [((run if isinstance(run, History) else run[0]).label, run) for run in runs]
 
 
-def summary_table(histories: Sequence[History] | dict[str, History], target: float | None = None):
+def confidence_band(values, level: float = 0.95) -> tuple[float, float, int]:
+    """Mean and the half-width of its Student-t confidence interval over the finite ``values``, and their count.
+
+    The half-width is ``t(1 - (1 - level)/2, n - 1) * s / sqrt(n)`` with ``s`` the sample standard
+    deviation: the interval a handful of seeds supports (a normal 1.96 would be far too narrow at
+    n = 3, where t is 4.30).  NaN with fewer than two values (no spread to estimate)."""
+    from scipy import stats
+
+    finite = np.asarray([v for v in values if v is not None], dtype=float)
+    finite = finite[np.isfinite(finite)]
+    n = len(finite)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    if n == 1:
+        return float(finite[0]), float("nan"), 1
+    half = stats.t.ppf(1 - (1 - level) / 2, n - 1) * finite.std(ddof=1) / np.sqrt(n)
+    return float(finite.mean()), float(half), n
+
+
+SPREAD = "±"  # suffix of a column holding the 95 % Student-t half-width over seeds
+
+
+def seeds_summary(seeds: Sequence[History], target: float | None = None) -> dict:
+    """One table row for the same configuration run over several seeds: the mean of each numeric
+    :meth:`History.summary` column, ``seeds`` (how many), and for the final accuracy and the rounds
+    to ``target`` a ``±`` column, the half-width of the 95 % Student-t interval of the mean
+    (:func:`confidence_band`; NaN with one seed).  Rounds to target are averaged over the seeds
+    that reached it; ``reached <t>%`` says how many did (``"2/3"``), and the mean is ``None``
+    when none did."""
+    rows = [h.summary(target) for h in seeds]
+    columns = list(dict.fromkeys(c for row in rows for c in row if c != "run"))
+    out: dict = {"seeds": len(rows)}
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if column.startswith("rounds to "):
+            mean, half, reached = confidence_band(values)
+            out[column] = None if reached == 0 else mean
+            out[f"{column} {SPREAD}"] = half
+            out[f"reached {column.removeprefix('rounds to ')}"] = f"{reached}/{len(rows)}"
+        elif column == "final acc %":
+            out[column], out[f"{column} {SPREAD}"], _ = confidence_band(values)
+        elif len(numeric) == len(values):
+            out[column] = float(np.mean(numeric))
+        else:  # e.g. "J measured" where no meter ran: None on every seed
+            out[column] = values[0] if all(v == values[0] for v in values) else None
+    return out
+
+
+def summary_table(histories, target: float | None = None):
     """A pandas DataFrame with one :meth:`History.summary` row per run, indexed by the run's
-    label: the key of a dict, else ``History.label``.  ``final acc %`` is the last evaluated round's."""
+    label: the key of a dict, else ``History.label``.  ``final acc %`` is the last evaluated round's.
+
+    A run may be a list of History objects, the same configuration over several seeds
+    (``{"FedAvg": [h_seed0, h_seed1, h_seed2], ...}``): its row holds the means
+    (:func:`seeds_summary`), with a ``±`` column after the final accuracy and the rounds to
+    ``target`` -- the half-width of the 95 % Student-t interval over the seeds (empty with one
+    seed) -- so a difference smaller than the spread is not read as a win.  A table of single
+    runs has no such columns."""
     import pandas as pd
 
-    return pd.DataFrame([{**h.summary(target), "run": label} for label, h in labelled(histories)]).set_index("run")
+    rows = []
+    for label, run in labelled(histories):
+        row = run.summary(target) if isinstance(run, History) else seeds_summary(run, target)
+        rows.append({**row, "run": label})
+    table = pd.DataFrame(rows).set_index("run")
+    if "seeds" not in table:
+        return table
+    table["seeds"] = table["seeds"].fillna(1).astype(int)
+    added = [c for c in table if c.endswith(f" {SPREAD}") or c.startswith("reached ")]
+    order = ["seeds"]
+    for column in (c for c in table if c != "seeds" and c not in added):
+        order += [column, *(c for c in (f"{column} {SPREAD}", f"reached {column.removeprefix('rounds to ')}")
+                            if c in added)]
+    return table[order]
 
 
 def rounds_to_target(history: History, target: float) -> int | None:
