@@ -19,7 +19,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from fedlab_utils.course import CourseError
+from fedlab_utils.course.runner import CourseError
 
 DESCRIPTION = ("The course's commands: run notebooks, sweep parameters, build the nbgrader course, deploy on "
                "Flower, keep the Chinese edition in step. Each subcommand has its own --help.")

@@ -120,3 +120,76 @@ def test_plots_label_runs_by_the_dict_keys_and_draw_evaluated_rounds_only(every_
     fig, ax = plot_energy(runs)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["every round", "every third"]
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the spread over seeds
+T_975 = {1: 12.706204736174707, 2: 4.302652729911275}  # Student-t 0.975 quantiles, df 1 and 2 (any table)
+
+
+def _seed(final: float, reach_round: int | None, rounds: int = 5, seed: int = 0) -> History:
+    """A synthetic run whose accuracy climbs to 0.9 at ``reach_round`` (never with None), ending at ``final``."""
+    from fedlab_utils.core import RoundRecord
+    from fedlab_utils.ledger import Energy
+
+    accuracy = [0.5 + 0.01 * r for r in range(1, rounds + 1)]
+    if reach_round is not None:
+        accuracy[reach_round - 1:] = [0.9] * (rounds - reach_round + 1)
+    accuracy[-1] = final
+    records = [RoundRecord(r, [0, 1], accuracy[r - 1], 1.0, 1.0, 1000 * r, 1000, 10 ** 6, 0.1,
+                           Energy(compute=1.0, uplink=2.0, downlink=0.5, radio_fixed=seed + 1.0))
+               for r in range(1, rounds + 1)]
+    return History("FedAvg", records, config={"seed": seed})
+
+
+def test_summary_table_of_seeds_shows_the_mean_and_the_student_t_half_width():
+    seeds = [_seed(0.80, 2, seed=0), _seed(0.82, 3, seed=1), _seed(0.87, 4, seed=2)]
+    table = summary_table({"FedAvg": seeds}, target=0.85)
+    row = table.loc["FedAvg"]
+    assert row["seeds"] == 3
+    assert row["final acc %"] == pytest.approx(83.0)
+    # s = sqrt(((80-83)^2 + (82-83)^2 + (87-83)^2) / 2) = sqrt(13); half = t(0.975, 2) * s / sqrt(3)
+    assert row["final acc % ±"] == pytest.approx(T_975[2] * math.sqrt(13) / math.sqrt(3))
+    assert row["final acc % ±"] == pytest.approx(8.9567, abs=1e-4)
+    # rounds 2, 3, 4: mean 3, s = 1
+    assert row["rounds to 85%"] == pytest.approx(3.0)
+    assert row["rounds to 85% ±"] == pytest.approx(T_975[2] / math.sqrt(3))
+    assert row["reached 85%"] == "3/3"
+    # the other columns are means over the seeds (radio fixed 1, 2, 3 J per round over 5 rounds)
+    assert row["J (model)"] == pytest.approx(5 * (3.5 + 2.0))
+    columns = list(table.columns)
+    assert columns.index("final acc % ±") == columns.index("final acc %") + 1  # the ± beside its mean
+    assert columns.index("rounds to 85% ±") == columns.index("rounds to 85%") + 1
+
+
+def test_seeds_that_never_reach_the_target_are_counted_not_averaged():
+    seeds = [_seed(0.80, 2, seed=0), _seed(0.80, None, seed=1), _seed(0.80, 4, seed=2), _seed(0.80, 2, seed=3)]
+    row = summary_table({"x": seeds}, target=0.85).loc["x"]
+    assert row["reached 85%"] == "3/4"
+    assert row["rounds to 85%"] == pytest.approx(8 / 3)  # rounds 2, 4, 2; the seed that never got there left out
+    s = math.sqrt(((2 - 8 / 3) ** 2 + (4 - 8 / 3) ** 2 + (2 - 8 / 3) ** 2) / 2)
+    assert row["rounds to 85% ±"] == pytest.approx(T_975[2] * s / math.sqrt(3))  # n = 3, not 4
+    assert row["final acc % ±"] == pytest.approx(0.0)  # same final accuracy on every seed
+    none = summary_table({"x": [_seed(0.8, None), _seed(0.8, None, seed=1)]}, target=0.85).loc["x"]
+    assert none["rounds to 85%"] is None or math.isnan(none["rounds to 85%"])
+    assert none["reached 85%"] == "0/2"
+
+
+def test_one_seed_has_no_spread_and_single_runs_keep_their_table(every_round, every_third):
+    one = summary_table({"a": [_seed(0.8, 2)]}, target=0.85).loc["a"]
+    assert one["final acc %"] == pytest.approx(80.0) and math.isnan(one["final acc % ±"])
+    single = summary_table({"fedavg": every_round, "other": every_third}, target=0.5)
+    assert not any("±" in c or c.startswith("reached") or c == "seeds" for c in single.columns)
+    assert list(single.columns) == list(every_round.summary(0.5))[1:]  # unchanged: History.summary's columns
+    mixed = summary_table({"one run": _seed(0.8, 2), "seeds": [_seed(0.8, 2), _seed(0.9, 2, seed=1)]}, target=0.85)
+    assert list(mixed["seeds"]) == [1, 2] and math.isnan(mixed.loc["one run", "final acc % ±"])
+    assert mixed.loc["seeds", "final acc % ±"] == pytest.approx(T_975[1] * math.sqrt(50) / math.sqrt(2))
+    with pytest.raises(TypeError, match="History"):
+        summary_table({"bad": [1, 2]})
+    assert list(summary_table([[_seed(0.8, 2), _seed(0.9, 2)]]).index) == ["FedAvg"]  # a list of seeds in a list
+
+
+def test_the_histories_of_a_list_of_seeds_are_recorded_under_their_key():
+    from fedlab_utils.course import collect_histories
+
+    seeds = [_seed(0.8, 2, seed=3), _seed(0.9, 2, seed=4)]
+    assert list(collect_histories({"runs": {"FedAvg": seeds}})) == ["FedAvg · seed 3", "FedAvg · seed 4"]

@@ -72,3 +72,36 @@ def test_schedule_has_a_forward_backward_legend():
     legend = ax.get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["forward", "backward"]
     assert not any(_overlaps(legend.get_window_extent(), bar.get_window_extent()) for bar in ax.patches)
+
+
+def test_seeds_are_drawn_as_their_mean_with_a_student_t_band_the_legend_says_so():
+    from matplotlib.collections import PolyCollection
+
+    seeds = [_history("FedAvg", [0.50, 0.70]), _history("FedAvg", [0.60, 0.74]), _history("FedAvg", [0.70, 0.78])]
+    fig, ax = plot_accuracy({"FedAvg": seeds, "one run": _history("x", [0.4, 0.5])})
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    label = "FedAvg (mean of 3 seeds, band 95% CI)"
+    assert set(lines) == {label, "one run"}
+    np.testing.assert_allclose(lines[label].get_ydata(), [60.0, 74.0])
+    # round 1: 50, 60, 70 -> s = 10, half = t(0.975, 2) * 10 / sqrt(3); round 2: 70, 74, 78 -> s = 4
+    half = 4.302652729911275 / np.sqrt(3) * np.array([10.0, 4.0])
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    y = band.get_paths()[0].vertices[:, 1]
+    for edge in (60.0 - half[0], 60.0 + half[0], 74.0 - half[1], 74.0 + half[1]):
+        assert np.isclose(y, edge).any(), f"band has no edge at {edge:.4f}: {sorted(set(np.round(y, 4)))}"
+    assert matplotlib.colors.same_color(band.get_facecolor()[0][:3], lines[label].get_color())
+    assert label in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_seeds_in_the_mb_and_energy_plots_are_their_means():
+    from fedlab_utils.viz import plot_accuracy_vs_mb
+
+    seeds = [_history("FedAvg", [0.5, 0.7], fixed=1.0), _history("FedAvg", [0.7, 0.9], fixed=3.0)]
+    fig, ax = plot_accuracy_vs_mb({"FedAvg": seeds})
+    (line,) = ax.get_lines()
+    np.testing.assert_allclose(line.get_ydata(), [60.0, 80.0])
+    np.testing.assert_allclose(line.get_xdata(), [0.0008, 0.0016])
+    fig, ax = plot_energy({"FedAvg": seeds})
+    fixed = [p for c in ax.containers if c.get_label() == "radio fixed" for p in c]
+    assert [p.get_height() for p in fixed] == pytest.approx([4.0])  # mean of 2 and 6 J over the two rounds
+    assert "mean of 2 seeds" in ax.get_xticklabels()[0].get_text()

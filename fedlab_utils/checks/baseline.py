@@ -7,9 +7,10 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from fedlab_utils.compression import Fp32Codec
-from fedlab_utils.core import History, RoundRecord, weighted_average
-from fedlab_utils.ledger import PROFILES, Energy, EnergyProfile
+from fedlab_utils.compression.wire import Fp32Codec
+from fedlab_utils.core.aggregators.fedavg import weighted_average
+from fedlab_utils.core.history import History, RoundRecord
+from fedlab_utils.ledger.energy import PROFILES, Energy, EnergyProfile
 
 from ..i18n import gettext
 from . import call_safely, expect, expect_close, expect_tensors_close, expect_whole_number, passed

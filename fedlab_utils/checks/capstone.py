@@ -5,7 +5,7 @@ import math
 import random
 from collections.abc import Callable
 
-from fedlab_utils.ledger import LTE, WIFI, RadioModel
+from fedlab_utils.ledger.energy import LTE, WIFI, RadioModel
 
 from ..i18n import gettext
 from . import call_safely, expect, expect_close, passed

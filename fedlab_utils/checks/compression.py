@@ -77,7 +77,7 @@ def check_topk_payload_bytes(fn) -> None:
     ``k = ceil(fraction · num_params)``; each kept entry costs 4 bytes of value plus 2 of index.
     The answer is also compared with ``len()`` of a real :class:`TopKCodec` payload.
     """
-    from fedlab_utils.compression import TopKCodec
+    from fedlab_utils.compression.codecs import TopKCodec
 
     what = "topk_payload_bytes"
     cases = [(50_890, 0.01), (50_890, 0.001), (40_000, 0.05), (65_536, 0.1), (33_000, 0.0005)]
@@ -229,7 +229,8 @@ def check_topk_ratio_prediction(prediction, update: dict[str, torch.Tensor], fra
     and accepts a prediction within ``band`` (relative) of it.  The usual wrong guess, ``1 / fraction``
     (as if the kept values travelled alone), gets its own hint: every kept value also carries its index.
     """
-    from fedlab_utils.compression import Fp32Codec, TopKCodec, flatten, index_bits
+    from fedlab_utils.compression.codecs import TopKCodec
+    from fedlab_utils.compression.wire import Fp32Codec, flatten, index_bits
 
     what = "predicted_topk_ratio"
     if isinstance(prediction, torch.Tensor) and prediction.numel() == 1:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from fedlab_utils.compression import QuantizeCodec
-from fedlab_utils.core import weighted_average
+from fedlab_utils.compression.codecs import QuantizeCodec
+from fedlab_utils.core.aggregators.fedavg import weighted_average
 
 from ..i18n import gettext
 from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed
@@ -193,5 +193,8 @@ def check_can_connect(fn: Callable) -> None:
         answer = call_safely(fn, list(sans), address, what="can_connect")
         expect(isinstance(answer, bool), gettext('can_connect({sans}, {address!r}) should return True or False, got {answer!r}. {hint}').format(sans=sans, address=address, answer=answer, hint=hint))
         expected = san_allows(sans, address)
-        expect(answer == expected, gettext('can_connect({sans}, {address!r}) returned {answer}, but a SuperNode dialling {address} {accepts_if_expected_else} that certificate. {hint}').format(sans=sans, address=address, answer=answer, accepts_if_expected_else='accepts' if expected else 'refuses', hint=hint))
+        message = (gettext('can_connect({sans}, {address!r}) returned {answer}, but a SuperNode dialling {address} accepts that certificate. {hint}')
+                   if expected else
+                   gettext('can_connect({sans}, {address!r}) returned {answer}, but a SuperNode dialling {address} refuses that certificate. {hint}'))
+        expect(answer == expected, message.format(sans=sans, address=address, answer=answer, hint=hint))
     passed("can_connect")

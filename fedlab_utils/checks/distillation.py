@@ -13,7 +13,7 @@ __all__ = ["check_kd_loss", "check_payload_bytes", "check_ensemble_soft_targets"
 
 
 def _reference_kd(s, t, y, temperature, alpha):
-    from fedlab_utils.lessons.distillation import kd_loss
+    from fedlab_utils.lessons.distillation.knowledge import kd_loss
 
     return float(kd_loss(s, t, y, temperature=temperature, alpha=alpha))
 
@@ -54,7 +54,7 @@ def check_kd_loss(fn: Callable, seed: int | None = None) -> None:
 def check_payload_bytes(logit_bytes: int, weight_bytes: int, *, proxy_size: int, num_classes: int,
                         model: nn.Module, logit_dtype: str = "fp16") -> None:
     """Uplink bytes per client per round: logits on ``proxy_size`` samples vs ``model``'s fp32 weights."""
-    from fedlab_utils.lessons.distillation import LogitCodec, weight_payload_bytes
+    from fedlab_utils.lessons.distillation.federated import LogitCodec, weight_payload_bytes
 
     codec = LogitCodec(logit_dtype)
     expected_logits = len(codec.encode(torch.zeros(proxy_size, num_classes)))
@@ -111,7 +111,7 @@ def check_logit_ratio_prediction(prediction, *, model: nn.Module, proxy_size: in
     counts), and accepts a prediction within ``band`` (relative) of it.  The usual slip, logits
     counted as fp32 (half the ratio), gets its own hint.
     """
-    from fedlab_utils.lessons.distillation import LogitCodec, weight_payload_bytes
+    from fedlab_utils.lessons.distillation.federated import LogitCodec, weight_payload_bytes
 
     from ..models import count_parameters
 

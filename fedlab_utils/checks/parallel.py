@@ -30,7 +30,7 @@ def check_bubble_fraction(bubble_fraction: Callable[[int, int], float]) -> None:
 def reference_choose_cut(model: nn.Sequential, input_shape: Sequence[int], flop_budget: float) -> int | None:
     """Among cuts whose client FLOPs per sample fit ``flop_budget``, the one with the smallest
     activation payload per sample (ties: fewer client layers); ``None`` if none fits."""
-    from fedlab_utils.lessons.parallel import cut_profile
+    from fedlab_utils.lessons.parallel.split_learning import cut_profile
 
     fitting = [c for c in cut_profile(model, input_shape) if c.client_flops_per_sample <= flop_budget]
     return min(fitting, key=lambda c: (c.activation_bytes_per_sample, c.cut)).cut if fitting else None
@@ -39,7 +39,7 @@ def reference_choose_cut(model: nn.Sequential, input_shape: Sequence[int], flop_
 def check_choose_cut(choose_cut: Callable, model: nn.Sequential, input_shape: Sequence[int]) -> None:
     """``choose_cut(model, input_shape, flop_budget)`` must match the rule of :func:`reference_choose_cut`
     for a tight budget, a generous one and one that nothing fits."""
-    from fedlab_utils.lessons.parallel import cut_profile
+    from fedlab_utils.lessons.parallel.split_learning import cut_profile
 
     profile = cut_profile(model, input_shape)
     smallest = min(c.client_flops_per_sample for c in profile)

@@ -24,7 +24,7 @@ def check_global_masks(fn, seed: int | None = None) -> None:
     masks (``w * mask`` works with both, but ``~mask`` and indexing do not).
     ``seed``: other random weights and sparsities (hidden tests).
     """
-    from fedlab_utils.lessons.pruning import magnitude_masks
+    from fedlab_utils.lessons.pruning.masks import magnitude_masks
 
     if seed is None:
         cases = [(0, 0.5), (1, 0.9), (2, 0.0), (3, 0.75), (4, 0.99)]
@@ -55,7 +55,7 @@ def check_global_masks(fn, seed: int | None = None) -> None:
 
 def check_payload_size(fn) -> None:
     """``fn(mask) -> int``: bytes ``SparseCodec`` sends for an update whose nonzeros are ``mask``."""
-    from fedlab_utils.compression import SparseCodec
+    from fedlab_utils.compression.codecs import SparseCodec
 
     codec = SparseCodec()
     g = torch.Generator().manual_seed(0)
@@ -120,8 +120,9 @@ def check_sparse_ratio_prediction(prediction, state: dict[str, torch.Tensor], ma
     A prediction of ``1 / (1 − sparsity)`` (the share of values removed, as if zeros and the
     positions of the nonzeros were free) is the usual wrong guess, and gets its own hint.
     """
-    from fedlab_utils.compression import Fp32Codec, SparseCodec
-    from fedlab_utils.lessons.pruning import mask_state, sparsity_of
+    from fedlab_utils.compression.codecs import SparseCodec
+    from fedlab_utils.compression.wire import Fp32Codec
+    from fedlab_utils.lessons.pruning.masks import mask_state, sparsity_of
 
     what = "predicted_ratio"
     if isinstance(prediction, torch.Tensor) and prediction.numel() == 1:

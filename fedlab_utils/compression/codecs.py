@@ -38,8 +38,8 @@ import struct
 import numpy as np
 import torch
 
-from fedlab_utils.compression import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
-from fedlab_utils.core import load_object_state, object_state, reset_state
+from fedlab_utils.compression.wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
+from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_state
 from fedlab_utils.validation import check_fraction, check_int
 
 __all__ = ["choose_qparams", "quantize", "dequantize", "stochastic_round", "QuantizeCodec", "SignCodec", "TopKCodec",

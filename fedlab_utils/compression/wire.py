@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from fedlab_utils.core import load_object_state, object_state, reset_state
+from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_state
 from fedlab_utils.validation import check_int
 
 __all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "payload_ratio", "pack_bits", "unpack_bits",

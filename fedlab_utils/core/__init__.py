@@ -30,8 +30,8 @@ _EXPORTS = {
     "History": "fedlab_utils.core.history",
     "RoundRecord": "fedlab_utils.core.history",
     "joules_to_target": "fedlab_utils.core.history",
-    "labelled": "fedlab_utils.core.history",
     "rounds_to_target": "fedlab_utils.core.history",
+    "seeds_summary": "fedlab_utils.core.history",
     "summary_table": "fedlab_utils.core.history",
     "ON_CLIENT_ERROR": "fedlab_utils.core.loop",
     "progress_enabled": "fedlab_utils.core.loop",
@@ -98,13 +98,13 @@ __all__ = ["Aggregate", "CLIENT_STATUSES", "ClientResult", "ClientTrainer", "Cli
            "ServerOptimizer", "StackedUpdates", "TRAINERS", "TrimmedMean", "VmapTrainer",
            "apply_delta", "autocast_context", "backward_and_step", "check_clients", "check_local",
            "check_test", "check_trainer", "client_generator", "config_mismatches", "evaluate",
-           "fedavg_aggregate", "fedavgm_step", "joules_to_target", "labelled", "load_checkpoint",
+           "fedavg_aggregate", "fedavgm_step", "joules_to_target", "load_checkpoint",
            "load_object_state", "make_optimizer", "make_server", "make_trainer", "minibatches",
            "model_state", "object_state", "per_client", "probe_model", "progress_enabled",
            "reset_state", "resolve", "resolve_aggregate", "resolve_codec", "resolve_server",
            "resolve_trainer", "resolve_transform", "rounds_to_target", "run", "sample_clients",
-           "save_checkpoint", "sorted_stack", "spec_of", "state_delta", "summary_table",
-           "train_locally", "update_is_finite", "weighted_average"]
+           "save_checkpoint", "seeds_summary", "sorted_stack", "spec_of", "state_delta",
+           "summary_table", "train_locally", "update_is_finite", "weighted_average"]
 
 
 def __getattr__(name: str):

@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 from torch import nn
 
-from fedlab_utils.ledger import Energy, EnergyProfile, RadioModel
+from fedlab_utils.ledger.energy import Energy, EnergyProfile, RadioModel
+from fedlab_utils.seeds import confidence_band, labelled
 
-__all__ = ["RoundRecord", "History", "summary_table", "labelled", "rounds_to_target", "joules_to_target"]
+__all__ = ["RoundRecord", "History", "summary_table", "seeds_summary",
+           "rounds_to_target", "joules_to_target"]
 
 
 @dataclass
@@ -261,20 +263,62 @@ def _record_of_rows(r: RoundRecord, rows: list[dict], group: str) -> RoundRecord
         metrics={}, client_rows=rows, **by_status)
 
 
-def labelled(histories: Sequence[History] | dict[str, History]) -> list[tuple[str, History]]:
-    """``(label, history)`` per run: a dict's keys label its runs (``{"fedavg": h1, "lowrank": h2}``),
-    a list's runs keep their own ``History.label``."""
-    if isinstance(histories, dict):
-        return [(str(key), h) for key, h in histories.items()]
-    return [(h.label, h) for h in histories]
+SPREAD = "±"  # suffix of a column holding the 95 % Student-t half-width over seeds
 
 
-def summary_table(histories: Sequence[History] | dict[str, History], target: float | None = None):
+def seeds_summary(seeds: Sequence[History], target: float | None = None) -> dict:
+    """One table row for the same configuration run over several seeds: the mean of each numeric
+    :meth:`History.summary` column, ``seeds`` (how many), and for the final accuracy and the rounds
+    to ``target`` a ``±`` column, the half-width of the 95 % Student-t interval of the mean
+    (:func:`confidence_band`; NaN with one seed).  Rounds to target are averaged over the seeds
+    that reached it; ``reached <t>%`` says how many did (``"2/3"``), and the mean is ``None``
+    when none did."""
+    rows = [h.summary(target) for h in seeds]
+    columns = list(dict.fromkeys(c for row in rows for c in row if c != "run"))
+    out: dict = {"seeds": len(rows)}
+    for column in columns:
+        values = [row.get(column) for row in rows]
+        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if column.startswith("rounds to "):
+            mean, half, reached = confidence_band(values)
+            out[column] = None if reached == 0 else mean
+            out[f"{column} {SPREAD}"] = half
+            out[f"reached {column.removeprefix('rounds to ')}"] = f"{reached}/{len(rows)}"
+        elif column == "final acc %":
+            out[column], out[f"{column} {SPREAD}"], _ = confidence_band(values)
+        elif len(numeric) == len(values):
+            out[column] = float(np.mean(numeric))
+        else:  # e.g. "J measured" where no meter ran: None on every seed
+            out[column] = values[0] if all(v == values[0] for v in values) else None
+    return out
+
+
+def summary_table(histories, target: float | None = None):
     """A pandas DataFrame with one :meth:`History.summary` row per run, indexed by the run's
-    label: the key of a dict, else ``History.label``.  ``final acc %`` is the last evaluated round's."""
+    label: the key of a dict, else ``History.label``.  ``final acc %`` is the last evaluated round's.
+
+    A run may be a list of History objects, the same configuration over several seeds
+    (``{"FedAvg": [h_seed0, h_seed1, h_seed2], ...}``): its row holds the means
+    (:func:`seeds_summary`), with a ``±`` column after the final accuracy and the rounds to
+    ``target`` -- the half-width of the 95 % Student-t interval over the seeds (empty with one
+    seed) -- so a difference smaller than the spread is not read as a win.  A table of single
+    runs has no such columns."""
     import pandas as pd
 
-    return pd.DataFrame([{**h.summary(target), "run": label} for label, h in labelled(histories)]).set_index("run")
+    rows = []
+    for label, run in labelled(histories):
+        row = run.summary(target) if isinstance(run, History) else seeds_summary(run, target)
+        rows.append({**row, "run": label})
+    table = pd.DataFrame(rows).set_index("run")
+    if "seeds" not in table:
+        return table
+    table["seeds"] = table["seeds"].fillna(1).astype(int)
+    added = [c for c in table if c.endswith(f" {SPREAD}") or c.startswith("reached ")]
+    order = ["seeds"]
+    for column in (c for c in table if c != "seeds" and c not in added):
+        order += [column, *(c for c in (f"{column} {SPREAD}", f"reached {column.removeprefix('rounds to ')}")
+                            if c in added)]
+    return table[order]
 
 
 def rounds_to_target(history: History, target: float) -> int | None:

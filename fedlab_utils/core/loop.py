@@ -50,27 +50,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fedlab_utils.compression import Codec
-from fedlab_utils.core import (
-    CLIENT_STATUSES,
-    Aggregate,
-    Faults,
-    FedAvgProtocol,
-    History,
-    RoundContext,
-    RoundProtocol,
-    RoundRecord,
-    RoundWarning,
-    ServerOptimizer,
-    check_clients,
-    check_local,
-    check_test,
-    fedavg_aggregate,
-    load_checkpoint,
-    registry,
-    save_checkpoint,
-    update_is_finite,
-)
+from fedlab_utils.compression.wire import Codec
+from fedlab_utils.core import registry
+from fedlab_utils.core.aggregators.fedavg import Aggregate, fedavg_aggregate
+from fedlab_utils.core.checkpoint import load_checkpoint, save_checkpoint
+from fedlab_utils.core.faults import CLIENT_STATUSES, Faults, RoundWarning, update_is_finite
+from fedlab_utils.core.history import History, RoundRecord
+from fedlab_utils.core.preflight import check_clients, check_local, check_test
+from fedlab_utils.core.protocol import FedAvgProtocol, RoundContext, RoundProtocol
+from fedlab_utils.core.servers.fedavg import ServerOptimizer
 from fedlab_utils.core.training import (
     ClientResult,
     ClientTrainer,
@@ -78,7 +66,7 @@ from fedlab_utils.core.training import (
     LocalTraining,
 )
 from fedlab_utils.data import ClientData
-from fedlab_utils.ledger import Energy, EnergyMeter, EnergyProfile, get_profile
+from fedlab_utils.ledger.energy import Energy, EnergyMeter, EnergyProfile, get_profile
 from fedlab_utils.validation import check_choice, check_fraction, check_int, check_optional_path
 
 __all__ = ["run", "sample_clients", "progress_enabled", "ON_CLIENT_ERROR"]

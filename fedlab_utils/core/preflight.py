@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedlab_utils.core import ClientTransform, LocalTraining
+from fedlab_utils.core.training import ClientTransform, LocalTraining
 
 __all__ = ["check_clients", "check_test", "check_local", "check_trainer", "probe_model"]
 

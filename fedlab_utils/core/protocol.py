@@ -22,19 +22,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedlab_utils.compression import Codec, Fp32Codec, Update
-from fedlab_utils.core import (
-    Aggregate,
-    ServerOptimizer,
-    check_trainer,
-    fedavg_aggregate,
-    load_object_state,
-    object_state,
-    probe_model,
-    registry,
-    reset_state,
-    update_is_finite,
-)
+from fedlab_utils.compression.wire import Codec, Fp32Codec, Update
+from fedlab_utils.core import registry
+from fedlab_utils.core.aggregators.fedavg import Aggregate, fedavg_aggregate
+from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_state
+from fedlab_utils.core.faults import update_is_finite
+from fedlab_utils.core.preflight import check_trainer, probe_model
+from fedlab_utils.core.servers.fedavg import ServerOptimizer
 from fedlab_utils.core.training import (
     ClientResult,
     ClientTrainer,
@@ -46,7 +40,7 @@ from fedlab_utils.core.training import (
     state_delta,
 )
 from fedlab_utils.data import ClientData
-from fedlab_utils.ledger import mlp_layers, mlp_training_flops_per_sample, training_flops_per_sample
+from fedlab_utils.ledger.flops import mlp_layers, mlp_training_flops_per_sample, training_flops_per_sample
 
 __all__ = ["RoundContext", "RoundProtocol", "FedAvgProtocol", "per_client"]
 

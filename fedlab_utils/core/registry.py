@@ -37,21 +37,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fedlab_utils.compression import Fp32Codec
-from fedlab_utils.core import (
-    ClientTransform,
-    FedAdagrad,
-    FedAdam,
-    FedAvgM,
-    FedAvgServer,
-    FedProx,
-    FedYogi,
-    LocalTraining,
-    Median,
-    SequentialTrainer,
-    TrimmedMean,
-    fedavg_aggregate,
-)
+from fedlab_utils.compression.wire import Fp32Codec
+from fedlab_utils.core.aggregators.fedavg import fedavg_aggregate
+from fedlab_utils.core.aggregators.median import Median
+from fedlab_utils.core.aggregators.trimmed_mean import TrimmedMean
+from fedlab_utils.core.servers.fedavg import FedAvgServer
+from fedlab_utils.core.servers.fedavgm import FedAvgM
+from fedlab_utils.core.servers.fedopt import FedAdagrad, FedAdam, FedYogi
+from fedlab_utils.core.training import ClientTransform, FedProx, LocalTraining, SequentialTrainer
 from fedlab_utils.validation import check_choice, check_fraction, check_int, check_real
 
 __all__ = ["SERVERS", "make_server", "TRAINERS", "make_trainer", "KINDS", "SPECS", "resolve_codec", "resolve_server", "resolve_aggregate", "resolve_transform",
@@ -75,7 +68,7 @@ TRAINERS = ("sequential", "vmap")
 
 def make_trainer(trainer: str = "sequential"):
     """A fresh client trainer by name: ``'sequential'`` (any option) or ``'vmap'`` (SGD, fp32)."""
-    from fedlab_utils.core import VmapTrainer
+    from fedlab_utils.core.vmap_trainer import VmapTrainer
 
     check_choice("trainer", trainer, TRAINERS)
     return SequentialTrainer() if trainer == "sequential" else VmapTrainer()
@@ -287,7 +280,7 @@ def resolve_trainer(spec, argument: str = "trainer", *, model: nn.Module | None 
         return SequentialTrainer()
     if not isinstance(spec, str):
         return _checked("trainer", spec, argument)
-    from fedlab_utils.core import VmapTrainer
+    from fedlab_utils.core.vmap_trainer import VmapTrainer
 
     name = spec.strip().lower()
     if name in ("sequential", "vmap"):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedlab_utils.compression import Update
+from fedlab_utils.compression.wire import Update
 from fedlab_utils.data import ClientData
 from fedlab_utils.validation import check_choice, check_int, check_real
 

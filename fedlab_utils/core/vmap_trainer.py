@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedlab_utils.compression import Update
+from fedlab_utils.compression.wire import Update
 from fedlab_utils.core.training import (
     ClientTransform,
     FedProx,
@@ -40,7 +40,7 @@ from fedlab_utils.core.training import (
     client_generator,
 )
 from fedlab_utils.data import ClientData
-from fedlab_utils.ledger import mlp_layers, mlp_training_flops_per_sample
+from fedlab_utils.ledger.flops import mlp_layers, mlp_training_flops_per_sample
 from fedlab_utils.validation import check_choice, check_int
 
 __all__ = ["VmapTrainer", "MAX_STACK_BYTES"]

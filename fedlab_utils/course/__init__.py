@@ -70,7 +70,6 @@ _EXPORTS = {
     "run_points": "fedlab_utils.course.sweep",
     "sweep": "fedlab_utils.course.sweep",
     "write_outputs": "fedlab_utils.course.sweep",
-    "confidence_band": "fedlab_utils.course.sweep_results",
     "curves_figure": "fedlab_utils.course.sweep_results",
     "is_wall_time": "fedlab_utils.course.sweep_results",
     "numeric_metrics": "fedlab_utils.course.sweep_results",
@@ -108,16 +107,16 @@ __all__ = ["CJK", "Claims", "ClassroomError", "CourseError", "Coverage", "Exerci
            "build", "build_course", "build_notebook", "build_readmes", "changed_parameters",
            "check", "check_notebook", "check_out_dir", "cjk_ratio", "claim_policy",
            "claims_policy_from_args", "cmd_classroom", "cmd_params", "cmd_run", "cmd_student",
-           "cmd_sweep", "collect_histories", "confidence_band", "coverage", "curves_figure",
-           "execute", "exercises", "expand_grid", "find_notebooks", "format_scores", "grade_check",
-           "grader_metadata", "history_series", "is_wall_time", "kernel_environment", "lock_source",
-           "locked_metadata", "merge_results", "normalize_notebook", "notebook_dir",
-           "notebook_parameters", "numeric_metrics", "parse_grid", "parse_parameters",
-           "parse_value", "parse_values", "parser", "plot_curves", "plot_sweep", "point_slug",
-           "readable", "record_results", "relocate_links", "restored_environment", "round_rows",
-           "run_points", "solution_metadata", "student_versions", "summarize", "sweep",
-           "sweep_figure", "sweep_rows", "to_jsonable", "validate_notebook", "validate_parameters",
-           "write_csv", "write_outputs"]
+           "cmd_sweep", "collect_histories", "coverage", "curves_figure", "execute", "exercises",
+           "expand_grid", "find_notebooks", "format_scores", "grade_check", "grader_metadata",
+           "history_series", "is_wall_time", "kernel_environment", "lock_source", "locked_metadata",
+           "merge_results", "normalize_notebook", "notebook_dir", "notebook_parameters",
+           "numeric_metrics", "parse_grid", "parse_parameters", "parse_value", "parse_values",
+           "parser", "plot_curves", "plot_sweep", "point_slug", "readable", "record_results",
+           "relocate_links", "restored_environment", "round_rows", "run_points",
+           "solution_metadata", "student_versions", "summarize", "sweep", "sweep_figure",
+           "sweep_rows", "to_jsonable", "validate_notebook", "validate_parameters", "write_csv",
+           "write_outputs"]
 
 
 def __getattr__(name: str):

@@ -266,18 +266,22 @@ def collect_histories(namespace: Mapping) -> dict:
     """The History objects bound in ``namespace`` (a notebook's globals), labelled and without repeats.
 
     A History found as the value of a dict is labelled by its key (the notebook's own name for it,
-    e.g. ``runs["FedAvg IID"]``); one held directly, or in a list or tuple, by its ``label``.  The
+    e.g. ``runs["FedAvg IID"]``), or, in a list of seeds held under a key, by the key and its seed
+    (``runs["FedAvg"] = [h0, h1]`` gives ``"FedAvg · seed 0"``...); one held directly, or in a list or
+    tuple, by its ``label``.  The
     same object found twice is kept once, under its dict key.  Two different runs with the same
     label are told apart by the variable holding them (``"FedAvg (fedavg_iid)"``).  Names that
     start with ``_`` and IPython's ``In``/``Out`` are skipped (output caches, not the notebook's runs).
     """
-    from fedlab_utils.core import History
+    from fedlab_utils.core.history import History
 
     def found_in(name: str, value) -> list[tuple[str, History]]:
         if isinstance(value, History):
             return [(value.label, value)]
         if isinstance(value, Mapping):
-            return [(str(k), v) for k, v in value.items() if isinstance(v, History)]
+            return [(str(k), v) for k, v in value.items() if isinstance(v, History)] + [
+                (f"{k} · seed {h.config.get('seed', i)}", h) for k, v in value.items()
+                if isinstance(v, (list, tuple)) for i, h in enumerate(v) if isinstance(h, History)]
         if isinstance(value, (list, tuple)):
             return [(v.label, v) for v in value if isinstance(v, History)]
         return []

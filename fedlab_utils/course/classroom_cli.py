@@ -11,18 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedlab_utils.course import (
-    ClassroomError,
-    CourseError,
-    add_lang_argument,
-    build_course,
-    find_notebooks,
-    format_scores,
-    grade_check,
-    lock_source,
-    parse_parameters,
-    student_versions,
-)
+from fedlab_utils.course.classroom import ClassroomError, build_course, find_notebooks, lock_source, student_versions
+from fedlab_utils.course.grading import format_scores, grade_check
+from fedlab_utils.course.runner import CourseError, add_lang_argument, parse_parameters
 
 __all__ = ["add_parser", "add_student_parser", "cmd_classroom", "cmd_student"]
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedlab_utils.course import ROOT
+from fedlab_utils.course.runner import ROOT
 from fedlab_utils.course.translation_catalogs import LOCALE_DIR
 
 GLOSSARY_PATH = LOCALE_DIR / "glossary.tsv"

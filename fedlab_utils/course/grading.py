@@ -19,7 +19,6 @@ from pathlib import Path
 
 import nbformat
 
-from fedlab_utils.course import LANG_ENV, restored_environment
 from fedlab_utils.course.classroom import (
     ClassroomError,
     _api,
@@ -31,6 +30,7 @@ from fedlab_utils.course.classroom import (
     build_course,
     exercises,
 )
+from fedlab_utils.course.runner import LANG_ENV, restored_environment
 
 __all__ = ["PLAUSIBLE_WRONG_ANSWERS", "QUICK_PARAMETERS", "NotebookScores", "grade_check", "format_scores"]
 

@@ -34,8 +34,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from fedlab_utils.course import readable
-from fedlab_utils.course.claims import CHANGED_ENV, POLICY_ENV
+from fedlab_utils.course.claims import CHANGED_ENV, POLICY_ENV, readable
 from fedlab_utils.files import atomic_write_text
 
 __all__ = ["ROOT", "NOTEBOOK_DIR", "LANGUAGES", "LANG_ENV", "CourseError", "notebook_dir", "find_notebooks",
@@ -44,7 +43,7 @@ __all__ = ["ROOT", "NOTEBOOK_DIR", "LANGUAGES", "LANG_ENV", "CourseError", "note
            "claims_policy_from_args", "add_claims_arguments", "add_lang_argument", "cmd_run", "cmd_params",
            "add_run_parser", "add_params_parser"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 #: Editions of the course: ``en`` is ``notebooks/``, every other is ``notebooks/<lang>/``.
 LANGUAGES = ("en", "zh")

@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedlab_utils.course import ROUND_FIELDS, plot_curves, plot_sweep, point_slug, round_rows, sweep_rows, write_csv
+from fedlab_utils.course.claims import ROUND_FIELDS
 from fedlab_utils.course.runner import (
     CourseError,
     add_claims_arguments,
@@ -59,6 +59,7 @@ from fedlab_utils.course.runner import (
     parse_value,
     validate_parameters,
 )
+from fedlab_utils.course.sweep_results import plot_curves, plot_sweep, point_slug, round_rows, sweep_rows, write_csv
 from fedlab_utils.files import atomic_write_text
 
 __all__ = ["parse_values", "parse_grid", "expand_grid", "Point", "run_points", "sweep",

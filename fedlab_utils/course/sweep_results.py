@@ -21,11 +21,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedlab_utils.course import ROUND_FIELDS
+from fedlab_utils.course.claims import ROUND_FIELDS
 from fedlab_utils.files import atomic_write_bytes, atomic_write_text
+from fedlab_utils.seeds import confidence_band
 
 __all__ = ["point_slug", "sweep_rows", "round_rows", "write_csv", "numeric_metrics", "is_wall_time", "plot_sweep",
-           "sweep_figure", "plot_curves", "curves_figure", "confidence_band"]
+           "sweep_figure", "plot_curves", "curves_figure"]
 
 #: Tokens of a metric name that mark a wall-clock measurement (``latency_ms``, ``wall_time_s``, ``startup_s``).
 WALL_TOKENS = frozenset({"wall", "latency", "startup", "elapsed", "seconds", "speedup", "ms", "cpu"})
@@ -132,25 +133,6 @@ def numeric_metrics(frame, wanted: Sequence[str] | None = None) -> list[str]:
     varying = [c for c in columns if frame[c].nunique(dropna=True) > 1]
     return (sorted(varying, key=lambda c: c.count("."))
             + sorted((c for c in columns if c not in varying), key=lambda c: c.count(".")))
-
-
-def confidence_band(values, level: float = 0.95) -> tuple[float, float, int]:
-    """Mean and the half-width of its Student-t confidence interval over the finite ``values``, and their count.
-
-    The half-width is ``t(1 - (1 - level)/2, n - 1) * s / sqrt(n)`` with ``s`` the sample standard
-    deviation; NaN with fewer than two values (no spread to estimate)."""
-    import numpy as np
-    from scipy import stats
-
-    finite = np.asarray([v for v in values if v is not None], dtype=float)
-    finite = finite[np.isfinite(finite)]
-    n = len(finite)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    if n == 1:
-        return float(finite[0]), float("nan"), 1
-    half = stats.t.ppf(1 - (1 - level) / 2, n - 1) * finite.std(ddof=1) / np.sqrt(n)
-    return float(finite.mean()), float(half), n
 
 
 def _figure(columns: int, rows: int, width: float = 4.6, height: float = 3.4):

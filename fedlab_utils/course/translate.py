@@ -49,7 +49,7 @@ from pathlib import Path
 import nbformat
 import polib
 
-from fedlab_utils.course import CourseError, find_notebooks
+from fedlab_utils.course.classroom import find_notebooks
 from fedlab_utils.course.glossary import (
     README_PATHS,
     Term,
@@ -60,6 +60,7 @@ from fedlab_utils.course.glossary import (
     terms_used,
     with_readme_block,
 )
+from fedlab_utils.course.runner import CourseError
 from fedlab_utils.course.translation_catalogs import (
     LANGUAGE,
     LOCALE_DIR,

@@ -14,7 +14,7 @@ import polib
 
 from fedlab_utils.files import atomic_write_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 LOCALE_DIR = NOTEBOOK_DIR / "locale"
 LANGUAGE = "zh_CN"

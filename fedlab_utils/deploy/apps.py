@@ -35,7 +35,9 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from fedlab_utils.core import SPECS, ClientResult, FedAvgProtocol
+from fedlab_utils.core.protocol import FedAvgProtocol
+from fedlab_utils.core.registry import SPECS
+from fedlab_utils.core.training import ClientResult
 from fedlab_utils.validation import check_choice, check_fraction, check_int, check_real
 
 CODEC_SPECS = SPECS["codec"]
@@ -58,7 +60,7 @@ def make_codec(spec: str):
     """A fresh course codec from a spec of :mod:`fedlab_utils.core.registry` (``fp32``, ``q8``,
     ``topk:0.01``, ``randk:0.1``, ``sign``, ``ef:<codec>`` or ``package.module:name``).  Both ends
     build theirs from the same spec."""
-    from fedlab_utils.core import resolve_codec
+    from fedlab_utils.core.registry import resolve_codec
 
     return resolve_codec(spec, "uplink")
 
@@ -145,20 +147,20 @@ class DeploymentConfig:
         return cls(**values)
 
     def local(self):
-        from fedlab_utils.core import LocalTraining
+        from fedlab_utils.core.training import LocalTraining
 
         return LocalTraining(epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr)
 
     def server_optimizer(self):
         """A fresh server optimizer: a named one at ``server_lr``, else the registry's part."""
-        from fedlab_utils.core import SERVERS, make_server, resolve_server
+        from fedlab_utils.core.registry import SERVERS, make_server, resolve_server
 
         name = self.server.strip().lower()
         return make_server(name, lr=self.server_lr) if name in SERVERS else resolve_server(self.server, "server")
 
     def parts(self) -> dict:
         """Fresh ``uplink``, ``server``, ``aggregate`` and ``transform`` parts (imported if paths)."""
-        from fedlab_utils.core import resolve_aggregate, resolve_transform
+        from fedlab_utils.core.registry import resolve_aggregate, resolve_transform
 
         return {"uplink": make_codec(self.uplink), "server": self.server_optimizer(),
                 "aggregate": resolve_aggregate(self.aggregate, "aggregate"),
@@ -185,7 +187,7 @@ class DeploymentResult:
         """The run's :class:`~fedlab_utils.core.history.History`, written by the ServerApp's ``run()``:
         the fields of a simulated run (rows, bytes, FLOPs, energy per round), Flower's message bytes
         in each round's ``metrics``."""
-        from fedlab_utils.core import History
+        from fedlab_utils.core.history import History
 
         return History.from_dict(self.history_dict)
 
@@ -244,8 +246,10 @@ def _client_train(msg, context, defaults: DeploymentConfig | None = None):
     course's sequential trainer and the run's transform, encode the update with the run's codec."""
     from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-    from fedlab_utils.compression import ErrorFeedback, Fp32Codec
-    from fedlab_utils.core import SequentialTrainer, model_state, state_delta, update_is_finite
+    from fedlab_utils.compression.codecs import ErrorFeedback
+    from fedlab_utils.compression.wire import Fp32Codec
+    from fedlab_utils.core.faults import update_is_finite
+    from fedlab_utils.core.training import SequentialTrainer, model_state, state_delta
 
     config = _run_config(context, defaults)
     partition_id = int(context.node_config[NODE_PARTITION_KEY])
@@ -453,7 +457,7 @@ class FlowerRounds(FedAvgProtocol):
 
 def _server_main(grid, context, defaults: DeploymentConfig | None = None) -> None:
     """The course's :func:`~fedlab_utils.core.loop.run` on Flower's Grid (see :class:`FlowerRounds`)."""
-    from fedlab_utils.core import run
+    from fedlab_utils.core.loop import run
     from fedlab_utils.files import atomic_write_text
 
     config = _run_config(context, defaults)
@@ -491,7 +495,7 @@ def simulate(config: DeploymentConfig, progress: bool | None = False, trainer=No
     """The same task in one process with the course's :func:`~fedlab_utils.core.loop.run`: the
     reference a deployment seeded identically must reproduce (``trainer`` as for ``run()``;
     the default trains client after client, as the SuperNodes do)."""
-    from fedlab_utils.core import run
+    from fedlab_utils.core.loop import run
 
     clients, test, init = build_task(config)
     parts = config.parts()

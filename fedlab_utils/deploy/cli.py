@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 
-from fedlab_utils.deploy import CONNECTION, HISTORY_FILE, DeploymentConfig, DeploymentError, app_dir, deploy, make_pki
+from fedlab_utils.deploy.apps import HISTORY_FILE, DeploymentConfig
+from fedlab_utils.deploy.commands import CONNECTION, app_dir
+from fedlab_utils.deploy.launcher import DeploymentError, deploy
+from fedlab_utils.deploy.pki import make_pki
 
 __all__ = ["add_parser", "main", "pki_main", "app_main", "parse_parameters"]
 
@@ -13,7 +16,7 @@ __all__ = ["add_parser", "main", "pki_main", "app_main", "parse_parameters"]
 def parse_parameters(pairs: list[list[str]] | None) -> dict:
     """``-p NAME VALUE`` pairs -> typed :class:`DeploymentConfig` keyword arguments (the course's
     one parser, :func:`fedlab_utils.course.runner.parse_parameters`, typed by the config's fields)."""
-    from fedlab_utils.course import parse_parameters as parse
+    from fedlab_utils.course.runner import parse_parameters as parse
 
     kinds = {f.name: f.type for f in fields(DeploymentConfig)}
     for name, _ in pairs or []:

@@ -13,7 +13,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedlab_utils.deploy import NODE_COUNT_KEY, NODE_PARTITION_KEY, PKI, DeploymentConfig
+from fedlab_utils.deploy.apps import NODE_COUNT_KEY, NODE_PARTITION_KEY, DeploymentConfig
+from fedlab_utils.deploy.pki import PKI
 
 __all__ = ["CONNECTION", "REAL_PORT", "toml_value", "app_dir", "superlink_command", "supernode_command", "connection_toml", "Step",
            "machine_steps", "real_machine_commands"]
@@ -67,7 +68,7 @@ clientapp = "{APP_MODULE}:client_app"
 """, encoding="utf-8")
     (folder / f"{APP_MODULE}.py").write_text(
         '"""The course\'s Flower app: both components live in fedlab_utils.deploy.apps."""\n'
-        "from fedlab_utils.deploy import make_client_app, make_server_app\n\n"
+        "from fedlab_utils.deploy.apps import make_client_app, make_server_app\n\n"
         "client_app = make_client_app()\nserver_app = make_server_app()\n", encoding="utf-8")
     return folder
 

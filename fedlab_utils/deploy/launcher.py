@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedlab_utils.deploy import HISTORY_FILE, PKI, PROGRESS_FILE, DeploymentConfig, DeploymentResult, make_pki
+from fedlab_utils.deploy.apps import HISTORY_FILE, PROGRESS_FILE, DeploymentConfig, DeploymentResult
 from fedlab_utils.deploy.commands import (
     CONNECTION,
     app_dir,
@@ -41,6 +41,7 @@ from fedlab_utils.deploy.commands import (
     supernode_command,
     toml_value,
 )
+from fedlab_utils.deploy.pki import PKI, make_pki
 from fedlab_utils.devices import free_port
 
 __all__ = ["DeploymentError", "LocalFederation", "deploy", "local_federation", "flower_command",

@@ -36,7 +36,7 @@ PRIVATE_MODE = 0o600
 CA_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE = "ca.crt", "server.pem", "server.key"
 CA_KEY_FILE = "ca.key"
 VALID_DAYS = 30
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from fedlab_utils.ledger import EnergyProfile, get_profile
-from fedlab_utils.viz import PHASE_COLORS, fmt_bytes
+from fedlab_utils.ledger.energy import EnergyProfile, get_profile
+from fedlab_utils.viz.diagrams import PHASE_COLORS, fmt_bytes
 
 __all__ = ["draw_radio_timeline"]
 

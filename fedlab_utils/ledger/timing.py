@@ -232,7 +232,7 @@ def time_trainer(trainer, model: nn.Module, clients: Sequence, local,
 
     Returns ``{'seconds': median, 'client_updates_per_s': len(clients) / median, 'repeats': ...}``.
     """
-    from fedlab_utils.core import ClientTransform
+    from fedlab_utils.core.training import ClientTransform
 
     check_int("repeats", repeats, 1)
     device = clients[0].x.device
@@ -255,7 +255,7 @@ def time_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
     ``torch.compile`` and reports the first (compiling) call separately as ``first_call_s``.
     The model is copied; ``x``/``y`` are used on the model's device.
     """
-    from fedlab_utils.core import autocast_context, backward_and_step, make_optimizer
+    from fedlab_utils.core.training import autocast_context, backward_and_step, make_optimizer
 
     check_choice("precision", precision, ("fp32", "bf16", "fp16"))
     check_int("steps", steps, 1)

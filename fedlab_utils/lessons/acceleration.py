@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedlab_utils.core import FedAvgServer, make_optimizer
+from fedlab_utils.core.servers.fedavg import FedAvgServer
+from fedlab_utils.core.training import make_optimizer
 from fedlab_utils.validation import check_int
 
 __all__ = ["quadratic_drift", "article_loop", "fixed_data_loop",

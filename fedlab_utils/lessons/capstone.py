@@ -26,14 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, SparseQuantizeCodec, TopKCodec
-from fedlab_utils.core import FedAvgM, History, LocalTraining, run
+from fedlab_utils.compression.codecs import ErrorFeedback, QuantizeCodec, SparseQuantizeCodec, TopKCodec
+from fedlab_utils.core.history import History
+from fedlab_utils.core.loop import run
+from fedlab_utils.core.servers.fedavgm import FedAvgM
+from fedlab_utils.core.training import LocalTraining
 from fedlab_utils.data import ClientData
 from fedlab_utils.i18n import gettext
-from fedlab_utils.ledger import Energy, EnergyProfile, get_profile, price_history, price_rows
-from fedlab_utils.lessons.pruning import FederatedPruning, PruningSchedule
+from fedlab_utils.ledger.energy import Energy, EnergyProfile, get_profile, price_history, price_rows
+from fedlab_utils.lessons.pruning.federated import FederatedPruning, PruningSchedule
 from fedlab_utils.validation import check_fraction, check_int, check_real
-from fedlab_utils.viz import widgets_enabled
+from fedlab_utils.viz.widgets import widgets_enabled
 
 __all__ = ["RecipeConfig", "recipe_configs", "run_config", "price", "cumulative_joules",
            "radio_floor_joules", "client_rounds", "config_summary", "plan_budget", "budget_planner",

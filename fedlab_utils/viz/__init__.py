@@ -28,6 +28,7 @@ _EXPORTS = {
     "plot_energy": "fedlab_utils.viz.plotting",
     "plot_label_heatmap": "fedlab_utils.viz.plotting",
     "plot_sensitivity": "fedlab_utils.viz.plotting",
+    "seed_curve": "fedlab_utils.viz.plotting",
     "use_style": "fedlab_utils.viz.plotting",
     "WIDGETS_ENV": "fedlab_utils.viz.widgets",
     "alpha_explorer": "fedlab_utils.viz.widgets",
@@ -39,7 +40,7 @@ __all__ = ["CLIENT_COLOR", "COLORS", "PHASE_COLORS", "SERVER_COLOR", "WIDGETS_EN
            "alpha_explorer", "arrow", "blank", "box", "draw_error_feedback_loop",
            "draw_federated_round", "draw_flower_processes", "error_feedback_step", "fmt_bytes",
            "integer_ticks", "legend_outside", "new_axes", "plot_accuracy", "plot_accuracy_vs_mb",
-           "plot_energy", "plot_label_heatmap", "plot_sensitivity", "slider_explorer",
+           "plot_energy", "plot_label_heatmap", "plot_sensitivity", "seed_curve", "slider_explorer",
            "static_note", "use_style", "widgets_enabled"]
 
 

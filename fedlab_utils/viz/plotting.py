@@ -15,10 +15,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-if TYPE_CHECKING:
-    from fedlab_utils.core import History
+from fedlab_utils.seeds import confidence_band, is_history, labelled
 
-__all__ = ["use_style", "integer_ticks", "legend_outside", "plot_accuracy", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "plot_sensitivity",
+if TYPE_CHECKING:
+    from fedlab_utils.core.history import History
+
+__all__ = ["use_style", "integer_ticks", "legend_outside", "plot_accuracy", "seed_curve", "plot_accuracy_vs_mb", "plot_energy", "plot_label_heatmap", "plot_sensitivity",
            "COLORS"]
 
 COLORS = {"compute": "#4C72B0", "uplink": "#DD8452", "downlink": "#55A868", "radio_fixed": "#8172B3",
@@ -44,11 +46,39 @@ def legend_outside(ax, handles=None, labels=None, **kwargs):
     return ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), **kwargs)
 
 
-def _runs(histories: Sequence[History] | dict[str, History]) -> list[tuple[str, History]]:
-    """``(label, history)`` per run: a dict's keys label its runs, a list's runs their ``History.label``."""
-    if isinstance(histories, dict):
-        return [(str(key), h) for key, h in histories.items()]
-    return [(h.label, h) for h in histories]
+def _runs(histories) -> list[tuple[str, History | list[History]]]:
+    """``(label, run)`` per run: a dict's keys label its runs, a list's runs their ``History.label``;
+    a run is one History or a list of them, one per seed (:func:`~fedlab_utils.seeds.labelled`)."""
+    return labelled(histories)
+
+
+def seed_curve(seeds: Sequence[History], x_of=lambda h, i: h.records[i].round, level: float = 0.95):
+    """``(x, mean %, half-width %)`` of the accuracy of the same configuration over several seeds, at
+    each round every seed evaluated; ``x`` is ``x_of(history, record index)`` averaged over the seeds
+    (the round itself, or e.g. cumulative MB).  The half-width is the Student-t interval of the mean
+    (:func:`~fedlab_utils.seeds.confidence_band`), NaN with one seed."""
+    common = sorted(set.intersection(*(set(h.evaluated_rounds) for h in seeds)))
+    xs, means, halves = [], [], []
+    for rnd in common:
+        indices = [next(i for i, r in enumerate(h.records) if r.round == rnd) for h in seeds]
+        accuracies = [100 * h.records[i].accuracy for h, i in zip(seeds, indices)]
+        if not all(np.isfinite(accuracies)):
+            continue
+        mean, half, _ = confidence_band(accuracies, level)
+        xs.append(float(np.mean([x_of(h, i) for h, i in zip(seeds, indices)])))
+        means.append(mean)
+        halves.append(half)
+    return np.array(xs), np.array(means), np.array(halves)
+
+
+def _draw_seeds(ax, seeds: Sequence[History], label: str, x_of, **line) -> None:
+    """The mean line over the seeds and its shaded 95 % band, the legend saying so."""
+    x, mean, half = seed_curve(seeds, x_of)
+    if len(seeds) == 1:
+        ax.plot(x, mean, label=f"{label} (1 seed)", **line)
+        return
+    (drawn,) = ax.plot(x, mean, label=f"{label} (mean of {len(seeds)} seeds, band 95% CI)", **line)
+    ax.fill_between(x, mean - half, mean + half, color=drawn.get_color(), alpha=0.2, lw=0)
 
 
 def axes_or_new(ax):
@@ -63,9 +93,14 @@ def axes_or_new(ax):
 def plot_accuracy(histories, ax=None, target: float | None = None, title: str = "Test accuracy per round"):
     """Accuracy (%) against round for each run (the evaluated rounds; with ``eval_every > 1`` the
     others have no accuracy); an optional dashed line at ``target``.  Runs are labelled by the keys
-    of a dict, else by ``History.label``."""
+    of a dict, else by ``History.label``.  A run given as a list of History objects (one per seed)
+    is drawn as its mean with a shaded band, the 95 % Student-t interval of the mean over the
+    seeds, and its legend entry says so."""
     fig, ax = axes_or_new(ax)
     for label, h in _runs(histories):
+        if not is_history(h):
+            _draw_seeds(ax, h, label, lambda one, i: one.records[i].round)
+            continue
         measured = h.evaluated_records()
         ax.plot([r.round for r in measured], [100 * r.accuracy for r in measured], label=label)
     if target is not None:
@@ -77,9 +112,14 @@ def plot_accuracy(histories, ax=None, target: float | None = None, title: str = 
 
 
 def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Accuracy vs data uploaded"):
-    """Accuracy (%) against cumulative MB uploaded, at each evaluated round: up-and-left is better."""
+    """Accuracy (%) against cumulative MB uploaded, at each evaluated round: up-and-left is better.
+    A run given as a list of History objects (one per seed) is drawn as the mean accuracy against
+    the mean MB with a shaded 95 % band, as in :func:`plot_accuracy`."""
     fig, ax = axes_or_new(ax)
     for label, h in _runs(histories):
+        if not is_history(h):
+            _draw_seeds(ax, h, label, lambda one, i: one.cumulative("bytes_up")[i] / 1e6, marker=".")
+            continue
         mb = h.cumulative("bytes_up") / 1e6
         measured = [i for i, r in enumerate(h.records) if r.evaluated and np.isfinite(r.accuracy)]
         ax.plot(mb[measured], [100 * h.records[i].accuracy for i in measured], marker=".", label=label)
@@ -92,21 +132,24 @@ def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Ac
 
 def plot_energy(histories, ax=None, title: str | None = None):
     """Stacked bars of modelled joules (compute / uplink / downlink / radio fixed) per run, labelled
-    by the keys of a dict, else by ``History.label``.
+    by the keys of a dict, else by ``History.label``.  A run given as a list of History objects (one
+    per seed) is drawn as the mean over its seeds, its label saying how many.
 
     "radio fixed" is the promotions and tails of the runs' radio sessions (docs/energy_model.md).
     The legend sits right of the bars, in the order of the stack (top first), so it covers none
     of them: inside the axes it used to hide the top of the stack, the radio-fixed part."""
     fig, ax = axes_or_new(ax)
     labels, runs = zip(*_runs(histories)) if len(histories) else ((), ())
+    labels = [label if is_history(h) else f"{label}\n(mean of {len(h)} seeds)" for label, h in zip(labels, runs)]
+    runs = [[h] if is_history(h) else h for h in runs]
     bottom = np.zeros(len(runs))
     handles = []
     for part in ("compute", "uplink", "downlink", "radio_fixed"):
-        values = np.array([getattr(h.energy(), part) for h in runs])
+        values = np.array([np.mean([getattr(h.energy(), part) for h in seeds]) for seeds in runs])
         handles.append(ax.bar(list(labels), values, bottom=bottom, color=COLORS[part],
                               label=part.replace("_", " ")))
         bottom += values
-    profiles = sorted({getattr(h.profile, "name", h.profile) for h in runs})  # History keeps the EnergyProfile
+    profiles = sorted({getattr(h.profile, "name", h.profile) for seeds in runs for h in seeds})  # History keeps the EnergyProfile
     ax.set(ylabel="joules (modelled, all clients)", title=title or f"Where the energy goes ({', '.join(profiles)})")
     legend_outside(ax, handles[::-1], [h.get_label() for h in handles[::-1]])
     return fig, ax

@@ -99,7 +99,7 @@ def alpha_explorer(labels, num_clients: int, num_classes: int, alphas=(0.01, 0.0
     it is not there), so the static view shows the partition the lesson trains on.
     """
     from fedlab_utils.data import label_counts, label_skew, partition
-    from fedlab_utils.viz import plot_label_heatmap
+    from fedlab_utils.viz.plotting import plot_label_heatmap
 
     alphas = sorted({*alphas, *(() if initial is None else (initial,))})
     cache = {a: label_counts(partition(labels, num_clients, "dirichlet", alpha=a, seed=seed), labels, num_classes)

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from fedlab_utils.compression import Update
-from fedlab_utils.core import ClientResult
+from fedlab_utils.compression.wire import Update
+from fedlab_utils.core.training import ClientResult
 
 __all__ = ["Aggregate", "weighted_average", "fedavg_aggregate"]
 

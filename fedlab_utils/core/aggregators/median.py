@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedlab_utils.compression import Update
-from fedlab_utils.core import ClientResult
+from fedlab_utils.compression.wire import Update
+from fedlab_utils.core.training import ClientResult
 
 __all__ = ["Median", "sorted_stack"]
 

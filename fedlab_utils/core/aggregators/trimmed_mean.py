@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fedlab_utils.compression import Update
-from fedlab_utils.core import ClientResult, sorted_stack
+from fedlab_utils.compression.wire import Update
+from fedlab_utils.core.aggregators.median import sorted_stack
+from fedlab_utils.core.training import ClientResult
 from fedlab_utils.validation import check_real
 
 __all__ = ["TrimmedMean"]

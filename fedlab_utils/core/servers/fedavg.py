@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from fedlab_utils.compression import Update
-from fedlab_utils.core import apply_delta
+from fedlab_utils.compression.wire import Update
+from fedlab_utils.core.training import apply_delta
 
 __all__ = ["ServerOptimizer", "FedAvgServer"]
 

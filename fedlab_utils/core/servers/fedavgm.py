@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fedlab_utils.compression import Update
-from fedlab_utils.core import apply_delta
+from fedlab_utils.compression.wire import Update
+from fedlab_utils.core.training import apply_delta
 from fedlab_utils.validation import check_real
 
 __all__ = ["fedavgm_step", "FedAvgM"]

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fedlab_utils.compression import Update
-from fedlab_utils.core import apply_delta
+from fedlab_utils.compression.wire import Update
+from fedlab_utils.core.training import apply_delta
 from fedlab_utils.validation import check_choice, check_real
 
 __all__ = ["FedOpt", "FedAdam", "FedYogi", "FedAdagrad"]

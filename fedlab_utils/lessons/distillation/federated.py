@@ -27,8 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedlab_utils.compression import Fp32Codec, Update
-from fedlab_utils.core import History, RoundProtocol, per_client, run, weighted_average
+from fedlab_utils.compression.wire import Fp32Codec, Update
+from fedlab_utils.core.aggregators.fedavg import weighted_average
+from fedlab_utils.core.history import History
+from fedlab_utils.core.loop import run
+from fedlab_utils.core.protocol import RoundProtocol, per_client
 from fedlab_utils.core.training import (
     ClientResult,
     LocalTraining,
@@ -40,7 +43,8 @@ from fedlab_utils.core.training import (
     train_locally,
 )
 from fedlab_utils.data import ClientData
-from fedlab_utils.ledger import EnergyProfile, forward_flops, training_flops_per_sample
+from fedlab_utils.ledger.energy import EnergyProfile
+from fedlab_utils.ledger.flops import forward_flops, training_flops_per_sample
 from fedlab_utils.lessons.distillation.knowledge import (
     check_alpha,
     check_temperature,

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812  (the article forgot this import)
 from torch import nn
 
-from fedlab_utils.core import make_optimizer, minibatches
-from fedlab_utils.ledger import forward_flops, training_flops_per_sample
+from fedlab_utils.core.training import make_optimizer, minibatches
+from fedlab_utils.ledger.flops import forward_flops, training_flops_per_sample
 from fedlab_utils.validation import check_int, check_real
 
 __all__ = ["kd_loss", "check_temperature", "check_alpha", "check_proxy_size", "proxy_split", "distill_step",

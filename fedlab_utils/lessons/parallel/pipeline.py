@@ -40,10 +40,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fedlab_utils.devices import free_port
-from fedlab_utils.ledger import synchronize
+from fedlab_utils.ledger.timing import synchronize
 from fedlab_utils.lessons.parallel.worker import write_job
 from fedlab_utils.validation import check_int
-from fedlab_utils.viz import COLORS, legend_outside
+from fedlab_utils.viz.plotting import COLORS, legend_outside
 
 __all__ = ["plot_schedule", "split_sequential", "stage_boundaries", "StagedModel",
            "stage_input_shapes", "PipelineReport", "pipeline_train_step", "timed_pipeline_step",
@@ -315,7 +315,7 @@ def run_multiprocess_pipeline(model: nn.Sequential, x: torch.Tensor, y: torch.Te
                               timeout_s: float = 120.0, threads_per_process: int = 1) -> MultiProcessResult:
     """Run one pipelined training step with one stage per process and gather the results.
 
-    Launches ``world_size`` copies of ``python fedlab_utils/parallel_worker.py`` with the
+    Launches ``world_size`` copies of ``python fedlab_utils/lessons/parallel/worker.py`` with the
     environment ``torchrun`` would set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
     ``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``).  Every process is killed if the run
     exceeds ``timeout_s`` or one of them fails, and the error carries the failing rank's stderr.
@@ -330,7 +330,7 @@ def run_multiprocess_pipeline(model: nn.Sequential, x: torch.Tensor, y: torch.Te
         port, launched = free_port(), time.time()
         base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size),
                 "OMP_NUM_THREADS": str(threads_per_process), "FEDLAB_LAUNCH_TIME": repr(launched)}
-        worker = Path(__file__).resolve().with_name("parallel_worker.py")
+        worker = Path(__file__).resolve().with_name("worker.py")
         procs, logs = [], []
         for rank in range(world_size):
             log = open(Path(tmp) / f"rank{rank}.log", "w+")

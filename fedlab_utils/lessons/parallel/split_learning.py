@@ -19,17 +19,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fedlab_utils.compression import Codec, Fp32Codec
-from fedlab_utils.core import (
-    History,
-    RoundProtocol,
-    load_object_state,
-    object_state,
-    per_client,
-    reset_state,
-    run,
-    weighted_average,
-)
+from fedlab_utils.compression.wire import Codec, Fp32Codec
+from fedlab_utils.core.aggregators.fedavg import weighted_average
+from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_state
+from fedlab_utils.core.history import History
+from fedlab_utils.core.loop import run
+from fedlab_utils.core.protocol import RoundProtocol, per_client
 from fedlab_utils.core.training import (
     ClientResult,
     LocalTraining,
@@ -40,9 +35,10 @@ from fedlab_utils.core.training import (
     model_state,
 )
 from fedlab_utils.data import ClientData
-from fedlab_utils.ledger import EnergyProfile, training_flops_per_sample
+from fedlab_utils.ledger.energy import EnergyProfile
+from fedlab_utils.ledger.flops import training_flops_per_sample
 from fedlab_utils.validation import check_choice, check_int
-from fedlab_utils.viz import CLIENT_COLOR, PHASE_COLORS, SERVER_COLOR, arrow, blank, box, fmt_bytes, new_axes
+from fedlab_utils.viz.diagrams import CLIENT_COLOR, PHASE_COLORS, SERVER_COLOR, arrow, blank, box, fmt_bytes, new_axes
 
 __all__ = ["cut_payloads", "draw_split_cut", "split_at", "client_training_flops_per_sample", "CutInfo", "cut_profile", "SplitFed", "splitfed_run",
            "bytes_vs_local_size"]

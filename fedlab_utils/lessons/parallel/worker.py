@@ -5,7 +5,7 @@ It lives in a module because a function defined in a notebook cannot be started 
 ``torch.distributed`` program::
 
     torchrun --nproc_per_node 2 -m fedlab_utils.lessons.parallel.worker --demo     # self-check
-    python fedlab_utils/parallel_worker.py --job job.json --out DIR        # with RANK etc. set
+    python fedlab_utils/lessons/parallel/worker.py --job job.json --out DIR        # with RANK etc. set
 
 It imports only torch (each process pays for that import, about a second of CPU), so the
 notebook starts it by file path.  The job is JSON -- the model as a list of layer specs

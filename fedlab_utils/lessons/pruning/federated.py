@@ -22,9 +22,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fedlab_utils.compression import Update
-from fedlab_utils.core import ClientTransform, FedAvgServer, History, load_object_state, object_state, reset_state
-from fedlab_utils.ledger import Energy, get_profile, training_flops_per_sample
+from fedlab_utils.compression.wire import Update
+from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_state
+from fedlab_utils.core.history import History
+from fedlab_utils.core.servers.fedavg import FedAvgServer
+from fedlab_utils.core.training import ClientTransform
+from fedlab_utils.ledger.energy import Energy, get_profile
+from fedlab_utils.ledger.flops import training_flops_per_sample
 from fedlab_utils.lessons.pruning.masks import (
     SCOPES,
     Masks,

@@ -38,9 +38,9 @@ import torch
 import torch.nn.utils.prune as prune
 from torch import nn
 
-from fedlab_utils.compression import Update
-from fedlab_utils.core import evaluate
-from fedlab_utils.ledger import training_flops_per_layer, training_flops_per_sample
+from fedlab_utils.compression.wire import Update
+from fedlab_utils.core.training import evaluate
+from fedlab_utils.ledger.flops import training_flops_per_layer, training_flops_per_sample
 from fedlab_utils.validation import check_choice, check_real
 
 __all__ = ["Masks", "PRUNABLE", "SCOPES", "check_sparsity", "prunable_names", "magnitude_masks",

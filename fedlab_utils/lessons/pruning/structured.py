@@ -18,7 +18,7 @@ import torch
 import torch.nn.utils.prune as prune
 from torch import nn
 
-from fedlab_utils.lessons.pruning import PRUNABLE, Masks, check_sparsity, prunable_holder
+from fedlab_utils.lessons.pruning.masks import PRUNABLE, Masks, check_sparsity, prunable_holder
 
 __all__ = ["ZERO_PRESERVING", "structured_masks", "shrink"]
 
