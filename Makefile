@@ -59,9 +59,17 @@ course: $(ENV_STAMP)
 # (--dist loadfile keeps a notebook's cells in one kernel), one torch thread each so the
 # processes do not oversubscribe the cores. TEST_JOBS=1 runs them serially.
 TEST_JOBS ?= 2
-test: $(ENV_STAMP)
+test: $(ENV_STAMP) lint
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest tests $(NBVAL_NOTEBOOKS) --nbval-lax --nbval-current-env \
 		-p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
+
+# The design as a contract: ruff (lint), mypy (core, compression, ledger) and import-linter's layers,
+# all configured in pyproject.toml.
+.PHONY: lint
+lint: $(ENV_STAMP)
+	$(PY) -m ruff check fedlab_utils tests benchmarks
+	$(PY) -m mypy
+	$(PY) -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())" --no-cache
 
 unit: $(ENV_STAMP)
 	$(PY) -m pytest tests

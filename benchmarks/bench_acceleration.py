@@ -17,13 +17,12 @@ import os
 import torch
 from common import time_notebook
 
-from fedlab_utils.lessons import acceleration as acc
+from fedlab_utils.core import TRAINERS, LocalTraining, make_trainer
 from fedlab_utils.data import client_data, load_dataset, partition
 from fedlab_utils.devices import get_device
-from fedlab_utils.core import LocalTraining
-from fedlab_utils.models import make_model
-from fedlab_utils.core import TRAINERS, make_trainer
 from fedlab_utils.ledger import time_train_step, time_trainer
+from fedlab_utils.lessons import acceleration as acc
+from fedlab_utils.models import make_model
 
 
 def _load() -> list[float]:

@@ -17,12 +17,11 @@ import os
 import torch
 from common import time_notebook
 
-from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, TopKCodec
-from fedlab_utils.lessons.quantization import model_size_bytes, quantize_model_int8
+from fedlab_utils.compression import ErrorFeedback, Fp32Codec, QuantizeCodec, RandomKCodec, SignCodec, TopKCodec
 from fedlab_utils.data import load_dataset
-from fedlab_utils.models import make_model
 from fedlab_utils.ledger import inference_latency, time_calls
-from fedlab_utils.compression import Fp32Codec
+from fedlab_utils.lessons.quantization import model_size_bytes, quantize_model_int8
+from fedlab_utils.models import make_model
 
 
 def _load() -> list[float]:
@@ -70,8 +69,7 @@ def bench_separable() -> dict:
     """Separable/standard CNN wall-time ratios (one SGD step on a batch of 50; inference on 1,000 images)."""
     import torch.nn.functional as F
 
-    from fedlab_utils.ledger import forward_flops, training_flops_per_sample
-    from fedlab_utils.ledger import time_interleaved
+    from fedlab_utils.ledger import forward_flops, time_interleaved, training_flops_per_sample
 
     ds = load_dataset("mnist5k", seed=0)
     torch.manual_seed(0)

@@ -33,11 +33,12 @@ import time
 
 import torch
 
+from fedlab_utils.core import LocalTraining
+from fedlab_utils.core import run as federated_run
 from fedlab_utils.data import client_data, load_dataset, partition
 from fedlab_utils.devices import get_device
-from fedlab_utils.core import LocalTraining, run as federated_run
-from fedlab_utils.models import make_model
 from fedlab_utils.ledger import time_calls
+from fedlab_utils.models import make_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDE = (200, 200)  # the issue's MLP 784-200-200-10
@@ -122,10 +123,9 @@ def kernel_ceiling(ds, hidden, num_clients: int, device: torch.device, peak_gflo
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from fedlab_utils.core import VmapTrainer
-    from fedlab_utils.ledger import mlp_training_flops_per_sample
+    from fedlab_utils.core import ClientTransform, VmapTrainer
     from fedlab_utils.core.vmap_trainer import _mlp_layers
-    from fedlab_utils.core import ClientTransform
+    from fedlab_utils.ledger import mlp_training_flops_per_sample
 
     clients = client_data(ds, partition(ds.y_train, num_clients, "iid", seed=0), device)
     torch.manual_seed(0)

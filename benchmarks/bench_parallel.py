@@ -11,15 +11,22 @@ import copy
 import time
 
 import torch
-
 from common import time_call, time_notebook
+
+from fedlab_utils.core import LocalTraining
+from fedlab_utils.core import run as fedavg_run
 from fedlab_utils.data import client_data, load_dataset, partition
 from fedlab_utils.devices import get_devices
-from fedlab_utils.core import LocalTraining, run as fedavg_run
-from fedlab_utils.models import make_model
 from fedlab_utils.lessons.parallel import (
-    StagedModel, ideal_bubble, pipeline_train_step, reference_step, run_multiprocess_pipeline,
-    split_sequential, splitfed_run)
+    StagedModel,
+    ideal_bubble,
+    pipeline_train_step,
+    reference_step,
+    run_multiprocess_pipeline,
+    split_sequential,
+    splitfed_run,
+)
+from fedlab_utils.models import make_model
 
 
 def _bubble(model, x, y, stages: int, micro: list[int], repeats: int = 3) -> dict:

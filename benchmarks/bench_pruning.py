@@ -11,14 +11,13 @@ import os
 import resource
 
 import torch
+from common import time_notebook
 from torch import nn
 
-from common import time_notebook
-
 from fedlab_utils import load_dataset, make_model
+from fedlab_utils.ledger import time_interleaved
 from fedlab_utils.lessons.pruning import masks as P
 from fedlab_utils.lessons.pruning import structured as SP
-from fedlab_utils.ledger import time_interleaved
 
 
 def latency_ratios(structured: float = 0.6, sparsity: float = 0.9, batch_size: int = 32, repeats: int = 20) -> dict:

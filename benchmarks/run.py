@@ -35,6 +35,7 @@ def load(path: Path):
 
 def main(names: list[str]) -> int:
     from common import machine  # noqa: E402  (same folder)
+
     from fedlab_utils.files import atomic_write_text
 
     paths = sorted(HERE.glob("bench_*.py"))

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from fedlab_utils.compression import QuantizeCodec
+from fedlab_utils.core import LocalTraining, run
 from fedlab_utils.data import client_data, load_dataset, partition
 from fedlab_utils.devices import seed_everything
-from fedlab_utils.core import LocalTraining, run
-from fedlab_utils.models import make_model
 from fedlab_utils.files import atomic_write_text
+from fedlab_utils.models import make_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "separable_seeds.json"
 DEFAULTS = {"dataset": "mnist5k", "num_clients": 10, "fraction": 1.0, "local_epochs": 1, "batch_size": 50,

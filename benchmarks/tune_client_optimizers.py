@@ -26,8 +26,8 @@ SETTINGS = {"dataset": "digits", "num_clients": 20, "partition": "shards", "loca
 
 def final_accuracy(optimizer: str, lr: float, weight_decay: float, seed: int) -> float:
     import fedlab_utils as fl
-    from fedlab_utils.devices import seed_everything
     from fedlab_utils.core import LocalTraining, run
+    from fedlab_utils.devices import seed_everything
 
     seed_everything(seed)
     ds = fl.load_dataset(SETTINGS["dataset"], seed=seed)

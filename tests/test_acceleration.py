@@ -7,21 +7,40 @@ import numpy as np
 import pytest
 import torch
 
-from fedlab_utils.lessons import acceleration as acc
-from fedlab_utils.core import vmap_trainer
 from fedlab_utils.checks import acceleration as checks
-from fedlab_utils.data import client_data, partition
-from fedlab_utils.core import (
-    ClientTransform, FedAvgProtocol, FedAvgServer, Faults, History, LocalTraining, RoundContext, RoundRecord,
-    SequentialTrainer, apply_delta, run, weighted_average)
-from fedlab_utils.ledger import Energy
-from fedlab_utils.models import make_model
 from fedlab_utils.compression import Fp32Codec, unflatten
 from fedlab_utils.core import (
-    FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi, VmapTrainer, fedavgm_step, joules_to_target, make_server,
-    make_trainer, resolve_trainer, rounds_to_target)
+    ClientTransform,
+    Faults,
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedAvgProtocol,
+    FedAvgServer,
+    FedProx,
+    FedYogi,
+    History,
+    LocalTraining,
+    RoundContext,
+    RoundRecord,
+    SequentialTrainer,
+    VmapTrainer,
+    apply_delta,
+    fedavgm_step,
+    joules_to_target,
+    make_server,
+    make_trainer,
+    resolve_trainer,
+    rounds_to_target,
+    run,
+    vmap_trainer,
+    weighted_average,
+)
 from fedlab_utils.core.vmap_trainer import _mlp_layers
-from fedlab_utils.ledger import mlp_training_flops_per_sample, time_train_step, time_trainer
+from fedlab_utils.data import client_data, partition
+from fedlab_utils.ledger import Energy, mlp_training_flops_per_sample, time_train_step, time_trainer
+from fedlab_utils.lessons import acceleration as acc
+from fedlab_utils.models import make_model
 
 
 # ----------------------------------------------------------------------------- server steps by hand

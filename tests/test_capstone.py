@@ -6,11 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fedlab_utils.lessons import capstone as cap
 from fedlab_utils.checks import capstone as checks
+from fedlab_utils.compression import Fp32Codec, SparseQuantizeCodec
 from fedlab_utils.ledger import LTE, PROFILES, WIFI
-from fedlab_utils.compression import Fp32Codec
-from fedlab_utils.compression import SparseQuantizeCodec
+from fedlab_utils.lessons import capstone as cap
 
 
 # ----------------------------------------------------------------------------- the downlink codec

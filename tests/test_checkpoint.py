@@ -7,14 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from fedlab_utils.core import FedAdam
-from fedlab_utils.core import load_checkpoint, save_checkpoint
 from fedlab_utils.compression import ErrorFeedback, RandomKCodec, TopKCodec
+from fedlab_utils.core import Faults, FedAdam, History, LocalTraining, load_checkpoint, run, save_checkpoint
 from fedlab_utils.data import ClientData
-from fedlab_utils.core import Faults, LocalTraining, run
-from fedlab_utils.core import History
-from fedlab_utils.lessons.parallel.worker import layer_spec, read_job, write_job
 from fedlab_utils.lessons.parallel import splitfed_run
+from fedlab_utils.lessons.parallel.worker import layer_spec, read_job, write_job
 
 DIM = 6
 

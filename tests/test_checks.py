@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fedlab_utils import checks
-from fedlab_utils.checks import (NotAnswered, acceleration, baseline, compression, distillation, parallel,
-                                 pruning)
+from fedlab_utils.checks import NotAnswered, acceleration, baseline, compression, distillation, parallel, pruning
 from fedlab_utils.core import weighted_average
 from fedlab_utils.ledger import PROFILES
 from fedlab_utils.models import make_model

@@ -13,11 +13,19 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from fedlab_utils.course import classroom, grading
 from fedlab_utils.course import (
-    ClassroomError, exercises, locked_metadata, normalize_notebook, solution_metadata, grader_metadata,
-    validate_notebook)
-from fedlab_utils.course import NOTEBOOK_DIR, ROOT
+    NOTEBOOK_DIR,
+    ROOT,
+    ClassroomError,
+    classroom,
+    exercises,
+    grader_metadata,
+    grading,
+    locked_metadata,
+    normalize_notebook,
+    solution_metadata,
+    validate_notebook,
+)
 
 NOTEBOOKS = classroom.find_notebooks()
 

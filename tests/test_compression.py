@@ -7,13 +7,24 @@ import torch
 
 from fedlab_utils.checks.compression import check_stochastic_round, check_topk_payload_bytes
 from fedlab_utils.compression import (
-    ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, TopKCodec, choose_qparams, dequantize, quantize,
-    stochastic_round)
-from fedlab_utils.lessons.quantization import model_size_bytes, quantize_model_int8
+    ErrorFeedback,
+    Fp32Codec,
+    QuantizeCodec,
+    RandomKCodec,
+    SignCodec,
+    TopKCodec,
+    choose_qparams,
+    dequantize,
+    flatten,
+    index_bits,
+    payload_ratio,
+    quantize,
+    stochastic_round,
+)
 from fedlab_utils.core import LocalTraining, evaluate, run
 from fedlab_utils.data import client_data, partition
+from fedlab_utils.lessons.quantization import model_size_bytes, quantize_model_int8
 from fedlab_utils.models import make_model
-from fedlab_utils.compression import Fp32Codec, flatten, index_bits, payload_ratio
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

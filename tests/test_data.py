@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from fedlab_utils.data import (DATA_DIR, label_counts, label_skew, load_dataset, mnist5k_arrays, partition,
-                               synthetic_federated)
+from fedlab_utils.data import (
+    DATA_DIR,
+    label_counts,
+    label_skew,
+    load_dataset,
+    mnist5k_arrays,
+    partition,
+    synthetic_federated,
+)
 
 
 @pytest.fixture(scope="module")

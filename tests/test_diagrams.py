@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import matplotlib
+
 from fedlab_utils.ledger import draw_radio_timeline
 from fedlab_utils.lessons.parallel import cut_payloads, draw_split_cut
 
@@ -14,10 +15,10 @@ import pytest
 import torch
 from matplotlib.patches import Rectangle
 
-from fedlab_utils.viz import diagrams
 from fedlab_utils.compression import ErrorFeedback, TopKCodec
 from fedlab_utils.ledger import PROFILES
 from fedlab_utils.models import make_model
+from fedlab_utils.viz import diagrams
 
 
 @pytest.fixture(autouse=True)

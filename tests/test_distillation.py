@@ -8,11 +8,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedlab_utils.checks import distillation as kd_checks
+from fedlab_utils.core import LocalTraining, evaluate, fedavg_aggregate, run
 from fedlab_utils.data import client_data, partition
 from fedlab_utils.lessons.distillation import (
-    EnsembleDistillation, LogitCodec, check_proxy_size, distill, ensemble_logits, kd_loss, proxy_split,
-    run_feddf_heterogeneous, run_logit_sharing, weight_payload_bytes)
-from fedlab_utils.core import LocalTraining, evaluate, fedavg_aggregate, run
+    EnsembleDistillation,
+    LogitCodec,
+    check_proxy_size,
+    distill,
+    ensemble_logits,
+    kd_loss,
+    proxy_split,
+    run_feddf_heterogeneous,
+    run_logit_sharing,
+    weight_payload_bytes,
+)
 from fedlab_utils.models import count_parameters, make_model
 
 

@@ -9,10 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from fedlab_utils.core import ClientTransform, Faults, LocalTraining, RoundWarning, probe_model, run
 from fedlab_utils.data import ClientData, partition
-from fedlab_utils.core import RoundWarning
-from fedlab_utils.core import ClientTransform, Faults, LocalTraining, run
-from fedlab_utils.core import probe_model
 
 DIM, CLASSES = 6, 3
 

@@ -4,11 +4,10 @@ passes, and the usual wrong guesses (1 / (1 − sparsity), a far-off number, a n
 import pytest
 import torch
 
-from fedlab_utils.lessons.pruning import masks as P
 from fedlab_utils.checks import pruning
+from fedlab_utils.compression import Fp32Codec, SparseCodec
+from fedlab_utils.lessons.pruning import masks as P
 from fedlab_utils.models import make_model
-from fedlab_utils.compression import Fp32Codec
-from fedlab_utils.compression import SparseCodec
 
 
 def _state_and_masks(sparsity: float, seed: int = 0):

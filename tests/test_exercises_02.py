@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from fedlab_utils.checks import compression
-from fedlab_utils.compression import TopKCodec
+from fedlab_utils.compression import Fp32Codec, TopKCodec, index_bits
 from fedlab_utils.models import make_model
-from fedlab_utils.compression import Fp32Codec, index_bits
 
 
 def _update(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from fedlab_utils.checks import deployment
+from fedlab_utils.compression import Fp32Codec, QuantizeCodec
 from fedlab_utils.course import NOTEBOOK_DIR
-from fedlab_utils.compression import QuantizeCodec
 from fedlab_utils.models import make_model
-from fedlab_utils.compression import Fp32Codec
 
 ENVELOPE = 778  # bytes Flower adds per uplink message (measured on flwr 1.x; the checks only need "fixed")
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from fedlab_utils.data import ClientData
+from fedlab_utils.compression import Fp32Codec
 from fedlab_utils.core import ClientTransform, Faults, LocalTraining, model_state, run
+from fedlab_utils.data import ClientData
 from fedlab_utils.ledger import Energy, get_profile
 from fedlab_utils.validation import check_real
-from fedlab_utils.compression import Fp32Codec
 
 DIM = 6
 

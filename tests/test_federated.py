@@ -6,13 +6,24 @@ import pytest
 import torch
 from torch import nn
 
-from fedlab_utils.data import ClientData, client_data, partition
+from fedlab_utils.compression import Fp32Codec
 from fedlab_utils.core import (
-    ClientTransform, FedAvgServer, LocalTraining, client_generator, evaluate, model_state, run, sample_clients,
-    state_delta, summary_table, train_locally, weighted_average)
+    ClientTransform,
+    FedAvgServer,
+    LocalTraining,
+    client_generator,
+    evaluate,
+    model_state,
+    run,
+    sample_clients,
+    state_delta,
+    summary_table,
+    train_locally,
+    weighted_average,
+)
+from fedlab_utils.data import ClientData, client_data, partition
 from fedlab_utils.ledger import PROFILES, training_flops_per_sample
 from fedlab_utils.models import make_model
-from fedlab_utils.compression import Fp32Codec
 
 
 def tiny_clients(n_clients=3, sizes=(12, 20, 8), dim=6, seed=0):

@@ -26,12 +26,23 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from fedlab_utils.deploy import (
+    PAYLOAD_DIR,
+    DeploymentConfig,
+    DeploymentError,
+    build_task,
+    flower_processes,
+    local_federation,
+    make_codec,
+    make_pki,
+    message_bytes,
+    parse_parameters,
+    real_machine_commands,
+    simulate,
+    submit,
+    submit_many,
+)
 from fedlab_utils.deploy import cli as deploy_cli
-from fedlab_utils.deploy import (DeploymentError, flower_processes, local_federation, real_machine_commands, submit,
-                                 submit_many)
-from fedlab_utils.deploy import parse_parameters
-from fedlab_utils.deploy import PAYLOAD_DIR, DeploymentConfig, build_task, make_codec, message_bytes, simulate
-from fedlab_utils.deploy import make_pki
 
 CONFIG = DeploymentConfig(num_clients=2, rounds=2, uplink="q8", server="fedadam", server_lr=0.01,
                           round_timeout=300.0, save_payloads=True)

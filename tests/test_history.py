@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from fedlab_utils.core import History, LocalTraining, joules_to_target, rounds_to_target, run, summary_table
 from fedlab_utils.data import ClientData
-from fedlab_utils.core import LocalTraining, run
-from fedlab_utils.core import History, joules_to_target, rounds_to_target, summary_table
 from fedlab_utils.viz import plot_accuracy, plot_accuracy_vs_mb, plot_energy
 
 DIM = 6

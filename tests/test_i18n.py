@@ -4,10 +4,16 @@ from __future__ import annotations
 import pytest
 
 from fedlab_utils import i18n
-from fedlab_utils.course import translate as tr
 from fedlab_utils.course import ROOT
+from fedlab_utils.course import translate as tr
 from fedlab_utils.course.translation_catalogs import (
-    check_runtime, extract_runtime, load_catalog, placeholders, runtime_messages, save_catalog)
+    check_runtime,
+    extract_runtime,
+    load_catalog,
+    placeholders,
+    runtime_messages,
+    save_catalog,
+)
 
 
 @pytest.mark.parametrize("value, code", [("zh", "zh"), ("zh_CN", "zh"), ("zh-CN", "zh"), ("ZH_cn.UTF-8", "zh"),

@@ -5,10 +5,21 @@ import pytest
 import torch
 from torch import nn
 
-from fedlab_utils.devices import available_devices, get_device, get_devices, seed_everything
-from fedlab_utils.ledger import (LTE, PROFILES, WIFI, Energy, EnergyMeter, RaplCounter, forward_flops, get_profile,
-                                 nvml_device_for, radio_timeline, training_flops_per_sample)
 from fedlab_utils.compression import Fp32Codec, flatten, unflatten
+from fedlab_utils.devices import available_devices, get_device, get_devices, seed_everything
+from fedlab_utils.ledger import (
+    LTE,
+    PROFILES,
+    WIFI,
+    Energy,
+    EnergyMeter,
+    RaplCounter,
+    forward_flops,
+    get_profile,
+    nvml_device_for,
+    radio_timeline,
+    training_flops_per_sample,
+)
 
 
 def test_flops_of_a_known_linear_layer():
@@ -261,11 +272,10 @@ def test_every_price_of_a_run_is_price_rows_summed():
     price/cumulative_joules and joules_to_target all equal sums of ledger.price_rows, exactly."""
     import numpy as np
 
-    from fedlab_utils.lessons import capstone
+    from fedlab_utils.core import Faults, joules_to_target, run
     from fedlab_utils.data import ClientData
-    from fedlab_utils.core import Faults, run
-    from fedlab_utils.core import joules_to_target
     from fedlab_utils.ledger import energy_by_profile, price_history, price_rows
+    from fedlab_utils.lessons import capstone
 
     g = torch.Generator().manual_seed(0)
     clients = [ClientData(torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in (9, 14, 6)]
@@ -292,8 +302,11 @@ def test_lstm_flops_are_counted_in_closed_form_where_flopcountermode_sees_none()
     head's 122,880 FLOPs); the ledger adds the gate matmuls for the shapes the LSTM really ran on."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fedlab_utils.ledger import lstm_forward_flops_per_step, training_flops_per_layer
-    from fedlab_utils.ledger import lstm_training_flops_per_sample
+    from fedlab_utils.ledger import (
+        lstm_forward_flops_per_step,
+        lstm_training_flops_per_sample,
+        training_flops_per_layer,
+    )
     from fedlab_utils.models import make_model
 
     model = make_model("char_lstm", (80,), 80, seed=0)

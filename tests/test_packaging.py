@@ -1,7 +1,7 @@
 """environment.yml and pyproject.toml list the same dependencies; torch stays pinned for CI."""
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,15 +7,26 @@ import torch
 from torch import nn
 
 from fedlab_utils.checks import parallel as checks
+from fedlab_utils.compression import Fp32Codec
+from fedlab_utils.core import LocalTraining, run
 from fedlab_utils.data import ClientData
 from fedlab_utils.devices import get_devices
-from fedlab_utils.core import LocalTraining, run
-from fedlab_utils.models import make_model
 from fedlab_utils.lessons.parallel import (
-    StagedModel, article_large_net, client_training_flops_per_sample, cut_profile, gpipe_makespan,
-    ideal_bubble, pipeline_train_step, reference_step, run_multiprocess_pipeline, split_at, split_sequential,
-    splitfed_run, stage_boundaries)
-from fedlab_utils.compression import Fp32Codec
+    StagedModel,
+    article_large_net,
+    client_training_flops_per_sample,
+    cut_profile,
+    gpipe_makespan,
+    ideal_bubble,
+    pipeline_train_step,
+    reference_step,
+    run_multiprocess_pipeline,
+    split_at,
+    split_sequential,
+    splitfed_run,
+    stage_boundaries,
+)
+from fedlab_utils.models import make_model
 
 SHAPE = (1, 8, 8)
 
@@ -184,8 +195,7 @@ def test_stage_input_shapes_and_schedule_plot(cnn, batch):
     import matplotlib
 
     matplotlib.use("Agg")
-    from fedlab_utils.lessons.parallel import stage_input_shapes
-    from fedlab_utils.lessons.parallel import plot_schedule
+    from fedlab_utils.lessons.parallel import plot_schedule, stage_input_shapes
 
     staged = StagedModel(split_sequential(copy.deepcopy(cnn), 3, boundaries=[0, 3, 6, len(cnn)]),
                          get_devices(3, verbose=False))

@@ -12,9 +12,8 @@ import torch
 
 from fedlab_utils.core import History, RoundRecord
 from fedlab_utils.ledger import Energy
-from fedlab_utils.lessons.parallel import PipelineReport
+from fedlab_utils.lessons.parallel import PipelineReport, plot_schedule
 from fedlab_utils.viz import plot_accuracy, plot_energy, plot_label_heatmap
-from fedlab_utils.lessons.parallel import plot_schedule
 
 
 @pytest.fixture(autouse=True)

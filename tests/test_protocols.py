@@ -9,13 +9,12 @@ client lists must match exactly; accuracy and losses up to float rounding.
 import pytest
 import torch
 
+from fedlab_utils.core import Faults, LocalTraining
 from fedlab_utils.data import ClientData, client_data, partition
-from fedlab_utils.lessons.distillation import proxy_split, run_feddf_heterogeneous, run_logit_sharing
-from fedlab_utils.core import Faults
-from fedlab_utils.core import LocalTraining
 from fedlab_utils.ledger import Energy, get_profile
-from fedlab_utils.models import make_model
+from fedlab_utils.lessons.distillation import proxy_split, run_feddf_heterogeneous, run_logit_sharing
 from fedlab_utils.lessons.parallel import splitfed_run
+from fedlab_utils.models import make_model
 
 EXPECTED = {'feddf': {'FedDF hetero · a': {'records': [[[0], 0.175, 2.279737701416016, 2.234275698661804, 4840, 4840, 505600],
                                             [[2], 0.205, 2.2484437561035158, 2.2783952355384827, 4840, 4840, 505600]],

@@ -10,12 +10,11 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 import fedlab_utils as fl
+from fedlab_utils.compression import Fp32Codec, SparseCodec, sparse_payload_size
+from fedlab_utils.core import LocalTraining, model_state, weighted_average
 from fedlab_utils.lessons.pruning import federated as FP
 from fedlab_utils.lessons.pruning import masks as P
 from fedlab_utils.lessons.pruning import structured as SP
-from fedlab_utils.core import LocalTraining, model_state, weighted_average
-from fedlab_utils.compression import Fp32Codec
-from fedlab_utils.compression import SparseCodec, sparse_payload_size
 
 
 def mlp(hidden=(32,), shape=(1, 8, 8)):

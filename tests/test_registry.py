@@ -6,15 +6,32 @@ import textwrap
 import pytest
 import torch
 
-from fedlab_utils.core import registry
-from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, RandomKCodec, SignCodec, SparseCodec, TopKCodec
+from fedlab_utils.compression import (
+    ErrorFeedback,
+    Fp32Codec,
+    QuantizeCodec,
+    RandomKCodec,
+    SignCodec,
+    SparseCodec,
+    TopKCodec,
+)
+from fedlab_utils.core import (
+    ClientTransform,
+    FedAvgM,
+    FedAvgServer,
+    FedOpt,
+    FedProx,
+    LocalTraining,
+    Median,
+    SequentialTrainer,
+    TrimmedMean,
+    VmapTrainer,
+    fedavg_aggregate,
+    registry,
+    run,
+)
 from fedlab_utils.data import client_data, load_dataset, partition
-from fedlab_utils.core import FedAvgServer, LocalTraining, SequentialTrainer, fedavg_aggregate, run
 from fedlab_utils.models import make_model
-from fedlab_utils.core import FedAvgM, FedOpt, Median, TrimmedMean
-from fedlab_utils.core import ClientTransform, FedProx
-from fedlab_utils.core import VmapTrainer
-from fedlab_utils.compression import Fp32Codec
 
 
 @pytest.mark.parametrize("spec, cls, settings", [

@@ -6,9 +6,8 @@ import stat
 import pytest
 import torch
 
-from fedlab_utils.course import merge_results
+from fedlab_utils.course import Claims, claim_policy, merge_results, record_results, to_jsonable
 from fedlab_utils.course.claims import CHANGED_ENV, POLICY_ENV
-from fedlab_utils.course import Claims, claim_policy, record_results, to_jsonable
 from fedlab_utils.files import atomic_write_text
 
 

@@ -11,7 +11,13 @@ import pytest
 
 from fedlab_utils.__main__ import main
 from fedlab_utils.course import (
-    NOTEBOOK_DIR, CourseError, changed_parameters, find_notebooks, parse_parameters, parse_value)
+    NOTEBOOK_DIR,
+    CourseError,
+    changed_parameters,
+    find_notebooks,
+    parse_parameters,
+    parse_value,
+)
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 TEMPLATE_PARAMETERS = {"seed", "dataset", "num_clients", "rounds", "device", "results_path"}

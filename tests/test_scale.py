@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedlab_utils.data import ClientData, client_data, partition
-from fedlab_utils.core import Faults, LocalTraining, run
-from fedlab_utils.models import count_parameters, make_model
-from fedlab_utils.core import MAX_STACK_BYTES, VmapTrainer
 from fedlab_utils.compression import Fp32Codec
+from fedlab_utils.core import MAX_STACK_BYTES, Faults, LocalTraining, VmapTrainer, run
+from fedlab_utils.data import ClientData, client_data, partition
+from fedlab_utils.models import count_parameters, make_model
 
 
 def _tiny_clients(digits, count=30, per=6, seed=0):

@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from fedlab_utils.core import (
-    FedAdam, FedAvgM, FedAvgServer, FedYogi, Median, TrimmedMean, fedavg_aggregate, make_server)
-from fedlab_utils.core import ClientResult
+    ClientResult,
+    FedAdam,
+    FedAvgM,
+    FedAvgServer,
+    FedYogi,
+    Median,
+    TrimmedMean,
+    fedavg_aggregate,
+    make_server,
+)
 
 
 def _steps(server, deltas):

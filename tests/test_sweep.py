@@ -7,8 +7,7 @@ import nbformat
 import pytest
 
 from fedlab_utils.__main__ import main
-from fedlab_utils.course import CourseError
-from fedlab_utils.course import expand_grid, parse_grid, parse_values, point_slug
+from fedlab_utils.course import CourseError, expand_grid, parse_grid, parse_values, point_slug
 
 
 def _tiny_notebook(path: Path) -> Path:

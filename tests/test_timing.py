@@ -7,9 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from fedlab_utils.ledger import timing
 from fedlab_utils.ledger import (
-    TimingStats, benchmark, inference_latency, synchronize, time_calls, time_interleaved, wall_time)
+    TimingStats,
+    benchmark,
+    inference_latency,
+    synchronize,
+    time_calls,
+    time_interleaved,
+    timing,
+    wall_time,
+)
 
 
 @pytest.fixture

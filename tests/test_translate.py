@@ -8,11 +8,19 @@ import polib
 import pytest
 
 from fedlab_utils.course import translate as tr
-from fedlab_utils.course.glossary import (
-    GLOSSARY_PATH, Term, load_glossary, lost_tokens, protected_tokens, term_text)
+from fedlab_utils.course.glossary import GLOSSARY_PATH, Term, load_glossary, lost_tokens, protected_tokens, term_text
 from fedlab_utils.course.translation_catalogs import (
-    catalog_path, check_runtime, english_notebooks, extract, load_catalog, markdown_cells, merge_catalog,
-    new_catalog, save_catalog, zh_path)
+    catalog_path,
+    check_runtime,
+    english_notebooks,
+    extract,
+    load_catalog,
+    markdown_cells,
+    merge_catalog,
+    new_catalog,
+    save_catalog,
+    zh_path,
+)
 
 TERMS = [Term("客户端", "client", "00", "clients?", ("客户端",)),
          Term("服务器", "server", "00", "servers?", ("服务器",))]

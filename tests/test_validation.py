@@ -45,6 +45,7 @@ def test_out_of_range_names_the_parameter_the_value_and_the_interval():
 
 def test_check_parameters_validates_in_table_order_and_normalises():
     import numpy as np
+
     from fedlab_utils.validation import check_parameters, choice, fraction, integer, optional_path, real
 
     rules = {"rounds": integer(1), "lr": real(0, low_inclusive=False), "fraction": fraction(),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib
+
 from fedlab_utils.lessons.capstone import budget_planner
 
 matplotlib.use("Agg")

@@ -6,10 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from fedlab_utils.compression import ErrorFeedback, TopKCodec
-from fedlab_utils.compression import SparseCodec
 from fedlab_utils.compression import (
-    Fp32Codec, MeasuredCodec, index_bits, pack_bits, packed_len, payload_bytes, payload_ratio, unpack_bits)
+    ErrorFeedback,
+    Fp32Codec,
+    MeasuredCodec,
+    SparseCodec,
+    TopKCodec,
+    index_bits,
+    pack_bits,
+    packed_len,
+    payload_bytes,
+    payload_ratio,
+    unpack_bits,
+)
 
 
 # ----------------------------------------------------------------------------- bit packing

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import nbformat
 
-from fedlab_utils.course.runner import find_notebooks as find_course_notebooks
 from fedlab_utils.course.runner import ROOT, CourseError
+from fedlab_utils.course.runner import find_notebooks as find_course_notebooks
 
 SCHEMA_VERSION = 3
 MIN_EXERCISES = 3
