@@ -1,6 +1,6 @@
 """The efficiency ledger: FLOP counting (:mod:`.flops`), energy profiles with cited constants and
 real meters (:mod:`.energy`), synchronised timing (:mod:`.timing`) and the radio timeline drawn
-from a profile (:mod:`.radio_timeline`).  Part of the core.
+from a profile (:mod:`.radio_diagram`).  Part of the core.
 
 Names load lazily from their modules on first use (:data:`_EXPORTS`).
 """
@@ -31,7 +31,7 @@ _EXPORTS = {
     "mlp_training_flops_per_sample": "fedlab_utils.ledger.flops",
     "training_flops_per_layer": "fedlab_utils.ledger.flops",
     "training_flops_per_sample": "fedlab_utils.ledger.flops",
-    "draw_radio_timeline": "fedlab_utils.ledger.radio_timeline",
+    "draw_radio_timeline": "fedlab_utils.ledger.radio_diagram",
     "AUTORANGE": "fedlab_utils.ledger.timing",
     "Stopwatch": "fedlab_utils.ledger.timing",
     "TimingStats": "fedlab_utils.ledger.timing",

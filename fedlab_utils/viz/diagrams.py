@@ -2,7 +2,7 @@
 
 Each function draws one idea and takes its numbers from the same objects a lesson measures with,
 so a diagram cannot disagree with the model it shows.  The helpers (:func:`box`, :func:`arrow`, ...)
-draw the course's other diagrams too: the radio timeline (:mod:`fedlab_utils.ledger.radio_timeline`)
+draw the course's other diagrams too: the radio timeline (:mod:`fedlab_utils.ledger.radio_diagram`)
 and split learning's cut (:mod:`fedlab_utils.lessons.parallel.split_learning`):
 
 
