@@ -35,12 +35,17 @@ _EXPORTS = {
     "make_model": "fedlab_utils.models", "count_parameters": "fedlab_utils.models",
     "Claims": "fedlab_utils.course.claims", "record_results": "fedlab_utils.course.claims",
 }
+#: the rooms, importable as attributes (``fedlab_utils.core``) without an import of their own
+_SUBPACKAGES = frozenset({"core", "compression", "ledger", "lessons", "checks", "course", "deploy", "viz", "data",
+                          "published_data", "models", "devices", "seeds", "i18n", "files", "validation"})
 __all__ = ["load_dataset", "partition", "client_data", "label_counts", "get_device", "get_devices",
            "seed_everything", "run", "History", "RoundRecord", "summary_table", "LocalTraining", "make_model",
            "count_parameters", "Claims", "record_results"]
 
 
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return import_module(f"{__name__}.{name}")
     try:
         module = _EXPORTS[name]
     except KeyError:

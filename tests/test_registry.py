@@ -53,7 +53,7 @@ def test_error_feedback_wraps_any_codec():
 
 
 @pytest.mark.parametrize("spec", ["q0", "q17", "topk:2", "topk:x", "randk:0", "gzip", "", "ef:", "ef:gzip",
-                                  "ef:ef:q8", "no_such_module_xyz:Codec"])
+                                  "ef:ef:q8"])
 def test_bad_codec_specs_name_the_argument_and_list_the_valid_ones(spec):
     with pytest.raises(ValueError, match=r"downlink=.*valid: fp32, q<bits>"):
         registry.resolve_codec(spec, "downlink")
@@ -188,3 +188,106 @@ def test_spec_of_is_the_full_configuration_not_the_name():
             self.me, self.k = self, 3
 
     assert registry.spec_of(Loop())["k"] == 3  # a part that refers to itself still has a finite spec
+
+
+# ----------------------------------------------------------------------------- one table, one parser (issues 29, 30)
+def test_one_parser_splits_name_and_argument():
+    assert registry.parse_spec("q8") == ("q", "8")
+    assert registry.parse_spec(" TopK:0.01 ") == ("topk", "0.01")
+    assert registry.parse_spec("ef:topk:0.01") == ("ef", "topk:0.01")
+    assert registry.parse_spec("median") == ("median", None)
+
+
+def test_register_adds_a_named_part_that_every_resolver_finds():
+    @registry.register("aggregate", "first_client", "first_client")
+    def _first(arg, argument, spec, **_):
+        return lambda results, model, round_idx: results[0].update
+
+    try:
+        assert callable(registry.resolve("aggregate", "first_client"))
+        assert "first_client" in registry.forms("aggregate")
+        with pytest.raises(ValueError, match="first_client"):
+            registry.resolve("aggregate", "nothing_of_the_kind")
+    finally:
+        del registry._TABLE["aggregate"]["first_client"]
+
+
+@pytest.fixture
+def researcher_module(tmp_path, monkeypatch):
+    """A researcher's own module: a codec and an aggregator that take constructor arguments, a
+    module whose own import fails."""
+    (tmp_path / "mycodecs_rs.py").write_text(textwrap.dedent('''
+        import torch
+        from fedlab_utils.compression import Fp32Codec
+
+        class RankCodec(Fp32Codec):
+            def __init__(self, rank=2, scale=1.0):
+                self.rank, self.scale = rank, scale
+                self.name = f"rank{rank}"
+
+        class Krum:
+            def __init__(self, f=1):
+                self.f = f
+            def __call__(self, results, global_model, round_idx):
+                return results[0].update
+    '''))
+    (tmp_path / "broken_rs.py").write_text("import no_such_dependency_rs\nclass Codec: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_import_paths_take_literal_arguments(researcher_module):
+    codec = registry.resolve_codec("mycodecs_rs:RankCodec(rank=4, scale=0.5)")
+    assert (codec.rank, codec.scale) == (4, 0.5)
+    assert registry.resolve_aggregate("mycodecs_rs:Krum(f=1)").f == 1
+    assert registry.resolve_codec("ef:mycodecs_rs:RankCodec(3)").inner.rank == 3
+    with pytest.raises(ValueError, match="arguments must be literals"):
+        registry.resolve_codec("mycodecs_rs:RankCodec(rank=__import__('os').getpid())")
+    with pytest.raises(ValueError, match="cannot be built"):
+        registry.resolve_codec("mycodecs_rs:RankCodec(nope=1)")
+
+
+def test_a_part_checkpoint_identity_includes_its_arguments(researcher_module):
+    four = registry.spec_of(registry.resolve_codec("mycodecs_rs:RankCodec(rank=4)"))
+    two = registry.spec_of(registry.resolve_codec("mycodecs_rs:RankCodec(rank=2)"))
+    assert four["rank"] == 4 and two["rank"] == 2 and four != two
+
+
+def test_import_errors_name_their_cause(researcher_module):
+    with pytest.raises(ValueError, match=r"uplink='no_such_module_xyz:Codec': module 'no_such_module_xyz' cannot be "
+                                         r"imported: No module named 'no_such_module_xyz'"):
+        registry.resolve_codec("no_such_module_xyz:Codec")
+    with pytest.raises(ValueError, match="No module named 'no_such_dependency_rs'"):
+        registry.resolve_codec("broken_rs:Codec")
+    with pytest.raises(ValueError, match="module 'mycodecs_rs' has no 'Nothing'"):
+        registry.resolve_codec("mycodecs_rs:Nothing")
+
+
+@pytest.mark.parametrize("kind, argument, cls", [("codec", "uplink", "RankCodec"), ("codec", "downlink", "RankCodec"),
+                                                 ("server", "server", "Krum"), ("aggregate", "aggregate", "Krum"),
+                                                 ("transform", "transform", "Krum")])
+def test_a_class_where_an_instance_belongs_says_how_to_pass_it(researcher_module, kind, argument, cls):
+    import mycodecs_rs
+
+    with pytest.raises(TypeError, match=rf"{argument}={cls} is a class.*`{cls}\(\)`.*'mycodecs_rs:{cls}'"):
+        registry.resolve(kind, getattr(mycodecs_rs, cls), argument)
+
+
+def test_errors_use_the_right_article():
+    with pytest.raises(TypeError, match="is not an aggregate"):
+        registry.resolve_aggregate(3)
+    with pytest.raises(TypeError, match="is not a codec"):
+        registry.resolve_codec(3)
+
+
+def test_error_feedback_around_a_codec_without_a_name():
+    class Plain:
+        def encode(self, update, client_id=None):
+            return Fp32Codec().encode(update)
+
+        def decode(self, payload, template):
+            return Fp32Codec().decode(payload, template)
+
+    assert registry.resolve_codec("ef:fp32").name == "EF(fp32)"
+    from fedlab_utils.compression import ErrorFeedback
+    assert ErrorFeedback(Plain()).name == "EF(Plain)"

@@ -350,7 +350,7 @@ class ErrorFeedback:
     def __init__(self, inner):
         self.inner = inner
         self.residuals: dict[int, Update] = {}
-        self.name = f"EF({inner.name})"
+        self.name = f"EF({getattr(inner, 'name', type(inner).__name__)})"
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         old = self.residuals.get(client_id)

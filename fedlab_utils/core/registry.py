@@ -1,9 +1,10 @@
 """One registry of named parts: a short string for every codec, server, aggregator, transform and trainer.
 
 ``run(..., uplink="ef:topk:0.01", server="fedadam:0.1", aggregate="median")``, a sweep's
-``-p uplink q8`` and a deployment's ``-p server fedyogi`` all go through the resolvers here, one
-per kind.  Each takes a part (returned as it is, after a check of its kind), ``None`` (the
-default part), or a spec string:
+``-p uplink q8`` and a deployment's ``-p server fedyogi`` all go through :func:`resolve`.  It takes
+a part (returned as it is, after a check of its kind), ``None`` (the default part), or a spec
+string, split by one parser (:func:`parse_spec`, ``name[:arg]``) and looked up in one table of
+:func:`register` entries:
 
 ==============  ==========================================================================
 kind            specs
@@ -19,20 +20,24 @@ trainer         ``sequential``, ``vmap``, ``auto`` (vmap where it supports the s
 ==============  ==========================================================================
 
 Any part may also be an import path ``package.module:name`` naming a part, a class or a
-zero-argument factory, so a researcher's own codec runs without editing the package.  A spec of
-the wrong kind or an unknown name raises ``ValueError``, and an object of the wrong kind
-``TypeError``, each naming the argument and listing the valid names.
+zero-argument factory, or ``package.module:Name(rank=4)`` with literal arguments (read with
+``ast.literal_eval``, never ``eval``), so a researcher's own codec runs without editing the package.
+A spec of the wrong kind or an unknown name raises ``ValueError``, and an object of the wrong kind
+(a class where an instance belongs, say) ``TypeError``, each naming the argument and what is valid;
+a module that cannot be imported shows its own ``ImportError``.
 
 :func:`spec_of` gives a part's full configuration (type and settings, never its state), which is
 what a checkpoint's identity compares: a codec at rank 2 never resumes as the same codec at rank 16.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import inspect
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -47,8 +52,9 @@ from fedlab_utils.core.servers.fedopt import FedAdagrad, FedAdam, FedYogi
 from fedlab_utils.core.training import ClientTransform, FedProx, LocalTraining, SequentialTrainer
 from fedlab_utils.validation import check_choice, check_fraction, check_int, check_real
 
-__all__ = ["SERVERS", "make_server", "TRAINERS", "make_trainer", "KINDS", "SPECS", "resolve_codec", "resolve_server", "resolve_aggregate", "resolve_transform",
-           "resolve_trainer", "resolve", "spec_of"]
+__all__ = ["SERVERS", "make_server", "TRAINERS", "make_trainer", "KINDS", "SPECS", "Entry", "register", "parse_spec",
+           "resolve", "resolve_codec", "resolve_server", "resolve_aggregate", "resolve_transform", "resolve_trainer",
+           "spec_of"]
 
 #: The server optimizers by name.
 SERVERS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
@@ -74,25 +80,66 @@ def make_trainer(trainer: str = "sequential"):
     return SequentialTrainer() if trainer == "sequential" else VmapTrainer()
 
 
-#: The spec forms of every kind, as error messages list them.
-SPECS = {
-    "codec": ("fp32", "q<bits> (1..16, e.g. q8)", "topk:<fraction>", "randk:<fraction>", "sign", "sparse",
-              "ef:<codec>"),
-    "server": tuple(f"{name}[:<lr>]" for name in SERVERS),
-    "aggregate": ("mean", "median", "trimmed_mean:<beta in [0, 0.5)>"),
-    "transform": ("none", "fedprox:<mu>"),
-    "trainer": (*TRAINERS, "auto"),
-}
-KINDS = tuple(SPECS)
-_IMPORT_PATH = "or an import path package.module:name"
+# ----------------------------------------------------------------------------- the table
+KINDS = ("codec", "server", "aggregate", "transform", "trainer")
+_ARTICLE = {"aggregate": "an"}
+_IMPORT_PATH = "or an import path package.module:name (optionally with arguments: package.module:Name(rank=4))"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One named part: ``build(arg, argument, context)`` makes it; ``arg`` is the text after ``:``
+    (``None`` without one); ``form`` is how error messages list it."""
+
+    kind: str
+    name: str
+    build: Callable[..., object]
+    form: str
+
+
+_TABLE: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+
+
+def register(kind: str, name: str, form: str | None = None):
+    """Decorator: ``build(arg, argument, **context)`` becomes the part named ``name`` of ``kind``."""
+    if kind not in _TABLE:
+        raise ValueError(f"kind={kind!r} is not valid; choose one of {list(KINDS)}")
+
+    def add(build: Callable[..., object]) -> Callable[..., object]:
+        _TABLE[kind][name] = Entry(kind, name, build, form or name)
+        return build
+
+    return add
+
+
+def forms(kind: str) -> tuple[str, ...]:
+    """The spec forms of ``kind``, as error messages list them."""
+    return tuple(entry.form for entry in _TABLE[kind].values())
+
+
+def parse_spec(text: str) -> tuple[str, str | None]:
+    """``'name[:arg]'`` -> ``(name, arg)``, the name lower-cased; ``q8`` is ``('q', '8')``."""
+    name, colon, arg = text.strip().partition(":")
+    name = name.strip().lower()
+    if not colon and len(name) > 1 and name[0] == "q" and name[1:].isdigit():
+        return "q", name[1:]
+    return name, (arg.strip() if colon else None)
+
+
+def _a(kind: str) -> str:
+    return f"{_ARTICLE.get(kind, 'a')} {kind}"
 
 
 def _invalid(argument: str, spec: object, kind: str, why: str = "") -> ValueError:
-    return ValueError(f"{argument}={spec!r} is not a {kind} spec{': ' + why if why else ''}; "
-                      f"valid: {', '.join(SPECS[kind])}, {_IMPORT_PATH}")
+    return ValueError(f"{argument}={spec!r} is not {_a(kind)} spec{': ' + why if why else ''}; "
+                      f"valid: {', '.join(forms(kind))}, {_IMPORT_PATH}")
 
 
-def _number(text: str, argument: str, spec: str, kind: str) -> float:
+def _number(text: str | None, argument: str, spec: str, kind: str, default: float | None = None) -> float:
+    if text is None:
+        if default is None:
+            raise _invalid(argument, spec, kind, "it needs a number after ':'")
+        return default
     try:
         return float(text)
     except ValueError:
@@ -109,17 +156,22 @@ def _is_kind(kind: str, part: object) -> bool:
     return callable(part) and not isinstance(part, type)  # aggregate, trainer
 
 
-def _checked(kind: str, part: object, argument: str) -> object:
-    if not _is_kind(kind, part):
-        raise TypeError(f"{argument}={part!r} is not a {kind}: {_DUTY[kind]}; or pass a spec: {', '.join(SPECS[kind])}")
-    return part
-
-
 _DUTY = {"codec": "it needs encode(update, client_id) and decode(payload, template)",
          "server": "it needs step(global_state, update)",
          "aggregate": "it must be callable as aggregate(results, global_model, round_idx)",
          "transform": "it needs on_receive, regularizer, after_step and on_update (subclass ClientTransform)",
          "trainer": "it must be callable as trainer(model, received, clients, local, round_idx, seed, transform)"}
+
+
+def _checked(kind: str, part: object, argument: str) -> object:
+    if isinstance(part, type):
+        where = f"{part.__module__}:{part.__qualname__}"
+        raise TypeError(f"{argument}={part.__qualname__} is a class, not {_a(kind)}; pass an instance, "
+                        f"`{part.__qualname__}()`, or its import path `'{where}'`")
+    if not _is_kind(kind, part):
+        raise TypeError(f"{argument}={part!r} is not {_a(kind)}: {_DUTY[kind]}; or pass a spec: "
+                        f"{', '.join(forms(kind))}")
+    return part
 
 
 def _takes_no_arguments(fn: Callable) -> bool:
@@ -130,177 +182,233 @@ def _takes_no_arguments(fn: Callable) -> bool:
         return False
 
 
+def _call_arguments(text: str, argument: str, spec: str) -> tuple[str, tuple, dict] | None:
+    """``Name(1, rank=4)`` -> ``('Name', (1,), {'rank': 4})``, literals only (``ast.literal_eval``,
+    never ``eval``); ``None`` when ``text`` has no call."""
+    if "(" not in text:
+        return None
+    try:
+        call = ast.parse(text, mode="eval").body
+    except SyntaxError as exc:
+        raise ValueError(f"{argument}={spec!r}: {text!r} is not a name with arguments ({exc.msg})") from None
+    if not isinstance(call, ast.Call) or any(isinstance(a, ast.Starred) for a in call.args) or any(
+            k.arg is None for k in call.keywords):
+        raise ValueError(f"{argument}={spec!r}: write the arguments as Name(value, key=value)")
+    try:
+        args = tuple(ast.literal_eval(a) for a in call.args)
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except ValueError:
+        raise ValueError(f"{argument}={spec!r}: arguments must be literals (numbers, strings, tuples, lists, "
+                         "dicts, True/False/None)") from None
+    return ast.unparse(call.func), args, kwargs
+
+
 def _imported(spec: str, kind: str, argument: str) -> object | None:
-    """The part an import path ``package.module:name`` names (a class or zero-argument factory is
-    called); ``None`` when ``spec`` is not an import path that can be imported."""
+    """The part an import path ``package.module:name`` or ``package.module:Name(args)`` names (a class
+    or zero-argument factory is called); ``None`` when ``spec`` is not an import path."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute or not all(p.isidentifier() for p in module_name.split(".")):
         return None
+    called = _call_arguments(attribute, argument, spec)
+    path = called[0] if called else attribute
+    if not all(p.isidentifier() for p in path.split(".")):
+        return None
     try:
         module = importlib.import_module(module_name)
-    except ImportError:
-        return None
+    except ImportError as exc:
+        raise ValueError(f"{argument}={spec!r}: module {module_name!r} cannot be imported: {exc}") from exc
     obj = module
-    for name in attribute.split("."):
+    for name in path.split("."):
         if not hasattr(obj, name):
-            raise ValueError(f"{argument}={spec!r}: module {module_name!r} has no {attribute!r}")
+            raise ValueError(f"{argument}={spec!r}: module {module_name!r} has no {path!r}")
         obj = getattr(obj, name)
-    if isinstance(obj, type) or (callable(obj) and not _is_kind(kind, obj)) or (
+    if called:
+        try:
+            obj = obj(*called[1], **called[2])
+        except TypeError as exc:
+            raise ValueError(f"{argument}={spec!r}: {path}{called[1] or ''} cannot be built: {exc}") from None
+    elif isinstance(obj, type) or (callable(obj) and not _is_kind(kind, obj)) or (
             isinstance(obj, types.FunctionType) and kind in ("aggregate", "trainer") and _takes_no_arguments(obj)):
         if not _takes_no_arguments(obj):
-            raise ValueError(f"{argument}={spec!r}: {attribute} needs arguments; name a {kind}, a class or a "
-                             "factory that takes none")
+            raise ValueError(f"{argument}={spec!r}: {attribute} needs arguments; give them in the path "
+                             f"({module_name}:{attribute}(name=value)), or name {_a(kind)}, a class or a factory "
+                             "that takes none")
         obj = obj()
     return _checked(kind, obj, argument)
 
 
+_DEFAULTS: dict[str, Callable[..., object]] = {}
+
+
 def resolve(kind: str, spec: object, argument: str | None = None, **context) -> object:
-    """The part of ``kind`` for ``spec`` (see the module's table); ``argument`` names it in errors."""
-    if kind not in _RESOLVERS:
+    """The part of ``kind`` for ``spec``: a part as it is (after a check of its kind), ``None`` for
+    the default, a registered ``name[:arg]`` or an import path; ``argument`` names it in errors.
+    ``context`` (``model``, ``local``, ``transform``) is what ``trainer='auto'`` decides on."""
+    if kind not in _TABLE:
         raise ValueError(f"kind={kind!r} is not valid; choose one of {list(KINDS)}")
-    return _RESOLVERS[kind](spec, argument or kind, **context)
+    argument = argument or kind
+    if spec is None:
+        return _DEFAULTS[kind]()
+    if not isinstance(spec, str):
+        return _checked(kind, spec, argument)
+    name, arg = parse_spec(spec)
+    entry = _TABLE[kind].get(name)
+    if entry is not None:
+        return entry.build(arg, argument, spec, **context)
+    part = _imported(spec.strip(), kind, argument)
+    if part is None:
+        raise _invalid(argument, spec, kind)
+    return part
 
 
 def resolve_codec(spec, argument: str = "uplink"):
-    """A codec: an object with ``encode``/``decode`` as it is, ``None`` as :class:`Fp32Codec`, or a spec."""
-    if spec is None:
-        return Fp32Codec()
-    if not isinstance(spec, str):
-        return _checked("codec", spec, argument)
-    from fedlab_utils import compression
-
-    text = spec.strip().lower()
-    if text.startswith("ef:"):
-        inner = resolve_codec(spec.strip()[3:], argument) if text[3:] else None
-        if inner is None:
-            raise _invalid(argument, spec, "codec", "'ef:' needs a codec after it")
-        if isinstance(inner, compression.ErrorFeedback):
-            raise _invalid(argument, spec, "codec", "error feedback around error feedback; use one 'ef:'")
-        return compression.ErrorFeedback(inner)
-    if text == "fp32":
-        return Fp32Codec()
-    if text == "sign":
-        return compression.SignCodec()
-    if text == "sparse":
-        return compression.SparseCodec()
-    if text.startswith("q") and text[1:].isdigit():
-        try:
-            return compression.QuantizeCodec(bits=check_int(f"{argument} bits", int(text[1:]), 1, 16))
-        except ValueError as exc:
-            raise _invalid(argument, spec, "codec", str(exc)) from None
-    head, _, rest = text.partition(":")
-    if head in ("topk", "randk"):
-        fraction = _number(rest, argument, spec, "codec")
-        try:
-            check_fraction(f"{argument} {head} fraction", fraction)
-        except ValueError as exc:
-            raise _invalid(argument, spec, "codec", str(exc)) from None
-        return compression.TopKCodec(fraction) if head == "topk" else compression.RandomKCodec(fraction)
-    part = _imported(spec.strip(), "codec", argument)
-    if part is None:
-        raise _invalid(argument, spec, "codec")
-    return part
+    return resolve("codec", spec, argument)
 
 
 def resolve_server(spec, argument: str = "server"):
-    """A server optimizer: an object with ``step`` as it is, ``None`` as FedAvg, or ``name[:lr]``."""
-    if spec is None:
-        return FedAvgServer()
-    if not isinstance(spec, str):
-        return _checked("server", spec, argument)
-    name, colon, lr = spec.strip().lower().partition(":")
-    if name in SERVERS:
-        if not colon:
-            return make_server(name)
-        rate = _number(lr, argument, spec, "server")
-        try:
-            return make_server(name, lr=check_real(f"{argument} lr", rate, 0.0, low_inclusive=False))
-        except ValueError as exc:
-            raise _invalid(argument, spec, "server", str(exc)) from None
-    part = _imported(spec.strip(), "server", argument)
-    if part is None:
-        raise _invalid(argument, spec, "server")
-    return part
+    return resolve("server", spec, argument)
 
 
 def resolve_aggregate(spec, argument: str = "aggregate"):
-    """An aggregator: a callable as it is, ``None``/``'mean'`` as FedAvg's weighted mean, ``'median'``
-    or ``'trimmed_mean:<beta>'`` (Flower's FedMedian and FedTrimmedAvg)."""
-    if spec is None:
-        return fedavg_aggregate
-    if not isinstance(spec, str):
-        return _checked("aggregate", spec, argument)
-    name, colon, value = spec.strip().lower().partition(":")
-    if name == "mean" and not colon:
-        return fedavg_aggregate
-    if name == "median" and not colon:
-        return Median()
-    if name == "trimmed_mean":
-        beta = _number(value, argument, spec, "aggregate") if colon else 0.2
-        try:
-            return TrimmedMean(beta)
-        except ValueError as exc:
-            raise _invalid(argument, spec, "aggregate", str(exc)) from None
-    part = _imported(spec.strip(), "aggregate", argument)
-    if part is None:
-        raise _invalid(argument, spec, "aggregate")
-    return part
+    return resolve("aggregate", spec, argument)
 
 
 def resolve_transform(spec, argument: str = "transform"):
-    """A client transform: a :class:`ClientTransform` as it is, ``None``/``'none'`` for none, or ``'fedprox:<mu>'``."""
-    if spec is None:
-        return ClientTransform()
-    if not isinstance(spec, str):
-        return _checked("transform", spec, argument)
-    name, colon, value = spec.strip().lower().partition(":")
-    if name == "none" and not colon:
-        return ClientTransform()
-    if name == "fedprox":
-        mu = _number(value, argument, spec, "transform") if colon else 0.01
-        try:
-            return FedProx(mu)
-        except ValueError as exc:
-            raise _invalid(argument, spec, "transform", str(exc)) from None
-    part = _imported(spec.strip(), "transform", argument)
-    if part is None:
-        raise _invalid(argument, spec, "transform")
-    return part
+    return resolve("transform", spec, argument)
 
 
 def resolve_trainer(spec, argument: str = "trainer", *, model: nn.Module | None = None,
                     local: LocalTraining | None = None, transform: ClientTransform | None = None):
-    """A client trainer: an object as it is, ``None``/``'sequential'``, ``'vmap'``, or ``'auto'``.
+    return resolve("trainer", spec, argument, model=model, local=local, transform=transform)
 
-    ``'auto'`` picks the vmap trainer when it supports ``model``, ``local`` and ``transform`` (plain
-    SGD, fp32, no transform or FedProx, no BatchNorm or dropout) and the sequential trainer otherwise;
-    without a model it is the sequential one.  The run's ``History.config['trainer']`` says which ran.
-    """
-    if spec is None:
-        return SequentialTrainer()
-    if not isinstance(spec, str):
-        return _checked("trainer", spec, argument)
+
+# ----------------------------------------------------------------------------- the built-in parts
+def _no_arg(kind: str, name: str, make: Callable[[], object]) -> None:
+    @register(kind, name)
+    def build(arg, argument, spec, **_):
+        if arg is not None:
+            raise _invalid(argument, spec, kind, f"{name!r} takes no ':' argument")
+        return make()
+
+
+def _codecs():
+    from fedlab_utils.compression import codecs
+    return codecs
+
+
+_DEFAULTS["codec"] = Fp32Codec
+_no_arg("codec", "fp32", Fp32Codec)
+
+
+@register("codec", "q", "q<bits> (1..16, e.g. q8)")
+def _quantize(arg, argument, spec, **_):
+    if arg is None or not arg.isdigit():
+        raise _invalid(argument, spec, "codec", "q needs a number of bits, e.g. q8")
+    try:
+        return _codecs().QuantizeCodec(bits=check_int(f"{argument} bits", int(arg), 1, 16))
+    except ValueError as exc:
+        raise _invalid(argument, spec, "codec", str(exc)) from None
+
+
+def _fraction_codec(name: str, cls: str) -> None:
+    @register("codec", name, f"{name}:<fraction>")
+    def build(arg, argument, spec, **_):
+        fraction = _number(arg, argument, spec, "codec")
+        try:
+            check_fraction(f"{argument} {name} fraction", fraction)
+        except ValueError as exc:
+            raise _invalid(argument, spec, "codec", str(exc)) from None
+        return getattr(_codecs(), cls)(fraction)
+
+
+_fraction_codec("topk", "TopKCodec")
+_fraction_codec("randk", "RandomKCodec")
+_no_arg("codec", "sign", lambda: _codecs().SignCodec())
+_no_arg("codec", "sparse", lambda: _codecs().SparseCodec())
+
+
+@register("codec", "ef", "ef:<codec>")
+def _error_feedback(arg, argument, spec, **_):
+    if not arg:
+        raise _invalid(argument, spec, "codec", "'ef:' needs a codec after it")
+    inner = resolve("codec", spec.strip()[spec.strip().index(":") + 1:], argument)
+    if isinstance(inner, _codecs().ErrorFeedback):
+        raise _invalid(argument, spec, "codec", "error feedback around error feedback; use one 'ef:'")
+    return _codecs().ErrorFeedback(inner)
+
+
+_DEFAULTS["server"] = FedAvgServer
+
+
+def _server(name: str) -> None:
+    @register("server", name, f"{name}[:<lr>]")
+    def build(arg, argument, spec, **_):
+        if arg is None:
+            return make_server(name)
+        rate = _number(arg, argument, spec, "server")
+        try:
+            return make_server(name, lr=check_real(f"{argument} lr", rate, 0.0, low_inclusive=False))
+        except ValueError as exc:
+            raise _invalid(argument, spec, "server", str(exc)) from None
+
+
+for _name in SERVERS:
+    _server(_name)
+
+_DEFAULTS["aggregate"] = lambda: fedavg_aggregate
+_no_arg("aggregate", "mean", lambda: fedavg_aggregate)
+_no_arg("aggregate", "median", Median)
+
+
+@register("aggregate", "trimmed_mean", "trimmed_mean:<beta in [0, 0.5)>")
+def _trimmed_mean(arg, argument, spec, **_):
+    try:
+        return TrimmedMean(_number(arg, argument, spec, "aggregate", default=0.2))
+    except ValueError as exc:
+        if str(exc).startswith(f"{argument}="):
+            raise
+        raise _invalid(argument, spec, "aggregate", str(exc)) from None
+
+
+_DEFAULTS["transform"] = ClientTransform
+_no_arg("transform", "none", ClientTransform)
+
+
+@register("transform", "fedprox", "fedprox:<mu>")
+def _fedprox(arg, argument, spec, **_):
+    try:
+        return FedProx(_number(arg, argument, spec, "transform", default=0.01))
+    except ValueError as exc:
+        if str(exc).startswith(f"{argument}="):
+            raise
+        raise _invalid(argument, spec, "transform", str(exc)) from None
+
+
+_DEFAULTS["trainer"] = SequentialTrainer
+for _name in TRAINERS:
+    _no_arg("trainer", _name, lambda _name=_name: make_trainer(_name))
+
+
+@register("trainer", "auto")
+def _auto(arg, argument, spec, *, model=None, local=None, transform=None, **_):
+    """The vmap trainer when it supports ``model``, ``local`` and ``transform`` (plain SGD, fp32, no
+    transform or FedProx, no BatchNorm or dropout), the sequential one otherwise or without a model.
+    The run's ``History.config['trainer']`` says which ran."""
     from fedlab_utils.core.vmap_trainer import VmapTrainer
 
-    name = spec.strip().lower()
-    if name in ("sequential", "vmap"):
-        return make_trainer(name)
-    if name == "auto":
-        if model is None:
-            return SequentialTrainer()
-        try:
-            VmapTrainer.check_supported(model, local or LocalTraining(), transform or ClientTransform())
-        except ValueError:
-            return SequentialTrainer()
-        return VmapTrainer()
-    part = _imported(spec.strip(), "trainer", argument)
-    if part is None:
-        raise _invalid(argument, spec, "trainer")
-    return part
+    if arg is not None:
+        raise _invalid(argument, spec, "trainer", "'auto' takes no ':' argument")
+    if model is None:
+        return SequentialTrainer()
+    try:
+        VmapTrainer.check_supported(model, local or LocalTraining(), transform or ClientTransform())
+    except ValueError:
+        return SequentialTrainer()
+    return VmapTrainer()
 
 
-_RESOLVERS = {"codec": resolve_codec, "server": resolve_server, "aggregate": resolve_aggregate,
-              "transform": resolve_transform, "trainer": resolve_trainer}
+#: The spec forms of every kind, as error messages list them.
+SPECS = {kind: forms(kind) for kind in KINDS}
 
 _SETTING_TYPES = (bool, int, float, str, type(None))
 
