@@ -266,23 +266,44 @@ def test_a_fresh_process_running_fedavg_does_not_import_dynamo():
     assert out.stdout.strip() == "False"
 
 
-def test_the_core_imports_no_lesson_and_the_vmap_trainer_knows_no_protocol():
-    """The loop and the parts it is built from import no lesson module (imports anywhere in the file,
-    function-level ones included); the vmap trainer never mentions the protocol."""
-    import ast
+def test_the_vmap_trainer_knows_no_protocol():
+    """The vmap trainer never mentions the protocol; that the core imports no lesson, course or
+    deploy module is import-linter's contract (tests/test_architecture.py)."""
     from pathlib import Path
 
     package = Path(__file__).resolve().parents[1] / "fedlab_utils"
-    lessons = {"acceleration", "pruning", "structured_pruning", "federated_pruning", "distillation",
-               "knowledge_distillation", "split_learning", "parallel", "parallel_worker", "flower", "deploy",
-               "capstone", "__main__"}
-    for core in ("federated", "training", "servers", "registry", "vmap_trainer", "history", "ledger", "wire",
-                 "timing", "checkpoint", "faults"):
-        tree = ast.parse((package / f"{core}.py").read_text(encoding="utf-8"))
-        imported = {(node.module or "").split(".")[0] for node in ast.walk(tree)
-                    if isinstance(node, ast.ImportFrom) and node.level == 1}
-        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
-                     and not node.module for alias in node.names}
-        assert not imported & lessons, f"{core}.py imports {sorted(imported & lessons)}"
-    assert "protocol" not in (package / "vmap_trainer.py").read_text(encoding="utf-8").lower()
-    assert len((package / "acceleration.py").read_text(encoding="utf-8").splitlines()) <= 300
+    assert "protocol" not in (package / "core" / "vmap_trainer.py").read_text(encoding="utf-8").lower()
+    assert len((package / "lessons" / "acceleration.py").read_text(encoding="utf-8").splitlines()) <= 300
+
+
+def test_callbacks_see_the_run_and_every_round_with_the_complete_record(tmp_path):
+    from fedlab_utils.core.callbacks import Callback
+
+    calls = []
+
+    class Recorder(Callback):
+        def on_run_start(self, history):
+            calls.append(("run_start", len(history.records)))
+
+        def on_round_start(self, round_idx, history):
+            calls.append(("round_start", round_idx, len(history.records)))
+
+        def on_round_end(self, record, history):
+            assert record is history.records[-1]
+            calls.append(("round_end", record.round, record.evaluated, record.accuracy == record.accuracy,
+                          record.wall_time_s > 0, (tmp_path / "ck.json").exists()))
+
+        def on_run_end(self, history):
+            calls.append(("run_end", len(history.records), history.model is not None))
+
+    torch.manual_seed(0)
+    data = ClientData(torch.randn(24, 1, 8, 8), torch.randint(0, 3, (24,)))
+    model = make_model("mlp", (1, 8, 8), 3, hidden=(8,))
+    history = run(model, [data, data], (data.x, data.y), rounds=3, eval_every=2, progress=False,
+                  local=LocalTraining(batch_size=8), checkpoint=tmp_path / "ck.json", callbacks=[Recorder()])
+    assert calls == [("run_start", 0),
+                     ("round_start", 1, 0), ("round_end", 1, False, False, True, True),
+                     ("round_start", 2, 1), ("round_end", 2, True, True, True, True),
+                     ("round_start", 3, 2), ("round_end", 3, True, True, True, True),
+                     ("run_end", 3, True)]
+    assert [r.round for r in history.records] == [1, 2, 3]

@@ -48,12 +48,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from fedlab_utils.compression.wire import Codec
 from fedlab_utils.core import registry
 from fedlab_utils.core.aggregators.fedavg import Aggregate, fedavg_aggregate
-from fedlab_utils.core.checkpoint import load_checkpoint, save_checkpoint
+from fedlab_utils.core.callbacks import Callback, Checkpointing, ProgressBar
+from fedlab_utils.core.checkpoint import load_checkpoint
 from fedlab_utils.core.faults import CLIENT_STATUSES, Faults, RoundWarning, update_is_finite
 from fedlab_utils.core.history import History, RoundRecord
 from fedlab_utils.core.preflight import check_clients, check_local, check_test
@@ -97,7 +97,8 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
         trainer: ClientTrainer | str | None = None, energy_profile: str | EnergyProfile = "phone-lte",
         label: str | None = None, progress: bool | None = None, eval_every: int = 1,
         protocol: RoundProtocol | None = None, faults: Faults | None = None, on_client_error: str = "raise",
-        checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1, resume: bool = False) -> History:
+        checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1, resume: bool = False,
+        callbacks: Sequence[Callback] = ()) -> History:
     """Run federated training and return its :class:`History` (the trained model is ``history.model``).
 
     ``model`` is copied, so the same initial model can start several runs for a fair comparison.
@@ -135,6 +136,10 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
       last; with ``resume=True`` the run continues from it (from round 1 if it does not exist
       yet).  A checkpoint of another configuration (any setting of any part) is refused, naming
       what differs.
+
+    * ``callbacks``: :class:`~fedlab_utils.core.callbacks.Callback` objects called at the start and
+      end of the run and of every round, the end with the round's complete :class:`RoundRecord`
+      (the progress bar and the checkpoints are callbacks too).
 
     Stateful hooks (error-feedback residuals, server momentum) are reset at the start of a run
     and restored from the checkpoint on resume.
@@ -174,7 +179,7 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
               "faults": None if faults is None else asdict(faults), "on_client_error": on_client_error,
               "energy_profile": profile.to_dict(), "device": str(device), **protocol.config()}
     history = History(label, profile=profile, meter=meter.source, config=config)
-    start_round, accuracy = 1, float("nan")
+    start_round = 1
     empty = frozenset(i for i, n in enumerate(config["client_sizes"]) if n == 0)
     identity = {**{k: v for k, v in config.items() if k not in ("rounds", "device")}, "parts": protocol.identity()}
     if resume and checkpoint is not None and Path(checkpoint).exists():
@@ -182,26 +187,31 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
         protocol.load_state_dict(saved["state"])
         history.records = History.from_dict(saved["history"]).records
         start_round = saved["round"] + 1
-        if history.evaluated_records():
-            accuracy = history.evaluated_records()[-1].accuracy
-    bar = tqdm(range(start_round, rounds + 1), desc=label, disable=not progress_enabled(progress), leave=False)
-    for round_idx in bar:
+    hooks: list[Callback] = [ProgressBar(label, start_round, rounds, progress_enabled(progress))]
+    if checkpoint is not None:
+        hooks.append(Checkpointing(checkpoint, checkpoint_every, rounds, identity, protocol.state_dict))
+    hooks += list(callbacks)
+    for hook in hooks:
+        hook.on_run_start(history)
+    for round_idx in range(start_round, rounds + 1):
+        for hook in hooks:
+            hook.on_round_start(round_idx, history)
         started, joules_before = time.perf_counter(), meter.read()
-        record = _play_round(protocol, round_idx, len(clients), fraction, seed, faults, profile, on_client_error,
+        ledger = _play_round(protocol, round_idx, len(clients), fraction, seed, faults, profile, on_client_error,
                              empty)
-        record.evaluated = round_idx % eval_every == 0 or round_idx == rounds
-        if record.evaluated:  # a round that was not evaluated keeps accuracy and loss NaN
-            accuracy, loss, metrics = protocol.evaluate()
-            record.accuracy, record.loss, record.metrics = accuracy, loss, metrics
+        evaluated = round_idx % eval_every == 0 or round_idx == rounds
+        # a round that was not evaluated keeps accuracy and loss NaN
+        accuracy, loss, metrics = protocol.evaluate() if evaluated else (float("nan"), float("nan"), {})
         joules_after = meter.read()
-        record.wall_time_s = time.perf_counter() - started
-        record.measured_joules = None if joules_before is None else joules_after - joules_before
+        record = RoundRecord(**ledger, accuracy=accuracy, loss=loss, metrics=metrics, evaluated=evaluated,
+                             wall_time_s=time.perf_counter() - started,
+                             measured_joules=None if joules_before is None else joules_after - joules_before)
         history.records.append(record)
-        if checkpoint is not None and (round_idx % checkpoint_every == 0 or round_idx == rounds):
-            save_checkpoint(checkpoint, round_idx=round_idx, config=identity,
-                            history=history.to_dict(), state=protocol.state_dict())
-        bar.set_postfix(acc=f"{100 * accuracy:.1f}%")
+        for hook in hooks:
+            hook.on_round_end(record, history)
     history.model = protocol.final_model()
+    for hook in hooks:
+        hook.on_run_end(history)
     rows = [row for r in history.records for row in r.client_rows]
     if history.records and not any(row["status"] == "accepted" for row in rows):
         n = len(history.records)
@@ -212,8 +222,9 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
 
 def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fraction: float, seed: int,
                 faults: Faults | None, profile: EnergyProfile, on_client_error: str,
-                empty: frozenset[int] = frozenset()) -> RoundRecord:
-    """Sampling, faults, the protocol's steps, and the round's ledger (accuracy is filled in by :func:`run`).
+                empty: frozenset[int] = frozenset()) -> dict:
+    """Sampling, faults, the protocol's steps, and the round's ledger: every :class:`RoundRecord` field
+    but the evaluation, the wall time and the measured joules, which :func:`run` adds.
 
     A sampled client in ``empty`` (no samples) is neither trained nor charged: its row says ``"empty"``
     with no bytes, FLOPs or joules.  A round without an accepted update warns (:class:`RoundWarning`)."""
@@ -261,13 +272,11 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
         warnings.warn(f"round {round_idx}: no client update was accepted, so the model is unchanged "
                       f"(of {len(selected)} sampled clients: {_status_counts(rows)})", RoundWarning, stacklevel=3)
     losses = [o.train_loss for o in accepted if np.isfinite(o.train_loss)]
-    return RoundRecord(
-        round=round_idx, clients=selected, accuracy=float("nan"), loss=float("nan"),
-        train_loss=float(np.mean(losses)) if losses else float("nan"),
+    return dict(
+        round=round_idx, clients=selected, train_loss=float(np.mean(losses)) if losses else float("nan"),
         bytes_up=int(sum(r["bytes_up"] for r in rows)), bytes_down=int(sum(r["bytes_down"] for r in rows)),
-        client_flops=int(sum(r["flops"] for r in rows)), wall_time_s=0.0,
-        energy=sum((r["energy"] for r in rows), Energy()), sim_time_s=sim_time,
-        wasted_joules=float(sum(r["energy"].total for r in rows if r["status"] != "accepted")),
+        client_flops=int(sum(r["flops"] for r in rows)), energy=sum((r["energy"] for r in rows), Energy()),
+        sim_time_s=sim_time, wasted_joules=float(sum(r["energy"].total for r in rows if r["status"] != "accepted")),
         server_flops=int(server_flops), client_rows=rows, **status_of)
 
 
