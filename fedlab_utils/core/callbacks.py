@@ -40,7 +40,7 @@ class ProgressBar(Callback):
 
     def __init__(self, label: str, first_round: int, rounds: int, enabled: bool):
         self.label, self.first_round, self.rounds, self.enabled = label, first_round, rounds, enabled
-        self.bar = None
+        self.bar: tqdm | None = None
 
     def on_run_start(self, history: History) -> None:
         self.bar = tqdm(total=self.rounds - self.first_round + 1, desc=self.label, disable=not self.enabled,
