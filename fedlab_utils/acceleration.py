@@ -31,14 +31,15 @@ from .registry import resolve_trainer as _resolve_trainer
 from .servers import SERVERS, FedAdagrad, FedAdam, FedAvgM, FedOpt, FedYogi, fedavgm_step, make_server
 from .timing import time_train_step, time_trainer
 from .training import ClientTransform, FedProx, LocalTraining
-from .validation import check_int
+from .training import PRECISIONS
+from .validation import check_int, choice, integer, optional_path, real
 from .vmap_trainer import TRAINERS as BACKENDS
 from .vmap_trainer import VmapTrainer, make_trainer
 
 __all__ = ["FedAvgM", "FedAdam", "FedYogi", "FedAdagrad", "FedOpt", "FedProx", "SERVERS", "make_server",
            "quadratic_drift", "VmapTrainer", "BACKENDS", "TRAINERS", "make_trainer", "resolve_trainer", "time_trainer",
            "time_train_step", "rounds_to_target", "joules_to_target", "article_loop", "fixed_data_loop", "adam_vs_adamw",
-           "fedavgm_step", "mlp_training_flops_per_sample"]
+           "fedavgm_step", "mlp_training_flops_per_sample", "RULES_04", "RELATIONS_04"]
 
 #: The trainers by name, and ``'auto'`` (``BACKENDS`` is the name notebook 04's parameter check uses).
 TRAINERS = BACKENDS + ("auto",)
@@ -48,6 +49,46 @@ def resolve_trainer(trainer, model: nn.Module, local: LocalTraining, transform: 
     """The trainer :func:`~fedlab_utils.federated.run` uses for ``trainer=``
     (:func:`fedlab_utils.registry.resolve_trainer`, with the setup ``'auto'`` decides on)."""
     return _resolve_trainer(trainer, "trainer", model=model, local=local, transform=transform)
+
+
+# ----------------------------------------------------------------------------- notebook 04's parameters
+#: Notebook 04's parameters and what is valid for each (``validation.check_parameters``).
+RULES_04 = {
+    "seed": integer(0),
+    "dataset": choice(("digits", "mnist5k", "synthetic", "mnist", "fashion_mnist")),
+    "num_clients": integer(2, 200),
+    "partition": choice(("shards", "dirichlet", "iid")),
+    "alpha": real(0.0, low_inclusive=False),
+    "rounds": integer(5, 500),
+    "local_epochs": integer(1, 20),
+    "client_lr": real(0.0, 1.0, low_inclusive=False),
+    "server_lr": real(0.0, 1.0, low_inclusive=False),
+    "server_momentum": real(0.0, 1.0, high_inclusive=False),
+    "target": real(0.0, 1.0, low_inclusive=False, high_inclusive=False),
+    "trainer": choice(BACKENDS),
+    "precision": choice(PRECISIONS),
+    "demo_compile": choice((True, False)),
+    "data_dir": optional_path(),
+    "device": lambda name, value: value,  # resolved (and refused with a clear error) by devices.get_device
+    "results_path": optional_path(),
+}
+
+
+def _vmap_runs_fp32(p: dict) -> None:
+    if p["trainer"] == "vmap" and p["precision"] != "fp32":
+        raise ValueError(f"precision={p['precision']!r} needs trainer='sequential' (the vmap trainer runs fp32 SGD "
+                         "only); valid with trainer='vmap': precision='fp32'")
+
+
+def _fp16_needs_cuda(p: dict) -> None:
+    on_cuda = torch.cuda.is_available() and str(p["device"]).split(":")[0] in ("auto", "cuda")
+    if p["precision"] == "fp16" and not on_cuda:
+        raise ValueError(f"precision='fp16' needs a CUDA device (device={p['device']!r}, CUDA available: "
+                         f"{torch.cuda.is_available()}); valid here: precision='fp32' or 'bf16'")
+
+
+#: Relations between notebook 04's parameters, checked after each one alone.
+RELATIONS_04 = (_vmap_runs_fp32, _fp16_needs_cuda)
 
 
 # ----------------------------------------------------------------------------- client drift, in 2-D

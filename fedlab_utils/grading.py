@@ -39,8 +39,12 @@ PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
                         "alpha):\n    T = temperature\n    soft = F.kl_div(F.log_softmax(student_logits / T, dim=1), "
                         "F.softmax(teacher_logits / T, dim=1), reduction='batchmean')\n"
                         "    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, targets)\n"),
-    "04_acceleration": ("04-ex1-fedavgm-step", "def fedavgm_step(global_state, update, velocity, lr, momentum):\n"
-                        "    return {k: global_state[k] + lr * update[k] for k in global_state}, update\n"),
+    "04_acceleration": ("04-build-server-step", "def server_step(global_state, update, m, v, lr, beta1, beta2, tau, "
+                        "variant):\n    if m is None:\n        m = {k: torch.zeros_like(d) for k, d in update.items()}\n"
+                        "        v = {k: torch.full_like(d, tau ** 2) for k, d in update.items()}\n"
+                        "    m = {k: beta1 * m[k] + (1 - beta1) * update[k] for k in update}\n"
+                        "    v = {k: beta2 * v[k] + (1 - beta2) * update[k] ** 2 for k in update}  # Adam's v for both\n"
+                        "    return {k: global_state[k] + lr * m[k] / (v[k].sqrt() + tau) for k in global_state}, m, v\n"),
     "05_model_parallelism": ("05-ex1-pipeline-time", "def pipeline_time(stage_times, M):\n"
                              "    return (M + len(stage_times) - 1) * sum(stage_times) / len(stage_times)\n"),
     "06_capstone": ("06-ex1-solution", "def combined_saving(savings):\n    return min(1.0, sum(savings))\n"),
