@@ -30,6 +30,8 @@ _STYLE = {"figure.figsize": (6.4, 3.8), "figure.dpi": 100, "axes.grid": True, "g
 def use_style() -> None:
     """Apply the course style to every later figure."""
     plt.rcParams.update(_STYLE)
+    from .fonts import use_language_fonts  # the zh edition's Chinese figure text needs the CJK font
+    use_language_fonts()
 
 
 def integer_ticks(axis) -> None:
