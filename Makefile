@@ -95,3 +95,28 @@ lab: $(ENV_STAMP)
 
 clean:
 	rm -rf build
+
+# The course website (website/, Sphinx + myst-nb + sphinx-book-theme): both editions from the
+# notebooks `make course` and `make course LANG=zh` executed (never run again) -> build/site/{en,zh}/.
+# Launch buttons (JupyterHub, Colab) are set in website/site.toml. Needs the [site] extra.
+SITE_STAMP := $(dir $(ENV_STAMP)).fedlab-site-installed
+$(SITE_STAMP): pyproject.toml $(ENV_STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,site]'
+	touch $@
+
+.PHONY: site site-check standalone-check
+site: $(SITE_STAMP)
+	$(PY) website/build_site.py --build build --out build/site
+
+# Serve build/site on 127.0.0.1 and check it in Debian's Chromium (Playwright): links, console
+# errors, failed requests, language switch, search, widget views; screenshots -> docs/img/.
+# Installs Chromium (and a CJK font for the zh screenshots) with apt-get where missing (as root).
+site-check: $(SITE_STAMP)
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=zh | grep -q .; then \
+		apt-get update -q && apt-get install -y -q chromium fonts-wqy-microhei; fi
+	$(PY) website/check_site.py --site build/site --screenshots docs/img
+
+# Notebook 00 copied alone into an empty folder, run in a fresh venv that installs the course's
+# wheel through the notebook's bootstrap cell (slow; not in make test)
+standalone-check: $(ENV_STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) website/standalone_check.py
