@@ -185,3 +185,29 @@ def test_no_cjk_font_falls_back_to_english_labels(monkeypatch, tmp_path):
             assert fonts.use_language_fonts("en") is False
     finally:
         fonts.register_cjk_font.cache_clear()
+
+
+def test_sweep_lang_zh_runs_the_kernels_in_chinese(tmp_path, capsys):
+    """``sweep --lang zh`` is ``run --lang zh`` per point: the kernel gets FEDLAB_LANG=zh."""
+    import json
+
+    import nbformat
+
+    from fedlab_utils.__main__ import main
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("x = 1\nseed = 0\nresults_path = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import os\nfrom fedlab_utils.results import Claims, record_results\nclaims = Claims()\n"
+        "record_results(results_path, 'tiny', {'lang': os.environ.get('FEDLAB_LANG', 'en'), 'x': x}, claims)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "10_tiny.ipynb"
+    nbformat.write(nb, path)
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(path), "-p", "x", "1", "--lang", "zh", "--out", str(out)]) == 0
+    record = json.loads((out / "points" / "x=1" / "point.json").read_text())
+    assert record["lang"] == "zh" and record["results"]["metrics"] == {"lang": "zh", "x": 1}
+    capsys.readouterr()
+    assert main(["sweep", str(path), "-p", "x", "1", "--out", str(out)]) == 0  # English: not the zh point's record
+    assert json.loads((out / "points" / "x=1" / "point.json").read_text())["results"]["metrics"]["lang"] == "en"
