@@ -47,7 +47,12 @@ PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
                         "    return {k: global_state[k] + lr * m[k] / (v[k].sqrt() + tau) for k in global_state}, m, v\n"),
     "05_model_parallelism": ("05-ex1-pipeline-time", "def pipeline_time(stage_times, M):\n"
                              "    return (M + len(stage_times) - 1) * sum(stage_times) / len(stage_times)\n"),
-    "06_capstone": ("06-ex1-solution", "def combined_saving(savings):\n    return min(1.0, sum(savings))\n"),
+    "06_capstone": ("06-build-recipe", "def my_recipe_parts(config, model):\n"
+                    "    server = FedAvgM(lr=1.0, momentum=config.server_momentum)\n"
+                    "    schedule = PruningSchedule(config.sparsity, 'cubic', every=1, end=max(1, config.rounds // 2))\n"
+                    "    top_k = ErrorFeedback(TopKCodec(config.topk_fraction, values=QuantizeCodec(config.value_bits)))\n"
+                    "    return {'uplink': SparseQuantizeCodec(config.downlink_bits), 'downlink': top_k,\n"
+                    "            **FederatedPruning(model, schedule).hooks(inner=server)}\n"),
     "07_deployment": ("07-ex1-solution", "def my_aggregate_replies(replies):\n"
                       "    arrived = [u for cid, n, u in replies if u is not None]\n"
                       "    return {k: sum(u[k] for u in arrived) / len(arrived) for k in arrived[0]} if arrived else None\n"),
