@@ -28,9 +28,24 @@ __all__ = ["PLAUSIBLE_WRONG_ANSWERS", "QUICK_PARAMETERS", "NotebookScores", "gra
 #: One plausible wrong answer per notebook, for its FIRST exercise (so that the later exercises,
 #: which must not depend on it, still score): ``{notebook stem: (solution grade_id, cell source)}``.
 PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
-    "00_federated_baseline": ("00-ex1-weighted-average", "def my_weighted_average(updates, num_samples):\n"
-                              "    return {key: sum(u[key] for u in updates) / len(updates) for key in updates[0]}\n"),
-    "01_pruning": ("01-ex1-global-masks", "def my_global_masks(weights, sparsity):\n"
+    "00_federated_baseline": ("00-build-fedavg-round",
+                              "def my_fedavg_round(global_model, clients, fraction, local, round_idx, seed):\n"
+                              "    chosen = sample_clients(len(clients), fraction, np.random.default_rng([seed, round_idx]))\n"
+                              "    global_state = model_state(global_model)\n"
+                              "    updates = []\n"
+                              "    for cid in chosen:\n"
+                              "        model = copy.deepcopy(global_model)\n"
+                              "        optimizer = torch.optim.SGD(model.parameters(), lr=local.lr)\n"
+                              "        shuffle = client_generator(seed, round_idx, cid)\n"
+                              "        for _ in range(local.epochs):\n"
+                              "            for idx in minibatches(len(clients[cid]), local.batch_size, shuffle):\n"
+                              "                optimizer.zero_grad()\n"
+                              "                loss = torch.nn.functional.cross_entropy(model(clients[cid].x[idx]), clients[cid].y[idx])\n"
+                              "                loss.backward()\n"
+                              "                optimizer.step()\n"
+                              "        updates.append({k: v - global_state[k] for k, v in model_state(model).items()})\n"
+                              "    return {k: global_state[k] + sum(u[k] for u in updates) / len(updates) for k in global_state}\n"),
+    "01_pruning": ("01-build-global-mask", "def my_global_masks(weights, sparsity):\n"
                    "    return {name: (w.abs() > w.abs().flatten().kthvalue(max(1, round(sparsity * w.numel())))"
                    ".values) for name, w in weights.items()}\n"),
     "02_compression": ("02-ex1-stochastic-round", "def my_stochastic_round(x, generator):\n"
