@@ -59,8 +59,10 @@ from .translation_catalogs import (
     LANGUAGE, LOCALE_DIR, MESSAGE_CALLS, NOTEBOOK_DIR, PACKAGE_DIR, PLACEHOLDER, ROOT, RUNTIME_CATALOG,
     ExtractReport, catalog_path, check_runtime, current_translation, english_notebooks, extract,
     extract_runtime, load_catalog, markdown_cells, merge_catalog, new_catalog, placeholders,
-    runtime_messages, save_catalog, zh_path,
+    runtime_messages, save_catalog, zh_path, CODE_CONTEXT, TRANSLATE_CODE, CodeText, code_texts, code_tokens,
+    code_translations, merge_code_entries, translate_code,
 )
+from . import translation_catalogs
 from .results import atomic_write_text
 from .runner import CourseError, find_notebooks
 
@@ -81,6 +83,9 @@ __all__ = [
     "MIN_COVERAGE", "MIN_CJK_RATIO", "GLOSSARY_CELL_ID", "SIBLING_NOTEBOOK", "LINK_TARGET",
     "relocate_links", "build_notebook", "build", "build_readmes", "CJK", "cjk_ratio", "Coverage",
     "coverage", "NotebookCheck", "check_notebook", "check", "parser", "main",
+    "CODE_CONTEXT", "TRANSLATE_CODE", "CodeText", "code_texts", "code_tokens", "code_translations",
+    "merge_code_entries", "translate_code", "code_differences", "code_entry_problems",
+    "EDITORIAL", "RATIO_WORDING", "ASCII_QUOTES", "EDITORIAL_RULES", "Violation", "editorial_violations",
 ]
 
 
@@ -104,17 +109,22 @@ def relocate_links(markdown: str) -> str:
     return LINK_TARGET.sub(fix, markdown)
 
 
-def build_notebook(notebook: Path, po: polib.POFile, terms: list[Term]) -> str:
+def build_notebook(notebook: Path, po: polib.POFile, terms: list[Term], code: bool | None = None) -> str:
     """The zh notebook's file text: ``notebook`` with each markdown cell's current translation
-    (the English where there is none, which ``check`` reports) and a last glossary cell.  Code
-    cells, every cell's metadata and the notebook's metadata are copied unchanged."""
+    (the English where there is none, which ``check`` reports) and a last glossary cell.  Every
+    cell's metadata and the notebook's metadata are copied unchanged; so are the code cells,
+    except, with ``code`` (default :data:`TRANSLATE_CODE`), their comments and student-read
+    strings that the catalog translates (``msgctxt "code"``)."""
     nb = nbformat.read(notebook, as_version=4)
-    by_context = {entry.msgctxt: entry for entry in po if not entry.obsolete}
+    by_context = {entry.msgctxt: entry for entry in po if not entry.obsolete and entry.msgctxt != CODE_CONTEXT}
+    code_zh = code_translations(po) if (translation_catalogs.TRANSLATE_CODE if code is None else code) else {}
     cells = markdown_cells(nb)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             translation = current_translation(by_context.get(cell.id), cell.source)
             cell.source = relocate_links(translation if translation is not None else cell.source)
+        elif cell.cell_type == "code" and code_zh:
+            cell.source = translate_code(cell.source, code_zh)
     # The glossary cell is locked like the lesson's other markdown when nbgrader metadata is used.
     # (never copied from a neighbour: that could be a manually graded answer cell).
     uses_nbgrader = any("nbgrader" in c.metadata for c in nb.cells)
@@ -126,12 +136,13 @@ def build_notebook(notebook: Path, po: polib.POFile, terms: list[Term]) -> str:
     return nbformat.writes(nb) + "\n"
 
 
-def build(notebook: Path, locale_dir: Path = LOCALE_DIR, terms: list[Term] | None = None) -> Path:
+def build(notebook: Path, locale_dir: Path = LOCALE_DIR, terms: list[Term] | None = None,
+          code: bool | None = None) -> Path:
     """Write ``notebooks/zh/<name>.ipynb`` from the English notebook and its catalog."""
     terms = load_glossary() if terms is None else terms
     out = zh_path(notebook)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, build_notebook(notebook, load_catalog(catalog_path(notebook, locale_dir)), terms))
+    atomic_write_text(out, build_notebook(notebook, load_catalog(catalog_path(notebook, locale_dir)), terms, code))
     return out
 
 
@@ -159,6 +170,112 @@ def cjk_ratio(markdown: str) -> float:
     return len(CJK.findall(chars)) / len(chars) if chars else 0.0
 
 
+def _skeleton(source: str) -> tuple[list[tuple[int, str]], list[tuple[str, str]]]:
+    """A code cell's tokens with comments and strings masked, and the masked stretches.
+
+    The skeleton is every token but ``NL`` (a line break that ends no statement) with each run of
+    comments, and each run of adjacent string literals (implicit concatenation), replaced by one
+    marker; the stretches are ``(kind, source text)`` of those runs, in order, so a translation may
+    reflow a comment block or a long string over other lines without changing the code."""
+    import tokenize
+
+    skeleton: list[tuple[int, str]] = []
+    stretches: list[tuple[str, str]] = []
+    run: list = []
+
+    def close():
+        if run:
+            kind = "comment" if run[0][0] == tokenize.COMMENT else "string"
+            skeleton.append((-1, kind))
+            stretches.append((kind, source[run[0][2]:run[-1][3]]))
+            run.clear()
+
+    for tok in code_tokens(source):
+        kind = tok[0]
+        if kind == tokenize.NL:
+            continue
+        if kind in (tokenize.COMMENT, tokenize.STRING):
+            if run and run[0][0] != kind:
+                close()
+            run.append(tok)
+            continue
+        close()
+        skeleton.append((kind, tok[1]))
+    close()
+    return skeleton, stretches
+
+
+def code_differences(english: str, zh: str, translations: dict[str, str]) -> list[str]:
+    """How a zh code cell differs from its English cell in more than the catalog allows: compared
+    with :mod:`tokenize`, only comments and the string literals the catalog translates
+    (``translations``: English text -> zh, see :func:`code_translations`) may differ, each to
+    its translation.  ``[]`` when the code is the same."""
+    import tokenize
+
+    if english == zh:
+        return []
+    try:
+        en_skeleton, en_texts = _skeleton(english)
+    except (SyntaxError, tokenize.TokenError, ValueError):
+        return ["the English cell does not tokenize, so its zh copy must be identical"]
+    try:
+        zh_skeleton, zh_texts = _skeleton(zh)
+    except (SyntaxError, tokenize.TokenError, ValueError) as error:
+        return [f"the zh cell does not tokenize: {error}"]
+    if en_skeleton != zh_skeleton:
+        diff = next((i for i, (a, b) in enumerate(zip(en_skeleton, zh_skeleton)) if a != b),
+                    min(len(en_skeleton), len(zh_skeleton)))
+        shown = lambda tokens: " ".join(t for _, t in tokens[max(0, diff - 3):diff + 3])  # noqa: E731
+        return [f"the code differs, not only comments and strings: {shown(en_skeleton)!r} -> {shown(zh_skeleton)!r}"]
+    try:
+        _, expected = _skeleton(translate_code(english, translations))
+    except (SyntaxError, tokenize.TokenError, ValueError):
+        expected = en_texts
+    return [f"the {kind} {en_text[:60]!r} differs and is not the catalog's translation of it"
+            for (kind, en_text), (_, zh_text), (_, wanted) in zip(en_texts, zh_texts, expected) if zh_text != wanted]
+
+
+def _fields(literal: str) -> list[str] | None:
+    """The replacement fields of a string literal (``f"{a:.1f} b"`` -> ``["a:.1f"]``); ``None`` if
+    ``literal`` is not a string literal."""
+    import ast
+
+    try:
+        node = ast.parse(f"(\n{literal.strip()}\n)", mode="eval").body  # implicit concatenation over lines
+    except SyntaxError:
+        return None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return []
+    if not isinstance(node, ast.JoinedStr):
+        return None
+    def field_text(value: ast.FormattedValue) -> str:
+        text = ast.unparse(value.value) + (f"!{chr(value.conversion)}" if value.conversion != -1 else "")
+        if value.format_spec is not None:
+            text += ":" + "".join(c.value if isinstance(c, ast.Constant) else "{…}" for c in value.format_spec.values)
+        return text
+
+    return sorted(field_text(v) for v in node.values if isinstance(v, ast.FormattedValue))
+
+
+def code_entry_problems(po: polib.POFile, notebook: str) -> list[str]:
+    """Problems of the ``msgctxt "code"`` entries: untranslated or fuzzy, a comment translated into
+    something that is not a comment, a string into something that is not a string literal with the
+    same ``{fields}``."""
+    problems = []
+    for entry in po:
+        if entry.msgctxt != CODE_CONTEXT or entry.obsolete:
+            continue
+        where = f"{notebook}: code text {entry.msgid.splitlines()[0][:60]!r}"
+        if not entry.msgstr.strip() or "fuzzy" in entry.flags:
+            problems.append(f"{where}: no current translation")
+        elif entry.msgid.lstrip().startswith("#"):
+            if any(line.strip() and not line.lstrip().startswith("#") for line in entry.msgstr.splitlines()):
+                problems.append(f"{where}: the translation has a line that is not a comment")
+        elif _fields(entry.msgstr) != _fields(entry.msgid):
+            problems.append(f"{where}: the translation is not a string literal with the fields {_fields(entry.msgid)}")
+    return problems
+
+
 @dataclass
 class Coverage:
     used: int = 0
@@ -170,8 +287,11 @@ class Coverage:
         return self.rendered / self.used if self.used else 1.0
 
 
-def coverage(cells: list[tuple[str, str]], translations: dict[str, str], terms: list[Term]) -> Coverage:
-    """Glossary coverage of a notebook: one count per (term, cell) whose English prose uses it."""
+def coverage(cells: list[tuple[str, str]], translations: dict[str, str], terms: list[Term],
+             variants: bool = False) -> Coverage:
+    """Glossary coverage of a notebook: one count per (term, cell) whose English prose uses it
+    (with ``variants``, a refused variant of the term counts as rendering it: the editorial rules
+    are off)."""
     result = Coverage()
     for cell_id, source in cells:
         if cell_id not in translations:
@@ -180,7 +300,7 @@ def coverage(cells: list[tuple[str, str]], translations: dict[str, str], terms: 
         for term in terms:
             if term.used_in(text):
                 result.used += 1
-                if term.rendered_in(translations[cell_id]):
+                if term.rendered_in(translations[cell_id], variants):
                     result.rendered += 1
                 else:
                     result.missing.append(f"{cell_id}: {term.en} -> {term.zh}")
@@ -193,14 +313,22 @@ class NotebookCheck:
     problems: list[str] = field(default_factory=list)
     coverage: Coverage | None = None
     cjk: float | None = None
+    #: every editorial violation (:func:`editorial_violations`), problems only with ``EDITORIAL``
+    editorial: list[Violation] = field(default_factory=list)
 
 
-def check_notebook(notebook: Path, terms: list[Term], locale_dir: Path = LOCALE_DIR) -> NotebookCheck:
-    """Every problem of one notebook's translation (see the module docstring)."""
+def check_notebook(notebook: Path, terms: list[Term], locale_dir: Path = LOCALE_DIR, editorial: bool | None = None,
+                   code: bool | None = None) -> NotebookCheck:
+    """Every problem of one notebook's translation (see the module docstring).  ``editorial``
+    (default :data:`EDITORIAL`) makes the editorial violations problems; ``code`` (default
+    :data:`TRANSLATE_CODE`) wants every comment and student-read string of the code cells translated."""
+    editorial = EDITORIAL if editorial is None else editorial
+    code = translation_catalogs.TRANSLATE_CODE if code is None else code
     result = NotebookCheck(notebook.stem)
     po = load_catalog(catalog_path(notebook, locale_dir))
-    by_context = {entry.msgctxt: entry for entry in po if not entry.obsolete}
-    cells = markdown_cells(nbformat.read(notebook, as_version=4))
+    by_context = {entry.msgctxt: entry for entry in po if not entry.obsolete and entry.msgctxt != CODE_CONTEXT}
+    english_nb = nbformat.read(notebook, as_version=4)
+    cells = markdown_cells(english_nb)
     translations = {}
     for cell_id, source in cells:
         entry = by_context.get(cell_id)
@@ -220,12 +348,22 @@ def check_notebook(notebook: Path, terms: list[Term], locale_dir: Path = LOCALE_
             if lost:
                 shown = "; ".join(f"{kind} {text!r}" for kind, text in lost)
                 result.problems.append(f"{where}: the translation loses protected tokens: {shown}")
-    result.coverage = coverage(cells, translations, terms)
+            result.editorial += editorial_violations(cell_id, source, entry.msgstr, terms)
+    if editorial:
+        result.problems += [f"{notebook.stem}: {violation}" for violation in result.editorial]
+    result.coverage = coverage(cells, translations, terms, variants=not editorial)
     if result.coverage.ratio < MIN_COVERAGE:
         result.problems.append(
             f"{notebook.stem}: glossary coverage {100 * result.coverage.ratio:.1f} % < {100 * MIN_COVERAGE:.0f} % "
             f"({result.coverage.rendered}/{result.coverage.used}); missing: " + "; ".join(result.coverage.missing))
-    expected = build_notebook(notebook, po, terms)
+    if code:
+        po_texts = {e.msgid for e in po if e.msgctxt == CODE_CONTEXT and not e.obsolete}
+        missing = sorted({t.text for c in english_nb.cells if c.cell_type == "code"
+                          for t in code_texts(c.source)} - po_texts)
+        result.problems += [f"{notebook.stem}: code text {m.splitlines()[0][:60]!r} is not in the catalog "
+                            "(run `translate extract`)" for m in missing]
+        result.problems += code_entry_problems(po, notebook.stem)
+    expected = build_notebook(notebook, po, terms, code)
     target = zh_path(notebook)
     if not target.exists():
         result.problems.append(f"{notebook.stem}: zh/{target.name} is missing (run `translate build`)")
@@ -234,12 +372,32 @@ def check_notebook(notebook: Path, terms: list[Term], locale_dir: Path = LOCALE_
         if actual != expected:
             result.problems.append(f"{notebook.stem}: notebooks/zh/{target.name} differs from what `translate build` "
                                    f"writes{_differing_cells(actual, expected)} (run `translate build`)")
+        result.problems += _code_cell_problems(english_nb, actual, code_translations(po) if code else {}, notebook.stem)
     zh_markdown = "\n".join(c.source for c in nbformat.reads(expected, as_version=4).cells if c.cell_type == "markdown")
     result.cjk = cjk_ratio(zh_markdown)
     if result.cjk < MIN_CJK_RATIO:
         result.problems.append(f"{notebook.stem}: only {100 * result.cjk:.1f} % of the zh markdown is CJK "
                                f"(at least {100 * MIN_CJK_RATIO:.0f} % needed)")
     return result
+
+
+def _code_cell_problems(english_nb, zh_text: str, translations: dict[str, str], name: str) -> list[str]:
+    """The zh notebook's code cells against the English ones (:func:`code_differences`)."""
+    try:
+        zh_cells = {c.get("id"): c for c in nbformat.reads(zh_text, as_version=4).cells}
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the build comparison
+        return []
+    problems = []
+    for cell in english_nb.cells:
+        if cell.cell_type != "code":
+            continue
+        zh_cell = zh_cells.get(cell.get("id"))
+        if zh_cell is None or zh_cell.cell_type != "code":
+            problems.append(f"{name}: code cell {cell.get('id')} is missing from the zh notebook")
+            continue
+        problems += [f"{name}: code cell {cell.get('id')}: {d}"
+                     for d in code_differences(cell.source, zh_cell.source, translations)]
+    return problems
 
 
 def _differing_cells(actual: str, expected: str) -> str:
@@ -256,7 +414,8 @@ def _differing_cells(actual: str, expected: str) -> str:
 
 
 def check(notebooks: list[Path] | None = None, require_all: bool = True, locale_dir: Path = LOCALE_DIR,
-          readmes: Iterable[Path] = README_PATHS) -> tuple[list[NotebookCheck], list[str]]:
+          readmes: Iterable[Path] = README_PATHS, editorial: bool | None = None,
+          code: bool | None = None) -> tuple[list[NotebookCheck], list[str]]:
     """Check ``notebooks`` (default: all); without ``require_all`` a notebook with no catalog is
     skipped instead of failing.  Returns the per-notebook results and the problems outside any one
     notebook."""
@@ -267,7 +426,7 @@ def check(notebooks: list[Path] | None = None, require_all: bool = True, locale_
     results = []
     for notebook in selected:
         if catalog_path(notebook, locale_dir).exists():
-            results.append(check_notebook(notebook, terms, locale_dir))
+            results.append(check_notebook(notebook, terms, locale_dir, editorial, code))
         elif require_all:
             problems.append(f"{notebook.stem}: no catalog {catalog_path(notebook, locale_dir).name} "
                             "(run `translate extract`, translate, `translate build`)")
@@ -293,6 +452,58 @@ def check(notebooks: list[Path] | None = None, require_all: bool = True, locale_
 
 
 # --------------------------------------------------------------------------------------------
+# Editorial rules (issue 31): ratio wording, quotes, pinned terms
+
+#: ``True``: ``translate check`` fails on every editorial violation (:func:`editorial_violations`).
+#: ``False`` while the catalogs are being rewritten: ``translate check --editorial`` lists them
+#: without failing.  Turned on by the editorial pass once the counts are zero.
+EDITORIAL = False
+
+#: ratio wording refused in the zh markdown: 「少 N 倍」「小 N 倍」「快 N 倍」 (and 「少多少倍」) say
+#: "N times less", which Chinese readers take as an increase; 「N 倍（N×）」 says the factor twice.
+#: Write 「为…的 1/N」 or 「是…的 N 倍」 (factor = baseline ÷ new).  The issue's patterns
+#: (「少\S{0,4}倍」 …), also with the spaces of 「少 7 倍」; 「至少 3 倍」 and 「大小…倍」 are fine.
+RATIO_WORDING = {
+    "少…倍": re.compile(r"(?<!至)少(?:\s?\S){0,4}?\s?倍"),
+    "小…倍": re.compile(r"(?<!大)小(?:\s?\S){0,4}?\s?倍"),
+    "快…倍": re.compile(r"快(?:\s?\S){0,4}?\s?倍"),
+    "倍（N×）": re.compile(r"倍\s?（\S+×）"),
+}
+#: straight ASCII double quotes around text with Chinese in it: write 「…」 or “…”
+ASCII_QUOTES = re.compile(r'"([^"\n]*)"')
+EDITORIAL_RULES = ("ratio wording", "ASCII quotes", "unpinned term")
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    cell: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"cell {self.cell}: {self.rule}: {self.text}"
+
+
+def editorial_violations(cell_id: str, english: str, translation: str, terms: list[Term]) -> list[Violation]:
+    """The editorial problems of one translated markdown cell: refused ratio wording, straight
+    quotes around Chinese text, and a refused variant of a glossary term the English cell uses
+    (a variant inside the pinned form of another term of the cell does not count).  Code, maths
+    and link targets are not looked at."""
+    text = prose(translation)
+    found = [Violation("ratio wording", cell_id, m.group(0))
+             for pattern in RATIO_WORDING.values() for m in pattern.finditer(text)]
+    found += [Violation("ASCII quotes", cell_id, m.group(0)) for m in ASCII_QUOTES.finditer(text)
+              if CJK.search(m.group(1))]
+    english_text = term_text(english)
+    used = [term for term in terms if term.used_in(english_text)]
+    allowed = [zh for term in used for zh in term.zh_match]
+    for term in used:
+        found += [Violation("unpinned term", cell_id, f"{variant} (pinned: {term.zh} for {term.en})")
+                  for variant in term.variants_in(text, allowed)]
+    return found
+
+
+# --------------------------------------------------------------------------------------------
 # CLI
 
 def parser() -> argparse.ArgumentParser:
@@ -310,7 +521,26 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-untranslated", action="store_false", dest="require_all",
                    help="list notebooks without a catalog instead of failing")
     c.add_argument("--json", type=Path, default=None, help="also write the per-notebook figures to this file")
+    c.add_argument("--editorial", action="store_true",
+                   help="list the editorial violations (ratio wording, ASCII quotes, unpinned terms) and their "
+                        "counts per notebook; they fail the check only when translate.EDITORIAL is True")
     return p
+
+
+def _print_editorial(results: list[NotebookCheck]) -> None:
+    """The editorial violations: a table of counts per notebook and rule, then each one."""
+    state = "enforced (EDITORIAL = True)" if EDITORIAL else "listed, not enforced (EDITORIAL = False)"
+    print(f"\neditorial rules, {state}:")
+    width = max([len(r.name) for r in results] + [8])
+    print(f"{'notebook':<{width}}  " + "  ".join(f"{rule:>14}" for rule in EDITORIAL_RULES))
+    for result in results:
+        counts = [sum(v.rule == rule for v in result.editorial) for rule in EDITORIAL_RULES]
+        print(f"{result.name:<{width}}  " + "  ".join(f"{n:>14}" for n in counts))
+    totals = [sum(v.rule == rule for r in results for v in r.editorial) for rule in EDITORIAL_RULES]
+    print(f"{'total':<{width}}  " + "  ".join(f"{n:>14}" for n in totals))
+    for result in results:
+        for violation in result.editorial:
+            print(f"  {result.name}: {violation}")
 
 
 def _selected(names: list[str]) -> list[Path]:
@@ -352,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result.name}: {'ok' if not result.problems else 'FAILED'}; glossary coverage "
               f"{100 * cov.ratio:.1f} % ({cov.rendered}/{cov.used}); CJK {100 * (result.cjk or 0):.1f} % of the markdown")
         problems.extend(result.problems)
+    if args.editorial:
+        _print_editorial(results)
     untranslated = [nb.stem for nb in english_notebooks() if not catalog_path(nb).exists()]
     if untranslated and not args.notebooks:
         print(f"not translated yet (no catalog): {', '.join(untranslated)}")
