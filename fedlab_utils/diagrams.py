@@ -306,19 +306,19 @@ def draw_split_cut(model: nn.Sequential, cut_layer: int, input_shape: Sequence[i
     _blank(ax, (-0.2, n + 0.2), (0, 4.0))
     for i, name in enumerate(layers):
         side = _CLIENT if i < cut_layer else _SERVER
-        _box(ax, i + 0.5, 2.0, 0.9, 0.8, f"{i}\n{name}", side, f"layer {i}", fontsize=7.5)
+        _box(ax, i + 0.5, 2.0, 0.9, 0.8, f"{i}\n{name}", side, f"layer {i}", fontsize=10)
     ax.axvline(cut_layer, ymin=0.08, ymax=0.92, color="#C44E52", ls="--", lw=1.5, gid="cut")
-    ax.text(cut_layer / 2, 3.55, f"client: layers 0-{cut_layer - 1}", ha="center", fontsize=9)
-    ax.text((cut_layer + n) / 2, 3.55, f"server: layers {cut_layer}-{n - 1}", ha="center", fontsize=9)
+    ax.text(cut_layer / 2, 3.55, f"client: layers 0-{cut_layer - 1}", ha="center", fontsize=12)
+    ax.text((cut_layer + n) / 2, 3.55, f"server: layers {cut_layer}-{n - 1}", ha="center", fontsize=12)
     shape = "×".join(str(d) for d in info["activation_shape"])
     _arrow(ax, (cut_layer - 0.45, 2.75), (cut_layer + 0.45, 2.75),
            f"forward: activations {shape} = {_fmt_bytes(info['activation_bytes'])}",
-           color=PHASE_COLORS["upload"], offset=(0, 0.35), gid="activations")
+           color=PHASE_COLORS["upload"], offset=(0, 0.35), fontsize=11, gid="activations")
     _arrow(ax, (cut_layer + 0.45, 1.25), (cut_layer - 0.45, 1.25),
            f"backward: their gradients = {_fmt_bytes(info['gradient_bytes'])}",
-           color=PHASE_COLORS["download"], offset=(0, -0.35), gid="gradients")
-    ax.set_title(f"Split learning, cut_layer={cut_layer}: client runs layers 0-{cut_layer - 1}, server the rest; "
-                 f"what crosses per mini-batch of {batch_size}", fontsize=10)
+           color=PHASE_COLORS["download"], offset=(0, -0.35), fontsize=11, gid="gradients")
+    ax.set_title(f"Split learning, cut_layer={cut_layer}: client runs layers 0-{cut_layer - 1}, server the rest;\n"
+                 f"what crosses per mini-batch of {batch_size}", fontsize=12)
     return fig, ax
 
 

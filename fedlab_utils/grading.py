@@ -60,8 +60,11 @@ PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
                         "    m = {k: beta1 * m[k] + (1 - beta1) * update[k] for k in update}\n"
                         "    v = {k: beta2 * v[k] + (1 - beta2) * update[k] ** 2 for k in update}  # Adam's v for both\n"
                         "    return {k: global_state[k] + lr * m[k] / (v[k].sqrt() + tau) for k in global_state}, m, v\n"),
-    "05_model_parallelism": ("05-ex1-pipeline-time", "def pipeline_time(stage_times, M):\n"
-                             "    return (M + len(stage_times) - 1) * sum(stage_times) / len(stage_times)\n"),
+    "05_model_parallelism": ("05-build-split-step", "def split_step(client_part, server_part, x, y, send_up, send_down):\n"
+                             "    server_in = send_up(client_part(x)).requires_grad_()  # no gradient goes back\n"
+                             "    loss = F.cross_entropy(server_part(server_in), y)\n"
+                             "    loss.backward()\n"
+                             "    return loss\n"),
     "06_capstone": ("06-build-recipe", "def my_recipe_parts(config, model):\n"
                     "    server = FedAvgM(lr=1.0, momentum=config.server_momentum)\n"
                     "    schedule = PruningSchedule(config.sparsity, 'cubic', every=1, end=max(1, config.rounds // 2))\n"

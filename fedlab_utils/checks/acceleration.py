@@ -7,7 +7,7 @@ import torch
 from ..federated import History, RoundRecord, apply_delta
 from ..ledger import Energy
 from . import call_safely, expect, expect_close, expect_percent, expect_tensors_close, passed
-from ..i18n import gettext
+from ..i18n import N_, gettext
 
 __all__ = ["check_fedavgm_step", "check_to_target", "check_fedadam_step", "check_server_step", "check_first_step",
            "check_wasted_prediction", "check_saving_prediction", "WASTED_PREDICTION_BAND", "SAVING_PREDICTION_BAND"]
@@ -152,14 +152,14 @@ def _server_step_variant(state, update, m, v, lr, beta1, beta2, tau, variant, *,
 
 
 _SERVER_STEP_MISTAKES = {
-    "bias_correction": "The package (like Reddi et al.'s Algorithm 2) uses no bias correction: divide m by (sqrt(v) + tau) "
-                       "as they are, not by (1 - beta**t).",
-    "adam_v_for_yogi": "For variant 'yogi' v must follow Yogi's sign rule, v = v - (1-beta2) * update**2 * "
-                       "sign(v - update**2), not Adam's moving average.",
-    "tau_inside": "tau is added after the square root: x = x + lr * m / (sqrt(v) + tau), not sqrt(v + tau).",
-    "descend": "The update is the clients' average change (new weights minus old), already a step downhill: "
-               "move along it, x = x + lr * m / (sqrt(v) + tau), not x - ...",
-    "v_from_zero": "Start v at tau**2 (torch.full_like(update, tau**2)), not at zeros, as the package does.",
+    "bias_correction": N_("The package (like Reddi et al.'s Algorithm 2) uses no bias correction: use m and v as they are, "
+                          "not divided by (1 - beta**t)."),
+    "adam_v_for_yogi": N_("For variant 'yogi' v must follow Yogi's sign rule, v = v - (1-beta2) * update**2 * "
+                       "sign(v - update**2), not Adam's moving average."),
+    "tau_inside": N_("tau is added after the square root: x = x + lr * m / (sqrt(v) + tau), not sqrt(v + tau)."),
+    "descend": N_("The update is the clients' average change (new weights minus old), already a step downhill: "
+               "move along it, x = x + lr * m / (sqrt(v) + tau), not x - ..."),
+    "v_from_zero": N_("Start v at tau**2 (torch.full_like(update, tau**2)), not at zeros, as the package does."),
 }
 
 
