@@ -471,6 +471,22 @@ def test_the_stated_study_time_follows_the_method_and_the_core_path_fits(path):
                                         "move material to a '## 选学 Optional: …' section at the end")
 
 
+def test_readme_study_times_follow_the_method():
+    """The README's table gives each notebook's core (and optional) minutes by study_minutes."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    wrong = []
+    for path in NOTEBOOKS:
+        row = next(line for line in readme.splitlines() if line.startswith("| ") and f"`{path.name}`" in line)
+        found = re.search(r"about (\d+) min(?: \+ (\d+) optional)?", row)
+        assert found, f"README's row for {path.name} gives no 'about N min'"
+        measured = study_minutes(path)
+        for part, shown in (("core", found.group(1)), ("optional", found.group(2) or "0")):
+            value = measured[f"{part}_minutes"]
+            if abs(int(shown) - value) > max(STUDY_TOLERANCE_MINUTES, STUDY_TOLERANCE_SHARE * value):
+                wrong.append(f"{path.name}: README says {shown} min {part}, the method gives {value:.0f}")
+    assert not wrong, "\n".join(wrong)
+
+
 # ----------------------------------------------------------------------------- recording, last and collapsed
 RECORDING_HEADING = "## 记录结果 Recording this run"
 
