@@ -20,6 +20,14 @@ markdown cell, ``msgctxt`` the cell id and ``msgid`` the English source.
   or a README glossary differs from what ``build`` writes, when the glossary coverage of a
   notebook is below 90 % or when less than 40 % of a zh notebook's markdown is CJK.
 
+``check`` also compares each zh code cell with its English cell through :mod:`tokenize`: only
+comments and the string literals the catalog owns may differ (``TRANSLATE_CODE``, see
+:mod:`fedlab_utils.translation_catalogs`).  Two relaxations only accept more: a number written the
+Chinese way with the same value (``50 万`` for ``500k``, ``1/4`` for ``4×``) and a prose argument
+inside a code span (:mod:`fedlab_utils.glossary`).  The editorial rules (ratio wording, straight
+quotes around Chinese, refused variants of a pinned glossary term, :func:`editorial_violations`)
+are listed by ``check --editorial`` and fail the check only with :data:`EDITORIAL`.
+
 Which notebooks are checked: every English notebook; one without a catalog fails (every lesson
 has a zh edition).  ``--allow-untranslated`` lists such notebooks instead of failing, for the
 time between adding a notebook and translating it.  A zh notebook or a catalog without its
