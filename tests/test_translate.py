@@ -470,3 +470,15 @@ def test_code_translation_extract_build_check_roundtrip(tmp_path):
     assert any("not a comment" in p for p in problems), problems
     assert any("with the fields ['gap + 1']" in p for p in problems), problems
     assert any("the code differs" in p for p in problems), problems
+
+
+def test_editorial_report_counts_each_rule_per_notebook(capsys):
+    results = [tr.NotebookCheck("00_demo", editorial=[tr.Violation("ratio wording", "a", "少 7 倍"),
+                                                      tr.Violation("ratio wording", "b", "快三倍"),
+                                                      tr.Violation("ASCII quotes", "a", '"暗知识"')]),
+               tr.NotebookCheck("01_demo")]
+    tr._print_editorial(results)
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("00_", "01_", "total"))}
+    assert rows == {"00_demo": ["2", "1", "0"], "01_demo": ["0", "0", "0"], "total": ["2", "1", "0"]}
+    assert "00_demo: cell b: ratio wording: 快三倍" in out and "not enforced" in out
