@@ -94,6 +94,7 @@ __all__ = [
     "CODE_CONTEXT", "TRANSLATE_CODE", "CodeText", "code_texts", "code_tokens", "code_translations",
     "merge_code_entries", "translate_code", "code_differences", "code_entry_problems",
     "EDITORIAL", "RATIO_WORDING", "ASCII_QUOTES", "EDITORIAL_RULES", "Violation", "editorial_violations",
+    "ENGLISH_RUN", "english_runs", "scan_outputs",
 ]
 
 
@@ -512,6 +513,67 @@ def editorial_violations(cell_id: str, english: str, translation: str, terms: li
 
 
 # --------------------------------------------------------------------------------------------
+# English left in what a zh notebook prints
+
+#: four or more English words in a row (a word: letters, with inner ``'`` or ``-``), separated by
+#: spaces or light punctuation; identifiers (``phone_lte``, ``fedlab_utils.run``), numbers and
+#: paths break a run, so code and values do not count
+ENGLISH_RUN = re.compile(r"(?<![\w.$/\\-])[A-Za-z][A-Za-z'’-]*(?:[ \t]*[,;:]?[ \t]+[A-Za-z][A-Za-z'’-]*(?![\w.(/\\])){3,}")
+#: a Python warning line (``…/site-packages/x.py:12: UserWarning: …``) and the source line it quotes
+WARNING_LINE = re.compile(r"^\S+\.py:\d+: \w*Warning\b")
+HTML_TAG = re.compile(r"<[^>]+>")
+
+
+def english_runs(text: str, allowed: Iterable[str] = ()) -> list[str]:
+    """The runs of four or more consecutive English words in ``text``, less those in ``allowed``
+    (names that stay English in Chinese text, e.g. ``Noto Sans CJK SC``)."""
+    for name in allowed:
+        text = text.replace(name, " ")
+    return [m.group(0) for m in ENGLISH_RUN.finditer(text)]
+
+
+def _output_texts(cell) -> list[tuple[str, str]]:
+    """``(where, text)`` of a code cell's outputs a student reads: streams (without Python warning
+    lines and the source line each quotes), ``text/plain`` and ``text/html`` (tags removed).
+    Tracebacks (``error`` outputs) are left out."""
+    texts = []
+    for output in cell.get("outputs", []):
+        kind = output.get("output_type")
+        if kind == "stream":
+            lines, skip = [], False
+            for line in "".join(output.get("text", "")).splitlines():
+                if WARNING_LINE.match(line):
+                    skip = True
+                    continue
+                if skip and line.startswith((" ", "\t")):
+                    continue
+                skip = False
+                lines.append(line)
+            texts.append((output.get("name", "stream"), "\n".join(lines)))
+        elif kind in ("execute_result", "display_data"):
+            data = output.get("data", {})
+            if "text/html" in data:
+                texts.append(("text/html", HTML_TAG.sub(" ", "".join(data["text/html"]))))
+            elif "text/plain" in data:
+                texts.append(("text/plain", "".join(data["text/plain"])))
+    return texts
+
+
+def scan_outputs(notebook: Path, allowed: Iterable[str] = ()) -> list[str]:
+    """Every run of four or more English words in the outputs of an executed zh notebook, as
+    ``"<notebook>: cell <id> (<output>): <run>"``; ``[]`` when a Chinese student meets no English
+    outside code, tracebacks and warnings."""
+    nb = nbformat.read(notebook, as_version=4)
+    found = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for where, text in _output_texts(cell):
+            found += [f"{notebook.stem}: cell {cell.get('id')} ({where}): {run}" for run in english_runs(text, allowed)]
+    return found
+
+
+# --------------------------------------------------------------------------------------------
 # CLI
 
 def parser() -> argparse.ArgumentParser:
@@ -532,6 +594,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--editorial", action="store_true",
                    help="list the editorial violations (ratio wording, ASCII quotes, unpinned terms) and their "
                         "counts per notebook; they fail the check only when translate.EDITORIAL is True")
+    o = sub.add_parser("scan-outputs", help="list runs of 4+ English words in executed zh notebooks' outputs")
+    o.add_argument("notebooks", nargs="+", type=Path,
+                   help="executed zh notebooks, e.g. build/zh/notebooks/*.ipynb (from `run --lang zh`)")
+    o.add_argument("--allow", action="append", default=[], metavar="NAME",
+                   help="a name that stays English (e.g. a device model); may be repeated")
+    o.add_argument("--report-only", action="store_true", help="list them, exit 0")
     return p
 
 
@@ -571,6 +639,12 @@ def main(argv: list[str] | None = None) -> int:
                 report = extract_runtime()
                 print(f"{RUNTIME_CATALOG.name}: {len(report.new)} new, {len(report.obsolete)} obsolete runtime messages")
             return 0
+        if args.command == "scan-outputs":
+            found = [line for notebook in args.notebooks for line in scan_outputs(notebook, args.allow)]
+            for line in found:
+                print(line)
+            print(f"{len(found)} run(s) of four or more English words in {len(args.notebooks)} notebook(s)")
+            return 1 if found and not args.report_only else 0
         if args.command == "build":
             terms = load_glossary()
             for notebook in _selected(args.notebooks):

@@ -482,3 +482,30 @@ def test_editorial_report_counts_each_rule_per_notebook(capsys):
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("00_", "01_", "total"))}
     assert rows == {"00_demo": ["2", "1", "0"], "01_demo": ["0", "0", "0"], "total": ["2", "1", "0"]}
     assert "00_demo: cell b: ratio wording: 快三倍" in out and "not enforced" in out
+
+
+# -- English left in a zh notebook's outputs ---------------------------------------------------------
+
+def test_scan_outputs_finds_english_runs_but_not_code_values_tracebacks_or_warnings(tmp_path):
+    cell = nbformat.v4.new_code_cell("print(x)", id="c1")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="一轮之后：FedAvg IID 92.1%，phone-lte 12.6 J\n"
+                                                            "the unweighted mean does not converge\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=(
+            "/x/site-packages/torch/a.py:12: UserWarning: this overload of nonzero is deprecated\n"
+            "  return torch.nonzero(x)\n")),
+        nbformat.v4.new_output("error", ename="ValueError", evalue="rounds must be a positive int",
+                               traceback=["ValueError: rounds must be a positive int here"]),
+        nbformat.v4.new_output("execute_result", data={
+            "text/html": "<table><tr><th>最终准确率 %</th><th>MB up</th></tr><tr><td>Noto Sans CJK SC</td></tr></table>",
+            "text/plain": "final acc % MB up"}, execution_count=1),
+    ]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    path = tmp_path / "00_demo.ipynb"
+    nbformat.write(nb, path)
+    assert tr.scan_outputs(path, allowed=["Noto Sans CJK SC"]) == [
+        "00_demo: cell c1 (stdout): the unweighted mean does not converge"]
+    assert len(tr.scan_outputs(path)) == 2  # the font name is four English words unless allowed
+    assert tr.english_runs("fedlab_utils.run(rounds=5) phone_lte -> 12.6 J, FedAvg non-IID") == []
+    assert tr.main(["scan-outputs", str(path), "--allow", "Noto Sans CJK SC"]) == 1
+    assert tr.main(["scan-outputs", str(path), "--allow", "Noto Sans CJK SC", "--report-only"]) == 0
