@@ -62,28 +62,32 @@ def register_cjk_font(path: Path | None = None) -> str | None:
 
 
 def use_language_fonts(lang: str | None = None) -> bool:
-    """In the Chinese edition, put the CJK font first in matplotlib's sans-serif list (the Latin
-    glyphs of Noto Sans CJK match the rest of the text) and return ``True``; in English, or with
-    no CJK font, change nothing and return ``False``."""
+    """In the Chinese edition, draw text with the current Latin font and the CJK font after it
+    (``font.family = [latin, "Noto Sans CJK SC"]``: matplotlib takes each glyph from the first
+    font of the list that has it, so Latin text, digits and symbols such as ✗ look as in the
+    English edition and Chinese characters come from Noto) and return ``True``; in English, or
+    with no CJK font, change nothing and return ``False``."""
     import matplotlib as mpl
+    from matplotlib import font_manager
 
     if language(lang) != "zh":
         return False
     family = register_cjk_font()
     if family is None:
         return False
-    current = [name for name in mpl.rcParams["font.sans-serif"] if name != family]
-    mpl.rcParams["font.sans-serif"] = [family, *current]
-    mpl.rcParams["font.family"] = "sans-serif"
+    current = [name for name in mpl.rcParams["font.family"] if name != family] or ["sans-serif"]
+    latin = font_manager.FontProperties(
+        fname=font_manager.findfont(font_manager.FontProperties(family=current))).get_name()
+    mpl.rcParams["font.family"] = [latin, family] if latin != family else [family]
     return True
 
 
 def cjk_font_active() -> bool:
-    """Whether matplotlib's first sans-serif family is a registered CJK font."""
+    """Whether matplotlib draws text with a registered CJK font among its families."""
     import matplotlib as mpl
 
-    families = mpl.rcParams["font.sans-serif"]
-    return bool(families) and families[0] == register_cjk_font()
+    family = register_cjk_font()
+    return family is not None and family in mpl.rcParams["font.family"]
 
 
 def figure_text(english: str, chinese: str, lang: str | None = None) -> str:

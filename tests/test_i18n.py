@@ -152,9 +152,12 @@ def test_zh_figure_draws_every_chinese_glyph(monkeypatch):
     assert path is not None and path.name == "NotoSansCJK-Regular.ttc", "noto-cjk-sans-otc is a dependency"
     with mpl.rc_context():
         plotting.use_style()
-        assert fonts.cjk_font_active() and mpl.rcParams["font.sans-serif"][0] == fonts.CJK_FAMILY
-        assert font_manager.findfont(font_manager.FontProperties(family=["sans-serif"])) == str(path)
-        assert _render_and_collect_missing_glyphs("每轮客户端的能耗（焦耳）") == []
+        assert fonts.cjk_font_active() and mpl.rcParams["font.family"] == ["DejaVu Sans", fonts.CJK_FAMILY]
+        assert font_manager.findfont(font_manager.FontProperties(family=[fonts.CJK_FAMILY])) == str(path)
+        # Chinese from Noto; Latin text, the minus sign and ✓/✗ from DejaVu Sans, as in English
+        assert _render_and_collect_missing_glyphs("每轮客户端的能耗（焦耳）：−1.5 J，✓ ✗ ≥ ±") == []
+        plotting.use_style()  # twice: still [latin, CJK]
+        assert mpl.rcParams["font.family"] == ["DejaVu Sans", fonts.CJK_FAMILY]
         assert fonts.figure_text("uplink bytes", "上行字节数") == "上行字节数"
         assert fonts.figure_text("uplink bytes", "上行字节数", lang="en") == "uplink bytes"
 
@@ -163,7 +166,7 @@ def test_the_glyph_check_fails_without_the_cjk_font():
     """The check above can fail: DejaVu Sans alone has no Chinese glyphs."""
     import matplotlib as mpl
 
-    with mpl.rc_context({"font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"]}):
+    with mpl.rc_context({"font.family": ["DejaVu Sans"]}):
         assert _render_and_collect_missing_glyphs("每轮客户端的能耗")
 
 
@@ -178,9 +181,9 @@ def test_no_cjk_font_falls_back_to_english_labels(monkeypatch, tmp_path):
     monkeypatch.setenv(i18n.LANG_ENV, "zh")
     fonts.register_cjk_font.cache_clear()
     try:
-        with mpl.rc_context({"font.sans-serif": ["DejaVu Sans"]}):
+        with mpl.rc_context({"font.family": ["sans-serif"]}):
             assert fonts.cjk_font_path() is None and fonts.use_language_fonts() is False
-            assert mpl.rcParams["font.sans-serif"] == ["DejaVu Sans"]
+            assert mpl.rcParams["font.family"] == ["sans-serif"] and not fonts.cjk_font_active()
             assert fonts.figure_text("uplink bytes", "上行字节数") == "uplink bytes"
             assert fonts.use_language_fonts("en") is False
     finally:
