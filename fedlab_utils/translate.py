@@ -94,7 +94,7 @@ __all__ = [
     "CODE_CONTEXT", "TRANSLATE_CODE", "CodeText", "code_texts", "code_tokens", "code_translations",
     "merge_code_entries", "translate_code", "code_differences", "code_entry_problems",
     "EDITORIAL", "RATIO_WORDING", "ASCII_QUOTES", "EDITORIAL_RULES", "Violation", "editorial_violations",
-    "ENGLISH_RUN", "english_runs", "scan_outputs",
+    "ENGLISH_RUN", "english_runs", "scan_outputs", "runtime_editorial",
 ]
 
 
@@ -512,6 +512,20 @@ def editorial_violations(cell_id: str, english: str, translation: str, terms: li
     return found
 
 
+def runtime_editorial(path: Path = RUNTIME_CATALOG, terms: list[Term] | None = None) -> NotebookCheck:
+    """The editorial violations of the runtime messages' translations (check hints, claims table,
+    explorer labels), as one pseudo-notebook ``fedlab_utils.po`` whose "cells" are the messages."""
+    terms = load_glossary() if terms is None else terms
+    result = NotebookCheck(path.name)
+    for entry in load_catalog(path):
+        if not entry.obsolete and entry.msgstr.strip():
+            label = entry.msgid if len(entry.msgid) <= 40 else entry.msgid[:37] + "…"
+            result.editorial += editorial_violations(repr(label), entry.msgid, entry.msgstr, terms)
+    if EDITORIAL:
+        result.problems = [f"{path.name}: {v}" for v in result.editorial]
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # English left in what a zh notebook prints
 
@@ -656,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
                                   require_all=args.require_all)
         if not args.notebooks:
             problems.extend(check_runtime())
+            runtime = runtime_editorial()
+            problems.extend(runtime.problems)
     except (ValueError, OSError, CourseError) as error:
         print(f"translate: {error}", file=sys.stderr)
         return 2
@@ -665,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * cov.ratio:.1f} % ({cov.rendered}/{cov.used}); CJK {100 * (result.cjk or 0):.1f} % of the markdown")
         problems.extend(result.problems)
     if args.editorial:
-        _print_editorial(results)
+        _print_editorial(results + ([runtime] if not args.notebooks else []))
     untranslated = [nb.stem for nb in english_notebooks() if not catalog_path(nb).exists()]
     if untranslated and not args.notebooks:
         print(f"not translated yet (no catalog): {', '.join(untranslated)}")

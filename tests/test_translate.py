@@ -509,3 +509,15 @@ def test_scan_outputs_finds_english_runs_but_not_code_values_tracebacks_or_warni
     assert tr.english_runs("fedlab_utils.run(rounds=5) phone_lte -> 12.6 J, FedAvg non-IID") == []
     assert tr.main(["scan-outputs", str(path), "--allow", "Noto Sans CJK SC"]) == 1
     assert tr.main(["scan-outputs", str(path), "--allow", "Noto Sans CJK SC", "--report-only"]) == 0
+
+
+def test_runtime_messages_are_held_to_the_editorial_rules(tmp_path):
+    po = polib.POFile()
+    po.metadata = {"Content-Type": "text/plain; charset=UTF-8"}
+    po.append(polib.POEntry(msgid="{what}: how many times fewer bytes?", msgstr="{what}：字节少多少倍？"))
+    po.append(polib.POEntry(msgid="The codec sends {n} bytes.", msgstr="编码器发送 {n} 字节。"))
+    po.append(polib.POEntry(msgid="Fine.", msgstr="很好。"))
+    path = tmp_path / "fedlab_utils.po"
+    po.save(str(path))
+    result = tr.runtime_editorial(path, terms=[tr.Term("编解码器", "codec", "02", "codecs?", ("编解码器",), ("编码器",))])
+    assert sorted(v.rule for v in result.editorial) == ["ratio wording", "unpinned term"] and result.problems == []
