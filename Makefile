@@ -70,6 +70,7 @@ notebooks: $(ENV_STAMP)
 	$(PY) -m pytest $(NBVAL_NOTEBOOKS) --nbval-lax --nbval-current-env
 
 bench: $(ENV_STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[scale]'
 	$(PY) benchmarks/run.py
 
 # Only the claims benchmark: every notebook on seeds 0-19 -> benchmarks/results/claims.json
@@ -120,3 +121,17 @@ site-check: $(SITE_STAMP)
 # wheel through the notebook's bootstrap cell (slow; not in make test)
 standalone-check: $(ENV_STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) website/standalone_check.py
+
+# The deployment of docs/deployment.md across four network namespaces (server, laptop, two
+# devices): the docs' commands verbatim, a SAN mismatch, a loopback-bound server, a cut link.
+# Needs root and iproute2 (.ci/run installs it); slow, so not in make test.
+.PHONY: multihost-check
+multihost-check: $(ENV_STAMP)
+	FEDLAB_MULTIHOST=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests/test_multihost.py -p no:cacheprovider -v
+
+# The course's Flower apps on Flower's simulation runtime (Ray, the [scale] extra, installed here
+# only): deploy --simulation against run(). Slow, so not in make test.
+.PHONY: scale-check
+scale-check: $(ENV_STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[scale]'
+	FEDLAB_SCALE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests/test_flower_simulation.py -p no:cacheprovider -v
