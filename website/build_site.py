@@ -338,6 +338,7 @@ def build_site(build: Path, out: Path, stage_root: Path, editions: tuple[str, ..
     index = out / "index.html"  # the site's root sends a reader to the English edition
     index.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                      '<meta http-equiv="refresh" content="0; url=en/index.html">'
+                     '<link rel="icon" href="en/_static/favicon.svg">'
                      '<title>Efficient Federated Learning · 高效联邦学习</title></head>\n'
                      '<body><p><a href="en/index.html">Efficient Federated Learning (English)</a> · '
                      '<a href="zh/index.html" lang="zh-CN">高效联邦学习（中文）</a></p></body></html>\n',

@@ -152,7 +152,7 @@ def chromium() -> Iterator[object]:
 
 @dataclass
 class PageLog:
-    """What went wrong while one page loaded."""
+    """What went wrong while a tab loaded its pages (cleared before each page)."""
 
     console_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
@@ -166,6 +166,30 @@ class PageLog:
         page.on("response", lambda response: response.status >= 400 and self.failed_requests.append(
             f"{response.url} (HTTP {response.status})"))
 
+    def clear(self) -> None:
+        self.console_errors.clear()
+        self.failed_requests.clear()
+
+
+class Tab:
+    """One browser tab that loads page after page, recording each page's problems."""
+
+    def __init__(self, browser) -> None:
+        self.page = browser.new_page(viewport=VIEWPORT)
+        self.log = PageLog()
+        self.log.attach(self.page)
+
+    def open(self, url: str):
+        """Load ``url`` (and let it go idle, best effort); returns the Playwright page."""
+        self.log.clear()
+        self.page.goto(url, wait_until="load", timeout=60_000)
+        with contextlib.suppress(Exception):  # a page that keeps a request open still counts as loaded
+            self.page.wait_for_load_state("networkidle", timeout=5_000)
+        return self.page
+
+    def close(self) -> None:
+        self.page.close()
+
 
 BROKEN_IMAGES = """() => Promise.all(Array.from(document.images).map(img => {
     img.loading = 'eager';
@@ -173,28 +197,16 @@ BROKEN_IMAGES = """() => Promise.all(Array.from(document.images).map(img => {
 })).then(found => found.filter(src => src !== null))"""
 
 
-def open_page(browser, url: str) -> tuple[object, PageLog]:
-    """A new tab on ``url``, loaded and idle, with its console and request problems recorded."""
-    page = browser.new_page(viewport=VIEWPORT)
-    log = PageLog()
-    log.attach(page)
-    page.goto(url, wait_until="load", timeout=60_000)
-    with contextlib.suppress(Exception):  # idle is best effort: a page that keeps polling still counts as loaded
-        page.wait_for_load_state("networkidle", timeout=15_000)
-    return page, log
-
-
 def page_problems(browser, base: str, site: Path) -> tuple[int, list[str]]:
     """Load every page: console errors, failed requests and images that do not decode."""
-    problems, pages = [], html_pages(site)
+    problems, pages, tab = [], html_pages(site), Tab(browser)
     for path in pages:
         relative = path.relative_to(site).as_posix()
-        page, log = open_page(browser, base + quote(relative))
-        broken = page.evaluate(BROKEN_IMAGES)
-        page.close()
-        problems += [f"{relative}: console error: {text}" for text in log.console_errors]
-        problems += [f"{relative}: failed request: {text}" for text in log.failed_requests]
+        broken = tab.open(base + quote(relative)).evaluate(BROKEN_IMAGES)
+        problems += [f"{relative}: console error: {text}" for text in tab.log.console_errors]
+        problems += [f"{relative}: failed request: {text}" for text in tab.log.failed_requests]
         problems += [f"{relative}: image does not load: {src}" for src in broken]
+    tab.close()
     return len(pages), problems
 
 
@@ -204,80 +216,79 @@ def notebook_stems(site: Path, edition: str) -> list[str]:
 
 def switch_problems(browser, base: str, site: Path) -> tuple[int, list[str]]:
     """On each notebook page, the language switch must land on the same notebook in the other edition."""
-    problems, checked = [], 0
+    problems, checked, tab = [], 0, Tab(browser)
     for edition in EDITIONS:
         other = next(e for e in EDITIONS if e != edition)
         for stem in notebook_stems(site, edition):
             checked += 1
-            page, _ = open_page(browser, f"{base}{edition}/{stem}.html")
+            page = tab.open(f"{base}{edition}/{stem}.html")
             switch = page.locator("a.fedlab-lang-switch").first
             if switch.count() == 0 or not switch.is_visible():
                 problems.append(f"{edition}/{stem}.html: no visible language switch")
-                page.close()
                 continue
-            switch.click()
-            page.wait_for_load_state("load")
+            with page.expect_navigation(wait_until="load"):
+                switch.click()
             landed = urlsplit(page.url).path.lstrip("/")
             language = page.evaluate("document.documentElement.lang")
             if landed != f"{other}/{stem}.html" or not language.lower().startswith(other):
                 problems.append(f"{edition}/{stem}.html: the switch landed on {landed} (lang={language!r}), "
                                 f"not {other}/{stem}.html")
-            page.close()
+    tab.close()
     return checked, problems
 
 
 def search_problems(browser, base: str) -> tuple[dict[str, list[str]], list[str]]:
     """Sphinx's search page must list the 02 notebook for each edition's term."""
-    found, problems = {}, []
+    found, problems, tab = {}, [], Tab(browser)
     for edition, term in SEARCHES.items():
-        page, log = open_page(browser, f"{base}{edition}/search.html?q={quote(term)}")
+        page = tab.open(f"{base}{edition}/search.html?q={quote(term)}")
         try:
             page.wait_for_function("() => { const s = document.querySelector('#search-results .search-summary');"
                                    " return s && s.textContent.trim().length > 0; }", timeout=30_000)
         except Exception as error:  # noqa: BLE001 - reported as a problem below
             problems.append(f"{edition}: searching {term!r} did not finish ({error.__class__.__name__})")
         hrefs = page.eval_on_selector_all("#search-results ul.search li a", "links => links.map(a => a.href)")
-        page.close()
         found[edition] = [urlsplit(h).path.rsplit("/", 1)[-1] for h in hrefs]
         if not any(SEARCH_TARGET in h for h in hrefs):
             problems.append(f"{edition}: searching {term!r} did not list {SEARCH_TARGET} (found: {found[edition]})")
-        problems += [f"{edition}/search.html: console error: {text}" for text in log.console_errors]
+        problems += [f"{edition}/search.html: console error: {text}" for text in tab.log.console_errors]
+    tab.close()
     return found, problems
 
 
 def widget_problems(browser, base: str) -> list[str]:
     """On each 02 page, the cell with an explorer's static view must show its note and a loaded figure."""
-    problems = []
+    problems, tab = [], Tab(browser)
     for edition, note in STATIC_VIEW.items():
-        page, _ = open_page(browser, f"{base}{edition}/{SEARCH_TARGET}.html")
+        page = tab.open(f"{base}{edition}/{SEARCH_TARGET}.html")
         cell = page.locator("div.cell", has_text=note).first
         if cell.count() == 0:
             problems.append(f"{edition}/{SEARCH_TARGET}.html: no widget static view ({note!r})")
-        else:
-            cell.scroll_into_view_if_needed()
-            text_visible = cell.get_by_text(note).first.is_visible()
-            image = cell.locator("img").first
-            image_ok = image.count() > 0 and image.is_visible() and \
-                image.evaluate("img => img.complete && img.naturalWidth > 0")
-            if not (text_visible and image_ok):
-                problems.append(f"{edition}/{SEARCH_TARGET}.html: widget static view not visible "
-                                f"(note visible: {text_visible}, figure visible: {image_ok})")
-        page.close()
+            continue
+        cell.scroll_into_view_if_needed()
+        text_visible = cell.get_by_text(note).first.is_visible()
+        image = cell.locator("img").first
+        image_ok = image.count() > 0 and image.is_visible() and \
+            image.evaluate("img => img.complete && img.naturalWidth > 0")
+        if not (text_visible and image_ok):
+            problems.append(f"{edition}/{SEARCH_TARGET}.html: widget static view not visible "
+                            f"(note visible: {text_visible}, figure visible: {image_ok})")
+    tab.close()
     return problems
 
 
 def screenshots(browser, base: str, folder: Path) -> list[Path]:
     """1280×800 PNGs of both landing pages and both 02 pages (what a reader of the README sees)."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, tab = [], Tab(browser)
     for name, relative in SCREENSHOTS.items():
-        page, _ = open_page(browser, base + relative)
+        page = tab.open(base + relative)
         page.wait_for_timeout(500)  # MathJax typesets after load
         target = folder / name
         page.screenshot(path=str(target), full_page=False)
-        page.close()
         _shrink_png(target)
         written.append(target)
+    tab.close()
     return written
 
 

@@ -16,6 +16,8 @@ import os
 import tomllib
 from pathlib import Path
 
+from sphinx.search.zh import SearchChinese
+
 WEBSITE = Path(__file__).resolve().parent
 SETTINGS = tomllib.loads((WEBSITE / "site.toml").read_text(encoding="utf-8"))["launch"]
 
@@ -34,8 +36,10 @@ exclude_patterns = ["_build", "**.ipynb_checkpoints", "_student/**", "_downloads
 templates_path = [str(WEBSITE / "templates")]
 html_static_path = [str(WEBSITE / "static")]
 html_css_files = ["fedlab.css"]
+html_favicon = str(WEBSITE / "static" / "favicon.svg")  # else browsers ask for /favicon.ico, which a static host may lack
 html_theme = "sphinx_book_theme"
 html_copy_source = True
+html_context = {"default_mode": "light"}  # an explicit colour mode: the theme logs an error when none is set
 html_last_updated_fmt = None
 # MathJax 2 from the jupyter-server-mathjax package, copied into _static/mathjax by the builder
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
@@ -106,7 +110,18 @@ def add_language_switch(app, pagename, templatename, context, doctree) -> None:
     context["fedlab_switch_title"] = LABELS[info["edition"]]["switch_title"]
 
 
+class ChineseSearch(SearchChinese):
+    """Sphinx's Chinese search, whose JavaScript stemmer is named after the code it ships.
+
+    Sphinx 9.0 gives the zh search the English stemmer's code (``EnglishStemmer``) but writes
+    ``window.Stemmer = ChineseStemmer`` into language_data.js, an error on every page.
+    """
+
+    language_name = "English"
+
+
 def setup(app):
+    app.add_search_language(ChineseSearch)
     app.connect("config-inited", configure_edition)
     app.connect("html-page-context", add_language_switch)
     return {"parallel_read_safe": True}
