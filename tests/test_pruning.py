@@ -375,12 +375,12 @@ def test_shrink_refuses_what_it_cannot_do_exactly():
 def test_sensitivity_scan_and_curve(digits):
     model = fl.make_model("mlp", digits.input_shape, 10)
     parts = fl.partition(digits.y_train, 1, "iid", seed=0)
-    fl.federated.train_locally(model, fl.client_data(digits, parts)[0], LocalTraining(epochs=3, lr=0.1),
+    fl.core.train_locally(model, fl.client_data(digits, parts)[0], LocalTraining(epochs=3, lr=0.1),
                                generator=torch.Generator().manual_seed(0))
     before = copy.deepcopy(model.state_dict())
     scan = P.sensitivity_scan(model, digits.x_test, digits.y_test, sparsities=(0.0, 0.9, 0.99))
     assert set(scan) == {"1.weight", "3.weight"}
-    dense_acc = fl.federated.evaluate(model, digits.x_test, digits.y_test)[0]
+    dense_acc = fl.core.evaluate(model, digits.x_test, digits.y_test)[0]
     assert all(curve[0] == dense_acc for curve in scan.values())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     curve = P.accuracy_vs_sparsity(model, digits.x_test, digits.y_test, [0.0, 0.5, 0.99])

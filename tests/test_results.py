@@ -48,7 +48,8 @@ def test_other_changed_parameters_record_failing_claims_and_summarise_them(monke
     assert "holds" not in out and "✗" not in out, "claims are shown once, in the table at the end"
     assert [c["holds"] for c in claims.to_list()] == [True, False, True]
     summary = repr(claims)
-    assert summary.startswith("2/3 claims hold (policy: record; changed parameters: num_clients, rounds)")
+    assert summary.startswith("2/3 claims hold (changed parameters: num_clients, rounds)")
+    assert "policy" not in summary and "policy" not in claims._repr_markdown_(), "the policy is not the lesson"
     assert "  ✗ student within 3 points of teacher  [gap=7.5, margin=-4.5]  -- does not hold" in summary
     assert "  ✓ another that holds  []" in summary and summary.count("✓") == 2
     markdown = claims._repr_markdown_()

@@ -2,6 +2,7 @@
 import ast
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -12,11 +13,14 @@ import pytest
 from fedlab_utils.__main__ import main
 from fedlab_utils.course import (
     NOTEBOOK_DIR,
+    ROOT,
     CourseError,
     changed_parameters,
     find_notebooks,
+    html_links,
     parse_parameters,
     parse_value,
+    write_html,
 )
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -97,6 +101,12 @@ def test_run_records_failing_claims_with_changed_parameters_and_leaves_no_progre
     assert "%|" not in text, "no progress-bar remnants"
     assert "widget-view" not in text, "headless kernels draw an explorer's default view, no ipywidget"
     assert stat.S_IMODE((out / "results.json").stat().st_mode) == 0o666 & ~_umask()
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert 'results_path = "results/10_tiny.json"' in injected[0].source, "relative to the kernel's folder, out"
+    for copy in (out / "notebooks" / "10_tiny.ipynb", out / "html" / "10_tiny.html"):
+        written = copy.read_text()
+        assert str(tmp_path) not in written and str(ROOT) not in written, f"{copy.name} names a builder's path"
+    assert "written to" not in text
     captured = capfd.readouterr()
     assert "10_tiny" in captured.out and "✗" in captured.out
     assert "without encryption" not in captured.err + captured.out
@@ -167,7 +177,11 @@ def test_student_version_strips_solutions(tmp_path):
     nb = nbformat.read(tmp_path / NOTEBOOKS[0].name, as_version=4)
     source = "\n".join(c.source for c in nb.cells)
     assert "BEGIN SOLUTION" not in source and "raise NotImplementedError()" in source
-    assert "check_weighted_average(my_weighted_average)" in source  # the checks stay for the student
+    source_nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    locked = [c.source.split("### BEGIN HIDDEN TESTS")[0].strip() for c in source_nb.cells
+              if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")]
+    assert locked and all(cell in source for cell in locked)  # the visible checks stay for the student
+    assert "BEGIN HIDDEN TESTS" not in source
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 
@@ -302,3 +316,30 @@ def test_run_lang_zh_writes_into_out_zh_and_tells_the_kernel_its_language(tmp_pa
     with kernel_environment([], "auto", "en"):
         assert "FEDLAB_LANG" not in os.environ
     assert os.environ["FEDLAB_LANG"] == "zh", "the runner restores the caller's environment"
+
+
+# ----------------------------------------------------------------------------- HTML pages that link to each other
+def test_html_links_point_at_pages_that_exist_in_build_html():
+    text = ("[next](01_pruning.ipynb), [there](./02_compression.ipynb#exercises), [map](../README.md), "
+            "[地图](../../README.zh-CN.md), [model](../docs/energy_model.md), [web](https://x.org/a.ipynb), "
+            "[up](#top), ![figure](img.png) and [t](03_distillation.ipynb \"title\")")
+    assert html_links(text) == ("[next](01_pruning.html), [there](02_compression.html#exercises), [map](index.html), "
+                                "[地图](index.html), model, [web](https://x.org/a.ipynb), [up](#top), "
+                                "![figure](img.png) and [t](03_distillation.html \"title\")")
+
+
+def test_html_pages_link_to_each_other_and_to_an_index(tmp_path):
+    pages = tmp_path / "html"
+    for stem, body in (("00_first", "# 00 · 第一课 First\n\n**Next:** [01](01_second.ipynb) · [map](../README.md)"),
+                       ("01_second", "# 01 · 第二课 Second\n\nBack to [00](00_first.ipynb)")):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(body)]
+        nbformat.write(nb, tmp_path / f"{stem}.ipynb")
+        write_html(tmp_path / f"{stem}.ipynb", pages)
+    first = (pages / "00_first.html").read_text()
+    assert 'href="01_second.html"' in first and 'href="index.html"' in first and ".ipynb" not in first
+    assert "<title>00 · 第一课 First</title>" in first
+    index = (pages / "index.html").read_text()
+    assert '<a href="00_first.html">00 · 第一课 First</a>' in index and '<a href="01_second.html">' in index
+    linked = {href for page in pages.glob("*.html") for href in re.findall(r'href="([^"#:]+)', page.read_text())}
+    assert linked and all((pages / href).is_file() for href in linked), "every local link lands on a page"

@@ -10,8 +10,12 @@ import pytest
 from fedlab_utils.course import translate as tr
 from fedlab_utils.course.glossary import GLOSSARY_PATH, Term, load_glossary, lost_tokens, protected_tokens, term_text
 from fedlab_utils.course.translation_catalogs import (
+    CODE_CONTEXT,
+    TRANSLATE_CODE,
     catalog_path,
     check_runtime,
+    code_texts,
+    code_translations,
     english_notebooks,
     extract,
     load_catalog,
@@ -19,6 +23,7 @@ from fedlab_utils.course.translation_catalogs import (
     merge_catalog,
     new_catalog,
     save_catalog,
+    translate_code,
     zh_path,
 )
 
@@ -182,8 +187,11 @@ def test_repo_zh_notebooks_copy_every_code_cell_and_metadata():
         assert zh["metadata"] == english["metadata"], notebook.name
         for en_cell, zh_cell in zip(english["cells"], zh["cells"]):
             assert (zh_cell["id"], zh_cell["metadata"]) == (en_cell["id"], en_cell["metadata"]), notebook.name
-            if en_cell["cell_type"] == "code":
+            if en_cell["cell_type"] == "code" and not TRANSLATE_CODE:
                 assert zh_cell == en_cell, f"{notebook.name}: code cell {en_cell['id']}"
+            elif en_cell["cell_type"] == "code":  # comments and owned strings may be translated
+                owned = code_translations(load_catalog(catalog_path(notebook)))
+                assert tr.code_differences("".join(en_cell["source"]), "".join(zh_cell["source"]), owned) == []
 
 
 def test_relative_links_are_relocated_for_the_zh_folder():
@@ -266,3 +274,268 @@ def test_check_fails_for_a_notebook_without_catalog(tmp_path):
     results, problems = tr.check(english_notebooks()[:1], locale_dir=tmp_path / "empty", readmes=())
     assert results == [] and len(problems) == 1 and "no catalog" in problems[0]
     assert tr.check(english_notebooks()[:1], require_all=False, locale_dir=tmp_path / "empty", readmes=()) == ([], [])
+
+
+# -- numbers written the Chinese way, prose inside a code span (issue 31) -----------------------------
+
+@pytest.mark.parametrize("english, translation", [
+    ("a 500k-parameter model", "一个 50 万参数的模型"),
+    ("1.6M parameters", "160 万个参数"),
+    ("60,000 digits", "6 万张数字图片"),
+    ("4× fewer bytes", "字节数降到 1/4"),
+    ("7x less compute", "客户端计算量降到了 1/7"),
+    ("60,000 digits", "60000 张数字图片"),
+])
+def test_a_number_written_the_chinese_way_with_the_same_value_is_kept(english, translation):
+    assert lost_tokens(english, translation) == []
+
+
+@pytest.mark.parametrize("english, translation, lost", [
+    ("a 500k-parameter model", "一个 5 万参数的模型", ("number", "500")),
+    ("1.6M parameters", "16 万个参数", ("number", "1.6")),
+    ("4× fewer bytes", "字节数降到 1/5", ("number", "4")),
+    ("4 clients", "客户端数降到 1/5", ("number", "4")),  # 1/5 is not a count of 4
+    ("500k now, 500 later", "现在 50 万，以后再说", ("number", "500")),  # every occurrence is accounted for
+])
+def test_a_number_with_another_value_is_still_lost(english, translation, lost):
+    assert lost_tokens(english, translation) == [lost]
+
+
+HINT = 'Call `F.kl_div(input=log-probabilities of the student, target=probabilities of the teacher, reduction="batchmean")`.'
+
+
+def test_prose_arguments_inside_a_code_span_may_be_translated():
+    zh = '调用 `F.kl_div(input=学生的对数概率, target=教师的概率, reduction="batchmean")`。'
+    assert lost_tokens(HINT, zh) == []
+
+
+@pytest.mark.parametrize("zh", [
+    '调用 `F.kl_div(input=学生的对数概率, target=教师的概率, reduction="sum")`。',  # a real argument changed
+    '调用 `F.kl(input=学生的对数概率, target=教师的概率, reduction="batchmean")`。',  # the function renamed
+    '调用 `F.kl_div(学生的对数概率, target=教师的概率, reduction="batchmean")`。',  # a keyword dropped
+])
+def test_the_code_around_prose_arguments_stays_protected(zh):
+    assert [kind for kind, _ in lost_tokens(HINT, zh)] == ["code"]
+
+
+def test_code_spans_without_prose_arguments_stay_verbatim():
+    assert lost_tokens("`NotAnswered: … not implemented yet`", "`NotAnswered: … 尚未实现`") == [
+        ("code", "`NotAnswered: … not implemented yet`")]
+    assert lost_tokens("`velocity is None`", "`velocity 为 None`") == [("code", "`velocity is None`")]
+
+
+# -- editorial rules: ratio wording, quotes, pinned terms (switchable) -------------------------------
+
+PINNED = [Term("能耗配置", "(device energy) profile", "00", "profiles?", ("能耗配置",), ("设备配置", "设备画像")),
+          Term("无线模块", "radio", "00", "radios?(?! sessions?)", ("无线模块", "无线"), ("无线电", "射频")),
+          Term("最终准确率", "final accuracy", "00", "final accuracy", ("最终准确率",)),
+          Term("末段准确率", "end accuracy", "06", "end accuracy", ("末段准确率",), ("最终准确率",))]
+
+
+@pytest.mark.parametrize("zh, rule", [
+    ("字节少 7 倍。", "ratio wording"), ("少多少倍？", "ratio wording"), ("模型小了 4 倍。", "ratio wording"),
+    ("快三倍。", "ratio wording"), ("是基线的 7 倍（7×）。", "ratio wording"),
+    ('所谓"暗知识"。', "ASCII quotes"),
+])
+def test_each_editorial_rule_fires(zh, rule):
+    assert [v.rule for v in tr.editorial_violations("c", "Some text.", zh, PINNED)] == [rule]
+
+
+@pytest.mark.parametrize("zh", ["至少 3 倍。", "降到基线的 1/7。", "是基线的 7 倍。", "模型大小是原来的 2 倍。",
+                                '设置 `label="FedAvg"`。', "所谓“暗知识”。", "所谓「暗知识」。", 'The "x" value.'])
+def test_good_wording_passes_the_editorial_rules(zh):
+    assert tr.editorial_violations("c", "Some text.", zh, PINNED) == []
+
+
+def test_an_unpinned_variant_counts_only_where_the_english_uses_the_term():
+    english = "Each profile prices the radio."
+    found = tr.editorial_violations("c", english, "每个设备配置都给无线电定价。", PINNED)
+    assert sorted(v.text.split(" ")[0] for v in found) == ["无线电", "设备配置"]
+    assert tr.editorial_violations("c", english, "每个能耗配置都给无线模块定价。", PINNED) == []
+    assert tr.editorial_violations("c", "Each device trains.", "每个设备配置都不同。", PINNED) == []
+    # 最终准确率 is refused for "end accuracy", but not in a cell that also speaks of the final accuracy
+    assert [v.rule for v in tr.editorial_violations("c", "The end accuracy.", "最终准确率。", PINNED)] == ["unpinned term"]
+    assert tr.editorial_violations("c", "The end accuracy and the final accuracy.", "末段准确率和最终准确率。", PINNED) == []
+
+
+def test_the_editorial_switch_decides_whether_violations_fail(tmp_path):
+    nb_path = make_notebook(tmp_path / "00_demo.ipynb")
+    locale = tmp_path / "locale"
+    path = catalog_path(nb_path, locale)
+    path.parent.mkdir(parents=True)
+    zh = dict(ZH, intro=ZH["intro"] + '通信量少 7 倍，即所谓"省流量"。')
+    save_catalog(translated_catalog(nb_path, zh), path)
+    tr.build(nb_path, locale_dir=locale, terms=TERMS)
+    listed = tr.check_notebook(nb_path, TERMS, locale, editorial=False)
+    assert listed.problems == [] and sorted(v.rule for v in listed.editorial) == ["ASCII quotes", "ratio wording"]
+    enforced = tr.check_notebook(nb_path, TERMS, locale, editorial=True)
+    assert len(enforced.problems) == 2 and all("cell intro" in p for p in enforced.problems), enforced.problems
+    assert tr.EDITORIAL is False  # on once the editorial pass has brought the counts to zero
+
+
+def test_glossary_variants_column_is_loaded_and_validated(tmp_path):
+    terms = {t.en: t for t in load_glossary()}
+    assert terms["codec"].zh == "编解码器" and "编码器" in terms["codec"].zh_avoid
+    assert "软标签" in terms["soft targets (soft labels)"].zh_avoid
+    bad = tmp_path / "g.tsv"
+    bad.write_text("zh\ten\twhere\ten_match\tzh_match\tzh_avoid\n编解码器\tcodec\t02\tcodecs?\t编解码器\t解码\n",
+                   encoding="utf-8")
+    with pytest.raises(ValueError, match="part of a pinned rendering"):
+        load_glossary(bad)
+    bad.write_text("zh\ten\twhere\ten_match\tzh_match\n编解码器\tcodec\t02\tcodecs?\t编解码器\n", encoding="utf-8")
+    assert load_glossary(bad)[0].zh_avoid == ()  # the variants column is optional
+
+
+def test_pinned_variants_count_for_coverage_only_while_the_rules_are_off():
+    term = PINNED[0]
+    assert term.rendered_in("设备配置", variants=True) and not term.rendered_in("设备配置")
+
+
+# -- code cells: comments and student-read strings owned by the catalog (switchable) --------------
+
+CODE = ('seed = 0  # any int\n'
+        '# the pooled step:\n'
+        '# one full batch\n'
+        'gap = 0.5\n'
+        'print(f"gap {gap:.2f} after "\n'
+        '      "one round", gap)\n'
+        'claims.check(f"The gap is below {gap + 1}", gap < 1, gap=gap)\n'
+        'label = "not for students"  # noqa: E501\n'
+        '### BEGIN SOLUTION\n'
+        'x = 1\n'
+        '### END SOLUTION')
+CODE_ZH = {'# any int': '# 任意整数',
+           '# the pooled step:\n# one full batch': '# 合并数据上的一步：\n# 一个完整批次',
+           'f"gap {gap:.2f} after "\n      "one round"': 'f"一轮之后差距为 {gap:.2f}"',
+           'f"The gap is below {gap + 1}"': 'f"差距小于 {gap + 1}"'}
+
+
+def test_code_texts_are_comments_prints_and_claims():
+    texts = code_texts(CODE)
+    assert [(t.kind, t.text) for t in texts] == [
+        ("comment", "# any int"), ("comment", "# the pooled step:\n# one full batch"),
+        ("string", 'f"gap {gap:.2f} after "\n      "one round"'), ("string", 'f"The gap is below {gap + 1}"')]
+    assert all(CODE[t.start:t.end] == t.text for t in texts)
+    assert code_texts("%matplotlib inline\nx = 1  # a comment") == []  # not plain Python: left alone
+
+
+def test_translated_code_differs_only_in_comments_and_owned_strings():
+    zh = translate_code(CODE, CODE_ZH)
+    assert "# 任意整数" in zh and 'print(f"一轮之后差距为 {gap:.2f}", gap)' in zh and "### BEGIN SOLUTION" in zh
+    assert 'label = "not for students"' in zh
+    assert tr.code_differences(CODE, zh, CODE_ZH) == []
+    assert tr.code_differences(CODE, CODE, {}) == []
+    changed = zh.replace("gap = 0.5", "gap = 0.7")
+    assert any("the code differs" in p for p in tr.code_differences(CODE, changed, CODE_ZH))
+    unowned = zh.replace('"not for students"', '"不给学生看"')
+    assert any("not for students" in p for p in tr.code_differences(CODE, unowned, CODE_ZH))
+    assert any("does not tokenize" in p for p in tr.code_differences(CODE, zh + '\nprint("', CODE_ZH))
+
+
+def _code_fixture(tmp_path):
+    nb_path = make_notebook(tmp_path / "00_demo.ipynb")
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell(CODE, id="code1"))
+    nbformat.write(nb, nb_path)
+    locale = tmp_path / "locale"
+    path = catalog_path(nb_path, locale)
+    path.parent.mkdir(parents=True)
+    save_catalog(translated_catalog(nb_path), path)
+    return nb_path, locale, path
+
+
+def test_code_translation_off_by_default_leaves_catalogs_and_code_alone(tmp_path):
+    nb_path, locale, path = _code_fixture(tmp_path)
+    assert TRANSLATE_CODE is False  # on once the editorial pass fills the code entries
+    report = extract(nb_path, locale_dir=locale)
+    assert not report.new and not [e for e in load_catalog(path) if e.msgctxt == CODE_CONTEXT]
+    tr.build(nb_path, locale_dir=locale, terms=TERMS)
+    zh = nbformat.read(zh_path(nb_path), as_version=4)
+    assert zh.cells[2].source == CODE
+    assert tr.check_notebook(nb_path, TERMS, locale).problems == []
+
+
+def test_code_translation_extract_build_check_roundtrip(tmp_path):
+    nb_path, locale, path = _code_fixture(tmp_path)
+    report = extract(nb_path, locale_dir=locale, code=True)
+    assert len([n for n in report.new if n.startswith("code: ")]) == 4  # "# any int" is in two cells: one entry
+    po = load_catalog(path)
+    code_entries = [e for e in po if e.msgctxt == CODE_CONTEXT]
+    assert {e.msgid for e in code_entries} == set(CODE_ZH) and all(not e.msgstr for e in code_entries)
+    tr.build(nb_path, locale_dir=locale, terms=TERMS, code=True)
+    problems = tr.check_notebook(nb_path, TERMS, locale, code=True).problems
+    assert len([p for p in problems if "no current translation" in p]) == 4, problems
+
+    for entry in code_entries:
+        entry.msgstr = CODE_ZH[entry.msgid]
+    save_catalog(po, path)
+    tr.build(nb_path, locale_dir=locale, terms=TERMS, code=True)
+    zh = nbformat.read(zh_path(nb_path), as_version=4)
+    assert zh.cells[1].source == "seed = 0  # 任意整数" and 'f"差距小于 {gap + 1}"' in zh.cells[2].source
+    assert zh.cells[2].metadata == nbformat.read(nb_path, as_version=4).cells[2].metadata
+    assert tr.check_notebook(nb_path, TERMS, locale, code=True).problems == []
+    # markdown entries still merge as before, and the code entries survive a markdown-only extract
+    assert not extract(nb_path, locale_dir=locale).obsolete
+    assert len([e for e in load_catalog(path) if e.msgctxt == CODE_CONTEXT and not e.obsolete]) == 4
+
+    # a translation that changes the code, or a string's {fields}, is refused
+    po = load_catalog(path)
+    po.find('# any int', by="msgid", msgctxt=CODE_CONTEXT).msgstr = "# 任意整数\nseed = 1"
+    po.find('f"The gap is below {gap + 1}"', by="msgid", msgctxt=CODE_CONTEXT).msgstr = 'f"差距小于 {gap}"'
+    save_catalog(po, path)
+    tr.build(nb_path, locale_dir=locale, terms=TERMS, code=True)
+    problems = tr.check_notebook(nb_path, TERMS, locale, code=True).problems
+    assert any("not a comment" in p for p in problems), problems
+    assert any("with the fields ['gap + 1']" in p for p in problems), problems
+    assert any("the code differs" in p for p in problems), problems
+
+
+def test_editorial_report_counts_each_rule_per_notebook(capsys):
+    results = [tr.NotebookCheck("00_demo", editorial=[tr.Violation("ratio wording", "a", "少 7 倍"),
+                                                      tr.Violation("ratio wording", "b", "快三倍"),
+                                                      tr.Violation("ASCII quotes", "a", '"暗知识"')]),
+               tr.NotebookCheck("01_demo")]
+    tr._print_editorial(results)
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("00_", "01_", "total"))}
+    assert rows == {"00_demo": ["2", "1", "0"], "01_demo": ["0", "0", "0"], "total": ["2", "1", "0"]}
+    assert "00_demo: cell b: ratio wording: 快三倍" in out and "not enforced" in out
+
+
+# -- English left in a zh notebook's outputs ---------------------------------------------------------
+
+def test_scan_outputs_finds_english_runs_but_not_code_values_tracebacks_or_warnings(tmp_path):
+    cell = nbformat.v4.new_code_cell("print(x)", id="c1")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="一轮之后：FedAvg IID 92.1%，phone-lte 12.6 J\n"
+                                                            "the unweighted mean does not converge\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=(
+            "/x/site-packages/torch/a.py:12: UserWarning: this overload of nonzero is deprecated\n"
+            "  return torch.nonzero(x)\n")),
+        nbformat.v4.new_output("error", ename="ValueError", evalue="rounds must be a positive int",
+                               traceback=["ValueError: rounds must be a positive int here"]),
+        nbformat.v4.new_output("execute_result", data={
+            "text/html": "<table><tr><th>最终准确率 %</th><th>MB up</th></tr><tr><td>Noto Sans CJK SC</td></tr></table>",
+            "text/plain": "final acc % MB up"}, execution_count=1),
+    ]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    path = tmp_path / "00_demo.ipynb"
+    nbformat.write(nb, path)
+    assert tr.scan_outputs(path, allowed=["Noto Sans CJK SC"]) == [
+        "00_demo: cell c1 (stdout): the unweighted mean does not converge"]
+    assert len(tr.scan_outputs(path)) == 2  # the font name is four English words unless allowed
+    assert tr.english_runs("fedlab_utils.run(rounds=5) phone_lte -> 12.6 J, FedAvg non-IID") == []
+    assert tr.main(["scan-outputs", str(path), "--allow", "Noto Sans CJK SC"]) == 1
+    assert tr.main(["scan-outputs", str(path), "--allow", "Noto Sans CJK SC", "--report-only"]) == 0
+
+
+def test_runtime_messages_are_held_to_the_editorial_rules(tmp_path):
+    po = polib.POFile()
+    po.metadata = {"Content-Type": "text/plain; charset=UTF-8"}
+    po.append(polib.POEntry(msgid="{what}: how many times fewer bytes?", msgstr="{what}：字节少多少倍？"))
+    po.append(polib.POEntry(msgid="The codec sends {n} bytes.", msgstr="编码器发送 {n} 字节。"))
+    po.append(polib.POEntry(msgid="Fine.", msgstr="很好。"))
+    path = tmp_path / "fedlab_utils.po"
+    po.save(str(path))
+    result = tr.runtime_editorial(path, terms=[Term("编解码器", "codec", "02", "codecs?", ("编解码器",), ("编码器",))])
+    assert sorted(v.rule for v in result.editorial) == ["ratio wording", "unpinned term"] and result.problems == []

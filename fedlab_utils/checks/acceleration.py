@@ -7,14 +7,17 @@ from fedlab_utils.core.history import History, RoundRecord
 from fedlab_utils.core.training import apply_delta
 from fedlab_utils.ledger.energy import Energy
 
-from ..i18n import gettext
+from ..i18n import N_, gettext
 from . import call_safely, expect, expect_close, expect_percent, expect_tensors_close, passed
 
-__all__ = ["check_fedavgm_step", "check_to_target", "check_fedadam_step", "check_wasted_prediction",
-           "WASTED_PREDICTION_BAND"]
+__all__ = ["check_fedavgm_step", "check_to_target", "check_fedadam_step", "check_server_step", "check_first_step",
+           "check_wasted_prediction", "check_saving_prediction", "WASTED_PREDICTION_BAND", "SAVING_PREDICTION_BAND"]
 
 WASTED_PREDICTION_BAND = 10.0
 """How far (in percentage points) a predicted share of wasted joules may be from the measured one."""
+
+SAVING_PREDICTION_BAND = 10.0
+"""How far (in percentage points) a predicted saving of joules may be from the measured one."""
 
 
 def _reference_fedavgm(global_state, update, velocity, lr, momentum):
@@ -125,6 +128,156 @@ def check_fedadam_step(fedadam_step, seed: int | None = None) -> None:
             expect_tensors_close(mine_v, server.v, f"v {where}", atol=1e-7, hint=hint)
             expect_tensors_close(mine_x, ref_x, f"global state {where}", atol=1e-5, hint=hint)
     passed("FedAdam server step")
+
+
+def _server_step_variant(state, update, m, v, lr, beta1, beta2, tau, variant, *, bias_correction=False,
+                         adam_v_for_yogi=False, tau_inside=False, descend=False, v_from_zero=False, round_=1):
+    """Reddi et al.'s Algorithm 2 (as :class:`~fedlab_utils.core.servers.fedopt.FedOpt` runs it), and the plausible
+    mistakes the check names: each keyword switches one of them on."""
+    if m is None:
+        m = {k: torch.zeros_like(d) for k, d in update.items()}
+        v = {k: (torch.zeros_like(d) if v_from_zero else torch.full_like(d, tau ** 2)) for k, d in update.items()}
+    new_m, new_v, new_x = {}, {}, {}
+    for k, delta in update.items():
+        new_m[k] = beta1 * m[k] + (1 - beta1) * delta
+        sq = delta * delta
+        if variant == "adam" or adam_v_for_yogi:
+            new_v[k] = beta2 * v[k] + (1 - beta2) * sq
+        else:
+            new_v[k] = v[k] - (1 - beta2) * sq * torch.sign(v[k] - sq)
+        m_hat = new_m[k] / (1 - beta1 ** round_) if bias_correction else new_m[k]
+        v_hat = new_v[k] / (1 - beta2 ** round_) if bias_correction else new_v[k]
+        denom = (v_hat + tau).sqrt() if tau_inside else v_hat.sqrt() + tau
+        new_x[k] = state[k] + (-1 if descend else 1) * lr * m_hat / denom
+    return new_x, new_m, new_v
+
+
+_SERVER_STEP_MISTAKES = {
+    "bias_correction": N_("The package (like Reddi et al.'s Algorithm 2) uses no bias correction: use m and v as they are, "
+                          "not divided by (1 - beta**t)."),
+    "adam_v_for_yogi": N_("For variant 'yogi' v must follow Yogi's sign rule, v = v - (1-beta2) * update**2 * "
+                       "sign(v - update**2), not Adam's moving average."),
+    "tau_inside": N_("tau is added after the square root: x = x + lr * m / (sqrt(v) + tau), not sqrt(v + tau)."),
+    "descend": N_("The update is the clients' average change (new weights minus old), already a step downhill: "
+               "move along it, x = x + lr * m / (sqrt(v) + tau), not x - ..."),
+    "v_from_zero": N_("Start v at tau**2 (torch.full_like(update, tau**2)), not at zeros, as the package does."),
+}
+
+
+def _server_step_case(gen: torch.Generator, scale: float) -> list[dict[str, torch.Tensor]]:
+    """Two rounds on hand-made coordinates (Δ = 2 then 0: Adam's v halves at β2 = 0.5, Yogi's stays)
+    plus random ones."""
+    fixed = torch.tensor([2.0, -1.0, 0.5])
+    return [{"a": fixed, "b": scale * torch.randn(2, 3, generator=gen)},
+            {"a": torch.tensor([0.0, -1.5, 0.05]), "b": scale * torch.randn(2, 3, generator=gen)}]
+
+
+def check_server_step(server_step, seed: int | None = None) -> None:
+    """``server_step(global_state, update, m, v, lr, beta1, beta2, tau, variant) -> (new_state, m, v)``.
+
+    FedAdam (``variant='adam'``) or FedYogi (``'yogi'``), key by key, as
+    :class:`fedlab_utils.core.servers.fedopt.FedOpt` runs Reddi et al.'s Algorithm 2: from ``m = v = None`` start
+    with ``m = 0`` and ``v = τ²``; ``m ← β1·m + (1−β1)·Δ``; Adam ``v ← β2·v + (1−β2)·Δ²``, Yogi
+    ``v ← v − (1−β2)·Δ²·sign(v − Δ²)``; ``x ← x + η·m/(√v + τ)``; no bias correction.  Checked on a
+    hand-made two-round case (Δ = 2, then 0, where Adam and Yogi part) against the package's
+    ``FedOpt``; a mismatch is compared with the plausible mistakes to name the one made.
+    ``seed``: other random coordinates and settings (hidden tests).
+    """
+    from fedlab_utils.core.servers.fedopt import FedOpt
+
+    gen = torch.Generator().manual_seed(11 if seed is None else 8000 + seed)
+    settings = [(1.0, 0.9, 0.5, 0.1), (0.1, 0.9, 0.99, 1e-3)] if seed is None else [(0.3, 0.8, 0.9, 0.05)]
+    general = gettext("Start from m = zeros and v = tau**2; m = beta1*m + (1-beta1)*update; Adam: v = beta2*v + "
+                      "(1-beta2)*update**2; Yogi: v = v - (1-beta2)*update**2*sign(v - update**2); "
+                      "x = x + lr * m / (sqrt(v) + tau); no bias correction.")
+    for variant in ("adam", "yogi"):
+        for lr, beta1, beta2, tau in settings:
+            state = {"a": torch.zeros(3), "b": torch.randn(2, 3, generator=gen)}
+            updates = _server_step_case(gen, 0.3)
+            server = FedOpt(lr, beta1, beta2, tau, variant)
+            mine = (state, None, None)
+            ref_x = state
+            for r, update in enumerate(updates, start=1):
+                before = mine
+                out = call_safely(server_step, mine[0], update, mine[1], mine[2], lr, beta1, beta2, tau, variant,
+                                  what="server_step")
+                expect(isinstance(out, tuple) and len(out) == 3,
+                       gettext('server_step must return a tuple (new_state, m, v); got {type_out_name}').format(
+                           type_out_name=type(out).__name__))
+                ref_x = server.step(ref_x, update)
+                where = f"{variant}, round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})"
+                ok = True
+                for name, got, want, atol in (("v", out[2], server.v, 1e-7), ("m", out[1], server.m, 1e-7),
+                                              ("global state", out[0], ref_x, 1e-5)):
+                    try:
+                        expect_tensors_close(got, want, f"{name} after {where}", atol=atol)
+                    except AssertionError as exc:
+                        ok, failure = False, str(exc)
+                        break
+                if not ok:
+                    for mistake, hint in _SERVER_STEP_MISTAKES.items():
+                        if mistake == "adam_v_for_yogi" and variant != "yogi":
+                            continue
+                        wrong = _server_step_variant(before[0], update, before[1], before[2], lr, beta1, beta2, tau, variant, round_=r,
+                                                     **{mistake: True})
+                        try:
+                            expect_tensors_close(out[0], wrong[0], "x", atol=1e-6)
+                        except AssertionError:
+                            continue
+                        raise AssertionError(f"{failure} {gettext(hint)}")
+                    raise AssertionError(f"{failure} {general}")
+                mine = out
+    passed("FedAdam and FedYogi server step")
+
+
+def check_first_step(first_step, seed: int | None = None) -> None:
+    """``first_step(delta, lr, beta1, beta2) -> float``: FedAdam's first move of one weight whose
+    averaged update is ``delta``, for ``|delta|`` much larger than τ (so τ is left out).
+
+    From ``m = 0``, ``v = τ² ≈ 0``: ``m = (1−β1)Δ``, ``v ≈ (1−β2)Δ²``, so the step is
+    ``η·(1−β1)/√(1−β2)·sign(Δ)``: the same size for every weight, whatever ``|Δ|``.  Checked on
+    deltas from 1e-2 to 1e2 and against the package's ``FedAdam`` with a tiny τ.
+    """
+    from fedlab_utils.core.servers.fedopt import FedAdam
+
+    gen = torch.Generator().manual_seed(12 if seed is None else 9000 + seed)
+    settings = [(0.1, 0.9, 0.99), (1.0, 0.5, 0.9), (0.03, 0.8, 0.999)]
+    if seed is not None:
+        settings = [(float(torch.empty(1).uniform_(0.01, 1, generator=gen)),
+                     float(torch.empty(1).uniform_(0.5, 0.95, generator=gen)),
+                     float(torch.empty(1).uniform_(0.9, 0.999, generator=gen)))]
+    hint = gettext("One round from m = 0 and v = tau**2 (about 0): m = (1-beta1)*delta and v = (1-beta2)*delta**2, "
+                   "so lr * m / sqrt(v) = lr * (1-beta1) / sqrt(1-beta2) * sign(delta): the size of delta cancels.")
+    for lr, beta1, beta2 in settings:
+        for delta in (1e-2, -0.3, 2.0, -50.0, 100.0):
+            want = lr * (1 - beta1) / (1 - beta2) ** 0.5 * (1 if delta > 0 else -1)
+            got = call_safely(first_step, delta, lr, beta1, beta2, what="first_step")
+            if isinstance(got, torch.Tensor) and got.numel() == 1:
+                got = got.item()
+            expect_close(got, want, f"first_step(delta={delta}, lr={lr}, beta1={beta1}, beta2={beta2})", rel=1e-6,
+                         hint=hint)
+            server = FedAdam(lr=lr, beta1=beta1, beta2=beta2, tau=1e-9)
+            package = server.step({"w": torch.zeros(1, dtype=torch.float64)},
+                                  {"w": torch.tensor([delta], dtype=torch.float64)})["w"].item()
+            expect_close(package, want, "the package's FedAdam (tau=1e-9)", rel=1e-5)
+    passed("FedAdam's first step")
+
+
+def check_saving_prediction(predicted_saving_percent, deadline_joules: float, waiting_joules: float,
+                            late_share: float, band: float = SAVING_PREDICTION_BAND) -> None:
+    """A prediction of the joules a deadline saves, in percent of the run that waits for every client.
+
+    ``deadline_joules`` and ``waiting_joules``: the two runs' ledger totals; ``late_share``: the fraction
+    of client updates that arrived late in the deadline run (for the hint).  Passes within ``band``
+    percentage points of the measured saving.
+    """
+    expect(waiting_joules > 0, gettext('waiting_joules={waiting_joules!r}: the run spent no joules, nothing to compare with').format(waiting_joules=waiting_joules))
+    measured = 100 * (1 - deadline_joules / waiting_joules)
+    hint = gettext('A deadline does not stop a late client: the server simply drops its update when it arrives, after the client has trained and uploaded, so its joules are spent all the same. Here {late:.0f}% of the updates were late: those joules are not saved but wasted.').format(late=100 * late_share)
+    expect_percent(predicted_saving_percent, "predicted_saving_percent", max(measured, 0.0), band, "25 for 25 %")
+    off = abs(predicted_saving_percent - measured)
+    expect(off <= band, gettext('You predicted a saving of {predicted:.0f}% of the joules; the ledger measured {measured:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}').format(predicted=predicted_saving_percent, measured=measured, off=off, band=band, hint=hint))
+    print(gettext('✓ prediction: {predicted:.0f}% of the joules saved, measured {measured:.0f}% (within ±{band:.0f} points)').format(predicted=predicted_saving_percent, measured=measured, band=band))
 
 
 def check_wasted_prediction(predicted_wasted_percent, wasted_joules: float, total_joules: float,

@@ -15,7 +15,8 @@ from fedlab_utils.ledger.energy import PROFILES, Energy, EnergyProfile
 from ..i18n import gettext
 from . import call_safely, expect, expect_close, expect_tensors_close, expect_whole_number, passed
 
-__all__ = ["check_weighted_average", "check_round_uplink_bytes", "check_client_round_joules", "cost_to_target",
+__all__ = ["check_fedavg_round", "check_pooled_equivalent", "crossover_bytes", "check_crossover_bytes",
+           "check_weighted_average", "check_round_uplink_bytes", "check_client_round_joules", "cost_to_target",
            "check_cost_to_target", "check_lte_saving_prediction", "PREDICTION_BAND"]
 
 
@@ -216,3 +217,192 @@ def check_lte_saving_prediction(answer, measured: float, band: float = PREDICTIO
     if answer < low:
         raise AssertionError(gettext("You predicted {answer:g}x; the ledger measured {measured:.3g}x (accepted: {low:.3g} to {high:.3g}). A factor below 1 would mean the smaller payload costs more; the bytes' part does shrink, only it is small.").format(answer=answer, measured=measured, low=low, high=high))
     print(gettext('✓ prediction: you said {answer:g}x, the ledger measured {measured:.3g}x (accepted: {low:.3g} to {high:.3g})').format(answer=answer, measured=measured, low=low, high=high))
+
+
+# ----------------------------------------------------------------------------- build it: one FedAvg round
+def _round_cases(seed: int | None) -> list[tuple[torch.nn.Module, list, float, object]]:
+    """Tiny federations whose clients differ a lot in size, so that every plausible mistake shows."""
+    from fedlab_utils.core.training import LocalTraining
+    from fedlab_utils.data import ClientData
+
+    g = torch.Generator().manual_seed(11 if seed is None else 5000 + seed)
+    sizes = [3, 40, 9, 25, 14] if seed is None else [int(n) for n in torch.randint(2, 40, (6,), generator=g)]
+    if seed is not None:
+        sizes[0] += 60  # unequal on purpose: the unweighted mean must differ
+    clients = [ClientData(torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in sizes]
+    torch.manual_seed(3 if seed is None else seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    local = LocalTraining(epochs=2, batch_size=4, lr=0.2)
+    return [(model, clients, 0.6, local)]
+
+
+def _round_variant(model, clients, fraction, local, round_idx, seed, *, weighting="samples", restart=True,
+                   sampled_only=True) -> dict[str, torch.Tensor]:
+    """One FedAvg round written out, or one of its plausible mistakes (for the check's hints)."""
+    import copy
+
+    import numpy as np
+
+    from fedlab_utils.core.loop import sample_clients
+    from fedlab_utils.core.training import client_generator, model_state, train_locally
+
+    chosen = sample_clients(len(clients), fraction, np.random.default_rng([seed, round_idx]))
+    global_state = model_state(model)
+    worker = copy.deepcopy(model)
+    updates, counts = [], []
+    for cid in chosen:
+        if restart:
+            worker.load_state_dict(global_state, strict=False)
+        train_locally(worker, clients[cid], local, generator=client_generator(seed, round_idx, cid))
+        updates.append({k: v - global_state[k] for k, v in model_state(worker).items()})
+        counts.append(len(clients[cid]) if weighting == "samples" else 1)
+    total = sum(len(c) for c in clients) if not sampled_only else sum(counts)
+    return {k: global_state[k] + sum(n / total * u[k] for u, n in zip(updates, counts)) for k in global_state}
+
+
+def check_fedavg_round(fn: Callable, seed: int | None = None, rounds: int = 2) -> None:
+    """``fn(global_model, clients, fraction, local, round_idx, seed) -> new global state``: one FedAvg round.
+
+    Compared, round after round, with the package's :func:`fedlab_utils.core.loop.run` on a tiny
+    federation of clients of very different sizes: ``rounds`` rounds of ``run`` against ``fn``
+    applied ``rounds`` times from the same initial model.  The plausible mistakes (an unweighted
+    mean, clients that continue from the previous client's weights, a total over all clients
+    instead of the sampled ones, changing the global model in place) get their own hints.
+    ``seed``: another random federation (hidden tests).
+    """
+    import copy
+
+    from fedlab_utils.core.loop import run
+    from fedlab_utils.core.training import model_state
+
+    hint = gettext("Sample with sample_clients(len(clients), fraction, np.random.default_rng([seed, round_idx])); "
+                   "for each sampled client, start a copy of the model from the GLOBAL weights, train it with "
+                   "torch.optim.SGD over local.epochs epochs of minibatches(len(data), local.batch_size, "
+                   "client_generator(seed, round_idx, cid)), and keep its update (local - global); return "
+                   "global + sum_k (n_k / n) * update_k, with n the samples of the SAMPLED clients only.")
+    mistakes = ((dict(weighting="equal"), gettext("you averaged the updates unweighted: a client with 3 samples "
+                                                  "counts as much as one with 40")),
+                (dict(restart=False), gettext("each client continued from the previous client's trained weights; "
+                                              "every sampled client must start from the global weights")),
+                (dict(sampled_only=False), gettext("you divided by the samples of ALL clients (as if the unsampled "
+                                                   "ones sent a zero update); divide by the sampled clients' total")))
+    for model, clients, fraction, local in _round_cases(seed):
+        case_seed = 0 if seed is None else seed
+        mine = copy.deepcopy(model)
+        for round_idx in range(1, rounds + 1):
+            before = model_state(mine)
+            got = call_safely(fn, mine, clients, fraction, local, round_idx, case_seed, what="fedavg_round")
+            expect(all(torch.equal(v, before[k]) for k, v in model_state(mine).items()),
+                   gettext("round {round_idx}: your function changed the global model's weights in place; train a "
+                           "copy (copy.deepcopy) for each client and return the new state instead.").format(
+                       round_idx=round_idx))
+            expect(isinstance(got, Mapping) and set(got) >= set(before),
+                   gettext("round {round_idx}: return the new global state, a dict with the keys {keys}, got "
+                           "{got}").format(round_idx=round_idx, keys=sorted(before),
+                                           got=sorted(got) if isinstance(got, Mapping) else type(got).__name__))
+            reference = run(model, clients, (clients[0].x, clients[0].y), rounds=round_idx, fraction=fraction,
+                            local=local, seed=case_seed, progress=False, label="package")
+            expected = model_state(reference.model)
+            close = all(isinstance(got[k], torch.Tensor) and got[k].shape == v.shape
+                        and torch.allclose(got[k].detach().float(), v, atol=1e-5) for k, v in expected.items())
+            if not close:
+                for options, why in mistakes:
+                    wrong = _round_variant(mine, clients, fraction, local, round_idx, case_seed, **options)
+                    if any(not torch.allclose(wrong[k], v, atol=1e-5) for k, v in expected.items()) and all(
+                            isinstance(got[k], torch.Tensor) and got[k].shape == v.shape
+                            and torch.allclose(got[k].detach().float(), wrong[k], atol=1e-5)
+                            for k, v in expected.items()):
+                        raise AssertionError(gettext("round {round_idx}: {why}. {hint}").format(
+                            round_idx=round_idx, why=why, hint=hint))
+            expect_tensors_close({k: got[k] for k in expected}, expected,
+                                 gettext("round {round_idx}, the new global weights").format(round_idx=round_idx),
+                                 atol=1e-5, hint=hint)
+            mine.load_state_dict(expected, strict=False)
+    passed("one FedAvg round, against run()")
+
+
+# ----------------------------------------------------------------------------- when FedAvg is a pooled step
+def check_pooled_equivalent(answer: Mapping) -> None:
+    """``answer`` = ``{"local_epochs": E, "batch_size": B, "fraction": C}``: settings under which one
+    FedAvg round is exactly one full-batch gradient step on all clients' data pooled together.
+
+    The check measures it: one round of ``run`` with these settings against that pooled step, on
+    clients of very different sizes.  ``batch_size`` may be ``None`` (full batch)."""
+    from fedlab_utils.core.loop import run
+    from fedlab_utils.core.training import LocalTraining, model_state, train_locally
+    from fedlab_utils.data import ClientData
+
+    expect(isinstance(answer, Mapping) and {"local_epochs", "batch_size", "fraction"} <= set(answer),
+           gettext('my_pooled_equivalent: expected a dict with the keys "local_epochs", "batch_size" and '
+                   '"fraction", got {answer!r}').format(answer=answer))
+    epochs, batch, fraction = answer["local_epochs"], answer["batch_size"], answer["fraction"]
+    g = torch.Generator().manual_seed(21)
+    sizes = [5, 30, 12, 48]
+    clients = [ClientData(torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in sizes]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    try:
+        local = LocalTraining(epochs=epochs, batch_size=batch, lr=0.3)
+        one_round = run(model, clients, (clients[0].x, clients[0].y), rounds=1, fraction=fraction, local=local,
+                        seed=0, progress=False)
+    except ValueError as exc:
+        raise AssertionError(gettext("my_pooled_equivalent: {error}").format(error=exc)) from None
+    pooled = __import__("copy").deepcopy(model)
+    everything = ClientData(torch.cat([c.x for c in clients]), torch.cat([c.y for c in clients]))
+    train_locally(pooled, everything, LocalTraining(epochs=1, batch_size=None, lr=0.3),
+                  generator=torch.Generator().manual_seed(0))
+    gap = max((model_state(one_round.model)[k] - v).abs().max().item() for k, v in model_state(pooled).items())
+    if gap <= 1e-5:
+        print(gettext("✓ one FedAvg round with these settings is the pooled full-batch step (largest weight "
+                      "difference {gap:.1e})").format(gap=gap))
+        return
+    reasons = []
+    if fraction < 1:
+        reasons.append(gettext("with fraction < 1 only the sampled clients' data enter the round, so the step "
+                               "is taken on part of the pooled data"))
+    if batch is not None and batch < max(sizes):
+        reasons.append(gettext("a mini-batch smaller than a client's data makes several steps per epoch, each on "
+                               "part of that client's data"))
+    if epochs > 1:
+        reasons.append(gettext("after its first step each client takes its gradients at its OWN weights, not at "
+                               "the global ones: the average of several local steps is not a step on the pooled "
+                               "data (client drift)"))
+    raise AssertionError(gettext("my_pooled_equivalent: one round with these settings lands {gap:.2g} away from "
+                                 "the pooled full-batch step. {reasons}").format(
+        gap=gap, reasons="; ".join(reasons) or gettext("think about how many gradient steps each client takes, "
+                                                       "on which data, and at which weights")))
+
+
+# ----------------------------------------------------------------------------- the crossover payload
+def crossover_bytes(profile: EnergyProfile, flops: float) -> float:
+    """The payload each way (bytes) whose transfer energy, up plus down, equals the fixed cost of the
+    client-round's radio session: ``radio_floor(flops) / (8 · (e_up + e_down))``."""
+    return profile.radio_floor(flops) / (8 * (profile.joules_per_bit_up + profile.joules_per_bit_down))
+
+
+def check_crossover_bytes(fn: Callable, flops: float = 1.0e9) -> None:
+    """``fn(profile, flops) -> bytes``: the crossover payload of every profile (see :func:`crossover_bytes`),
+    within 0.1 %.  The usual slips (bits for bytes, the uplink alone, compute counted as fixed
+    radio cost) get their own hints."""
+    hint = gettext("Set the bytes' energy equal to the session's fixed cost: B bytes each way cost "
+                   "8·B·(joules_per_bit_up + joules_per_bit_down); the fixed cost is profile.radio_floor(flops). "
+                   "Solve for B.")
+    for profile in PROFILES.values():
+        for f in (flops, 0.0, 5.0e10):
+            expected = crossover_bytes(profile, f)
+            got = call_safely(fn, profile, f, what="crossover_bytes")
+            if isinstance(got, torch.Tensor) and got.numel() == 1:
+                got = got.item()
+            expect(isinstance(got, numbers.Real) and not isinstance(got, bool) and math.isfinite(got),
+                   gettext("crossover_bytes: expected a number of bytes, got {got!r}").format(got=got))
+            floor, up, down = profile.radio_floor(f), profile.joules_per_bit_up, profile.joules_per_bit_down
+            slips = ((floor / (up + down), gettext("that is in bits; a byte is 8 bits")),
+                     (floor / (8 * up), gettext("the payload travels both ways: price the download too")),
+                     ((floor + f * profile.joules_per_flop) / (8 * (up + down)),
+                      gettext("the compute energy is not part of the radio session's fixed cost")))
+            for wrong, why in slips:
+                if not math.isclose(wrong, expected, rel_tol=1e-3) and math.isclose(got, wrong, rel_tol=1e-3):
+                    raise AssertionError(gettext("{profile_name}: {why}. {hint}").format(
+                        profile_name=profile.name, why=why, hint=hint))
+            expect_close(got, expected, f"{profile.name}, flops={f:g}", rel=1e-3, hint=hint)
+    passed("the crossover payload")

@@ -1,4 +1,5 @@
-"""Checks for notebook 06 (the combined recipe, the radio-session floor, the energy-budget planner)."""
+"""Checks for notebook 06: the recipe assembled from run()'s parts, the pruning + top-k
+prediction, the fixed radio cost of a client-round."""
 from __future__ import annotations
 
 import math
@@ -10,33 +11,138 @@ from fedlab_utils.ledger.energy import LTE, WIFI, RadioModel
 from ..i18n import gettext
 from . import call_safely, expect, expect_close, passed
 
-__all__ = ["check_combined_saving", "check_client_round_fixed_joules", "check_cheapest_config",
-           "check_lte_factor_prediction", "LTE_PREDICTION_BAND"]
+__all__ = ["check_recipe_parts", "check_pruned_topk_prediction", "PRUNED_TOPK_BAND", "check_client_round_fixed_joules"]
+
+#: run()'s keyword arguments a recipe may set (its parts and hooks).
+RUN_PARTS = ("uplink", "downlink", "transform", "server", "aggregate", "trainer")
 
 
-# ----------------------------------------------------------------------------- exercise 1
-def _combined_cases(seed: int | None) -> list[list[float]]:
-    if seed is None:  # the tempting sum: 50 % + 60 % + 30 % would "add up" to 140 %
-        return [[0.5, 0.6, 0.3], [0.9], [0.25, 0.25], []]
+# ----------------------------------------------------------------------------- build: the recipe
+def _recipe_case(seed: int | None):
+    """A small federated task and a full-recipe configuration (the visible case, or a hidden one)."""
+    import torch
+
+    from fedlab_utils.lessons.capstone import RecipeConfig
+
+    from ..data import client_data, load_dataset, partition
+    from ..models import make_model
+
     rng = random.Random(seed)
-    return [[round(rng.uniform(0.05, 0.95), 3) for _ in range(rng.randint(2, 5))] for _ in range(4)]
+    data_seed = 0 if seed is None else seed
+    data = load_dataset("digits", seed=data_seed)
+    parts = partition(data.y_train, 4, "dirichlet", alpha=0.5, seed=data_seed)
+    clients = client_data(data, parts, torch.device("cpu"))
+    torch.manual_seed(data_seed)
+    model = make_model("mlp", data.input_shape, data.num_classes)
+    if seed is None:
+        config = RecipeConfig("full recipe", rounds=4, local_epochs=1, server_momentum=0.7, topk_fraction=0.05,
+                              value_bits=8, downlink_bits=8, sparsity=0.5)
+    else:
+        config = RecipeConfig("full recipe", rounds=4, local_epochs=1, server_momentum=rng.choice([0.5, 0.8]),
+                              topk_fraction=rng.choice([0.03, 0.1]), value_bits=rng.choice([4, 6]),
+                              downlink_bits=rng.choice([6, 8]), sparsity=rng.choice([0.4, 0.6]))
+    return model, clients, (data.x_test, data.y_test), config, data_seed
 
 
-def check_combined_saving(fn: Callable, seed: int | None = None) -> None:
-    """``fn(savings)`` must return the fraction saved when independent savings (fractions of
-    what is left) are combined: ``1 − Π(1 − s_i)``, never their sum."""
-    hint = (gettext("Each technique saves a fraction of what is LEFT after the others: the remaining cost is "
-                    "the product of (1 - s_i), so the combined saving is 1 - prod(1 - s_i). An empty list saves 0."))
-    for savings in _combined_cases(seed):
-        remaining = 1.0
-        for s in savings:
-            remaining *= 1.0 - s
-        answer = call_safely(fn, list(savings), what="combined_saving")
-        if len(savings) > 1 and isinstance(answer, (int, float)) and abs(answer - sum(savings)) < 1e-9:
-            raise AssertionError(gettext("combined_saving added the savings; savings of what is left do not add up "
-                                         "(three of them could exceed 100 %). ") + hint)
-        expect_close(answer, 1.0 - remaining, "combined_saving", rel=1e-9, abs_=1e-12, hint=hint)
-    passed("combined_saving")
+def _run_parts(model, clients, test, config, seed: int, parts: dict):
+    from fedlab_utils.core.loop import run
+    from fedlab_utils.core.training import LocalTraining
+
+    return run(model, clients, test, rounds=config.rounds, local=LocalTraining(epochs=config.local_epochs,
+               batch_size=32, lr=0.1), seed=seed, progress=False, **parts)
+
+
+def _recipe_hint(parts: dict) -> str:
+    """What a plausible wrong recipe most likely got wrong, read from its parts."""
+    from fedlab_utils.compression.codecs import ErrorFeedback, TopKCodec
+    from fedlab_utils.lessons.pruning.federated import MaskedTraining, PruningServer
+
+    down, up = parts.get("downlink"), parts.get("uplink")
+    if isinstance(down, (ErrorFeedback, TopKCodec)):
+        return gettext("The top-k codec is on the downlink: top-k with error feedback compresses each client's "
+                       "UPDATE on its way up (uplink=); the downlink sends the pruned global model, quantized "
+                       "(SparseQuantizeCodec).")
+    if not isinstance(parts.get("server"), PruningServer):
+        return gettext("Federated pruning is missing: its hooks(inner=server) give both the server (which prunes "
+                       "on the schedule and wraps FedAvgM) and the transform; pass them to run().")
+    if not isinstance(parts.get("transform"), MaskedTraining):
+        return gettext("The pruning mask is not applied before top-k: without the pruning transform the clients "
+                       "train and send the pruned weights too. Pass both hooks of FederatedPruning.hooks(...) "
+                       "(transform and server) to run().")
+    if not isinstance(up, ErrorFeedback):
+        return gettext("The uplink has no error feedback: wrap the top-k codec in ErrorFeedback(...), so that "
+                       "each client keeps what top-k dropped and sends it later.")
+    if parts["server"].inner.__class__.__name__ != "FedAvgM":
+        return gettext("The server optimizer is missing: pass FedAvgM(lr=1.0, momentum=...) as inner= of the "
+                       "pruning hooks, so that the pruning server steps with momentum.")
+    return gettext("Check each setting against the configuration: top-k fraction and value bits, downlink bits, "
+                   "momentum, and the pruning schedule PruningSchedule(sparsity, 'cubic', every=1, "
+                   "end=max(1, rounds // 2)).")
+
+
+def check_recipe_parts(fn: Callable, seed: int | None = None) -> None:
+    """``fn(config, model)`` must return ``run()``'s keyword arguments (parts and hooks) for the
+    full recipe ``config``: run on a small task, it must send the same bytes up and down and reach
+    the same accuracy in every round as the package's :func:`~fedlab_utils.lessons.capstone.recipe_parts`."""
+    from fedlab_utils.lessons.capstone import recipe_parts
+
+    model, clients, test, config, data_seed = _recipe_case(seed)
+    parts = call_safely(fn, config, model, what="recipe_parts")
+    expect(isinstance(parts, dict), gettext("recipe_parts must return a dict of run()'s keyword arguments "
+                                            "(e.g. {{'uplink': ..., 'downlink': ..., ...}}), got {kind}").format(
+                                                kind=type(parts).__name__))
+    unknown = sorted(set(parts) - set(RUN_PARTS))
+    expect(not unknown, gettext("recipe_parts returned keys run() does not take as parts: {unknown}; valid: "
+                                "{valid}").format(unknown=unknown, valid=list(RUN_PARTS)))
+    try:
+        mine = _run_parts(model, clients, test, config, data_seed, parts)
+    except Exception as exc:  # a student's part that run() refuses: say which, with run()'s own message
+        raise AssertionError(gettext("run() refused these parts: {error}").format(error=f"{type(exc).__name__}: {exc}"))
+    reference = _run_parts(model, clients, test, config, data_seed, recipe_parts(config, model))
+    for got, want in zip(mine.records, reference.records):
+        if got.bytes_down != want.bytes_down:
+            raise AssertionError(gettext("round {round}: {got} bytes down, the recipe sends {want}. ").format(
+                round=want.round, got=got.bytes_down, want=want.bytes_down) + _recipe_hint(parts))
+        if got.bytes_up != want.bytes_up:
+            raise AssertionError(gettext("round {round}: {got} bytes up, the recipe sends {want}. ").format(
+                round=want.round, got=got.bytes_up, want=want.bytes_up) + _recipe_hint(parts))
+        if not math.isclose(got.accuracy, want.accuracy, abs_tol=1e-9):
+            raise AssertionError(gettext("round {round}: accuracy {got:.4f}, the recipe reaches {want:.4f} with "
+                                         "the same bytes. ").format(round=want.round, got=got.accuracy,
+                                                                    want=want.accuracy) + _recipe_hint(parts))
+    passed("recipe_parts")
+
+
+# ----------------------------------------------------------------------------- predict: pruning + top-k
+#: A prediction of pruning + top-k's "times fewer uplink bytes" passes within this relative band.
+PRUNED_TOPK_BAND = 0.25
+
+
+def check_pruned_topk_prediction(answer, uplink_bytes: dict, band: float = PRUNED_TOPK_BAND) -> None:
+    """Predict-then-check: ``answer`` predicts how many times fewer uplink bytes than fp32 one update
+    takes with pruning + top-k.  ``uplink_bytes`` holds the measured payloads ("fp32 (FedAvg)",
+    "pruning alone (sparse payload)", "top-k alone", "pruning + top-k").  It passes within ``band``
+    (relative) of the measurement; either way it prints the numbers, not the reason (an exercise
+    asks for that)."""
+    fp32, prune, topk, both = (uplink_bytes[k] for k in ("fp32 (FedAvg)", "pruning alone (sparse payload)",
+                                                         "top-k alone", "pruning + top-k"))
+    expect(min(fp32, prune, topk, both) > 0, gettext("an uplink payload is empty: nothing to compare"))
+    measured = fp32 / both
+    product = fp32 / (prune / fp32 * topk)
+    got = answer.item() if hasattr(answer, "item") and getattr(answer, "ndim", 1) == 0 else answer
+    expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
+           gettext("pruning + top-k prediction: expected a number (how many times fewer bytes), got {answer!r}")
+           .format(answer=answer))
+    low, high = measured / (1 + band), measured * (1 + band)
+    facts = gettext("Measured: {measured:.1f}x fewer bytes than fp32; top-k alone {topk:.1f}x, pruning alone "
+                    "{prune:.2f}x; independent savings would give {product:.0f}x.").format(
+                        measured=measured, topk=fp32 / topk, prune=fp32 / prune, product=product)
+    message = gettext("pruning + top-k prediction: you said {got:.3g}x (the band is {low:.1f}x to {high:.1f}x). "
+                      "{facts}").format(got=got, low=low, high=high, facts=facts)
+    if low <= got <= high:
+        print("✓ " + message)
+        return
+    raise AssertionError(message)
 
 
 # ----------------------------------------------------------------------------- exercise 2
@@ -79,75 +185,3 @@ def check_client_round_fixed_joules(fn: Callable, seed: int | None = None) -> No
         expect_close(answer, expected, f"client_round_fixed_joules({radio.name}, compute_s={compute_s:.3g})",
                      rel=1e-6, hint=hint)
     passed("client_round_fixed_joules")
-
-
-# ----------------------------------------------------------------------------- exercise 3
-def _reference_cheapest(options: list[dict], target: float) -> str | None:
-    feasible = [o for o in options if o["accuracy"] >= target]
-    return min(feasible, key=lambda o: o["joules"])["name"] if feasible else None
-
-
-def _cheapest_cases(seed: int | None) -> list[tuple[list[dict], float]]:
-    if seed is None:
-        options = [{"name": "FedAvg", "accuracy": 0.86, "joules": 150.0},
-                   {"name": "top-k only", "accuracy": 0.83, "joules": 60.0},
-                   {"name": "full recipe", "accuracy": 0.85, "joules": 12.0},
-                   {"name": "- pruning", "accuracy": 0.85, "joules": 14.0},
-                   {"name": "tiny", "accuracy": 0.70, "joules": 5.0}]
-        return [(options, 0.85), (options, 0.86), (options, 0.90), (options, 0.80), (options[:1], 0.5)]
-    rng = random.Random(seed)
-    cases = []
-    for _ in range(4):
-        options = [{"name": f"config {i}", "accuracy": round(rng.uniform(0.6, 0.95), 3),
-                    "joules": round(rng.uniform(1, 200), 2)} for i in range(rng.randint(3, 8))]
-        target = rng.choice([o["accuracy"] for o in options])  # ties with the target on purpose
-        cases.append((options, target))
-    return cases
-
-
-def check_cheapest_config(fn: Callable, seed: int | None = None) -> None:
-    """``fn(options, target)`` must return the ``name`` of the option with the fewest joules among
-    those whose accuracy is at least ``target`` (``>=``), or ``None`` when none reaches it."""
-    hint = (gettext("Keep only the options with accuracy >= target (an option exactly at the target counts), then "
-                    "return the name of the one with the fewest joules; return None when no option reaches the target."))
-    for options, target in _cheapest_cases(seed):
-        copies = [dict(o) for o in options]
-        answer = call_safely(fn, copies, target, what="cheapest_config")
-        expected = _reference_cheapest(options, target)
-        if expected is not None and answer == min(options, key=lambda o: o["joules"])["name"] != expected:
-            raise AssertionError(gettext('cheapest_config picked {answer!r}, the cheapest option overall, but its accuracy is below the target {target}. ').format(answer=answer, target=target) + hint)
-        expect(answer == expected, gettext('cheapest_config(target={target}) returned {answer!r}, expected {expected!r}. ').format(target=target, answer=answer, expected=expected)
-               + hint)
-    passed("cheapest_config")
-
-
-# ----------------------------------------------------------------------------- predict: the LTE factor
-#: A prediction of the LTE energy factor passes within this relative band of the measured factor.
-LTE_PREDICTION_BAND = 0.25
-
-
-def check_lte_factor_prediction(answer, fedavg_joules: float, recipe_joules: float, fedavg_client_rounds: int,
-                                recipe_client_rounds: int, band: float = LTE_PREDICTION_BAND) -> None:
-    """Predict-then-check: ``answer`` predicts how many times fewer modelled joules the full recipe
-    uses than FedAvg on ``phone-lte`` (``fedavg_joules / recipe_joules``).  It passes within
-    ``band`` (relative) of the measured factor; either way it prints why the factor is what it is."""
-    expect(fedavg_joules > 0 and recipe_joules > 0 and fedavg_client_rounds > 0 and recipe_client_rounds > 0,
-           gettext("the runs spent no joules or ran no client-round: nothing to compare"))
-    measured = fedavg_joules / recipe_joules
-    got = answer.item() if hasattr(answer, "item") and getattr(answer, "ndim", 1) == 0 else answer
-    expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
-           gettext('LTE factor prediction: expected a number (how many times fewer joules), got {answer!r}').format(answer=answer))
-    low, high = measured / (1 + band), measured * (1 + band)
-    sessions = fedavg_client_rounds / recipe_client_rounds
-    why = (gettext("On LTE every client-round pays one radio session (a promotion and a long high-power tail) whatever it sends, and that fixed cost is most of a FedAvg client-round's joules. Compression removes only the rest, so the factor stays close to the ratio of radio sessions: {fedavg_client_rounds} / {recipe_client_rounds} client-rounds = {sessions:.2f}x.").format(fedavg_client_rounds=fedavg_client_rounds, recipe_client_rounds=recipe_client_rounds, sessions=sessions))
-    if low <= got <= high:
-        print(gettext('✓ LTE factor prediction: you said {got:.3g}x, measured {measured:.2f}x (the band is {low:.2f}x to {high:.2f}x). {why}').format(got=got, measured=measured, low=low, high=high, why=why))
-        return
-    if got > high:
-        hint = (gettext("Too large: the uplink's and WiFi's factors do not carry over to LTE, because bytes are a small "
-                        "part of the LTE bill. "))
-    elif got <= 0:
-        hint = gettext("A factor of 'times fewer joules' is positive (1 means no saving). ")
-    else:
-        hint = gettext("Too small: the recipe runs fewer rounds, and each round saved is one radio session per client. ")
-    raise AssertionError(gettext('LTE factor prediction: you said {got:.3g}x, measured {measured:.2f}x (the band is {low:.2f}x to {high:.2f}x). {hint}{why}').format(got=got, measured=measured, low=low, high=high, hint=hint, why=why))

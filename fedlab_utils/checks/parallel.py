@@ -2,18 +2,105 @@
 with a hint when the answer is wrong."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 from ..i18n import gettext
 from . import call_safely, expect, expect_close, expect_percent, passed
 
-__all__ = ["check_bubble_fraction", "check_choose_cut", "check_pipeline_time", "reference_choose_cut",
+__all__ = ["check_split_step", "check_bubble_fraction", "check_choose_cut", "check_pipeline_time", "reference_choose_cut",
            "check_idle_prediction", "IDLE_PREDICTION_BAND"]
 
 IDLE_PREDICTION_BAND = 5.0
 """How far (in percentage points) a predicted idle share may be from the measured one."""
+
+
+class _Wire:
+    """The cut between two devices, as the check sees it: it copies what crosses (a new tensor, no
+    autograd graph, as over a network or between processes) and records it."""
+
+    def __init__(self):
+        self.up: list[torch.Tensor] = []
+        self.down: list[torch.Tensor] = []
+
+    def send_up(self, activation):
+        expect(isinstance(activation, torch.Tensor), gettext("send_up must be given the activation tensor; got {type_name}").format(type_name=type(activation).__name__))
+        self.up.append(activation.detach().clone())
+        return activation.detach().clone()
+
+    def send_down(self, gradient):
+        expect(isinstance(gradient, torch.Tensor), gettext("send_down must be given the gradient at the cut (a tensor); got {type_name}. Did the server's copy of the activation require grad before the forward?").format(type_name=type(gradient).__name__))
+        self.down.append(gradient.detach().clone())
+        return gradient.detach().clone()
+
+
+def _split_case(gen: torch.Generator) -> tuple[nn.Sequential, torch.Tensor, torch.Tensor]:
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 3))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return model, torch.randn(7, 6, generator=gen), torch.randint(0, 3, (7,), generator=gen)
+
+
+def check_split_step(split_step: Callable, seed: int | None = None) -> None:
+    """``split_step(client_part, server_part, x, y, send_up, send_down) -> loss``: one mini-batch of
+    split learning, compared with the same model trained in one piece (same loss, same gradients in
+    both parts) and with the package's :func:`fedlab_utils.lessons.parallel.split_learning.split_step`.
+
+    ``send_up(activation)`` and ``send_down(gradient)`` stand for the cut between two devices: each
+    returns a copy with no autograd graph, and the check records what crossed.  It names the
+    plausible mistakes: never sending the activation (the article's bug), detaching it so that no
+    gradient reaches the client part, sending back something other than the gradient at the cut.
+    ``seed``: another model and batch (hidden tests).
+    """
+    from fedlab_utils.lessons.parallel.split_learning import split_at
+    from fedlab_utils.lessons.parallel.split_learning import split_step as package_step
+
+    gen = torch.Generator().manual_seed(21 if seed is None else 9100 + seed)
+    cuts = (2, 4) if seed is None else (1, 3)
+    for cut in cuts:
+        model, x, y = _split_case(gen)
+        whole = copy.deepcopy(model)
+        want_loss = nn.functional.cross_entropy(whole(x), y)
+        want_loss.backward()
+        want = {name: p.grad for name, p in whole.named_parameters()}
+        with torch.no_grad():
+            want_activation = nn.Sequential(*list(model)[:cut])(x)
+
+        mine_model = copy.deepcopy(model)
+        client_part, server_part = split_at(mine_model, cut)
+        wire = _Wire()
+        loss = call_safely(split_step, client_part, server_part, x, y, wire.send_up, wire.send_down,
+                           what="split_step")
+        where = f"cut after layer {cut}"
+        expect(len(wire.up) == 1, gettext("{where}: send_up was called {n} times; the client must send its activation across the cut exactly once per mini-batch (the article never moved it to the next device at all).").format(where=where, n=len(wire.up)))
+        expect(wire.up[0].shape == want_activation.shape and torch.allclose(wire.up[0], want_activation, atol=1e-6),
+               gettext("{where}: send_up must carry the client part's output (the activation at the cut), shape {shape}.").format(where=where, shape=tuple(want_activation.shape)))
+        expect_close(loss, want_loss.item(), f"{where}: loss", rel=1e-5, abs_=1e-7,
+                     hint=gettext("The server computes loss_fn(server_part(its copy of the activation), y)."))
+        server_names = {name for name, _ in mine_model.named_parameters() if int(name.split(".")[0]) >= cut}
+        for name, p in mine_model.named_parameters():
+            if name not in server_names:
+                continue
+            expect(p.grad is not None and torch.allclose(p.grad, want[name], atol=1e-5),
+                   gettext("{where}: the server part's gradient of {name} is wrong or missing: call loss.backward() on the server.").format(where=where, name=name))
+        expect(len(wire.down) == 1, gettext("{where}: send_down was called {n} times; after its backward the server must send the gradient at the cut back to the client exactly once. Without it, no gradient reaches the client part: its layers never learn.").format(where=where, n=len(wire.down)))
+        expect(wire.down[0].shape == want_activation.shape, gettext("{where}: send_down must carry the gradient of the loss with respect to the server's copy of the activation (its .grad), shape {shape}; got shape {got}.").format(where=where, shape=tuple(want_activation.shape), got=tuple(wire.down[0].shape)))
+        for name, p in mine_model.named_parameters():
+            if name in server_names:
+                continue
+            expect(p.grad is not None, gettext("{where}: the client part's {name} has no gradient. The activation was cut off from the client's graph: finish the backward on the client with activation.backward(gradient that came down).").format(where=where, name=name))
+            expect(torch.allclose(p.grad, want[name], atol=1e-5), gettext("{where}: the client part's gradient of {name} differs from the model trained in one piece. Continue the backward from the client's own activation with the gradient that came down: activation.backward(send_down(server_copy.grad)).").format(where=where, name=name))
+
+        pkg_model = copy.deepcopy(model)
+        pkg_wire = _Wire()
+        package_step(*split_at(pkg_model, cut), x, y, pkg_wire.send_up, pkg_wire.send_down)
+        for (name, p), q in zip(mine_model.named_parameters(), pkg_model.parameters()):
+            expect(torch.allclose(p.grad, q.grad, atol=1e-6), f"{where}: {name} differs from the package's split_step")
+    passed("split_step")
 
 
 def check_bubble_fraction(bubble_fraction: Callable[[int, int], float]) -> None:

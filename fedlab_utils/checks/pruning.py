@@ -6,7 +6,8 @@ import torch
 from ..i18n import gettext
 from . import call_safely, expect, passed
 
-__all__ = ["check_global_masks", "check_payload_size", "check_structured_keep", "check_sparse_ratio_prediction"]
+__all__ = ["check_global_masks", "check_payload_size", "check_structured_keep", "check_sparse_ratio_prediction",
+           "structured_flops_ratio", "check_structured_flops_ratio"]
 
 
 def _random_weights(seed: int) -> dict[str, torch.Tensor]:
@@ -139,3 +140,64 @@ def check_sparse_ratio_prediction(prediction, state: dict[str, torch.Tensor], ma
         raise AssertionError(gettext('{what}: {prediction:g}x is 1/(1 - sparsity) = {naive:.2f}x, as if only the kept values travelled. {hint}').format(what=what, prediction=prediction, naive=naive, hint=hint))
     expect(within, gettext('{what}: {prediction:g}x is not within {v_100_band:.0f}% of the measured ratio. {hint}').format(what=what, prediction=prediction, v_100_band=100 * band, hint=hint))
     print(gettext('✓ your prediction {prediction:.3g}x vs measured {measured:.2f}x: within {v_100_band:.0f}%').format(prediction=prediction, measured=measured, v_100_band=100 * band))
+
+
+# ----------------------------------------------------------------------------- structured pruning: FLOPs saved
+def _mlp(widths: list[int]) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    for j, (i, o) in enumerate(zip(widths[:-1], widths[1:])):
+        layers += [torch.nn.Linear(i, o)] + ([torch.nn.ReLU()] if j < len(widths) - 2 else [])
+    return torch.nn.Sequential(*layers)
+
+
+def structured_flops_ratio(widths: list[int], amount: float) -> float:
+    """Training FLOPs per sample of the MLP ``widths`` (input, hidden..., classes) over those of the
+    same MLP after structured pruning removes ``round(amount · h)`` neurons of every hidden layer,
+    both counted by ``FlopCounterMode`` on the models ``structured_masks`` and ``shrink`` build."""
+    from fedlab_utils.ledger.flops import training_flops_per_sample
+    from fedlab_utils.lessons.pruning.structured import shrink, structured_masks
+
+    torch.manual_seed(0)
+    dense = _mlp(list(widths))
+    small = shrink(dense, structured_masks(dense, amount))
+    shape = (widths[0],)
+    return training_flops_per_sample(dense, shape) / training_flops_per_sample(small, shape)
+
+
+def check_structured_flops_ratio(fn, seed: int | None = None) -> None:
+    """``fn(widths, amount) -> ratio``: how many times fewer training FLOPs per sample an MLP needs after
+    structured pruning removes ``round(amount · h)`` of each hidden layer's ``h`` neurons (see
+    :func:`structured_flops_ratio`), within 0.5 %.  ``1 / (1 − amount)``, the guess that every
+    matrix shrinks by the same factor, gets its own hint, and so do a pruned output layer and an
+    inverted ratio.  ``seed``: other widths (hidden tests)."""
+    hint = gettext("Shrink every hidden width h to h - round(amount*h) (inputs and classes stay), count "
+                   "(4 + 2*[not the first layer]) * in * out FLOPs per Linear(in, out) for the dense and the "
+                   "small network, and divide dense by small. A matrix between two pruned layers loses rows AND "
+                   "columns.")
+    if seed is None:
+        cases = [([784, 64, 10], 0.6), ([784, 128, 64, 10], 0.5), ([30, 200, 200, 4], 0.75), ([10, 7, 3], 0.0)]
+    else:
+        g = torch.Generator().manual_seed(seed)
+        cases = [([int(w) for w in torch.randint(8, 300, (4,), generator=g)] + [10], 0.3 + 0.1 * (seed % 5))]
+    for widths, amount in cases:
+        expected = structured_flops_ratio(widths, amount)
+        got = call_safely(fn, list(widths), amount, what="structured_flops_ratio")
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        expect(isinstance(got, (int, float)) and not isinstance(got, bool) and got > 0,
+               gettext("structured_flops_ratio: expected a positive number (dense FLOPs / small FLOPs), got "
+                       "{got!r}").format(got=got))
+        close = abs(got - expected) <= 0.005 * expected
+        where = f"widths={widths}, amount={amount}"
+        if not close and amount > 0:
+            naive = 1 / (1 - amount)
+            if abs(got - naive) <= 0.005 * naive and abs(naive - expected) > 0.005 * expected:
+                raise AssertionError(gettext("{where}: {got:.3g} is 1/(1 - amount), as if every matrix shrank by the "
+                                             "same factor; the measured ratio is {expected:.3g}. {hint}").format(
+                    where=where, got=got, expected=expected, hint=hint))
+            if abs(1 / got - expected) <= 0.005 * expected:
+                raise AssertionError(gettext("{where}: that is small / dense; return dense / small (a number above "
+                                             "1). {hint}").format(where=where, hint=hint))
+        expect(close, gettext("{where}: got {got:.4g}, the measured ratio is {expected:.4g}. {hint}").format(
+            where=where, got=got, expected=expected, hint=hint))
+    passed("structured pruning: FLOPs saved")

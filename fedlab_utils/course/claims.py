@@ -156,11 +156,10 @@ class Claims:
         self.policy, self.changed = claim_policy(policy, changed)
         self.items: list[dict] = []
         self.observations: list[dict] = []
-        if self.policy == "record":
-            why = (_("parameters changed from their defaults: {names}").format(names=", ".join(self.changed))
-                   if self.changed else f"{POLICY_ENV}=record")
-            print(_("Claims are recorded, not raised ({why}); the table at the end marks any that do not hold.")
-                  .format(why=why))
+        if self.policy == "record" and self.changed:
+            print(_("Parameters changed from their defaults ({names}): a claim that does not hold on this run is "
+                    "marked in the table at the end instead of stopping the notebook.").format(
+                names=", ".join(self.changed)))
 
     def check(self, claim: str, holds: bool, margin: float | None = None, **measured) -> bool:
         """Record ``claim`` with the ``measured`` numbers behind it; under ``raise``, raise if it fails.
@@ -206,8 +205,7 @@ class Claims:
         """The plain-text table: a line with the count, then one line per claim (✓ or ✗) and observation."""
         held = len(self.items) - len(self.failed)
         lines = [_("{held}/{total} claims hold").format(held=held, total=len(self.items))
-                 + f" ({_('policy')}: {self.policy}"
-                 + (f"; {_('changed parameters')}: {', '.join(self.changed)})" if self.changed else ")")]
+                 + (f" ({_('changed parameters')}: {', '.join(self.changed)})" if self.changed else "")]
         lines += [f"  {'✓' if c['holds'] else '✗'} {c['claim']}  [{_format(self._shown(c))}]"
                   + ("" if c["holds"] else f"  -- {_('does not hold')}") for c in self.items]
         lines += [f"  {_('observation')}: {o['observation']}  [{_format(o['measured'])}]" for o in self.observations]
@@ -223,9 +221,9 @@ class Claims:
 
     def _repr_markdown_(self) -> str:
         held = _("{held}/{total} claims hold").format(held=len(self.items) - len(self.failed), total=len(self.items))
-        head = f"**{held}** ({_('policy')}: `{self.policy}`"
-        head += (f"; {_('changed parameters')}: {', '.join(f'`{n}`' for n in self.changed)})" if self.changed
-                 else ")")
+        head = f"**{held}**"  # the policy is the runner's business, not the lesson's: not shown
+        head += (f" ({_('changed parameters')}: {', '.join(f'`{n}`' for n in self.changed)})" if self.changed
+                 else "")
         rows = ["", f"| | {_('claim')} | {_('measured')} |", "|---|---|---|"]
         for c in self.items:
             text = c["claim"].replace("|", "\\|")
@@ -315,6 +313,8 @@ def record_results(path: str | Path | None, notebook: str, metrics: dict, claims
     the caller's globals (:func:`collect_histories`), so every run a notebook made is recorded
     round by round (:func:`history_series`); pass ``{}`` to record none.
     With ``path=None`` (the default in notebooks) nothing is written; the record is returned.
+    Nothing about the path is printed (the course runner passes a path relative to the kernel's
+    working folder, so no path of the building machine reaches the executed notebook).
     Claims given as a plain list (no table to show them) that did not hold are listed on stdout.
     """
     if histories is None:
@@ -326,9 +326,8 @@ def record_results(path: str | Path | None, notebook: str, metrics: dict, claims
         record["claim_policy"] = {"policy": claims.policy, "changed_parameters": claims.changed}
     record["histories"] = {str(label): history_series(h) for label, h in histories.items()}
     record = to_jsonable(record)
-    if path is not None:
+    if path is not None:  # silently: the student's copy of the notebook shows no path of the machine
         atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False))
-        print(f"Results written to {path}")
     failed = [c for c in record["claims"] if not c.get("holds", True)]
     if failed and not isinstance(claims, Claims):
         print(f"{len(failed)} claim(s) did NOT hold on this run:\n"

@@ -20,6 +20,9 @@ README_PATHS = (ROOT / "README.md", ROOT / "README.zh-CN.md")
 GLOSSARY_BEGIN = "<!-- glossary:begin (generated from notebooks/locale/glossary.tsv by `python -m fedlab_utils translate build`; edit the TSV, not this table) -->"
 GLOSSARY_END = "<!-- glossary:end -->"
 GLOSSARY_FIELDS = ("zh", "en", "where", "en_match", "zh_match")
+#: the optional last column: ``|``-separated renderings a translation must not use for the term
+#: (the drifting variants of a pinned term); refused by ``translate check`` with the editorial rules
+GLOSSARY_AVOID = "zh_avoid"
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,12 +87,121 @@ def prose(markdown: str) -> str:
 
 
 def lost_tokens(english: str, translation: str) -> list[tuple[str, str]]:
-    """The protected tokens of ``english`` that ``translation`` lacks (sorted); ``[]`` if none."""
+    """The protected tokens of ``english`` that ``translation`` lacks (sorted); ``[]`` if none.
+
+    Two relaxations only accept more: a number written the Chinese way with the same value is kept
+    (:func:`number_kept`: ``500k`` as ``50 万``, ``1.6M`` as ``160 万``, ``4×`` as ``1/4``), and a
+    code span whose prose placeholders are translated is kept (:func:`code_span_kept`)."""
     kept = protected_tokens(translation)
     lost = protected_tokens(english) - kept
     # A URL written as a link target in one language and bare in the other is still kept.
     kept_targets = {text for kind, text in kept if kind in ("link", "url")}
-    return sorted(t for t in lost if not (t[0] in ("link", "url") and t[1] in kept_targets))
+    kept_code = [text for kind, text in kept if kind == "code"]
+    values = None
+    result = []
+    for kind, text in sorted(lost):
+        if kind in ("link", "url") and text in kept_targets:
+            continue
+        if kind == "number":
+            values = chinese_values(prose(translation)) if values is None else values
+            if number_kept(text, prose(english), values):
+                continue
+        if kind == "code" and code_span_kept(text, kept_code):
+            continue
+        result.append((kind, text))
+    return result
+
+
+# Numbers written the Chinese way --------------------------------------------------------------
+
+#: multipliers of an English number's suffix (``500k``, ``1.6M``, ``2B``)
+EN_SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9}
+#: multipliers of a Chinese number's unit (``50 万``, ``1.2 亿``)
+ZH_UNIT = {"千": 1e3, "万": 1e4, "亿": 1e8}
+ZH_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])(\d+(?:[.,]\d+)*)(?:\s*([千万亿]))?")
+RECIPROCAL = re.compile(r"(?<![\d./])1\s*/\s*(\d+(?:\.\d+)?)(?![\d./])")
+FACTOR_AFTER = re.compile(r"^\s*(?:×|x\b|X\b|times\b|-fold\b)")
+
+
+def _value(digits: str) -> float | None:
+    try:
+        return float(digits.replace(",", ""))
+    except ValueError:  # 1.2.3 (a version), not a value
+        return None
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
+
+
+@dataclass(frozen=True)
+class ChineseValues:
+    """The values a translation states: every number with its unit (``50 万`` = 500000, ``60,000``
+    = 60000), and the denominators of its unit fractions (``1/4`` states a factor of 4)."""
+    amounts: tuple[float, ...]
+    reciprocals: tuple[float, ...]
+
+
+def chinese_values(text: str) -> ChineseValues:
+    amounts = []
+    reciprocals = [v for v in (_value(m.group(1)) for m in RECIPROCAL.finditer(text)) if v]
+    text = re.sub(r"\d+(?:\.\d+)?\s*/\s*\d+(?:\.\d+)?", " ", text)  # a fraction is not two amounts
+    for match in ZH_NUMBER.finditer(text):
+        value = _value(match.group(1))
+        if value is not None:
+            amounts.append(value * ZH_UNIT.get(match.group(2) or "", 1.0))
+    return ChineseValues(tuple(amounts), tuple(reciprocals))
+
+
+def number_kept(number: str, english_prose: str, values: ChineseValues) -> bool:
+    """Whether a translation states the value of ``number`` wherever the English prose writes it:
+    ``500k`` as 500000 (``50 万``), ``1.6M`` as ``160 万``, ``60,000`` as ``6 万``, and a factor
+    ``4×`` (``4x``, ``4 times``) as ``1/4``.  Each occurrence of ``number`` must be accounted for
+    by one of these readings; an occurrence without a suffix needs its plain value."""
+    occurrences = [m for m in re.finditer(rf"(?<![A-Za-z0-9_.]){re.escape(number)}(?![\d])", english_prose)]
+    base = _value(number)
+    if base is None or not occurrences:
+        return False
+    for match in occurrences:
+        after = english_prose[match.end():]
+        suffix = after[:1]
+        readings = [base]
+        if suffix in EN_SUFFIX and not re.match(r"^.[A-Za-z]", after):  # 500k, not 5 Kbit
+            readings.append(base * EN_SUFFIX[suffix])
+        factor = bool(FACTOR_AFTER.match(after))
+        if not (any(_same(r, v) for r in readings for v in values.amounts)
+                or (factor and any(_same(base, d) for d in values.reciprocals))):
+            return False
+    return True
+
+
+# Prose inside a code span ---------------------------------------------------------------------
+
+#: three or more plain words standing as one argument of a call (after ``(``, ``=`` or ``,``, up to
+#: the next ``,`` or ``)``): a placeholder the reader fills in (``input=log-probabilities of the
+#: student``), so prose, not code
+PROSE_ARGUMENT = re.compile(r"(?<=[(=,])(\s*)([A-Za-z][A-Za-z'-]*(?: +[A-Za-z][A-Za-z'-]*){2,})(?=\s*[,)])")
+
+
+def code_span_pattern(span: str) -> re.Pattern | None:
+    """A pattern matching ``span`` with each prose argument (:data:`PROSE_ARGUMENT`) replaced by
+    any text without backticks, commas or parentheses; ``None`` if the span has no prose argument.
+    Everything else in the span (names, ``=``, punctuation, strings) must stay as written."""
+    parts, last = [], 0
+    for match in PROSE_ARGUMENT.finditer(span):
+        parts.append(re.escape(span[last:match.start(2)]))
+        parts.append(r"[^`,()]+?")
+        last = match.end(2)
+    if not parts:
+        return None
+    parts.append(re.escape(span[last:]))
+    return re.compile("".join(parts), re.S)
+
+
+def code_span_kept(span: str, translated_spans: Iterable[str]) -> bool:
+    """Whether a translation keeps ``span`` with only its prose arguments translated."""
+    pattern = code_span_pattern(span)
+    return pattern is not None and any(pattern.fullmatch(t) for t in translated_spans)
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +214,7 @@ class Term:
     where: str
     en_match: str
     zh_match: tuple[str, ...]
+    zh_avoid: tuple[str, ...] = ()
 
     @property
     def pattern(self) -> re.Pattern:
@@ -110,24 +223,46 @@ class Term:
     def used_in(self, english_prose: str) -> bool:
         return bool(self.pattern.search(english_prose))
 
-    def rendered_in(self, translation: str) -> bool:
-        return any(zh in translation for zh in self.zh_match)
+    def rendered_in(self, translation: str, variants: bool = False) -> bool:
+        """One of the term's renderings is in ``translation`` (``variants``: its refused variants count too)."""
+        return any(zh in translation for zh in self.zh_match + (self.zh_avoid if variants else ()))
+
+    def variants_in(self, translation: str, allowed: Iterable[str] = ()) -> list[str]:
+        """The refused variants of this term that ``translation`` uses, not counting text inside an
+        ``allowed`` rendering (the pinned form of another term the same English cell uses)."""
+        found = []
+        for variant in self.zh_avoid:
+            text = translation
+            # a rendering shorter than the variant and inside it (无线 in 无线电) hides nothing
+            for rendering in sorted((a for a in allowed if a and not (a in variant and a != variant)),
+                                    key=len, reverse=True):
+                text = text.replace(rendering, "\0")
+            if variant in text:
+                found.append(variant)
+        return found
 
 
 def load_glossary(path: Path = GLOSSARY_PATH) -> list[Term]:
-    """The glossary rows (tab-separated, header ``zh en where en_match zh_match``)."""
+    """The glossary rows (tab-separated, header ``zh en where en_match zh_match [zh_avoid]``)."""
     with open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     terms = []
     for number, row in enumerate(rows, start=2):
-        if tuple(row) != GLOSSARY_FIELDS or any(not (row[k] or "").strip() for k in GLOSSARY_FIELDS):
-            raise ValueError(f"{path}:{number}: a row needs the non-empty fields {GLOSSARY_FIELDS}, got {row}")
+        header = tuple(row)
+        if (header not in (GLOSSARY_FIELDS, GLOSSARY_FIELDS + (GLOSSARY_AVOID,))
+                or any(not (row[k] or "").strip() for k in GLOSSARY_FIELDS)):
+            raise ValueError(f"{path}:{number}: a row needs the non-empty fields {GLOSSARY_FIELDS} "
+                             f"(and optionally {GLOSSARY_AVOID!r}), got {row}")
         try:
             re.compile(row["en_match"])
         except re.error as error:
             raise ValueError(f"{path}:{number}: en_match {row['en_match']!r} is not a valid regex: {error}") from None
-        terms.append(Term(row["zh"], row["en"], row["where"], row["en_match"],
-                          tuple(s.strip() for s in row["zh_match"].split("|") if s.strip())))
+        split = lambda value: tuple(s.strip() for s in (value or "").split("|") if s.strip())  # noqa: E731
+        zh_match, zh_avoid = split(row["zh_match"]), split(row.get(GLOSSARY_AVOID))
+        clash = [v for v in zh_avoid if any(v in zh for zh in zh_match)]
+        if clash:
+            raise ValueError(f"{path}:{number}: {GLOSSARY_AVOID} {clash} is part of a pinned rendering {zh_match}")
+        terms.append(Term(row["zh"], row["en"], row["where"], row["en_match"], zh_match, zh_avoid))
     return terms
 
 

@@ -37,9 +37,24 @@ __all__ = ["PLAUSIBLE_WRONG_ANSWERS", "QUICK_PARAMETERS", "NotebookScores", "gra
 #: One plausible wrong answer per notebook, for its FIRST exercise (so that the later exercises,
 #: which must not depend on it, still score): ``{notebook stem: (solution grade_id, cell source)}``.
 PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
-    "00_federated_baseline": ("00-ex1-weighted-average", "def my_weighted_average(updates, num_samples):\n"
-                              "    return {key: sum(u[key] for u in updates) / len(updates) for key in updates[0]}\n"),
-    "01_pruning": ("01-ex1-global-masks", "def my_global_masks(weights, sparsity):\n"
+    "00_federated_baseline": ("00-build-fedavg-round",
+                              "def my_fedavg_round(global_model, clients, fraction, local, round_idx, seed):\n"
+                              "    chosen = sample_clients(len(clients), fraction, np.random.default_rng([seed, round_idx]))\n"
+                              "    global_state = model_state(global_model)\n"
+                              "    updates = []\n"
+                              "    for cid in chosen:\n"
+                              "        model = copy.deepcopy(global_model)\n"
+                              "        optimizer = torch.optim.SGD(model.parameters(), lr=local.lr)\n"
+                              "        shuffle = client_generator(seed, round_idx, cid)\n"
+                              "        for _ in range(local.epochs):\n"
+                              "            for idx in minibatches(len(clients[cid]), local.batch_size, shuffle):\n"
+                              "                optimizer.zero_grad()\n"
+                              "                loss = torch.nn.functional.cross_entropy(model(clients[cid].x[idx]), clients[cid].y[idx])\n"
+                              "                loss.backward()\n"
+                              "                optimizer.step()\n"
+                              "        updates.append({k: v - global_state[k] for k, v in model_state(model).items()})\n"
+                              "    return {k: global_state[k] + sum(u[k] for u in updates) / len(updates) for k in global_state}\n"),
+    "01_pruning": ("01-build-global-mask", "def my_global_masks(weights, sparsity):\n"
                    "    return {name: (w.abs() > w.abs().flatten().kthvalue(max(1, round(sparsity * w.numel())))"
                    ".values) for name, w in weights.items()}\n"),
     "02_compression": ("02-ex1-stochastic-round", "def my_stochastic_round(x, generator):\n"
@@ -48,11 +63,23 @@ PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
                         "alpha):\n    T = temperature\n    soft = F.kl_div(F.log_softmax(student_logits / T, dim=1), "
                         "F.softmax(teacher_logits / T, dim=1), reduction='batchmean')\n"
                         "    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, targets)\n"),
-    "04_acceleration": ("04-ex1-fedavgm-step", "def fedavgm_step(global_state, update, velocity, lr, momentum):\n"
-                        "    return {k: global_state[k] + lr * update[k] for k in global_state}, update\n"),
-    "05_model_parallelism": ("05-ex1-pipeline-time", "def pipeline_time(stage_times, M):\n"
-                             "    return (M + len(stage_times) - 1) * sum(stage_times) / len(stage_times)\n"),
-    "06_capstone": ("06-ex1-solution", "def combined_saving(savings):\n    return min(1.0, sum(savings))\n"),
+    "04_acceleration": ("04-build-server-step", "def server_step(global_state, update, m, v, lr, beta1, beta2, tau, "
+                        "variant):\n    if m is None:\n        m = {k: torch.zeros_like(d) for k, d in update.items()}\n"
+                        "        v = {k: torch.full_like(d, tau ** 2) for k, d in update.items()}\n"
+                        "    m = {k: beta1 * m[k] + (1 - beta1) * update[k] for k in update}\n"
+                        "    v = {k: beta2 * v[k] + (1 - beta2) * update[k] ** 2 for k in update}  # Adam's v for both\n"
+                        "    return {k: global_state[k] + lr * m[k] / (v[k].sqrt() + tau) for k in global_state}, m, v\n"),
+    "05_model_parallelism": ("05-build-split-step", "def split_step(client_part, server_part, x, y, send_up, send_down):\n"
+                             "    server_in = send_up(client_part(x)).requires_grad_()  # no gradient goes back\n"
+                             "    loss = F.cross_entropy(server_part(server_in), y)\n"
+                             "    loss.backward()\n"
+                             "    return loss\n"),
+    "06_capstone": ("06-build-recipe", "def my_recipe_parts(config, model):\n"
+                    "    server = FedAvgM(lr=1.0, momentum=config.server_momentum)\n"
+                    "    schedule = PruningSchedule(config.sparsity, 'cubic', every=1, end=max(1, config.rounds // 2))\n"
+                    "    top_k = ErrorFeedback(TopKCodec(config.topk_fraction, values=QuantizeCodec(config.value_bits)))\n"
+                    "    return {'uplink': SparseQuantizeCodec(config.downlink_bits), 'downlink': top_k,\n"
+                    "            **FederatedPruning(model, schedule).hooks(inner=server)}\n"),
     "07_deployment": ("07-ex1-solution", "def my_aggregate_replies(replies):\n"
                       "    arrived = [u for cid, n, u in replies if u is not None]\n"
                       "    return {k: sum(u[k] for u in arrived) / len(arrived) for k in arrived[0]} if arrived else None\n"),

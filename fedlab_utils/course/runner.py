@@ -29,6 +29,7 @@ import ast
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -39,7 +40,9 @@ from fedlab_utils.files import atomic_write_text
 
 __all__ = ["ROOT", "NOTEBOOK_DIR", "LANGUAGES", "LANG_ENV", "CourseError", "notebook_dir", "find_notebooks",
            "parse_value", "parse_parameters", "notebook_parameters", "validate_parameters", "changed_parameters",
-           "check_out_dir", "restored_environment", "kernel_environment", "execute", "summarize", "merge_results",
+           "check_out_dir", "restored_environment", "kernel_environment", "execute", "anonymise_papermill_paths",
+           "html_links", "write_html",
+           "write_index", "summarize", "merge_results",
            "claims_policy_from_args", "add_claims_arguments", "add_lang_argument", "cmd_run", "cmd_params",
            "add_run_parser", "add_params_parser"]
 
@@ -218,7 +221,8 @@ def restored_environment(names: Iterable[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def kernel_environment(changed: list[str], claims_policy: str, lang: str | None = None) -> Iterator[None]:
+def kernel_environment(changed: list[str], claims_policy: str, lang: str | None = None,
+                       import_folders: Iterable[Path] = ()) -> Iterator[None]:
     """Environment inherited by the kernels papermill starts, restored afterwards.
 
     A headless ``MPLBACKEND=Agg`` would drop every figure from the executed notebooks and HTML,
@@ -226,6 +230,9 @@ def kernel_environment(changed: list[str], claims_policy: str, lang: str | None 
     ``0%|`` remnants in saved notebooks), explorers draw their default view instead of building
     ipywidgets (see :mod:`fedlab_utils.viz.widgets`), and ``Claims`` learns the changed parameters and
     policy.  With ``lang`` other than English, ``FEDLAB_LANG`` selects the translated runtime text.
+    ``import_folders`` go first on ``PYTHONPATH``: the kernel works in the output folder, so a
+    researcher's own module (``-p uplink mymodule:MyCodec``) is found where it was before, beside
+    the notebook, or in the folder the command was started from.
     """
     settings = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "FEDLAB_PROGRESS": "0",
                 "FEDLAB_WIDGETS": "0",  # no ipywidgets headless: nbclient can block on them (fedlab_utils.viz.widgets)
@@ -233,6 +240,9 @@ def kernel_environment(changed: list[str], claims_policy: str, lang: str | None 
                 CHANGED_ENV: ",".join(changed), POLICY_ENV: claims_policy}
     if lang and lang != "en":
         settings[LANG_ENV] = lang
+    folders = [str(f) for f in import_folders]
+    if folders:
+        settings["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*folders, *filter(None, [os.environ.get("PYTHONPATH")])]))
     with restored_environment([*settings, LANG_ENV]):
         if LANG_ENV not in settings:
             os.environ.pop(LANG_ENV, None)  # an English run prints English, whatever the shell says
@@ -245,7 +255,13 @@ def execute(path: Path, params: dict, out: Path, html: bool, claims_policy: str 
     """Run one notebook; returns the path of its results JSON (or None if it records none).
 
     ``out/notebooks/<name>.ipynb`` (``.failed.ipynb`` when a cell raised), ``out/results/<stem>.json``
-    and, with ``html``, ``out/html/<stem>.html``.
+    and, with ``html``, ``out/html/<stem>.html`` (its links to other lessons and to the README
+    made to work there: :func:`html_links`).
+
+    The kernel works in ``out``, and the ``results_path`` it gets is relative to it
+    (``results/<stem>.json``; a relative ``-p results_path`` is read the same way), so the
+    executed notebook and its HTML -- copies a student reads -- hold no path of the machine that
+    built them.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -255,31 +271,107 @@ def execute(path: Path, params: dict, out: Path, html: bool, claims_policy: str 
     changed = changed_parameters(path, params)
     params = dict(params)
     if "results_path" in known and "results_path" not in params:
-        params["results_path"] = str(results.resolve())
+        params["results_path"] = results.relative_to(out).as_posix()
     executed = out / "notebooks" / path.name
     partial = executed.with_name(f".{path.stem}.partial.ipynb")
     partial.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    folders = [path.parent.resolve(), Path.cwd()]
     try:
-        with kernel_environment(changed, claims_policy, lang):
+        with kernel_environment(changed, claims_policy, lang, import_folders=folders):
             papermill.execute_notebook(str(path), str(partial), parameters=params, kernel_name="python3",
-                                       progress_bar=False, cwd=str(path.parent), extra_arguments=KERNEL_ARGUMENTS)
+                                       progress_bar=False, cwd=str(out.resolve()), extra_arguments=KERNEL_ARGUMENTS)
     except PapermillExecutionError as exc:
         failed = executed.with_name(f"{path.stem}.failed.ipynb")
+        anonymise_papermill_paths(partial, path, out)
         partial.replace(failed)
         executed.unlink(missing_ok=True)  # an older successful run's notebook and HTML are now stale
         (out / "html" / f"{path.stem}.html").unlink(missing_ok=True)
         raise CourseError(f"{path.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
                           f"{exc.ename}: {exc.evalue}\n  executed notebook kept at {failed}", status=1) from exc
+    anonymise_papermill_paths(partial, path, out)
     partial.replace(executed)
     executed.with_name(f"{path.stem}.failed.ipynb").unlink(missing_ok=True)
     print(f"  {path.name}: ran in {time.perf_counter() - start:.1f} s -> {executed}")
     if html:
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_filename(str(executed))
-        atomic_write_text(out / "html" / f"{path.stem}.html", body)
+        write_html(executed, out / "html")
     return results if results.exists() else None
+
+
+def anonymise_papermill_paths(executed: Path, source: Path, out: Path) -> None:
+    """Papermill's record of where the notebook came from and went (``metadata.papermill``'s
+    ``input_path`` and ``output_path``) made relative: the source to the repository when it lies
+    in it (``notebooks/03_distillation.ipynb``), else its file name; the output to ``out``."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    record = nb.metadata.get("papermill")
+    if not record:
+        return
+    source = source.resolve()
+    record["input_path"] = (source.relative_to(ROOT).as_posix() if source.is_relative_to(ROOT) else source.name)
+    record["output_path"] = f"notebooks/{source.name}"
+    nbformat.write(nb, executed)
+
+
+# ----------------------------------------------------------------------------- HTML pages
+_LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)((?:\s+\"[^\"]*\")?)\)")
+_LESSON = re.compile(r"(?:\./)?(\d\d_[\w-]+)\.ipynb(#[^)\s]*)?")
+INDEX_PAGE = "index.html"
+
+
+def html_links(markdown: str) -> str:
+    """A markdown cell's links as they must read in ``build/html``, where only the lessons' pages and
+    :data:`INDEX_PAGE` exist: ``NN_slug.ipynb`` (with an anchor or not) becomes ``NN_slug.html``, a
+    link to the README (``../README.md``, ``../../README.zh-CN.md``) becomes the index page that
+    lists the lessons, and any other relative link to a file is dropped, its text kept.  Web
+    addresses, ``mailto:``, anchors within the page and images are left alone."""
+    def rewrite(match: re.Match) -> str:
+        bang, text, target, title = match.groups()
+        if bang or re.match(r"^(?:[a-z][a-z0-9+.-]*:|#)", target, re.IGNORECASE):
+            return match.group(0)
+        lesson = _LESSON.fullmatch(target)
+        if lesson:
+            return f"[{text}]({lesson.group(1)}.html{lesson.group(2) or ''}{title})"
+        if Path(target.split("#")[0]).name.lower().startswith("readme"):
+            return f"[{text}]({INDEX_PAGE}{title})"
+        return text
+
+    return _LINK.sub(rewrite, markdown)
+
+
+def write_html(executed: Path, folder: Path) -> Path:
+    """``folder/<stem>.html`` from an executed notebook, its links made to work there
+    (:func:`html_links`), and the folder's :data:`INDEX_PAGE` brought up to date."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = html_links(cell.source)
+    headings = [line[2:].strip() for cell in nb.cells if cell.cell_type == "markdown"
+                for line in cell.source.splitlines() if line.startswith("# ")]
+    title = headings[0] if headings else executed.stem
+    body, _ = HTMLExporter().from_notebook_node(nb, resources={"metadata": {"name": title}})
+    page = atomic_write_text(folder / f"{executed.stem}.html", body)
+    write_index(folder)
+    return page
+
+
+def write_index(folder: Path) -> Path:
+    """``folder/index.html``: the course map of the pages in ``folder``, one link per lesson with
+    its title (the page's ``<title>``, which nbconvert takes from the notebook's first heading)."""
+    import html
+
+    items = []
+    for page in sorted(folder.glob("[0-9][0-9]_*.html")):
+        found = re.search(r"<title>(.*?)</title>", page.read_text(encoding="utf-8"), re.DOTALL)
+        title = html.unescape(found.group(1).strip()) if found else page.stem
+        items.append(f'<li><a href="{page.name}">{html.escape(title)}</a></li>')
+    body = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>高效联邦学习 Efficient Federated Learning</title></head>\n"
+            "<body><h1>高效联邦学习 Efficient Federated Learning</h1>\n<ol>\n" + "\n".join(items) + "\n</ol></body></html>\n")
+    return atomic_write_text(folder / INDEX_PAGE, body)
 
 
 # ----------------------------------------------------------------------------- results

@@ -11,6 +11,8 @@
   time, with ``OMP_NUM_THREADS`` set so the points share the cores instead of oversubscribing
   them.  A failed point is recorded with its error and its executed notebook is kept
   (``DIR/points/<point>/notebooks/NN_*.failed.ipynb``); the sweep goes on.
+* ``--lang zh`` sweeps the Chinese edition (``notebooks/zh/``) with ``FEDLAB_LANG=zh``, as ``run
+  --lang zh`` does: the same code, the claims table and check messages in Chinese.
 * Per point: ``DIR/points/<point>/point.json`` = ``{notebook, parameters, status ("ok" or
   "failed"), error, seconds, results}`` where ``results`` is the notebook's results record
   (``fedlab_utils.course.claims.record_results``).  It is written last and atomically, so a point with
@@ -52,6 +54,7 @@ from fedlab_utils.course.claims import ROUND_FIELDS
 from fedlab_utils.course.runner import (
     CourseError,
     add_claims_arguments,
+    add_lang_argument,
     check_out_dir,
     claims_policy_from_args,
     find_notebooks,
@@ -163,6 +166,12 @@ class Point:
     parameters: dict
     folder: Path
     record: dict = field(default_factory=dict)
+    #: the edition (``en``, ``zh``): ``run --lang`` writes a translation's outputs under ``<folder>/<lang>/``
+    lang: str = "en"
+
+    @property
+    def run_folder(self) -> Path:
+        return self.folder if self.lang == "en" else self.folder / self.lang
 
     @property
     def record_path(self) -> Path:
@@ -174,7 +183,8 @@ class Point:
             stored = json.loads(self.record_path.read_text())
         except (OSError, ValueError):
             return None
-        same = stored.get("parameters") == json.loads(json.dumps(self.parameters))
+        same = (stored.get("parameters") == json.loads(json.dumps(self.parameters))
+                and stored.get("lang", "en") == self.lang)
         fresh = stored.get("notebook_sha256") == notebook_digest(self.notebook)
         return stored if same and fresh and stored.get("status") == "ok" else None
 
@@ -204,7 +214,7 @@ def _error_from(stderr: str) -> str:
 def run_point(point: Point, claims_policy: str, jobs: int, timeout: float | None = None) -> dict:
     """Run one point through ``python -m fedlab_utils run`` in a fresh process; write and return its record."""
     command = [sys.executable, "-m", "fedlab_utils", "run", str(point.notebook), "--out", str(point.folder),
-               "--no-html", "--claims", claims_policy]
+               "--no-html", "--claims", claims_policy, "--lang", point.lang]
     for name, value in point.parameters.items():
         command += ["-p", name, repr(value)]
     digest = notebook_digest(point.notebook)
@@ -220,10 +230,11 @@ def run_point(point: Point, claims_policy: str, jobs: int, timeout: float | None
     results = None
     if status == "ok":
         try:
-            results = json.loads((point.folder / "results.json").read_text()).get(point.notebook.stem)
+            results = json.loads((point.run_folder / "results.json").read_text()).get(point.notebook.stem)
         except (OSError, ValueError):
             results = None
-    record = {"notebook": point.notebook.stem, "parameters": point.parameters, "status": status, "error": error,
+    record = {"notebook": point.notebook.stem, "lang": point.lang, "parameters": point.parameters, "status": status,
+              "error": error,
               "seconds": round(seconds, 2), "notebook_sha256": digest, "results": results}
     atomic_write_text(point.record_path, json.dumps(record, indent=2, default=str))
     point.record = record
@@ -280,16 +291,19 @@ def write_outputs(records: list[dict], names: list[str], out: Path, title: str =
 
 
 def sweep(notebook: Path, grid: dict[str, list], out: Path, jobs: int = 1, claims_policy: str = "auto",
-          timeout: float | None = None, progress: bool = True, metrics: list[str] | None = None) -> list[dict]:
-    """Run the grid on one notebook; write the per-point records and :func:`write_outputs`'s files."""
-    points = [Point(notebook, params, out / "points" / point_slug(params)) for params in expand_grid(grid)]
+          timeout: float | None = None, progress: bool = True, metrics: list[str] | None = None,
+          lang: str = "en") -> list[dict]:
+    """Run the grid on one notebook (of the edition ``lang``); write the per-point records and
+    :func:`write_outputs`'s files."""
+    points = [Point(notebook, params, out / "points" / point_slug(params), lang=lang) for params in expand_grid(grid)]
     records = run_points(points, jobs=jobs, claims_policy=claims_policy, timeout=timeout, progress=progress)
     write_outputs(records, list(grid), out, title=notebook.stem, metrics=metrics)
     return records
 
 
 def cmd_sweep(args) -> int:
-    notebooks = find_notebooks([args.notebook])
+    lang = getattr(args, "lang", None) or "en"
+    notebooks = find_notebooks([args.notebook], lang)
     if not args.parameter:
         raise CourseError("give at least one -p NAME VALUES to sweep (e.g. -p seed 0:3)")
     if args.jobs < 1:
@@ -302,7 +316,7 @@ def cmd_sweep(args) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
         records = sweep(notebooks[0], grid, out, jobs=args.jobs, claims_policy=claims_policy_from_args(args),
-                        timeout=args.timeout, progress=True, metrics=metrics)
+                        timeout=args.timeout, progress=True, metrics=metrics, lang=lang)
     except ValueError as exc:  # --metrics naming no metric of this sweep; the points are complete and kept
         raise CourseError(f"{exc}\n  the points, sweep.csv, rounds.csv and curves.png are written; rerun with "
                           f"valid --metrics to redraw sweep.png (completed points are not run again)") from None
@@ -327,5 +341,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         help="metrics drawn in sweep.png, as in sweep.csv without 'metrics.' "
                              "(default: every numeric metric except wall times)")
     add_claims_arguments(parser)
+    add_lang_argument(parser, "zh sweeps notebooks/zh/ with FEDLAB_LANG=zh (claims table and messages in Chinese)")
     parser.set_defaults(func=cmd_sweep)
     return parser

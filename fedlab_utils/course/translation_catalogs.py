@@ -96,7 +96,8 @@ def merge_catalog(cells: list[tuple[str, str]], po: polib.POFile) -> ExtractRepo
     the older previous msgid is kept: that is the English its translation was made from); an
     entry whose cell is gone becomes obsolete.  Entries are reordered to follow the notebook."""
     report = ExtractReport()
-    by_context = {entry.msgctxt: entry for entry in po}
+    by_context = {entry.msgctxt: entry for entry in po if entry.msgctxt != CODE_CONTEXT}
+    code = [entry for entry in po if entry.msgctxt == CODE_CONTEXT]  # kept: merge_code_entries' business
     ordered = []
     for cell_id, source in cells:
         entry = by_context.pop(cell_id, None)
@@ -119,15 +120,19 @@ def merge_catalog(cells: list[tuple[str, str]], po: polib.POFile) -> ExtractRepo
             report.obsolete.append(entry.msgctxt)
         entry.obsolete = True
         ordered.append(entry)
-    po[:] = ordered
+    po[:] = ordered + code
     return report
 
 
-def extract(notebook: Path, locale_dir: Path = LOCALE_DIR) -> ExtractReport:
-    """Create or update the catalog of one notebook."""
+def extract(notebook: Path, locale_dir: Path = LOCALE_DIR, code: bool | None = None) -> ExtractReport:
+    """Create or update the catalog of one notebook (with ``code``, default :data:`TRANSLATE_CODE`,
+    also the entries of its code cells' comments and student-read strings)."""
     path = catalog_path(notebook, locale_dir)
     po = load_catalog(path) if path.exists() else new_catalog(notebook)
-    report = merge_catalog(markdown_cells(nbformat.read(notebook, as_version=4)), po)
+    nb = nbformat.read(notebook, as_version=4)
+    report = merge_catalog(markdown_cells(nb), po)
+    if TRANSLATE_CODE if code is None else code:
+        merge_code_entries([c.source for c in nb.cells if c.cell_type == "code"], po, report)
     save_catalog(po, path)
     return report
 
@@ -224,3 +229,175 @@ def check_runtime(path: Path = RUNTIME_CATALOG, package: Path = PACKAGE_DIR) -> 
             problems.append(f"{where}: the translation's placeholders {sorted(placeholders(entry.msgstr))} "
                             f"differ from {sorted(placeholders(msgid))}")
     return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Code cells: the comments and the strings students read, owned by the notebook's catalog
+
+#: ``True``: ``extract`` adds the comments and student-read strings of the code cells to each
+#: notebook's catalog (``msgctxt "code"``), ``build`` puts their translations into the zh code
+#: cells and ``check`` wants each translated.  ``False`` until the editorial pass fills them.
+TRANSLATE_CODE = False
+CODE_CONTEXT = "code"
+#: calls whose string arguments a student reads: ``print(...)`` (every string argument) and the
+#: claims table's statements, ``claims.check("…", …)`` / ``claims.observe("…", …)`` (the first)
+CODE_CALLS = {"print": None, "claims.check": 1, "claims.observe": 1}
+_NOT_PROSE = re.compile(r"^#+\s*(?:(?:BEGIN|END) (?:SOLUTION|HIDDEN TESTS)\b|noqa\b|type:|pragma\b|fmt:|pylint:)")
+
+
+@dataclass(frozen=True)
+class CodeText:
+    """A translatable stretch of a code cell: ``source[start:end] == text``.  ``kind`` is
+    ``"comment"`` (a trailing comment, or a block of whole-line comments one under the other)
+    or ``"string"`` (a string literal argument, implicit concatenation included)."""
+    kind: str
+    start: int
+    end: int
+    text: str
+
+
+def _offsets(source: str) -> list[int]:
+    """Character offset of the start of each line (1-based rows, as tokenize and ast count)."""
+    starts, total = [0, 0], 0
+    for line in source.splitlines(keepends=True):
+        total += len(line)
+        starts.append(total)
+    return starts
+
+
+def code_tokens(source: str) -> list[tuple[int, str, int, int]]:
+    """``(type, text, start, end)`` of every token of ``source`` (character offsets), an f-string
+    as one ``STRING`` token also on Python >= 3.12.  Raises ``tokenize.TokenError`` or
+    ``SyntaxError`` when ``source`` does not tokenize."""
+    import io
+    import tokenize
+
+    rows = _offsets(source)
+    at = lambda pos: rows[pos[0]] + pos[1]  # noqa: E731
+    start_type, end_type = getattr(tokenize, "FSTRING_START", None), getattr(tokenize, "FSTRING_END", None)
+    tokens, depth, opened = [], 0, 0
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if start_type is not None and tok.type == start_type:
+            if depth == 0:
+                opened = at(tok.start)
+            depth += 1
+            continue
+        if depth:
+            if tok.type == end_type:
+                depth -= 1
+                if depth == 0:
+                    tokens.append((tokenize.STRING, source[opened:at(tok.end)], opened, at(tok.end)))
+            continue
+        tokens.append((tok.type, tok.string, at(tok.start), at(tok.end)))
+    return tokens
+
+
+def _call_name(func) -> str | None:
+    import ast
+
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        return f"{func.value.id}.{func.attr}"
+    return None
+
+
+def code_texts(source: str) -> list[CodeText]:
+    """The comments and the student-read string literals (:data:`CODE_CALLS`) of a code cell, in
+    order.  nbgrader markers, ``noqa``/``type:`` pragmas and comments without words are left out;
+    so is a cell that is not plain Python (a magic, a syntax error): it stays as it is."""
+    import ast
+    import tokenize
+
+    try:
+        tokens = code_tokens(source)
+        tree = ast.parse(source)
+    except (SyntaxError, tokenize.TokenError, ValueError):
+        return []
+    texts: list[CodeText] = []
+    block: list[tuple[int, int]] = []  # (start, end) of whole-line comments one under the other
+    rows = _offsets(source)
+
+    def flush():
+        if block:
+            texts.append(CodeText("comment", block[0][0], block[-1][1], source[block[0][0]:block[-1][1]]))
+            block.clear()
+
+    for kind, text, start, end in tokens:
+        if kind != tokenize.COMMENT:
+            if kind not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+                flush()
+            continue
+        if _NOT_PROSE.match(text) or len(re.findall(r"[A-Za-z]{2,}", text)) < 1:
+            flush()
+            continue
+        line_start = max(r for r in rows if r <= start)
+        whole_line = not source[line_start:start].strip()
+        column = start - line_start
+        if not whole_line:
+            flush()
+            texts.append(CodeText("comment", start, end, text))
+            continue
+        if block:
+            previous_line = max(r for r in rows if r <= block[-1][0])
+            if column != block[-1][0] - previous_line or source[block[-1][1]:start].count("\n") != 1:
+                flush()
+        block.append((start, end))
+    flush()
+
+    def char(row: int, byte_col: int) -> int:
+        line = source[rows[row]:rows[row + 1]] if row + 1 < len(rows) else source[rows[row]:]
+        return rows[row] + len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _call_name(node.func)
+        if name not in CODE_CALLS:
+            continue
+        limit = CODE_CALLS[name]
+        for arg in node.args[:limit]:
+            parts = [arg]
+            if isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Add):
+                parts = [arg.left, arg.right]
+            for part in parts:
+                if isinstance(part, ast.JoinedStr) or (isinstance(part, ast.Constant) and isinstance(part.value, str)):
+                    start, end = char(part.lineno, part.col_offset), char(part.end_lineno, part.end_col_offset)
+                    if re.search(r"[A-Za-z]{2,}", source[start:end]):
+                        texts.append(CodeText("string", start, end, source[start:end]))
+    return sorted(set(texts), key=lambda t: t.start)
+
+
+def code_translations(po: polib.POFile) -> dict[str, str]:
+    """English code text -> its current translation (``msgctxt "code"``, translated, not fuzzy)."""
+    return {e.msgid: e.msgstr for e in po if e.msgctxt == CODE_CONTEXT and not e.obsolete
+            and e.msgstr.strip() and "fuzzy" not in e.flags}
+
+
+def translate_code(source: str, translations: dict[str, str]) -> str:
+    """``source`` with each of its :func:`code_texts` that has a translation replaced by it."""
+    for text in reversed(code_texts(source)):
+        if text.text in translations:
+            source = source[:text.start] + translations[text.text] + source[text.end:]
+    return source
+
+
+def merge_code_entries(sources: list[str], po: polib.POFile, report: ExtractReport) -> None:
+    """Bring the ``msgctxt "code"`` entries of ``po`` in line with the code cells (in place): one
+    entry per distinct comment or string, new ones untranslated, vanished ones obsolete."""
+    wanted: dict[str, str] = {}
+    for source in sources:
+        for text in code_texts(source):
+            wanted.setdefault(text.text, text.kind)
+    existing = {e.msgid: e for e in po if e.msgctxt == CODE_CONTEXT}
+    for msgid, kind in wanted.items():
+        entry = existing.pop(msgid, None)
+        if entry is None:
+            entry = polib.POEntry(msgctxt=CODE_CONTEXT, msgid=msgid, msgstr="", comment=kind)
+            po.append(entry)
+            report.new.append(f"{CODE_CONTEXT}: {msgid.splitlines()[0][:60]}")
+        entry.obsolete = False
+    for entry in existing.values():
+        if not entry.obsolete:
+            report.obsolete.append(f"{CODE_CONTEXT}: {entry.msgid.splitlines()[0][:60]}")
+        entry.obsolete = True

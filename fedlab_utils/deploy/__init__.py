@@ -47,6 +47,7 @@ _EXPORTS = {
     "flower_command": "fedlab_utils.deploy.launcher",
     "flower_processes": "fedlab_utils.deploy.launcher",
     "local_federation": "fedlab_utils.deploy.launcher",
+    "local_simulation": "fedlab_utils.deploy.launcher",
     "print_round": "fedlab_utils.deploy.launcher",
     "submit": "fedlab_utils.deploy.launcher",
     "submit_many": "fedlab_utils.deploy.launcher",
@@ -64,10 +65,10 @@ __all__ = ["CODEC_SPECS", "CONNECTION", "DEFAULT_SANS", "DeploymentConfig", "Dep
            "NODE_PARTITION_KEY", "PAYLOAD_DIR", "PKI", "PRIVATE_MODE", "PROGRESS_FILE", "REAL_PORT",
            "Step", "app_dir", "app_main", "build_task", "certificate_sans", "certificate_summary",
            "connection_toml", "deploy", "flower_command", "flower_processes", "local_federation",
-           "machine_steps", "make_client_app", "make_codec", "make_pki", "make_server_app",
-           "message_bytes", "parse_parameters", "pki_main", "print_round", "public_key_fingerprint",
-           "real_machine_commands", "send_and_receive", "simulate", "submit", "submit_many",
-           "superlink_command", "supernode_command", "toml_value"]
+           "local_simulation", "machine_steps", "make_client_app", "make_codec", "make_pki",
+           "make_server_app", "message_bytes", "parse_parameters", "pki_main", "print_round",
+           "public_key_fingerprint", "real_machine_commands", "send_and_receive", "simulate",
+           "submit", "submit_many", "superlink_command", "supernode_command", "toml_value"]
 
 
 def __getattr__(name: str):

@@ -27,13 +27,14 @@ def parse_parameters(pairs: list[list[str]] | None) -> dict:
     return parse(pairs, kinds, valid=set(kinds) - {"out_dir", "num_clients"})
 
 
-def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None, insecure: bool = False) -> int:
+def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None, insecure: bool = False,
+         simulation: bool = False) -> int:
     """The ``deploy`` subcommand: one clear line on failure, exit status 2."""
     try:
         if supernodes < 1:
             raise ValueError(f"--supernodes={supernodes} is invalid; valid: an int ≥ 1 (one SuperNode per client)")
         config = DeploymentConfig(**parse_parameters(pairs), num_clients=supernodes)
-        result = deploy(config, supernodes=supernodes, out_dir=out_dir, insecure=insecure)
+        result = deploy(config, supernodes=supernodes, out_dir=out_dir, insecure=insecure, simulation=simulation)
     except (DeploymentError, ValueError) as err:
         print(f"deploy: error: {err}", file=sys.stderr)
         return 2
@@ -85,7 +86,11 @@ def add_parser(sub) -> None:
     parser.add_argument("--out", default=None, help="folder for the run's progress.jsonl and history.json")
     parser.add_argument("--insecure", action="store_true",
                         help="plain HTTP, no SuperNode authentication (only for one trusted machine)")
-    parser.set_defaults(func=lambda args: main(args.supernodes, args.parameter, args.out, args.insecure))
+    parser.add_argument("--simulation", action="store_true",
+                        help="run the same apps on Flower's simulation runtime (Ray): --supernodes virtual "
+                             "SuperNodes, no SuperNode processes (needs the [scale] extra)")
+    parser.set_defaults(func=lambda args: main(args.supernodes, args.parameter, args.out, args.insecure,
+                                               args.simulation))
     more = parser.add_subparsers(dest="deploy_command", metavar="{pki,app}")
     pki = more.add_parser("pki", help="write a federation's CA, server certificate and SuperNode keys",
                           description="Write a throwaway PKI for one federation: CA, server certificate (SANs "

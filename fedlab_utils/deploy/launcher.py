@@ -44,12 +44,14 @@ from fedlab_utils.deploy.commands import (
 from fedlab_utils.deploy.pki import PKI, make_pki
 from fedlab_utils.devices import free_port
 
-__all__ = ["DeploymentError", "LocalFederation", "deploy", "local_federation", "flower_command",
-           "FLOWER_PROCESS_NAMES", "INSECURE_WARNING", "flower_processes", "submit", "submit_many",
-           "print_round"]
+__all__ = ["DeploymentError", "LocalFederation", "deploy", "local_simulation", "local_federation",
+           "flower_command", "FLOWER_PROCESS_NAMES", "INSECURE_WARNING", "flower_processes",
+           "submit", "submit_many", "print_round"]
 
 FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
                         "flwr-clientapp")
+# what the command lines of the simulation runtime's Ray processes contain
+RAY_PROCESS_MARKS = ("ray/", "ray::", "raylet", "gcs_server", "flwr-simulation")
 INSECURE_WARNING = ("WARNING: insecure mode (--insecure): SuperLink and SuperNodes talk plain HTTP on 127.0.0.1. "
                     "Fine on one machine; across machines use TLS and SuperNode authentication (see "
                     "real_machine_commands()).")
@@ -102,6 +104,7 @@ class LocalFederation:
     env: dict[str, str] = field(default_factory=dict)
     pki: PKI | None = None
     node_ids: dict[int, int] = field(default_factory=dict)
+    simulation: bool = False
 
     @property
     def address(self) -> str:
@@ -122,15 +125,17 @@ class LocalFederation:
 
     def pids(self) -> set[int]:
         """The processes this federation started and all their descendants, right now, plus any
-        Flower process running with this federation's ``$FLWR_HOME`` (a SuperNode that exits leaves
-        its detached SuperExec to init)."""
+        process running with this federation's ``$FLWR_HOME``: a SuperNode that exits leaves its
+        detached SuperExec to init, and the simulation runtime's Ray daemons (GCS, raylet,
+        workers) detach from the process that started them."""
         import psutil
 
         pids = set()
         for proc in self.processes.values():
             pids |= _tree(proc.pid)
+        names = FLOWER_PROCESS_NAMES + (RAY_PROCESS_MARKS if self.simulation else ())
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            if any(n in " ".join(proc.info.get("cmdline") or []) for n in FLOWER_PROCESS_NAMES):
+            if any(n in " ".join(proc.info.get("cmdline") or []) for n in names):
                 with contextlib.suppress(psutil.Error):
                     if proc.environ().get("FLWR_HOME") == str(self.home):
                         pids.add(proc.info["pid"])
@@ -297,7 +302,7 @@ def _wait_listening(federation: LocalFederation, name: str, port: int, patience:
 def local_federation(supernodes: int, *, workdir: str | Path | None = None, port: int | None = None,
                      threads: int | None = 1, start_timeout: float = 60.0,
                      announce: Callable[[str], None] | None = print, insecure: bool = False,
-                     sans: tuple[str, ...] = ()) -> Iterator[LocalFederation]:
+                     sans: tuple[str, ...] = (), simulation: bool = False) -> Iterator[LocalFederation]:
     """Start a SuperLink and ``supernodes`` SuperNodes; yield them; tear all down on exit.
 
     Secure unless ``insecure=True``: a fresh PKI in ``workdir/pki`` (private keys 0600), the
@@ -306,13 +311,21 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
     :func:`machine_steps` with ``server='127.0.0.1'``.  SuperNode ``i`` gets node config
     ``partition-id=i num-partitions=N``: it is client ``i``.  ``threads`` caps each process's torch
     threads (1: N processes share few cores fairly).
+
+    ``simulation=True`` starts the SuperLink with Flower's **simulation runtime** instead
+    (``flower-superlink --simulation``): no SuperNode processes; each run executes its ClientApps on
+    ``supernodes`` virtual SuperNodes in Ray workers (one CPU each), on one machine or on a Ray cluster
+    the machine has joined. It listens on 127.0.0.1 only, in plain HTTP (nothing leaves the machine).
     """
     if not isinstance(supernodes, int) or isinstance(supernodes, bool) or supernodes < 1:
         raise ValueError(f"supernodes={supernodes!r} is invalid; valid: an int ≥ 1")
     if not isinstance(insecure, bool):
         raise ValueError(f"insecure={insecure!r} is invalid; valid: True or False")
     superlink = flower_command("flower-superlink")
-    flower_command("flower-supernode")
+    if simulation:
+        _require_ray()
+    else:
+        flower_command("flower-supernode")
     base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="fedlab-flower-"))
     home, logs = base / "flwr-home", base / "logs"
     home.mkdir(parents=True, exist_ok=True)
@@ -320,14 +333,24 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
     port = free_port() if port is None else port
     if _port_open("127.0.0.1", port):
         raise DeploymentError(f"port {port} is already in use; pass another port (or None to pick a free one)")
-    pki = None if insecure else make_pki(base / "pki", supernodes, sans)
-    federation = LocalFederation(supernodes, port, home, logs, env=_child_env(home, threads), pki=pki)
+    pki = None if insecure or simulation else make_pki(base / "pki", supernodes, sans)
+    federation = LocalFederation(supernodes, port, home, logs, env=_child_env(home, threads), pki=pki,
+                                 simulation=simulation)
     (home / "config.toml").write_text(connection_toml(federation.address, pki and pki.ca_cert), encoding="utf-8")
-    if announce and insecure:
+    if announce and insecure and not simulation:
         announce(INSECURE_WARNING)
     try:
-        _start(federation, "superlink", [superlink, *superlink_command(pki, "127.0.0.1", port)[1:]])
+        command = superlink_command(pki, "127.0.0.1", port)[1:]
+        if simulation:  # the runtime runs each run's ClientApps in Ray; its processes are subprocesses
+            command += ["--simulation", "--isolation", "subprocess"]
+        _start(federation, "superlink", [superlink, *command])
         _wait_listening(federation, "superlink", port, start_timeout)
+        if simulation:
+            if announce:
+                announce(f"SuperLink on {federation.address} with Flower's simulation runtime (Ray), "
+                         f"{supernodes} virtual SuperNodes per run (logs in {logs})")
+            yield federation
+            return
         if pki is not None:
             federation.node_ids.update(_register_all(federation, pki.supernode_public_keys, start_timeout))
         for i in range(supernodes):
@@ -391,6 +414,8 @@ def _launch(federation: LocalFederation, name: str, config: DeploymentConfig, ou
     config = replace(config, out_dir=str(out_dir), num_clients=federation.supernodes)
     app = app_dir(federation.home.parent / f"app-{index}", config)
     command = [flower_command("flwr"), "run", str(app), CONNECTION, "--stream"]
+    if federation.simulation:
+        command += ["--federation-config", f"num-supernodes={federation.supernodes}"]
     for key, value in config.to_run_config().items():
         command += ["--run-config", f"{key}={toml_value(value)}"]
     log_path = federation.logs / f"run-{index}.log"
@@ -523,18 +548,44 @@ def _report_progress(path: Path, seen: int, on_round: Callable[[dict], None] | N
 
 def deploy(config: DeploymentConfig | None = None, *, supernodes: int | None = None, out_dir: str | Path | None = None,
            on_round: Callable[[dict], None] | None = print_round, announce: Callable[[str], None] | None = print,
-           threads: int | None = 1, insecure: bool = False) -> DeploymentResult:
+           threads: int | None = 1, insecure: bool = False, simulation: bool = False) -> DeploymentResult:
     """Start a local SuperLink and ``supernodes`` SuperNodes, run ``config`` on them, tear down.
 
     ``supernodes`` defaults to ``config.num_clients``.  TLS and SuperNode authentication are on
     unless ``insecure=True``; the PKI lives in a temporary folder removed on return.  Every process
-    is stopped on return, on error and on Ctrl-C.
+    is stopped on return, on error and on Ctrl-C.  ``simulation=True`` runs the same apps on
+    Flower's simulation runtime instead (:func:`local_simulation`).
     """
     config = config or DeploymentConfig()
     supernodes = config.num_clients if supernodes is None else supernodes
     with tempfile.TemporaryDirectory(prefix="fedlab-flower-") as work:
         with local_federation(supernodes, workdir=work, threads=threads, announce=announce,
-                              insecure=insecure) as federation:
+                              insecure=insecure, simulation=simulation) as federation:
             return submit(federation, config, out_dir or Path(work) / "out", on_round=on_round)
+
+
+def local_simulation(config: DeploymentConfig | None = None, *, supernodes: int | None = None,
+                     out_dir: str | Path | None = None, on_round: Callable[[dict], None] | None = print_round,
+                     announce: Callable[[str], None] | None = print, threads: int | None = 1) -> DeploymentResult:
+    """The course's ServerApp and ClientApp on Flower's **simulation runtime** (Ray): a local
+    SuperLink started with ``--simulation`` runs ``config`` on ``supernodes`` virtual SuperNodes.
+
+    The apps, the parts (``uplink``, ``server``, ``aggregate``, ``transform``, import paths included)
+    and the :class:`~fedlab_utils.core.history.History` are those of :func:`deploy`, so a seeded run equals
+    :func:`~fedlab_utils.core.loop.run` round for round.  Needs Ray (``pip install
+    'fedlab-utils[scale]'``).  Every process, Ray's included, is stopped on return.
+    """
+    return deploy(config, supernodes=supernodes, out_dir=out_dir, on_round=on_round, announce=announce,
+                  threads=threads, simulation=True)
+
+
+def _require_ray() -> None:
+    """Flower's simulation runtime runs on Ray: one clear error when it is missing."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as err:
+        raise DeploymentError("Flower's simulation runtime needs Ray, which is not installed "
+                              f"({err}); install it with: pip install 'fedlab-utils[scale]' "
+                              "(flwr[simulation])") from None
 
 

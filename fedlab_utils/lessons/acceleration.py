@@ -23,12 +23,52 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fedlab_utils.core.registry import TRAINERS
 from fedlab_utils.core.servers.fedavg import FedAvgServer
-from fedlab_utils.core.training import make_optimizer
-from fedlab_utils.validation import check_int
+from fedlab_utils.core.training import PRECISIONS, make_optimizer
+from fedlab_utils.validation import check_int, choice, integer, optional_path, real
 
-__all__ = ["quadratic_drift", "article_loop", "fixed_data_loop",
-           "adam_vs_adamw"]
+__all__ = ["quadratic_drift", "article_loop", "fixed_data_loop", "adam_vs_adamw", "RULES_04", "RELATIONS_04"]
+
+# ----------------------------------------------------------------------------- notebook 04's parameters
+#: Notebook 04's parameters and what is valid for each (``validation.check_parameters``).
+RULES_04 = {
+    "seed": integer(0),
+    "dataset": choice(("digits", "mnist5k", "synthetic", "mnist", "fashion_mnist")),
+    "num_clients": integer(2, 200),
+    "partition": choice(("shards", "dirichlet", "iid")),
+    "alpha": real(0.0, low_inclusive=False),
+    "rounds": integer(5, 500),
+    "local_epochs": integer(1, 20),
+    "client_lr": real(0.0, 1.0, low_inclusive=False),
+    "server_lr": real(0.0, 1.0, low_inclusive=False),
+    "server_momentum": real(0.0, 1.0, high_inclusive=False),
+    "target": real(0.0, 1.0, low_inclusive=False, high_inclusive=False),
+    "trainer": choice(TRAINERS),
+    "precision": choice(PRECISIONS),
+    "demo_compile": choice((True, False)),
+    "data_dir": optional_path(),
+    "device": lambda name, value: value,  # resolved (and refused with a clear error) by devices.get_device
+    "results_path": optional_path(),
+}
+
+
+def _vmap_runs_fp32(p: dict) -> None:
+    if p["trainer"] == "vmap" and p["precision"] != "fp32":
+        raise ValueError(f"precision={p['precision']!r} needs trainer='sequential' (the vmap trainer runs fp32 SGD "
+                         "only); valid with trainer='vmap': precision='fp32'")
+
+
+def _fp16_needs_cuda(p: dict) -> None:
+    on_cuda = torch.cuda.is_available() and str(p["device"]).split(":")[0] in ("auto", "cuda")
+    if p["precision"] == "fp16" and not on_cuda:
+        raise ValueError(f"precision='fp16' needs a CUDA device (device={p['device']!r}, CUDA available: "
+                         f"{torch.cuda.is_available()}); valid here: precision='fp32' or 'bf16'")
+
+
+#: Relations between notebook 04's parameters, checked after each one alone.
+RELATIONS_04 = (_vmap_runs_fp32, _fp16_needs_cuda)
+
 
 # ----------------------------------------------------------------------------- client drift, in 2-D
 def quadratic_drift(server=None, rounds: int = 30, local_steps: int = 5, lr: float = 0.2,

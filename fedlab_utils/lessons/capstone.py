@@ -2,10 +2,14 @@
 
 Technique-free glue that notebook 06 needs; each technique stays in its own module:
 
+* :data:`RULES_06` -- the notebook's parameter table, checked in one call by
+  :func:`~fedlab_utils.validation.check_parameters`.
 * :class:`RecipeConfig` / :func:`recipe_configs` -- which pieces a configuration switches on
   (server optimizer, more local work in fewer rounds, uplink top-k with error feedback,
   downlink quantization, federated pruning), the full recipe and the ablations that remove one
-  piece each; :func:`run_config` runs one through the ordinary loop.
+  piece each; :func:`recipe_parts` turns one into ``run()``'s keyword arguments (the parts and
+  hooks the student assembles in notebook 06) and :func:`run_config` runs it through the
+  ordinary loop.
 * the downlink of a pruned model is :class:`~fedlab_utils.compression.SparseQuantizeCodec`
   (every codec lives in :mod:`fedlab_utils.compression`; re-exported here).
 * :func:`price`, :func:`cumulative_joules`, :func:`radio_floor_joules` -- a run's ledger priced
@@ -35,15 +39,61 @@ from fedlab_utils.data import ClientData
 from fedlab_utils.i18n import gettext
 from fedlab_utils.ledger.energy import Energy, EnergyProfile, get_profile, price_history, price_rows
 from fedlab_utils.lessons.pruning.federated import FederatedPruning, PruningSchedule
-from fedlab_utils.validation import check_fraction, check_int, check_real
+from fedlab_utils.validation import (
+    check_fraction,
+    check_int,
+    check_real,
+    choice,
+    fraction,
+    integer,
+    optional_path,
+    real,
+)
 from fedlab_utils.viz.widgets import widgets_enabled
 
-__all__ = ["RecipeConfig", "recipe_configs", "run_config", "price", "cumulative_joules",
-           "radio_floor_joules", "client_rounds", "config_summary", "plan_budget", "budget_planner",
-           "PIECES"]
+__all__ = ["RecipeConfig", "recipe_configs", "recipe_parts", "run_config", "price",
+           "cumulative_joules", "radio_floor_joules", "client_rounds", "config_summary",
+           "plan_budget", "PIECES", "RULES_06", "RELATIONS_06", "default_recipe_rounds", "budget_planner"]
 
 #: The pieces of the recipe, in the order the ablation removes them.
 PIECES = ("server optimizer", "fewer rounds", "uplink top-k + EF", "downlink quantization", "federated pruning")
+
+
+def _optional_rounds(name: str, value: object) -> int | None:
+    """``None`` (70 % of ``rounds``) or a round count >= 1."""
+    return None if value is None else check_int(name, value, 1)
+
+
+def _recipe_rounds_fit(values: dict) -> None:
+    if values["recipe_rounds"] is not None and values["recipe_rounds"] > values["rounds"]:
+        raise ValueError(f"recipe_rounds={values['recipe_rounds']!r} is larger than rounds={values['rounds']!r}; "
+                         "valid: None or 1 .. rounds (the recipe runs at most FedAvg's rounds)")
+
+
+def _rules_06() -> dict:
+    from fedlab_utils.core.registry import TRAINERS
+    from fedlab_utils.data import DATASETS
+    from fedlab_utils.ledger.energy import PROFILES
+
+    return {"seed": integer(0), "dataset": choice(DATASETS), "num_clients": integer(2, 200), "fraction": fraction(),
+            "alpha": real(0.0, low_inclusive=False), "rounds": integer(2, 500), "local_epochs": integer(1),
+            "batch_size": integer(1), "lr": real(0.0, low_inclusive=False), "recipe_rounds": _optional_rounds,
+            "recipe_epochs": integer(1), "server_momentum": real(0.0, 1.0, high_inclusive=False),
+            "topk_fraction": fraction(), "value_bits": integer(1, 16), "downlink_bits": integer(1, 16),
+            "sparsity": real(0.0, 1.0, high_inclusive=False), "planner_profile": choice(PROFILES),
+            "planner_target": real(0.0, 1.0, low_inclusive=False, high_inclusive=False),
+            "trainer": choice(TRAINERS), "results_path": optional_path()}
+
+
+#: Notebook 06's parameters and what is valid for each (``device`` is checked by ``get_device``).
+RULES_06 = _rules_06()
+#: Relations between notebook 06's parameters: the recipe runs at most FedAvg's rounds.
+RELATIONS_06 = (_recipe_rounds_fit,)
+
+
+def default_recipe_rounds(rounds: int) -> int:
+    """The recipe's rounds when the notebook leaves ``recipe_rounds=None``: 70 % of FedAvg's."""
+    return max(1, round(0.7 * rounds))
 
 
 @dataclass(frozen=True)
@@ -95,6 +145,33 @@ def _replace(config: RecipeConfig, name: str, **changes) -> RecipeConfig:
     return RecipeConfig(**{**asdict(config), "name": name, **changes})
 
 
+def recipe_parts(config: RecipeConfig, model: nn.Module) -> dict:
+    """``run()``'s keyword arguments that switch ``config``'s pieces on (fresh parts every call).
+
+    * the server optimizer: FedAvgM as ``server`` (Hsu et al. 2019);
+    * the uplink: top-k with quantized values, wrapped in error feedback (each client keeps what
+      top-k dropped and adds it to its next update);
+    * the downlink: the global model quantized to ``downlink_bits``, and with pruning only its
+      nonzero weights plus a bitmap;
+    * federated pruning: two hooks around one mask, ``transform`` (the clients train under the
+      mask and zero the pruned entries of their update *before* the uplink encodes it) and
+      ``server`` (prunes on the schedule and wraps the server optimizer as ``inner``).
+    """
+    server = None if config.server_momentum is None else FedAvgM(lr=1.0, momentum=config.server_momentum)
+    parts: dict = {}
+    if config.topk_fraction is not None:
+        parts["uplink"] = ErrorFeedback(TopKCodec(config.topk_fraction, values=QuantizeCodec(config.value_bits)))
+    if config.downlink_bits is not None:
+        parts["downlink"] = (SparseQuantizeCodec(config.downlink_bits) if config.sparsity is not None
+                             else QuantizeCodec(config.downlink_bits))
+    if config.sparsity is not None:
+        schedule = PruningSchedule(config.sparsity, "cubic", every=1, end=max(1, config.rounds // 2))
+        parts.update(FederatedPruning(model, schedule).hooks(inner=server))  # transform + server
+    elif server is not None:
+        parts["server"] = server
+    return parts
+
+
 def run_config(config: RecipeConfig, model: nn.Module, clients: Sequence[ClientData],
                test: tuple[torch.Tensor, torch.Tensor], *, fraction: float, batch_size: int, lr: float,
                seed: int = 0, energy_profile: str | EnergyProfile = "phone-wifi", trainer=None,
@@ -104,23 +181,12 @@ def run_config(config: RecipeConfig, model: nn.Module, clients: Sequence[ClientD
     ``trainer`` (e.g. the vmap trainer) is used where it applies: not with pruning, whose
     masked training needs the sequential trainer.
     """
-    server = None if config.server_momentum is None else FedAvgM(lr=1.0, momentum=config.server_momentum)
-    uplink = None
-    if config.topk_fraction is not None:
-        uplink = ErrorFeedback(TopKCodec(config.topk_fraction, values=QuantizeCodec(config.value_bits)))
-    downlink = None
-    if config.downlink_bits is not None:
-        downlink = (SparseQuantizeCodec(config.downlink_bits) if config.sparsity is not None
-                    else QuantizeCodec(config.downlink_bits))
-    hooks: dict = {} if server is None else {"server": server}
     if config.sparsity is not None:
-        schedule = PruningSchedule(config.sparsity, "cubic", every=1, end=max(1, config.rounds // 2))
-        hooks = FederatedPruning(model, schedule).hooks(inner=server)
         trainer = None
     return run(model, clients, test, rounds=config.rounds, fraction=fraction,
                local=LocalTraining(epochs=config.local_epochs, batch_size=batch_size, lr=lr), seed=seed,
-               uplink=uplink, downlink=downlink, trainer=trainer, energy_profile=energy_profile, label=config.name,
-               progress=progress, **hooks)
+               trainer=trainer, energy_profile=energy_profile, label=config.name, progress=progress,
+               **recipe_parts(config, model))
 
 
 # ----------------------------------------------------------------------------- pricing a run

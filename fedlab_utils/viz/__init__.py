@@ -20,6 +20,13 @@ _EXPORTS = {
     "error_feedback_step": "fedlab_utils.viz.diagrams",
     "fmt_bytes": "fedlab_utils.viz.diagrams",
     "new_axes": "fedlab_utils.viz.diagrams",
+    "CJK_FAMILY": "fedlab_utils.viz.fonts",
+    "FONT_ENV": "fedlab_utils.viz.fonts",
+    "cjk_font_active": "fedlab_utils.viz.fonts",
+    "cjk_font_path": "fedlab_utils.viz.fonts",
+    "figure_text": "fedlab_utils.viz.fonts",
+    "register_cjk_font": "fedlab_utils.viz.fonts",
+    "use_language_fonts": "fedlab_utils.viz.fonts",
     "COLORS": "fedlab_utils.viz.plotting",
     "integer_ticks": "fedlab_utils.viz.plotting",
     "legend_outside": "fedlab_utils.viz.plotting",
@@ -36,12 +43,14 @@ _EXPORTS = {
     "static_note": "fedlab_utils.viz.widgets",
     "widgets_enabled": "fedlab_utils.viz.widgets",
 }
-__all__ = ["CLIENT_COLOR", "COLORS", "PHASE_COLORS", "SERVER_COLOR", "WIDGETS_ENV", "WIRE_COLOR",
-           "alpha_explorer", "arrow", "blank", "box", "draw_error_feedback_loop",
-           "draw_federated_round", "draw_flower_processes", "error_feedback_step", "fmt_bytes",
+__all__ = ["CJK_FAMILY", "CLIENT_COLOR", "COLORS", "FONT_ENV", "PHASE_COLORS", "SERVER_COLOR",
+           "WIDGETS_ENV", "WIRE_COLOR", "alpha_explorer", "arrow", "blank", "box",
+           "cjk_font_active", "cjk_font_path", "draw_error_feedback_loop", "draw_federated_round",
+           "draw_flower_processes", "error_feedback_step", "figure_text", "fmt_bytes",
            "integer_ticks", "legend_outside", "new_axes", "plot_accuracy", "plot_accuracy_vs_mb",
-           "plot_energy", "plot_label_heatmap", "plot_sensitivity", "seed_curve", "slider_explorer",
-           "static_note", "use_style", "widgets_enabled"]
+           "plot_energy", "plot_label_heatmap", "plot_sensitivity", "register_cjk_font",
+           "seed_curve", "slider_explorer", "static_note", "use_language_fonts", "use_style",
+           "widgets_enabled"]
 
 
 def __getattr__(name: str):

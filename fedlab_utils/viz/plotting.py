@@ -32,6 +32,8 @@ _STYLE = {"figure.figsize": (6.4, 3.8), "figure.dpi": 100, "axes.grid": True, "g
 def use_style() -> None:
     """Apply the course style to every later figure."""
     plt.rcParams.update(_STYLE)
+    from fedlab_utils.viz.fonts import use_language_fonts
+    use_language_fonts()
 
 
 def integer_ticks(axis) -> None:

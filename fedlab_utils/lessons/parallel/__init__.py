@@ -9,6 +9,8 @@ from importlib import import_module
 _EXPORTS = {
     "MultiProcessResult": "fedlab_utils.lessons.parallel.pipeline",
     "PipelineReport": "fedlab_utils.lessons.parallel.pipeline",
+    "RELATIONS_05": "fedlab_utils.lessons.parallel.pipeline",
+    "RULES_05": "fedlab_utils.lessons.parallel.pipeline",
     "StagedModel": "fedlab_utils.lessons.parallel.pipeline",
     "article_large_net": "fedlab_utils.lessons.parallel.pipeline",
     "gpipe_makespan": "fedlab_utils.lessons.parallel.pipeline",
@@ -16,6 +18,7 @@ _EXPORTS = {
     "ideal_bubble": "fedlab_utils.lessons.parallel.pipeline",
     "pipeline_train_step": "fedlab_utils.lessons.parallel.pipeline",
     "plot_schedule": "fedlab_utils.lessons.parallel.pipeline",
+    "radio_awake_joules": "fedlab_utils.lessons.parallel.pipeline",
     "reference_step": "fedlab_utils.lessons.parallel.pipeline",
     "run_multiprocess_pipeline": "fedlab_utils.lessons.parallel.pipeline",
     "split_sequential": "fedlab_utils.lessons.parallel.pipeline",
@@ -30,14 +33,16 @@ _EXPORTS = {
     "cut_profile": "fedlab_utils.lessons.parallel.split_learning",
     "draw_split_cut": "fedlab_utils.lessons.parallel.split_learning",
     "split_at": "fedlab_utils.lessons.parallel.split_learning",
+    "split_step": "fedlab_utils.lessons.parallel.split_learning",
     "splitfed_run": "fedlab_utils.lessons.parallel.split_learning",
 }
-__all__ = ["CutInfo", "MultiProcessResult", "PipelineReport", "SplitFed", "StagedModel",
-           "article_large_net", "bytes_vs_local_size", "client_training_flops_per_sample",
-           "cut_payloads", "cut_profile", "draw_split_cut", "gpipe_makespan", "gpipe_schedule",
-           "ideal_bubble", "pipeline_train_step", "plot_schedule", "reference_step",
-           "run_multiprocess_pipeline", "split_at", "split_sequential", "splitfed_run",
-           "stage_boundaries", "stage_input_shapes", "timed_pipeline_step"]
+__all__ = ["CutInfo", "MultiProcessResult", "PipelineReport", "RELATIONS_05", "RULES_05",
+           "SplitFed", "StagedModel", "article_large_net", "bytes_vs_local_size",
+           "client_training_flops_per_sample", "cut_payloads", "cut_profile", "draw_split_cut",
+           "gpipe_makespan", "gpipe_schedule", "ideal_bubble", "pipeline_train_step",
+           "plot_schedule", "radio_awake_joules", "reference_step", "run_multiprocess_pipeline",
+           "split_at", "split_sequential", "split_step", "splitfed_run", "stage_boundaries",
+           "stage_input_shapes", "timed_pipeline_step"]
 
 
 def __getattr__(name: str):

@@ -40,15 +40,67 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fedlab_utils.devices import free_port
+from fedlab_utils.ledger.energy import PROFILES
 from fedlab_utils.ledger.timing import synchronize
 from fedlab_utils.lessons.parallel.worker import write_job
-from fedlab_utils.validation import check_int
+from fedlab_utils.validation import check_int, choice, integer, optional_path, real
 from fedlab_utils.viz.plotting import COLORS, legend_outside
 
-__all__ = ["plot_schedule", "split_sequential", "stage_boundaries", "StagedModel",
-           "stage_input_shapes", "PipelineReport", "pipeline_train_step", "timed_pipeline_step",
-           "gpipe_schedule", "gpipe_makespan", "ideal_bubble", "reference_step",
-           "MultiProcessResult", "run_multiprocess_pipeline", "article_large_net"]
+__all__ = ["plot_schedule", "split_sequential", "stage_boundaries", "StagedModel", "stage_input_shapes",
+           "PipelineReport", "pipeline_train_step", "timed_pipeline_step", "gpipe_schedule",
+           "gpipe_makespan", "ideal_bubble", "reference_step", "MultiProcessResult",
+           "run_multiprocess_pipeline", "article_large_net", "RULES_05", "RELATIONS_05",
+           "radio_awake_joules"]
+
+
+# ----------------------------------------------------------------------------- notebook 05's parameters
+#: Notebook 05's parameters and what is valid for each (``validation.check_parameters``).
+RULES_05 = {
+    "seed": integer(0),
+    "dataset": choice(("mnist5k", "digits", "mnist", "fashion_mnist")),
+    "data_dir": optional_path(),
+    "num_clients": integer(1, 200),
+    "rounds": integer(1),
+    "local_epochs": integer(1),
+    "batch_size": integer(1),
+    "lr": real(0.0, low_inclusive=False),
+    "cut_layer": integer(1, 7),
+    "splitfed_variant": choice(("v1", "v2")),
+    "num_stages": integer(1, 8),
+    "micro_batches": integer(1),
+    "pipeline_batch": integer(8, 1024),
+    "num_processes": integer(1, 4),
+    "energy_profile": choice(tuple(PROFILES)),
+    "device": lambda name, value: value,  # resolved (and refused with a clear error) by devices.get_device
+    "results_path": optional_path(),
+}
+
+
+def _micro_batches_fit(p: dict) -> None:
+    if p["micro_batches"] > p["pipeline_batch"]:
+        raise ValueError(f"micro_batches={p['micro_batches']} is larger than pipeline_batch={p['pipeline_batch']}: "
+                         f"each micro-batch needs at least one sample; valid: 1 .. {p['pipeline_batch']}")
+
+
+#: Relations between notebook 05's parameters, checked after each one alone.
+RELATIONS_05 = (_micro_batches_fit,)
+
+
+def radio_awake_joules(profile, exchanges: int, wait_s: float, sessions_counted: int = 1) -> dict[str, float]:
+    """What per-mini-batch exchanges would add to one client-round's fixed radio cost.
+
+    The ledger prices a client-round as ONE radio session (a promotion and a tail).  Split learning
+    exchanges an activation and its gradient every mini-batch, so the radio stays connected in
+    between.  ``awake``: the extra joules when each of the ``exchanges`` waits ``wait_s`` seconds
+    (the server's round trip) at the radio's connected power (its tail power, Huang et al.'s model);
+    ``sessions``: the extra joules if every exchange were an isolated session (gaps longer than the
+    tail) instead of the ``sessions_counted`` the ledger priced (one per client-round).  Pass a whole
+    run's exchanges and client-rounds to price the run.  Returns both, with one session's joules.
+    """
+    radio = profile.radio
+    return {"session_joules": radio.session_joules,
+            "awake": exchanges * wait_s * radio.tail_mw * 1e-3,
+            "sessions": max(exchanges - sessions_counted, 0) * radio.session_joules}
 
 
 # ----------------------------------------------------------------------------- the article's model

@@ -40,7 +40,7 @@ from fedlab_utils.ledger.flops import training_flops_per_sample
 from fedlab_utils.validation import check_choice, check_int
 from fedlab_utils.viz.diagrams import CLIENT_COLOR, PHASE_COLORS, SERVER_COLOR, arrow, blank, box, fmt_bytes, new_axes
 
-__all__ = ["cut_payloads", "draw_split_cut", "split_at", "client_training_flops_per_sample", "CutInfo", "cut_profile", "SplitFed", "splitfed_run",
+__all__ = ["cut_payloads", "draw_split_cut", "split_at", "split_step", "client_training_flops_per_sample", "CutInfo", "cut_profile", "SplitFed", "splitfed_run",
            "bytes_vs_local_size"]
 
 
@@ -49,6 +49,25 @@ def split_at(model: nn.Sequential, cut: int) -> tuple[nn.Sequential, nn.Sequenti
     check_int("cut_layer", cut, 1, len(model) - 1)
     layers = list(model)
     return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
+
+
+def split_step(client_part: nn.Module, server_part: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               send_up: Callable[[torch.Tensor], torch.Tensor], send_down: Callable[[torch.Tensor], torch.Tensor],
+               loss_fn: Callable = nn.functional.cross_entropy) -> torch.Tensor:
+    """One mini-batch of split learning: forward and backward across the cut, gradients left in ``.grad``.
+
+    The client runs its part; ``send_up`` carries the activation across the cut (to the server's
+    device, process or machine) and returns the server's copy, which is a new leaf: no autograd
+    graph crosses a network.  The server finishes the forward, the loss and its backward, which
+    stops at that copy; ``send_down`` carries the copy's gradient back, and the client finishes
+    the backward through its own part with it.  Returns the loss (the optimizers step outside).
+    """
+    activation = client_part(x)                               # client: forward to the cut
+    server_in = send_up(activation).detach().requires_grad_()  # the activation crosses; the graph does not
+    loss = loss_fn(server_part(server_in), y)                   # server: the rest of the forward, the loss
+    loss.backward()                                             # server: backward down to the cut
+    activation.backward(send_down(server_in.grad))              # the cut's gradient crosses back; client: backward
+    return loss
 
 
 def client_training_flops_per_sample(client_part: nn.Module, input_shape: Sequence[int], batch: int = 4) -> int:
@@ -158,29 +177,33 @@ class SplitFed(RoundProtocol):
         client_part.train()
         server_part.train()
         gen, up, down, losses, processed = client_generator(self.ctx.seed, round_idx, cid), 0, 0, [], 0
+        sent = {"up": 0, "down": 0}
+
+        def send_up(activation: torch.Tensor) -> torch.Tensor:
+            payload = codec.encode({"a": activation})
+            bytes_["activation_bytes_up"] += len(payload)
+            sent["up"] += len(payload)
+            return codec.decode(payload, {"a": activation})["a"]
+
+        def send_down(gradient: torch.Tensor) -> torch.Tensor:
+            payload = codec.encode({"g": gradient})
+            bytes_["gradient_bytes_down"] += len(payload)
+            sent["down"] += len(payload)
+            return codec.decode(payload, {"g": gradient})["g"]
+
         for _ in range(local.epochs):
             for idx in minibatches(len(data), local.batch_size, gen, data.x.device):
-                # client: forward to the cut, send activations (and labels) up
                 opt_c.zero_grad(set_to_none=True)
-                act = client_part(data.x[idx])
-                act_payload, label_payload = codec.encode({"a": act}), _label_payload(data.y[idx], self.classes)
-                bytes_["activation_bytes_up"] += len(act_payload)
-                bytes_["label_bytes_up"] += len(label_payload)
-                up += len(act_payload) + len(label_payload)
-                # server: finish the forward, the loss, the backward; send the cut's gradient down
-                server_in = codec.decode(act_payload, {"a": act})["a"].detach().requires_grad_()
                 opt_s.zero_grad(set_to_none=True)
-                loss = self.loss_fn(server_part(server_in), data.y[idx])
-                loss.backward()
+                label_payload = _label_payload(data.y[idx], self.classes)  # the labels go up with the activation
+                bytes_["label_bytes_up"] += len(label_payload)
+                up += len(label_payload)
+                loss = split_step(client_part, server_part, data.x[idx], data.y[idx], send_up, send_down, self.loss_fn)
                 opt_s.step()
-                grad_payload = codec.encode({"g": server_in.grad})
-                bytes_["gradient_bytes_down"] += len(grad_payload)
-                down += len(grad_payload)
-                # client: finish the backward with the received gradient and step
-                act.backward(codec.decode(grad_payload, {"g": act})["g"])
                 opt_c.step()
                 losses.append(loss.item())
                 processed += len(idx)
+        up, down = up + sent["up"], down + sent["down"]
         weight_payload = codec.encode(model_state(client_part))
         bytes_["weight_bytes_up"] += len(weight_payload)
         self.server_states[cid] = model_state(server_part)
@@ -309,17 +332,17 @@ def draw_split_cut(model: nn.Sequential, cut_layer: int, input_shape: Sequence[i
     blank(ax, (-0.2, n + 0.2), (0, 4.0))
     for i, name in enumerate(layers):
         side = CLIENT_COLOR if i < cut_layer else SERVER_COLOR
-        box(ax, i + 0.5, 2.0, 0.9, 0.8, f"{i}\n{name}", side, f"layer {i}", fontsize=7.5)
+        box(ax, i + 0.5, 2.0, 0.9, 0.8, f"{i}\n{name}", side, f"layer {i}", fontsize=10)
     ax.axvline(cut_layer, ymin=0.08, ymax=0.92, color="#C44E52", ls="--", lw=1.5, gid="cut")
-    ax.text(cut_layer / 2, 3.55, f"client: layers 0-{cut_layer - 1}", ha="center", fontsize=9)
-    ax.text((cut_layer + n) / 2, 3.55, f"server: layers {cut_layer}-{n - 1}", ha="center", fontsize=9)
+    ax.text(cut_layer / 2, 3.55, f"client: layers 0-{cut_layer - 1}", ha="center", fontsize=12)
+    ax.text((cut_layer + n) / 2, 3.55, f"server: layers {cut_layer}-{n - 1}", ha="center", fontsize=12)
     shape = "×".join(str(d) for d in info["activation_shape"])
     arrow(ax, (cut_layer - 0.45, 2.75), (cut_layer + 0.45, 2.75),
            f"forward: activations {shape} = {fmt_bytes(info['activation_bytes'])}",
-           color=PHASE_COLORS["upload"], offset=(0, 0.35), gid="activations")
+           color=PHASE_COLORS["upload"], offset=(0, 0.35), fontsize=11, gid="activations")
     arrow(ax, (cut_layer + 0.45, 1.25), (cut_layer - 0.45, 1.25),
            f"backward: their gradients = {fmt_bytes(info['gradient_bytes'])}",
-           color=PHASE_COLORS["download"], offset=(0, -0.35), gid="gradients")
-    ax.set_title(f"Split learning, cut_layer={cut_layer}: client runs layers 0-{cut_layer - 1}, server the rest; "
-                 f"what crosses per mini-batch of {batch_size}", fontsize=10)
+           color=PHASE_COLORS["download"], offset=(0, -0.35), fontsize=11, gid="gradients")
+    ax.set_title(f"Split learning, cut_layer={cut_layer}: client runs layers 0-{cut_layer - 1}, server the rest;\n"
+                 f"what crosses per mini-batch of {batch_size}", fontsize=12)
     return fig, ax

@@ -12,6 +12,8 @@ _EXPORTS = {
     "MaskedTraining": "fedlab_utils.lessons.pruning.federated",
     "PruningSchedule": "fedlab_utils.lessons.pruning.federated",
     "PruningServer": "fedlab_utils.lessons.pruning.federated",
+    "RELATIONS_01": "fedlab_utils.lessons.pruning.federated",
+    "RULES_01": "fedlab_utils.lessons.pruning.federated",
     "SCHEDULES": "fedlab_utils.lessons.pruning.federated",
     "Masks": "fedlab_utils.lessons.pruning.masks",
     "PRUNABLE": "fedlab_utils.lessons.pruning.masks",
@@ -38,12 +40,12 @@ _EXPORTS = {
     "structured_masks": "fedlab_utils.lessons.pruning.structured",
 }
 __all__ = ["FederatedPruning", "MaskState", "MaskedTraining", "Masks", "PRUNABLE",
-           "PruningSchedule", "PruningServer", "SCHEDULES", "SCOPES", "ZERO_PRESERVING",
-           "accuracy_vs_sparsity", "apply_masks", "article_prune_model", "check_sparsity",
-           "is_reparametrized", "layer_report", "magnitude_masks", "make_permanent", "mask_state",
-           "nonzero_training_flops", "plain_state", "prunable_holder", "prunable_names",
-           "prunable_weights", "sensitivity_scan", "shrink", "sparsity_of", "structured_masks",
-           "weight_flops"]
+           "PruningSchedule", "PruningServer", "RELATIONS_01", "RULES_01", "SCHEDULES", "SCOPES",
+           "ZERO_PRESERVING", "accuracy_vs_sparsity", "apply_masks", "article_prune_model",
+           "check_sparsity", "is_reparametrized", "layer_report", "magnitude_masks",
+           "make_permanent", "mask_state", "nonzero_training_flops", "plain_state",
+           "prunable_holder", "prunable_names", "prunable_weights", "sensitivity_scan", "shrink",
+           "sparsity_of", "structured_masks", "weight_flops"]
 
 
 def __getattr__(name: str):

@@ -43,7 +43,8 @@ from fedlab_utils.lessons.pruning.masks import (
 )
 from fedlab_utils.validation import check_choice, check_int, check_real
 
-__all__ = ["SCHEDULES", "PruningSchedule", "MaskState", "MaskedTraining", "PruningServer", "FederatedPruning"]
+__all__ = ["SCHEDULES", "PruningSchedule", "MaskState", "MaskedTraining", "PruningServer", "FederatedPruning",
+           "RULES_01", "RELATIONS_01"]
 
 SCHEDULES = ("oneshot", "linear", "cubic")
 
@@ -294,3 +295,45 @@ class FederatedPruning:
                 total += profile.energy_for(record.client_flops * fraction, record.bytes_up, record.bytes_down,
                                             max(1, len(record.clients)))
         return total
+
+
+# ----------------------------------------------------------------------------- lesson 01's parameters
+def _optional_round(name: str, value: object) -> int | None:
+    """``None`` (the lesson picks a default) or a round number ≥ 1."""
+    return None if value is None else check_int(name, value, 1)
+
+
+def _schedule_within_rounds(values: dict[str, object]) -> None:
+    """The server raises sparsity every ``prune_every`` rounds and reaches the target by ``prune_end``."""
+    rounds, every, end = values["rounds"], values["prune_every"], values["prune_end"]
+    if every > rounds:
+        raise ValueError(f"prune_every={every} is more than rounds={rounds}: the server raises sparsity every "
+                         "prune_every rounds; valid: prune_every in [1, rounds], so lower prune_every or raise rounds")
+    if end is not None and not every <= end <= rounds:
+        raise ValueError(f"prune_end={end} is out of range; valid: None or a round in [prune_every, rounds] = "
+                         f"[{every}, {rounds}]")
+
+
+def _rules_01() -> tuple[dict, list]:
+    from fedlab_utils.core.training import OPTIMIZERS
+    from fedlab_utils.data import DATASETS, PARTITIONS
+    from fedlab_utils.ledger.energy import PROFILES
+    from fedlab_utils.validation import choice, fraction, integer, optional_path, real
+
+    rules = {
+        "seed": integer(0), "dataset": choice(DATASETS), "data_dir": optional_path(),
+        "model_name": choice(("mlp", "cnn")), "num_clients": integer(1), "fraction": fraction(),
+        "rounds": integer(1), "local_epochs": integer(1), "batch_size": integer(1),
+        "lr": real(0, low_inclusive=False), "optimizer": choice(OPTIMIZERS), "partition_name": choice(PARTITIONS),
+        "alpha": real(0, low_inclusive=False), "sparsity": check_sparsity, "schedule": choice(SCHEDULES),
+        "prune_every": integer(1), "prune_end": _optional_round, "scope": choice(SCOPES),
+        "structured": check_sparsity, "finetune_rounds": integer(1),
+        "article_threshold": real(0, low_inclusive=False), "energy_profile": choice(PROFILES),
+        "results_path": optional_path(),
+    }
+    return rules, [_schedule_within_rounds]
+
+
+#: Lesson 01's parameters and what each may be, and the relations between them:
+#: ``check_parameters(globals(), RULES_01, RELATIONS_01)`` in the notebook's setup cell.
+RULES_01, RELATIONS_01 = _rules_01()

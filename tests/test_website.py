@@ -1,0 +1,205 @@
+"""The course website's tooling (website/): the link check fails on a missing file, pages are
+staged from the READMEs and the glossary, the language switch points at the twin page, Chinese
+search terms are indexed whole, and the bootstrap cell is inserted once and is a no-op in the repo.
+
+The full build and browser check run in ``make site`` / ``make site-check``; the notebook that runs
+on its own in ``make standalone-check`` (both slow, run by CI)."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WEBSITE = ROOT / "website"
+
+
+def load(name: str):
+    """A module of website/ (scripts run from the repository root, not an installed package)."""
+    spec = importlib.util.spec_from_file_location(f"website_{name}", WEBSITE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+check_site = load("check_site")
+build_site = load("build_site")
+bootstrap = load("bootstrap_cell")
+conf = load("conf")
+
+
+def fake_site(root: Path, broken: bool) -> Path:
+    """Two editions of one page each, linking to each other, an image and an anchor; optionally a missing file."""
+    for edition, other in (("en", "zh"), ("zh", "en")):
+        folder = root / edition
+        (folder / "_images").mkdir(parents=True)
+        shutil.copy(ROOT / "docs" / "img" / "sweep_00_rounds_seed.png", folder / "_images" / "plot.png")
+        link = '<a href="missing.html">gone</a>' if broken and edition == "en" else ""
+        (folder / "index.html").write_text(
+            f'<!DOCTYPE html><html lang="{edition}"><head><meta charset="utf-8"><title>t</title></head><body>'
+            f'<h1 id="top">Course</h1><a href="#top">top</a> <a href="../{other}/index.html#top">switch</a> '
+            f'<a href="https://example.org/x">external</a> <img src="_images/plot.png" alt="plot"> {link}'
+            f'</body></html>', encoding="utf-8")
+    return root
+
+
+def test_link_check_fails_when_a_page_links_to_a_missing_file(tmp_path):
+    problems = check_site.link_problems(fake_site(tmp_path, broken=True))
+    assert len(problems) == 1 and "en/index.html" in problems[0] and "missing.html" in problems[0], problems
+
+
+def test_link_check_passes_a_site_whose_links_all_resolve(tmp_path):
+    assert check_site.link_problems(fake_site(tmp_path, broken=False)) == []
+
+
+def test_link_check_catches_a_missing_image_and_a_missing_anchor(tmp_path):
+    site = fake_site(tmp_path, broken=False)
+    page = site / "zh" / "index.html"
+    page.write_text(page.read_text().replace("_images/plot.png", "_images/none.png").replace("#top\">switch",
+                                                                                           "#nowhere\">switch"))
+    problems = check_site.link_problems(site)
+    assert any("none.png" in p for p in problems) and any("#nowhere" in p for p in problems), problems
+
+
+def test_the_command_line_check_exits_1_on_a_missing_file(tmp_path):
+    site = fake_site(tmp_path, broken=True)
+    result = subprocess.run([sys.executable, str(WEBSITE / "check_site.py"), "--site", str(site), "--links-only"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "missing.html" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not check_site.CHROMIUM.is_file(),
+                    reason="/usr/bin/chromium is absent (make site-check installs it with apt-get)")
+def test_the_browser_check_reports_the_failed_request_of_a_missing_image(tmp_path):
+    pytest.importorskip("playwright", reason="playwright comes with the [site] extra (make site-check)")
+    site = fake_site(tmp_path, broken=False)
+    page = site / "en" / "index.html"
+    page.write_text(page.read_text().replace("_images/plot.png", "_images/none.png"))
+    with check_site.serve(site) as base, check_site.chromium() as browser:
+        loaded, problems = check_site.page_problems(browser, base, site)
+    assert loaded == 2
+    assert any("failed request" in p and "none.png" in p and "404" in p for p in problems), problems
+    assert any("image does not load" in p and "none.png" in p for p in problems), problems
+    assert not any("zh/index.html" in p for p in problems), problems  # the intact page is clean
+
+
+def test_the_language_switch_points_at_the_same_page_in_the_other_edition():
+    pages = {"index", "02_compression", "docs/energy_model"}
+    assert conf.twin_url("02_compression", "zh", pages) == "../zh/02_compression.html"
+    assert conf.twin_url("docs/energy_model", "en", pages) == "../../en/docs/energy_model.html"
+    assert conf.twin_url("08_missing", "zh", pages) == "../zh/index.html"  # no twin: the other landing page
+
+
+def test_launch_buttons_are_off_until_site_toml_names_a_repository():
+    assert conf.SETTINGS["repository_url"] == "" and conf.launch_options("en") == {}
+    conf.SETTINGS.update(repository_url="https://github.com/org/course", jupyterhub_url="https://hub.example.edu")
+    try:
+        options = conf.launch_options("zh")
+    finally:
+        conf.SETTINGS.update(repository_url="", jupyterhub_url="")
+    assert options["path_to_docs"] == "notebooks/zh"
+    assert options["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert options["launch_buttons"]["jupyterhub_url"] == "https://hub.example.edu"
+
+
+def test_links_point_at_site_pages_the_repository_or_become_text():
+    pages = build_site.page_map("zh", ["00_federated_baseline", "02_compression"])
+    where = build_site.LinkContext("notebooks/zh/00_federated_baseline.ipynb", "00_federated_baseline.ipynb",
+                                   pages, "", "main")
+    text = ("[next](02_compression.ipynb) [home](../../README.zh-CN.md#笔记本) "
+            "[terms](../../README.zh-CN.md#中英术语表-glossary) [model](../../docs/energy_model.md#x) "
+            "[tests](../../tests/test_data.py) [web](https://flower.ai/docs)")
+    assert build_site.rewrite_links(text, where) == (
+        "[next](02_compression.ipynb) [home](index.md) [terms](glossary.md) "
+        "[model](docs/energy_model.md#x) tests [web](https://flower.ai/docs)")
+    with_repo = build_site.LinkContext(where.source, where.staged, pages, "https://github.com/org/course", "main")
+    assert build_site.rewrite_links("[tests](../../tests/test_data.py)", with_repo) == \
+        "[tests](https://github.com/org/course/blob/main/tests/test_data.py)"
+
+
+def test_the_landing_pages_take_their_tables_from_the_readmes():
+    stems = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    for edition, words in (("en", ("study time", "prerequisites", "The article, section by section")),
+                           ("zh", ("学习时间", "前置", "原文"))):
+        readme = build_site.README[edition]
+        context = build_site.LinkContext(readme.name, "index.md", build_site.page_map(edition, stems), "", "main")
+        page = build_site.landing_page(edition, stems, context)
+        assert all(word in page for word in words), (edition, page[:500])
+        assert all(f"]({stem}.ipynb)" in page for stem in stems)  # every notebook linked from its table row
+        assert "{toctree}" in page
+
+
+def test_the_glossary_page_lists_every_term_with_its_notebook():
+    from fedlab_utils.course.glossary import load_glossary
+
+    stems = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    page = build_site.glossary_page("zh", stems)
+    assert all(f"| {term.zh} | {term.en} |" in page for term in load_glossary())
+    assert "| 误差反馈 | error feedback | [02](02_compression.ipynb) |" in page
+
+
+def test_chinese_glossary_terms_are_indexed_as_whole_words(tmp_path):
+    pytest.importorskip("jieba", reason="jieba comes with the [site] extra (make site)")
+    from sphinx.search.zh import SearchChinese
+
+    dictionary = tmp_path / "terms.txt"
+    build_site.search_terms(dictionary)
+    assert "误差反馈 " in dictionary.read_text(encoding="utf-8")
+    words = SearchChinese({"dict": str(dictionary)}).split("压缩时使用误差反馈可以弥补量化误差")
+    assert "误差反馈" in words, words
+
+
+def course_notebook(tmp_path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 00 · Title"), nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "00_lesson.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_the_bootstrap_cell_is_inserted_once_after_the_title(tmp_path):
+    path = course_notebook(tmp_path)
+    assert bootstrap.insert(path, "fedlab-utils") is True
+    first = path.read_bytes()
+    assert bootstrap.insert(path, "fedlab-utils") is False and path.read_bytes() == first  # idempotent
+    cells = nbformat.read(path, as_version=4).cells
+    assert [c.cell_type for c in cells] == ["markdown", "code", "code"]
+    assert cells[1].id == bootstrap.CELL_ID and cells[1].metadata["nbgrader"]["locked"]
+    assert bootstrap.insert(path, "https://example.org/fedlab_utils-0.1.0-py3-none-any.whl") is True  # updated
+    cells = nbformat.read(path, as_version=4).cells
+    assert sum(c.get("id") == bootstrap.CELL_ID for c in cells) == 1
+    assert "fedlab_utils-0.1.0-py3-none-any.whl" in cells[1].source
+    assert subprocess.run([sys.executable, str(WEBSITE / "bootstrap_cell.py"), "--check", str(path)]).returncode == 1
+
+
+def test_the_bootstrap_cell_does_nothing_where_the_package_is_installed():
+    source = bootstrap.cell_source()
+    assert len(source.splitlines()) <= 10 and "FEDLAB_INSTALL_SOURCE" in source
+    output = io.StringIO()
+    env = os.environ.pop("FEDLAB_INSTALL_SOURCE", None)
+    try:
+        with redirect_stdout(output):
+            exec(compile(source, "bootstrap", "exec"), {})  # fedlab_utils imports here: no pip, no output
+    finally:
+        if env is not None:
+            os.environ["FEDLAB_INSTALL_SOURCE"] = env
+    assert output.getvalue() == ""
+
+
+def test_the_default_dataset_is_read_from_the_package_outside_the_repository(tmp_path):
+    from fedlab_utils.data import PACKAGE_DATA_DIR, load_dataset, mnist5k_folder
+
+    assert (PACKAGE_DATA_DIR / "mnist5k.npz").is_file()
+    assert mnist5k_folder(tmp_path) == PACKAGE_DATA_DIR  # an empty data folder: the package's copy
+    outside = load_dataset("mnist5k", seed=3, data_dir=tmp_path)
+    inside = load_dataset("mnist5k", seed=3)
+    assert len(outside.y_train) == 4000 and bool((outside.x_train == inside.x_train).all())
