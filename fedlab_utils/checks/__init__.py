@@ -91,6 +91,21 @@ def expect_whole_number(actual, what: str, hint: str = "") -> int:
     return int(actual)
 
 
+def expect_ratio_within(prediction: float, measured: float, band: float, what: str, hint: str, *,
+                        usual_wrong: float | None = None, usual_wrong_message: str = "", digits: int = 1) -> None:
+    """The one rule of the predict-a-ratio checks (lessons 01, 02, 03): a prediction passes within
+    ``band`` (relative) of the ``measured`` ratio; the lesson's usual wrong answer (``usual_wrong``,
+    within the same band) gets its own message; the confirmation shows ``digits`` decimals."""
+    within = abs(prediction - measured) <= band * measured
+    if not within and usual_wrong is not None and abs(prediction - usual_wrong) <= band * usual_wrong:
+        raise AssertionError(usual_wrong_message)
+    expect(within, gettext('{what}: {prediction:g}x is not within {band_percent:.0f}% of the measured ratio. {hint}').format(what=what, prediction=prediction, band_percent=100 * band, hint=hint))
+    if digits == 1:
+        print(gettext('✓ your prediction {prediction:.3g}x vs measured {measured:.1f}x: within {band_percent:.0f}%').format(prediction=prediction, measured=measured, band_percent=100 * band))
+    else:
+        print(gettext('✓ your prediction {prediction:.3g}x vs measured {measured:.2f}x: within {band_percent:.0f}%').format(prediction=prediction, measured=measured, band_percent=100 * band))
+
+
 def expect_percent(predicted, what: str, measured_percent: float, band: float, example: str) -> float:
     """A prediction given in percent: a number in [0, 100], and not a fraction where percent was asked.
 

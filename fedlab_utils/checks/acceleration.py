@@ -290,7 +290,7 @@ def check_wasted_prediction(predicted_wasted_percent, wasted_joules: float, tota
     """
     expect(total_joules > 0, gettext('total_joules={total_joules!r}: the run spent no joules, nothing to compare with').format(total_joules=total_joules))
     measured = 100 * wasted_joules / total_joules
-    hint = (gettext('A deadline does not stop a late client: it has trained and uploaded when the server drops its update, so its joules are spent for nothing. Here {v_100_late_share:.0f}% of the updates were late (the same slow clients every round), and every client-round costs about the same joules (equal data, the same radio session), so about that share of the joules is wasted; the total does not change at all.').format(v_100_late_share=100 * late_share))
+    hint = (gettext('A deadline does not stop a late client: it has trained and uploaded when the server drops its update, so its joules are spent for nothing. Here {late_percent:.0f}% of the updates were late (the same slow clients every round), and every client-round costs about the same joules (equal data, the same radio session), so about that share of the joules is wasted; the total does not change at all.').format(late_percent=100 * late_share))
     expect_percent(predicted_wasted_percent, "predicted_wasted_percent", measured, band, "25 for 25 %")
     off = abs(predicted_wasted_percent - measured)
     expect(off <= band, gettext('You predicted {predicted_wasted_percent:.0f}% of the joules wasted; the ledger measured {measured:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}').format(predicted_wasted_percent=predicted_wasted_percent, measured=measured, off=off, band=band, hint=hint))

@@ -6,7 +6,7 @@ import math
 import torch
 
 from ..i18n import gettext
-from . import call_safely, expect, passed
+from . import call_safely, expect, expect_ratio_within, passed
 
 __all__ = ["check_stochastic_round", "check_topk_payload_bytes", "check_error_feedback_step",
            "check_separable_cost", "check_topk_ratio_prediction"]
@@ -242,8 +242,5 @@ def check_topk_ratio_prediction(prediction, update: dict[str, torch.Tensor], fra
     width = index_bits(n)
     hint = (gettext('The measured ratio is {measured:.1f}x. Top-k keeps k = ceil(fraction·n) values, but the server must also learn *where* each one goes: with n = {n:,} entries an index takes ceil(log2 n) = {width} bits, so each kept entry costs 4 + {width_8:g} bytes instead of 4.').format(measured=measured, n=n, width=width, width_8=width / 8))
     naive = 1 / fraction
-    within = abs(prediction - measured) <= band * measured
-    if not within and abs(prediction - naive) <= band * naive:
-        raise AssertionError(gettext('{what}: {prediction:g}x is 1/fraction, as if only the kept values travelled. {hint}').format(what=what, prediction=prediction, hint=hint))
-    expect(within, gettext('{what}: {prediction:g}x is not within {v_100_band:.0f}% of the measured ratio. {hint}').format(what=what, prediction=prediction, v_100_band=100 * band, hint=hint))
-    print(gettext('✓ your prediction {prediction:.3g}x vs measured {measured:.1f}x: within {v_100_band:.0f}%').format(prediction=prediction, measured=measured, v_100_band=100 * band))
+    expect_ratio_within(prediction, measured, band, what, hint, usual_wrong=naive, digits=1,
+                        usual_wrong_message=gettext('{what}: {prediction:g}x is 1/fraction, as if only the kept values travelled. {hint}').format(what=what, prediction=prediction, hint=hint))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..i18n import gettext
-from . import call_safely, expect, expect_close, passed
+from . import call_safely, expect, expect_close, expect_ratio_within, passed
 
 __all__ = ["check_kd_loss", "check_payload_bytes", "check_ensemble_soft_targets", "check_logit_ratio_prediction"]
 
@@ -126,8 +126,5 @@ def check_logit_ratio_prediction(prediction, *, model: nn.Module, proxy_size: in
     measured = weight_bytes / logit_bytes
     hint = (gettext('The measured ratio is {measured:.1f}x: FedAvg sends every parameter, weights and biases ({count_parameters_model:,}), at 4 bytes; FedMD sends proxy_size × classes = {proxy_size} × {num_classes} logits at {codec_bytes_per_value} bytes ({logit_dtype}).').format(measured=measured, count_parameters_model=count_parameters(model), proxy_size=proxy_size, num_classes=num_classes, codec_bytes_per_value=codec.bytes_per_value, logit_dtype=logit_dtype))
     as_fp32 = weight_bytes / (proxy_size * num_classes * 4)
-    within = abs(prediction - measured) <= band * measured
-    if not within and abs(prediction - as_fp32) <= band * as_fp32:
-        raise AssertionError(gettext('{what}: {prediction:g}x counts the logits as fp32 (4 bytes); they travel as {logit_dtype}. {hint}').format(what=what, prediction=prediction, logit_dtype=logit_dtype, hint=hint))
-    expect(within, gettext('{what}: {prediction:g}x is not within {v_100_band:.0f}% of the measured ratio. {hint}').format(what=what, prediction=prediction, v_100_band=100 * band, hint=hint))
-    print(gettext('✓ your prediction {prediction:.3g}x vs measured {measured:.1f}x: within {v_100_band:.0f}%').format(prediction=prediction, measured=measured, v_100_band=100 * band))
+    expect_ratio_within(prediction, measured, band, what, hint, usual_wrong=as_fp32, digits=1,
+                        usual_wrong_message=gettext('{what}: {prediction:g}x counts the logits as fp32 (4 bytes); they travel as {logit_dtype}. {hint}').format(what=what, prediction=prediction, logit_dtype=logit_dtype, hint=hint))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..i18n import gettext
-from . import call_safely, expect, passed
+from . import call_safely, expect, expect_ratio_within, passed
 
 __all__ = ["check_global_masks", "check_payload_size", "check_structured_keep", "check_sparse_ratio_prediction",
            "structured_flops_ratio", "check_structured_flops_ratio"]
@@ -135,11 +135,8 @@ def check_sparse_ratio_prediction(prediction, state: dict[str, torch.Tensor], ma
     sparsity = sparsity_of(masks)
     naive = 1 / max(1e-12, 1 - sparsity)
     hint = (gettext('The measured ratio is {measured:.2f}x. Zeros are not free: each kept value still costs 4 bytes, and the receiver must learn *where* it goes -- a bitmask costs one bit for every one of the N values (N/8 bytes), kept or not, so at sparsity s the payload is about N/8 + 4(1-s)N bytes against 4N for fp32.').format(measured=measured))
-    within = abs(prediction - measured) <= band * measured
-    if not within and abs(prediction - naive) <= band * naive:
-        raise AssertionError(gettext('{what}: {prediction:g}x is 1/(1 - sparsity) = {naive:.2f}x, as if only the kept values travelled. {hint}').format(what=what, prediction=prediction, naive=naive, hint=hint))
-    expect(within, gettext('{what}: {prediction:g}x is not within {v_100_band:.0f}% of the measured ratio. {hint}').format(what=what, prediction=prediction, v_100_band=100 * band, hint=hint))
-    print(gettext('✓ your prediction {prediction:.3g}x vs measured {measured:.2f}x: within {v_100_band:.0f}%').format(prediction=prediction, measured=measured, v_100_band=100 * band))
+    expect_ratio_within(prediction, measured, band, what, hint, usual_wrong=naive, digits=2,
+                        usual_wrong_message=gettext('{what}: {prediction:g}x is 1/(1 - sparsity) = {naive:.2f}x, as if only the kept values travelled. {hint}').format(what=what, prediction=prediction, naive=naive, hint=hint))
 
 
 # ----------------------------------------------------------------------------- structured pruning: FLOPs saved
