@@ -199,3 +199,30 @@ def test_a_checkpoint_identity_is_each_parts_configuration_not_its_name(tmp_path
     with pytest.raises(ValueError, match="rank"):
         go(9, 2)  # same name, another setting: refused
     assert len(go(2, 2).records) == 2  # the same configuration resumes
+
+
+def test_a_stateful_part_without_state_dict_is_refused_before_round_one(tmp_path):
+    """Issue 30 D6: with checkpoint=, a codec that has reset() but no state_dict() is refused before
+    any client trains, naming the part."""
+    import torch
+
+    from fedlab_utils.compression import Fp32Codec
+    from fedlab_utils.core import run
+    from fedlab_utils.data import ClientData
+    from fedlab_utils.models import make_model
+
+    class Forgetful(Fp32Codec):
+        encoded = 0
+
+        def reset(self):
+            pass
+
+        def encode(self, update, client_id=None):
+            Forgetful.encoded += 1
+            return super().encode(update, client_id)
+
+    data = ClientData(torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,)))
+    with pytest.raises(ValueError, match="uplink=.*has reset\\(\\).*no state_dict"):
+        run(make_model("mlp", (1, 8, 8), 3, hidden=(8,)), [data, data], (data.x, data.y), rounds=2,
+            uplink=Forgetful(), checkpoint=tmp_path / "ck.json", progress=False)
+    assert Forgetful.encoded == 0 and not (tmp_path / "ck.json").exists()

@@ -29,15 +29,14 @@ _EXPORTS = {
     "pack_bits": "fedlab_utils.compression.wire",
     "packed_len": "fedlab_utils.compression.wire",
     "payload_bytes": "fedlab_utils.compression.wire",
-    "payload_ratio": "fedlab_utils.compression.wire",
     "unflatten": "fedlab_utils.compression.wire",
     "unpack_bits": "fedlab_utils.compression.wire",
 }
 __all__ = ["Codec", "ErrorFeedback", "Fp32Codec", "MeasuredCodec", "QuantizeCodec", "RandomKCodec",
            "SignCodec", "SparseCodec", "SparseQuantizeCodec", "TopKCodec", "Update",
            "choose_qparams", "dequantize", "flatten", "index_bits", "pack_bits", "packed_len",
-           "payload_bytes", "payload_ratio", "quantize", "sparse_payload_size", "stochastic_round",
-           "unflatten", "unpack_bits"]
+           "payload_bytes", "quantize", "sparse_payload_size", "stochastic_round", "unflatten",
+           "unpack_bits"]
 
 
 def __getattr__(name: str):

@@ -28,7 +28,7 @@ import torch
 from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_state
 from fedlab_utils.validation import check_int
 
-__all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "payload_ratio", "pack_bits", "unpack_bits",
+__all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "pack_bits", "unpack_bits",
            "packed_len", "index_bits", "MeasuredCodec"]
 
 Update = dict[str, torch.Tensor]
@@ -90,11 +90,6 @@ def payload_bytes(codec: Codec, update: Update) -> int:
     Encoded by a copy of the codec, so a stateful one (error-feedback residuals, seeded
     counters) is left exactly as it was."""
     return len(copy.deepcopy(codec).encode(update, 0))
-
-
-def payload_ratio(codec: Codec, update: Update) -> float:
-    """How many times smaller than fp32 (4 bytes per value) ``codec``'s real payload is."""
-    return 4 * sum(t.numel() for t in update.values()) / payload_bytes(codec, update)
 
 
 # ----------------------------------------------------------------------------- bit packing (MSB first)

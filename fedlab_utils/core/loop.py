@@ -182,6 +182,8 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     start_round = 1
     empty = frozenset(i for i, n in enumerate(config["client_sizes"]) if n == 0)
     identity = {**{k: v for k, v in config.items() if k not in ("rounds", "device")}, "parts": protocol.identity()}
+    if checkpoint is not None:
+        protocol.state_dict()  # a stateful part that cannot be saved is refused now, not after round 1 trained
     if resume and checkpoint is not None and Path(checkpoint).exists():
         saved = load_checkpoint(checkpoint, identity, map_location=device)
         protocol.load_state_dict(saved["state"])

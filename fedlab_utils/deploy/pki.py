@@ -22,10 +22,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedlab_utils.files import atomic_write_bytes
 from fedlab_utils.lessons.deployment import is_ip
 
 __all__ = ["PKI", "make_pki", "DEFAULT_SANS", "certificate_sans", "certificate_summary", "public_key_fingerprint",
@@ -58,21 +58,6 @@ class PKI:
     def private_files(self) -> tuple[Path, ...]:
         """Every private key of the federation (mode 0600): the CA's, the server's, each SuperNode's."""
         return (self.folder / CA_KEY_FILE, self.server_key, *self.supernode_keys)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` atomically with permission ``mode`` from the first byte on."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _general_name(san: str):
@@ -155,17 +140,17 @@ def make_pki(out: str | Path, supernodes: int, sans: tuple[str, ...] | list[str]
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                                   critical=False)
                    .sign(ca_key, hashes.SHA384()))
-    _write(folder / CA_KEY_FILE, private_pem(ca_key), PRIVATE_MODE)
-    _write(folder / CA_FILE, ca_cert.public_bytes(pem), 0o644)
-    _write(folder / SERVER_KEY_FILE, private_pem(server_key), PRIVATE_MODE)
-    _write(folder / SERVER_CERT_FILE, server_cert.public_bytes(pem), 0o644)
+    atomic_write_bytes(folder / CA_KEY_FILE, private_pem(ca_key), PRIVATE_MODE)
+    atomic_write_bytes(folder / CA_FILE, ca_cert.public_bytes(pem), 0o644)
+    atomic_write_bytes(folder / SERVER_KEY_FILE, private_pem(server_key), PRIVATE_MODE)
+    atomic_write_bytes(folder / SERVER_CERT_FILE, server_cert.public_bytes(pem), 0o644)
     keys = []
     for i in range(supernodes):
         key = ec.generate_private_key(ec.SECP384R1())
         path = folder / f"supernode-{i}"
-        _write(path, key.private_bytes(pem, serialization.PrivateFormat.OpenSSH, no_password), PRIVATE_MODE)
+        atomic_write_bytes(path, key.private_bytes(pem, serialization.PrivateFormat.OpenSSH, no_password), PRIVATE_MODE)
         public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        _write(path.with_name(path.name + ".pub"), public + f" supernode-{i}\n".encode(), 0o644)
+        atomic_write_bytes(path.with_name(path.name + ".pub"), public + f" supernode-{i}\n".encode(), 0o644)
         keys.append(path)
     return PKI(folder, folder / CA_FILE, folder / SERVER_CERT_FILE, folder / SERVER_KEY_FILE, tuple(keys), all_sans)
 
