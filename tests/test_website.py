@@ -129,11 +129,13 @@ def test_links_point_at_site_pages_the_repository_or_become_text():
 def test_the_landing_pages_take_their_tables_from_the_readmes():
     stems = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
     for edition, words in (("en", ("study time", "prerequisites", "The article, section by section")),
-                           ("zh", ("学习时间", "前置", "原文"))):
+                           ("zh", ("学习时间", "先修", "原文"))):
         readme = build_site.README[edition]
         context = build_site.LinkContext(readme.name, "index.md", build_site.page_map(edition, stems), "", "main")
         page = build_site.landing_page(edition, stems, context)
         assert all(word in page for word in words), (edition, page[:500])
+        article = {"en": "The article, section by section", "zh": "原文逐节对照"}[edition]
+        assert page.count(article) == 1, (edition, "the article map appears once")
         assert all(f"]({stem}.ipynb)" in page for stem in stems)  # every notebook linked from its table row
         assert "{toctree}" in page
 
