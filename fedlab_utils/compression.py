@@ -40,12 +40,14 @@ import torch
 
 from .checkpoint import load_object_state, object_state, reset_state
 from .model_quantization import model_size_bytes, quantize_model_int8
-from .validation import check_fraction, check_int
+from .data import DATASETS
+from .ledger import PROFILES
+from .validation import Rule, check_fraction, check_int, choice, fraction, integer, optional_path, real
 from .wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
 
 __all__ = ["choose_qparams", "quantize", "dequantize", "stochastic_round", "QuantizeCodec", "SignCodec", "TopKCodec",
            "RandomKCodec", "ErrorFeedback", "SparseCodec", "sparse_payload_size", "SparseQuantizeCodec", "quantize_model_int8",
-           "model_size_bytes"]
+           "model_size_bytes", "RULES_02"]
 
 
 # ----------------------------------------------------------------------------- the math
@@ -502,3 +504,22 @@ class SparseQuantizeCodec:
 
     def __repr__(self) -> str:
         return f"SparseQuantizeCodec(bits={self.bits})"
+
+
+# ----------------------------------------------------------------------------- lesson 02's parameters
+def _boolean(name: str, value: object) -> bool:
+    """Rule: ``True`` or ``False`` (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not valid; use True or False")
+    return value
+
+
+#: Notebook 02's parameters and what is valid for each, validated in one call by
+#: ``fedlab_utils.validation.check_parameters(globals(), RULES_02)`` in its setup cell.
+RULES_02: dict[str, Rule] = {
+    "seed": integer(0), "dataset": choice(DATASETS), "data_dir": optional_path(), "num_clients": integer(2, 100),
+    "fraction": fraction(), "rounds": integer(1), "cnn_rounds": integer(1), "local_epochs": integer(1),
+    "batch_size": integer(1), "lr": real(0, low_inclusive=False), "cnn_lr": real(0, low_inclusive=False),
+    "bits": integer(1, 16), "low_bits": integer(1, 16), "stochastic": _boolean, "topk_fraction": fraction(),
+    "topk_value_bits": integer(0, 16), "energy_profile": choice(PROFILES), "results_path": optional_path(),
+}
