@@ -106,7 +106,8 @@ $(SITE_STAMP): pyproject.toml $(ENV_STAMP)
 	touch $@
 
 .PHONY: site site-check standalone-check
-SITE_FROM ?= build  # where make course wrote the executed notebooks (build/notebooks/, build/zh/notebooks/)
+# SITE_FROM: where make course wrote the executed notebooks (build/notebooks/, build/zh/notebooks/)
+SITE_FROM ?= build
 site: $(SITE_STAMP)
 	$(PY) website/build_site.py --build $(SITE_FROM) --out build/site
 
