@@ -50,7 +50,7 @@ __all__ = ["split_sequential", "stage_boundaries", "StagedModel", "stage_input_s
            "gpipe_schedule", "gpipe_makespan", "ideal_bubble", "reference_step", "find_free_port", "MultiProcessResult",
            "run_multiprocess_pipeline", "split_at", "client_training_flops_per_sample", "CutInfo",
            "cut_profile", "SplitFed", "splitfed_run", "bytes_vs_local_size", "article_large_net", "split_step",
-           "RULES_05", "RELATIONS_05", "radio_awake_joules"]
+           "RULES_05", "RELATIONS_05", "radio_awake_joules", "plot_bubble_sweep", "plot_energy_by_profile"]
 
 
 # ----------------------------------------------------------------------------- notebook 05's parameters
@@ -428,3 +428,38 @@ def _tail(log, chars: int = 2000) -> str:
     log.flush()
     log.seek(0)
     return log.read()[-chars:]
+
+
+# ----------------------------------------------------------------------------- notebook 05's figures
+def plot_bubble_sweep(table, num_stages: int):
+    """The measured (replayed) bubble against the ideal ``(S-1)/(M+S-1)`` for each number of
+    micro-batches, from a table indexed by M with columns ``measured bubble`` and
+    ``ideal (S-1)/(M+S-1)``.  Returns ``(fig, ax)``."""
+    import matplotlib.pyplot as plt
+
+    micro = list(table.index)
+    fig, ax = plt.subplots()
+    ax.plot(micro, 100 * table["measured bubble"], "o-", label="measured (replayed schedule)")
+    ax.plot(micro, 100 * table["ideal (S-1)/(M+S-1)"], "s--", label="ideal, equal stages")
+    ax.set(xscale="log", xlabel="micro-batches M", ylabel="bubble: idle share of the devices (%)", ylim=(0, 100),
+           title=f"GPipe bubble with S={num_stages} stages")
+    ax.set_xticks(micro, [str(m) for m in micro])
+    ax.minorticks_off()
+    ax.legend()
+    return fig, ax
+
+
+def plot_energy_by_profile(energy: dict):
+    """Bars of each method's modelled total joules under every profile (log scale), from
+    ``{method: energy_by_profile(history)}``.  Returns ``(fig, ax)``."""
+    import matplotlib.pyplot as plt
+
+    names = list(next(iter(energy.values())))
+    fig, ax = plt.subplots()
+    for i, method in enumerate(energy):
+        ax.bar(np.arange(len(names)) + 0.4 * i, [energy[method][p]["total"] for p in names], 0.4, label=method)
+    ax.set(xticks=np.arange(len(names)) + 0.2, yscale="log", ylabel="modelled joules, all clients, whole run",
+           title="Energy by device profile")
+    ax.set_xticklabels(names)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig, ax
