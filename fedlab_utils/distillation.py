@@ -33,13 +33,13 @@ from .federated import (ClientResult, History, LocalTraining, RoundProtocol, app
 from .knowledge_distillation import (check_alpha, check_proxy_size, check_temperature, distill, distill_flops,
                                      distill_step, ensemble_logits, kd_loss, proxy_split)
 from .ledger import EnergyProfile, forward_flops, training_flops_per_sample
-from .validation import check_choice, check_int
+from .validation import Rule, check_choice, check_int, choice, integer, optional_path, real
 from .wire import Fp32Codec, Update
 
 __all__ = ["kd_loss", "check_temperature", "check_alpha", "check_proxy_size", "proxy_split", "distill_step",
            "distill", "distill_flops", "ensemble_logits", "EnsembleDistillation", "FedDFHeterogeneous",
            "run_feddf_heterogeneous", "LogitCodec", "class_average_logits", "LogitSharing", "run_logit_sharing",
-           "weight_payload_bytes"]
+           "weight_payload_bytes", "RULES_03"]
 
 
 # ----------------------------------------------------------------------------- FedDF: aggregate= hook
@@ -411,3 +411,15 @@ def run_logit_sharing(model: nn.Module | Sequence[nn.Module], clients: Sequence[
                   **options)
     history.client_models = protocol.models  # every client's own model (they were never averaged)
     return history
+
+
+#: Notebook 03's parameters and what is valid for each, validated in one call by
+#: ``fedlab_utils.validation.check_parameters(globals(), RULES_03)`` in its setup cell (``proxy_size``'s
+#: upper bound depends on the dataset: :func:`proxy_split` checks it once the data is loaded).
+RULES_03: dict[str, Rule] = {
+    "seed": integer(0), "dataset": choice(("mnist5k", "digits", "mnist", "fashion_mnist")),
+    "data_dir": optional_path(), "num_clients": integer(2, 50), "rounds": integer(1, 100),
+    "local_epochs": integer(1, 50), "partition": choice(("iid", "dirichlet")), "temperature": real(0, low_inclusive=False),
+    "alpha": real(0, 1), "proxy_size": integer(1), "teacher_hidden": integer(1), "student_hidden": integer(1),
+    "distill_epochs": integer(1), "results_path": optional_path(),
+}
