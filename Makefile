@@ -114,8 +114,10 @@ $(SITE_STAMP): pyproject.toml $(ENV_STAMP)
 	touch $@
 
 .PHONY: site site-check standalone-check
+# SITE_FROM: where make course wrote the executed notebooks (build/notebooks/, build/zh/notebooks/)
+SITE_FROM ?= build
 site: $(SITE_STAMP)
-	$(PY) website/build_site.py --build build --out build/site
+	$(PY) website/build_site.py --build $(SITE_FROM) --out build/site
 
 # Serve build/site on 127.0.0.1 and check it in Debian's Chromium (Playwright): links, console
 # errors, failed requests, language switch, search, widget views; screenshots -> docs/img/.

@@ -20,7 +20,7 @@ from common import time_notebook
 from fedlab_utils.compression import ErrorFeedback, Fp32Codec, QuantizeCodec, RandomKCodec, SignCodec, TopKCodec
 from fedlab_utils.data import load_dataset
 from fedlab_utils.ledger import inference_latency, time_calls
-from fedlab_utils.lessons.quantization import model_size_bytes, quantize_model_int8
+from fedlab_utils.lessons.compression import model_size_bytes, quantize_model_int8
 from fedlab_utils.models import make_model
 
 

@@ -22,7 +22,7 @@ from fedlab_utils.compression import (
 )
 from fedlab_utils.core import LocalTraining, evaluate, run
 from fedlab_utils.data import client_data, partition
-from fedlab_utils.lessons.quantization import model_size_bytes, quantize_model_int8
+from fedlab_utils.lessons.compression import model_size_bytes, quantize_model_int8
 from fedlab_utils.models import make_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -68,6 +68,46 @@ class HalfCodec:
             out[key] = torch.from_numpy(values).to(t.dtype).reshape(t.shape)
             offset += size
         return out
+
+
+class MomentumHalf(HalfCodec):
+    """Sends, as float16, each client's momentum m = update + 0.5 * m_previous: per-client state
+    that changes every payload from round 2 on (like a PowerSGD warm start)."""
+
+    name = "momentum fp16 (own module)"
+
+    def __init__(self):
+        self._momentum = {}
+
+    def encode(self, update, client_id=0):
+        old = self._momentum.get(client_id)
+        m = {k: v.float() + (0.5 * old[k] if old is not None else 0.0) for k, v in update.items()}
+        self._momentum[client_id] = m
+        return super().encode(m, client_id)
+
+    def reset(self):
+        self._momentum = {}
+
+    def state_dict(self):
+        return {"momentum": {int(c): dict(m) for c, m in self._momentum.items()}}
+
+    def load_state_dict(self, state):
+        self._momentum = {int(c): dict(m) for c, m in state["momentum"].items()}
+
+
+class ForgetfulMomentumHalf(MomentumHalf):
+    """MomentumHalf that loses its state before every payload: what a lost state looks like."""
+
+    def encode(self, update, client_id=0):
+        self.reset()
+        return super().encode(update, client_id)
+
+
+class ResetOnly(HalfCodec):
+    """State it cannot hand over: reset() but no state_dict()."""
+
+    def reset(self):
+        pass
 '''
 # one of two clients per round, with a codec imported from the researcher's module and FedMedian
 HALF = dict(num_clients=2, rounds=2, fraction=0.5, seed=3, round_timeout=300.0, save_payloads=True,
@@ -92,6 +132,7 @@ def half(tmp_path_factory):
         else:
             os.environ["PYTHONPATH"] = saved
 EF = DeploymentConfig(num_clients=2, rounds=2, uplink="ef:topk:0.05", seed=1, round_timeout=300.0)
+STATEFUL = dict(num_clients=2, rounds=2, seed=2, round_timeout=300.0, uplink=f"{PARTS_MODULE}:MomentumHalf")
 
 
 class RecordingCodec:
@@ -169,7 +210,8 @@ def deployed(tmp_path_factory, half):
         before = federation.nodes().get(member)
         federation.unregister(member)  # no run is active yet: the member never gets work
         federation.start_supernode("member-again", 0, private_key=key(2), root_certificates=trust, max_retries=0)
-        results = submit_many(federation, {"q8": CONFIG, "half": half, "ef": EF}, work / "out")
+        results = submit_many(federation, {"q8": CONFIG, "half": half, "ef": EF,
+                                           "stateful": DeploymentConfig(**STATEFUL)}, work / "out")
         intruders = {name: _wait_intruder(federation, name) for name in ("unregistered", "wrong-ca", "plaintext")}
         unregister = {"node_id": member, "before": before, "member": _wait_intruder(federation, "member", 60.0),
                       "again": _wait_intruder(federation, "member-again")}
@@ -287,6 +329,23 @@ def test_own_codec_from_a_module_runs_on_flower_byte_for_byte(deployed, half):
     values = sum(t.numel() for t in build_task(half)[2].state_dict().values())
     assert all(len(p) == 2 * values for p in received.values())  # float16: 2 bytes per value
     assert result.accuracy == history.accuracy
+
+
+def test_a_stateful_codec_keeps_its_state_between_rounds_on_flower(deployed, half):
+    """A researcher's codec with per-client state (state_dict/load_state_dict): each SuperNode's
+    ClientApp runs in a fresh process every round, and the state travels in Flower's context.state,
+    so the deployment equals run() in accuracy and payload bytes every round."""
+    result = deployed.results["stateful"]
+    reference = _simulate_one_thread(DeploymentConfig(**STATEFUL))
+    assert result.accuracy == reference.accuracy
+    assert [r["ledger_bytes_up"] for r in result.records] == [r.bytes_up for r in reference.records]
+    forgetful = _simulate_one_thread(DeploymentConfig(**{**STATEFUL, "uplink": f"{PARTS_MODULE}:ForgetfulMomentumHalf"}))
+    assert forgetful.accuracy[0] == reference.accuracy[0] and forgetful.accuracy[1] != reference.accuracy[1]
+
+
+def test_a_stateful_part_without_state_dict_is_refused_before_launch(half):
+    with pytest.raises(ValueError, match=r"uplink=.*ResetOnly.*no state_dict\(\).*state_dict\(\)/load_state_dict\(\)"):
+        DeploymentConfig(num_clients=2, uplink=f"{PARTS_MODULE}:ResetOnly")
 
 
 def test_course_codec_payload_survives_flower_byte_for_byte(deployed, reference):

@@ -539,3 +539,18 @@ def test_runtime_messages_are_held_to_the_editorial_rules(tmp_path):
     po.save(str(path))
     result = tr.runtime_editorial(path, terms=[Term("编解码器", "codec", "02", "codecs?", ("编解码器",), ("编码器",))])
     assert sorted(v.rule for v in result.editorial) == ["ratio wording", "unpinned term"] and result.problems == []
+
+
+def test_an_edited_comment_keeps_its_old_translation_as_fuzzy():
+    po = polib.POFile()
+    report = tr.ExtractReport()
+    tr.merge_code_entries(["x = 1  # the number of clients per round\nprint('done and dusted today')"], po, report)
+    for entry in po:
+        entry.msgstr = "# 每轮的客户端数" if entry.msgid.startswith("#") else "'今天全部完成'"
+    report = tr.ExtractReport()
+    tr.merge_code_entries(["x = 1  # the number of sampled clients per round\nprint('something else entirely')"], po, report)
+    comment = po.find("# the number of sampled clients per round", by="msgid", msgctxt=tr.CODE_CONTEXT)
+    assert "fuzzy" in comment.flags and comment.msgstr == "# 每轮的客户端数"
+    assert comment.previous_msgid == "# the number of clients per round"
+    assert len(report.fuzzy) == 1 and len(report.new) == 1  # the print label changed too much: new
+    assert [e.msgid for e in po if e.obsolete] == ["'done and dusted today'"]

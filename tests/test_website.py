@@ -129,11 +129,13 @@ def test_links_point_at_site_pages_the_repository_or_become_text():
 def test_the_landing_pages_take_their_tables_from_the_readmes():
     stems = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
     for edition, words in (("en", ("study time", "prerequisites", "The article, section by section")),
-                           ("zh", ("学习时间", "前置", "原文"))):
+                           ("zh", ("学习时间", "先修", "原文"))):
         readme = build_site.README[edition]
         context = build_site.LinkContext(readme.name, "index.md", build_site.page_map(edition, stems), "", "main")
         page = build_site.landing_page(edition, stems, context)
         assert all(word in page for word in words), (edition, page[:500])
+        article = {"en": "The article, section by section", "zh": "原文逐节对照"}[edition]
+        assert page.count(article) == 1, (edition, "the article map appears once")
         assert all(f"]({stem}.ipynb)" in page for stem in stems)  # every notebook linked from its table row
         assert "{toctree}" in page
 
@@ -203,3 +205,20 @@ def test_the_default_dataset_is_read_from_the_package_outside_the_repository(tmp
     outside = load_dataset("mnist5k", seed=3, data_dir=tmp_path)
     inside = load_dataset("mnist5k", seed=3)
     assert len(outside.y_train) == 4000 and bool((outside.x_train == inside.x_train).all())
+
+
+def test_a_staged_notebook_links_its_executed_and_student_versions(tmp_path):
+    executed, student = course_notebook(tmp_path), tmp_path / "student.ipynb"
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells[0].source += "\n\nNext: [01](01_next.ipynb) · home: [README](../README.md)"
+    nbformat.write(nb, executed)
+    shutil.copy(executed, student)
+    pages = build_site.page_map("en", ["00_lesson", "01_next"])
+    where = build_site.LinkContext("notebooks/00_lesson.ipynb", "00_lesson.ipynb", pages, "", "main")
+    target = tmp_path / "stage" / "00_lesson.ipynb"
+    build_site.stage_notebook(executed, target, student, where, "en")
+    cells = nbformat.read(target, as_version=4).cells
+    assert "[01](01_next.ipynb)" in cells[0].source and "[README](index.md)" in cells[0].source
+    assert cells[1].metadata["tags"] == ["fedlab-site-downloads"]
+    assert "<00_lesson.ipynb>" in cells[1].source and "<_student/student.ipynb>" in cells[1].source
+    assert [c.source for c in cells[2:]] == ["x = 1"]

@@ -200,7 +200,8 @@ def landing_page(edition: str, stems: list[str], context: LinkContext) -> str:
         if article is None:  # README.zh-CN.md has no article map yet: show the English one, saying so
             english_map = readme_section(english, "The article, section by section", 3) or ""
             article = ("### 原文逐节对照（英文）\n\n" + "\n".join(english_map.splitlines()[1:]))
-        notebooks = notebooks.rstrip() + "\n\n" + article
+        if article.strip() not in notebooks:  # README.zh-CN.md keeps its article map under 笔记本, as README.md does
+            notebooks = notebooks.rstrip() + "\n\n" + article
     if notebooks is None:
         raise SiteError(f"{README[edition].name} has no notebook section; the landing page takes its table from it")
     words = TEXT[edition]

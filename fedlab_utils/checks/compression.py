@@ -8,8 +8,104 @@ import torch
 from ..i18n import gettext
 from . import call_safely, expect, expect_ratio_within, passed
 
-__all__ = ["check_stochastic_round", "check_topk_payload_bytes", "check_error_feedback_step",
+__all__ = ["check_quantize", "check_stochastic_round", "check_topk_payload_bytes", "check_error_feedback_step",
            "check_separable_cost", "check_topk_ratio_prediction"]
+
+
+def _quantize_cases(seed: int | None) -> list[tuple[torch.Tensor, int]]:
+    """(tensor, bits): hand-made tensors (one all-positive, where a symmetric grid wastes levels),
+    or random ones for a hidden test.  No value sits near a rounding tie."""
+    if seed is None:
+        mixed = torch.tensor([-0.30, -0.11, 0.0, 0.05, 0.21, 0.70])
+        positive = torch.tensor([[0.20, 0.52], [0.93, 1.30]])
+        return [(mixed, 2), (mixed, 3), (positive, 3), (mixed, 8), (positive, 4)]
+    g = torch.Generator().manual_seed(6000 + seed)
+    return [(torch.randn(5, 7, generator=g) * 0.1 + 0.02, 3), (torch.rand(40, generator=g) * 2 + 0.5, 5),
+            (torch.randn(64, generator=g), 8)]
+
+
+def _codec_reference(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, float, float]:
+    """What :class:`~fedlab_utils.compression.QuantizeCodec` puts on the wire for ``x``: codes, lo, scale."""
+    import numpy as np
+
+    from fedlab_utils.compression.codecs import QuantizeCodec
+    from fedlab_utils.compression.wire import unpack_bits
+
+    payload = QuantizeCodec(bits).encode({"x": x})
+    lo, scale = (float(v) for v in np.frombuffer(payload[:8], dtype="<f4"))
+    codes = torch.from_numpy(unpack_bits(payload[8:], x.numel(), bits)).reshape(x.shape)
+    return codes, lo, scale
+
+
+def check_quantize(fn, seed: int | None = None) -> None:
+    """``fn(x, bits) -> (codes, lo, scale)``: the uplink codec's asymmetric ``bits``-bit quantizer.
+
+    The grid has ``2^b`` levels from ``lo = min(x)`` to ``max(x)``, so ``scale = (max − min)/(2^b − 1)``;
+    ``codes = clamp(round((x − lo)/scale), 0, 2^b − 1)`` and the receiver decodes ``lo + codes·scale``.
+    Compared with what :class:`~fedlab_utils.compression.QuantizeCodec` really sends for the same
+    tensor (its header and unpacked codes).  Plausible slips get their own hint: no rounding,
+    truncation (floor), a scale of ``range/2^b`` (one level too many), codes that do not fit in
+    ``b`` bits (no clamping), a symmetric grid from ``max|x|``, an offset other than the minimum.
+    ``seed``: other random tensors and widths (hidden tests).
+    """
+    what = "quantize"
+    hint = gettext("b bits give 2^b codes, 0 .. 2^b-1: code 0 must decode to min(x) and the top code to "
+                   "max(x), so there are 2^b-1 steps between them; round each value to the nearest code.")
+    for x, bits in _quantize_cases(seed):
+        levels = (1 << bits) - 1
+        case = f"{what}(x of shape {tuple(x.shape)}, bits={bits})"
+        out = call_safely(fn, x.clone(), bits, what=what)
+        expect(isinstance(out, tuple) and len(out) == 3,
+               gettext('{case}: return a tuple (codes, lo, scale), got {got}').format(case=case, got=type(out).__name__))
+        codes, lo, scale = out
+        expect(isinstance(codes, torch.Tensor) and tuple(codes.shape) == tuple(x.shape),
+               gettext('{case}: codes must be a tensor shaped like x {shape}').format(case=case, shape=tuple(x.shape)))
+        try:
+            lo, scale = float(lo), float(scale)
+        except (TypeError, ValueError):
+            raise AssertionError(gettext('{case}: lo and scale must be numbers (floats or 0-d tensors)').format(case=case)) from None
+        want_codes, want_lo, want_scale = _codec_reference(x, bits)
+        span = float(x.max() - x.min())
+        codes = codes.detach().double()
+        expect(bool(torch.isfinite(codes).all()), gettext('{case}: the codes have NaN or inf values').format(case=case))
+        expect(bool((codes == codes.round()).all()),
+               gettext('{case}: the codes are not whole numbers -- you did not round. A code is an integer that '
+                       'fits in b bits; round((x - lo) / scale) to the nearest one.').format(case=case))
+        if math.isclose(scale, span / (1 << bits), rel_tol=1e-4):
+            raise AssertionError(gettext('{case}: scale = (max - min) / 2^b is one level off: with 2^b codes there are '
+                                         '2^b - 1 steps from min to max, so max(x) needs code 2^b, which does not fit in '
+                                         '{bits} bits. {hint}').format(case=case, bits=bits, hint=hint))
+        expect(bool((codes >= 0).all() and (codes <= levels).all()),
+               gettext('{case}: codes range over {low:g} .. {high:g}, but {bits} bits hold only 0 .. {levels}: clamp '
+                       'them to that range.').format(case=case, low=float(codes.min()), high=float(codes.max()),
+                                                     bits=bits, levels=levels))
+        symmetric = (2 * float(x.abs().max()) / levels, float(x.abs().max()) / levels,
+                     float(x.abs().max()) / ((1 << (bits - 1)) - 1) if bits > 1 else -1.0)
+        if any(math.isclose(scale, s, rel_tol=1e-4) for s in symmetric) and not math.isclose(scale, want_scale, rel_tol=1e-4):
+            raise AssertionError(gettext('{case}: your scale comes from max|x| (a symmetric grid); this quantizer is '
+                                         'asymmetric: its grid runs from min(x) to max(x), so no level is wasted when '
+                                         'the values are not centred on 0. {hint}').format(case=case, hint=hint))
+        expect(math.isclose(lo, want_lo, rel_tol=1e-5, abs_tol=1e-7),
+               gettext('{case}: lo = {lo:.6g}, but the offset (the zero point) is the smallest value, min(x) = '
+                       '{want:.6g}: code 0 decodes to it.').format(case=case, lo=lo, want=want_lo))
+        expect(math.isclose(scale, want_scale, rel_tol=1e-4),
+               gettext('{case}: scale = {scale:.6g}, expected {want:.6g}. {hint}').format(case=case, scale=scale,
+                                                                                           want=want_scale, hint=hint))
+        exact = (x.double() - want_lo) / want_scale
+        # A value within 1e-4 of a rounding tie may go either way; every other code must match the codec's.
+        mismatch = codes != want_codes.double()
+        near_tie = ((exact - torch.floor(exact)) - 0.5).abs() < 1e-4
+        wrong = (mismatch & ~near_tie).flatten()
+        if bool(wrong.any()) and bool((codes.flatten()[wrong] == want_codes.double().flatten()[wrong] - 1).all()):
+            raise AssertionError(gettext('{case}: you truncated (floor) instead of rounding to the nearest code: the '
+                                         'error can reach a whole step instead of half of one.').format(case=case))
+        if bool(wrong.any()):
+            first = int(wrong.nonzero()[0])
+            raise AssertionError(gettext("{case}: {count} of {n} codes differ from the codec's (e.g. x = {x:.6g}: "
+                                         "yours {got:g}, the codec's {want:g}). {hint}").format(
+                case=case, count=int(wrong.sum()), n=x.numel(), x=float(x.flatten()[first]),
+                got=float(codes.flatten()[first]), want=float(want_codes.flatten()[first]), hint=hint))
+    passed(what)
 
 
 def _draws_with(fn, x: torch.Tensor, seed: int, global_seed: int, what: str):

@@ -57,9 +57,10 @@ PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
     "01_pruning": ("01-build-global-mask", "def my_global_masks(weights, sparsity):\n"
                    "    return {name: (w.abs() > w.abs().flatten().kthvalue(max(1, round(sparsity * w.numel())))"
                    ".values) for name, w in weights.items()}\n"),
-    "02_compression": ("02-ex1-stochastic-round", "def my_stochastic_round(x, generator):\n"
-                       "    return torch.round(x)\n"),
-    "03_distillation": ("03-ex1-kd-loss", "def my_kd_loss(student_logits, teacher_logits, targets, temperature, "
+    "02_compression": ("02-build-quantize", "def my_quantize(x, bits):\n    lo, hi = float(x.min()), float(x.max())\n"
+                       "    scale = (hi - lo) / 2 ** bits\n"
+                       "    return torch.clamp(torch.round((x - lo) / scale), 0, 2 ** bits - 1), lo, scale\n"),
+    "03_distillation": ("03-build-kd-loss", "def my_kd_loss(student_logits, teacher_logits, targets, temperature, "
                         "alpha):\n    T = temperature\n    soft = F.kl_div(F.log_softmax(student_logits / T, dim=1), "
                         "F.softmax(teacher_logits / T, dim=1), reduction='batchmean')\n"
                         "    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, targets)\n"),

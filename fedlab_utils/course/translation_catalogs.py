@@ -382,20 +382,38 @@ def translate_code(source: str, translations: dict[str, str]) -> str:
     return source
 
 
+#: how alike (difflib ratio) a changed comment or string must be to a vanished one to inherit its
+#: translation as ``fuzzy`` (msgmerge's fuzzy matching, for code texts, which have no cell id)
+FUZZY_CODE_MATCH = 0.75
+
+
 def merge_code_entries(sources: list[str], po: polib.POFile, report: ExtractReport) -> None:
     """Bring the ``msgctxt "code"`` entries of ``po`` in line with the code cells (in place): one
-    entry per distinct comment or string, new ones untranslated, vanished ones obsolete."""
+    entry per distinct comment or string; a new one inherits, marked ``fuzzy`` with the previous
+    msgid, the translation of the most alike vanished one (an edited comment or label), else it
+    is untranslated; vanished ones become obsolete."""
+    import difflib
+
     wanted: dict[str, str] = {}
     for source in sources:
         for text in code_texts(source):
             wanted.setdefault(text.text, text.kind)
     existing = {e.msgid: e for e in po if e.msgctxt == CODE_CONTEXT}
+    vanished = {msgid: e for msgid, e in existing.items() if msgid not in wanted and e.msgstr.strip()}
     for msgid, kind in wanted.items():
         entry = existing.pop(msgid, None)
         if entry is None:
             entry = polib.POEntry(msgctxt=CODE_CONTEXT, msgid=msgid, msgstr="", comment=kind)
+            alike = max(vanished, key=lambda old: difflib.SequenceMatcher(None, old, msgid).ratio(), default=None)
+            if alike is not None and difflib.SequenceMatcher(None, alike, msgid).ratio() >= FUZZY_CODE_MATCH:
+                old = vanished.pop(alike)
+                existing.pop(alike)
+                po.remove(old)  # replaced by its edited successor, as msgmerge does
+                entry.msgstr, entry.previous_msgid, entry.flags = old.msgstr, old.previous_msgid or alike, ["fuzzy"]
+                report.fuzzy.append(f"{CODE_CONTEXT}: {msgid.splitlines()[0][:60]}")
+            else:
+                report.new.append(f"{CODE_CONTEXT}: {msgid.splitlines()[0][:60]}")
             po.append(entry)
-            report.new.append(f"{CODE_CONTEXT}: {msgid.splitlines()[0][:60]}")
         entry.obsolete = False
     for entry in existing.values():
         if not entry.obsolete:

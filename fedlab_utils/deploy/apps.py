@@ -20,10 +20,16 @@ SuperNode's identity (which client it is) travels in its *node config* (``partit
 :func:`~fedlab_utils.core.loop.run` round for round: same sampled clients, same shuffling
 (:func:`~fedlab_utils.core.training.client_generator`), same payloads, same aggregation order.
 
-Flower runs each ClientApp call in a fresh process (``flwr-clientapp``), so a codec's state does
+Flower runs each ClientApp call in a fresh process (``flwr-clientapp``), so a part's state does
 not survive between rounds in the process; it survives in Flower's ``context.state``, which the
-SuperNode keeps per run and hands to each call.  Error feedback (``ef:<codec>``, e.g.
-``ef:topk:0.01``) keeps each client's residual there, as fp32 bytes.
+SuperNode keeps per run and hands to each call.  Every client-side part that keeps state (the
+uplink codec and the transform: anything with ``state_dict()``/``load_state_dict()``, inner parts
+included, e.g. ``ef:<codec>``'s residuals and its inner codec's state) is saved there after each
+call and loaded before the next, so a deployment equals ``run()`` round for round.  Each device
+holds only its own client's state, as ``run()``'s one shared object holds every client's: a part
+whose state mixes clients (one warm start shared by all) cannot behave the same on devices.  A part
+with ``reset()`` but no ``state_dict()`` carries state it cannot hand over, and is refused when the
+:class:`DeploymentConfig` is made, before any process starts.
 
 The launcher that starts the SuperLink and SuperNodes is :mod:`fedlab_utils.deploy`.
 """
@@ -43,8 +49,8 @@ from fedlab_utils.validation import check_choice, check_fraction, check_int, che
 CODEC_SPECS = SPECS["codec"]
 
 __all__ = ["DeploymentConfig", "DeploymentResult", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes",
-           "make_client_app", "make_server_app", "send_and_receive", "EF_STATE_KEY", "PROGRESS_FILE",
-           "HISTORY_FILE", "PAYLOAD_DIR", "FlowerRounds", "NODE_PARTITION_KEY", "NODE_COUNT_KEY"]
+           "make_client_app", "make_server_app", "send_and_receive", "PROGRESS_FILE",
+           "HISTORY_FILE", "PAYLOAD_DIR", "FlowerRounds", "NODE_PARTITION_KEY", "NODE_COUNT_KEY", "PART_STATE_KEY"]
 
 PROGRESS_FILE = "progress.jsonl"
 HISTORY_FILE = "history.json"
@@ -52,7 +58,8 @@ PAYLOAD_DIR = "payloads"
 DEFAULT_OUT = "fedlab-results"  # the ServerApp's output folder when the run config names none
 NODE_PARTITION_KEY = "partition-id"
 NODE_COUNT_KEY = "num-partitions"
-EF_STATE_KEY = "fedlab-ef"
+PART_STATE_KEY = "fedlab-part-state"  # context.state entry: each stateful client-side part's state_dict()
+STATEFUL_CLIENT_PARTS = ("uplink", "transform")
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 
@@ -115,7 +122,9 @@ class DeploymentConfig:
         check_int("batch_size", self.batch_size, 1)
         check_real("lr", self.lr, 0.0, low_inclusive=False)
         check_real("server_lr", self.server_lr, 0.0, low_inclusive=False)
-        self.parts()  # every part resolves here, in the launcher, before any process starts
+        parts = self.parts()  # every part resolves here, in the launcher, before any process starts
+        for name in STATEFUL_CLIENT_PARTS:
+            part_state_bytes(parts[name], name)  # a stateful part must hand its state to the next call
         check_int("seed", self.seed, 0)
         check_real("round_timeout", self.round_timeout, 0.0, low_inclusive=False)
         check_real("node_wait", self.node_wait, 0.0, low_inclusive=False)
@@ -165,6 +174,38 @@ class DeploymentConfig:
         return {"uplink": make_codec(self.uplink), "server": self.server_optimizer(),
                 "aggregate": resolve_aggregate(self.aggregate, "aggregate"),
                 "transform": resolve_transform(self.transform, "transform")}
+
+
+def part_state_bytes(part, name: str) -> bytes | None:
+    """``part.state_dict()`` serialised for Flower's ``context.state`` (``None``: a stateless part).
+    Raises ``ValueError`` naming ``name`` for a part with ``reset()`` but no ``state_dict()``."""
+    import io
+
+    import torch
+
+    from fedlab_utils.core.checkpoint import object_state
+
+    try:
+        state = object_state(part, name)
+    except ValueError as err:
+        raise ValueError(f"{err}; on Flower each client's part lives in a fresh process every round, so its "
+                         "state must travel through state_dict()/load_state_dict()") from None
+    if state is None:
+        return None
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_part_state(part, name: str, payload: bytes) -> None:
+    """Load what :func:`part_state_bytes` wrote (``weights_only=True``: tensors and plain values, no pickle)."""
+    import io
+
+    import torch
+
+    from fedlab_utils.core.checkpoint import load_object_state
+
+    load_object_state(part, torch.load(io.BytesIO(payload), weights_only=True), name)
 
 
 @dataclass
@@ -246,7 +287,6 @@ def _client_train(msg, context, defaults: DeploymentConfig | None = None):
     course's sequential trainer and the run's transform, encode the update with the run's codec."""
     from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-    from fedlab_utils.compression.codecs import ErrorFeedback
     from fedlab_utils.compression.wire import Fp32Codec
     from fedlab_utils.core.faults import update_is_finite
     from fedlab_utils.core.training import SequentialTrainer, model_state, state_delta
@@ -262,19 +302,20 @@ def _client_train(msg, context, defaults: DeploymentConfig | None = None):
     clients, _, model = build_task(config)
     data = clients[partition_id]
     parts = config.parts()
+    stored = context.state.config_records.get(PART_STATE_KEY)
+    for name in STATEFUL_CLIENT_PARTS:  # the state this client's parts had after its last call
+        if stored is not None and name in stored:
+            load_part_state(parts[name], name, bytes(stored[name]))
     codec, transform = parts["uplink"], parts["transform"]
     received = Fp32Codec().decode(bytes(sent["global"]), model_state(model))
     [(local_state, loss, processed)] = SequentialTrainer()(model, received, [(partition_id, data)], config.local(),
                                                           round_idx, config.seed, transform)
     update = transform.on_update(state_delta(local_state, received), partition_id)
     finite = update_is_finite(update)
-    if isinstance(codec, ErrorFeedback):  # the residual lives in Flower's context.state between calls
-        stored = context.state.config_records.get(EF_STATE_KEY)
-        if stored is not None:
-            codec.residuals[partition_id] = Fp32Codec().decode(bytes(stored["residual"]), update)
     payload = codec.encode(update, partition_id) if finite else b""  # a non-finite update is never sent
-    if isinstance(codec, ErrorFeedback) and finite:
-        context.state[EF_STATE_KEY] = ConfigRecord({"residual": Fp32Codec().encode(codec.residuals[partition_id])})
+    states = {name: part_state_bytes(parts[name], name) for name in STATEFUL_CLIENT_PARTS}
+    if any(state is not None for state in states.values()):  # for this client's next call
+        context.state[PART_STATE_KEY] = ConfigRecord({k: v for k, v in states.items() if v is not None})
     content = RecordDict({
         "fedlab": ConfigRecord({"payload": payload, "codec": config.uplink,
                                 "sha256": hashlib.sha256(payload).hexdigest()}),

@@ -5,7 +5,7 @@ round **runs faster**.  Both levers plug into the one loop of :func:`fedlab_util
 the parts themselves live in the core, and this module re-exports them for the lesson:
 
 * server optimizers (FedAvgM, FedAdam, FedYogi, FedAdagrad) and aggregators:
-  :mod:`fedlab_utils.core.servers`; FedProx: :mod:`fedlab_utils.core.training`;
+  :mod:`fedlab_utils.core`; FedProx: :mod:`fedlab_utils.core.training`;
 * the vmap trainer, which trains all sampled clients of a round at once:
   :mod:`fedlab_utils.core.vmap_trainer`; picking a trainer by name: :mod:`fedlab_utils.core.registry`;
 * timing a training step or a trainer: :mod:`fedlab_utils.ledger.timing`;
@@ -28,7 +28,9 @@ from fedlab_utils.core.servers.fedavg import FedAvgServer
 from fedlab_utils.core.training import PRECISIONS, make_optimizer
 from fedlab_utils.validation import check_int, choice, integer, optional_path, real
 
-__all__ = ["quadratic_drift", "article_loop", "fixed_data_loop", "adam_vs_adamw", "RULES_04", "RELATIONS_04"]
+__all__ = ["quadratic_drift", "article_loop", "fixed_data_loop", "adam_vs_adamw", "RULES_04",
+           "RELATIONS_04", "scaffold_quadratic", "plot_client_drift", "deadline_table",
+           "plot_deadline_runs"]
 
 # ----------------------------------------------------------------------------- notebook 04's parameters
 #: Notebook 04's parameters and what is valid for each (``validation.check_parameters``).
@@ -188,3 +190,91 @@ def adam_vs_adamw(steps: int = 200, seed: int = 0, lr: float = 0.01, weight_deca
     return {"adam": curves["adam"], "adamw": curves["adamw"],
             "max_weight_diff": float((weights["adam"] - weights["adamw"]).abs().max())}
 
+
+# ----------------------------------------------------------------------------- the lesson's figures and tables
+def scaffold_quadratic(centers, curvatures, rounds: int, local_steps: int = 5, lr: float = 0.2):
+    """SCAFFOLD (Karimireddy et al. 2020, option II) on the clients of :func:`quadratic_drift`:
+    ``f_k(w) = ½ Σ_j a_kj (w_j − c_kj)²``.  Each local step uses the drift-corrected gradient
+    ``g_k(w) − c_k + c``; after ``local_steps`` steps ``c_k ← c_k − c + (w − w_k)/(K·lr)`` and ``c`` is
+    their mean.  Returns the global path (rounds+1 × 2)."""
+    import numpy as np
+
+    centers, curvatures = np.asarray(centers, float), np.asarray(curvatures, float)
+    w, c_k, c = np.zeros(2), np.zeros_like(centers), np.zeros(2)
+    path = [w.copy()]
+    for _ in range(rounds):
+        ends = []
+        for k in range(len(centers)):
+            w_k = w.copy()
+            for _ in range(local_steps):
+                w_k = w_k - lr * (curvatures[k] * (w_k - centers[k]) - c_k[k] + c)
+            ends.append(w_k)
+        c_k = np.array([c_k[k] - c + (w - ends[k]) / (local_steps * lr) for k in range(len(centers))])
+        c = c_k.mean(0)
+        w = np.mean(ends, 0)
+        path.append(w.copy())
+    return np.array(path)
+
+
+def plot_client_drift(toy: dict, short_rounds: int, long_rounds: int):
+    """Notebook 04's drift figure: the paths of ``toy`` (name -> :func:`quadratic_drift`-style dict with
+    ``path``; the first carries the clients) over the global loss's contours for ``short_rounds``,
+    and every path's distance to the global optimum over all rounds.  Returns ``(fig, distances)``,
+    ``distances[name][rounds]`` for both round counts."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ref = next(iter(toy.values()))
+    fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    g1, g2 = np.meshgrid(np.linspace(-1.5, 2.5, 120), np.linspace(-0.5, 3.5, 120))
+    loss = sum(0.5 * (a[0] * (g1 - c[0]) ** 2 + a[1] * (g2 - c[1]) ** 2) for a, c in zip(ref["curvatures"], ref["centers"]))
+    ax.contour(g1, g2, loss, levels=15, cmap="Greys", linewidths=0.6)
+    distances = {}
+    for name, res in toy.items():
+        ax.plot(*res["path"][:short_rounds + 1].T, marker=".", label=f"{name}, {short_rounds} rounds")
+        distance = np.linalg.norm(res["path"] - ref["optimum"], axis=1)
+        ax_d.semilogy(np.maximum(distance, 1e-12), label=name)
+        distances[name] = {short_rounds: float(distance[short_rounds]), long_rounds: float(distance[long_rounds])}
+    ax.scatter(*ref["client_ends"][0].T, marker="x", c="C3", label="client end points, round 1")
+    ax.scatter(*np.asarray(ref["centers"]).T, marker="s", c="C2", label="client optima")
+    ax.scatter(*ref["optimum"], marker="*", s=160, c="k", label="global optimum")
+    ax.set(xlabel="$w_1$", ylabel="$w_2$", title="Client drift on two quadratic clients")
+    ax.legend(fontsize=7)
+    ax_d.set(xlabel="round", ylabel="distance to the global optimum", title=f"{long_rounds} rounds: bias vs speed")
+    ax_d.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, distances
+
+
+def deadline_table(runs: dict, deadlines: dict, target: float):
+    """One row per deadline run: the deadline, late updates, simulated seconds (all rounds and to
+    ``target``), final accuracy, total and wasted joules, uplink MB (a ``pandas.DataFrame``)."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        name: {"deadline s": deadlines[name], "late updates": h.totals()["late"],
+               "sim s (all rounds)": h.totals()["sim_time_s"],
+               f"sim s to {100 * target:.0f}%": h.sim_time_to_accuracy(target),
+               "final acc %": 100 * h.final_accuracy, "J total": h.totals()["joules_total"],
+               "J wasted": h.totals()["wasted_joules"], "MB up": h.totals()["bytes_up"] / 1e6}
+        for name, h in runs.items()}).T
+
+
+def plot_deadline_runs(runs: dict, table, target: float):
+    """Notebook 04's deadline figure: accuracy against simulated seconds per run (with ``target``),
+    and the joules each run wasted on late updates.  Returns the figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    total = next(iter(runs.values())).totals()["joules_total"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, h in runs.items():
+        ax1.plot(np.cumsum([r.sim_time_s for r in h.records]), 100 * np.asarray(h.accuracy), marker=".", label=name)
+    ax1.axhline(100 * target, color="grey", ls="--", lw=0.8, label=f"{100 * target:.0f}%")
+    ax1.set(xlabel="simulated seconds (sum of round times)", ylabel="test accuracy (%)", title="Time to accuracy")
+    ax1.legend()
+    ax2.bar(list(runs), table["J wasted"], color="C3")
+    ax2.set(ylabel="joules wasted on late updates", title=f"What the deadline threw away (every run: {total:,.0f} J in all)")
+    ax2.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    return fig

@@ -11,6 +11,7 @@ _EXPORTS = {
     "FedDFHeterogeneous": "fedlab_utils.lessons.distillation.federated",
     "LogitCodec": "fedlab_utils.lessons.distillation.federated",
     "LogitSharing": "fedlab_utils.lessons.distillation.federated",
+    "RULES_03": "fedlab_utils.lessons.distillation.federated",
     "class_average_logits": "fedlab_utils.lessons.distillation.federated",
     "run_feddf_heterogeneous": "fedlab_utils.lessons.distillation.federated",
     "run_logit_sharing": "fedlab_utils.lessons.distillation.federated",
@@ -25,7 +26,7 @@ _EXPORTS = {
     "kd_loss": "fedlab_utils.lessons.distillation.knowledge",
     "proxy_split": "fedlab_utils.lessons.distillation.knowledge",
 }
-__all__ = ["EnsembleDistillation", "FedDFHeterogeneous", "LogitCodec", "LogitSharing",
+__all__ = ["EnsembleDistillation", "FedDFHeterogeneous", "LogitCodec", "LogitSharing", "RULES_03",
            "check_alpha", "check_proxy_size", "check_temperature", "class_average_logits",
            "distill", "distill_flops", "distill_step", "ensemble_logits", "kd_loss", "proxy_split",
            "run_feddf_heterogeneous", "run_logit_sharing", "weight_payload_bytes"]

@@ -52,10 +52,11 @@ from fedlab_utils.lessons.distillation.knowledge import (
     ensemble_logits,
     kd_loss,
 )
-from fedlab_utils.validation import check_choice, check_int
+from fedlab_utils.validation import Rule, check_choice, check_int, choice, integer, optional_path, real
 
 __all__ = ["EnsembleDistillation", "FedDFHeterogeneous", "run_feddf_heterogeneous", "LogitCodec",
-           "class_average_logits", "LogitSharing", "run_logit_sharing", "weight_payload_bytes"]
+           "class_average_logits", "LogitSharing", "run_logit_sharing", "weight_payload_bytes",
+           "RULES_03"]
 
 
 # ----------------------------------------------------------------------------- FedDF: aggregate= hook
@@ -427,3 +428,15 @@ def run_logit_sharing(model: nn.Module | Sequence[nn.Module], clients: Sequence[
                   **options)
     history.client_models = protocol.models  # every client's own model (they were never averaged)
     return history
+
+
+#: Notebook 03's parameters and what is valid for each, validated in one call by
+#: ``fedlab_utils.validation.check_parameters(globals(), RULES_03)`` in its setup cell (``proxy_size``'s
+#: upper bound depends on the dataset: :func:`proxy_split` checks it once the data is loaded).
+RULES_03: dict[str, Rule] = {
+    "seed": integer(0), "dataset": choice(("mnist5k", "digits", "mnist", "fashion_mnist")),
+    "data_dir": optional_path(), "num_clients": integer(2, 50), "rounds": integer(1, 100),
+    "local_epochs": integer(1, 50), "partition": choice(("iid", "dirichlet")), "temperature": real(0, low_inclusive=False),
+    "alpha": real(0, 1), "proxy_size": integer(1), "teacher_hidden": integer(1), "student_hidden": integer(1),
+    "distill_epochs": integer(1), "results_path": optional_path(),
+}

@@ -17,6 +17,8 @@ _EXPORTS = {
     "gpipe_schedule": "fedlab_utils.lessons.parallel.pipeline",
     "ideal_bubble": "fedlab_utils.lessons.parallel.pipeline",
     "pipeline_train_step": "fedlab_utils.lessons.parallel.pipeline",
+    "plot_bubble_sweep": "fedlab_utils.lessons.parallel.pipeline",
+    "plot_energy_by_profile": "fedlab_utils.lessons.parallel.pipeline",
     "plot_schedule": "fedlab_utils.lessons.parallel.pipeline",
     "radio_awake_joules": "fedlab_utils.lessons.parallel.pipeline",
     "reference_step": "fedlab_utils.lessons.parallel.pipeline",
@@ -40,9 +42,10 @@ __all__ = ["CutInfo", "MultiProcessResult", "PipelineReport", "RELATIONS_05", "R
            "SplitFed", "StagedModel", "article_large_net", "bytes_vs_local_size",
            "client_training_flops_per_sample", "cut_payloads", "cut_profile", "draw_split_cut",
            "gpipe_makespan", "gpipe_schedule", "ideal_bubble", "pipeline_train_step",
-           "plot_schedule", "radio_awake_joules", "reference_step", "run_multiprocess_pipeline",
-           "split_at", "split_sequential", "split_step", "splitfed_run", "stage_boundaries",
-           "stage_input_shapes", "timed_pipeline_step"]
+           "plot_bubble_sweep", "plot_energy_by_profile", "plot_schedule", "radio_awake_joules",
+           "reference_step", "run_multiprocess_pipeline", "split_at", "split_sequential",
+           "split_step", "splitfed_run", "stage_boundaries", "stage_input_shapes",
+           "timed_pipeline_step"]
 
 
 def __getattr__(name: str):

@@ -46,11 +46,11 @@ from fedlab_utils.lessons.parallel.worker import write_job
 from fedlab_utils.validation import check_int, choice, integer, optional_path, real
 from fedlab_utils.viz.plotting import COLORS, legend_outside
 
-__all__ = ["plot_schedule", "split_sequential", "stage_boundaries", "StagedModel", "stage_input_shapes",
-           "PipelineReport", "pipeline_train_step", "timed_pipeline_step", "gpipe_schedule",
-           "gpipe_makespan", "ideal_bubble", "reference_step", "MultiProcessResult",
-           "run_multiprocess_pipeline", "article_large_net", "RULES_05", "RELATIONS_05",
-           "radio_awake_joules"]
+__all__ = ["plot_schedule", "split_sequential", "stage_boundaries", "StagedModel",
+           "stage_input_shapes", "PipelineReport", "pipeline_train_step", "timed_pipeline_step",
+           "gpipe_schedule", "gpipe_makespan", "ideal_bubble", "reference_step",
+           "MultiProcessResult", "run_multiprocess_pipeline", "article_large_net", "RULES_05",
+           "RELATIONS_05", "radio_awake_joules", "plot_bubble_sweep", "plot_energy_by_profile"]
 
 
 # ----------------------------------------------------------------------------- notebook 05's parameters
@@ -451,3 +451,38 @@ def plot_schedule(report, ax=None, title: str | None = None):
     ax.grid(False)
     legend_outside(ax, title="pass")
     return ax.figure, ax
+
+
+# ----------------------------------------------------------------------------- notebook 05's figures
+def plot_bubble_sweep(table, num_stages: int):
+    """The measured (replayed) bubble against the ideal ``(S-1)/(M+S-1)`` for each number of
+    micro-batches, from a table indexed by M with columns ``measured bubble`` and
+    ``ideal (S-1)/(M+S-1)``.  Returns ``(fig, ax)``."""
+    import matplotlib.pyplot as plt
+
+    micro = list(table.index)
+    fig, ax = plt.subplots()
+    ax.plot(micro, 100 * table["measured bubble"], "o-", label="measured (replayed schedule)")
+    ax.plot(micro, 100 * table["ideal (S-1)/(M+S-1)"], "s--", label="ideal, equal stages")
+    ax.set(xscale="log", xlabel="micro-batches M", ylabel="bubble: idle share of the devices (%)", ylim=(0, 100),
+           title=f"GPipe bubble with S={num_stages} stages")
+    ax.set_xticks(micro, [str(m) for m in micro])
+    ax.minorticks_off()
+    ax.legend()
+    return fig, ax
+
+
+def plot_energy_by_profile(energy: dict):
+    """Bars of each method's modelled total joules under every profile (log scale), from
+    ``{method: energy_by_profile(history)}``.  Returns ``(fig, ax)``."""
+    import matplotlib.pyplot as plt
+
+    names = list(next(iter(energy.values())))
+    fig, ax = plt.subplots()
+    for i, method in enumerate(energy):
+        ax.bar(np.arange(len(names)) + 0.4 * i, [energy[method][p]["total"] for p in names], 0.4, label=method)
+    ax.set(xticks=np.arange(len(names)) + 0.2, yscale="log", ylabel="modelled joules, all clients, whole run",
+           title="Energy by device profile")
+    ax.set_xticklabels(names)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig, ax

@@ -15,7 +15,11 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["model_size_bytes", "quantize_model_int8"]
+from fedlab_utils.data import DATASETS
+from fedlab_utils.ledger.energy import PROFILES
+from fedlab_utils.validation import Rule, choice, fraction, integer, optional_path, real
+
+__all__ = ["RULES_02", "model_size_bytes", "quantize_model_int8"]
 
 
 def model_size_bytes(model: nn.Module) -> int:
@@ -63,3 +67,22 @@ def quantize_model_int8(model: nn.Module, mode: str = "weight-only") -> tuple[nn
 
             quantized = quantize_dynamic(quantized, {nn.Linear}, dtype=torch.qint8)
         return quantized, "torch.ao.quantization.quantize_dynamic (deprecated; torchao not importable)"
+
+
+# ----------------------------------------------------------------------------- lesson 02's parameters
+def _boolean(name: str, value: object) -> bool:
+    """Rule: ``True`` or ``False`` (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not valid; use True or False")
+    return value
+
+
+#: Notebook 02's parameters and what is valid for each, validated in one call by
+#: ``fedlab_utils.validation.check_parameters(globals(), RULES_02)`` in its setup cell.
+RULES_02: dict[str, Rule] = {
+    "seed": integer(0), "dataset": choice(DATASETS), "data_dir": optional_path(), "num_clients": integer(2, 100),
+    "fraction": fraction(), "rounds": integer(1), "cnn_rounds": integer(1), "local_epochs": integer(1),
+    "batch_size": integer(1), "lr": real(0, low_inclusive=False), "cnn_lr": real(0, low_inclusive=False),
+    "bits": integer(1, 16), "low_bits": integer(1, 16), "stochastic": _boolean, "topk_fraction": fraction(),
+    "topk_value_bits": integer(0, 16), "energy_profile": choice(PROFILES), "results_path": optional_path(),
+}
