@@ -41,6 +41,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from fedlab_utils.core.callbacks import Callback
 from fedlab_utils.core.protocol import FedAvgProtocol
 from fedlab_utils.core.registry import SPECS
 from fedlab_utils.core.training import ClientResult
@@ -48,8 +49,9 @@ from fedlab_utils.validation import check_choice, check_fraction, check_int, che
 
 CODEC_SPECS = SPECS["codec"]
 
+
 __all__ = ["DeploymentConfig", "DeploymentResult", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes",
-           "make_client_app", "make_server_app", "send_and_receive", "PROGRESS_FILE",
+           "ProgressLines", "make_client_app", "make_server_app", "send_and_receive", "PROGRESS_FILE",
            "HISTORY_FILE", "PAYLOAD_DIR", "FlowerRounds", "NODE_PARTITION_KEY", "NODE_COUNT_KEY", "PART_STATE_KEY"]
 
 PROGRESS_FILE = "progress.jsonl"
@@ -405,8 +407,8 @@ class FlowerRounds(FedAvgProtocol):
 
     A client that does not reply within the round's timeout (or whose ClientApp raised) is an
     exception for :func:`~fedlab_utils.core.loop.run`, which records it as ``failed``.
-    ``evaluate`` returns Flower's own message bytes as the round's metrics and writes the
-    round's progress line."""
+    ``evaluate`` returns Flower's own message bytes as the round's metrics; the round's progress
+    line is written by :class:`ProgressLines`, a callback of the run."""
 
     label = "flower"
 
@@ -488,12 +490,27 @@ class FlowerRounds(FedAvgProtocol):
 
     def evaluate(self):
         accuracy, loss, _ = super().evaluate()
-        info = {**self.info, "payload_sha256": {str(k): v for k, v in self.info["payload_sha256"].items()}}
-        line = {"event": "round", "accuracy": accuracy, "loss": loss, "time": time.time(), **info}
-        self.lines.append(line)
-        _append_line(self.progress, line)
+        info = self.round_info()
         return accuracy, loss, {k: info[k] for k in ("flower_bytes_up", "flower_bytes_down", "errors",
                                                       "payload_sha256")}
+
+    def round_info(self) -> dict:
+        """What Flower itself carried in the last round (message bytes, errors, payload digests)."""
+        return {**self.info, "payload_sha256": {str(k): v for k, v in self.info["payload_sha256"].items()}}
+
+
+class ProgressLines(Callback):
+    """The deployment's progress file: one line per round, written when the round's record is
+    complete (a :class:`~fedlab_utils.core.callbacks.Callback` of :func:`~fedlab_utils.core.loop.run`)."""
+
+    def __init__(self, protocol: FlowerRounds, path: Path):
+        self.protocol, self.path = protocol, path
+
+    def on_round_end(self, record, history) -> None:
+        line = {"event": "round", "accuracy": record.accuracy, "loss": record.loss, "time": time.time(),
+                **self.protocol.round_info()}
+        self.protocol.lines.append(line)
+        _append_line(self.path, line)
 
 
 def _server_main(grid, context, defaults: DeploymentConfig | None = None) -> None:
@@ -510,7 +527,7 @@ def _server_main(grid, context, defaults: DeploymentConfig | None = None) -> Non
     protocol = FlowerRounds(model, grid, config, progress, out)
     history = run(None, clients, test, rounds=config.rounds, fraction=config.fraction, local=config.local(),
                   seed=config.seed, protocol=protocol, on_client_error="skip", progress=False,
-                  label=f"Flower {config.uplink}/{config.server}")
+                  label=f"Flower {config.uplink}/{config.server}", callbacks=[ProgressLines(protocol, progress)])
     records = [{**line, "train_loss": rec.train_loss, "ledger_bytes_up": rec.bytes_up,
                 "ledger_bytes_down": rec.bytes_down} for line, rec in zip(protocol.lines, history.records)]
     atomic_write_text(out / HISTORY_FILE, json.dumps({"config": config.to_run_config(), "records": records,
