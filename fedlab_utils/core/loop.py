@@ -20,7 +20,7 @@ A round of :func:`run`:
 7. the global model is evaluated; FLOPs, bytes, wall time and joules (modelled per client,
    summed) go in a :class:`RoundRecord`; a checkpoint is written every ``checkpoint_every`` rounds.
 
-Steps 3-6 are a :class:`RoundProtocol` (:mod:`fedlab_utils.core.protocol`, re-exported here).
+Steps 3-6 are a :class:`RoundProtocol` (:mod:`fedlab_utils.core.protocol`).
 :class:`FedAvgProtocol` is the one above; FedDF with several architectures, logit sharing
 (``fedlab_utils.lessons.distillation.federated``) and SplitFed (``fedlab_utils.lessons.parallel.split_learning``) are other
 protocols on the same loop, so they get sampling, faults, energy, the meter, progress bars and
@@ -28,8 +28,8 @@ checkpoints for free.
 
 Every hook may be given by name (``uplink="q8"``, ``server="fedadam"``, ``aggregate="median"``,
 ``transform="fedprox:0.01"``, ``trainer="auto"``) or as an import path ``package.module:name``;
-:mod:`fedlab_utils.core.registry` resolves them.  The loop imports no lesson module: aggregators and
-server optimizers live in :mod:`fedlab_utils.core.servers`, local training in
+:mod:`fedlab_utils.core.registry` resolves them.  The loop imports no lesson module: aggregators live in
+:mod:`fedlab_utils.core.aggregators`, server optimizers in :mod:`fedlab_utils.core.servers`, local training in
 :mod:`fedlab_utils.core.training`, the vmap trainer in :mod:`fedlab_utils.core.vmap_trainer`.
 
 FedSGD is the same loop with ``LocalTraining(epochs=1, batch_size=None)``: one full-batch step.

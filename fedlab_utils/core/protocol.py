@@ -10,8 +10,7 @@ Its fast path takes a round's updates as one block of stacked updates from a tra
 one (:class:`~fedlab_utils.core.training.StackedUpdates`), and only when its own uplink, transform
 and aggregate make that block exactly what the per-client path would send and average.
 FedDF, logit sharing (:mod:`fedlab_utils.lessons.distillation.federated`) and SplitFed
-(:mod:`fedlab_utils.lessons.parallel.split_learning`) are other protocols.  :mod:`fedlab_utils.core.loop`
-re-exports every name here.
+(:mod:`fedlab_utils.lessons.parallel.split_learning`) are other protocols.
 """
 from __future__ import annotations
 

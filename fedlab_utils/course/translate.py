@@ -42,7 +42,7 @@ stay as they are in both languages.
 
 The code: :mod:`fedlab_utils.course.translation_catalogs` (paths, catalogs, ``extract``, runtime
 messages), :mod:`fedlab_utils.course.glossary` (protected tokens, the glossary and its tables), and
-this module (``build``, ``check`` and the command line), which re-exports the names of both.
+this module (``build``, ``check`` and the command line).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ In short, one client in one round costs::
   (forward + backward, 2 FLOPs per multiply-add, dense work only).  It sees no FLOPs inside
   PyTorch's fused ``nn.LSTM`` kernels, so an LSTM's gate matmuls are added in closed form
   (:func:`lstm_forward_flops_per_step`) for the shapes it really ran on.  The counting lives in
-  :mod:`fedlab_utils.ledger.flops`; its names are re-exported here.
+  :mod:`fedlab_utils.ledger.flops`.
 * Bits come from ``len()`` of the serialized payload (see ``fedlab_utils.compression.wire``).
 * e_up / e_down come from the throughput-based radio power model of Huang et al.,
   "A Close Examination of Performance and Power Characteristics of 4G LTE Networks",

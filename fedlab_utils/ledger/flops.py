@@ -10,7 +10,7 @@
   (:func:`mlp_layers` recognises it), equal to ``FlopCounterMode``'s count (tested), because a
   process's first ``FlopCounterMode`` imports ``torch._dynamo``, which is slow.
 
-:mod:`fedlab_utils.ledger` turns these FLOPs (with bytes) into joules and re-exports every name here.
+:mod:`fedlab_utils.ledger.energy` turns these FLOPs (with bytes) into joules.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Energy is power × time, so a federation spends less when it needs **fewer rounds** or when each
 round **runs faster**.  Both levers plug into the one loop of :func:`fedlab_utils.core.loop.run`;
-the parts themselves live in the core, and this module re-exports them for the lesson:
+the parts themselves live in the core, where the lesson imports them from:
 
 * server optimizers (FedAvgM, FedAdam, FedYogi, FedAdagrad) and aggregators:
   :mod:`fedlab_utils.core`; FedProx: :mod:`fedlab_utils.core.training`;

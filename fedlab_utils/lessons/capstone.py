@@ -11,7 +11,7 @@ Technique-free glue that notebook 06 needs; each technique stays in its own modu
   hooks the student assembles in notebook 06) and :func:`run_config` runs it through the
   ordinary loop.
 * the downlink of a pruned model is :class:`~fedlab_utils.compression.SparseQuantizeCodec`
-  (every codec lives in :mod:`fedlab_utils.compression`; re-exported here).
+  (every codec lives in :mod:`fedlab_utils.compression`).
 * :func:`price`, :func:`cumulative_joules`, :func:`radio_floor_joules` -- a run's ledger priced
   client-row by client-row under any :class:`~fedlab_utils.ledger.EnergyProfile` by the ledger's
   :func:`~fedlab_utils.ledger.price_rows` (the radio's fixed cost is per client-round, so totals

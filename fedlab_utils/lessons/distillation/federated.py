@@ -1,5 +1,5 @@
 """Knowledge distillation in federated learning (the loss and teacher → student training are in
-:mod:`fedlab_utils.lessons.distillation.knowledge`, re-exported here: ``kd_loss``, ``distill``, ...).
+:mod:`fedlab_utils.lessons.distillation.knowledge`: ``kd_loss``, ``distill``, ...).
 
 **Server ensemble distillation** (FedDF, Lin et al., NeurIPS 2020):
 :class:`EnsembleDistillation` is an ``aggregate=`` hook for :func:`fedlab_utils.core.loop.run`

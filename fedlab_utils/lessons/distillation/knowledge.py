@@ -17,8 +17,7 @@ the same function with ``teacher=None`` trains the same student on labels alone,
 same batches, so the comparison is fair.  :func:`ensemble_logits` is an ensemble's teacher
 signal and :func:`proxy_split` sets aside the public/proxy set that no client owns.
 
-Its federated uses (FedDF, logit sharing) are in :mod:`fedlab_utils.lessons.distillation.federated`, which also
-re-exports everything here.
+Its federated uses (FedDF, logit sharing) are in :mod:`fedlab_utils.lessons.distillation.federated`.
 """
 from __future__ import annotations
 

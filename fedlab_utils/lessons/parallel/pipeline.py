@@ -16,7 +16,7 @@ Three ways to cut one ``nn.Sequential`` model:
   :mod:`fedlab_utils.lessons.parallel.worker` -- a notebook-defined function cannot be spawned -- and is
   also runnable with ``torchrun --nproc_per_node 2 -m fedlab_utils.lessons.parallel.worker --demo``.
 * **split learning for FL** (:func:`splitfed_run`): SplitFed (Thapa et al., AAAI 2022), in
-  :mod:`fedlab_utils.lessons.parallel.split_learning` (re-exported here): a protocol of the one federated loop.
+  :mod:`fedlab_utils.lessons.parallel.split_learning`: a protocol of the one federated loop.
 
 The Gantt chart of a pipeline step is :func:`fedlab_utils.lessons.parallel.pipeline.plot_schedule`; timings
 synchronise the device first (:func:`fedlab_utils.ledger.timing.synchronize`, CUDA and MPS).

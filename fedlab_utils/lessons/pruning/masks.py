@@ -15,7 +15,7 @@ What is here:
 * per-layer sensitivity and accuracy-vs-sparsity scans;
 * :func:`nonzero_training_flops`: what sparse hardware could skip, next to
   ``FlopCounterMode``'s dense count (per-layer counts come from ``ledger.training_flops_per_layer``);
-* :class:`~fedlab_utils.compression.SparseCodec` (re-exported here; every codec lives in
+* :class:`~fedlab_utils.compression.SparseCodec` (every codec lives in
   :mod:`fedlab_utils.compression`): the uplink payload of a masked update is the smallest of
   dense fp32, bitmask + values, or bit-packed indices + values, and ``len()`` of it is what the
   ledger counts;
