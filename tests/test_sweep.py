@@ -112,6 +112,7 @@ def test_bench_claims_summarises_hold_rate_failing_seeds_and_worst_margin():
 
 # ----------------------------------------------------------------------------- per-round results and figures
 from fedlab_utils.course import sweep_results as SR
+from fedlab_utils.seeds import confidence_band
 
 
 def _record(parameters, accuracies, up=1_000_000, status="ok"):
@@ -142,12 +143,12 @@ def test_rounds_csv_is_the_long_form_of_every_run_of_every_completed_point(tmp_p
 
 
 def test_confidence_band_is_the_student_t_interval_by_hand():
-    mean, half, n = SR.confidence_band([0.5, 0.7])
+    mean, half, n = confidence_band([0.5, 0.7])
     # s = 0.1414, t(0.975, 1) = 12.7062: half = 12.7062 * 0.1414 / sqrt(2) = 1.27062
     assert (mean, n) == (pytest.approx(0.6), 2) and half == pytest.approx(12.7062 * 0.1, rel=1e-4)
-    mean, half, n = SR.confidence_band([1.0, 2.0, 3.0, None, float("nan")])
+    mean, half, n = confidence_band([1.0, 2.0, 3.0, None, float("nan")])
     assert (mean, n) == (2.0, 3) and half == pytest.approx(4.3027 * 1.0 / 3 ** 0.5, rel=1e-4)
-    assert SR.confidence_band([0.4])[1] != SR.confidence_band([0.4])[1], "one seed: no band (NaN)"
+    assert confidence_band([0.4])[1] != confidence_band([0.4])[1], "one seed: no band (NaN)"
 
 
 def test_curves_draw_one_line_per_swept_value_with_a_band_over_seeds():

@@ -8,6 +8,7 @@ import polib
 import pytest
 
 from fedlab_utils.course import translate as tr
+from fedlab_utils.course.translation_catalogs import CODE_CONTEXT, ExtractReport, merge_code_entries
 from fedlab_utils.course.glossary import GLOSSARY_PATH, Term, load_glossary, lost_tokens, protected_tokens, term_text
 from fedlab_utils.course.translation_catalogs import (
     CODE_CONTEXT,
@@ -543,13 +544,13 @@ def test_runtime_messages_are_held_to_the_editorial_rules(tmp_path):
 
 def test_an_edited_comment_keeps_its_old_translation_as_fuzzy():
     po = polib.POFile()
-    report = tr.ExtractReport()
-    tr.merge_code_entries(["x = 1  # the number of clients per round\nprint('done and dusted today')"], po, report)
+    report = ExtractReport()
+    merge_code_entries(["x = 1  # the number of clients per round\nprint('done and dusted today')"], po, report)
     for entry in po:
         entry.msgstr = "# 每轮的客户端数" if entry.msgid.startswith("#") else "'今天全部完成'"
-    report = tr.ExtractReport()
-    tr.merge_code_entries(["x = 1  # the number of sampled clients per round\nprint('something else entirely')"], po, report)
-    comment = po.find("# the number of sampled clients per round", by="msgid", msgctxt=tr.CODE_CONTEXT)
+    report = ExtractReport()
+    merge_code_entries(["x = 1  # the number of sampled clients per round\nprint('something else entirely')"], po, report)
+    comment = po.find("# the number of sampled clients per round", by="msgid", msgctxt=CODE_CONTEXT)
     assert "fuzzy" in comment.flags and comment.msgstr == "# 每轮的客户端数"
     assert comment.previous_msgid == "# the number of clients per round"
     assert len(report.fuzzy) == 1 and len(report.new) == 1  # the print label changed too much: new
