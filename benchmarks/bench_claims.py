@@ -6,7 +6,7 @@ parameters through the sweep machinery (:mod:`fedlab_utils.course.sweep`: one pr
 hold rate, the failing seeds, and the worst (smallest) measured margin with its seed.  A claim's
 margin is what the notebook passes to ``Claims.check(..., margin=...)``: the signed distance from
 the claim's threshold in the claim's own units, ``>= 0`` exactly when it holds (see
-``fedlab_utils/results.py``); claims without one report ``worst_margin: null``.
+``fedlab_utils/course/claims.py``); claims without one report ``worst_margin: null``.
 
 By default every claim is evaluated without raising (``--claims record``, the record-everything
 mode), so one run measures every claim's margin even where an earlier claim fails; with
