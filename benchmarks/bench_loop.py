@@ -161,8 +161,9 @@ def kernel_ceiling(ds, hidden, num_clients: int, device: torch.device, peak_gflo
 
 def import_floor(repeats: int = 5) -> dict:
     """Seconds a fresh ``python`` needs to start, ``import torch`` and exit (best of ``repeats``): plainly,
-    and with the garbage collector paused during the import and the result frozen (what
-    ``fedlab_utils`` does when it is imported first); and to import ``fedlab_utils.core.loop``.
+    and with the garbage collector paused during the import and the result frozen (``gc.freeze()``, a
+    choice left to the caller: the package no longer does it on import); and to import
+    ``fedlab_utils.core.loop``.
     The faster of the two torch imports is the floor under any fresh-process run of a torch loop."""
     out = {}
     for name, script in (("python_start", "pass"), ("import_torch", "import torch"),
