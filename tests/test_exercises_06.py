@@ -11,7 +11,6 @@ from fedlab_utils.checks import capstone
 from fedlab_utils.classroom import NOTEBOOK_DIR
 from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, SparseQuantizeCodec, TopKCodec
 from fedlab_utils.federated_pruning import FederatedPruning, PruningSchedule
-from fedlab_utils.ledger import LTE, WIFI
 from fedlab_utils.servers import FedAvgM
 
 NOTEBOOK = NOTEBOOK_DIR / "06_capstone.ipynb"
@@ -106,18 +105,7 @@ def test_pruned_topk_prediction_both_ways(capsys):
         capstone.check_pruned_topk_prediction(product, BYTES)
 
 
-# ----------------------------------------------------------------------------- exercise 2, and the notebook
-def test_the_notebooks_fixed_joules_answer_passes_and_a_typical_mistake_fails():
-    namespace: dict = {}
-    exec(_solution("06-ex2-solution").split("\n\nprint(")[0], namespace)
-    for seed in (None, 3):
-        capstone.check_client_round_fixed_joules(namespace["client_round_fixed_joules"], seed=seed)
-    with pytest.raises(AssertionError):
-        capstone.check_client_round_fixed_joules(
-            lambda radio, compute_s: 2 * (radio.promotion_mw * radio.promotion_s + radio.tail_mw * radio.tail_s) * 1e-3)
-    assert WIFI.tail_s < LTE.tail_s  # the fixed-cost cases cover both radios
-
-
+# ----------------------------------------------------------------------------- the notebook
 def test_the_notebook_has_its_build_predict_and_discussion_cells():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     meta = [c.metadata.get("nbgrader", {}) for c in nb.cells]
