@@ -19,8 +19,8 @@ test writer's characters are of a class no training writer wrote, so every model
 FedAvg on IID and non-IID data tie, far from the target (the case that crashed notebook 00's
 claims cell with ``'>' not supported between 'int' and 'NoneType'``).
 
-Slow (each case is a whole notebook, about one to five minutes on a small CPU), so it runs only
-with ``FEDLAB_CLAIMS_DEGENERATE=1``: ``make claims-degenerate`` (CI runs it), never in ``make test``.
+Slow (each case is a whole notebook, about one to five minutes on a small CPU), so those tests run
+only with ``FEDLAB_CLAIMS_DEGENERATE=1``: ``make claims-degenerate`` (CI runs it), never in ``make test``.
 Pick cases with ``-k``: ``make claims-degenerate PYTEST_ARGS="-k 00"``.
 """
 from __future__ import annotations
@@ -40,15 +40,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 ENABLED = os.environ.get("FEDLAB_CLAIMS_DEGENERATE") == "1"
-pytestmark = pytest.mark.skipif(not ENABLED, reason="runs whole notebooks: `make claims-degenerate` "
-                                                    "(FEDLAB_CLAIMS_DEGENERATE=1)")
+slow = pytest.mark.skipif(not ENABLED, reason="runs whole notebooks: `make claims-degenerate` "
+                                              "(FEDLAB_CLAIMS_DEGENERATE=1)")
 TIMEOUT_S = float(os.environ.get("FEDLAB_CLAIMS_DEGENERATE_TIMEOUT", "1500"))
 
 #: (notebook prefix, case name, parameters, whether a target is out of reach so a claim must fail)
 CASES = [
     ("00", "one-round", {"rounds": 1, "fedsgd_rounds": 1, "num_clients": 4}, False),
     ("00", "unreachable", {"rounds": 2, "fedsgd_rounds": 2, "num_clients": 4, "target_accuracy": 0.999}, True),
-    ("01", "one-round", {"rounds": 1, "num_clients": 3, "finetune_rounds": 1}, False),
+    ("01", "one-round", {"rounds": 1, "prune_every": 1, "num_clients": 3, "finetune_rounds": 1}, False),
     ("02", "one-round", {"rounds": 1, "cnn_rounds": 1, "num_clients": 2}, False),
     ("03", "one-round", {"rounds": 1, "num_clients": 2, "distill_epochs": 1}, False),
     ("04", "one-round", {"rounds": 1, "num_clients": 4}, False),
@@ -73,6 +73,24 @@ def claims_cells(notebook: nbformat.NotebookNode) -> list[int]:
     return [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and "claims.check(" in cell.source]
 
 
+def setup_cell(notebook: nbformat.NotebookNode) -> int | None:
+    """Index of the cell that validates the parameters: the first code cell calling ``check_parameters(``
+    (or, in an older notebook, ``check_int("rounds"``)."""
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and re.search(r"check_parameters\(|check_int\(\s*[\"']rounds[\"']", cell.source):
+            return index
+    return None
+
+
+def refused_up_front(executed: Path, names: list[str]) -> bool:
+    """Whether the run stopped in its setup cell with a ``ValueError`` naming one of ``names`` (``rounds=1``)."""
+    small = _small_params()
+    notebook = nbformat.read(executed, as_version=4)
+    error = small.first_error(notebook)
+    return (error is not None and error[0] == setup_cell(notebook) and error[1] == "ValueError"
+            and small.names_a_set_parameter(error[2], names))
+
+
 def where_it_failed(executed: Path) -> str:
     """The failing cell of an executed notebook: index, id, claims cell or not, and the traceback's last frame."""
     notebook = nbformat.read(executed, as_version=4)
@@ -94,8 +112,10 @@ def assert_survives(prefix: str, parameters: dict, target_out_of_reach: bool, ou
     small = _small_params()
     (path,) = small.find_notebooks([prefix])
     row = small.run_one(path, [(k, repr(v)) for k, v in parameters.items()], out, TIMEOUT_S)
+    failed = out / "notebooks" / f"{path.stem}.failed.ipynb"
+    if row["outcome"] == "failed" and failed.is_file() and refused_up_front(failed, list(parameters)):
+        row = {**row, "outcome": "refused", "why": row["why"].split(" (not the setup cell")[0]}
     if row["outcome"] == "failed":
-        failed = out / "notebooks" / f"{path.stem}.failed.ipynb"
         detail = where_it_failed(failed) if failed.is_file() else (out / "run.log").read_text()[-3000:]
         pytest.fail(f"{path.name} with {parameters} did not survive ({row['why']}):\n{detail}")
     if row["outcome"] == "finished":
@@ -108,6 +128,7 @@ def assert_survives(prefix: str, parameters: dict, target_out_of_reach: bool, ou
     return row
 
 
+@slow
 @pytest.mark.parametrize("prefix, case, parameters, target_out_of_reach", CASES,
                          ids=[f"{p}-{case}" for p, case, _, _ in CASES])
 def test_claims_are_recorded_never_raised(prefix, case, parameters, target_out_of_reach, tmp_path):
@@ -137,6 +158,7 @@ def write_tiny_femnist(root: Path, writers: int = 8, train_per_writer: int = 12,
     return root
 
 
+@slow
 def test_a_femnist_sweep_of_notebook_00_with_two_rounds_finishes_recording_false_claims(tmp_path):
     data = write_tiny_femnist(tmp_path / "data")
     out = tmp_path / "sweep"
@@ -158,3 +180,33 @@ def test_a_femnist_sweep_of_notebook_00_with_two_rounds_finishes_recording_false
         (row,) = list(csv.DictReader(fh))
     assert row["status"] == "ok" and int(row["claims_held"]) < int(row["claims_total"])
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG" and (out / "rounds.csv").is_file()
+
+
+def _executed(tmp_path: Path, failing_source: str, ename: str, evalue: str) -> Path:
+    """An executed notebook (as papermill leaves it) whose last cell raised ``ename: evalue``."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("rounds = 1"),
+                nbformat.v4.new_code_cell("check_parameters(globals(), RULES)"),
+                nbformat.v4.new_code_cell(failing_source)]
+    failing = nb.cells[-1] if "check_parameters" not in failing_source else nb.cells[1]
+    failing.outputs = [nbformat.v4.new_output("error", ename=ename, evalue=evalue,
+                                              traceback=["\x1b[0;31m----> 3\x1b[0m x > None", f"{ename}: {evalue}"])]
+    path = tmp_path / "nb.failed.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_crash_is_located_in_its_claims_cell_and_only_a_named_setup_refusal_passes(tmp_path):
+    """The checks this file relies on, both ways (fast, in make test)."""
+    crash = _executed(tmp_path, "claims.check('a', r['IID'] > None)", "TypeError",
+                      "'>' not supported between instances of 'int' and 'NoneType'")
+    where = where_it_failed(crash)
+    assert where.startswith("cell 2 (id ") and "a claims cell): TypeError: '>' not supported" in where
+    assert "----> 3" in where
+    assert not refused_up_front(crash, ["rounds"])
+    refusal = _executed(tmp_path, "check_parameters(globals(), RULES)", "ValueError",
+                        "rounds=1 is out of range; valid: [5, 500]")
+    assert refused_up_front(refusal, ["rounds", "num_clients"])
+    assert not refused_up_front(refusal, ["num_clients"]), "a refusal must name a parameter the case set"
+    other = _executed(tmp_path, "check_parameters(globals(), RULES)", "TypeError", "rounds=1")
+    assert not refused_up_front(other, ["rounds"]), "only a ValueError is a refusal"
