@@ -121,3 +121,22 @@ def test_the_notebook_has_its_build_predict_and_discussion_cells():
     for false_statement in ("the article would say", "adds them up", "lists each technique's saving",
                             "the way the article adds", "adds radio sessions", "paper-vs-ours table"):
         assert false_statement not in prose.lower()
+
+
+# ----------------------------------------------------------------------------- predict: the downlink
+def test_downlink_prediction_both_ways(capsys):
+    namespace = {"rounds": 20, "recipe_rounds": 14, "sparsity": 0.7, "downlink_bits": 8, "np": np}
+    exec(_solution("06-predict-downlink"), namespace)
+    assert namespace["my_downlink_factor"] == pytest.approx(10.6, abs=0.05)
+    fedavg, recipe = 81_420_000, 7_850_000  # 10.37x, as a 20-round FedAvg vs a 14-round recipe measures it
+    capstone.check_downlink_prediction(namespace["my_downlink_factor"], fedavg, recipe)
+    assert "measured 10.37x" in capsys.readouterr().out
+    for wrong in (20 / 14 * 4 / (1 / 8 + 0.3),  # the final sparsity from the first round (13.4x)
+                  20 / 14 * 4 / 0.414,  # no bitmap
+                  4 / (1 / 8 + 0.414),  # per round, forgetting the fewer rounds
+                  20 / 14 * 32 / 8,  # quantization and rounds only
+                  0, None, True, "10", float("inf")):
+        with pytest.raises(AssertionError):
+            capstone.check_downlink_prediction(wrong, fedavg, recipe)
+    with pytest.raises(AssertionError, match="nothing to compare"):
+        capstone.check_downlink_prediction(10.0, fedavg, 0)

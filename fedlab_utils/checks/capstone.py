@@ -9,7 +9,8 @@ from collections.abc import Callable
 from . import call_safely, expect, passed
 from ..i18n import gettext
 
-__all__ = ["check_recipe_parts", "check_pruned_topk_prediction", "PRUNED_TOPK_BAND"]
+__all__ = ["check_recipe_parts", "check_pruned_topk_prediction", "PRUNED_TOPK_BAND", "check_downlink_prediction",
+           "DOWNLINK_BAND"]
 
 #: run()'s keyword arguments a recipe may set (its parts and hooks).
 RUN_PARTS = ("uplink", "downlink", "transform", "server", "aggregate", "trainer")
@@ -139,3 +140,31 @@ def check_pruned_topk_prediction(answer, uplink_bytes: dict, band: float = PRUNE
         print("✓ " + message)
         return
     raise AssertionError(message)
+
+
+# ----------------------------------------------------------------------------- predict: the downlink
+#: A prediction of the recipe's "times fewer downlink bytes" passes within this relative band.
+DOWNLINK_BAND = 0.25
+
+
+def check_downlink_prediction(answer, fedavg_bytes_down: int, recipe_bytes_down: int,
+                              band: float = DOWNLINK_BAND) -> None:
+    """Predict-then-check: ``answer`` predicts how many times fewer downlink bytes the full recipe
+    sends than FedAvg over the whole run (``fedavg_bytes_down / recipe_bytes_down``).  It passes
+    within ``band`` (relative) of the measurement."""
+    expect(fedavg_bytes_down > 0 and recipe_bytes_down > 0, gettext("a run sent no downlink bytes: nothing to compare"))
+    measured = fedavg_bytes_down / recipe_bytes_down
+    got = answer.item() if hasattr(answer, "item") and getattr(answer, "ndim", 1) == 0 else answer
+    expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
+           gettext("downlink prediction: expected a number (how many times fewer bytes), got {answer!r}")
+           .format(answer=answer))
+    low, high = measured / (1 + band), measured * (1 + band)
+    message = gettext("downlink prediction: you said {got:.3g}x, measured {measured:.2f}x fewer downlink bytes than "
+                      "FedAvg (the band is {low:.2f}x to {high:.2f}x).").format(got=got, measured=measured, low=low,
+                                                                              high=high)
+    if low <= got <= high:
+        print("✓ " + message)
+        return
+    hint = gettext(" Count per weight and per round: the bitmap (1 bit), the kept values (downlink_bits each) while "
+                   "the mask ramps up to `sparsity` over the first half of the rounds, and the rounds themselves.")
+    raise AssertionError(message + hint)
