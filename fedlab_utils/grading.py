@@ -138,7 +138,7 @@ QUICK_PARAMETERS: dict[str, dict] = {
                              "micro_batches": 2},
     "06_capstone": {"dataset": "digits", "num_clients": 4, "rounds": 2, "recipe_rounds": 2, "local_epochs": 1,
                     "recipe_epochs": 1},
-    "07_deployment": {"dataset": "digits", "rounds": 2, "kill_round": 2},
+    "07_deployment": {"dataset": "digits", "rounds": 1, "kill_round": 2},
 }
 
 
