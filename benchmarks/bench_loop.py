@@ -208,7 +208,7 @@ from fedlab_utils.deploy import DeploymentConfig, make_client_app, make_server_a
 config = DeploymentConfig(**eval(sys.argv[1]), out_dir=sys.argv[2], round_timeout=600.0, node_wait=600.0)
 run_simulation(make_server_app(config), make_client_app(config), num_supernodes=config.num_clients,
                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
-records = json.load(open(sys.argv[2] + "/history.json"))["records"]
+records = json.load(open(sys.argv[2] + "/flower_rounds.json"))["records"]
 print("flower", " ".join(str(r["accuracy"]) for r in records))
 """
 

@@ -37,6 +37,7 @@ __all__ = ["FederatedDataset", "ClientData", "DATASETS", "PARTITIONS", "load_dat
            "label_counts", "label_skew", "client_data", "synthetic_federated", "stratified_split", "DATA_DIR",
            "PACKAGE_DATA_DIR", "mnist5k_folder"]
 
+NATURAL_CLIENT_DATASETS = ("synthetic", "femnist", "shakespeare")  # datasets with their own client ids
 DATASETS = ("mnist5k", "digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "femnist", "shakespeare")
 PUBLISHED = {"cifar10": published_data.load_cifar10, "femnist": published_data.load_femnist,
              "shakespeare": published_data.load_shakespeare}
@@ -343,9 +344,9 @@ def _shard_split(labels: np.ndarray, k: int, per_client: int, rng: np.random.Gen
 
 def _natural_split(natural_ids: np.ndarray | None, k: int) -> list[np.ndarray]:
     if natural_ids is None:
-        raise ValueError("partition='natural' needs a dataset with natural clients (dataset='synthetic', "
-                         "'femnist' or 'shakespeare'); "
-                         "valid for other datasets: 'iid', 'dirichlet', 'shards'")
+        raise ValueError("partition='natural' needs natural_ids, the dataset's own client ids: pass "
+                         "natural_ids=data.natural_clients of a dataset that has them (dataset='synthetic', "
+                         "'femnist' or 'shakespeare'); for other datasets use 'iid', 'dirichlet' or 'shards'")
     users = np.unique(natural_ids)
     if k > len(users):
         raise ValueError(f"num_clients={k} exceeds the {len(users)} natural clients of this dataset; "

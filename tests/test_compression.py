@@ -408,3 +408,17 @@ def test_reset_repeats_a_seeded_codec_and_state_dict_resumes_it(make):
     resumed.load_state_dict(codec.state_dict())
     assert resumed.encode(update, client_id=3) == straight[2]
     assert straight[1] != straight[0]  # the stream really moves on: the test could fail
+
+
+def test_rules_02_accept_the_notebook_defaults_and_name_a_bad_parameter():
+    """Notebook 02 validates its parameters in one call against RULES_02."""
+    from fedlab_utils.lessons.compression import RULES_02
+    from fedlab_utils.validation import check_parameters
+
+    defaults = dict(seed=0, dataset="mnist5k", data_dir=None, num_clients=10, fraction=1.0, rounds=25, cnn_rounds=10,
+                    local_epochs=1, batch_size=50, lr=0.3, cnn_lr=0.2, bits=8, low_bits=4, stochastic=False,
+                    topk_fraction=0.01, topk_value_bits=8, energy_profile="phone-lte", results_path=None)
+    assert check_parameters(defaults, RULES_02) == defaults
+    for name, bad in [("cnn_lr", 0), ("bits", 17), ("stochastic", 1), ("energy_profile", "phone-5g"), ("topk_fraction", 0.0)]:
+        with pytest.raises(ValueError, match=name):
+            check_parameters(defaults | {name: bad}, RULES_02)

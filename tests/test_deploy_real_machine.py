@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from fedlab_utils.core import History
 from fedlab_utils.deploy import FLOWER_PROCESS_NAMES, real_machine_commands
 from fedlab_utils.devices import free_port
 
@@ -60,9 +61,10 @@ def test_real_machine_commands_run_on_localhost(tmp_path):
     out = log.read_text(errors="replace")
     assert shell.returncode == 0, out[-2000:]
     assert out.count('"node-id"') == 2, out[-2000:]
-    history = json.loads((tmp_path / "fedlab-results" / "history.json").read_text())
-    assert [r["replied"] for r in history["records"]] == [[0, 1]]
-    assert history["history"]["records"][0]["energy"]["compute"] > 0
+    rounds = json.loads((tmp_path / "fedlab-results" / "flower_rounds.json").read_text())
+    assert [r["replied"] for r in rounds["records"]] == [[0, 1]]
+    history = History.from_dict(json.loads((tmp_path / "fedlab-results" / "history.json").read_text()))
+    assert history.records[0].energy.compute > 0 and history.records[0].clients == [0, 1]
     for name in ("ca.key", "server.key", "supernode-0", "supernode-1"):
         assert (pki / name).stat().st_mode & 0o777 == 0o600
     assert _processes_of(home) == []

@@ -240,3 +240,19 @@ def test_check_payload_bytes_both_ways(digits):
         kd_checks.check_payload_bytes(50 * 10 * 2, n * 2, proxy_size=50, num_classes=10, model=model)
     with pytest.raises(AssertionError, match="int"):
         kd_checks.check_payload_bytes(1000.0, n * 4, proxy_size=50, num_classes=10, model=model)
+
+
+def test_rules_03_accept_the_notebook_defaults_and_name_a_bad_parameter():
+    """Notebook 03 validates its parameters in one call against RULES_03 (proxy_split checks proxy_size's upper bound)."""
+    from fedlab_utils.lessons.distillation import RULES_03
+    from fedlab_utils.validation import check_parameters
+
+    defaults = dict(seed=0, dataset="mnist5k", data_dir=None, num_clients=10, rounds=8, local_epochs=2, partition="iid",
+                    temperature=4.0, alpha=0.9, proxy_size=500, teacher_hidden=128, student_hidden=16, distill_epochs=40,
+                    results_path=None)
+    assert check_parameters(defaults, RULES_03) == defaults
+    for name, bad in [("temperature", 0), ("alpha", 1.5), ("partition", "shards"), ("proxy_size", 0), ("num_clients", 51)]:
+        with pytest.raises(ValueError, match=name):
+            check_parameters(defaults | {name: bad}, RULES_03)
+    with pytest.raises(ValueError, match="proxy_size"):
+        proxy_split(4000, 3999, num_clients=10)

@@ -10,7 +10,6 @@ from fedlab_utils.checks import capstone
 from fedlab_utils.compression import ErrorFeedback, QuantizeCodec, SparseQuantizeCodec, TopKCodec
 from fedlab_utils.core import FedAvgM
 from fedlab_utils.course import NOTEBOOK_DIR
-from fedlab_utils.ledger import LTE, WIFI
 from fedlab_utils.lessons import capstone as cap
 from fedlab_utils.lessons.pruning import FederatedPruning, PruningSchedule
 
@@ -106,18 +105,7 @@ def test_pruned_topk_prediction_both_ways(capsys):
         capstone.check_pruned_topk_prediction(product, BYTES)
 
 
-# ----------------------------------------------------------------------------- exercise 2, and the notebook
-def test_the_notebooks_fixed_joules_answer_passes_and_a_typical_mistake_fails():
-    namespace: dict = {}
-    exec(_solution("06-ex2-solution").split("\n\nprint(")[0], namespace)
-    for seed in (None, 3):
-        capstone.check_client_round_fixed_joules(namespace["client_round_fixed_joules"], seed=seed)
-    with pytest.raises(AssertionError):
-        capstone.check_client_round_fixed_joules(
-            lambda radio, compute_s: 2 * (radio.promotion_mw * radio.promotion_s + radio.tail_mw * radio.tail_s) * 1e-3)
-    assert WIFI.tail_s < LTE.tail_s  # the fixed-cost cases cover both radios
-
-
+# ----------------------------------------------------------------------------- the notebook
 def test_the_notebook_has_its_build_predict_and_discussion_cells():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     meta = [c.metadata.get("nbgrader", {}) for c in nb.cells]
@@ -133,3 +121,22 @@ def test_the_notebook_has_its_build_predict_and_discussion_cells():
     for false_statement in ("the article would say", "adds them up", "lists each technique's saving",
                             "the way the article adds", "adds radio sessions", "paper-vs-ours table"):
         assert false_statement not in prose.lower()
+
+
+# ----------------------------------------------------------------------------- predict: the downlink
+def test_downlink_prediction_both_ways(capsys):
+    namespace = {"rounds": 20, "recipe_rounds": 14, "sparsity": 0.7, "downlink_bits": 8, "np": np}
+    exec(_solution("06-predict-downlink"), namespace)
+    assert namespace["my_downlink_factor"] == pytest.approx(10.6, abs=0.05)
+    fedavg, recipe = 81_420_000, 7_850_000  # 10.37x, as a 20-round FedAvg vs a 14-round recipe measures it
+    capstone.check_downlink_prediction(namespace["my_downlink_factor"], fedavg, recipe)
+    assert "measured 10.37x" in capsys.readouterr().out
+    for wrong in (20 / 14 * 4 / (1 / 8 + 0.3),  # the final sparsity from the first round (13.4x)
+                  20 / 14 * 4 / 0.414,  # no bitmap
+                  4 / (1 / 8 + 0.414),  # per round, forgetting the fewer rounds
+                  20 / 14 * 32 / 8,  # quantization and rounds only
+                  0, None, True, "10", float("inf")):
+        with pytest.raises(AssertionError):
+            capstone.check_downlink_prediction(wrong, fedavg, recipe)
+    with pytest.raises(AssertionError, match="nothing to compare"):
+        capstone.check_downlink_prediction(10.0, fedavg, 0)

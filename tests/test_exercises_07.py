@@ -100,3 +100,72 @@ def test_the_notebook_has_its_predict_and_discussion_cells():
     assert len(predicts) == 2 and all(m["points"] > 0 for m in predicts)
     assert discussions and all(c.cell_type == "markdown" and m["grade"] and m["solution"] and m["points"] > 0
                                and "### BEGIN SOLUTION" in c.source for c, m in discussions)
+
+
+# ----------------------------------------------------------------------------- build: the ClientApp's train
+def _client_train_namespace() -> dict:
+    """The notebook's imports for the build cell, and its model answer defined in them."""
+    from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+    from fedlab_utils.core import client_generator, model_state, state_delta, train_locally
+    from fedlab_utils.deploy import DeploymentConfig, build_task, make_codec
+
+    namespace = {"ConfigRecord": ConfigRecord, "Message": Message, "MetricRecord": MetricRecord,
+                 "RecordDict": RecordDict, "client_generator": client_generator, "model_state": model_state,
+                 "state_delta": state_delta, "train_locally": train_locally, "DeploymentConfig": DeploymentConfig,
+                 "build_task": build_task, "make_codec": make_codec, "Fp32Codec": Fp32Codec}
+    exec(_solution("07-build-client-train"), namespace)
+    return namespace
+
+
+def _wrong_client_train(mistake: str):
+    """The model answer with one plausible mistake."""
+    namespace = _client_train_namespace()
+    source = _solution("07-build-client-train").replace("my_client_train", "wrong_client_train")
+    fixes = {
+        "weights": ("state_delta(model_state(model), received)", "model_state(model)"),
+        "no loading": ("model.load_state_dict(received)", "received = model_state(model)"),
+        "no count": (', "num-examples": len(data)', ""),
+        "no reply_to": ("reply_to=msg", "metadata=msg.metadata"),
+        "fp32 payload": ("codec.encode(", "Fp32Codec().encode("),
+    }
+    old, new = fixes[mistake]
+    assert old in source
+    exec(source.replace(old, new), namespace)
+    return namespace["wrong_client_train"]
+
+
+def test_the_notebooks_client_train_passes_and_matches_the_package():
+    from fedlab_utils.deploy.apps import _client_train
+
+    answer = _client_train_namespace()["my_client_train"]
+    deployment.check_client_train(answer)
+    deployment.check_client_train(answer, seed=1)
+    deployment.check_client_train(_client_train, seed=2)
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ("weights", "trained weights, not the update"),
+    ("no loading", "BEFORE training"),
+    ("no count", "no sample count"),
+    ("no reply_to", "does not answer the message"),
+    ("fp32 payload", "not in the run's uplink format"),
+])
+def test_plausible_wrong_client_trains_fail_with_a_hint(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        deployment.check_client_train(_wrong_client_train(mistake))
+
+
+def test_a_client_train_that_returns_the_wrong_thing_fails_clearly():
+    with pytest.raises(AssertionError, match="must return a Flower Message"):
+        deployment.check_client_train(lambda msg, context: {"payload": b""})
+
+
+def test_the_build_comes_before_the_package_version_and_the_pki_is_optional_at_the_end():
+    nb = nbformat.read(NOTEBOOK_DIR / "07_deployment.ipynb", as_version=4)
+    ids = [c.metadata.get("nbgrader", {}).get("grade_id", "") for c in nb.cells]
+    assert ids.index("07-build-client-train") < ids.index("cell-client-package-src") < ids.index("cell-88a6f969")
+    optional = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## 选学 Optional"))
+    assert optional > ids.index("07-discuss-dropout-bias")  # after the core lesson's exercises
+    assert ids.index("cell-edc80b79") > optional and ids.index("07-ex-san-solution") > optional
+    assert "reproduces the in-process" not in nb.cells[0].source  # the opening does not answer the prediction

@@ -729,3 +729,22 @@ def test_ctrl_c_on_the_deploy_cli_stops_every_process(tmp_path):
             return False
 
     assert [pid for pid in seen if alive(pid)] == []
+
+
+def test_deployment_config_at_parity_with_run_data_dir_natural_clients_every_model(tmp_path):
+    """deploy takes what run() takes: a data folder, the dataset's own clients, every model."""
+    import numpy as np
+
+    from fedlab_utils.models import MODELS
+
+    for name in MODELS:
+        assert DeploymentConfig(model=name).model == name
+    with pytest.raises(ValueError, match=r"partition='natural' needs a dataset with its own clients.*'mnist5k'"):
+        DeploymentConfig(partition="natural")
+    natural = DeploymentConfig(dataset="synthetic", partition="natural", num_clients=3)
+    clients, _, _ = build_task(natural)
+    assert len(clients) == 3 and sum(len(c) for c in clients) > 0
+    (tmp_path / "mnist5k.npz").write_bytes(b"not an npz")  # a data_dir is read, not ignored
+    with pytest.raises(Exception):
+        build_task(DeploymentConfig(data_dir=str(tmp_path)))
+    assert np.isfinite(len(build_task(DeploymentConfig())[0][0]))

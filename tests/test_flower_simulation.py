@@ -18,6 +18,7 @@ import textwrap
 import pytest
 import torch
 
+from fedlab_utils.core import History
 from fedlab_utils.deploy import DeploymentConfig, simulate
 
 pytestmark = [
@@ -37,24 +38,25 @@ def _one_thread(config: DeploymentConfig):
         torch.set_num_threads(threads)
 
 
-def _deploy_simulation(tmp_path, *args: str) -> dict:
+def _deploy_simulation(tmp_path, *args: str) -> tuple[dict, History]:
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "fedlab_utils", "deploy", "--simulation", *args, "--out", str(out)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=1200,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "FEDLAB_PROGRESS": "0"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return json.loads((out / "history.json").read_text())
+    return (json.loads((out / "flower_rounds.json").read_text()),
+            History.from_dict(json.loads((out / "history.json").read_text())))
 
 
 def test_deploy_simulation_ten_supernodes_equals_run(tmp_path):
-    history = _deploy_simulation(tmp_path, "--supernodes", "10", "-p", "rounds", "2")
+    rounds, history = _deploy_simulation(tmp_path, "--supernodes", "10", "-p", "rounds", "2")
     reference = _one_thread(DeploymentConfig(num_clients=10, rounds=2))
-    records = history["records"]
+    records = rounds["records"]
     assert [r["replied"] for r in records] == [list(range(10))] * 2
     assert [r["accuracy"] for r in records] == reference.accuracy
     assert [r["ledger_bytes_up"] for r in records] == [r.bytes_up for r in reference.records]
-    energy = [r["energy"]["total"] for r in history["history"]["records"]]
-    assert energy == [r.energy.total for r in reference.records] and all(e > 0 for e in energy)
+    assert [r.energy for r in history.records] == [r.energy for r in reference.records]
+    assert all(r.energy.total > 0 for r in history.records)
 
 
 def test_a_part_by_import_path_on_the_simulation_runtime(tmp_path):
@@ -64,13 +66,13 @@ def test_a_part_by_import_path_on_the_simulation_runtime(tmp_path):
         def Q4():
             return QuantizeCodec(4)
     '''))
-    history = _deploy_simulation(tmp_path, "--supernodes", "3", "-p", "rounds", "2", "-p", "uplink", "halfcodec:Q4",
+    rounds, _ = _deploy_simulation(tmp_path, "--supernodes", "3", "-p", "rounds", "2", "-p", "uplink", "halfcodec:Q4",
                                  "-p", "server", "fedadam")
     sys.path.insert(0, str(tmp_path))
     try:
         reference = _one_thread(DeploymentConfig(num_clients=3, rounds=2, uplink="halfcodec:Q4", server="fedadam"))
     finally:
         sys.path.remove(str(tmp_path))
-    records = history["records"]
+    records = rounds["records"]
     assert [r["accuracy"] for r in records] == reference.accuracy
     assert [r["ledger_bytes_up"] for r in records] == [r.bytes_up for r in reference.records]

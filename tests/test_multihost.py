@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from fedlab_utils.core import History
+
 ROOT = Path(__file__).resolve().parents[1]
 SUBNET = "198.18.0"
 SERVER, LAPTOP, DEVICES = f"{SUBNET}.1", f"{SUBNET}.2", (f"{SUBNET}.3", f"{SUBNET}.4")
@@ -263,8 +265,8 @@ def test_hosts_hold_only_their_own_keys(network, federation):
 def test_the_docs_commands_run_across_hosts_and_equal_run(network, federation):
     from fedlab_utils.deploy import DeploymentConfig, simulate
 
-    history = json.loads((network["server"].folder / "fedlab-results" / "history.json").read_text())
-    records = history["records"]
+    results = network["server"].folder / "fedlab-results"
+    records = json.loads((results / "flower_rounds.json").read_text())["records"]
     rounds = len(records)
     assert rounds == 20 and all(r["replied"] == [0, 1] for r in records), federation[-2000:]
     import torch
@@ -277,6 +279,8 @@ def test_the_docs_commands_run_across_hosts_and_equal_run(network, federation):
         torch.set_num_threads(threads)
     assert [r["accuracy"] for r in records] == reference.accuracy
     assert [r["ledger_bytes_up"] for r in records] == [r.bytes_up for r in reference.records]
+    history = History.from_dict(json.loads((results / "history.json").read_text()))  # the run's History
+    assert [r.energy for r in history.records] == [r.energy for r in reference.records]
 
 
 def test_a_device_dialling_an_address_missing_from_the_sans_is_refused(network, federation):
@@ -323,8 +327,8 @@ def test_a_device_cut_off_mid_run_drops_out_and_the_run_finishes(network, federa
     network.cut("device 1")
     submission.wait(timeout=600)  # each later round waits at most its deadline, not the 120 s timeout
     assert submission.returncode == 0, laptop.log("cut-run.log")[-3000:]
-    history = json.loads((results / "history.json").read_text())
-    replied = [r["replied"] for r in history["records"]]
+    records = json.loads((results / "flower_rounds.json").read_text())["records"]
+    replied = [r["replied"] for r in records]
     assert len(replied) == rounds and replied[0] == [0, 1]
     assert all(r == [0] for r in replied[2:]), replied  # round 2 may have got device 1's reply in time
-    assert all(r["timeout"] < 120 for r in history["records"][2:]), "later rounds waited the full round timeout"
+    assert all(r["timeout"] < 120 for r in records[2:]), "later rounds waited the full round timeout"

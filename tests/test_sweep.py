@@ -217,3 +217,57 @@ def test_a_seed_sweep_writes_rounds_csv_and_curves_png(tmp_path):
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG" and (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["sweep", str(nb), "-p", "seed", "0,1", "-p", "rounds", "2", "--out", str(out),
                  "--metrics", "nope"]) == 2, "bad --metrics: a clear error; the complete points are kept"
+
+
+# ----------------------------------------------------------------------------- sweep.png draws what varied (D7)
+def _metrics_record(parameters: dict, metrics: dict) -> dict:
+    return {"notebook": "nb", "parameters": parameters, "status": "ok", "error": None, "seconds": 1.0,
+            "results": {"claims": [], "metrics": metrics}}
+
+
+def _pixels(fig) -> tuple[float, float]:
+    """The saved figure's size in pixels (``_save`` writes at 110 dpi)."""
+    width, height = fig.get_size_inches()
+    return width * 110, height * 110
+
+
+def test_a_parameter_with_one_value_is_never_an_axis_and_panels_are_capped():
+    """The FEMNIST case: one dataset, one rounds value, 60 metrics -> at most 12 panels, no 'dataset' axis."""
+    metrics = {f"m{i:02d}": float(i) for i in range(60)}
+    records = [_metrics_record({"dataset": "femnist", "rounds": 2}, metrics)]
+    fig = SR.sweep_figure(SR.sweep_rows(records, ["dataset", "rounds"]), ["dataset", "rounds"], "00_federated")
+    assert len(fig.axes) == SR.MAX_SWEEP_PANELS == 12
+    assert {ax.get_xlabel() for ax in fig.axes} == {"no parameter varied"}
+    title = fig._suptitle.get_text()
+    assert "first 12 of 60 metrics" in title and "sweep.csv" in title
+    assert "fixed: dataset='femnist', rounds=2" in title
+    width, height = _pixels(fig)
+    assert width <= 1600 and height <= 1600, (width, height)
+
+
+def test_the_axis_is_the_first_parameter_that_varied_and_lines_only_for_varied_ones():
+    records = [_metrics_record({"dataset": "femnist", "bits": b, "lr": 0.1, "seed": s}, {"acc": b / 10 + s / 100})
+               for b in (2, 4, 8) for s in (0, 1)]
+    names = ["dataset", "bits", "lr", "seed"]
+    (ax,) = SR.sweep_figure(SR.sweep_rows(records, names), names).axes
+    assert ax.get_xlabel() == "bits", "dataset and lr took one value each: not the axis"
+    assert [line.get_label() for line in ax.lines] == ["mean over seeds"], "no line per fixed parameter"
+    assert list(ax.lines[0].get_xdata()) == [2, 4, 8]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([0.205, 0.405, 0.805])
+    # only seeds varied: seed is the axis
+    (ax,) = SR.sweep_figure(SR.sweep_rows(records[:2], names), names).axes
+    assert ax.get_xlabel() == "seed"
+
+
+def test_lines_are_capped_and_the_figure_says_how_many_were_left_out():
+    names = ["x", "a", "b"]
+    records = [_metrics_record({"x": x, "a": a, "b": b}, {"acc": x + a + b}) for x in (1, 2) for a in range(4)
+               for b in range(4)]
+    fig = SR.sweep_figure(SR.sweep_rows(records, names), names)
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "x" and len(ax.lines) == SR.MAX_LINES
+    assert f"first {SR.MAX_LINES} of 16 lines" in fig._suptitle.get_text()
+    curves = [{"point": f"{x}{a}{b}", "x": x, "a": a, "b": b, "run": "FedAvg", "round": r, "accuracy": 0.5,
+               "bytes_up": 10} for x in (1, 2) for a in range(4) for b in range(4) for r in (1, 2)]
+    fig = SR.curves_figure(curves, names)
+    assert len(fig.axes[0].lines) == SR.MAX_LINES and "of 32 lines" in fig._suptitle.get_text()

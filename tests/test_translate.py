@@ -8,11 +8,11 @@ import polib
 import pytest
 
 from fedlab_utils.course import translate as tr
-from fedlab_utils.course.translation_catalogs import CODE_CONTEXT, ExtractReport, merge_code_entries
 from fedlab_utils.course.glossary import GLOSSARY_PATH, Term, load_glossary, lost_tokens, protected_tokens, term_text
 from fedlab_utils.course.translation_catalogs import (
     CODE_CONTEXT,
     TRANSLATE_CODE,
+    ExtractReport,
     catalog_path,
     check_runtime,
     code_texts,
@@ -22,6 +22,7 @@ from fedlab_utils.course.translation_catalogs import (
     load_catalog,
     markdown_cells,
     merge_catalog,
+    merge_code_entries,
     new_catalog,
     save_catalog,
     translate_code,

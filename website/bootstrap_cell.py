@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 
 import nbformat
+import tomllib
 
 WEBSITE = Path(__file__).resolve().parent
 ROOT = WEBSITE.parent
@@ -88,8 +88,7 @@ def insert(path: Path, default: str | None = None) -> bool:
     nb = nbformat.read(path, as_version=4)
     if has_current_bootstrap(nb, default) and nb.cells[_title_index(nb)].metadata == bootstrap_cell(default).metadata:
         return False
-    if nb.nbformat_minor < 5:
-        nb.nbformat_minor = 5  # cell ids, which the bootstrap cell is found by, came with nbformat 4.5
+    nb.nbformat_minor = max(nb.nbformat_minor, 5)  # the cell is found by its id: ids came with nbformat 4.5
     nbformat.write(with_bootstrap(nb, default), path)
     return True
 

@@ -97,7 +97,7 @@ def rewrite_links(markdown: str, where: LinkContext) -> str:
 
     def replace(match: re.Match) -> str:
         bang, text, target, title = match.groups()
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE) or target.startswith("#"):
             return match.group(0)
         path, _, anchor = target.partition("#")
         repo_path = posixpath.normpath(posixpath.join(posixpath.dirname(where.source), path))

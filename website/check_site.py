@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import functools
 import http.server
-import posixpath
 import sys
 import threading
 import time
@@ -67,7 +66,7 @@ class _References(HTMLParser):
             self.references.append((tag, values[attribute]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(path: Path) -> _References:
     parser = _References()
     parser.feed(path.read_text(encoding="utf-8", errors="replace"))
@@ -116,7 +115,7 @@ def link_problems(site: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------- server and browser
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format, *args) -> None:
         pass
 
 

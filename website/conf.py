@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 
+import tomllib
 from sphinx.search.zh import SearchChinese
 
 WEBSITE = Path(__file__).resolve().parent

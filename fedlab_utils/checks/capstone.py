@@ -1,17 +1,16 @@
-"""Checks for notebook 06: the recipe assembled from run()'s parts, the pruning + top-k
-prediction, the fixed radio cost of a client-round."""
+"""Checks for notebook 06: the recipe assembled from run()'s parts, and the pruning + top-k
+prediction."""
 from __future__ import annotations
 
 import math
 import random
 from collections.abc import Callable
 
-from fedlab_utils.ledger.energy import LTE, WIFI, RadioModel
-
 from ..i18n import gettext
-from . import call_safely, expect, expect_close, passed
+from . import call_safely, expect, passed
 
-__all__ = ["check_recipe_parts", "check_pruned_topk_prediction", "PRUNED_TOPK_BAND", "check_client_round_fixed_joules"]
+__all__ = ["check_recipe_parts", "check_pruned_topk_prediction", "PRUNED_TOPK_BAND", "check_downlink_prediction",
+           "DOWNLINK_BAND"]
 
 #: run()'s keyword arguments a recipe may set (its parts and hooks).
 RUN_PARTS = ("uplink", "downlink", "transform", "server", "aggregate", "trainer")
@@ -145,43 +144,29 @@ def check_pruned_topk_prediction(answer, uplink_bytes: dict, band: float = PRUNE
     raise AssertionError(message)
 
 
-# ----------------------------------------------------------------------------- exercise 2
-def _fixed_reference(radio: RadioModel, compute_s: float) -> float:
-    promotion = radio.promotion_mw * 1e-3 * radio.promotion_s
-    tail = radio.tail_mw * 1e-3 * radio.tail_s
-    if compute_s < radio.tail_s:  # the upload starts inside the download's tail: one session
-        return promotion + radio.tail_mw * 1e-3 * compute_s + tail
-    return 2 * (promotion + tail)
+# ----------------------------------------------------------------------------- predict: the downlink
+#: A prediction of the recipe's "times fewer downlink bytes" passes within this relative band.
+DOWNLINK_BAND = 0.25
 
 
-def _fixed_cases(seed: int | None) -> list[tuple[RadioModel, float]]:
-    if seed is None:
-        return [(LTE, 0.5), (LTE, 20.0), (WIFI, 0.1), (WIFI, 1.0), (LTE, 0.0)]
-    rng = random.Random(seed)
-    out = []
-    for radio in (LTE, WIFI):
-        out += [(radio, rng.uniform(0, radio.tail_s * 0.99)), (radio, rng.uniform(radio.tail_s * 1.01, 3 * radio.tail_s))]
-    custom = RadioModel("custom", 0.0, 0.0, 0.0, "hidden test", promotion_mw=rng.uniform(100, 2000),
-                        promotion_s=rng.uniform(0.05, 1.0), tail_mw=rng.uniform(100, 2000), tail_s=rng.uniform(1, 10))
-    return out + [(custom, custom.tail_s / 2), (custom, custom.tail_s * 2)]
-
-
-def check_client_round_fixed_joules(fn: Callable, seed: int | None = None) -> None:
-    """``fn(radio, compute_s)`` must return the promotion + tail joules of one client-round:
-    download, ``compute_s`` seconds of training, upload (the radio's powers are in mW, times in s)."""
-    hint = (gettext("Draw the timeline: a promotion before the download; while the client computes the radio sits in "
-                    "the download's tail. If the upload starts inside the tail (compute_s < tail_s), the tail is cut "
-                    "short after compute_s and no second promotion is needed; otherwise the download pays a full tail and "
-                    "the upload pays its own promotion. A full tail follows the upload. Powers are in mW: multiply by 1e-3."))
-    for radio, compute_s in _fixed_cases(seed):
-        answer = call_safely(fn, radio, compute_s, what="client_round_fixed_joules")
-        expected = _fixed_reference(radio, compute_s)
-        one_session = radio.promotion_mw * 1e-3 * radio.promotion_s + radio.tail_mw * 1e-3 * radio.tail_s
-        if isinstance(answer, (int, float)) and abs(answer - 1e3 * expected) < 1e-6 * 1e3 * expected:
-            raise AssertionError(gettext("client_round_fixed_joules is 1000x too large: mW x s gives mJ. ") + hint)
-        if (isinstance(answer, (int, float)) and compute_s > 0 and compute_s < radio.tail_s
-                and abs(answer - 2 * one_session) < 1e-9):
-            raise AssertionError(gettext('with compute_s={compute_s:.3g} s < tail {radio_tail_s} s the upload starts inside the tail: it pays no new promotion. ').format(compute_s=compute_s, radio_tail_s=radio.tail_s) + hint)
-        expect_close(answer, expected, f"client_round_fixed_joules({radio.name}, compute_s={compute_s:.3g})",
-                     rel=1e-6, hint=hint)
-    passed("client_round_fixed_joules")
+def check_downlink_prediction(answer, fedavg_bytes_down: int, recipe_bytes_down: int,
+                              band: float = DOWNLINK_BAND) -> None:
+    """Predict-then-check: ``answer`` predicts how many times fewer downlink bytes the full recipe
+    sends than FedAvg over the whole run (``fedavg_bytes_down / recipe_bytes_down``).  It passes
+    within ``band`` (relative) of the measurement."""
+    expect(fedavg_bytes_down > 0 and recipe_bytes_down > 0, gettext("a run sent no downlink bytes: nothing to compare"))
+    measured = fedavg_bytes_down / recipe_bytes_down
+    got = answer.item() if hasattr(answer, "item") and getattr(answer, "ndim", 1) == 0 else answer
+    expect(isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got),
+           gettext("downlink prediction: expected a number (how many times fewer bytes), got {answer!r}")
+           .format(answer=answer))
+    low, high = measured / (1 + band), measured * (1 + band)
+    message = gettext("downlink prediction: you said {got:.3g}x, measured {measured:.2f}x fewer downlink bytes than "
+                      "FedAvg (the band is {low:.2f}x to {high:.2f}x).").format(got=got, measured=measured, low=low,
+                                                                              high=high)
+    if low <= got <= high:
+        print("✓ " + message)
+        return
+    hint = gettext(" Count per weight and per round: the bitmap (1 bit), the kept values (downlink_bits each) while "
+                   "the mask ramps up to `sparsity` over the first half of the rounds, and the rounds themselves.")
+    raise AssertionError(message + hint)

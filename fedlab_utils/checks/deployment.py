@@ -12,7 +12,7 @@ from fedlab_utils.core.aggregators.fedavg import weighted_average
 from ..i18n import gettext
 from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed
 
-__all__ = ["check_aggregate_replies", "check_q8_payload_bytes", "check_overhead_per_message",
+__all__ = ["check_client_train", "check_aggregate_replies", "check_q8_payload_bytes", "check_overhead_per_message",
            "check_envelope_prediction", "check_accuracy_gap_prediction", "check_can_connect", "SAN_CASES"]
 
 #: (the server certificate's SANs, the address a SuperNode dials with --superlink).  Hand-made:
@@ -32,6 +32,101 @@ SAN_CASES = [
     (["127.0.0.1"], "localhost:9092"),
     (["10.0.0.2", "::1"], "[2001:db8::1]:9092"),
 ]
+
+
+# ----------------------------------------------------------------------------- build: the ClientApp's train
+def _train_case(seed: int | None):
+    """A hand-made Flower TRAIN message and a SuperNode's context: round 2 of a small task, with a
+    global model that is NOT the task's initial model (so a client that skips loading it is seen)."""
+    import time
+
+    from flwr.app import ConfigRecord, Context, Message, MessageType, Metadata, RecordDict
+
+    from fedlab_utils.compression.wire import Fp32Codec
+    from fedlab_utils.deploy.apps import DeploymentConfig, build_task
+
+    if seed is None:
+        config = DeploymentConfig(dataset="digits", num_clients=3, partition="iid", rounds=3, local_epochs=1,
+                                  batch_size=32, lr=0.05, uplink="q8", seed=0)
+        partition_id, round_idx = 1, 2
+    else:
+        config = DeploymentConfig(dataset="digits", num_clients=4, partition="dirichlet", alpha=0.5, rounds=3,
+                                  local_epochs=1, batch_size=16, lr=0.1, uplink="fp32", seed=seed)
+        partition_id, round_idx = seed % 4, 3
+    _, _, model = build_task(config)
+    generator = torch.Generator().manual_seed(1234 + (seed or 0))
+    global_state = {k: v + 0.05 * torch.randn(v.shape, generator=generator) for k, v in model.state_dict().items()}
+    metadata = Metadata(run_id=7, message_id=f"train-{round_idx}-{partition_id}", src_node_id=1, dst_node_id=100 + partition_id,
+                        reply_to_message_id="", group_id=str(round_idx), created_at=time.time(), ttl=3600.0,
+                        message_type=MessageType.TRAIN)
+    msg = Message(RecordDict({"fedlab": ConfigRecord({"global": Fp32Codec().encode(global_state), "round": round_idx})}),
+                  metadata=metadata)
+
+    def context():
+        return Context(run_id=7, node_id=100 + partition_id, state=RecordDict(), run_config=config.to_run_config(),
+                       node_config={"partition-id": partition_id, "num-partitions": config.num_clients})
+
+    return config, msg, context, global_state
+
+
+def check_client_train(fn: Callable, seed: int | None = None) -> None:
+    """``fn(msg, context)`` is a ClientApp's ``train``: it must load the global arrays the message
+    carries, train the SuperNode's client on them, and reply to ``msg`` with the encoded update
+    (``content["fedlab"]["payload"]``) and the client's id and sample count
+    (``content["metrics"]["partition-id"]``, ``["num-examples"]``).  Compared byte for byte with the
+    package's ``flower._client_train`` on a hand-made message."""
+    from flwr.app import Message
+
+    from fedlab_utils.deploy.apps import _client_train, make_codec
+
+    config, msg, context, global_state = _train_case(seed)
+    reply = call_safely(fn, msg, context(), what="client_train")
+    reference = _client_train(msg, context())
+    expect(isinstance(reply, Message), gettext(
+        "client_train must return a Flower Message, got {kind}: Message(RecordDict({{...}}), reply_to=msg).").format(
+            kind=type(reply).__name__))
+    expect(reply.metadata.reply_to_message_id == msg.metadata.message_id, gettext(
+        "The reply does not answer the message it received: build it with Message(content, reply_to=msg), so "
+        "that the SuperLink routes it back to the ServerApp."))
+    content = reply.content
+    expect("fedlab" in content.config_records and "payload" in content.config_records["fedlab"], gettext(
+        "The reply carries no content['fedlab']['payload']: put the encoded update, as bytes, in a "
+        "ConfigRecord({'payload': ...}) under 'fedlab'."))
+    expect("metrics" in content.metric_records and "num-examples" in content.metric_records["metrics"], gettext(
+        "The reply has no sample count: FedAvg weights each update by its client's samples, so the server needs "
+        "MetricRecord({'partition-id': ..., 'num-examples': len(data)}) under 'metrics'."))
+    metrics, want = content.metric_records["metrics"], reference.content.metric_records["metrics"]
+    expect(metrics["num-examples"] == want["num-examples"], gettext(
+        "num-examples is {got}; this client holds {want} samples (len(data)), the weight of its update in "
+        "FedAvg.").format(got=metrics["num-examples"], want=want["num-examples"]))
+    expect(metrics.get("partition-id") == want["partition-id"], gettext(
+        "partition-id is {got!r}; this SuperNode is client {want} (context.node_config['partition-id']): the "
+        "server needs it to match the update with its client.").format(got=metrics.get("partition-id"),
+                                                                       want=want["partition-id"]))
+    payload = bytes(content.config_records["fedlab"]["payload"])
+    expected = bytes(reference.content.config_records["fedlab"]["payload"])
+    if payload == expected:
+        passed("client_train")
+        return
+    template = {k: torch.zeros_like(v) for k, v in global_state.items()}
+    try:
+        if len(payload) != len(expected):  # the run's codec gives every update of this model one size
+            raise ValueError("size")
+        sent = make_codec(config.uplink).decode(payload, template)
+    except Exception:  # not the run's codec's format
+        raise AssertionError(gettext(
+            "The payload is not in the run's uplink format ({codec}): encode the update with "
+            "make_codec(config.uplink).encode(update, partition_id).").format(codec=config.uplink)) from None
+    update = make_codec(config.uplink).decode(expected, template)
+    weights = {k: update[k] + global_state[k] for k in update}
+    if all(torch.allclose(sent[k], weights[k], atol=0.05 * (weights[k].abs().max().item() + 1e-12)) for k in sent):
+        raise AssertionError(gettext(
+            "The payload holds the trained weights, not the update: send state_delta(trained, received), the "
+            "change from the global model the client received."))
+    raise AssertionError(gettext(
+        "The update differs from the reference client's. Load the global arrays the message carries "
+        "(Fp32Codec().decode(bytes(sent['global']), model_state(model))) into the model BEFORE training, and "
+        "train with config.local() and client_generator(config.seed, round, partition_id)."))
 
 
 def _replies_cases(seed: int | None) -> list[list[tuple[int, int, dict | None]]]:

@@ -81,9 +81,18 @@ PLAUSIBLE_WRONG_ANSWERS: dict[str, tuple[str, str]] = {
                     "    top_k = ErrorFeedback(TopKCodec(config.topk_fraction, values=QuantizeCodec(config.value_bits)))\n"
                     "    return {'uplink': SparseQuantizeCodec(config.downlink_bits), 'downlink': top_k,\n"
                     "            **FederatedPruning(model, schedule).hooks(inner=server)}\n"),
-    "07_deployment": ("07-ex1-solution", "def my_aggregate_replies(replies):\n"
-                      "    arrived = [u for cid, n, u in replies if u is not None]\n"
-                      "    return {k: sum(u[k] for u in arrived) / len(arrived) for k in arrived[0]} if arrived else None\n"),
+    "07_deployment": ("07-build-client-train", "def my_client_train(msg, context):\n"
+                      "    config = DeploymentConfig.from_run_config(context.run_config)\n"
+                      "    partition_id = int(context.node_config['partition-id'])\n"
+                      "    clients, _, model = build_task(config)\n"
+                      "    data, codec = clients[partition_id], make_codec(config.uplink)\n"
+                      "    sent = msg.content['fedlab']\n"
+                      "    received = Fp32Codec().decode(bytes(sent['global']), model_state(model))\n"
+                      "    model.load_state_dict(received)\n"
+                      "    train_locally(model, data, config.local(),\n"
+                      "                  generator=client_generator(config.seed, int(sent['round']), partition_id))\n"
+                      "    payload = codec.encode(state_delta(model_state(model), received), partition_id)\n"
+                      "    return Message(RecordDict({'fedlab': ConfigRecord({'payload': payload})}), reply_to=msg)\n"),
 }
 
 
@@ -138,7 +147,7 @@ QUICK_PARAMETERS: dict[str, dict] = {
                              "micro_batches": 2},
     "06_capstone": {"dataset": "digits", "num_clients": 4, "rounds": 2, "recipe_rounds": 2, "local_epochs": 1,
                     "recipe_epochs": 1},
-    "07_deployment": {"dataset": "digits", "rounds": 2, "kill_round": 2},
+    "07_deployment": {"dataset": "digits", "rounds": 1, "kill_round": 2},
 }
 
 

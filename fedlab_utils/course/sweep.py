@@ -26,9 +26,11 @@
 * ``DIR/curves.png``: accuracy against round and against cumulative uplink MB for each run, one
   line per value of the swept parameters other than ``seed``, mean and 95 % Student-t band over seeds.
 * ``DIR/sweep.png``: each numeric metric (``--metrics a,b,...`` picks them; by default every one
-  except wall times) against the first swept parameter other than ``seed`` (``seed`` itself if it
-  is the only one), one line per combination of the other parameters, mean ± std over seeds when
-  seeds are swept; plain tick numbers and a legend on every panel.
+  except wall times) against the first swept parameter other than ``seed`` that took more than
+  one value (``seed`` itself if only seeds vary), one line per combination of the other varied
+  parameters, mean ± std over seeds when seeds are swept; plain tick numbers and a legend on every
+  panel.  A parameter with one value is named in the title, never an axis or a panel; at most 12
+  panels and 10 lines are drawn, and the title says what was left out.
   (Tables and figures: :mod:`fedlab_utils.course.sweep_results`.)
 
 Claims follow the notebook's claim policy (:mod:`fedlab_utils.course.claims`): points that change

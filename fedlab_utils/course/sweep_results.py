@@ -10,8 +10,10 @@
   one row of panels per run, one line per value of the swept parameters other than ``seed``, the
   mean over seeds with a 95 % Student-t confidence band;
 * :func:`plot_sweep` / ``sweep.png``: each numeric metric (or those asked for) against the first
-  swept parameter other than ``seed``; wall-time metrics are left out unless asked for, since
-  they measure the machine, not the method.
+  swept parameter other than ``seed`` that took more than one value; wall-time metrics are left
+  out unless asked for, since they measure the machine, not the method.  Parameters that took one
+  value are named in the title, never drawn as axes or panels, and the panels and lines are capped
+  (:data:`MAX_SWEEP_PANELS`, :data:`MAX_LINES`) so the figure stays readable.
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ WALL_TOKENS = frozenset({"wall", "latency", "startup", "elapsed", "seconds", "sp
 MODEL_TIME_TOKENS = frozenset({"sim", "deadline", "timeout"})
 #: Runs (rows of panels) drawn at most in curves.png; rounds.csv holds every run.
 MAX_CURVE_RUNS = 12
+#: Metric panels drawn at most in sweep.png; sweep.csv holds every metric.
+MAX_SWEEP_PANELS = 12
+#: Lines drawn at most in one panel of sweep.png or curves.png; the CSV files hold every point.
+MAX_LINES = 10
 
 
 def _flatten(prefix: str, value, row: dict) -> None:
@@ -175,32 +181,59 @@ def plot_sweep(rows: list[dict], names: list[str], path: Path, title: str = "",
     return _save(sweep_figure(rows, names, title, metrics), path)
 
 
+def _plain(value):
+    """A pandas/numpy scalar as the Python value it holds (``2``, not ``np.int64(2)``)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _fixed_text(frame, names: list[str], varying: list[str], limit: int = 90) -> str:
+    """``dataset='femnist', rounds=2``: the swept parameters that took one value, for the figure's title."""
+    fixed = [f"{n}={_plain(frame[n].iloc[0])!r}" for n in names if n in frame and len(frame) and n not in varying
+             and frame[n].astype(str).nunique() == 1]
+    text = ", ".join(fixed)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def sweep_figure(rows: list[dict], names: list[str], title: str = "", metrics: Sequence[str] | None = None):
-    """Each numeric metric (or ``metrics``) against the first non-seed swept parameter, mean ± std over seeds."""
+    """Each numeric metric (or ``metrics``) against the swept parameter that varied, mean ± std over seeds.
+
+    Only parameters that take more than one value among the completed points are drawn: the first
+    such parameter other than ``seed`` is the x-axis (``seed`` itself when only seeds vary), the
+    other ones make one line per combination; a sweep where nothing varied shows its one value per
+    metric.  At most :data:`MAX_SWEEP_PANELS` metric panels (three columns) and
+    :data:`MAX_LINES` lines per panel are drawn, so the figure stays about 1,500 px square at
+    most; the title names the parameters that stayed fixed and what was left out (every value is
+    in ``sweep.csv``).
+    """
     import pandas as pd
 
     frame = pd.DataFrame.from_records(rows)
     ok = frame[frame["status"] == "ok"] if "status" in frame else frame
-    x_name = next((n for n in names if n != "seed"), names[0] if names else None)
-    groups = [n for n in _varying(ok, names) if n != x_name]
-    chosen = numeric_metrics(ok, metrics) if len(ok) else []
+    varying = _varying(ok, names)
+    seeds = sorted(set(ok["seed"])) if "seed" in names and "seed" in ok and len(ok) else []
+    x_name = varying[0] if varying else ("seed" if len(seeds) > 1 else None)
+    groups = varying[1:]
+    every_metric = numeric_metrics(ok, metrics) if len(ok) else []
+    chosen = every_metric[:MAX_SWEEP_PANELS]
     columns = 3 if len(chosen) > 4 else max(1, min(2, len(chosen)))
     rows_n = max(1, -(-len(chosen) // columns))
     fig = _figure(columns, rows_n)
-    if not chosen or x_name is None:
+    if not chosen:
         ax = fig.add_subplot(1, 1, 1)
         ax.text(0.5, 0.5, "no completed point with numeric metrics", ha="center", va="center")
         ax.set_axis_off()
-    x_values = list(dict.fromkeys(ok[x_name])) if x_name is not None and len(ok) else []
-    numeric_x = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x_values)
+    x_values = list(dict.fromkeys(ok[x_name])) if x_name is not None and len(ok) else [None]
+    numeric_x = x_name is not None and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x_values)
     position = {v: (v if numeric_x else i) for i, v in enumerate(x_values)}
-    seeds = sorted(set(ok["seed"])) if "seed" in names and len(ok) else []
     over_seeds = len(seeds) > 1 and x_name != "seed"
+    keys = ok.apply(lambda row: _line_key(row, groups), axis=1) if len(ok) else pd.Series(dtype=str)
+    every_line = list(dict.fromkeys(keys))
+    shown_lines = set(every_line[:MAX_LINES])
     for index, metric in enumerate(chosen):
         ax = fig.add_subplot(rows_n, columns, index + 1)
-        keyed = ok.assign(_y=pd.to_numeric(ok[metric], errors="coerce"), _x=ok[x_name].map(position),
-                          _g=ok.apply(lambda row: _line_key(row, groups), axis=1) if len(ok) else "")
-        for group, part in keyed.groupby("_g", sort=False):
+        x = ok[x_name].map(position) if x_name is not None else 0
+        keyed = ok.assign(_y=pd.to_numeric(ok[metric], errors="coerce"), _x=x, _g=keys)
+        for group, part in keyed[keyed["_g"].isin(shown_lines)].groupby("_g", sort=False):
             stats = part.groupby("_x")["_y"].agg(["mean", "std", "count"]).sort_index()
             label = (group if groups else "mean over seeds" if over_seeds else "value")
             line = ax.plot(stats.index, stats["mean"], marker="o", label=label)[0]
@@ -209,16 +242,43 @@ def sweep_figure(rows: list[dict], names: list[str], title: str = "", metrics: S
                 ax.fill_between(stats.index, stats["mean"] - std, stats["mean"] + std, alpha=0.2,
                                 color=line.get_color(), label="± 1 std over seeds" if not groups else None)
         ax.set_title(metric.removeprefix("metrics."), fontsize=9)
-        ax.set_xlabel(x_name)
-        if not numeric_x:
-            ax.set_xticks(list(position.values()), [str(v) for v in position], rotation=20)
-        elif len(position) <= 12:
-            ax.set_xticks(sorted(position.values()))
+        if x_name is None:
+            ax.set_xticks([0], ["the one point"])
+            ax.set_xlabel("no parameter varied")
+        else:
+            ax.set_xlabel(x_name)
+            if not numeric_x:
+                ax.set_xticks(list(position.values()), [str(v) for v in position], rotation=20)
+            elif len(position) <= 12:
+                ax.set_xticks(sorted(position.values()))
         _plain_numbers(ax)
         ax.legend(fontsize=7)
-    note = f"mean ± std over seeds {seeds}" if over_seeds else ""
-    fig.suptitle(" · ".join(t for t in (title, note) if t), fontsize=11)
+    notes = [title] if title else []
+    if over_seeds:
+        notes.append(f"mean ± std over seeds {seeds}")
+    fixed = _fixed_text(ok, names, varying + (["seed"] if len(seeds) > 1 else []))
+    if fixed:
+        notes.append(f"fixed: {fixed}")
+    left_out = []
+    if len(every_metric) > len(chosen):
+        left_out.append(f"first {len(chosen)} of {len(every_metric)} metrics (--metrics picks them)")
+    if len(every_line) > len(shown_lines):
+        left_out.append(f"first {len(shown_lines)} of {len(every_line)} lines")
+    if left_out:
+        notes.append("; ".join(left_out) + ": all in sweep.csv")
+    fig.suptitle("\n".join(" · ".join(part) for part in _title_lines(notes)), fontsize=10)
     return fig
+
+
+def _title_lines(notes: list[str], width: int = 110) -> list[list[str]]:
+    """The title's notes packed into lines of about ``width`` characters (a narrow figure keeps them readable)."""
+    lines: list[list[str]] = []
+    for note in notes:
+        if lines and len(" · ".join(lines[-1] + [note])) <= width:
+            lines[-1].append(note)
+        else:
+            lines.append([note])
+    return lines
 
 
 def plot_curves(rows: list[dict], names: list[str], path: Path, title: str = "") -> Path:
@@ -231,7 +291,7 @@ def curves_figure(rows: list[dict], names: list[str], title: str = ""):
 
     One row of panels per run of two or more rounds (at most :data:`MAX_CURVE_RUNS`), one line per
     combination of the swept parameters other than ``seed`` that vary (for ``-p seed`` alone, one
-    line), each the mean over seeds of the points with those parameters, with its 95 % Student-t
+    line; at most :data:`MAX_LINES`), each the mean over seeds of the points with those parameters, with its 95 % Student-t
     band (clipped to 0-100 %) where two or more seeds measured the round.  Rounds that were not evaluated (accuracy null) are skipped; the
     uplink axis is the mean over seeds of each round's cumulative uplink.
     """
@@ -249,13 +309,15 @@ def curves_figure(rows: list[dict], names: list[str], title: str = ""):
         ax.text(0.5, 0.5, "no completed point recorded per-round histories", ha="center", va="center")
         ax.set_axis_off()
     seeds = sorted(set(frame["seed"])) if "seed" in frame and len(frame) else []
+    every_line = list(dict.fromkeys(frame.apply(lambda row: _line_key(row, groups), axis=1))) if len(frame) else []
+    shown_lines = set(every_line[:MAX_LINES])
     for index, run in enumerate(shown):
         part = frame[frame["run"] == run].sort_values("round")
         part = part.assign(_mb=part.groupby("point")["bytes_up"].cumsum() / 1e6,
                            _g=part.apply(lambda row: _line_key(row, groups), axis=1))
         by_round = fig.add_subplot(len(shown), 2, 2 * index + 1)
         by_bytes = fig.add_subplot(len(shown), 2, 2 * index + 2)
-        for group, lines in part.groupby("_g", sort=False):
+        for group, lines in part[part["_g"].isin(shown_lines)].groupby("_g", sort=False):
             points = []
             for round_number, at in lines.groupby("round"):
                 mean, half, n = confidence_band(100 * pd.to_numeric(at["accuracy"], errors="coerce"))
@@ -284,5 +346,7 @@ def curves_figure(rows: list[dict], names: list[str], title: str = ""):
         notes.append(f"first {len(shown)} of {len(curves)} runs (all in rounds.csv)")
     if len(runs) > len(curves):
         notes.append(f"{len(runs) - len(curves)} one-round run(s) only in rounds.csv")
-    fig.suptitle(" · ".join(notes), fontsize=10)
+    if len(every_line) > len(shown_lines):
+        notes.append(f"first {len(shown_lines)} of {len(every_line)} lines (all in rounds.csv)")
+    fig.suptitle("\n".join(" · ".join(part) for part in _title_lines(notes, width=90)), fontsize=10)
     return fig

@@ -19,6 +19,8 @@ _EXPORTS = {
     "PART_STATE_KEY": "fedlab_utils.deploy.apps",
     "PAYLOAD_DIR": "fedlab_utils.deploy.apps",
     "PROGRESS_FILE": "fedlab_utils.deploy.apps",
+    "ProgressLines": "fedlab_utils.deploy.apps",
+    "ROUNDS_FILE": "fedlab_utils.deploy.apps",
     "build_task": "fedlab_utils.deploy.apps",
     "make_client_app": "fedlab_utils.deploy.apps",
     "make_codec": "fedlab_utils.deploy.apps",
@@ -62,13 +64,14 @@ _EXPORTS = {
 __all__ = ["CODEC_SPECS", "CONNECTION", "DEFAULT_SANS", "DeploymentConfig", "DeploymentError",
            "DeploymentResult", "FLOWER_PROCESS_NAMES", "FlowerRounds", "HISTORY_FILE",
            "INSECURE_WARNING", "LocalFederation", "NODE_COUNT_KEY", "NODE_PARTITION_KEY",
-           "PART_STATE_KEY", "PAYLOAD_DIR", "PKI", "PRIVATE_MODE", "PROGRESS_FILE", "REAL_PORT",
-           "Step", "app_dir", "app_main", "build_task", "certificate_sans", "certificate_summary",
-           "connection_toml", "deploy", "flower_command", "flower_processes", "local_federation",
-           "local_simulation", "machine_steps", "make_client_app", "make_codec", "make_pki",
-           "make_server_app", "message_bytes", "parse_parameters", "pki_main", "print_round",
-           "public_key_fingerprint", "real_machine_commands", "send_and_receive", "simulate",
-           "submit", "submit_many", "superlink_command", "supernode_command", "toml_value"]
+           "PART_STATE_KEY", "PAYLOAD_DIR", "PKI", "PRIVATE_MODE", "PROGRESS_FILE", "ProgressLines",
+           "REAL_PORT", "ROUNDS_FILE", "Step", "app_dir", "app_main", "build_task",
+           "certificate_sans", "certificate_summary", "connection_toml", "deploy", "flower_command",
+           "flower_processes", "local_federation", "local_simulation", "machine_steps",
+           "make_client_app", "make_codec", "make_pki", "make_server_app", "message_bytes",
+           "parse_parameters", "pki_main", "print_round", "public_key_fingerprint",
+           "real_machine_commands", "send_and_receive", "simulate", "submit", "submit_many",
+           "superlink_command", "supernode_command", "toml_value"]
 
 
 def __getattr__(name: str):

@@ -50,19 +50,20 @@ from fedlab_utils.validation import check_choice, check_fraction, check_int, che
 CODEC_SPECS = SPECS["codec"]
 
 
-__all__ = ["DeploymentConfig", "DeploymentResult", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes",
-           "ProgressLines", "make_client_app", "make_server_app", "send_and_receive", "PROGRESS_FILE",
-           "HISTORY_FILE", "PAYLOAD_DIR", "FlowerRounds", "NODE_PARTITION_KEY", "NODE_COUNT_KEY", "PART_STATE_KEY"]
+__all__ = ["ProgressLines", "DeploymentConfig", "DeploymentResult", "make_codec", "CODEC_SPECS", "build_task", "simulate", "message_bytes",
+           "make_client_app", "make_server_app", "send_and_receive", "PROGRESS_FILE",
+           "HISTORY_FILE", "ROUNDS_FILE", "PAYLOAD_DIR", "FlowerRounds", "NODE_PARTITION_KEY", "NODE_COUNT_KEY", "PART_STATE_KEY"]
 
 PROGRESS_FILE = "progress.jsonl"
-HISTORY_FILE = "history.json"
+HISTORY_FILE = "history.json"  # the run's History (History.from_dict reads it)
+ROUNDS_FILE = "flower_rounds.json"  # the config and Flower's own record of each round (replies, message bytes)
 PAYLOAD_DIR = "payloads"
 DEFAULT_OUT = "fedlab-results"  # the ServerApp's output folder when the run config names none
 NODE_PARTITION_KEY = "partition-id"
 NODE_COUNT_KEY = "num-partitions"
 PART_STATE_KEY = "fedlab-part-state"  # context.state entry: each stateful client-side part's state_dict()
 STATEFUL_CLIENT_PARTS = ("uplink", "transform")
-PARTITIONS = ("iid", "dirichlet", "shards")
+from fedlab_utils.data import PARTITIONS
 
 
 def make_codec(spec: str):
@@ -89,6 +90,7 @@ class DeploymentConfig:
     """
 
     dataset: str = "mnist5k"
+    data_dir: str = ""
     model: str = "mlp"
     num_clients: int = 2
     partition: str = "iid"
@@ -111,12 +113,16 @@ class DeploymentConfig:
     save_payloads: bool = False
 
     def __post_init__(self) -> None:
-        from fedlab_utils.data import DATASETS
+        from fedlab_utils.data import DATASETS, NATURAL_CLIENT_DATASETS
+        from fedlab_utils.models import MODELS
 
         check_choice("dataset", self.dataset, DATASETS)
-        check_choice("model", self.model, ("mlp", "cnn"))
+        check_choice("model", self.model, MODELS)
         check_int("num_clients", self.num_clients, 1)
         check_choice("partition", self.partition, PARTITIONS)
+        if self.partition == "natural" and self.dataset not in NATURAL_CLIENT_DATASETS:
+            raise ValueError(f"partition='natural' needs a dataset with its own clients, not dataset={self.dataset!r}; "
+                             f"valid: {list(NATURAL_CLIENT_DATASETS)}, or partition 'iid', 'dirichlet' or 'shards'")
         check_real("alpha", self.alpha, 0.0, low_inclusive=False)
         check_int("rounds", self.rounds, 1)
         check_fraction("fraction", self.fraction)
@@ -257,8 +263,10 @@ def build_task(config: DeploymentConfig):
     from fedlab_utils.data import client_data, load_dataset, partition
     from fedlab_utils.models import make_model
 
-    data = load_dataset(config.dataset, seed=config.seed)
+    data = load_dataset(config.dataset, seed=config.seed, data_dir=config.data_dir or None)
     options = {"alpha": config.alpha} if config.partition == "dirichlet" else {}
+    if config.partition == "natural":
+        options = {"natural_ids": data.natural_clients}
     parts = partition(data.y_train, config.num_clients, config.partition, seed=config.seed, **options)
     clients = client_data(data, parts, torch.device("cpu"))
     torch.manual_seed(config.seed)
@@ -530,8 +538,8 @@ def _server_main(grid, context, defaults: DeploymentConfig | None = None) -> Non
                   label=f"Flower {config.uplink}/{config.server}", callbacks=[ProgressLines(protocol, progress)])
     records = [{**line, "train_loss": rec.train_loss, "ledger_bytes_up": rec.bytes_up,
                 "ledger_bytes_down": rec.bytes_down} for line, rec in zip(protocol.lines, history.records)]
-    atomic_write_text(out / HISTORY_FILE, json.dumps({"config": config.to_run_config(), "records": records,
-                                                      "history": history.to_dict()}, indent=1))
+    atomic_write_text(out / ROUNDS_FILE, json.dumps({"config": config.to_run_config(), "records": records}, indent=1))
+    atomic_write_text(out / HISTORY_FILE, json.dumps(history.to_dict(), indent=1))  # last: it marks the run done
 
 
 def make_server_app(defaults: DeploymentConfig | None = None):

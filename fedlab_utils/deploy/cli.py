@@ -28,13 +28,14 @@ def parse_parameters(pairs: list[list[str]] | None) -> dict:
 
 
 def main(supernodes: int, pairs: list[list[str]] | None, out_dir: str | None, insecure: bool = False,
-         simulation: bool = False) -> int:
+         simulation: bool = False, keep_logs: bool = False) -> int:
     """The ``deploy`` subcommand: one clear line on failure, exit status 2."""
     try:
         if supernodes < 1:
             raise ValueError(f"--supernodes={supernodes} is invalid; valid: an int ≥ 1 (one SuperNode per client)")
         config = DeploymentConfig(**parse_parameters(pairs), num_clients=supernodes)
-        result = deploy(config, supernodes=supernodes, out_dir=out_dir, insecure=insecure, simulation=simulation)
+        result = deploy(config, supernodes=supernodes, out_dir=out_dir, insecure=insecure, simulation=simulation,
+                        keep_logs=keep_logs)
     except (DeploymentError, ValueError) as err:
         print(f"deploy: error: {err}", file=sys.stderr)
         return 2
@@ -89,8 +90,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--simulation", action="store_true",
                         help="run the same apps on Flower's simulation runtime (Ray): --supernodes virtual "
                              "SuperNodes, no SuperNode processes (needs the [scale] extra)")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the folder with Flower's logs after the run (removed by default)")
     parser.set_defaults(func=lambda args: main(args.supernodes, args.parameter, args.out, args.insecure,
-                                               args.simulation))
+                                               args.simulation, args.keep_logs))
     more = parser.add_subparsers(dest="deploy_command", metavar="{pki,app}")
     pki = more.add_parser("pki", help="write a federation's CA, server certificate and SuperNode keys",
                           description="Write a throwaway PKI for one federation: CA, server certificate (SANs "

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedlab_utils.deploy.apps import HISTORY_FILE, PROGRESS_FILE, DeploymentConfig, DeploymentResult
+from fedlab_utils.deploy.apps import HISTORY_FILE, PROGRESS_FILE, ROUNDS_FILE, DeploymentConfig, DeploymentResult
 from fedlab_utils.deploy.commands import (
     CONNECTION,
     app_dir,
@@ -302,7 +302,8 @@ def _wait_listening(federation: LocalFederation, name: str, port: int, patience:
 def local_federation(supernodes: int, *, workdir: str | Path | None = None, port: int | None = None,
                      threads: int | None = 1, start_timeout: float = 60.0,
                      announce: Callable[[str], None] | None = print, insecure: bool = False,
-                     sans: tuple[str, ...] = (), simulation: bool = False) -> Iterator[LocalFederation]:
+                     sans: tuple[str, ...] = (), simulation: bool = False,
+                     logs_kept: bool = True) -> Iterator[LocalFederation]:
     """Start a SuperLink and ``supernodes`` SuperNodes; yield them; tear all down on exit.
 
     Secure unless ``insecure=True``: a fresh PKI in ``workdir/pki`` (private keys 0600), the
@@ -316,6 +317,7 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
     (``flower-superlink --simulation``): no SuperNode processes; each run executes its ClientApps on
     ``supernodes`` virtual SuperNodes in Ray workers (one CPU each), on one machine or on a Ray cluster
     the machine has joined. It listens on 127.0.0.1 only, in plain HTTP (nothing leaves the machine).
+    ``logs_kept=False``: the caller removes ``workdir`` afterwards, so the announcement names no log path.
     """
     if not isinstance(supernodes, int) or isinstance(supernodes, bool) or supernodes < 1:
         raise ValueError(f"supernodes={supernodes!r} is invalid; valid: an int ≥ 1")
@@ -348,7 +350,7 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
         if simulation:
             if announce:
                 announce(f"SuperLink on {federation.address} with Flower's simulation runtime (Ray), "
-                         f"{supernodes} virtual SuperNodes per run (logs in {logs})")
+                         f"{supernodes} virtual SuperNodes per run{_where_logs(logs, logs_kept)}")
             yield federation
             return
         if pki is not None:
@@ -359,10 +361,15 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
         if announce:
             mode = (f"TLS + SuperNode authentication, {supernodes} keys registered, PKI in {pki.folder}"
                     if pki is not None else "insecure")
-            announce(f"SuperLink on {federation.address} ({mode}), {supernodes} SuperNodes started (logs in {logs})")
+            announce(f"SuperLink on {federation.address} ({mode}), {supernodes} SuperNodes started"
+                     f"{_where_logs(logs, logs_kept)}")
         yield federation
     finally:
         teardown(federation)
+
+
+def _where_logs(logs: Path, kept: bool) -> str:
+    return f" (logs in {logs})" if kept else " (Flower's logs are removed at the end; --keep-logs keeps them)"
 
 
 def _register_all(federation: LocalFederation, public_keys: tuple[Path, ...] | list[Path], timeout: float,
@@ -408,7 +415,7 @@ def _launch(federation: LocalFederation, name: str, config: DeploymentConfig, ou
     """Start ``flwr run`` for ``config`` (its own app folder and output folder) and return at once."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (PROGRESS_FILE, HISTORY_FILE):
+    for stale in (PROGRESS_FILE, ROUNDS_FILE, HISTORY_FILE):
         (out_dir / stale).unlink(missing_ok=True)
     index = sum(1 for n in federation.processes if n.startswith("flwr-run-"))
     config = replace(config, out_dir=str(out_dir), num_clients=federation.supernodes)
@@ -468,9 +475,10 @@ def _wait(federation: LocalFederation, runs: list[_Submission]) -> None:
                 if _step(federation, run):
                     pending.remove(run)
                     _reap(run)
+                    rounds = json.loads((run.out_dir / ROUNDS_FILE).read_text(encoding="utf-8"))
                     history = json.loads((run.out_dir / HISTORY_FILE).read_text(encoding="utf-8"))
-                    run.result = DeploymentResult(run.config, history["records"], run.out_dir,
-                                                  time.monotonic() - run.start, history.get("history"))
+                    run.result = DeploymentResult(run.config, rounds["records"], run.out_dir,
+                                                  time.monotonic() - run.start, history)
             if pending:
                 time.sleep(0.2)
     finally:
@@ -548,20 +556,31 @@ def _report_progress(path: Path, seen: int, on_round: Callable[[dict], None] | N
 
 def deploy(config: DeploymentConfig | None = None, *, supernodes: int | None = None, out_dir: str | Path | None = None,
            on_round: Callable[[dict], None] | None = print_round, announce: Callable[[str], None] | None = print,
-           threads: int | None = 1, insecure: bool = False, simulation: bool = False) -> DeploymentResult:
+           threads: int | None = 1, insecure: bool = False, simulation: bool = False,
+           keep_logs: bool = False) -> DeploymentResult:
     """Start a local SuperLink and ``supernodes`` SuperNodes, run ``config`` on them, tear down.
 
     ``supernodes`` defaults to ``config.num_clients``.  TLS and SuperNode authentication are on
     unless ``insecure=True``; the PKI lives in a temporary folder removed on return.  Every process
     is stopped on return, on error and on Ctrl-C.  ``simulation=True`` runs the same apps on
-    Flower's simulation runtime instead (:func:`local_simulation`).
+    Flower's simulation runtime instead (:func:`local_simulation`).  ``keep_logs=True`` keeps the
+    folder with Flower's logs (and the PKI's public parts) and names it; otherwise it is removed.
     """
     config = config or DeploymentConfig()
     supernodes = config.num_clients if supernodes is None else supernodes
-    with tempfile.TemporaryDirectory(prefix="fedlab-flower-") as work:
-        with local_federation(supernodes, workdir=work, threads=threads, announce=announce,
-                              insecure=insecure, simulation=simulation) as federation:
-            return submit(federation, config, out_dir or Path(work) / "out", on_round=on_round)
+    work = Path(tempfile.mkdtemp(prefix="fedlab-flower-"))
+    try:
+        with local_federation(supernodes, workdir=work, threads=threads, announce=announce, insecure=insecure,
+                              simulation=simulation, logs_kept=keep_logs) as federation:
+            result = submit(federation, config, out_dir or work / "out", on_round=on_round)
+    finally:
+        if not keep_logs:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            for secret in (work / "pki").glob("*"):  # private keys never outlive the run
+                if secret.name.endswith(".key") or (secret.name.startswith("supernode-") and secret.suffix != ".pub"):
+                    secret.unlink(missing_ok=True)
+    return result
 
 
 def local_simulation(config: DeploymentConfig | None = None, *, supernodes: int | None = None,

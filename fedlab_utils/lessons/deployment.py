@@ -2,7 +2,7 @@
 
 A SuperNode dials the SuperLink by an address; TLS accepts the server's certificate only when a
 Subject Alternative Name matches it (RFC 6125).  The lesson checks the student's rule against
-:func:`san_allows`; :mod:`fedlab_utils.deploy.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.pki` uses :func:`is_ip` to validate the SANs it signs.
+:func:`san_allows`; :mod:`fedlab_utils.deploy.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.pki` uses :func:`is_ip` to validate the SANs it signs.
 """
 from __future__ import annotations
 
