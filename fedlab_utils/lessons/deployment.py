@@ -2,13 +2,15 @@
 
 A SuperNode dials the SuperLink by an address; TLS accepts the server's certificate only when a
 Subject Alternative Name matches it (RFC 6125).  The lesson checks the student's rule against
-:func:`san_allows`; :mod:`fedlab_utils.deploy.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.launcher.pki` uses :func:`is_ip` to validate the SANs it signs.
+:func:`san_allows`; :mod:`fedlab_utils.deploy.pki` uses :func:`is_ip` to validate the SANs it signs.
 """
 from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["san_allows", "is_ip"]
+from fedlab_utils.validation import choice, integer, optional_path, real
+
+__all__ = ["RULES_07", "DATASETS_07", "san_allows", "is_ip"]
 
 
 def is_ip(text: str) -> bool:
@@ -47,3 +49,18 @@ def _host_of(address: str) -> str:
     if text.count(":") == 1:
         return text.rsplit(":", 1)[0]
     return text
+
+
+# ----------------------------------------------------------------------------- notebook 07's parameters
+#: The data sets small enough to load in every SuperNode's process within a lesson.
+DATASETS_07 = ("mnist5k", "digits", "synthetic")
+
+#: Notebook 07's parameters: each SuperNode is a real process, so the counts stay small.
+RULES_07 = {
+    "seed": integer(0), "dataset": choice(DATASETS_07), "num_clients": integer(2, 8), "rounds": integer(1, 20),
+    "local_epochs": integer(1, 5), "batch_size": integer(1), "lr": real(0.0, low_inclusive=False),
+    "alpha": real(0.0, low_inclusive=False), "uplink_bits": integer(1, 16),
+    "server_lr": real(0.0, low_inclusive=False), "kill_round": integer(2, 20), "deadline_factor": real(1.0),
+    "round_timeout": real(0.0, low_inclusive=False), "device": choice(("cpu", "auto")),
+    "results_path": optional_path(),
+}
