@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedlab_utils.checks.compression import check_stochastic_round, check_topk_payload_bytes
+from fedlab_utils.checks.compression import check_stochastic_round
 from fedlab_utils.compression import (
     ErrorFeedback,
     Fp32Codec,
@@ -367,22 +367,6 @@ def test_check_stochastic_round_stub_gives_a_hint():
 
     with pytest.raises(AssertionError, match="not implemented yet"):
         check_stochastic_round(stub)
-
-
-def test_check_topk_payload_bytes_both_ways():
-    check_topk_payload_bytes(lambda n, f: 6 * max(1, math.ceil(f * n)))
-    with pytest.raises(AssertionError, match="index"):
-        check_topk_payload_bytes(lambda n, f: 4 * math.ceil(f * n))  # values only
-    with pytest.raises(AssertionError, match="int64"):
-        check_topk_payload_bytes(lambda n, f: 12 * math.ceil(f * n))  # 8-byte indices
-    with pytest.raises(AssertionError, match="expected"):
-        check_topk_payload_bytes(lambda n, f: 6 * int(f * n))  # floor instead of ceil
-
-    def stub(n, f):
-        raise NotImplementedError()
-
-    with pytest.raises(AssertionError, match="not implemented yet"):
-        check_topk_payload_bytes(stub)
 
 
 # ----------------------------------------------------------------------------- state: reset and checkpoints

@@ -163,14 +163,6 @@ def test_splitfed_v2_trains_and_validates(cnn):
 
 
 # ----------------------------------------------------------------------------- exercise checks both ways
-def test_check_bubble_fraction_both_ways():
-    checks.check_bubble_fraction(lambda s, m: (s - 1) / (m + s - 1))
-    with pytest.raises(AssertionError, match="bubble_fraction"):
-        checks.check_bubble_fraction(lambda s, m: (s - 1) / (m + s))
-    with pytest.raises(AssertionError, match="not implemented"):
-        checks.check_bubble_fraction(_stub)
-
-
 def test_check_choose_cut_both_ways(cnn):
     checks.check_choose_cut(checks.reference_choose_cut, cnn, SHAPE)
     with pytest.raises(AssertionError, match="choose_cut"):

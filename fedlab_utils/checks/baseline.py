@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from fedlab_utils.compression.wire import Fp32Codec
 from fedlab_utils.core.aggregators.fedavg import weighted_average
 from fedlab_utils.core.history import History, RoundRecord
 from fedlab_utils.ledger.energy import PROFILES, Energy, EnergyProfile
@@ -16,7 +15,7 @@ from ..i18n import gettext
 from . import call_safely, expect, expect_close, expect_tensors_close, expect_whole_number, passed
 
 __all__ = ["check_fedavg_round", "check_pooled_equivalent", "crossover_bytes", "check_crossover_bytes",
-           "check_weighted_average", "check_round_uplink_bytes", "check_client_round_joules", "cost_to_target",
+           "check_weighted_average", "check_client_round_joules", "cost_to_target",
            "check_cost_to_target", "check_lte_saving_prediction", "PREDICTION_BAND"]
 
 
@@ -57,27 +56,6 @@ def check_weighted_average(fn: Callable, seed: int | None = None) -> None:
         expect(all(torch.equal(u[k], o[k]) for u, o in zip(updates, originals) for k in o),
                gettext("weighted_average changed the clients' updates in place; build new tensors instead."))
     passed("weighted_average")
-
-
-def check_round_uplink_bytes(answer, model: torch.nn.Module, clients_per_round: int,
-                             measured_bytes_up: int | None = None) -> None:
-    """``answer`` must be exactly the fp32 uplink bytes of one round: every sampled client sends
-    its whole update, 4 bytes per parameter (an int, or a float with a whole value)."""
-    state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-    expected = len(Fp32Codec().encode(state)) * clients_per_round
-    hint = (gettext("Each sampled client sends one float32 (4 bytes) per parameter; multiply by the number of "
-                    "clients sampled per round."))
-    got = expect_whole_number(answer, "uplink bytes per round", hint)
-    if got == expected // 4:
-        raise AssertionError(gettext('{answer} counts parameters, not bytes: a float32 is 4 bytes. {hint}').format(answer=answer, hint=hint))
-    if got == expected * 8:
-        raise AssertionError(gettext('{answer} is in bits; the ledger counts bytes. {hint}').format(answer=answer, hint=hint))
-    if clients_per_round > 1 and got == expected // clients_per_round:
-        raise AssertionError(gettext("{answer} is one client's upload; all {clients_per_round} sampled clients send. {hint}").format(answer=answer, clients_per_round=clients_per_round, hint=hint))
-    expect(got == expected, gettext('uplink bytes per round: got {answer!r}, expected exactly {expected:,} (off by {got_expected:+,} bytes). {hint}').format(answer=answer, expected=expected, got_expected=got - expected, hint=hint))
-    if measured_bytes_up is not None:
-        expect(measured_bytes_up == expected, gettext('the ledger measured {measured_bytes_up} bytes, your formula {expected}').format(measured_bytes_up=measured_bytes_up, expected=expected))
-    passed("uplink bytes of one round")
 
 
 def _joule_cases(seed: int | None) -> list[tuple[float, float, float, EnergyProfile]]:

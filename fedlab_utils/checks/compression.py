@@ -8,7 +8,7 @@ import torch
 from ..i18n import gettext
 from . import call_safely, expect, expect_ratio_within, passed
 
-__all__ = ["check_quantize", "check_stochastic_round", "check_topk_payload_bytes", "check_error_feedback_step",
+__all__ = ["check_quantize", "check_stochastic_round", "check_error_feedback_step",
            "check_separable_cost", "check_topk_ratio_prediction"]
 
 
@@ -164,32 +164,6 @@ def check_stochastic_round(fn, seed: int | None = None) -> None:
     other = _draws_with(fn, probe, base_seed + 2, global_seed=1, what=what)
     expect(not torch.equal(first, other),
            gettext('{what}: generators with different seeds gave the same result -- the supplied generator is ignored (or re-seeded). Draw with torch.rand(x.shape, generator=generator)').format(what=what))
-    passed(what)
-
-
-def check_topk_payload_bytes(fn) -> None:
-    """``fn(num_params, fraction) -> int``: bytes of a top-k payload with fp32 values and 16-bit indices.
-
-    ``k = ceil(fraction · num_params)``; each kept entry costs 4 bytes of value plus 2 of index.
-    The answer is also compared with ``len()`` of a real :class:`TopKCodec` payload.
-    """
-    from fedlab_utils.compression.codecs import TopKCodec
-
-    what = "topk_payload_bytes"
-    cases = [(50_890, 0.01), (50_890, 0.001), (40_000, 0.05), (65_536, 0.1), (33_000, 0.0005)]
-    for n, fraction in cases:
-        got = call_safely(fn, n, fraction, what=what)
-        expect(isinstance(got, int) or (isinstance(got, float) and float(got).is_integer()),
-               gettext('{what}({n}, {fraction}): return a whole number of bytes, got {got!r}').format(what=what, n=n, fraction=fraction, got=got))
-        k = max(1, math.ceil(fraction * n))
-        expected = 6 * k
-        expect(int(got) != 4 * k, gettext("{what}({n}, {fraction}): {got} counts only the values -- the receiver also needs each value's index (2 bytes at 16 bits)").format(what=what, n=n, fraction=fraction, got=got))
-        expect(int(got) != 12 * k, gettext('{what}({n}, {fraction}): {got} uses 8-byte (int64) indices; 16 bits are enough to address up to 65,536 parameters').format(what=what, n=n, fraction=fraction, got=got))
-        expect(int(got) == expected, gettext('{what}({n}, {fraction}): got {got}, expected {expected}. k = ceil(fraction · num_params) entries, each 4 bytes (fp32 value) + 2 bytes (16-bit index)').format(what=what, n=n, fraction=fraction, got=got, expected=expected))
-        # The codec picks ceil(log2 n) = 16 bits for these sizes, so its real payload must agree.
-        update = {"w": torch.randn(n, generator=torch.Generator().manual_seed(n))}
-        real = len(TopKCodec(fraction).encode(update))
-        expect(real == expected, gettext('internal: TopKCodec sent {real} bytes, formula says {expected}').format(real=real, expected=expected))
     passed(what)
 
 

@@ -6,14 +6,12 @@ from collections.abc import Callable
 
 import torch
 
-from fedlab_utils.compression.codecs import QuantizeCodec
 from fedlab_utils.core.aggregators.fedavg import weighted_average
 
 from ..i18n import gettext
-from . import call_safely, expect, expect_tensors_close, expect_whole_number, passed
+from . import call_safely, expect, expect_tensors_close, passed
 
-__all__ = ["check_client_train", "check_aggregate_replies", "check_q8_payload_bytes", "check_overhead_per_message",
-           "check_envelope_prediction", "check_accuracy_gap_prediction", "check_can_connect", "SAN_CASES"]
+__all__ = ["check_client_train", "check_aggregate_replies", "check_envelope_prediction", "check_accuracy_gap_prediction", "check_can_connect", "SAN_CASES"]
 
 #: (the server certificate's SANs, the address a SuperNode dials with --superlink).  Hand-made:
 #: ports to strip, IPv6 in brackets, names in another case, an IP that a name resolves to, and
@@ -180,39 +178,6 @@ def check_aggregate_replies(fn: Callable, seed: int | None = None) -> None:
                                          "sample counts. ") + hint)
         expect_tensors_close(answer, expected, "aggregate_replies", atol=1e-5, hint=hint)
     passed("aggregate_replies")
-
-
-def check_q8_payload_bytes(answer, update: dict[str, torch.Tensor]) -> None:
-    """``answer`` must be ``len()`` of the 8-bit quantizing codec's payload of ``update``:
-    a (min, scale) float32 pair per tensor plus one byte per value."""
-    expected = len(QuantizeCodec(bits=8).encode(update))
-    values = sum(t.numel() for t in update.values())
-    got = expect_whole_number(answer, "q8 payload bytes",
-                              hint="Count 1 byte per value plus 8 bytes (two float32) per tensor.")
-    expect(got != 4 * values, gettext('{got} is the fp32 size (4 bytes per value); the 8-bit codec sends 1 byte per value plus a small header.').format(got=got))
-    expect(got != values, gettext('{got} counts the values but not the header: each tensor also sends its minimum and its step (scale) as two float32, 8 bytes.').format(got=got))
-    expect(got == expected, gettext("q8 payload bytes: got {got}, but the codec's payload is {expected} bytes for {values} values in {len_update} tensors. Count 1 byte per value plus 8 bytes per tensor.").format(got=got, expected=expected, values=values, len_update=len(update)))
-    passed("q8 payload bytes")
-
-
-def check_overhead_per_message(answer, records: list[dict]) -> None:
-    """``answer`` must be Flower's mean overhead per uplink message in bytes: (Flower's message
-    bytes − the course payload bytes) summed over the rounds, divided by the number of replies."""
-    replies = sum(len(r["replied"]) for r in records)
-    extra = sum(r["flower_bytes_up"] - r["ledger_bytes_up"] for r in records)
-    expected = extra / replies
-    expect(isinstance(answer, (int, float)) and not isinstance(answer, bool) and math.isfinite(answer),
-           gettext('overhead per message: expected a number of bytes, got {answer!r}').format(answer=answer))
-    wrong = {extra: gettext("that is the total overhead of the run; divide by the number of messages (replies)"),
-             extra / max(1, len(records)): gettext("that is the overhead per round; a round carries one message per client"),
-             sum(r["flower_bytes_up"] for r in records) / replies:
-                 gettext("that is a whole Flower message; subtract the course payload (the ledger's bytes)")}
-    for value, why in wrong.items():
-        if not math.isclose(value, expected, rel_tol=1e-9) and math.isclose(answer, value, rel_tol=1e-9):
-            raise AssertionError(gettext('overhead per message: {answer:.1f} B -- {why}.').format(answer=answer, why=why))
-    expect(math.isclose(answer, expected, rel_tol=1e-6),
-           gettext('overhead per message: got {answer!r}, expected {expected:.2f} B (Flower bytes minus ledger bytes, summed, divided by the {replies} replies).').format(answer=answer, expected=expected, replies=replies))
-    passed("overhead per message")
 
 
 #: A prediction of the envelope's share passes within this relative band of the measured share.

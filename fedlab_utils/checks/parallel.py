@@ -11,7 +11,7 @@ from torch import nn
 from ..i18n import gettext
 from . import call_safely, expect, expect_close, expect_percent, passed
 
-__all__ = ["check_split_step", "check_bubble_fraction", "check_choose_cut", "check_pipeline_time", "reference_choose_cut",
+__all__ = ["check_split_step", "check_choose_cut", "check_pipeline_time", "reference_choose_cut",
            "check_idle_prediction", "IDLE_PREDICTION_BAND"]
 
 IDLE_PREDICTION_BAND = 5.0
@@ -101,17 +101,6 @@ def check_split_step(split_step: Callable, seed: int | None = None) -> None:
         for (name, p), q in zip(mine_model.named_parameters(), pkg_model.parameters()):
             expect(torch.allclose(p.grad, q.grad, atol=1e-6), f"{where}: {name} differs from the package's split_step")
     passed("split_step")
-
-
-def check_bubble_fraction(bubble_fraction: Callable[[int, int], float]) -> None:
-    """``bubble_fraction(S, M)`` must give GPipe's idle share with equal stage times."""
-    hint = (gettext("Count clock ticks: a step with S stages and M micro-batches lasts M+S−1 ticks per pass, "
-                    "and each stage is busy for M of them."))
-    for stages, micro in [(1, 1), (1, 8), (2, 1), (2, 4), (3, 4), (4, 16), (8, 32)]:
-        got = call_safely(bubble_fraction, stages, micro, what=f"bubble_fraction({stages}, {micro})")
-        expect_close(got, (stages - 1) / (micro + stages - 1), f"bubble_fraction(S={stages}, M={micro})",
-                     rel=1e-9, abs_=1e-12, hint=hint)
-    passed("bubble_fraction")
 
 
 def reference_choose_cut(model: nn.Sequential, input_shape: Sequence[int], flop_budget: float) -> int | None:
