@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .history import confidence_band
-from .results import ROUND_FIELDS, atomic_write_bytes, atomic_write_text
+from .results import ROUND_FIELDS, atomic_write_bytes, atomic_write_text, readable
 
 __all__ = ["point_slug", "sweep_rows", "round_rows", "write_csv", "numeric_metrics", "is_wall_time", "plot_sweep",
            "sweep_figure", "plot_curves", "curves_figure"]
@@ -244,6 +244,8 @@ def sweep_figure(rows: list[dict], names: list[str], title: str = "", metrics: S
         if x_name is None:
             ax.set_xticks([0], ["the one point"])
             ax.set_xlabel("no parameter varied")
+            for x_value, y_value in zip(*ax.lines[0].get_data()) if ax.lines else ():
+                ax.annotate(readable(y_value), (x_value, y_value), textcoords="offset points", xytext=(8, 4), fontsize=8)
         else:
             ax.set_xlabel(x_name)
             if not numeric_x:
