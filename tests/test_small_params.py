@@ -1,7 +1,7 @@
 """Small parameters are run or refused up front, naming a parameter the user set.
 
-Each notebook's parameters cell and the code cells up to its validation cell (the one that checks
-``rounds``) are executed with overridden parameters, in one fresh Python process (the cells seed
+Each notebook's parameters cell and the code cells up to its validation cell (the one that calls
+``check_parameters``) are executed with overridden parameters, in one fresh Python process (the cells seed
 RNGs and set torch's threads, which must not leak into other tests).  A combination is either
 accepted there or refused with a ``ValueError`` whose message names a parameter that was set, as
 ``name=value``; a derived default (06's ``recipe_rounds``) follows the parameter it depends on.
@@ -27,11 +27,12 @@ ONE_ROUND = {"rounds": 1, "num_clients": 3}
 
 
 def setup_cells(path: Path) -> tuple[str, list[str]]:
-    """The parameters cell's source and the code cells after it up to the one that checks ``rounds``."""
+    """The parameters cell's source and the code cells after it up to the one that validates the
+    parameters (its one ``check_parameters(`` call)."""
     notebook = nbformat.read(path, as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     first = next(i for i, cell in enumerate(code) if "parameters" in cell.metadata.get("tags", []))
-    last = next(i for i, cell in enumerate(code) if re.search(r"check_int\(\s*[\"']rounds[\"']", cell.source))
+    last = next(i for i, cell in enumerate(code) if "check_parameters(" in cell.source)
     return code[first].source, [cell.source for cell in code[first + 1:last + 1]]
 
 

@@ -238,6 +238,7 @@ def test_a_parameter_with_one_value_is_never_an_axis_and_panels_are_capped():
     fig = SR.sweep_figure(SR.sweep_rows(records, ["dataset", "rounds"]), ["dataset", "rounds"], "00_federated")
     assert len(fig.axes) == SR.MAX_SWEEP_PANELS == 12
     assert {ax.get_xlabel() for ax in fig.axes} == {"no parameter varied"}
+    assert [t.get_text() for t in fig.axes[5].texts] == ["5"], "the one point's value is written beside it"
     title = fig._suptitle.get_text()
     assert "first 12 of 60 metrics" in title and "sweep.csv" in title
     assert "fixed: dataset='femnist', rounds=2" in title

@@ -312,10 +312,12 @@ def sphinx_build(edition: str, stage: Path, out: Path, static: Path) -> None:
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-c", str(WEBSITE),
                "-D", f"language={SPHINX_LANGUAGE[edition]}", "-d", str(stage.parent / f".doctrees-{edition}"),
                str(stage), str(out)]
-    env = {**os.environ, "FEDLAB_SITE_STATIC": str(static)}
+    env = {**os.environ, "FEDLAB_SITE_STATIC": str(static.resolve())}  # Sphinx reads it from website/
     result = subprocess.run(command, env=env, cwd=ROOT)
     if result.returncode != 0:
         raise SiteError(f"sphinx-build failed for the {edition} edition (exit {result.returncode}); see above")
+    if not (out / "_static" / "mathjax" / "MathJax.js").is_file():
+        raise SiteError(f"{out}/_static/mathjax/MathJax.js is missing: the pages' formulas would not render offline")
 
 
 def build_site(build: Path, out: Path, stage_root: Path, editions: tuple[str, ...] = EDITIONS) -> dict[str, list[str]]:
@@ -339,7 +341,7 @@ def build_site(build: Path, out: Path, stage_root: Path, editions: tuple[str, ..
     index = out / "index.html"  # the site's root sends a reader to the English edition
     index.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                      '<meta http-equiv="refresh" content="0; url=en/index.html">'
-                     '<link rel="icon" href="en/_static/favicon.svg">'
+                     '<link rel="icon" href="data:,">'  # it redirects at once: no icon to fetch
                      '<title>Efficient Federated Learning · 高效联邦学习</title></head>\n'
                      '<body><p><a href="en/index.html">Efficient Federated Learning (English)</a> · '
                      '<a href="zh/index.html" lang="zh-CN">高效联邦学习（中文）</a></p></body></html>\n',

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedlab_utils.course.claims import ROUND_FIELDS
+from fedlab_utils.course.claims import ROUND_FIELDS, readable
 from fedlab_utils.files import atomic_write_bytes, atomic_write_text
 from fedlab_utils.seeds import confidence_band
 
@@ -245,6 +245,8 @@ def sweep_figure(rows: list[dict], names: list[str], title: str = "", metrics: S
         if x_name is None:
             ax.set_xticks([0], ["the one point"])
             ax.set_xlabel("no parameter varied")
+            for x_value, y_value in zip(*ax.lines[0].get_data()) if ax.lines else ():
+                ax.annotate(readable(y_value), (x_value, y_value), textcoords="offset points", xytext=(8, 4), fontsize=8)
         else:
             ax.set_xlabel(x_name)
             if not numeric_x:
