@@ -19,13 +19,19 @@ from fedlab_utils.course import (
     ClassroomError,
     classroom,
     exercises,
-    grader_metadata,
     grading,
     locked_metadata,
     normalize_notebook,
     solution_metadata,
     validate_notebook,
 )
+
+
+def grader_metadata(grade_id: str, points: int) -> dict:
+    """nbgrader metadata of a locked autograder-test cell (the fixtures' notebooks)."""
+    return {"grade": True, "grade_id": grade_id, "locked": True, "points": points,
+            "schema_version": classroom.SCHEMA_VERSION, "solution": False, "task": False}
+
 
 NOTEBOOKS = classroom.find_notebooks()
 

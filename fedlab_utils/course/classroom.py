@@ -42,7 +42,7 @@ STUDENTS = ("solutions", "untouched", "one-wrong")
 _GRADE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]
 
-__all__ = ["solution_metadata", "grader_metadata", "locked_metadata", "Exercise", "exercises", "normalize_notebook",
+__all__ = ["solution_metadata", "locked_metadata", "Exercise", "exercises", "normalize_notebook",
            "validate_notebook", "lock_source", "build_course", "student_versions", "ClassroomError"]
 
 
@@ -55,12 +55,6 @@ def solution_metadata(grade_id: str) -> dict:
     """nbgrader metadata of an exercise's editable solution cell (schema 3)."""
     return {"grade": False, "grade_id": grade_id, "locked": False, "schema_version": SCHEMA_VERSION,
             "solution": True, "task": False}
-
-
-def grader_metadata(grade_id: str, points: int) -> dict:
-    """nbgrader metadata of the locked autograder-test cell that follows a solution cell."""
-    return {"grade": True, "grade_id": grade_id, "locked": True, "points": points,
-            "schema_version": SCHEMA_VERSION, "solution": False, "task": False}
 
 
 def locked_metadata(grade_id: str) -> dict:
