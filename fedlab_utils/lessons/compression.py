@@ -1,4 +1,5 @@
-"""Post-training int8 quantization of a trained model for deployment, and a model's serialized size.
+"""Lesson 02 (compression) beyond the codecs: post-training int8 of a trained model, its serialized
+size, and the notebook's parameter table (:data:`RULES_02`).
 
 Lesson 02 quantizes what clients *send* (:mod:`fedlab_utils.compression`); this is the other use
 of quantization: shrinking the model a device runs.  :func:`quantize_model_int8` uses torchao, the

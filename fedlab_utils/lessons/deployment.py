@@ -1,4 +1,5 @@
-"""Lesson 07's idea beyond the launcher: which certificate a TLS client accepts for an address.
+"""Lesson 07 (deployment) beyond the deploy package: which certificate a TLS client accepts for an
+address, and the notebook's parameter table (:data:`RULES_07`).
 
 A SuperNode dials the SuperLink by an address; TLS accepts the server's certificate only when a
 Subject Alternative Name matches it (RFC 6125).  The lesson checks the student's rule against
