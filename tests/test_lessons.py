@@ -305,7 +305,6 @@ def _code(nb) -> list[tuple[int, str]]:
     return [(i, c.source) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
 
 
-@REWRITING
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_parameters_are_validated_by_one_call(path):
     nb = _nb(path)
