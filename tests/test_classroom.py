@@ -74,7 +74,7 @@ def test_committed_notebook_is_a_valid_nbgrader_source(path):
             assert meta["locked"] and "check_" in cell.source
         elif not meta.get("solution"):
             assert meta.get("locked") or "parameters" in cell.metadata.get("tags", [])
-    assert any("Run All stops at the first unanswered exercise" in c.source for c in nb.cells[:3])
+    assert any("Run All stops at the first unanswered exercise" in c.source for c in nb.cells[:4])
 
 
 def test_normaliser_locks_with_stable_ids_and_is_idempotent():

@@ -83,6 +83,9 @@ def _minutes(words: float, code_lines: int, exercises: dict[str, int]) -> dict:
             "words": round(words), "code_lines": code_lines, "exercises": dict(exercises)}
 
 
+BOOTSTRAP_TAG = "fedlab-bootstrap"  # the first code cell of every notebook (website/bootstrap_cell.py)
+
+
 def study_minutes(notebook_path: str | Path) -> dict:
     """The study time of one notebook by the course's method (module docstring).
 
@@ -97,6 +100,8 @@ def study_minutes(notebook_path: str | Path) -> dict:
     parts = {"core": [0.0, 0, {}], "optional": [0.0, 0, {}]}
     part = "core"
     for cell in nb.cells:
+        if BOOTSTRAP_TAG in cell.metadata.get("tags", []):
+            continue  # installs the package outside the repository: set-up, not the lesson
         if cell.cell_type == "markdown" and OPTIONAL_HEADING.search(cell.source):
             part = "optional"
         counts = parts[part]
@@ -122,7 +127,7 @@ def stated_minutes(notebook_path: str | Path) -> int | None:
     """The study time a notebook states in its opening cells (the first number of minutes after
     "Study time"), or None when it states none."""
     nb = nbformat.read(Path(notebook_path), as_version=4)
-    opening = "\n".join(c.source for c in nb.cells[:4] if c.cell_type == "markdown")
+    opening = "\n".join(c.source for c in nb.cells[:5] if c.cell_type == "markdown")
     found = _STATED.search(opening)
     return int(found.group(1)) if found else None
 
