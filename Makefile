@@ -125,6 +125,7 @@ site: $(SITE_STAMP)
 site-check: $(SITE_STAMP)
 	@if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=zh | grep -q .; then \
 		apt-get update -q && apt-get install -y -q chromium fonts-wqy-microhei; fi
+	$(PY) -m pytest tests/test_website.py -p no:cacheprovider -q
 	$(PY) website/check_site.py --site build/site --screenshots docs/img
 
 # Notebook 00 copied alone into an empty folder, run in a fresh venv that installs the course's

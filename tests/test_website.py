@@ -18,6 +18,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+pytest.importorskip("sphinx", reason="the website's tests need the [site] extra; make site-check installs it "
+                                      "and runs them")
+
 ROOT = Path(__file__).resolve().parent.parent
 WEBSITE = ROOT / "website"
 
