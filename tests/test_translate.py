@@ -26,6 +26,7 @@ from fedlab_utils.course.translation_catalogs import (
     new_catalog,
     save_catalog,
     translate_code,
+    translates_code,
     zh_path,
 )
 
@@ -189,7 +190,7 @@ def test_repo_zh_notebooks_copy_every_code_cell_and_metadata():
         assert zh["metadata"] == english["metadata"], notebook.name
         for en_cell, zh_cell in zip(english["cells"], zh["cells"]):
             assert (zh_cell["id"], zh_cell["metadata"]) == (en_cell["id"], en_cell["metadata"]), notebook.name
-            if en_cell["cell_type"] == "code" and not TRANSLATE_CODE:
+            if en_cell["cell_type"] == "code" and not translates_code(load_catalog(catalog_path(notebook))):
                 assert zh_cell == en_cell, f"{notebook.name}: code cell {en_cell['id']}"
             elif en_cell["cell_type"] == "code":  # comments and owned strings may be translated
                 owned = code_translations(load_catalog(catalog_path(notebook)))
@@ -490,6 +491,22 @@ def test_code_translation_extract_build_check_roundtrip(tmp_path):
     assert any("not a comment" in p for p in problems), problems
     assert any("with the fields ['gap + 1']" in p for p in problems), problems
     assert any("the code differs" in p for p in problems), problems
+
+
+def test_a_catalog_with_code_entries_opts_its_notebook_in(tmp_path):
+    nb_path, locale, path = _code_fixture(tmp_path)
+    extract(nb_path, locale_dir=locale, code=True)
+    po = load_catalog(path)
+    assert translates_code(po) and not translates_code(po, code=False)
+    problems = tr.check_notebook(nb_path, TERMS, locale).problems  # default: on for this notebook
+    assert len([p for p in problems if "no current translation" in p]) == 4, problems
+    for entry in po:
+        if entry.msgctxt == CODE_CONTEXT:
+            entry.msgstr = CODE_ZH[entry.msgid]
+    save_catalog(po, path)
+    tr.build(nb_path, locale_dir=locale, terms=TERMS)
+    assert nbformat.read(zh_path(nb_path), as_version=4).cells[1].source == "seed = 0  # 任意整数"
+    assert not translates_code(new_catalog(nb_path))
 
 
 def test_editorial_report_counts_each_rule_per_notebook(capsys):

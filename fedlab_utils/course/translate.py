@@ -133,7 +133,7 @@ def build_notebook(notebook: Path, po: polib.POFile, terms: list[Term], code: bo
     strings that the catalog translates (``msgctxt "code"``)."""
     nb = nbformat.read(notebook, as_version=4)
     by_context = {entry.msgctxt: entry for entry in po if not entry.obsolete and entry.msgctxt != CODE_CONTEXT}
-    code_zh = code_translations(po) if (translation_catalogs.TRANSLATE_CODE if code is None else code) else {}
+    code_zh = code_translations(po) if translation_catalogs.translates_code(po, code) else {}
     cells = markdown_cells(nb)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -339,9 +339,9 @@ def check_notebook(notebook: Path, terms: list[Term], locale_dir: Path = LOCALE_
     (default :data:`EDITORIAL`) makes the editorial violations problems; ``code`` (default
     :data:`TRANSLATE_CODE`) wants every comment and student-read string of the code cells translated."""
     editorial = EDITORIAL if editorial is None else editorial
-    code = translation_catalogs.TRANSLATE_CODE if code is None else code
     result = NotebookCheck(notebook.stem)
     po = load_catalog(catalog_path(notebook, locale_dir))
+    code = translation_catalogs.translates_code(po, code)
     by_context = {entry.msgctxt: entry for entry in po if not entry.obsolete and entry.msgctxt != CODE_CONTEXT}
     english_nb = nbformat.read(notebook, as_version=4)
     cells = markdown_cells(english_nb)
@@ -605,6 +605,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("notebooks", nargs="*", help="notebooks (e.g. 00 03); default: those that have a catalog "
                                                 "(name a notebook to create its catalog), and the runtime "
                                                 "messages' catalog fedlab_utils/locale/zh_CN/LC_MESSAGES/fedlab_utils.po")
+    e.add_argument("--code", action="store_true", default=None,
+                   help="also extract the code cells' comments and student-read strings (once a catalog has "
+                        "them, build and check translate that notebook's code cells)")
     b = sub.add_parser("build", help="write notebooks/zh/<NN_slug>.ipynb and the README glossary tables")
     b.add_argument("notebooks", nargs="*", help="notebooks; default: those that have a catalog")
     c = sub.add_parser("check", help="fail on missing/fuzzy/stale translations, lost tokens, stale zh notebooks")
@@ -651,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "extract":
             for notebook in _selected(args.notebooks):
-                report = extract(notebook)
+                report = extract(notebook, code=args.code)
                 print(f"{notebook.stem}: {len(report.new)} new, {len(report.fuzzy)} fuzzy, "
                       f"{len(report.obsolete)} obsolete"
                       + "".join(f"\n  {kind}: {ids}" for kind, ids in

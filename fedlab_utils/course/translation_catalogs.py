@@ -131,7 +131,7 @@ def extract(notebook: Path, locale_dir: Path = LOCALE_DIR, code: bool | None = N
     po = load_catalog(path) if path.exists() else new_catalog(notebook)
     nb = nbformat.read(notebook, as_version=4)
     report = merge_catalog(markdown_cells(nb), po)
-    if TRANSLATE_CODE if code is None else code:
+    if translates_code(po, code):
         merge_code_entries([c.source for c in nb.cells if c.cell_type == "code"], po, report)
     save_catalog(po, path)
     return report
@@ -239,6 +239,15 @@ def check_runtime(path: Path = RUNTIME_CATALOG, package: Path = PACKAGE_DIR) -> 
 #: cells and ``check`` wants each translated.  ``False`` until the editorial pass fills them.
 TRANSLATE_CODE = False
 CODE_CONTEXT = "code"
+
+
+def translates_code(po: polib.POFile, code: bool | None = None) -> bool:
+    """Whether a notebook's code cells are translated: ``code`` when given, else
+    :data:`TRANSLATE_CODE`, else whether its catalog already holds code entries (a notebook
+    opts in once with ``translate extract --code NN``)."""
+    if code is not None:
+        return code
+    return TRANSLATE_CODE or any(entry.msgctxt == CODE_CONTEXT and not entry.obsolete for entry in po)
 #: calls whose string arguments a student reads: ``print(...)`` (every string argument) and the
 #: claims table's statements, ``claims.check("…", …)`` / ``claims.observe("…", …)`` (the first)
 CODE_CALLS = {"print": None, "claims.check": 1, "claims.observe": 1}
