@@ -10,14 +10,16 @@ that failed in round 1.
   local, transform)``, as :class:`~fedlab_utils.core.vmap_trainer.VmapTrainer` does) is asked first;
 * :func:`probe_model`: one forward pass, in eval mode and without gradients, on one sample of the
   first client that has data and one sample of ``test``: a model built for another input shape
-  fails here, naming the shapes; a model with fewer outputs than the labels need fails too.
+  fails here, naming the shapes; a model with fewer outputs than the labels need fails too, and
+  so do labels the loss cannot take (float class indices, ``int32``, a column of labels): each
+  distinct label dtype and shape among the clients, and the test's, goes through the loss once.
 
 Every error is a ``ValueError`` whose message starts with the argument's name.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -117,21 +119,56 @@ def _largest_label(labels: list[torch.Tensor]) -> int | None:
     return int(torch.stack([t.to(tops[0].device) for t in tops]).max())
 
 
-def probe_model(model: nn.Module, clients: Sequence, test: tuple[torch.Tensor, torch.Tensor]) -> None:
+_VALID_LABELS = "class indices, one per sample, as torch.int64 (convert with y.long())"
+
+
+def _label_samples(clients: Sequence, test: tuple[torch.Tensor, torch.Tensor]) -> list[tuple[str, torch.Tensor,
+                                                                                               torch.Tensor]]:
+    """``(where, one input, its label)`` for the first client with data, for the first client of
+    every other label dtype or label shape, and for ``test``: what :func:`probe_model` runs."""
+    samples, kinds = [], set()
+    for i, client in enumerate(clients):
+        kind = (client.y.dtype, tuple(client.y.shape[1:]))
+        if len(client) > 0 and (not samples or kind not in kinds):
+            kinds.add(kind)
+            samples.append((f"clients[{i}]", client.x[:1], client.y[:1]))
+    samples.append(("test", test[0][:1], test[1][:1]))
+    return samples
+
+
+def _check_loss_takes(loss_fn: Callable, out: object, y: torch.Tensor, where: str) -> None:
+    """Raise ``ValueError`` naming ``where``'s labels (dtype, shape) when ``loss_fn`` cannot take
+    ``out`` with them; a model whose output is not one tensor is left to the round."""
+    if not isinstance(out, torch.Tensor):
+        return
+    try:
+        loss_fn(out.float(), y.to(out.device))
+    except Exception as exc:  # noqa: BLE001 -- any failure of the loss on these labels is a setup error
+        owner = f"{where}.y" if where != "test" else "test's labels (test[1])"
+        loss = getattr(loss_fn, "__name__", repr(loss_fn))
+        raise ValueError(
+            f"{where} has labels the loss cannot take: {owner} is {y.dtype} of shape {tuple(y.shape[1:])} per sample, "
+            f"and {loss}(output of shape {tuple(out.shape[1:])}, labels) raised {type(exc).__name__}: {exc}; "
+            f"valid labels: {_VALID_LABELS}") from None
+
+
+def probe_model(model: nn.Module, clients: Sequence, test: tuple[torch.Tensor, torch.Tensor],
+                loss_fn: Callable = nn.functional.cross_entropy) -> None:
     """One forward pass of ``model`` on one sample of the first client with data and on one sample
     of ``test``, in eval mode and without gradients (no random draw, no BatchNorm statistics
     changed; each module's train/eval mode is restored).  Raises ``ValueError`` naming ``model``
-    when the forward pass raises, or when the model has fewer outputs than the labels need."""
-    first = next((i for i, c in enumerate(clients) if len(c) > 0), None)
-    samples = [] if first is None else [(f"clients[{first}]", clients[first].x[:1])]
-    samples.append(("test", test[0][:1]))
+    when the forward pass raises, or when the model has fewer outputs than the labels need; and
+    naming ``clients[i]`` or ``test`` when ``loss_fn`` (the loss local training uses) cannot take
+    their labels, so float or ``int32`` labels fail here, not in round 1.  A client whose labels
+    differ in dtype or shape from the first client's is probed too."""
+    samples = _label_samples(clients, test)
     top = _largest_label([test[1]] + [c.y for c in clients])
     device = next((p.device for p in model.parameters()), None)
     modes = [m.training for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            for where, x in samples:
+            for where, x, y in samples:
                 try:
                     out = model(x if device is None else x.to(device))
                 except Exception as exc:  # noqa: BLE001 -- any failure of the forward pass is a setup error
@@ -145,6 +182,7 @@ def probe_model(model: nn.Module, clients: Sequence, test: tuple[torch.Tensor, t
                     raise ValueError(
                         f"model gives {classes} outputs per sample (shape {tuple(out.shape[1:])} on {where}), but "
                         f"the labels go up to {top}; build the model with num_classes={top + 1} or more")
+                _check_loss_takes(loss_fn, out, y, where)
     finally:
         for module, mode in zip(model.modules(), modes):
             module.training = mode
