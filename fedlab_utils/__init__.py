@@ -19,7 +19,7 @@ Its rooms, by role (``docs/architecture.md`` has the full map; ``lint-imports`` 
 The names below load lazily, so ``import fedlab_utils`` stays light and needs none of the
 ``[course]`` or ``[deploy]`` extras.
 """
-from importlib import import_module
+from fedlab_utils.facade import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -43,17 +43,4 @@ __all__ = ["load_dataset", "partition", "client_data", "label_counts", "get_devi
            "count_parameters", "Claims", "record_results"]
 
 
-def __getattr__(name: str):
-    if name in _SUBPACKAGES:
-        return import_module(f"{__name__}.{name}")
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), _SUBPACKAGES)

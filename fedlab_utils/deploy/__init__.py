@@ -5,7 +5,7 @@ psutil).
 
 Names load lazily from their modules on first use (:data:`_EXPORTS`).
 """
-from importlib import import_module
+from fedlab_utils.facade import lazy_exports
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -74,15 +74,4 @@ __all__ = ["CODEC_SPECS", "CONNECTION", "DEFAULT_SANS", "DeploymentConfig", "Dep
            "superlink_command", "supernode_command", "toml_value"]
 
 
-def __getattr__(name: str):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

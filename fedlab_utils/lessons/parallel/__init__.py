@@ -3,7 +3,7 @@
 
 Names load lazily from their modules on first use (:data:`_EXPORTS`).
 """
-from importlib import import_module
+from fedlab_utils.facade import lazy_exports
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -48,15 +48,4 @@ __all__ = ["CutInfo", "MultiProcessResult", "PipelineReport", "RELATIONS_05", "R
            "timed_pipeline_step"]
 
 
-def __getattr__(name: str):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
