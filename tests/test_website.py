@@ -95,6 +95,63 @@ def test_the_browser_check_reports_the_failed_request_of_a_missing_image(tmp_pat
     assert not any("zh/index.html" in p for p in problems), problems  # the intact page is clean
 
 
+def math_site(root: Path, with_mathjax: bool) -> Path:
+    """One page with an inline and a displayed formula, as Sphinx writes them; MathJax staged or not."""
+    folder = root / "en"
+    folder.mkdir(parents=True)
+    script = ""
+    if with_mathjax:
+        build_site.mathjax_folder(root / "stage")
+        shutil.copytree(root / "stage" / "_mathjax" / "mathjax", folder / "_static" / "mathjax")
+        script = ('<script>window.MathJax = {"options": {"processHtmlClass": "math"}}</script>'
+                  '<script defer src="_static/mathjax/tex-chtml.js"></script>')
+    (folder / "00_federated_baseline.html").write_text(
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>t</title>'
+        f'<link rel="icon" href="data:,">{script}</head><body class="tex2jax_ignore"><p>Clients hold '
+        r'<span class="math notranslate nohighlight">\(n_k\)</span> samples.</p>'
+        r'<div class="math notranslate nohighlight">\[w_{t+1} = \sum_k \frac{n_k}{n} w_k\]</div>'
+        '</body></html>', encoding="utf-8")
+    return root
+
+
+@pytest.mark.skipif(not check_site.CHROMIUM.is_file(),
+                    reason="/usr/bin/chromium is absent (make site-check installs it with apt-get)")
+@pytest.mark.parametrize("with_mathjax", [True, False])
+def test_the_browser_check_sees_whether_mathjax_typeset_the_formulas(tmp_path, with_mathjax):
+    pytest.importorskip("playwright", reason="playwright comes with the [site] extra (make site-check)")
+    site = math_site(tmp_path, with_mathjax)
+    math = check_site.MathCount()
+    with check_site.serve(site) as base, check_site.chromium() as browser:
+        loaded, problems = check_site.page_problems(browser, base, site, math)
+    assert loaded == 1
+    if with_mathjax:
+        assert problems == [] and math.formulas == 2 and math.displayed == 1, (problems, math)
+    else:
+        assert math.formulas == 0
+        assert any("MathJax did not load" in p for p in problems), problems
+        assert sum("not typeset" in p for p in problems) == 2, problems
+        assert any("TeX source visible" in p and "\\frac" in p for p in problems), problems
+
+
+@pytest.mark.skipif(not check_site.CHROMIUM.is_file(),
+                    reason="/usr/bin/chromium is absent (make site-check installs it with apt-get)")
+def test_the_browser_check_reports_a_request_that_leaves_127_0_0_1(tmp_path):
+    pytest.importorskip("playwright", reason="playwright comes with the [site] extra (make site-check)")
+    site = fake_site(tmp_path, broken=False)
+    page = site / "en" / "index.html"
+    page.write_text(page.read_text().replace("</body>", '<script src="https://cdn.example.org/m.js"></script></body>'))
+    with check_site.serve(site) as base, check_site.chromium() as browser:
+        _, problems = check_site.page_problems(browser, base, site)
+    assert any("off-site request" in p and "cdn.example.org" in p for p in problems), problems
+    assert not any("zh/index.html" in p for p in problems), problems
+
+
+def test_is_local_accepts_only_this_machine():
+    assert check_site.is_local("http://127.0.0.1:8000/en/index.html") and check_site.is_local("data:,")
+    assert not check_site.is_local("https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js")
+    assert not check_site.is_local("http://localhost.example.org/x")
+
+
 def test_the_language_switch_points_at_the_same_page_in_the_other_edition():
     pages = {"index", "02_compression", "docs/energy_model"}
     assert conf.twin_url("02_compression", "zh", pages) == "../zh/02_compression.html"

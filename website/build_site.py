@@ -35,8 +35,8 @@ from pathlib import Path
 
 import nbformat
 
-from fedlab_utils.course.glossary import load_glossary
 from fedlab_utils.course import ROOT, find_notebooks
+from fedlab_utils.course.glossary import load_glossary
 
 WEBSITE = Path(__file__).resolve().parent
 EDITIONS = ("en", "zh")
@@ -294,15 +294,38 @@ def stage_edition(edition: str, build: Path, stage: Path, settings: dict) -> lis
     return ["index", "glossary", *[f"docs/{name}" for name in DOCS], *stems]
 
 
-def mathjax_folder(stage_root: Path) -> Path:
-    """MathJax 2 from the jupyter-server-mathjax package, staged once as ``<stage_root>/_mathjax/mathjax``."""
-    import jupyter_server_mathjax
+MATHJAX_PACKAGE = "sphinx-mathjax-offline"  # MathJax 3 on PyPI (the [site] extra), under this import name
+MATHJAX_ENTRY = "tex-chtml.js"  # TeX in, HTML+CSS out: the one combined bundle the pages load
+# What tex-chtml.js loads on demand: its web fonts, TeX extensions (autoload), the menu's renderers and
+# accessibility parts.  The other combined bundles (SVG, MathML input, node) are never loaded.
+MATHJAX_PARTS = (MATHJAX_ENTRY, "input", "output", "ui", "a11y", "sre", "adaptors")
 
-    source = Path(jupyter_server_mathjax.__file__).resolve().parent / "static"
-    target = stage_root / "_mathjax"
-    if not (target / "mathjax" / "MathJax.js").is_file():
+
+def mathjax_source() -> Path:
+    """The MathJax 3 files that sphinx-mathjax-offline ships (a clear error when the extra is missing)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MATHJAX_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SiteError(f"the {MATHJAX_PACKAGE} package is not installed: `make site` installs the [site] extra "
+                        "(pip install -e '.[site]'), which brings MathJax for the pages' formulas")
+    source = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax"
+    if not (source / MATHJAX_ENTRY).is_file():
+        raise SiteError(f"{source}/{MATHJAX_ENTRY} is missing: reinstall {MATHJAX_PACKAGE}")
+    return source
+
+
+def mathjax_folder(stage_root: Path) -> Path:
+    """MathJax 3 staged once as ``<stage_root>/_mathjax/mathjax`` (Sphinx copies it into ``_static/``)."""
+    source, target = mathjax_source(), stage_root / "_mathjax"
+    if not (target / "mathjax" / MATHJAX_ENTRY).is_file():
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(source, target / "mathjax", ignore=shutil.ignore_patterns("SVG", "LICENSE"))
+        (target / "mathjax").mkdir(parents=True)
+        for part in MATHJAX_PARTS:
+            if (source / part).is_dir():
+                shutil.copytree(source / part, target / "mathjax" / part)
+            elif (source / part).is_file():
+                shutil.copy2(source / part, target / "mathjax" / part)
     return target
 
 
@@ -316,8 +339,8 @@ def sphinx_build(edition: str, stage: Path, out: Path, static: Path) -> None:
     result = subprocess.run(command, env=env, cwd=ROOT)
     if result.returncode != 0:
         raise SiteError(f"sphinx-build failed for the {edition} edition (exit {result.returncode}); see above")
-    if not (out / "_static" / "mathjax" / "MathJax.js").is_file():
-        raise SiteError(f"{out}/_static/mathjax/MathJax.js is missing: the pages' formulas would not render offline")
+    if not (out / "_static" / "mathjax" / MATHJAX_ENTRY).is_file():
+        raise SiteError(f"{out}/_static/mathjax/{MATHJAX_ENTRY} is missing: the pages' formulas would not render offline")
 
 
 def build_site(build: Path, out: Path, stage_root: Path, editions: tuple[str, ...] = EDITIONS) -> dict[str, list[str]]:

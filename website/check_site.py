@@ -13,7 +13,11 @@ for Python.  It fails (exit 1), listing each problem, unless:
 * every page loads with no console error, no page error and no failed request (:func:`page_problems`);
 * the language switch on each notebook page lands on the same notebook in the other edition;
 * searching 误差反馈 in the zh edition and "error feedback" in the en edition lists the 02 page;
-* a widget's static view (its note and its figure) is visible on the 02 page of each edition.
+* a widget's static view (its note and its figure) is visible on the 02 page of each edition;
+* MathJax typeset every formula of every page (no TeX source such as ``\\(``, ``$$`` left in the
+  prose), at least one on the 00 page and a displayed one on the 02 page of each edition
+  (:func:`math_problems`);
+* no page asks for anything that is not on 127.0.0.1: the site works offline.
 
 With ``--screenshots DIR`` it saves 1280×800 PNGs of both landing pages and both 02 pages there.
 """
@@ -149,14 +153,22 @@ def chromium() -> Iterator[object]:
             browser.close()
 
 
+def is_local(url: str) -> bool:
+    """Whether a request stays on this machine: 127.0.0.1, or a URL that needs no network (data:, blob:)."""
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob", "about") or parts.hostname == "127.0.0.1"
+
+
 @dataclass
 class PageLog:
     """What went wrong while a tab loaded its pages (cleared before each page)."""
 
     console_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
+    offsite_requests: list[str] = field(default_factory=list)
 
     def attach(self, page) -> None:
+        page.on("request", lambda request: not is_local(request.url) and self.offsite_requests.append(request.url))
         page.on("console", lambda message: message.type == "error" and self.console_errors.append(
             f"{message.text} ({message.location.get('url', '')})"))
         page.on("pageerror", lambda error: self.console_errors.append(f"uncaught: {error}"))
@@ -168,6 +180,7 @@ class PageLog:
     def clear(self) -> None:
         self.console_errors.clear()
         self.failed_requests.clear()
+        self.offsite_requests.clear()
 
 
 class Tab:
@@ -196,14 +209,73 @@ BROKEN_IMAGES = """() => Promise.all(Array.from(document.images).map(img => {
 })).then(found => found.filter(src => src !== null))"""
 
 
-def page_problems(browser, base: str, site: Path) -> tuple[int, list[str]]:
-    """Load every page: console errors, failed requests and images that do not decode."""
+# After MathJax's first typeset (its startup promise): the formulas it drew, the formulas it left as TeX
+# (an element of class "math" with no mjx-container), and prose text (outside code, scripts and the
+# formulas) that still shows TeX delimiters.
+MATH_STATE = r"""async () => {
+    const mathjax = window.MathJax && window.MathJax.startup ? window.MathJax : null;
+    if (mathjax && mathjax.startup.promise) { await mathjax.startup.promise; }
+    const skip = 'pre, code, script, style, textarea, mjx-container, .highlight';
+    const raw = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const parent = node.parentElement;
+        if (!parent || parent.closest(skip) || !parent.getClientRects().length) { continue; }
+        const text = node.textContent;
+        if (/\$\$|\\(|\\)|\\[|\\]|\$[^$\s][^$]*\[a-zA-Z]+/.test(text)) { raw.push(text.trim().slice(0, 80)); }
+    }
+    const untypeset = Array.from(document.querySelectorAll('.math'))
+        .filter(e => !e.querySelector('mjx-container') && !e.closest('mjx-container'))
+        .map(e => e.textContent.trim().slice(0, 80));
+    return {version: mathjax ? String(mathjax.version) : null,
+            formulas: document.querySelectorAll('mjx-container').length,
+            displayed: document.querySelectorAll('mjx-container[display="true"]').length,
+            untypeset: untypeset, raw: raw};
+}"""
+MATH_PAGES = {"00_federated_baseline": "formulas", SEARCH_TARGET: "displayed"}  # what each page must show
+
+
+@dataclass
+class MathCount:
+    """Formulas MathJax typeset on the site, and on the pages that must show some."""
+
+    formulas: int = 0
+    displayed: int = 0
+    pages_with_math: int = 0
+    required: dict[str, dict] = field(default_factory=dict)  # "en/00_federated_baseline.html" -> MATH_STATE
+
+
+def math_on_page(relative: str, state: dict, count: MathCount) -> list[str]:
+    """The problems of one page's formulas (``state`` from MATH_STATE); adds its formulas to ``count``."""
+    problems = [f"{relative}: formula not typeset by MathJax: {text!r}" for text in state["untypeset"]]
+    problems += [f"{relative}: TeX source visible in the text: {text!r}" for text in state["raw"]]
+    count.formulas += state["formulas"]
+    count.displayed += state["displayed"]
+    count.pages_with_math += state["formulas"] > 0
+    stem = relative.rsplit("/", 1)[-1].removesuffix(".html")
+    if stem in MATH_PAGES and relative.split("/")[0] in EDITIONS:
+        count.required[relative] = state
+        needed = MATH_PAGES[stem]
+        if state["version"] is None:
+            problems.append(f"{relative}: MathJax did not load")
+        elif state[needed] == 0:
+            problems.append(f"{relative}: MathJax {state['version']} typeset no {'displayed ' if needed == 'displayed' else ''}"
+                            f"formula, and this page has some")
+    return problems
+
+
+def page_problems(browser, base: str, site: Path, math: MathCount | None = None) -> tuple[int, list[str]]:
+    """Load every page: console errors, failed or off-site requests, images that do not decode, formulas."""
     problems, pages, tab = [], html_pages(site), Tab(browser)
+    math = math if math is not None else MathCount()
     for path in pages:
         relative = path.relative_to(site).as_posix()
-        broken = tab.open(base + quote(relative)).evaluate(BROKEN_IMAGES)
+        page = tab.open(base + quote(relative))
+        broken = page.evaluate(BROKEN_IMAGES)
+        problems += math_on_page(relative, page.evaluate(MATH_STATE), math)
         problems += [f"{relative}: console error: {text}" for text in tab.log.console_errors]
         problems += [f"{relative}: failed request: {text}" for text in tab.log.failed_requests]
+        problems += [f"{relative}: off-site request: {url}" for url in tab.log.offsite_requests]
         problems += [f"{relative}: image does not load: {src}" for src in broken]
     tab.close()
     return len(pages), problems
@@ -312,11 +384,19 @@ def check_site(site: Path, screenshot_dir: Path | None = None) -> list[str]:
     references = sum(len(_parse(p).references) for p in html_pages(site))
     print(f"links: {references} references in {len(html_pages(site))} pages, {len(problems)} broken")
     with serve(site) as base, chromium() as browser:
-        loaded, found = page_problems(browser, base, site)
+        math = MathCount()
+        loaded, found = page_problems(browser, base, site, math)
         console = sum("console error" in p for p in found)
         failed = sum("failed request" in p for p in found)
         print(f"pages: {loaded} loaded in Chromium; {console} console errors, {failed} failed requests, "
+              f"{sum('off-site request' in p for p in found)} off-site requests, "
               f"{sum('image does not load' in p for p in found)} images that do not load")
+        print(f"formulas: MathJax typeset {math.formulas} ({math.displayed} displayed) on {math.pages_with_math} "
+              f"pages; {sum('not typeset' in p or 'TeX source' in p for p in found)} left as TeX source; "
+              + ", ".join(f"{page} {state['formulas']}" for page, state in sorted(math.required.items())))
+        missing = [f"{edition}/{stem}.html" for edition in EDITIONS for stem in MATH_PAGES
+                   if f"{edition}/{stem}.html" not in math.required]
+        found += [f"{page}: not checked for formulas (no such page)" for page in missing]
         problems += found
         switched, found = switch_problems(browser, base, site)
         print(f"language switch: {switched - len(found)}/{switched} notebook pages land on their twin")

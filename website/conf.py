@@ -41,13 +41,9 @@ html_theme = "sphinx_book_theme"
 html_copy_source = True
 html_context = {"default_mode": "light"}  # an explicit colour mode: the theme logs an error when none is set
 html_last_updated_fmt = None
-# MathJax 2 from the jupyter-server-mathjax package, copied into _static/mathjax by the builder
-mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
-mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]},
-                   "messageStyle": "none", "showMathMenu": False,
-                   # the package ships the STIX web fonts only (as Jupyter's classic notebook used them)
-                   "HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None,
-                                "preferredFont": None}}
+# MathJax 3 (sphinx-mathjax-offline's copy), staged by the builder into _static/mathjax: no CDN.
+# myst-parser sets its options (typeset only elements of class "math", never code or outputs).
+mathjax_path = "mathjax/tex-chtml.js"
 
 LABELS = {
     "en": {"title": "Efficient Federated Learning", "switch": "中文", "switch_title": "这一页的中文版"},
