@@ -33,12 +33,12 @@ def test_bad_language_names_the_value_and_the_valid_ones(monkeypatch):
 
 
 def test_lang_argument_and_environment_select_the_catalog(monkeypatch):
-    message = "uplink bytes of one round"
+    message = "joules of one client-round"
     monkeypatch.delenv(i18n.LANG_ENV, raising=False)
     assert i18n._(message) == message
-    assert i18n._(message, lang="zh") == "一轮的上行字节数"
+    assert i18n._(message, lang="zh") == "一个客户端轮次的焦耳数"
     monkeypatch.setenv(i18n.LANG_ENV, "zh")
-    assert i18n._(message) == "一轮的上行字节数"
+    assert i18n._(message) == "一个客户端轮次的焦耳数"
     assert i18n._(message, lang="en") == message
     assert i18n._("a message nobody translated") == "a message nobody translated"  # gettext's fallback
 
@@ -226,3 +226,149 @@ def test_sweep_lang_zh_runs_the_kernels_in_chinese(tmp_path):
     folder = out / "points" / "x=1"
     assert Point(path, {"x": 1}, folder, lang="zh").load_complete() == record
     assert Point(path, {"x": 1}, folder).load_complete() is None
+
+
+# -- Package figures, tables and check labels in the reader's language -------------------------------------
+
+def _tiny_history(label: str):
+    from fedlab_utils.core import History, RoundRecord
+    from fedlab_utils.ledger import Energy
+
+    records = [RoundRecord(r, [0, 1], 0.5 + 0.1 * r, 1.0, 1.0, 1000 * r, 1000 * r, 10, 0.0,
+                           Energy(compute=1.0, uplink=2.0, downlink=0.5, radio_fixed=3.0)) for r in range(1, 4)]
+    return History(label, records)
+
+
+def _figure_texts(fig) -> list[str]:
+    texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+    return [t for t in texts if t]
+
+
+def _missing_glyph_warnings(fig) -> list[str]:
+    import logging
+    import warnings
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("matplotlib").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig.savefig(io.BytesIO(), format="png")
+    finally:
+        logging.getLogger("matplotlib").removeHandler(handler)
+    return [m for m in records + [str(w.message) for w in caught] if "missing from" in m and "Glyph" in m]
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_package_plots_draw_their_labels_in_the_readers_language(monkeypatch, lang):
+    """plot_accuracy and plot_energy, the package's own figures: in the zh edition (with the CJK
+    font) title, axes and legend are the catalog's Chinese and render without a missing glyph; in
+    English they stay English."""
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+
+    from fedlab_utils.viz import fonts, plotting
+
+    monkeypatch.delenv(fonts.FONT_ENV, raising=False)
+    monkeypatch.setenv(i18n.LANG_ENV, lang)
+    runs = {"FedAvg": _tiny_history("FedAvg")}
+    with mpl.rc_context():
+        fig, ax = plotting.plot_accuracy(runs, target=0.6)
+        fig2, ax2 = plotting.plot_energy(runs)
+        texts = _figure_texts(fig) + _figure_texts(fig2)
+        if lang == "zh":
+            assert ax.get_title() == "每轮的测试准确率" and ax.get_xlabel() == "轮次"
+            assert ax.get_ylabel() == "测试准确率（%）"
+            assert "目标 60%" in texts and "无线固定开销" in texts and "计算" in texts
+            assert ax2.get_title() == "能耗的去向（phone-wifi）" or ax2.get_title().startswith("能耗的去向")
+            assert _missing_glyph_warnings(fig) == [] and _missing_glyph_warnings(fig2) == []
+        else:
+            assert ax.get_title() == "Test accuracy per round" and ax.get_xlabel() == "round"
+            assert "target 60%" in texts and "radio fixed" in texts
+            assert not any(translate_cjk(t) for t in texts)
+        plt.close(fig)
+        plt.close(fig2)
+
+
+def translate_cjk(text: str) -> bool:
+    return bool(tr.CJK.search(text))
+
+
+def test_package_plot_labels_fall_back_to_english_without_the_cjk_font(monkeypatch, tmp_path):
+    """No CJK font: the zh edition's package figures keep their English labels (never boxes)."""
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+
+    from fedlab_utils.viz import fonts, plotting
+
+    monkeypatch.setenv(fonts.FONT_ENV, str(tmp_path / "no-such-font.ttc"))
+    monkeypatch.setenv(i18n.LANG_ENV, "zh")
+    fonts.register_cjk_font.cache_clear()
+    try:
+        with mpl.rc_context({"font.family": ["sans-serif"]}):
+            fig, ax = plotting.plot_accuracy({"FedAvg": _tiny_history("FedAvg")})
+            assert ax.get_title() == "Test accuracy per round" and ax.get_ylabel() == "test accuracy (%)"
+            assert _missing_glyph_warnings(fig) == []
+            plt.close(fig)
+    finally:
+        fonts.register_cjk_font.cache_clear()
+
+
+def test_lesson_tables_are_keyed_in_english_and_shown_in_the_readers_language(monkeypatch):
+    """layer_report: notebooks index its columns by their English keys in both editions; the zh
+    edition's display (HTML and text) shows the Chinese labels, and the labels survive pandas operations."""
+    from torch import nn
+
+    from fedlab_utils.lessons.pruning import layer_report
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    for lang, shown, hidden in (("zh", "稀疏度 %", "sparsity %"), ("en", "sparsity %", "稀疏度 %")):
+        monkeypatch.setenv(i18n.LANG_ENV, lang)
+        report = layer_report(model)
+        assert list(report.columns) == ["shape", "params", "nonzero", "sparsity %"]
+        assert float(report["sparsity %"].sum()) == 0.0  # indexed by the English key
+        for table in (report, report.round({"sparsity %": 1}), report[["params", "sparsity %"]]):
+            html, text = table._repr_html_(), repr(table)
+            assert shown in html and shown in text and hidden not in html and hidden not in text
+        if lang == "zh":
+            assert "<th>层</th>" in report._repr_html_() and "参数量" in repr(report)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_check_messages_hold_no_english_fragments(monkeypatch, lang):
+    """A wrong answer's message names the case in the student's language: the labels a check passes
+    into its messages ('your kd loss', 'global masks', 'cut after layer 2', 'after round 1') are
+    runtime messages too."""
+    import torch
+
+    from fedlab_utils.checks import acceleration, distillation, parallel, pruning
+
+    monkeypatch.setenv(i18n.LANG_ENV, lang)
+
+    def not_done(*args):
+        raise NotImplementedError
+
+    def wrong_fedavgm(state, update, velocity, lr, momentum):
+        return {k: v + 2 * lr * update[k] for k, v in state.items()}, dict(update)
+
+    def wrong_split(client_part, server_part, x, y, send_up, send_down):
+        return torch.tensor(0.0)
+
+    cases = [(lambda: distillation.check_kd_loss(not_done), "your kd loss", "你的 kd_loss"),
+             (lambda: pruning.check_global_masks(not_done), "global masks", "全局掩码"),
+             (lambda: acceleration.check_fedavgm_step(wrong_fedavgm), "after round 1", "第 1 轮之后"),
+             (lambda: parallel.check_split_step(wrong_split), "cut after layer", "层之后切分")]
+    for call, english, chinese in cases:
+        with pytest.raises(AssertionError) as failure:
+            call()
+        message = str(failure.value)
+        if lang == "zh":
+            assert chinese in message and english not in message, message
+        else:
+            assert english in message and chinese not in message, message

@@ -46,16 +46,17 @@ def check_fedavgm_step(fedavgm_step, seed: int | None = None) -> None:
                    gettext('fedavgm_step must return a tuple (new_state, new_velocity); got {type_out_name}').format(type_out_name=type(out).__name__))
             mine_x, mine_v = out
             ref_x, ref_v = _reference_fedavgm(ref_x, update, ref_v, lr, momentum)
-            expect_tensors_close(mine_v, ref_v, f"velocity after round {r} (lr={lr}, momentum={momentum})",
+            expect_tensors_close(mine_v, ref_v, gettext("velocity after round {r} (lr={lr}, momentum={momentum})").format(r=r, lr=lr, momentum=momentum),
                                  atol=1e-6, hint=hint)
-            expect_tensors_close(mine_x, ref_x, f"global state after round {r} (lr={lr}, momentum={momentum})",
+            expect_tensors_close(mine_x, ref_x, gettext("global state after round {r} (lr={lr}, momentum={momentum})").format(
+                                     r=r, lr=lr, momentum=momentum),
                                  atol=1e-6, hint=hint)
         if momentum == 0.0:
             fedavg = state
             for update in updates:
                 fedavg = apply_delta(fedavg, update, lr)
-            expect_tensors_close(mine_x, fedavg, "momentum=0 against FedAvg", atol=1e-6,
-                                 hint="With momentum 0, FedAvgM must reduce to FedAvg: x = x + lr * update.")
+            expect_tensors_close(mine_x, fedavg, gettext("momentum=0 against FedAvg"), atol=1e-6,
+                                 hint=gettext("With momentum 0, FedAvgM must reduce to FedAvg: x = x + lr * update."))
     passed("FedAvgM server step")
 
 
@@ -91,7 +92,7 @@ def check_to_target(to_target) -> None:
                    gettext('target {target}: expected (None, None), got {out!r}. {hints_target}').format(target=target, out=out, hints_target=hints[target]))
             continue
         expect(got_rounds == rounds, gettext('target {target}: rounds {got_rounds!r}, expected {rounds}. {hints_target}').format(target=target, got_rounds=got_rounds, rounds=rounds, hints_target=hints[target]))
-        expect_close(got_joules, total, f"target {target}: joules", rel=1e-9, hint=hints[target])
+        expect_close(got_joules, total, gettext("target {target}: joules").format(target=target), rel=1e-9, hint=hints[target])
     passed("rounds and joules to target")
 
 
@@ -123,10 +124,13 @@ def check_fedadam_step(fedadam_step, seed: int | None = None) -> None:
                    gettext('fedadam_step must return a tuple (new_state, m, v); got {type_out_name}').format(type_out_name=type(out).__name__))
             mine_x, mine_m, mine_v = out
             ref_x = server.step(ref_x, update)
-            where = f"after round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})"
-            expect_tensors_close(mine_m, server.m, f"m {where}", atol=1e-6, hint=hint)
-            expect_tensors_close(mine_v, server.v, f"v {where}", atol=1e-7, hint=hint)
-            expect_tensors_close(mine_x, ref_x, f"global state {where}", atol=1e-5, hint=hint)
+            where = dict(r=r, lr=lr, beta1=beta1, beta2=beta2, tau=tau)
+            expect_tensors_close(mine_m, server.m, gettext("m after round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})").format(**where),
+                                 atol=1e-6, hint=hint)
+            expect_tensors_close(mine_v, server.v, gettext("v after round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})").format(**where),
+                                 atol=1e-7, hint=hint)
+            expect_tensors_close(mine_x, ref_x, gettext("global state after round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})").format(**where),
+                                 atol=1e-5, hint=hint)
     passed("FedAdam server step")
 
 
@@ -205,12 +209,15 @@ def check_server_step(server_step, seed: int | None = None) -> None:
                        gettext('server_step must return a tuple (new_state, m, v); got {type_out_name}').format(
                            type_out_name=type(out).__name__))
                 ref_x = server.step(ref_x, update)
-                where = f"{variant}, round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})"
+                where = dict(variant=variant, r=r, lr=lr, beta1=beta1, beta2=beta2, tau=tau)
                 ok = True
+                labels = {"v": gettext("v after {variant}, round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})"),
+                          "m": gettext("m after {variant}, round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})"),
+                          "x": gettext("global state after {variant}, round {r} (lr={lr}, beta1={beta1}, beta2={beta2}, tau={tau})")}
                 for name, got, want, atol in (("v", out[2], server.v, 1e-7), ("m", out[1], server.m, 1e-7),
-                                              ("global state", out[0], ref_x, 1e-5)):
+                                              ("x", out[0], ref_x, 1e-5)):
                     try:
-                        expect_tensors_close(got, want, f"{name} after {where}", atol=atol)
+                        expect_tensors_close(got, want, labels[name].format(**where), atol=atol)
                     except AssertionError as exc:
                         ok, failure = False, str(exc)
                         break
@@ -259,7 +266,7 @@ def check_first_step(first_step, seed: int | None = None) -> None:
             server = FedAdam(lr=lr, beta1=beta1, beta2=beta2, tau=1e-9)
             package = server.step({"w": torch.zeros(1, dtype=torch.float64)},
                                   {"w": torch.tensor([delta], dtype=torch.float64)})["w"].item()
-            expect_close(package, want, "the package's FedAdam (tau=1e-9)", rel=1e-5)
+            expect_close(package, want, gettext("the package's FedAdam (tau=1e-9)"), rel=1e-5)
     passed("FedAdam's first step")
 
 
@@ -274,7 +281,7 @@ def check_saving_prediction(predicted_saving_percent, deadline_joules: float, wa
     expect(waiting_joules > 0, gettext('waiting_joules={waiting_joules!r}: the run spent no joules, nothing to compare with').format(waiting_joules=waiting_joules))
     measured = 100 * (1 - deadline_joules / waiting_joules)
     hint = gettext('A deadline does not stop a late client: the server simply drops its update when it arrives, after the client has trained and uploaded, so its joules are spent all the same. Here {late:.0f}% of the updates were late: those joules are not saved but wasted.').format(late=100 * late_share)
-    expect_percent(predicted_saving_percent, "predicted_saving_percent", max(measured, 0.0), band, "25 for 25 %")
+    expect_percent(predicted_saving_percent, "predicted_saving_percent", max(measured, 0.0), band, gettext("25 for 25 %"))
     off = abs(predicted_saving_percent - measured)
     expect(off <= band, gettext('You predicted a saving of {predicted:.0f}% of the joules; the ledger measured {measured:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}').format(predicted=predicted_saving_percent, measured=measured, off=off, band=band, hint=hint))
     print(gettext('✓ prediction: {predicted:.0f}% of the joules saved, measured {measured:.0f}% (within ±{band:.0f} points)').format(predicted=predicted_saving_percent, measured=measured, band=band))
@@ -291,7 +298,7 @@ def check_wasted_prediction(predicted_wasted_percent, wasted_joules: float, tota
     expect(total_joules > 0, gettext('total_joules={total_joules!r}: the run spent no joules, nothing to compare with').format(total_joules=total_joules))
     measured = 100 * wasted_joules / total_joules
     hint = (gettext('A deadline does not stop a late client: it has trained and uploaded when the server drops its update, so its joules are spent for nothing. Here {late_percent:.0f}% of the updates were late (the same slow clients every round), and every client-round costs about the same joules (equal data, the same radio session), so about that share of the joules is wasted; the total does not change at all.').format(late_percent=100 * late_share))
-    expect_percent(predicted_wasted_percent, "predicted_wasted_percent", measured, band, "25 for 25 %")
+    expect_percent(predicted_wasted_percent, "predicted_wasted_percent", measured, band, gettext("25 for 25 %"))
     off = abs(predicted_wasted_percent - measured)
     expect(off <= band, gettext('You predicted {predicted_wasted_percent:.0f}% of the joules wasted; the ledger measured {measured:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}').format(predicted_wasted_percent=predicted_wasted_percent, measured=measured, off=off, band=band, hint=hint))
     print(gettext('✓ prediction: {predicted_wasted_percent:.0f}% of the joules wasted, measured {measured:.0f}% (within ±{band:.0f} points)').format(predicted_wasted_percent=predicted_wasted_percent, measured=measured, band=band))

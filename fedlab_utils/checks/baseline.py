@@ -88,7 +88,8 @@ def check_client_round_joules(fn: Callable, seed: int | None = None) -> None:
                                                     "promotion/tail)"))):
                 if abs(wrong - expected) > 1e-9 * abs(expected) and abs(got - wrong) <= 1e-9 * abs(wrong):
                     raise AssertionError(gettext('{profile_name}: {why}. {hint}').format(profile_name=profile.name, why=why, hint=hint))
-        expect_close(got, expected, f"{profile.name}, flops={flops:g}, bytes up={up:g}, down={down:g}",
+        expect_close(got, expected, gettext("{profile}, flops={flops:g}, bytes up={up:g}, down={down:g}").format(
+                         profile=profile.name, flops=flops, up=up, down=down),
                      rel=1e-9, abs_=1e-15, hint=hint)
     passed("joules of one client-round")
 
@@ -149,14 +150,14 @@ def check_cost_to_target(fn: Callable, runs: Mapping[str, History] | None = None
     for history, goal in cases:
         expected = cost_to_target(history, goal)
         got = call_safely(fn, history, goal, what="cost_to_target")
-        where = f"history {history.label!r}, target {goal:.3g}"
+        where = gettext("history {label!r}, target {goal:.3g}").format(label=history.label, goal=goal)
         if expected is None:
             expect(got is None, gettext('{where}: no round reaches the target, so return None, not {got!r}. {hint}').format(where=where, got=got, hint=hint))
             continue
         expect(isinstance(got, (tuple, list)) and len(got) == 2,
                gettext('{where}: return a pair (uplink_bytes, client_rounds), got {got!r}. {hint}').format(where=where, got=got, hint=hint))
-        up = expect_whole_number(got[0], f"{where}: uplink bytes", hint)
-        sessions = expect_whole_number(got[1], f"{where}: client-rounds", hint)
+        up = expect_whole_number(got[0], gettext("{where}: uplink bytes").format(where=where), hint)
+        sessions = expect_whole_number(got[1], gettext("{where}: client-rounds").format(where=where), hint)
         rounds = history.rounds_to_accuracy(goal)
         if sessions == rounds and sessions != expected[1]:
             raise AssertionError(gettext('{where}: {sessions} is the number of rounds; count client-rounds, i.e. the sampled clients of each round (one radio session each). {hint}').format(where=where, sessions=sessions, hint=hint))

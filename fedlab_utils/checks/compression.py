@@ -53,7 +53,7 @@ def check_quantize(fn, seed: int | None = None) -> None:
                    "max(x), so there are 2^b-1 steps between them; round each value to the nearest code.")
     for x, bits in _quantize_cases(seed):
         levels = (1 << bits) - 1
-        case = f"{what}(x of shape {tuple(x.shape)}, bits={bits})"
+        case = gettext("{what}(x of shape {shape}, bits={bits})").format(what=what, shape=tuple(x.shape), bits=bits)
         out = call_safely(fn, x.clone(), bits, what=what)
         expect(isinstance(out, tuple) and len(out) == 3,
                gettext('{case}: return a tuple (codes, lo, scale), got {got}').format(case=case, got=type(out).__name__))
@@ -259,7 +259,8 @@ def check_separable_cost(fn, seed: int | None = None) -> None:
         got = call_safely(fn, c_in, c_out, k, h, w, what=what)
         expect(isinstance(got, (tuple, list)) and len(got) == 2,
                gettext('{shape}: return a pair (parameters, flops), got {got!r}').format(shape=shape, got=got))
-        params, flops = (expect_whole_number(v, f"{shape} {name}") for v, name in zip(got, ("parameters", "FLOPs")))
+        params, flops = (expect_whole_number(v, label.format(shape=shape)) for v, label in
+                         zip(got, (gettext("{shape}: parameters"), gettext("{shape}: FLOPs"))))
         macs_per_pixel = k * k * c_in + c_in * c_out
         block = SeparableConv2d(c_in, c_out, k, padding=k // 2)
         real_params = count_parameters(block)

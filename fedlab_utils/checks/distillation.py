@@ -69,7 +69,7 @@ def check_kd_loss(fn: Callable, seed: int | None = None) -> None:
     general = gettext("Soften BOTH logits by T, use KL(teacher ‖ student) = F.kl_div(log_softmax(s/T), "
                       "softmax(t/T), reduction='batchmean'), multiply by T², and mix with (1-alpha)*CE.")
     for temperature, alpha in pairs:
-        got = call_safely(fn, s, t, y, temperature, alpha, what="your kd loss")
+        got = call_safely(fn, s, t, y, temperature, alpha, what=gettext("your kd loss"))
         expected = _reference_kd(s, t, y, temperature, alpha)
         hint = general
         if alpha == 0.0:
@@ -80,12 +80,13 @@ def check_kd_loss(fn: Callable, seed: int | None = None) -> None:
                 slips = _kd_slips(s, t, y, temperature, alpha)
             named = [h for h, v in slips.items() if math.isclose(float(got), v, rel_tol=1e-4, abs_tol=1e-6)]
             hint = named[0] if named else general
-        expect_close(got, expected, f"kd loss at T={temperature}, alpha={alpha}", rel=1e-4, abs_=1e-6, hint=hint)
-    same = call_safely(fn, s, s.clone(), y, 3.0, 1.0, what="your kd loss")
-    expect_close(same, 0.0, "kd loss when the student equals the teacher (alpha=1)", abs_=1e-5,
+        expect_close(got, expected, gettext("kd loss at T={temperature}, alpha={alpha}").format(temperature=temperature, alpha=alpha),
+                     rel=1e-4, abs_=1e-6, hint=hint)
+    same = call_safely(fn, s, s.clone(), y, 3.0, 1.0, what=gettext("your kd loss"))
+    expect_close(same, 0.0, gettext("kd loss when the student equals the teacher (alpha=1)"), abs_=1e-5,
                  hint=gettext("KL of a distribution with itself is zero."))
     student = s.clone().requires_grad_(True)
-    loss = call_safely(fn, student, t, y, 4.0, 0.9, what="your kd loss")
+    loss = call_safely(fn, student, t, y, 4.0, 0.9, what=gettext("your kd loss"))
     expect(isinstance(loss, torch.Tensor) and loss.requires_grad,
            gettext("your kd loss must stay a tensor connected to the student's logits (no .item(), no "
                    "torch.no_grad()): the student trains on its gradient."))
@@ -101,10 +102,11 @@ def check_payload_bytes(logit_bytes: int, weight_bytes: int, *, proxy_size: int,
     expected_logits = len(codec.encode(torch.zeros(proxy_size, num_classes)))
     expected_weights = weight_payload_bytes(model)
     for name, got, expected, hint in [
-        ("logit payload", logit_bytes, expected_logits,
-         f"proxy_size × num_classes values, {codec.bytes_per_value} bytes each ({logit_dtype})."),
-        ("weight payload", weight_bytes, expected_weights,
-         "Every parameter (weights AND biases) at 4 bytes (fp32); count_parameters(model) helps."),
+        (gettext("logit payload"), logit_bytes, expected_logits,
+         gettext("proxy_size × num_classes values, {bytes_per_value} bytes each ({logit_dtype}).").format(
+             bytes_per_value=codec.bytes_per_value, logit_dtype=logit_dtype)),
+        (gettext("weight payload"), weight_bytes, expected_weights,
+         gettext("Every parameter (weights AND biases) at 4 bytes (fp32); count_parameters(model) helps.")),
     ]:
         expect(isinstance(got, int) and not isinstance(got, bool),
                gettext('{name}: expected an int number of bytes, got {type_got_name}').format(name=name, type_got_name=type(got).__name__))

@@ -75,11 +75,11 @@ def check_split_step(split_step: Callable, seed: int | None = None) -> None:
         wire = _Wire()
         loss = call_safely(split_step, client_part, server_part, x, y, wire.send_up, wire.send_down,
                            what="split_step")
-        where = f"cut after layer {cut}"
+        where = gettext("cut after layer {cut}").format(cut=cut)
         expect(len(wire.up) == 1, gettext("{where}: send_up was called {n} times; the client must send its activation across the cut exactly once per mini-batch (the article never moved it to the next device at all).").format(where=where, n=len(wire.up)))
         expect(wire.up[0].shape == want_activation.shape and torch.allclose(wire.up[0], want_activation, atol=1e-6),
                gettext("{where}: send_up must carry the client part's output (the activation at the cut), shape {shape}.").format(where=where, shape=tuple(want_activation.shape)))
-        expect_close(loss, want_loss.item(), f"{where}: loss", rel=1e-5, abs_=1e-7,
+        expect_close(loss, want_loss.item(), gettext("{where}: loss").format(where=where), rel=1e-5, abs_=1e-7,
                      hint=gettext("The server computes loss_fn(server_part(its copy of the activation), y)."))
         server_names = {name for name, _ in mine_model.named_parameters() if int(name.split(".")[0]) >= cut}
         for name, p in mine_model.named_parameters():
@@ -99,7 +99,8 @@ def check_split_step(split_step: Callable, seed: int | None = None) -> None:
         pkg_wire = _Wire()
         package_step(*split_at(pkg_model, cut), x, y, pkg_wire.send_up, pkg_wire.send_down)
         for (name, p), q in zip(mine_model.named_parameters(), pkg_model.parameters()):
-            expect(torch.allclose(p.grad, q.grad, atol=1e-6), f"{where}: {name} differs from the package's split_step")
+            expect(torch.allclose(p.grad, q.grad, atol=1e-6), gettext("{where}: {name} differs from the package's split_step").format(
+                where=where, name=name))
     passed("split_step")
 
 
@@ -166,7 +167,7 @@ def check_idle_prediction(predicted_idle_percent, measured_bubble: float, num_st
     replayed schedule's bubble (a fraction).  Passes within ``band`` percentage points.
     """
     hint = (gettext('With M = 1 only one stage works at any moment: the batch goes forward through stage 0, 1, ... and back. Each stage is busy only for its own forward and backward, and the step lasts the sum of all of them, so the devices together are busy 1/S of the time, whatever the stage times: the idle share is (S-1)/S = {idle_percent:.0f}% for S = {num_stages}.').format(idle_percent=100 * (num_stages - 1) / num_stages, num_stages=num_stages))
-    expect_percent(predicted_idle_percent, "predicted_idle_percent", 100 * measured_bubble, band, "40 for 40 %")
+    expect_percent(predicted_idle_percent, "predicted_idle_percent", 100 * measured_bubble, band, gettext("40 for 40 %"))
     off = abs(predicted_idle_percent - 100 * measured_bubble)
     expect(off <= band, gettext('You predicted {predicted_idle_percent:.0f}% idle; the measured schedule idles {bubble_percent:.0f}% ({off:.0f} points off, the band is ±{band:.0f}). {hint}').format(predicted_idle_percent=predicted_idle_percent, bubble_percent=100 * measured_bubble, off=off, band=band, hint=hint))
     print(gettext('✓ prediction: {predicted_idle_percent:.0f}% idle, measured {bubble_percent:.0f}% (within ±{band:.0f} points)').format(predicted_idle_percent=predicted_idle_percent, bubble_percent=100 * measured_bubble, band=band))

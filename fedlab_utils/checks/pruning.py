@@ -35,7 +35,7 @@ def check_global_masks(fn, seed: int | None = None) -> None:
     for weight_seed, sparsity in cases:
         weights = _random_weights(weight_seed)
         expected = magnitude_masks(weights, sparsity, scope="global")
-        got = call_safely(fn, {k: v.clone() for k, v in weights.items()}, sparsity, what="global masks")
+        got = call_safely(fn, {k: v.clone() for k, v in weights.items()}, sparsity, what=gettext("global masks"))
         expect(isinstance(got, dict) and set(got) == set(weights),
                gettext('return a dict with the same keys as `weights` ({sorted_weights}), got {sorted_got_if_isinstance}').format(sorted_weights=sorted(weights), sorted_got_if_isinstance=sorted(got) if isinstance(got, dict) else type(got).__name__))
         total = sum(w.numel() for w in weights.values())
@@ -66,7 +66,7 @@ def check_payload_size(fn) -> None:
         mask[torch.randperm(numel, generator=g)[:nnz]] = True
         values = (torch.rand(numel, generator=g) + 0.5) * mask  # nonzero exactly where mask is True
         actual = len(codec.encode({"w": values}))
-        got = call_safely(fn, mask.clone(), what="payload size")
+        got = call_safely(fn, mask.clone(), what=gettext("payload size"))
         expect(isinstance(got, int) and not isinstance(got, bool),
                gettext('return an int (bytes), got {type_got_name}').format(type_got_name=type(got).__name__))
         expect(got == actual,

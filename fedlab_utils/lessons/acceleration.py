@@ -224,6 +224,9 @@ def plot_client_drift(toy: dict, short_rounds: int, long_rounds: int):
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from fedlab_utils.i18n import N_
+    from fedlab_utils.viz.fonts import figure_label as fl
+
     ref = next(iter(toy.values()))
     fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(11.5, 4.4))
     g1, g2 = np.meshgrid(np.linspace(-1.5, 2.5, 120), np.linspace(-0.5, 3.5, 120))
@@ -231,16 +234,17 @@ def plot_client_drift(toy: dict, short_rounds: int, long_rounds: int):
     ax.contour(g1, g2, loss, levels=15, cmap="Greys", linewidths=0.6)
     distances = {}
     for name, res in toy.items():
-        ax.plot(*res["path"][:short_rounds + 1].T, marker=".", label=f"{name}, {short_rounds} rounds")
+        ax.plot(*res["path"][:short_rounds + 1].T, marker=".", label=fl(N_("{name}, {rounds} rounds")).format(name=name, rounds=short_rounds))
         distance = np.linalg.norm(res["path"] - ref["optimum"], axis=1)
         ax_d.semilogy(np.maximum(distance, 1e-12), label=name)
         distances[name] = {short_rounds: float(distance[short_rounds]), long_rounds: float(distance[long_rounds])}
-    ax.scatter(*ref["client_ends"][0].T, marker="x", c="C3", label="client end points, round 1")
-    ax.scatter(*np.asarray(ref["centers"]).T, marker="s", c="C2", label="client optima")
-    ax.scatter(*ref["optimum"], marker="*", s=160, c="k", label="global optimum")
-    ax.set(xlabel="$w_1$", ylabel="$w_2$", title="Client drift on two quadratic clients")
+    ax.scatter(*ref["client_ends"][0].T, marker="x", c="C3", label=fl(N_("client end points, round 1")))
+    ax.scatter(*np.asarray(ref["centers"]).T, marker="s", c="C2", label=fl(N_("client optima")))
+    ax.scatter(*ref["optimum"], marker="*", s=160, c="k", label=fl(N_("global optimum")))
+    ax.set(xlabel="$w_1$", ylabel="$w_2$", title=fl(N_("Client drift on two quadratic clients")))
     ax.legend(fontsize=7)
-    ax_d.set(xlabel="round", ylabel="distance to the global optimum", title=f"{long_rounds} rounds: bias vs speed")
+    ax_d.set(xlabel=fl(N_("round")), ylabel=fl(N_("distance to the global optimum")),
+             title=fl(N_("{rounds} rounds: bias vs speed")).format(rounds=long_rounds))
     ax_d.legend(fontsize=8)
     fig.tight_layout()
     return fig, distances
@@ -251,13 +255,24 @@ def deadline_table(runs: dict, deadlines: dict, target: float):
     ``target``), final accuracy, total and wasted joules, uplink MB (a ``pandas.DataFrame``)."""
     import pandas as pd
 
-    return pd.DataFrame({
+    from fedlab_utils.i18n import gettext
+    from fedlab_utils.viz.tables import labelled
+
+    to_target = f"sim s to {100 * target:.0f}%"
+    table = pd.DataFrame({
         name: {"deadline s": deadlines[name], "late updates": h.totals()["late"],
                "sim s (all rounds)": h.totals()["sim_time_s"],
-               f"sim s to {100 * target:.0f}%": h.sim_time_to_accuracy(target),
+               to_target: h.sim_time_to_accuracy(target),
                "final acc %": 100 * h.final_accuracy, "J total": h.totals()["joules_total"],
                "J wasted": h.totals()["wasted_joules"], "MB up": h.totals()["bytes_up"] / 1e6}
         for name, h in runs.items()}).T
+    # keyed in English (notebooks index the columns by name), shown in the reader's language
+    return labelled(table, {
+        "deadline s": gettext("deadline s"), "late updates": gettext("late updates"),
+        "sim s (all rounds)": gettext("sim s (all rounds)"),
+        to_target: gettext("sim s to {target:.0f}%").format(target=100 * target),
+        "final acc %": gettext("final acc %"), "J total": gettext("J total"), "J wasted": gettext("J wasted"),
+        "MB up": gettext("MB up")})
 
 
 def plot_deadline_runs(runs: dict, table, target: float):
@@ -266,15 +281,20 @@ def plot_deadline_runs(runs: dict, table, target: float):
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from fedlab_utils.i18n import N_
+    from fedlab_utils.viz.fonts import figure_label as fl
+
     total = next(iter(runs.values())).totals()["joules_total"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for name, h in runs.items():
         ax1.plot(np.cumsum([r.sim_time_s for r in h.records]), 100 * np.asarray(h.accuracy), marker=".", label=name)
     ax1.axhline(100 * target, color="grey", ls="--", lw=0.8, label=f"{100 * target:.0f}%")
-    ax1.set(xlabel="simulated seconds (sum of round times)", ylabel="test accuracy (%)", title="Time to accuracy")
+    ax1.set(xlabel=fl(N_("simulated seconds (sum of round times)")), ylabel=fl(N_("test accuracy (%)")),
+            title=fl(N_("Time to accuracy")))
     ax1.legend()
     ax2.bar(list(runs), table["J wasted"], color="C3")
-    ax2.set(ylabel="joules wasted on late updates", title=f"What the deadline threw away (every run: {total:,.0f} J in all)")
+    ax2.set(ylabel=fl(N_("joules wasted on late updates")),
+            title=fl(N_("What the deadline threw away (every run: {total:,.0f} J in all)")).format(total=total))
     ax2.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     return fig

@@ -273,12 +273,14 @@ def budget_planner(summaries, profiles, default_profile: str = "phone-wifi", def
             return
         s = summaries[choice["config"]]
         floor = s["radio_floor_joules"][profile_name] * choice["round"] / s["rounds"]
-        print(f"cheapest on {profile_name} to reach {100 * target_acc:.0f}%: {choice['config']!r}, "
-              f"round {choice['round']}, {choice['joules']:.2f} J modelled "
-              f"(radio-session floor of those rounds about {floor:.2f} J)")
+        print(gettext("cheapest on {profile} to reach {target:.0f}%: {config!r}, round {round}, {joules:.2f} J "
+                      "modelled (radio-session floor of those rounds about {floor:.2f} J)").format(
+            profile=profile_name, target=100 * target_acc, config=choice["config"], round=choice["round"],
+            joules=choice["joules"], floor=floor))
         costs = {name: plan_budget({name: summ}, profile_name, target_acc) for name, summ in summaries.items()}
         for name, c in sorted(costs.items(), key=lambda kv: np.inf if kv[1] is None else kv[1]["joules"]):
-            print(f"  {name:24s} " + (gettext("never reached") if c is None else f"{c['joules']:10.2f} J at round {c['round']}"))
+            print(f"  {name:24s} " + (gettext("never reached") if c is None else
+                                      gettext("{joules:10.2f} J at round {round}").format(joules=c["joules"], round=c["round"])))
 
     if not widgets_enabled():
         print(gettext("Static view: profile {profile!r}, target {target:.0f}%. "

@@ -16,10 +16,10 @@ import functools
 import os
 from pathlib import Path
 
-from fedlab_utils.i18n import language
+from fedlab_utils.i18n import gettext, language
 
 __all__ = ["FONT_ENV", "CJK_FAMILY", "cjk_font_path", "register_cjk_font", "use_language_fonts", "cjk_font_active",
-           "figure_text"]
+           "figure_text", "figure_label"]
 
 FONT_ENV = "FEDLAB_CJK_FONT"
 #: the family matplotlib lists first for sans-serif text once the font is registered (the
@@ -94,3 +94,11 @@ def figure_text(english: str, chinese: str, lang: str | None = None) -> str:
     """The text of a title, axis label or legend entry: ``chinese`` in the Chinese edition when a
     CJK font draws it, else ``english`` (never boxes for missing glyphs)."""
     return chinese if language(lang) == "zh" and cjk_font_active() else english
+
+
+def figure_label(message: str, lang: str | None = None) -> str:
+    """A package figure's title, axis label or legend entry from the runtime catalog: the
+    translation of ``message`` in the Chinese edition when a CJK font draws it, else ``message``.
+    Mark the literal where it is written, ``figure_label(N_("test accuracy (%)"))``, so that
+    ``translate extract`` collects it; a template is formatted after: ``figure_label(N_("{n} rounds")).format(n=…)``."""
+    return figure_text(message, gettext(message, lang), lang)

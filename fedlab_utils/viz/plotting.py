@@ -15,7 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from fedlab_utils.i18n import N_
 from fedlab_utils.seeds import confidence_band, is_history, labelled
+from fedlab_utils.viz.fonts import figure_label
 
 if TYPE_CHECKING:
     from fedlab_utils.core.history import History
@@ -77,9 +79,10 @@ def _draw_seeds(ax, seeds: Sequence[History], label: str, x_of, **line) -> None:
     """The mean line over the seeds and its shaded 95 % band, the legend saying so."""
     x, mean, half = seed_curve(seeds, x_of)
     if len(seeds) == 1:
-        ax.plot(x, mean, label=f"{label} (1 seed)", **line)
+        ax.plot(x, mean, label=figure_label(N_("{label} (1 seed)")).format(label=label), **line)
         return
-    (drawn,) = ax.plot(x, mean, label=f"{label} (mean of {len(seeds)} seeds, band 95% CI)", **line)
+    (drawn,) = ax.plot(x, mean, label=figure_label(N_("{label} (mean of {n} seeds, band 95% CI)")).format(
+        label=label, n=len(seeds)), **line)
     ax.fill_between(x, mean - half, mean + half, color=drawn.get_color(), alpha=0.2, lw=0)
 
 
@@ -92,12 +95,13 @@ def axes_or_new(ax):
     return ax.figure, ax
 
 
-def plot_accuracy(histories, ax=None, target: float | None = None, title: str = "Test accuracy per round"):
+def plot_accuracy(histories, ax=None, target: float | None = None, title: str | None = None):
     """Accuracy (%) against round for each run (the evaluated rounds; with ``eval_every > 1`` the
     others have no accuracy); an optional dashed line at ``target``.  Runs are labelled by the keys
     of a dict, else by ``History.label``.  A run given as a list of History objects (one per seed)
     is drawn as its mean with a shaded band, the 95 % Student-t interval of the mean over the
-    seeds, and its legend entry says so."""
+    seeds, and its legend entry says so.  The default title and the axis labels are in the reader's
+    language where a CJK font draws them (:func:`~fedlab_utils.viz.fonts.figure_label`)."""
     fig, ax = axes_or_new(ax)
     for label, h in _runs(histories):
         if not is_history(h):
@@ -106,14 +110,16 @@ def plot_accuracy(histories, ax=None, target: float | None = None, title: str = 
         measured = h.evaluated_records()
         ax.plot([r.round for r in measured], [100 * r.accuracy for r in measured], label=label)
     if target is not None:
-        ax.axhline(100 * target, ls="--", c="grey", lw=1, label=f"target {100 * target:.0f}%")
-    ax.set(xlabel="round", ylabel="test accuracy (%)", title=title)
+        ax.axhline(100 * target, ls="--", c="grey", lw=1,
+                   label=figure_label(N_("target {target:.0f}%")).format(target=100 * target))
+    ax.set(xlabel=figure_label(N_("round")), ylabel=figure_label(N_("test accuracy (%)")),
+           title=figure_label(N_("Test accuracy per round")) if title is None else title)
     integer_ticks(ax.xaxis)
     ax.legend()
     return fig, ax
 
 
-def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Accuracy vs data uploaded"):
+def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str | None = None):
     """Accuracy (%) against cumulative MB uploaded, at each evaluated round: up-and-left is better.
     A run given as a list of History objects (one per seed) is drawn as the mean accuracy against
     the mean MB with a shaded 95 % band, as in :func:`plot_accuracy`."""
@@ -127,7 +133,8 @@ def plot_accuracy_vs_mb(histories, ax=None, log_x: bool = True, title: str = "Ac
         ax.plot(mb[measured], [100 * h.records[i].accuracy for i in measured], marker=".", label=label)
     if log_x:
         ax.set_xscale("log")
-    ax.set(xlabel="cumulative MB uploaded (all clients)", ylabel="test accuracy (%)", title=title)
+    ax.set(xlabel=figure_label(N_("cumulative MB uploaded (all clients)")), ylabel=figure_label(N_("test accuracy (%)")),
+           title=figure_label(N_("Accuracy vs data uploaded")) if title is None else title)
     ax.legend()
     return fig, ax
 
@@ -142,39 +149,44 @@ def plot_energy(histories, ax=None, title: str | None = None):
     of them: inside the axes it used to hide the top of the stack, the radio-fixed part."""
     fig, ax = axes_or_new(ax)
     labels, runs = zip(*_runs(histories)) if len(histories) else ((), ())
-    labels = [label if is_history(h) else f"{label}\n(mean of {len(h)} seeds)" for label, h in zip(labels, runs)]
+    labels = [label if is_history(h) else figure_label(N_("{label}\n(mean of {n} seeds)")).format(label=label, n=len(h))
+              for label, h in zip(labels, runs)]
     runs = [[h] if is_history(h) else h for h in runs]
     bottom = np.zeros(len(runs))
     handles = []
-    for part in ("compute", "uplink", "downlink", "radio_fixed"):
+    parts = {"compute": N_("compute"), "uplink": N_("uplink"), "downlink": N_("downlink"), "radio_fixed": N_("radio fixed")}
+    for part, name in parts.items():
         values = np.array([np.mean([getattr(h.energy(), part) for h in seeds]) for seeds in runs])
         handles.append(ax.bar(list(labels), values, bottom=bottom, color=COLORS[part],
-                              label=part.replace("_", " ")))
+                              label=figure_label(name)))
         bottom += values
     profiles = sorted({getattr(h.profile, "name", h.profile) for seeds in runs for h in seeds})  # History keeps the EnergyProfile
-    ax.set(ylabel="joules (modelled, all clients)", title=title or f"Where the energy goes ({', '.join(profiles)})")
+    ax.set(ylabel=figure_label(N_("joules (modelled, all clients)")),
+           title=title or figure_label(N_("Where the energy goes ({profiles})")).format(profiles=", ".join(profiles)))
     legend_outside(ax, handles[::-1], [h.get_label() for h in handles[::-1]])
     return fig, ax
 
 
-def plot_label_heatmap(counts: np.ndarray, ax=None, title: str = "Labels per client"):
+def plot_label_heatmap(counts: np.ndarray, ax=None, title: str | None = None):
     """Clients (rows) × classes (columns) heatmap of sample counts."""
     fig, ax = axes_or_new(ax)
     image = ax.imshow(counts, aspect="auto", cmap="Blues", interpolation="nearest")
-    ax.set(xlabel="class", ylabel="client", title=title)
+    ax.set(xlabel=figure_label(N_("class")), ylabel=figure_label(N_("client")),
+           title=figure_label(N_("Labels per client")) if title is None else title)
     ax.set_xticks(range(counts.shape[1]))
     integer_ticks(ax.yaxis)
     ax.grid(False)
-    fig.colorbar(image, ax=ax, label="samples")
+    fig.colorbar(image, ax=ax, label=figure_label(N_("samples")))
     return fig, ax
 
 
 def plot_sensitivity(scan: Mapping[str, Sequence[float]], sparsities: Sequence[float], ax=None,
-                     title: str = "Sensitivity: one layer pruned at a time"):
+                     title: str | None = None):
     """Accuracy (%) against sparsity (%), one line per layer (``pruning.sensitivity_scan``'s output)."""
     fig, ax = axes_or_new(ax)
     for name, curve in scan.items():
         ax.plot(100 * np.asarray(sparsities), 100 * np.asarray(curve), marker="o", label=name)
-    ax.set(xlabel="sparsity of that layer (%)", ylabel="test accuracy (%)", title=title)
+    ax.set(xlabel=figure_label(N_("sparsity of that layer (%)")), ylabel=figure_label(N_("test accuracy (%)")),
+           title=figure_label(N_("Sensitivity: one layer pruned at a time")) if title is None else title)
     ax.legend()
     return fig, ax

@@ -40,10 +40,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fedlab_utils.devices import free_port
+from fedlab_utils.i18n import N_
 from fedlab_utils.ledger.energy import PROFILES
 from fedlab_utils.ledger.timing import synchronize
 from fedlab_utils.lessons.parallel.worker import write_job
 from fedlab_utils.validation import check_int, choice, integer, optional_path, real
+from fedlab_utils.viz.fonts import figure_label
 from fedlab_utils.viz.plotting import COLORS, legend_outside
 
 __all__ = ["plot_schedule", "split_sequential", "stage_boundaries", "StagedModel",
@@ -437,19 +439,20 @@ def plot_schedule(report, ax=None, title: str | None = None):
     sched = gpipe_schedule(report.forward_s, report.backward_s)
     for s in range(report.num_stages):
         for m in range(report.micro_batches):
-            for kind, part in (("f", "forward"), ("b", "backward")):
+            for kind, part, name in (("f", "forward", N_("forward")), ("b", "backward", N_("backward"))):
                 start, end = 1e3 * sched[f"{kind}_start"][s, m], 1e3 * sched[f"{kind}_end"][s, m]
                 ax.barh(s, end - start, left=start, color=COLORS[part], edgecolor="white", height=0.8,
-                        label=part if (s, m) == (0, 0) else None)
+                        label=figure_label(name) if (s, m) == (0, 0) else None)
                 if end - start > 0.04 * 1e3 * report.makespan_s:
                     ax.text((start + end) / 2, s, str(m), ha="center", va="center", color="white", fontsize=8)
-    ax.set_yticks(range(report.num_stages), [f"stage {s}" for s in range(report.num_stages)])
+    ax.set_yticks(range(report.num_stages), [figure_label(N_("stage {s}")).format(s=s) for s in range(report.num_stages)])
     ax.invert_yaxis()
-    ax.set(xlabel="time (ms, replayed from measured cell times); white number = micro-batch",
-           title=title or f"GPipe, S={report.num_stages}, M={report.micro_batches}: bubble {100 * report.bubble:.0f}% "
-                          f"(ideal {100 * report.ideal_bubble:.0f}%)")
+    ax.set(xlabel=figure_label(N_("time (ms, replayed from measured cell times); white number = micro-batch")),
+           title=title or figure_label(N_("GPipe, S={stages}, M={micro}: bubble {bubble:.0f}% (ideal {ideal:.0f}%)")).format(
+               stages=report.num_stages, micro=report.micro_batches, bubble=100 * report.bubble,
+               ideal=100 * report.ideal_bubble))
     ax.grid(False)
-    legend_outside(ax, title="pass")
+    legend_outside(ax, title=figure_label(N_("pass")))
     return ax.figure, ax
 
 
@@ -462,10 +465,11 @@ def plot_bubble_sweep(table, num_stages: int):
 
     micro = list(table.index)
     fig, ax = plt.subplots()
-    ax.plot(micro, 100 * table["measured bubble"], "o-", label="measured (replayed schedule)")
-    ax.plot(micro, 100 * table["ideal (S-1)/(M+S-1)"], "s--", label="ideal, equal stages")
-    ax.set(xscale="log", xlabel="micro-batches M", ylabel="bubble: idle share of the devices (%)", ylim=(0, 100),
-           title=f"GPipe bubble with S={num_stages} stages")
+    ax.plot(micro, 100 * table["measured bubble"], "o-", label=figure_label(N_("measured (replayed schedule)")))
+    ax.plot(micro, 100 * table["ideal (S-1)/(M+S-1)"], "s--", label=figure_label(N_("ideal, equal stages")))
+    ax.set(xscale="log", xlabel=figure_label(N_("micro-batches M")),
+           ylabel=figure_label(N_("bubble: idle share of the devices (%)")), ylim=(0, 100),
+           title=figure_label(N_("GPipe bubble with S={stages} stages")).format(stages=num_stages))
     ax.set_xticks(micro, [str(m) for m in micro])
     ax.minorticks_off()
     ax.legend()
@@ -481,8 +485,8 @@ def plot_energy_by_profile(energy: dict):
     fig, ax = plt.subplots()
     for i, method in enumerate(energy):
         ax.bar(np.arange(len(names)) + 0.4 * i, [energy[method][p]["total"] for p in names], 0.4, label=method)
-    ax.set(xticks=np.arange(len(names)) + 0.2, yscale="log", ylabel="modelled joules, all clients, whole run",
-           title="Energy by device profile")
+    ax.set(xticks=np.arange(len(names)) + 0.2, yscale="log", ylabel=figure_label(N_("modelled joules, all clients, whole run")),
+           title=figure_label(N_("Energy by device profile")))
     ax.set_xticklabels(names)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig, ax

@@ -35,10 +35,12 @@ from fedlab_utils.core.training import (
     model_state,
 )
 from fedlab_utils.data import ClientData
+from fedlab_utils.i18n import N_
 from fedlab_utils.ledger.energy import EnergyProfile
 from fedlab_utils.ledger.flops import training_flops_per_sample
 from fedlab_utils.validation import check_choice, check_int
 from fedlab_utils.viz.diagrams import CLIENT_COLOR, PHASE_COLORS, SERVER_COLOR, arrow, blank, box, fmt_bytes, new_axes
+from fedlab_utils.viz.fonts import figure_label
 
 __all__ = ["cut_payloads", "draw_split_cut", "split_at", "split_step", "client_training_flops_per_sample", "CutInfo", "cut_profile", "SplitFed", "splitfed_run",
            "bytes_vs_local_size"]
@@ -334,15 +336,17 @@ def draw_split_cut(model: nn.Sequential, cut_layer: int, input_shape: Sequence[i
         side = CLIENT_COLOR if i < cut_layer else SERVER_COLOR
         box(ax, i + 0.5, 2.0, 0.9, 0.8, f"{i}\n{name}", side, f"layer {i}", fontsize=10)
     ax.axvline(cut_layer, ymin=0.08, ymax=0.92, color="#C44E52", ls="--", lw=1.5, gid="cut")
-    ax.text(cut_layer / 2, 3.55, f"client: layers 0-{cut_layer - 1}", ha="center", fontsize=12)
-    ax.text((cut_layer + n) / 2, 3.55, f"server: layers {cut_layer}-{n - 1}", ha="center", fontsize=12)
+    ax.text(cut_layer / 2, 3.55, figure_label(N_("client: layers 0-{last}")).format(last=cut_layer - 1), ha="center", fontsize=12)
+    ax.text((cut_layer + n) / 2, 3.55, figure_label(N_("server: layers {first}-{last}")).format(first=cut_layer, last=n - 1),
+            ha="center", fontsize=12)
     shape = "×".join(str(d) for d in info["activation_shape"])
     arrow(ax, (cut_layer - 0.45, 2.75), (cut_layer + 0.45, 2.75),
-           f"forward: activations {shape} = {fmt_bytes(info['activation_bytes'])}",
+           figure_label(N_("forward: activations {shape} = {size}")).format(shape=shape, size=fmt_bytes(info["activation_bytes"])),
            color=PHASE_COLORS["upload"], offset=(0, 0.35), fontsize=11, gid="activations")
     arrow(ax, (cut_layer + 0.45, 1.25), (cut_layer - 0.45, 1.25),
-           f"backward: their gradients = {fmt_bytes(info['gradient_bytes'])}",
+           figure_label(N_("backward: their gradients = {size}")).format(size=fmt_bytes(info["gradient_bytes"])),
            color=PHASE_COLORS["download"], offset=(0, -0.35), fontsize=11, gid="gradients")
-    ax.set_title(f"Split learning, cut_layer={cut_layer}: client runs layers 0-{cut_layer - 1}, server the rest;\n"
-                 f"what crosses per mini-batch of {batch_size}", fontsize=12)
+    ax.set_title(figure_label(N_("Split learning, cut_layer={cut}: client runs layers 0-{last}, server the rest;\n"
+                                 "what crosses per mini-batch of {batch}")).format(cut=cut_layer, last=cut_layer - 1,
+                                                                                  batch=batch_size), fontsize=12)
     return fig, ax

@@ -162,7 +162,13 @@ def layer_report(model: nn.Module, masks: Masks | None = None):
         kept = int(masks[name].sum()) if masks is not None and name in masks else int(w.count_nonzero())
         rows.append({"layer": name, "shape": tuple(w.shape), "params": w.numel(), "nonzero": kept,
                      "sparsity %": 100 * (1 - kept / w.numel())})
-    return pd.DataFrame(rows).set_index("layer")
+    from fedlab_utils.i18n import gettext
+    from fedlab_utils.viz.tables import labelled
+
+    # keyed in English (notebooks index the columns by name), shown in the reader's language
+    return labelled(pd.DataFrame(rows).set_index("layer"), {
+        "layer": gettext("layer"), "shape": gettext("shape"), "params": gettext("params"),
+        "nonzero": gettext("nonzero"), "sparsity %": gettext("sparsity %")})
 
 
 # ----------------------------------------------------------------------------- the renaming pitfall
