@@ -108,3 +108,39 @@ def test_prerequisites_agree():
 def test_prerequisite_facts_tell_needed_helpful_and_not_needed_apart(cell, facts):
     """The comparison can fail: 「04 有帮助」 is not "04 not needed"."""
     assert prerequisite_facts(cell) == facts
+
+
+def section(text: str, heading: str) -> str:
+    """The text under ``heading`` (a ``##``/``###`` title), up to the next heading of any level."""
+    match = re.search(rf"^#{{2,3}} +{re.escape(heading)}\s*$(.*?)(?=^#{{2,3}} )", text, re.M | re.S)
+    assert match, heading
+    return match.group(1)
+
+
+def test_both_readmes_name_every_file_a_sweep_writes_and_the_columns_of_rounds_csv():
+    """Issue 30: the sweep section names each file `sweep` writes (read from its source, so a new
+    file needs its line in both READMEs), and rounds.csv's per-round columns."""
+    from fedlab_utils.course.claims import ROUND_FIELDS
+
+    source = (ROOT / "fedlab_utils" / "course" / "sweep.py").read_text(encoding="utf-8")
+    written = set(re.findall(r'out / "([\w.]+)"', source))
+    assert {"sweep.csv", "rounds.csv", "curves.png", "sweep.png"} <= written, written
+    for readme, heading in ((README, "Parameter sweeps"), (README_ZH, SECTIONS["Parameter sweeps"])):
+        text = section(readme.read_text(encoding="utf-8"), heading)
+        missing = sorted(name for name in written | {"point.json"} if f"sweeps/bits/{name}" not in text
+                         and f"/{name}`" not in text)
+        assert not missing, f"{readme.name}'s sweep section does not name {missing}"
+        rounds_line = next(line for line in text.splitlines() if "rounds.csv`" in line)
+        rounds_item = text[text.index(rounds_line):].split("\n- ")[0]
+        assert all(f"`{field}`" in rounds_item for field in ROUND_FIELDS), (readme.name, ROUND_FIELDS)
+
+
+def test_study_times_agree():
+    """The notebook table's study times (core and optional minutes) are the same numbers in both."""
+    english = notebook_table(README.read_text(encoding="utf-8"), "notebook")
+    chinese = notebook_table(README_ZH.read_text(encoding="utf-8"), "笔记本")
+    en_column = next(c for c in next(iter(english.values())) if c.startswith("study time"))
+    zh_column = next(c for c in next(iter(chinese.values())) if c.startswith("学习时间"))
+    for number, row in english.items():
+        en, zh = re.findall(r"\d+", row[en_column]), re.findall(r"\d+", chinese[number][zh_column])
+        assert en == zh, f"notebook {number}: study time {row[en_column]!r} vs {chinese[number][zh_column]!r}"
