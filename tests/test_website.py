@@ -245,7 +245,7 @@ def test_the_bootstrap_cell_is_inserted_once_after_the_title(tmp_path):
 
 def test_the_bootstrap_cell_does_nothing_where_the_package_is_installed():
     source = bootstrap.cell_source()
-    assert len(source.splitlines()) <= 10 and "FEDLAB_INSTALL_SOURCE" in source
+    assert len(source.splitlines()) <= 13 and "FEDLAB_INSTALL_SOURCE" in source
     output = io.StringIO()
     env = os.environ.pop("FEDLAB_INSTALL_SOURCE", None)
     try:
@@ -282,3 +282,43 @@ def test_a_staged_notebook_links_its_executed_and_student_versions(tmp_path):
     assert cells[1].metadata["tags"] == ["fedlab-site-downloads"]
     assert "<00_lesson.ipynb>" in cells[1].source and "<_student/student.ipynb>" in cells[1].source
     assert [c.source for c in cells[2:]] == ["x = 1"]
+
+
+def test_without_an_install_source_the_bootstrap_cell_says_how_to_give_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "FEDLAB_INSTALL_SOURCE"}
+    # -S: no site-packages, so fedlab_utils cannot be imported (as in a fresh environment); no pip runs
+    result = subprocess.run([sys.executable, "-S", "-c", bootstrap.cell_source("")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 1 and "RuntimeError" in result.stderr, result.stderr
+    assert "FEDLAB_INSTALL_SOURCE" in result.stderr and "wheel" in result.stderr and "pip install" not in result.stdout
+
+
+def test_the_default_install_source_is_site_toml_then_the_repository_then_none():
+    assert bootstrap.default_source({"install": {"source": ""}, "launch": {"repository_url": ""}}) == ""
+    repository = {"install": {"source": ""}, "launch": {"repository_url": "https://github.com/org/course/",
+                                                        "branch": "spring"}}
+    assert bootstrap.default_source(repository) == "fedlab-utils @ git+https://github.com/org/course@spring"
+    wheel = "https://course.example.edu/fedlab_utils-0.1.0-py3-none-any.whl"
+    assert bootstrap.default_source({"install": {"source": wheel}, **{"launch": repository["launch"]}}) == wheel
+    with pytest.raises(ValueError, match="not valid"):
+        bootstrap.default_source({"install": {"source": 'a"b'}})
+
+
+def test_the_bootstrap_cell_installs_the_extras_the_notebook_imports():
+    flower = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from fedlab_utils.deploy import apps")])
+    plain = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from fedlab_utils.core import run")])
+    assert bootstrap.notebook_extras(flower) == ["deploy"] and bootstrap.notebook_extras(plain) == []
+    assert '["fedlab-utils[deploy]"]' in bootstrap.cell_source("x", ["deploy"])
+    assert "extras = os.environ.get(\"FEDLAB_INSTALL_SOURCE\", \"x\"), []" in bootstrap.cell_source("x", [])
+    deployment = ROOT / "notebooks" / "07_deployment.ipynb"
+    assert bootstrap.notebook_extras(nbformat.read(deployment, as_version=4)) == ["deploy"]
+    baseline = ROOT / "notebooks" / "00_federated_baseline.ipynb"
+    assert bootstrap.notebook_extras(nbformat.read(baseline, as_version=4)) == []
+
+
+def test_every_course_notebook_has_the_current_bootstrap_cell_and_zh_takes_its_words_from_the_catalog():
+    pytest.importorskip("polib", reason="the zh catalogs need the [course] extra")
+    assert subprocess.run([sys.executable, str(WEBSITE / "bootstrap_cell.py"), "--check"], cwd=ROOT).returncode == 0
+    zh = ROOT / "notebooks" / "zh" / "07_deployment.ipynb"
+    cell = bootstrap.expected_cell(zh, nbformat.read(zh, as_version=4))
+    assert '["fedlab-utils[deploy]"]' in cell.source and "The course's package: installed first" not in cell.source
