@@ -372,3 +372,49 @@ def test_check_messages_hold_no_english_fragments(monkeypatch, lang):
             assert chinese in message and english not in message, message
         else:
             assert english in message and chinese not in message, message
+
+
+def test_a_line_mixing_a_formula_and_chinese_falls_back_to_english(monkeypatch):
+    """Matplotlib draws a line holding ``$…$`` with its mathtext fonts, which have no CJK glyphs (boxes,
+    and no warning): figure_text refuses such a Chinese label, and no runtime message has one."""
+    import matplotlib as mpl
+
+    from fedlab_utils.course.translation_catalogs import RUNTIME_CATALOG
+    from fedlab_utils.viz import fonts, plotting
+
+    assert fonts.mixes_math_and_cjk("服务器：全局模型 $w_t$")
+    assert not fonts.mixes_math_and_cjk("服务器：全局模型\n$w_t$") and not fonts.mixes_math_and_cjk("price \\$5 每个")
+    monkeypatch.delenv(fonts.FONT_ENV, raising=False)
+    monkeypatch.setenv(i18n.LANG_ENV, "zh")
+    with mpl.rc_context():
+        plotting.use_style()
+        assert fonts.figure_text("global model $w_t$", "全局模型 $w_t$") == "global model $w_t$"
+        assert fonts.figure_text("global model $w_t$", "全局模型\n$w_t$") == "全局模型\n$w_t$"
+    mixed = [e.msgid for e in load_catalog(RUNTIME_CATALOG) if not e.obsolete and fonts.mixes_math_and_cjk(e.msgstr)]
+    assert mixed == []
+
+
+def test_zh_diagram_is_chinese_and_draws_every_glyph(monkeypatch):
+    """draw_federated_round in the zh edition: a Chinese title and labels, each formula on its own
+    line, no missing glyph; the English edition keeps its English text."""
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+
+    from fedlab_utils.viz import diagrams, fonts, plotting
+
+    monkeypatch.delenv(fonts.FONT_ENV, raising=False)
+    for lang, title in (("zh", "联邦平均（FedAvg）的一轮"), ("en", "One round of federated averaging (FedAvg)")):
+        monkeypatch.setenv(i18n.LANG_ENV, lang)
+        with mpl.rc_context():
+            plotting.use_style()
+            fig, ax = diagrams.draw_federated_round(10, num_clients=20, local_epochs=2, batch_size=20,
+                                                    bytes_down=203_560, bytes_up=203_560)
+            texts = _figure_texts(fig)
+            assert ax.get_title() == title
+            assert not any(fonts.mixes_math_and_cjk(t) for t in texts)
+            if lang == "zh":
+                assert "客户端 10：私有数据\n$n_m$\n2 个 epoch，批大小 20\n$w_t \\to w_t^{m}$" in texts
+                assert _missing_glyph_warnings(fig) == []
+            else:
+                assert not any(translate_cjk(t) for t in texts)
+            plt.close(fig)

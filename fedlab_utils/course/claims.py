@@ -204,8 +204,9 @@ class Claims:
     def summary(self) -> str:
         """The plain-text table: a line with the count, then one line per claim (✓ or ✗) and observation."""
         held = len(self.items) - len(self.failed)
-        lines = [_("{held}/{total} claims hold").format(held=held, total=len(self.items))
-                 + (f" ({_('changed parameters')}: {', '.join(self.changed)})" if self.changed else "")]
+        lines = [_("{held}/{total} claims hold (changed parameters: {names})").format(
+            held=held, total=len(self.items), names=", ".join(self.changed)) if self.changed
+                 else _("{held}/{total} claims hold").format(held=held, total=len(self.items))]
         lines += [f"  {'✓' if c['holds'] else '✗'} {c['claim']}  [{_format(self._shown(c))}]"
                   + ("" if c["holds"] else f"  -- {_('does not hold')}") for c in self.items]
         lines += [f"  {_('observation')}: {o['observation']}  [{_format(o['measured'])}]" for o in self.observations]
@@ -222,8 +223,8 @@ class Claims:
     def _repr_markdown_(self) -> str:
         held = _("{held}/{total} claims hold").format(held=len(self.items) - len(self.failed), total=len(self.items))
         head = f"**{held}**"  # the policy is the runner's business, not the lesson's: not shown
-        head += (f" ({_('changed parameters')}: {', '.join(f'`{n}`' for n in self.changed)})" if self.changed
-                 else "")
+        head += (_(" (changed parameters: {names})").format(names=", ".join(f"`{n}`" for n in self.changed))
+                 if self.changed else "")
         rows = ["", f"| | {_('claim')} | {_('measured')} |", "|---|---|---|"]
         for c in self.items:
             text = c["claim"].replace("|", "\\|")
@@ -330,6 +331,6 @@ def record_results(path: str | Path | None, notebook: str, metrics: dict, claims
         atomic_write_text(path, json.dumps(record, indent=2, sort_keys=False))
     failed = [c for c in record["claims"] if not c.get("holds", True)]
     if failed and not isinstance(claims, Claims):
-        print(f"{len(failed)} claim(s) did NOT hold on this run:\n"
+        print(_("{count} claim(s) did NOT hold on this run:").format(count=len(failed)) + "\n"
               + "\n".join(f"  ✗ {c['claim']}" for c in failed))
     return record

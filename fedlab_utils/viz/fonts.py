@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 
 from fedlab_utils.i18n import gettext, language
 
 __all__ = ["FONT_ENV", "CJK_FAMILY", "cjk_font_path", "register_cjk_font", "use_language_fonts", "cjk_font_active",
-           "figure_text", "figure_label"]
+           "figure_text", "figure_label", "mixes_math_and_cjk"]
 
 FONT_ENV = "FEDLAB_CJK_FONT"
 #: the family matplotlib lists first for sans-serif text once the font is registered (the
@@ -90,10 +91,26 @@ def cjk_font_active() -> bool:
     return family is not None and family in mpl.rcParams["font.family"]
 
 
+#: a line that matplotlib hands to mathtext: it holds a ``$…$`` span (unescaped dollars)
+MATH_LINE = re.compile(r"(?<!\\)\$.*?(?<!\\)\$")
+#: CJK ideographs and full-width punctuation
+CJK_CHAR = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+
+
+def mixes_math_and_cjk(text: str) -> bool:
+    """Whether a line of ``text`` holds both a ``$…$`` formula and Chinese characters.  Matplotlib
+    draws such a whole line with its mathtext fonts, which have no CJK glyphs: it shows boxes, and
+    without a "missing glyph" warning.  A Chinese label keeps each formula on a line of its own."""
+    return any(MATH_LINE.search(line) and CJK_CHAR.search(line) for line in text.splitlines())
+
+
 def figure_text(english: str, chinese: str, lang: str | None = None) -> str:
     """The text of a title, axis label or legend entry: ``chinese`` in the Chinese edition when a
-    CJK font draws it, else ``english`` (never boxes for missing glyphs)."""
-    return chinese if language(lang) == "zh" and cjk_font_active() else english
+    CJK font draws it, else ``english`` (never boxes for missing glyphs: also English when a line of
+    ``chinese`` mixes a ``$…$`` formula with Chinese characters, see :func:`mixes_math_and_cjk`)."""
+    if language(lang) == "zh" and cjk_font_active() and not mixes_math_and_cjk(chinese):
+        return chinese
+    return english
 
 
 def figure_label(message: str, lang: str | None = None) -> str:
