@@ -418,3 +418,25 @@ def test_zh_diagram_is_chinese_and_draws_every_glyph(monkeypatch):
             else:
                 assert not any(translate_cjk(t) for t in texts)
             plt.close(fig)
+
+
+def test_run_comparison_columns_have_display_labels(monkeypatch):
+    """run_column_labels names the columns History.summary and summary_table write (with the dynamic
+    'rounds to N%', 'reached N%' and '±' ones) in the reader's language, and leaves a notebook's own
+    columns alone; labelled() shows them while the table stays keyed in English."""
+    from fedlab_utils.core import summary_table
+    from fedlab_utils.viz.tables import labelled, run_column_labels
+
+    runs = {"FedAvg": [_tiny_history("a"), _tiny_history("b")], "FedSGD": [_tiny_history("c"), _tiny_history("d")]}
+    table = summary_table(runs, target=0.7)
+    table["J to target"] = 1.0  # a notebook's own column
+    monkeypatch.setenv(i18n.LANG_ENV, "zh")
+    labels = run_column_labels(table.columns)
+    assert labels["J (model)"] == "估算能耗（J）" and labels["rounds to 70%"] == "达到 70% 的轮数"
+    assert labels["final acc % ±"] == "最终准确率 % ±" and labels["reached 70%"] == "达到 70% 的种子数"
+    assert "J to target" not in labels
+    shown = labelled(table, labels)
+    assert shown["rounds to 70%"].tolist() == table["rounds to 70%"].tolist()
+    assert "估算能耗（J）" in shown._repr_html_() and "J to target" in shown._repr_html_()
+    monkeypatch.setenv(i18n.LANG_ENV, "en")
+    assert run_column_labels(table.columns)["J (model)"] == "J (model)"
