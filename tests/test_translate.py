@@ -573,3 +573,41 @@ def test_an_edited_comment_keeps_its_old_translation_as_fuzzy():
     assert comment.previous_msgid == "# the number of clients per round"
     assert len(report.fuzzy) == 1 and len(report.new) == 1  # the print label changed too much: new
     assert [e.msgid for e in po if e.obsolete] == ["'done and dusted today'"]
+
+
+# -- the editorial rules switched on: notebooks and the runtime catalog (issue 31) --------------------
+
+def test_with_the_rules_on_check_fails_on_an_unpinned_variant_and_passes_the_pinned_term(tmp_path):
+    terms = TERMS[:1] + [Term("服务器", "server", "00", "servers?", ("服务器",), ("服务端",))]
+    nb_path = make_notebook(tmp_path / "00_demo.ipynb")
+    locale = tmp_path / "locale"
+    path = catalog_path(nb_path, locale)
+    path.parent.mkdir(parents=True)
+    for zh, problems in ((ZH["intro"].replace("服务器把", "服务端（服务器）把"), 1), (ZH["intro"], 0)):
+        save_catalog(translated_catalog(nb_path, dict(ZH, intro=zh)), path)
+        tr.build(nb_path, locale_dir=locale, terms=terms)
+        enforced = tr.check_notebook(nb_path, terms, locale, editorial=True)
+        assert len(enforced.problems) == problems, enforced.problems
+        assert all("unpinned term: 服务端 (pinned: 服务器 for server)" in p for p in enforced.problems)
+        assert tr.check_notebook(nb_path, terms, locale, editorial=False).problems == []
+
+
+@pytest.mark.parametrize("zh, rule", [("大了 1000 倍（1000x）。", "ratio wording"), ("是原来的 4 倍（4X）。", "ratio wording")])
+def test_a_factor_repeated_with_an_ascii_x_is_refused_too(zh, rule):
+    assert [v.rule for v in tr.editorial_violations("c", "Some text.", zh, PINNED)] == [rule]
+    assert tr.editorial_violations("c", "Some text.", zh.split("（")[0] + "。", PINNED) == []
+
+
+def test_the_runtime_catalog_passes_the_editorial_rules_when_they_are_on(monkeypatch, tmp_path):
+    """The runtime messages' catalog has no editorial violation, so switching EDITORIAL on adds no
+    problem for it; a catalog with one fails then, and only then."""
+    assert tr.runtime_editorial().editorial == []
+    po = polib.POFile()
+    po.metadata = {"Content-Type": "text/plain; charset=UTF-8"}
+    po.append(polib.POEntry(msgid="{what}: how many times fewer bytes?", msgstr="{what}：字节少多少倍？"))
+    bad = tmp_path / "fedlab_utils.po"
+    po.save(str(bad))
+    assert tr.runtime_editorial(bad).problems == []
+    monkeypatch.setattr(tr, "EDITORIAL", True)
+    assert tr.runtime_editorial().problems == []
+    assert [p.split(": ", 1)[0] for p in tr.runtime_editorial(bad).problems] == ["fedlab_utils.po"]

@@ -483,7 +483,7 @@ RATIO_WORDING = {
     "少…倍": re.compile(r"(?<!至)少(?:\s?\S){0,4}?\s?倍"),
     "小…倍": re.compile(r"(?<!大)小(?:\s?\S){0,4}?\s?倍"),
     "快…倍": re.compile(r"快(?:\s?\S){0,4}?\s?倍"),
-    "倍（N×）": re.compile(r"倍\s?（\S+×）"),
+    "倍（N×）": re.compile(r"倍\s?（\S+[×xX]）"),
 }
 #: straight ASCII double quotes around text with Chinese in it: write 「…」 or “…”
 ASCII_QUOTES = re.compile(r'"([^"\n]*)"')
