@@ -67,7 +67,9 @@ def quantize_model_int8(model: nn.Module, mode: str = "weight-only") -> tuple[nn
             from torch.ao.quantization import quantize_dynamic
 
             quantized = quantize_dynamic(quantized, {nn.Linear}, dtype=torch.qint8)
-        return quantized, "torch.ao.quantization.quantize_dynamic (deprecated; torchao not importable)"
+        from fedlab_utils.i18n import gettext
+
+        return quantized, gettext("torch.ao.quantization.quantize_dynamic (deprecated; torchao not importable)")
 
 
 # ----------------------------------------------------------------------------- lesson 02's parameters

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fedlab_utils.i18n import N_, gettext
+from fedlab_utils.viz.fonts import figure_label
 
 __all__ = ["slider_explorer", "alpha_explorer", "widgets_enabled", "static_note", "WIDGETS_ENV"]
 
@@ -108,5 +109,7 @@ def alpha_explorer(labels, num_clients: int, num_classes: int, alphas=(0.01, 0.0
     def draw(counts: np.ndarray, ax) -> None:
         plot_label_heatmap(counts, ax=ax)
 
-    return slider_explorer(cache, draw, "α", title=lambda a: f"Dirichlet α={a}: skew {label_skew(cache[a]):.2f}",
-                           initial=initial)
+    def title(a) -> str:
+        return figure_label(N_("Dirichlet α={alpha}: skew {skew:.2f}")).format(alpha=a, skew=label_skew(cache[a]))
+
+    return slider_explorer(cache, draw, "α", title=title, initial=initial)
