@@ -70,37 +70,65 @@ class HalfCodec:
         return out
 
 
-class MomentumHalf(HalfCodec):
-    """Sends, as float16, each client's momentum m = update + 0.5 * m_previous: per-client state
-    that changes every payload from round 2 on (like a PowerSGD warm start)."""
+class PowerSGDLike:
+    """PowerSGD's low-rank uplink (Vogels et al., 2019), as a researcher writes it: each matrix M of
+    the update (a conv kernel read as rows x rest) is sent as P = orth(M Q) and Q' = M^T P, float32,
+    and decoded as P Q'^T; a tensor too small for ``rank`` goes as float32.  Each client's Q' is the
+    next round's warm start: per-client state that changes every payload from round 2 on.
+    ``warm_start=False`` starts every payload from the initial Q (what a lost state looks like)."""
 
-    name = "momentum fp16 (own module)"
+    def __init__(self, rank=2, warm_start=True):
+        self.rank, self.warm_start = rank, warm_start
+        self.name = f"PowerSGD-like rank {rank}" + ("" if warm_start else " (no warm start)")
+        self._q = {}
 
-    def __init__(self):
-        self._momentum = {}
+    def _low_rank(self, shape):
+        return len(shape) >= 2 and min(shape[0], int(np.prod(shape[1:]))) > self.rank
 
     def encode(self, update, client_id=0):
-        old = self._momentum.get(client_id)
-        m = {k: v.float() + (0.5 * old[k] if old is not None else 0.0) for k, v in update.items()}
-        self._momentum[client_id] = m
-        return super().encode(m, client_id)
+        qs = self._q.setdefault(int(client_id), {}) if self.warm_start else {}
+        parts = []
+        for index, (key, t) in enumerate(update.items()):
+            m = t.detach().float()
+            if not self._low_rank(tuple(m.shape)):
+                parts.append(m.contiguous().numpy().tobytes())
+                continue
+            m = m.reshape(m.shape[0], -1)
+            q = qs.get(key)
+            if q is None:
+                q = torch.randn(m.shape[1], self.rank, generator=torch.Generator().manual_seed(index))
+            p, _ = torch.linalg.qr(m @ q)
+            q = m.T @ p
+            qs[key] = q
+            parts += [p.contiguous().numpy().tobytes(), q.contiguous().numpy().tobytes()]
+        return b"".join(parts)
+
+    def decode(self, payload, template):
+        out, offset = {}, 0
+
+        def take(count):
+            nonlocal offset
+            values = np.frombuffer(payload[offset:offset + 4 * count], dtype=np.float32).copy()
+            offset += 4 * count
+            return torch.from_numpy(values)
+
+        for key, t in template.items():
+            if not self._low_rank(tuple(t.shape)):
+                out[key] = take(t.numel()).to(t.dtype).reshape(t.shape)
+                continue
+            rows, rest = t.shape[0], t.numel() // t.shape[0]
+            p, q = take(rows * self.rank).reshape(rows, self.rank), take(rest * self.rank).reshape(rest, self.rank)
+            out[key] = (p @ q.T).to(t.dtype).reshape(t.shape)
+        return out
 
     def reset(self):
-        self._momentum = {}
+        self._q = {}
 
     def state_dict(self):
-        return {"momentum": {int(c): dict(m) for c, m in self._momentum.items()}}
+        return {"q": {int(c): dict(qs) for c, qs in self._q.items()}}
 
     def load_state_dict(self, state):
-        self._momentum = {int(c): dict(m) for c, m in state["momentum"].items()}
-
-
-class ForgetfulMomentumHalf(MomentumHalf):
-    """MomentumHalf that loses its state before every payload: what a lost state looks like."""
-
-    def encode(self, update, client_id=0):
-        self.reset()
-        return super().encode(update, client_id)
+        self._q = {int(c): dict(qs) for c, qs in state["q"].items()}
 
 
 class ResetOnly(HalfCodec):
@@ -132,7 +160,9 @@ def half(tmp_path_factory):
         else:
             os.environ["PYTHONPATH"] = saved
 EF = DeploymentConfig(num_clients=2, rounds=2, uplink="ef:topk:0.05", seed=1, round_timeout=300.0)
-STATEFUL = dict(num_clients=2, rounds=2, seed=2, round_timeout=300.0, uplink=f"{PARTS_MODULE}:MomentumHalf")
+# a stateful codec by import path with constructor arguments, as `deploy -p uplink "mod:PowerSGDLike(rank=4)"` gives it
+POWERSGD = f"{PARTS_MODULE}:PowerSGDLike(rank=4)"
+STATEFUL = dict(num_clients=2, rounds=2, seed=2, round_timeout=300.0, save_payloads=True, uplink=POWERSGD)
 
 
 class RecordingCodec:
@@ -298,11 +328,15 @@ def test_error_feedback_residual_survives_between_clientapp_calls(deployed):
 def test_deployment_history_has_the_simulated_fields_and_energy_per_round(deployed, reference):
     """The ServerApp runs the course's run(): its History has every field of a simulated one, and
     the same clients, bytes, FLOPs and modelled joules per round; Flower's bytes are in metrics."""
+    import json
     from dataclasses import fields as dataclass_fields
 
-    from fedlab_utils.core import RoundRecord
+    from fedlab_utils.core import History, RoundRecord
+    from fedlab_utils.deploy.apps import HISTORY_FILE
 
-    deployed_history, simulated = deployed.results["q8"].history, reference[0]
+    # D8: the history.json a deployment writes is the run's History, as History.from_dict reads it
+    written = deployed.results["q8"].out_dir / HISTORY_FILE
+    deployed_history, simulated = History.from_dict(json.loads(written.read_text(encoding="utf-8"))), reference[0]
     assert deployed_history.to_dict().keys() == simulated.to_dict().keys()
     assert deployed_history.totals().keys() == simulated.totals().keys()
     assert deployed_history.config["uplink"] == simulated.config["uplink"] and deployed_history.config["server"] == \
@@ -332,15 +366,61 @@ def test_own_codec_from_a_module_runs_on_flower_byte_for_byte(deployed, half):
 
 
 def test_a_stateful_codec_keeps_its_state_between_rounds_on_flower(deployed, half):
-    """A researcher's codec with per-client state (state_dict/load_state_dict): each SuperNode's
-    ClientApp runs in a fresh process every round, and the state travels in Flower's context.state,
-    so the deployment equals run() in accuracy and payload bytes every round."""
+    """-p uplink "fedlab_test_parts:PowerSGDLike(rank=4)": a researcher's codec by import path with a
+    constructor argument, whose per-client warm start is state (state_dict/load_state_dict).  Each
+    SuperNode's ClientApp runs in a fresh process every round and the state travels in Flower's
+    context.state, so over 2 rounds and 2 SuperNodes the deployment equals run() in accuracy, and
+    in payload bytes every round: each payload byte for byte, each of the hand-counted length."""
+    config = DeploymentConfig(**STATEFUL)
     result = deployed.results["stateful"]
-    reference = _simulate_one_thread(DeploymentConfig(**STATEFUL))
+    reference, sent = _recorded_run(config)
+    assert reference.config["uplink"] == result.history.config["uplink"] == "PowerSGD-like rank 4"
+    assert [r["round"] for r in result.records] == [1, 2]
+    assert all(r["replied"] == [0, 1] and not r["errors"] for r in result.records)
     assert result.accuracy == reference.accuracy
     assert [r["ledger_bytes_up"] for r in result.records] == [r.bytes_up for r in reference.records]
-    forgetful = _simulate_one_thread(DeploymentConfig(**{**STATEFUL, "uplink": f"{PARTS_MODULE}:ForgetfulMomentumHalf"}))
-    assert forgetful.accuracy[0] == reference.accuracy[0] and forgetful.accuracy[1] != reference.accuracy[1]
+    received = _received_payloads(result, result.history)
+    assert [payload for _, payload in sent] == [received[(r.round, c)] for r in reference.records for c in r.clients]
+    assert all(len(p) == _powersgd_bytes(config, 4) for p in received.values())
+    # the warm start matters: without it round 1 is the same and round 2 is not
+    cold = _simulate_one_thread(replace(config, uplink=f"{PARTS_MODULE}:PowerSGDLike(rank=4, warm_start=False)"))
+    assert cold.loss[0] == reference.loss[0] and cold.loss[1] != reference.loss[1]
+
+
+def _powersgd_bytes(config, rank: int) -> int:
+    """The hand count of one PowerSGDLike payload: float32 P (rows x rank) and Q (rest x rank) for
+    each matrix larger than the rank, every other tensor whole."""
+    total = 0
+    for t in build_task(config)[2].state_dict().values():
+        rows, rest = (t.shape[0], t.numel() // t.shape[0]) if t.ndim >= 2 else (1, t.numel())
+        total += 4 * rank * (rows + rest) if t.ndim >= 2 and min(rows, rest) > rank else 4 * t.numel()
+    return total
+
+
+def test_an_import_path_with_arguments_runs_and_its_checkpoint_keeps_the_arguments(half, tmp_path):
+    """run(uplink="fedlab_test_parts:PowerSGDLike(rank=4)") builds the researcher's codec with
+    rank=4 and sends the hand-counted bytes; its checkpoint refuses to resume at rank 2, naming
+    rank, and resumes at rank 4 exactly; `deploy -p uplink` passes the spec through untouched."""
+    from fedlab_utils.core import run
+
+    assert parse_parameters([["uplink", POWERSGD]]) == {"uplink": POWERSGD}
+    config = DeploymentConfig(**{**STATEFUL, "rounds": 1, "save_payloads": False})
+    clients, test, init = build_task(config)
+    path = tmp_path / "powersgd.ckpt"
+
+    def go(spec, rounds):
+        return run(init, clients, test, rounds=rounds, uplink=spec, seed=config.seed, progress=False,
+                   checkpoint=path, resume=True)
+
+    first = go(POWERSGD, 1)
+    assert first.config["uplink"] == "PowerSGD-like rank 4"
+    assert first.records[0].bytes_up == 2 * _powersgd_bytes(config, 4)
+    with pytest.raises(ValueError, match="rank"):
+        go(f"{PARTS_MODULE}:PowerSGDLike(rank=2)", 2)
+    resumed = go(POWERSGD, 2)
+    path.unlink()
+    straight = go(POWERSGD, 2)
+    assert resumed.accuracy == straight.accuracy and resumed.loss == straight.loss
 
 
 def test_a_stateful_part_without_state_dict_is_refused_before_launch(half):
@@ -466,16 +546,38 @@ def _without_addresses(argv, pki_dir) -> list[str]:
     return out
 
 
+def _printed_paths(text: str) -> list[Path]:
+    """Every absolute path a command printed."""
+    import re
+
+    return [Path(match.rstrip(".:")) for match in re.findall(r"(?<![\w.])(/[^\s,;()'\"]+)", text)]
+
+
+def _kept_logs_are_where_it_said(out: str) -> None:
+    """deploy --keep-logs (issue 30 D9): the log folder it names outlives the run, with every Flower
+    process's log, and the PKI folder it names keeps only public parts."""
+    named = {path.name: path for path in _printed_paths(out)}
+    assert "logs" in named and "pki" in named, out[-1500:]
+    logs = {p.name for p in named["logs"].iterdir()}
+    assert {"superlink.log", "supernode-0.log", "supernode-1.log"} <= logs, logs
+    assert any(name.startswith("run-") for name in logs), logs
+    left = sorted(p.name for p in named["pki"].iterdir())
+    assert left and not any(n.endswith(".key") or (n.startswith("supernode-") and not n.endswith(".pub"))
+                            for n in left), left
+    assert all(path.exists() for path in _printed_paths(out)), out[-1500:]
+
+
 def test_deploy_cli_watched_from_outside(tmp_path):
-    """``deploy --supernodes 2 -p rounds 1`` as a user types it: the SuperLink carries --ssl-certfile
-    and --enable-supernode-auth and no --insecure, every SuperNode --root-certificates and
-    --auth-supernode-private-key; it exits 0 and leaves no process."""
+    """``deploy --supernodes 2 -p rounds 1 --keep-logs`` as a user types it: the SuperLink carries
+    --ssl-certfile and --enable-supernode-auth and no --insecure, every SuperNode --root-certificates
+    and --auth-supernode-private-key; it exits 0, leaves no process, and the log folder it named is
+    there with every process's log (D9)."""
     import psutil
 
     env = {**os.environ, "FEDLAB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     cli = subprocess.Popen([sys.executable, "-m", "fedlab_utils", "deploy", "--supernodes", "2", "-p", "rounds", "1",
-                            "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                           text=True)
+                            "--out", str(tmp_path / "out"), "--keep-logs"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env, text=True)
     seen: dict[int, list[str]] = {}
     born: dict[int, float] = {}  # pid -> creation time: a pid the OS reuses later is another process
     deadline = time.monotonic() + 240
@@ -495,6 +597,7 @@ def test_deploy_cli_watched_from_outside(tmp_path):
             cli.wait()
     assert cli.returncode == 0, err[-800:]
     assert "insecure" not in out.lower() and "TLS + SuperNode authentication" in out, out[-1500:]
+    _kept_logs_are_where_it_said(out)
     links = [c for c in seen.values() if any(Path(a).name == "flower-superlink" for a in c[:2])]
     nodes = [c for c in seen.values() if any(Path(a).name == "flower-supernode" for a in c[:2])]
     assert len(links) == 1 and len(nodes) == 2, {pid: " ".join(c)[:160] for pid, c in seen.items()}
@@ -689,13 +792,16 @@ def test_ctrl_c_on_the_deploy_cli_stops_every_process(tmp_path):
             time.sleep(0.2)
         seen |= {c.pid for c in psutil.Process(cli.pid).children(recursive=True)}
         cli.send_signal(signal.SIGINT)
-        _, err = cli.communicate(timeout=60)
+        printed, err = cli.communicate(timeout=60)
     finally:
         if cli.poll() is None:
             cli.kill()
             cli.wait()
     assert cli.returncode == 130
     assert err.strip().splitlines()[-1] == "deploy: interrupted; every Flower process was stopped"
+    # without --keep-logs the temporary folder is removed, so nothing printed names a path in it (D9)
+    assert "--keep-logs keeps them" in printed
+    assert [p for p in _printed_paths(printed) if not p.exists()] == [], printed
     assert len(seen) >= 4  # superlink + 2 supernodes + flwr run (+ what they spawned)
 
     def alive(pid):

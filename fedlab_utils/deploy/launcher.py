@@ -317,7 +317,8 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
     (``flower-superlink --simulation``): no SuperNode processes; each run executes its ClientApps on
     ``supernodes`` virtual SuperNodes in Ray workers (one CPU each), on one machine or on a Ray cluster
     the machine has joined. It listens on 127.0.0.1 only, in plain HTTP (nothing leaves the machine).
-    ``logs_kept=False``: the caller removes ``workdir`` afterwards, so the announcement names no log path.
+    ``logs_kept=False``: the caller removes ``workdir`` afterwards, so the announcement names no path
+    in it (neither the logs nor the PKI).
     """
     if not isinstance(supernodes, int) or isinstance(supernodes, bool) or supernodes < 1:
         raise ValueError(f"supernodes={supernodes!r} is invalid; valid: an int ≥ 1")
@@ -359,7 +360,8 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
             federation.start_supernode(f"supernode-{i}", i, private_key=pki and pki.supernode_keys[i],
                                        root_certificates=pki and pki.ca_cert)
         if announce:
-            mode = (f"TLS + SuperNode authentication, {supernodes} keys registered, PKI in {pki.folder}"
+            where_pki = f", PKI in {pki.folder}" if pki is not None and logs_kept else ""  # never a path that goes
+            mode = (f"TLS + SuperNode authentication, {supernodes} keys registered{where_pki}"
                     if pki is not None else "insecure")
             announce(f"SuperLink on {federation.address} ({mode}), {supernodes} SuperNodes started"
                      f"{_where_logs(logs, logs_kept)}")
