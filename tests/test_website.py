@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,7 @@ def load(name: str):
 
 
 check_site = load("check_site")
+doc_translations = sys.modules["doc_translations"] = load("doc_translations")  # build_site imports it by name
 build_site = load("build_site")
 bootstrap = load("bootstrap_cell")
 conf = load("conf")
@@ -324,3 +326,69 @@ def test_every_course_notebook_has_the_current_bootstrap_cell_and_zh_takes_its_w
     zh = ROOT / "notebooks" / "zh" / "00_federated_baseline.ipynb"  # its catalog translates the cell's words
     cell = bootstrap.expected_cell(zh, nbformat.read(zh, as_version=4))
     assert "The course's package: installed first" not in cell.source and "安装课程软件包：pip install" in cell.source
+
+
+# ----------------------------------------------------------------------------- the docs' Chinese twins
+FENCE = re.compile(r"^```.*?^```$", re.S | re.M)
+
+
+def prose(markdown: str) -> str:
+    """Markdown without code blocks, inline code, link targets, indented blocks and comments."""
+    text = FENCE.sub("", markdown)
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"^    .*$", "", text, flags=re.M)
+    text = re.sub(r"`[^`]*`", "", text)
+    return re.sub(r"\]\([^)]*\)", "]", text)
+
+
+@pytest.mark.parametrize("name", doc_translations.DOCS)
+def test_every_doc_has_a_chinese_twin_in_the_glossary_terms(name):
+    from fedlab_utils.course.glossary import load_glossary
+
+    twin = doc_translations.twin_path(name)
+    assert twin.is_file(), f"docs/zh/{name}.md is missing"
+    assert doc_translations.HEADER.match(twin.read_text(encoding="utf-8")), "no '<!-- 译自 … -->' first line"
+    text = prose(doc_translations.twin_body(name))
+    letters = [c for c in text if c.isalpha()]
+    cjk = sum("\u4e00" <= c <= "\u9fff" for c in letters) / len(letters)
+    assert cjk >= 0.5, f"docs/zh/{name}.md: only {cjk:.0%} of its prose letters are Chinese"
+    avoided = [(word, term.zh) for term in load_glossary() for word in term.zh_avoid if word and word in text]
+    assert not avoided, f"docs/zh/{name}.md uses words the glossary pins otherwise: {avoided}"
+
+
+@pytest.mark.parametrize("name", ["extending", "deployment"])
+def test_a_current_twin_keeps_the_english_pages_code_as_it_is_tested(name):
+    if doc_translations.twin_state(name).status != "current":
+        pytest.skip(f"docs/zh/{name}.md is stale: make site marks it (test_a_stale_twin_is_reported)")
+    english = FENCE.findall((ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8"))
+    assert FENCE.findall(doc_translations.twin_body(name)) == english
+
+
+def test_a_stale_twin_is_reported_and_stamping_makes_it_current(tmp_path):
+    (tmp_path / "docs" / "zh").mkdir(parents=True)
+    english = tmp_path / "docs" / "guide.md"
+    english.write_text("# Guide\n\nOne.\n", encoding="utf-8")
+    assert doc_translations.twin_state("guide", tmp_path).status == "missing"
+    doc_translations.twin_path("guide", tmp_path).write_text("# 指南\n\n一。\n", encoding="utf-8")
+    assert doc_translations.twin_state("guide", tmp_path).status == "stale"  # no header: nothing says what it follows
+    doc_translations.stamp("guide", tmp_path)
+    assert doc_translations.twin_state("guide", tmp_path).status == "current"
+    assert doc_translations.twin_body("guide", tmp_path) == "# 指南\n\n一。\n"
+    english.write_text("# Guide\n\nOne. Two.\n", encoding="utf-8")  # the English page moves on
+    state = doc_translations.twin_state("guide", tmp_path)
+    assert state.status == "stale" and "stamp guide" in state.detail
+    assert "过时" in doc_translations.stale_note("guide") and "{warning}" in doc_translations.stale_note("guide")
+
+
+def test_the_zh_edition_stages_the_twins_and_their_links_point_at_its_pages():
+    source, text = build_site.doc_source("zh", "extending")
+    assert source == "docs/zh/extending.md" and "扩展训练循环" in text and not text.startswith("<!--")
+    assert build_site.doc_source("en", "extending")[0] == "docs/extending.md"
+    pages = build_site.page_map("zh", ["00_federated_baseline"])
+    where = build_site.LinkContext("docs/zh/extending.md", "docs/extending.md", pages, "", "main")
+    assert build_site.rewrite_links("[架构](architecture.md#x) [无](../img/none.png)", where) == \
+        "[架构](architecture.md#x) 无"  # a twin's link lands on the zh page; a link to nothing becomes its text
+    picture = ROOT / "docs" / "img" / "sweep_00_rounds_seed.png"
+    assert picture.is_file()
+    assert build_site.rewrite_links("![扫描](../img/sweep_00_rounds_seed.png)", where) == \
+        "![扫描](img/sweep_00_rounds_seed.png)"

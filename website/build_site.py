@@ -13,7 +13,9 @@ Sphinx, myst-nb and sphinx-book-theme (``website/conf.py``) into ``<out>/en/`` a
   outputs, and download links to the executed notebook and, where ``make student`` made one,
   the student version;
 * ``glossary``: generated from ``notebooks/locale/glossary.tsv``;
-* ``docs/*``: the lasting docs (energy model, extending, datasets, deployment, architecture).
+* ``docs/*``: the lasting docs (energy model, extending, datasets, deployment, architecture); the
+  zh edition shows their Chinese twins, ``docs/zh/*.md``, and warns (on the page and in the build's
+  output) where the English page changed after its twin was translated (``doc_translations.py``).
 
 Nothing is executed and nothing is fetched: the build works offline.  Links that point into the
 repository but not to a page of the site become links to the repository when ``site.toml`` names
@@ -33,6 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import doc_translations  # website/doc_translations.py, beside this script
 import nbformat
 
 from fedlab_utils.course import ROOT, find_notebooks
@@ -41,7 +44,7 @@ from fedlab_utils.course.glossary import load_glossary
 WEBSITE = Path(__file__).resolve().parent
 EDITIONS = ("en", "zh")
 SPHINX_LANGUAGE = {"en": "en", "zh": "zh_CN"}
-DOCS = ("energy_model", "extending", "datasets", "deployment", "architecture")
+DOCS = doc_translations.DOCS
 README = {"en": ROOT / "README.md", "zh": ROOT / "README.zh-CN.md"}
 
 TEXT = {
@@ -68,7 +71,7 @@ TEXT = {
         "executed": "本笔记本（已执行）：{name}",
         "student": "学生版（练习待完成）：{name}",
         "editions": "英文版：点击任意页面顶部的 **English** 切换。",
-        "reference_intro": "参考资料：[中英术语表](glossary.md)，以及课程软件包的参考文档（英文）：{docs}。",
+        "reference_intro": "参考资料：[中英术语表](glossary.md)，以及课程软件包的参考文档：{docs}。",
     },
 }
 
@@ -110,6 +113,8 @@ def rewrite_links(markdown: str, where: LinkContext) -> str:
                 anchor = ""
             new = posixpath.relpath(page, staged_dir) + (f"#{anchor}" if anchor else "")
             return f"{bang}[{text}]({new}{title})"
+        if bang and repo_path.startswith("docs/img/") and (ROOT / repo_path).is_file():  # staged in docs/img/
+            return f"{bang}[{text}]({posixpath.relpath(repo_path, staged_dir)}{title})"
         if bang and (ROOT / repo_path).is_file():  # an image of the repository: staged beside the page
             return match.group(0)
         if where.repository and (ROOT / repo_path).exists():
@@ -184,6 +189,8 @@ def page_map(edition: str, stems: list[str]) -> dict[str, str]:
     pages[posixpath.relpath(README[edition], ROOT)] = "index.md"
     pages["notebooks/locale/glossary.tsv"] = "glossary.md"
     pages.update({f"docs/{name}.md": f"docs/{name}.md" for name in DOCS})
+    if edition != "en":  # the docs' twins, docs/zh/NAME.md, are the edition's docs/NAME pages
+        pages.update({f"docs/{edition}/{name}.md": f"docs/{name}.md" for name in DOCS})
     return pages
 
 
@@ -256,6 +263,26 @@ def stage_notebook(executed: Path, target: Path, student: Path | None, context: 
     nbformat.write(nb, target)
 
 
+def doc_source(edition: str, name: str) -> tuple[str, str]:
+    """The repo path and text of doc ``name`` in ``edition``: the zh edition's twin, with a note when stale.
+
+    A twin that is missing or older than its English page is reported on stderr; a stale twin is
+    shown with a warning above it, and a missing one falls back to the English page, saying so.
+    """
+    if edition == "en":
+        return f"docs/{name}.md", (ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8")
+    state = doc_translations.twin_state(name)
+    if state.status == "missing":
+        print(f"  warning: {state.detail}; the {edition} edition shows the English page", file=sys.stderr)
+        return f"docs/{name}.md", (":::{note}\n本页尚无中文译文，以下是英文原文。\n:::\n\n"
+                                   + (ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8"))
+    text = doc_translations.twin_body(name)
+    if state.status == "stale":
+        print(f"  warning: stale translation: {state.detail}", file=sys.stderr)
+        text = doc_translations.stale_note(name) + text
+    return f"docs/{edition}/{name}.md", text
+
+
 def stage_edition(edition: str, build: Path, stage: Path, settings: dict) -> list[str]:
     """Write the source folder of one edition; returns its page names (Sphinx docnames)."""
     notebooks = executed_notebooks(build, edition)
@@ -271,10 +298,10 @@ def stage_edition(edition: str, build: Path, stage: Path, settings: dict) -> lis
     readme = posixpath.relpath(README[edition], ROOT)
     (stage / "index.md").write_text(landing_page(edition, stems, context(readme, "index.md")), encoding="utf-8")
     (stage / "glossary.md").write_text(glossary_page(edition, stems), encoding="utf-8")
+    (stage / "docs").mkdir(exist_ok=True)
     for name in DOCS:
-        text = (ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8")
-        (stage / "docs").mkdir(exist_ok=True)
-        (stage / "docs" / f"{name}.md").write_text(rewrite_links(text, context(f"docs/{name}.md", f"docs/{name}.md")),
+        source, text = doc_source(edition, name)
+        (stage / "docs" / f"{name}.md").write_text(rewrite_links(text, context(source, f"docs/{name}.md")),
                                                    encoding="utf-8")
     for image in sorted((ROOT / "docs" / "img").glob("*")):  # images the docs show, beside them
         if image.is_file():

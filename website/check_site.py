@@ -11,7 +11,7 @@ for Python.  It fails (exit 1), listing each problem, unless:
 * every image and internal link of every page resolves, anchors included (read from the files:
   :func:`link_problems`);
 * every page loads with no console error, no page error and no failed request (:func:`page_problems`);
-* the language switch on each notebook page lands on the same notebook in the other edition;
+* the language switch on each notebook and docs page lands on the same page in the other edition;
 * searching 误差反馈 in the zh edition and "error feedback" in the en edition lists the 02 page;
 * a widget's static view (its note and its figure) is visible on the 02 page of each edition;
 * MathJax typeset every formula of every page (no TeX source such as ``\\(``, ``$$`` left in the
@@ -285,12 +285,17 @@ def notebook_stems(site: Path, edition: str) -> list[str]:
     return sorted(p.stem for p in (site / edition).glob("[0-9][0-9]_*.html"))
 
 
+def doc_pages(site: Path, edition: str) -> list[str]:
+    """The lasting docs' pages of an edition (``docs/energy_model``, ...), which have twins too."""
+    return sorted(f"docs/{p.stem}" for p in (site / edition / "docs").glob("*.html"))
+
+
 def switch_problems(browser, base: str, site: Path) -> tuple[int, list[str]]:
-    """On each notebook page, the language switch must land on the same notebook in the other edition."""
+    """On each notebook and docs page, the language switch must land on the same page in the other edition."""
     problems, checked, tab = [], 0, Tab(browser)
     for edition in EDITIONS:
         other = next(e for e in EDITIONS if e != edition)
-        for stem in notebook_stems(site, edition):
+        for stem in notebook_stems(site, edition) + doc_pages(site, edition):
             checked += 1
             page = tab.open(f"{base}{edition}/{stem}.html")
             switch = page.locator("a.fedlab-lang-switch").first
@@ -399,7 +404,7 @@ def check_site(site: Path, screenshot_dir: Path | None = None) -> list[str]:
         found += [f"{page}: not checked for formulas (no such page)" for page in missing]
         problems += found
         switched, found = switch_problems(browser, base, site)
-        print(f"language switch: {switched - len(found)}/{switched} notebook pages land on their twin")
+        print(f"language switch: {switched - len(found)}/{switched} notebook and docs pages land on their twin")
         problems += found
         results, found = search_problems(browser, base)
         for edition, term in SEARCHES.items():
