@@ -14,7 +14,12 @@ round, each size runs in its own fresh process (so its peak resident memory is i
   ``max_stack_bytes``; FedAvg folds each stack's updates into its sum before the next is trained).
 
 Targets (issue 23): 10,000 clients with peak RSS at most 2 GB, and time per client update at
-10,000 within 1.5x of that at 1,000.  ``engines``: at 100 and 1,000 clients per round, ``run()``
+10,000 within 1.5x of that at 1,000.  ``codecs`` (issue 30): the same 10,000-client round with the
+``q8`` and ``ef:topk:0.01`` uplinks, which declare that they fold (their decoded updates may be
+averaged in any grouping), so the vmap path encodes and averages them stack by stack as it does
+fp32: peak RSS at most 2 GB each, and time per client update within 1.5x of fp32's at 10,000,
+measured in the same run.  Error feedback keeps one dense residual per client that has sent
+(``residual_mb``: 4 bytes per parameter per client), which no folding can save.  ``engines``: at 100 and 1,000 clients per round, ``run()``
 and Flower's simulation runtime (Ray, the ``[scale]`` extra) run the same task in the same run
 (:func:`engines_at`): round time, client updates per second and peak RSS of both, and their
 ratios.  Nothing here is asserted: timings are ratios from one run on a possibly shared machine.
@@ -40,31 +45,35 @@ from fedlab_utils.core import LocalTraining, run
 from fedlab_utils.models import make_model
 from fedlab_utils.core import VmapTrainer
 
-n = int(sys.argv[1])
+n, uplink = int(sys.argv[1]), sys.argv[2]
 ds = load_dataset("mnist5k", seed=0)
 rng = np.random.default_rng(0)
 picks = rng.integers(0, len(ds.y_train), size=(n, %(per)d))
 clients = [ClientData(ds.x_train[p], ds.y_train[p]) for p in picks]
 model = make_model("mlp", ds.input_shape, ds.num_classes, seed=0)
 h = run(model, clients, (ds.x_test, ds.y_test), rounds=%(rounds)d, seed=0, trainer="auto", progress=False,
-        local=LocalTraining(epochs=1, batch_size=%(per)d, lr=0.05))
+        local=LocalTraining(epochs=1, batch_size=%(per)d, lr=0.05), uplink=uplink)
 last = h.records[-1]
 times = [r.wall_time_s for r in h.records]
 stacks = len(VmapTrainer().stack_slices(model, n)) if h.config.get("trainer", "").startswith("VmapTrainer") else None
-print(json.dumps({"clients": n, "round_s": statistics.median(times[1:]), "round_times_s": times,
+print(json.dumps({"clients": n, "uplink": uplink, "round_s": statistics.median(times[1:]), "round_times_s": times,
                   "trainer": h.config.get("trainer"), "stacks": stacks,
                   "accuracy": last.accuracy, "bytes_up": last.bytes_up,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """ % {"per": SAMPLES_PER_CLIENT, "rounds": ROUNDS}
 
 
-def one_size(clients: int, timeout_s: int = 1800) -> dict:
-    """Run ``clients`` clients for ``ROUNDS`` rounds in a fresh process and read its measurements."""
+CODECS = ("q8", "ef:topk:0.01")  # at 10,000 clients, against fp32 in the same run
+PARAMETERS = 50_890  # the MLP 784-64-10
+
+
+def one_size(clients: int, uplink: str = "fp32", timeout_s: int = 1800) -> dict:
+    """Run ``clients`` clients for ``ROUNDS`` rounds with ``uplink`` in a fresh process and read its measurements."""
     env = {**os.environ, "FEDLAB_PROGRESS": "0"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(clients)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout_s, env=env)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(clients), uplink], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout_s, env=env)
     if proc.returncode != 0:
-        return {"clients": clients, "error": proc.stderr[-1500:]}
+        return {"clients": clients, "uplink": uplink, "error": proc.stderr[-1500:]}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["client_updates_per_s"] = clients / result["round_s"]
     result["s_per_client_update"] = result["round_s"] / clients
@@ -168,6 +177,28 @@ def engines_at(clients: int) -> dict:
     return row
 
 
+def codecs_at(clients: int, fp32: dict) -> dict:
+    """``CODECS`` at ``clients`` clients per round, each in its own fresh process, against ``fp32``
+    (the same task with the fp32 uplink, measured in the same run): peak RSS and the ratio of time
+    per client update; the load average before and after each, as the machine may be shared."""
+    rows = []
+    for uplink in CODECS:
+        before = os.getloadavg()
+        row = one_size(clients, uplink)
+        row["load_avg_before"], row["load_avg_after"] = before, os.getloadavg()
+        if uplink.startswith("ef:"):
+            row["residual_mb"] = clients * PARAMETERS * 4 / 2**20
+        rows.append(row)
+    targets = {}
+    for row in rows:
+        if "peak_rss_mb" in row:
+            targets[f"peak_rss_mb_at_{clients}_{row['uplink']} <= 2048"] = row["peak_rss_mb"]
+        if "s_per_client_update" in row and "s_per_client_update" in fp32:
+            row["s_per_update_over_fp32"] = row["s_per_client_update"] / fp32["s_per_client_update"]
+            targets[f"s_per_update_{row['uplink']}_over_fp32_at_{clients} <= 1.5"] = row["s_per_update_over_fp32"]
+    return {"clients": clients, "sizes": rows, "targets": targets}
+
+
 def run() -> dict:  # the entry point benchmarks/run.py calls
     sizes = [one_size(n) for n in SIZES]
     by_n = {s["clients"]: s for s in sizes}
@@ -177,10 +208,12 @@ def run() -> dict:  # the entry point benchmarks/run.py calls
         targets["peak_rss_mb_at_10000 <= 2048"] = big["peak_rss_mb"]
     if "s_per_client_update" in big and "s_per_client_update" in mid:
         targets["s_per_update_10000_over_1000 <= 1.5"] = big["s_per_client_update"] / mid["s_per_client_update"]
+    codecs = codecs_at(10_000, big)
+    targets.update(codecs.pop("targets"))
     result = {"task": f"mnist5k, MLP 784-64-10, {SAMPLES_PER_CLIENT} samples per client drawn with replacement, "
                       "1 local epoch SGD lr 0.05 batch 8, fp32 uplink, FedAvg, trainer='auto', "
                       f"median of rounds 2-{ROUNDS} timed",
-              "sizes": sizes, "targets": targets, "load_avg": os.getloadavg()}
+              "sizes": sizes, "codecs": codecs, "targets": targets, "load_avg": os.getloadavg()}
     result["engines"] = {"task": "the deployment task (mnist5k, MLP, iid shares, fp32 uplink, FedAvg, 1 local "
                                   "epoch, batch 8, every client each round): run() with trainer='auto' in a fresh "
                                   "process against Flower's simulation runtime (Ray) running the course's "

@@ -148,7 +148,7 @@ def test_chunked_results_keep_no_update(digits):
     protocol.broadcast(1, list(range(12)))
     results = protocol.train(1, list(range(12)))
     assert all(r.update is None and r.finite for r in results)
-    assert len(protocol._chunks["parts"]) == 3
+    assert len(protocol.stacked.pending.parts) == 3  # one partial sum per stack
 
 
 class _NanFromClient3(VmapTrainer):

@@ -22,6 +22,12 @@ so a payload carries only data.  Formats (little-endian):
                             values quantized at ``bits`` (a pruned model on the downlink)
 ==========================  ============================================================
 
+Every codec here but the sparse ones declares ``folds`` (:func:`fedlab_utils.compression.wire.folds`):
+its decoded updates may be averaged in any grouping, so the vmap path folds a round into its
+average block by block.  :class:`QuantizeCodec` (deterministic, per tensor), :class:`TopKCodec`
+(fp32 values) and :class:`ErrorFeedback` around a codec that can also encode a whole block of
+clients at once (``encode_rows``), byte for byte what ``encode`` sends each of them.
+
 The quantization math is also exposed as small functions (:func:`choose_qparams`,
 :func:`quantize`, :func:`dequantize`, :func:`stochastic_round`) so that the notebook can
 build the codec step by step and cross-check it against ``torch.quantize_per_tensor``.
@@ -38,7 +44,17 @@ import struct
 import numpy as np
 import torch
 
-from fedlab_utils.compression.wire import Update, flatten, index_bits, pack_bits, packed_len, unflatten, unpack_bits
+from fedlab_utils.compression.wire import (
+    Update,
+    encode_rows,
+    flatten,
+    folds,
+    index_bits,
+    pack_bits,
+    packed_len,
+    unflatten,
+    unpack_bits,
+)
 from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_state
 from fedlab_utils.validation import check_fraction, check_int
 
@@ -131,6 +147,8 @@ class QuantizeCodec:
     zero point), so no value is ever clamped and stochastic rounding stays exactly unbiased.
     """
 
+    folds = True
+
     def __init__(self, bits: int = 8, stochastic: bool = False, chunk: int | None = None, seed: int = 0):
         self.bits = check_int("bits", bits, 1, 16)
         self.stochastic = bool(stochastic)
@@ -169,6 +187,31 @@ class QuantizeCodec:
         body = pack_bits(torch.cat(codes).numpy(), self.bits)
         return np.asarray(header, dtype="<f4").tobytes() + body
 
+    def encode_rows(self, rows: torch.Tensor, client_ids, template: Update):
+        """Deterministic per-tensor quantization of a block of clients (one flat update per row): the
+        payloads ``encode`` sends and what ``decode`` makes of them; ``None`` for stochastic rounding
+        or fixed-size chunks (then each client is encoded on its own)."""
+        _, bounds = _chunks(template, self.chunk)
+        if self.stochastic or self.chunk is not None or any(stop == start for start, stop in bounds):
+            return None
+        levels = (1 << self.bits) - 1
+        codes = torch.empty(rows.shape, dtype=torch.int64)
+        decoded = torch.empty(rows.shape, dtype=torch.float32)
+        header = np.empty((len(rows), 2 * len(bounds)), dtype="<f4")
+        for j, (start, stop) in enumerate(bounds):
+            part = rows[:, start:stop]
+            lo, hi = part.min(1, keepdim=True).values, part.max(1, keepdim=True).values
+            spread = hi.double() - lo.double()  # in float64, as encode's Python floats
+            scale = torch.where(spread > 0, spread / levels, torch.ones_like(spread)).float()
+            t = torch.round((part - lo) / scale)
+            codes[:, start:stop] = torch.clamp(t, 0, levels)
+            decoded[:, start:stop] = codes[:, start:stop].to(torch.float32) * scale + lo
+            header[:, 2 * j], header[:, 2 * j + 1] = lo[:, 0].numpy(), scale[:, 0].numpy()
+        packed = codes.numpy()
+        payloads: list[bytes | Exception] = [header[i].tobytes() + pack_bits(packed[i], self.bits)
+                                             for i in range(len(rows))]
+        return payloads, decoded
+
     def decode(self, payload: bytes, template: Update) -> Update:
         n = _template_size(template)
         _, bounds = _chunks(template, self.chunk)
@@ -198,6 +241,7 @@ class SignCodec:
     """
 
     name = "sign"
+    folds = True
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         vector, bounds = _chunks(update, None)
@@ -244,6 +288,11 @@ class _Sparse:
     def _suffix(self) -> str:
         return "" if self.values is None else f"+{self.values.name}"
 
+    @property
+    def folds(self) -> bool:
+        """Declared when the kept values travel as fp32 or through a value codec that folds."""
+        return self.values is None or folds(self.values)
+
     def reset(self) -> None:
         """Reset the value codec's state, if it has any (a stochastic quantizer's counters)."""
         reset_state(self.values)
@@ -272,6 +321,20 @@ class TopKCodec(_Sparse):
         k = _k(self.fraction, vector.numel())
         idx = torch.sort(torch.topk(vector.abs(), k, sorted=False).indices).values
         return pack_bits(idx.numpy(), index_bits(vector.numel())) + self._encode_values(vector[idx], client_id)
+
+    def encode_rows(self, rows: torch.Tensor, client_ids, template: Update):
+        """Top-k of a block of clients (one flat update per row) with fp32 values: the payloads
+        ``encode`` sends and what ``decode`` makes of them; ``None`` with a value codec."""
+        if self.values is not None:
+            return None
+        n = rows.shape[1]
+        k, width = _k(self.fraction, n), index_bits(n)
+        idx = torch.sort(torch.topk(rows.abs(), k, dim=1, sorted=False).indices, dim=1).values
+        kept = torch.gather(rows, 1, idx)
+        decoded = torch.zeros(rows.shape, dtype=torch.float32).scatter_(1, idx, kept)
+        index, values = idx.numpy(), kept.numpy().astype("<f4")
+        payloads: list[bytes | Exception] = [pack_bits(index[i], width) + values[i].tobytes() for i in range(len(rows))]
+        return payloads, decoded
 
     def decode(self, payload: bytes, template: Update) -> Update:
         n = _template_size(template)
@@ -344,13 +407,37 @@ class ErrorFeedback:
     Each client keeps a residual ``e`` of what compression dropped so far and sends
     ``C(u + e)``, then keeps ``e ← (u + e) − decode(C(u + e))``.  So after every round
     ``residual_new + sent == update + residual_old`` exactly: nothing is lost, only delayed.
-    The wire format (and size) is the inner codec's.
+    The wire format (and size) is the inner codec's.  It folds when its inner codec does: each
+    client's residual is its own, kept here (never in a round's block of updates).
     """
 
     def __init__(self, inner):
         self.inner = inner
         self.residuals: dict[int, Update] = {}
         self.name = f"EF({getattr(inner, 'name', type(inner).__name__)})"
+
+    @property
+    def folds(self) -> bool:
+        """Declared when the inner codec's is."""
+        return folds(self.inner)
+
+    def encode_rows(self, rows: torch.Tensor, client_ids, template: Update):
+        """``encode`` for a block of clients (one flat update per row), through the inner codec's own
+        block encoding when it has one (``None`` otherwise): each client's residual is added to its
+        row, the inner codec encodes the block, and each residual becomes what it dropped."""
+        if not callable(getattr(self.inner, "encode_rows", None)):
+            return None
+        old = torch.zeros(rows.shape, dtype=torch.float32)
+        for i, cid in enumerate(client_ids):
+            if cid in self.residuals:
+                old[i] = flatten(self.residuals[cid])
+        corrected = rows + old  # a client without a residual adds 0, as encode does
+        payloads, decoded = encode_rows(self.inner, corrected, client_ids, template)
+        dropped = corrected - decoded
+        for i, cid in enumerate(client_ids):
+            if not isinstance(payloads[i], Exception):
+                self.residuals[cid] = unflatten(dropped[i].clone(), template)
+        return payloads, decoded
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         old = self.residuals.get(client_id)

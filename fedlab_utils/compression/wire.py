@@ -15,11 +15,14 @@ The wire's building blocks live here, written once for every codec:
   (the first code's top bit is the top bit of the first byte; ``np.packbits``' default "big"
   order, so 8-bit codes are plain bytes and 16-bit codes big-endian ``uint16``);
 * :func:`index_bits` -- the fewest bits that can address ``n`` positions (sparse indices);
-* :class:`MeasuredCodec` -- send with one codec, record what another would have sent.
+* :class:`MeasuredCodec` -- send with one codec, record what another would have sent;
+* :func:`folds` and :func:`encode_rows` -- the capability a codec declares so that a round's
+  updates may be encoded and averaged block by block (bounded memory on the vmap path).
 """
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -29,7 +32,7 @@ from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_
 from fedlab_utils.validation import check_int
 
 __all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "pack_bits", "unpack_bits",
-           "packed_len", "index_bits", "MeasuredCodec"]
+           "packed_len", "index_bits", "MeasuredCodec", "folds", "encode_rows"]
 
 Update = dict[str, torch.Tensor]
 
@@ -42,6 +45,13 @@ class Codec(Protocol):
     that keeps state between calls also offers ``reset()`` (``run`` calls it when a run starts)
     and ``state_dict()`` / ``load_state_dict(state)`` (checkpoints; tensors, numbers, lists and
     dicts only), as :class:`MeasuredCodec` does.
+
+    Optional capability (see :func:`folds`): ``folds = True`` declares that the codec encodes each
+    client's update from that update and that client's own state only, decodes a payload without
+    state, and keeps no reference to the update it was given.  Then the decoded updates of a round
+    may be averaged in any grouping, so the vmap path encodes and averages a round block by block
+    (:mod:`fedlab_utils.core.stacked`).  Such a codec may also offer ``encode_rows`` (see
+    :func:`encode_rows`) to encode a block of clients at once.
     """
 
     name: str
@@ -70,9 +80,20 @@ def unflatten(vector: torch.Tensor, template: Update) -> Update:
 
 
 class Fp32Codec:
-    """The uncompressed baseline: raw little-endian float32 values, 4 bytes per parameter."""
+    """The uncompressed baseline: raw little-endian float32 values, 4 bytes per parameter.
+
+    It declares ``folds`` and ``rows_are_payload`` (its payload is the update's float32 values in
+    state-dict order, so a block's rows can be sent as they lie).  A subclass, which usually measures
+    or changes what is sent, declares its own: these two are not inherited."""
 
     name = "fp32"
+    folds = True
+    rows_are_payload = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.folds = bool(cls.__dict__.get("folds", False))
+        cls.rows_are_payload = bool(cls.__dict__.get("rows_are_payload", False))
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         return flatten(update).numpy().astype("<f4").tobytes()
@@ -82,6 +103,41 @@ class Fp32Codec:
 
     def __repr__(self) -> str:
         return "Fp32Codec()"
+
+
+def folds(codec: object) -> bool:
+    """Whether ``codec`` declares ``folds``: its decoded updates may be averaged in any grouping
+    (quantization, top-k, random-k, sign, error feedback around one of them, fp32).  A codec that
+    declares nothing does not, and a round's decoded updates are then all held until aggregation."""
+    return bool(getattr(codec, "folds", False))
+
+
+def encode_rows(codec: Codec, rows: torch.Tensor, client_ids: Sequence[int],
+                template: Update) -> tuple[list[bytes | Exception], torch.Tensor]:
+    """Encode each row of ``rows`` (one client's update per row, flattened in ``template``'s order,
+    fp32 on the CPU) exactly as ``codec.encode(update, client_id)`` would, one client after another,
+    and decode every payload as ``codec.decode(payload, template)`` would.
+
+    Returns the payloads (or the exception a client's encoding raised) and the decoded rows, flat
+    (a row whose encoding raised is NaN).  A codec's own ``encode_rows(rows, client_ids, template)``
+    computes both for the whole block at once when it can (it returns ``None`` when it cannot);
+    otherwise each row is encoded on its own."""
+    fast = getattr(codec, "encode_rows", None)
+    if callable(fast):
+        done = fast(rows, client_ids, template)
+        if done is not None:
+            return done
+    payloads: list[bytes | Exception] = []
+    decoded = torch.full(rows.shape, float("nan"), dtype=torch.float32)
+    for i, cid in enumerate(client_ids):
+        try:
+            payload = codec.encode(unflatten(rows[i], template), cid)
+            decoded[i] = flatten(codec.decode(payload, template))
+        except Exception as exc:  # noqa: BLE001 -- that client's outcome, as on the per-client path
+            payloads.append(exc)
+            continue
+        payloads.append(payload)
+    return payloads, decoded
 
 
 def payload_bytes(codec: Codec, update: Update) -> int:

@@ -16,8 +16,45 @@ from torch import nn
 from fedlab_utils.ledger.energy import Energy, EnergyProfile, RadioModel
 from fedlab_utils.seeds import confidence_band, labelled
 
-__all__ = ["RoundRecord", "History", "summary_table", "seeds_summary",
+__all__ = ["ClientRow", "RoundRecord", "History", "summary_table", "seeds_summary",
            "rounds_to_target", "joules_to_target"]
+
+
+@dataclass
+class ClientRow:
+    """One sampled client's line of a round: what became of it (``status``, one of
+    :data:`~fedlab_utils.core.faults.CLIENT_STATUSES`), what it sent and received (bytes), what it
+    computed (``flops``, over ``samples_processed`` training samples, every epoch counted), its mean
+    training loss, its simulated seconds (``None`` without a fault model) and the modelled joules of
+    that one client-round.  Fields read by name as well (``row["status"]``), as every consumer of
+    ``RoundRecord.client_rows`` does."""
+
+    client_id: int
+    status: str
+    bytes_up: int
+    bytes_down: int
+    flops: int
+    samples_processed: int
+    train_loss: float
+    sim_time_s: float | None
+    energy: Energy
+
+    def __getitem__(self, name: str):
+        if name not in _ROW_FIELDS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClientRow":
+        """The row :meth:`RoundRecord.to_dict` wrote (energy as a dict)."""
+        values = {k: v for k, v in d.items() if k in _ROW_FIELDS}
+        if "samples_processed" not in values and "samples" in d:  # a History written before the field had its name
+            values["samples_processed"] = d["samples"]
+        energy = values["energy"]
+        return cls(**{**values, "energy": energy if isinstance(energy, Energy) else Energy(**energy)})
+
+
+_ROW_FIELDS = frozenset(f.name for f in fields(ClientRow))
 
 
 @dataclass
@@ -55,7 +92,7 @@ class RoundRecord:
     wasted_joules: float = 0.0
     server_flops: int = 0
     metrics: dict = field(default_factory=dict)
-    client_rows: list[dict] = field(default_factory=list, repr=False)
+    client_rows: list[ClientRow] = field(default_factory=list, repr=False)
     evaluated: bool = True
 
     def to_dict(self) -> dict:
@@ -70,7 +107,7 @@ class RoundRecord:
         names = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         d["energy"] = Energy(**d["energy"])
-        d["client_rows"] = [{**row, "energy": Energy(**row["energy"])} for row in d.get("client_rows", [])]
+        d["client_rows"] = [ClientRow.from_dict(row) for row in d.get("client_rows", [])]
         return cls(**d)
 
 
@@ -249,7 +286,7 @@ class History:
                 f"{t['joules_total']:.3g} J modelled [{self.profile_name}]{faults})")
 
 
-def _record_of_rows(r: RoundRecord, rows: list[dict], group: str) -> RoundRecord:
+def _record_of_rows(r: RoundRecord, rows: list[ClientRow], group: str) -> RoundRecord:
     """A group's share of round record ``r``: its clients' rows summed, its own accuracy."""
     by_status = {s: [row["client_id"] for row in rows if row["status"] == s]
                  for s in ("dropped", "late", "rejected", "failed")}

@@ -50,12 +50,11 @@ import torch
 from torch import nn
 
 from fedlab_utils.compression.wire import Codec
-from fedlab_utils.core import registry
 from fedlab_utils.core.aggregators.fedavg import Aggregate, fedavg_aggregate
 from fedlab_utils.core.callbacks import Callback, Checkpointing, ProgressBar
 from fedlab_utils.core.checkpoint import load_checkpoint
 from fedlab_utils.core.faults import CLIENT_STATUSES, Faults, RoundWarning, update_is_finite
-from fedlab_utils.core.history import History, RoundRecord
+from fedlab_utils.core.history import ClientRow, History, RoundRecord
 from fedlab_utils.core.preflight import check_clients, check_local, check_test
 from fedlab_utils.core.protocol import FedAvgProtocol, RoundContext, RoundProtocol
 from fedlab_utils.core.servers.fedavg import ServerOptimizer
@@ -160,10 +159,8 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     if protocol is None:
         if model is None:
             raise ValueError("model=None needs protocol=...; pass the initial model to train with FedAvg")
-        transform = registry.resolve_transform(transform, "transform")
-        trainer = registry.resolve_trainer(trainer, "trainer", model=model, local=local, transform=transform)
         protocol = FedAvgProtocol(model, uplink=uplink, downlink=downlink, transform=transform, server=server,
-                                  aggregate=aggregate, trainer=trainer)
+                                  aggregate=aggregate, trainer=trainer, local=local)
     elif any(v is not None for v in (uplink, downlink, transform, server, trainer)) or aggregate is not fedavg_aggregate:
         raise ValueError("protocol= replaces FedAvg's uplink/downlink/transform/server/aggregate/trainer hooks; "
                          "configure the protocol instead")
@@ -215,7 +212,7 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     for hook in hooks:
         hook.on_run_end(history)
     rows = [row for r in history.records for row in r.client_rows]
-    if history.records and not any(row["status"] == "accepted" for row in rows):
+    if history.records and not any(row.status == "accepted" for row in rows):
         n = len(history.records)
         warnings.warn(f"the run ended without any accepted client update in {n} round{'s' * (n != 1)}, so the model "
                       f"is the initial one (client-rounds: {_status_counts(rows)})", RoundWarning, stacklevel=2)
@@ -238,7 +235,8 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
     outcomes = protocol.train(round_idx, active)
     if on_client_error == "raise" and len(active) > 1 and all(isinstance(o, Exception) for o in outcomes):
         raise _naming_client(outcomes[0], active[0], round_idx, every=len(active)) from outcomes[0]
-    rows, accepted, seconds = [], [], []
+    rows: list[ClientRow] = []
+    accepted, seconds = [], []
     for cid in selected:
         if cid in empty:
             rows.append(_row(cid, "empty", profile, 0))
@@ -264,8 +262,8 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
             seconds.append(t)
         rows.append(_row(cid, status, profile, bytes_down, out, t))
     server_flops = protocol.aggregate(round_idx, accepted) if accepted else 0
-    rows.sort(key=lambda r: r["client_id"])
-    status_of = {s: [r["client_id"] for r in rows if r["status"] == s] for s in ("dropped", "late", "rejected", "failed")}
+    rows.sort(key=lambda r: r.client_id)
+    status_of = {s: [r.client_id for r in rows if r.status == s] for s in ("dropped", "late", "rejected", "failed")}
     sim_time = None
     if faults is not None:
         waits = faults.deadline_s is not None and (status_of["late"] or status_of["dropped"] or status_of["failed"])
@@ -276,15 +274,15 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
     losses = [o.train_loss for o in accepted if np.isfinite(o.train_loss)]
     return dict(
         round=round_idx, clients=selected, train_loss=float(np.mean(losses)) if losses else float("nan"),
-        bytes_up=int(sum(r["bytes_up"] for r in rows)), bytes_down=int(sum(r["bytes_down"] for r in rows)),
-        client_flops=int(sum(r["flops"] for r in rows)), energy=sum((r["energy"] for r in rows), Energy()),
-        sim_time_s=sim_time, wasted_joules=float(sum(r["energy"].total for r in rows if r["status"] != "accepted")),
+        bytes_up=int(sum(r.bytes_up for r in rows)), bytes_down=int(sum(r.bytes_down for r in rows)),
+        client_flops=int(sum(r.flops for r in rows)), energy=sum((r.energy for r in rows), Energy()),
+        sim_time_s=sim_time, wasted_joules=float(sum(r.energy.total for r in rows if r.status != "accepted")),
         server_flops=int(server_flops), client_rows=rows, **status_of)
 
 
-def _status_counts(rows: list[dict]) -> str:
+def _status_counts(rows: list[ClientRow]) -> str:
     """``'3 dropped, 1 failed'``: how many client rows had each status, in :data:`CLIENT_STATUSES` order."""
-    counts = {s: sum(1 for row in rows if row["status"] == s) for s in CLIENT_STATUSES}
+    counts = {s: sum(1 for row in rows if row.status == s) for s in CLIENT_STATUSES}
     return ", ".join(f"{n} {'empty (no samples)' if s == 'empty' else s}" for s, n in counts.items() if n) or "none"
 
 
@@ -307,11 +305,11 @@ def _naming_client(error: Exception, cid: int, round_idx: int, every: int = 0) -
 
 
 def _row(cid: int, status: str, profile: EnergyProfile, bytes_down: int, out: ClientResult | None = None,
-         seconds: float | None = None) -> dict:
+         seconds: float | None = None) -> ClientRow:
     """One client's line of a round: what it sent, received and computed, and the modelled joules of
     that one client-round (a dropped or failed client only paid for the download)."""
     up, flops = (out.bytes_up, out.flops) if out is not None else (0, 0)
-    return {"client_id": cid, "status": status, "bytes_up": int(up), "bytes_down": int(bytes_down),
-            "flops": int(flops), "samples": 0 if out is None else int(out.samples_processed),
-            "train_loss": float("nan") if out is None else float(out.train_loss), "sim_time_s": seconds,
-            "energy": profile.energy(flops, up, bytes_down)}
+    return ClientRow(client_id=cid, status=status, bytes_up=int(up), bytes_down=int(bytes_down), flops=int(flops),
+                     samples_processed=0 if out is None else int(out.samples_processed),
+                     train_loss=float("nan") if out is None else float(out.train_loss), sim_time_s=seconds,
+                     energy=profile.energy(flops, up, bytes_down))

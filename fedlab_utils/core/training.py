@@ -298,7 +298,11 @@ class StackedUpdates:
     (local − received) of the client at ``rows[i]`` for the caller's i-th client.
 
     ``losses``/``processed`` are per caller position; ``flops_per_sample`` is the training FLOPs per
-    sample when the trainer knows them (else ``None``).  A block is valid until the next call of the
+    sample when the trainer knows them (else ``None``).  ``base``: ``None`` when each row is what the
+    trainer's ordinary call gives as the client's update (``local − received``, computed as such);
+    else the received state ``W₀`` of a block that accumulated each update ``D`` directly, whose
+    ordinary call gives ``(W₀ + D) − W₀`` (equal up to float rounding; a codec that must send exactly
+    what the per-client path sends computes that).  A block is valid until the next call of the
     trainer that made it (it may train in the same buffers again).
     """
 
@@ -307,6 +311,7 @@ class StackedUpdates:
     losses: list[float]
     processed: list[int]
     flops_per_sample: int | None = None
+    base: Update | None = None
 
 
 def client_generator(seed: int, round_idx: int, client_id: int) -> torch.Generator:

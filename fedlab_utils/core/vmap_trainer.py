@@ -205,7 +205,8 @@ class VmapTrainer:
         rows = [0] * len(clients)
         for pos, i in enumerate(order):
             rows[i] = pos
-        return StackedUpdates(deltas, rows, [loss for _, loss, _ in out], [n for _, _, n in out], fps)
+        return StackedUpdates(deltas, rows, [loss for _, loss, _ in out], [n for _, _, n in out], fps,
+                              base=received if updates else None)
 
     def _round_data(self, ordered: list[ClientData]) -> tuple[torch.Tensor, torch.Tensor]:
         """All clients' samples concatenated in stack order.  Kept from the previous round when the

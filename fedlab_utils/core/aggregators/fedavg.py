@@ -30,3 +30,9 @@ def weighted_average(updates: Sequence[Update], weights: Sequence[float]) -> Upd
 def fedavg_aggregate(results: list[ClientResult], global_model: nn.Module, round_idx: int) -> Update:
     """FedAvg: the updates averaged with weights = each client's real number of training samples."""
     return weighted_average([r.update for r in results], [r.num_samples for r in results])
+
+
+#: Declared capability: this aggregate is exactly ``weighted_average`` of the updates by their
+#: clients' samples, so FedAvg's stacked path may compute it block by block
+#: (:mod:`fedlab_utils.core.stacked`).  An aggregator of your own declares it the same way.
+setattr(fedavg_aggregate, "weighted_by_samples", True)
