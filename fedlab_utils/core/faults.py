@@ -31,7 +31,7 @@ import torch
 
 from fedlab_utils.validation import check_int, check_real
 
-__all__ = ["Faults", "update_is_finite", "CLIENT_STATUSES", "RoundWarning"]
+__all__ = ["Faults", "update_is_finite", "result_is_finite", "CLIENT_STATUSES", "RoundWarning"]
 
 #: What became of a sampled client in a round (``RoundRecord.client_rows[i]["status"]``); ``"empty"``
 #: is a client without samples (nothing sent, received or charged).
@@ -120,3 +120,11 @@ def update_is_finite(update) -> bool:
     if isinstance(update, float):
         return math.isfinite(update)
     return True
+
+
+def result_is_finite(result) -> bool:
+    """Whether a client's result may be averaged, decided here for every protocol: its ``finite``
+    when whoever built it already checked (FedAvg's stacked path checks a block's rows in one pass, a
+    Flower reply reports it), else every value of its update (:func:`update_is_finite`)."""
+    finite = getattr(result, "finite", None)
+    return bool(finite) if finite is not None else update_is_finite(result.update)

@@ -53,7 +53,7 @@ from fedlab_utils.compression.wire import Codec
 from fedlab_utils.core.aggregators.fedavg import Aggregate, fedavg_aggregate
 from fedlab_utils.core.callbacks import Callback, Checkpointing, ProgressBar
 from fedlab_utils.core.checkpoint import load_checkpoint
-from fedlab_utils.core.faults import CLIENT_STATUSES, Faults, RoundWarning, update_is_finite
+from fedlab_utils.core.faults import CLIENT_STATUSES, Faults, RoundWarning, result_is_finite
 from fedlab_utils.core.history import ClientRow, History, RoundRecord
 from fedlab_utils.core.preflight import check_clients, check_local, check_test
 from fedlab_utils.core.protocol import FedAvgProtocol, RoundContext, RoundProtocol
@@ -253,7 +253,7 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
              if faults is not None else None)
         if faults is not None and faults.is_late(t):
             status = "late"
-        elif not (out.finite if out.finite is not None else update_is_finite(out.update)):
+        elif not result_is_finite(out):
             status = "rejected"
         else:
             status = "accepted"
