@@ -136,6 +136,7 @@ def test_every_notebook_passes_generate_assignment(tmp_path):
         assert sorted(r[0] for r in db.execute("select name from assignment")) == names
 
 
+@pytest.mark.slow  # nbgrader autogrades three executed notebooks: make slow-check (CI)
 def test_autograde_three_submissions_of_notebook_00(tmp_path):
     """classroom -> generate_assignment -> three submissions -> autograde -> feedback, in SQLite."""
     # quick: small parameters in each submission's parameters cell (every graded check still runs on

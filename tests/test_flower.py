@@ -567,6 +567,7 @@ def _kept_logs_are_where_it_said(out: str) -> None:
     assert all(path.exists() for path in _printed_paths(out)), out[-1500:]
 
 
+@pytest.mark.slow  # a federation of its own: make slow-check (CI)
 def test_deploy_cli_watched_from_outside(tmp_path):
     """``deploy --supernodes 2 -p rounds 1 --keep-logs`` as a user types it: the SuperLink carries
     --ssl-certfile and --enable-supernode-auth and no --insecure, every SuperNode --root-certificates
@@ -615,6 +616,7 @@ def test_deploy_cli_watched_from_outside(tmp_path):
     assert left == [], [seen[p] for p in left]
 
 
+@pytest.mark.slow  # a federation of its own: make slow-check (CI)
 def test_teardown_after_an_exception_mid_run(tmp_path):
     seen, started = [], {}
 
@@ -766,6 +768,7 @@ def test_check_aggregate_replies_rejects_wrong_answers(wrong):
         deployment.check_aggregate_replies(wrong)
 
 
+@pytest.mark.slow  # a federation of its own: make slow-check (CI)
 def test_ctrl_c_on_the_deploy_cli_stops_every_process(tmp_path):
     """SIGINT (what Ctrl-C sends) to ``python -m fedlab_utils deploy`` mid-run: exit 130, one line
     on stderr, and every process it started -- SuperLink, SuperNodes, ``flwr run`` and what they

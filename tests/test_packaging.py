@@ -75,15 +75,21 @@ def _make_dry_run(tmp_path, target: str, *variables: str) -> str:
     return done.stdout
 
 
-def test_make_test_runs_nbval_on_the_english_notebooks_and_only_the_chinese_00(tmp_path):
+def test_slow_check_runs_nbval_on_the_english_notebooks_and_only_the_chinese_00(tmp_path):
+    """make test leaves the notebooks and the tests marked slow to make slow-check, which runs both
+    (and CI runs make slow-check right after make test)."""
     for name in ("00_a.ipynb", "01_b.ipynb", "zh/00_a.ipynb", "zh/01_b.ipynb"):
         (tmp_path / "notebooks" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "notebooks" / name).write_text("{}")
-    command = _make_dry_run(tmp_path, "test")
+    command = _make_dry_run(tmp_path, "slow-check")
     assert "notebooks/00_a.ipynb notebooks/01_b.ipynb notebooks/zh/00_a.ipynb" in command
     assert "zh/01_b" not in command and " notebooks " not in command
+    assert "pytest tests -m slow" in command
+    assert 'pytest tests -m "not slow"' in _make_dry_run(tmp_path, "test")
     (tmp_path / "notebooks" / "zh" / "00_a.ipynb").unlink()  # no Chinese 00 yet: still a valid command
-    assert "notebooks/01_b.ipynb --nbval-lax" in _make_dry_run(tmp_path, "test")
+    assert "notebooks/01_b.ipynb --nbval-lax" in _make_dry_run(tmp_path, "slow-check")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("make test") < ci.index("make slow-check")
 
 
 def test_make_lang_zh_picks_the_chinese_edition_and_a_shell_locale_does_not(tmp_path):
