@@ -112,7 +112,7 @@ def math_site(root: Path, with_mathjax: bool) -> Path:
         f'<link rel="icon" href="data:,">{script}</head><body class="tex2jax_ignore"><p>Clients hold '
         r'<span class="math notranslate nohighlight">\(n_k\)</span> samples.</p>'
         r'<div class="math notranslate nohighlight">\[w_{t+1} = \sum_k \frac{n_k}{n} w_k\]</div>'
-        '</body></html>', encoding="utf-8")
+        '<p>多个**能耗配置（profile）**下</p></body></html>', encoding="utf-8")  # emphasis CommonMark left open
     return root
 
 
@@ -128,6 +128,7 @@ def test_the_browser_check_sees_whether_mathjax_typeset_the_formulas(tmp_path, w
     assert loaded == 1
     if with_mathjax:
         assert problems == [] and math.formulas == 2 and math.displayed == 1, (problems, math)
+        assert len(math.markdown_left) == 1 and "**能耗配置" in math.markdown_left[0]  # a warning, not a problem
     else:
         assert math.formulas == 0
         assert any("MathJax did not load" in p for p in problems), problems

@@ -76,6 +76,10 @@ TEXT = {
 }
 
 
+DOC_LABELS = {"en": {}, "zh": {"energy_model": "能耗模型", "extending": "扩展训练循环", "datasets": "数据集",
+                             "deployment": "部署", "architecture": "架构"}}  # how the landing page names the docs
+
+
 class SiteError(Exception):
     """A user-facing build error (missing executed notebooks, a failed Sphinx build)."""
 
@@ -212,7 +216,7 @@ def landing_page(edition: str, stems: list[str], context: LinkContext) -> str:
     if notebooks is None:
         raise SiteError(f"{README[edition].name} has no notebook section; the landing page takes its table from it")
     words = TEXT[edition]
-    docs = ", ".join(f"[{name.replace('_', ' ')}](docs/{name}.md)" for name in DOCS)
+    docs = ("、" if edition == "zh" else ", ").join(f"[{DOC_LABELS[edition].get(name, name.replace('_', ' '))}](docs/{name}.md)" for name in DOCS)
     body = "\n\n".join([f"# {title}", readme_intro(text), words["editions"],
                         link_notebook_names(notebooks, stems, "notebooks" if edition == "en" else f"notebooks/{edition}"), f"## {words['reference']}",
                         words["reference_intro"].format(docs=docs)])

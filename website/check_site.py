@@ -210,19 +210,22 @@ BROKEN_IMAGES = """() => Promise.all(Array.from(document.images).map(img => {
 
 
 # After MathJax's first typeset (its startup promise): the formulas it drew, the formulas it left as TeX
-# (an element of class "math" with no mjx-container), and prose text (outside code, scripts and the
-# formulas) that still shows TeX delimiters.
+# (an element of class "math" with no mjx-container), prose text (outside code, scripts and the
+# formulas) that still shows TeX delimiters, and prose that shows Markdown's ** (emphasis that
+# CommonMark did not close, as around Chinese punctuation: **配置（profile）**下).
 MATH_STATE = r"""async () => {
     const mathjax = window.MathJax && window.MathJax.startup ? window.MathJax : null;
     if (mathjax && mathjax.startup.promise) { await mathjax.startup.promise; }
     const skip = 'pre, code, script, style, textarea, mjx-container, .highlight';
-    const raw = [];
+    const raw = [], markdown = [];
     const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
         const parent = node.parentElement;
         if (!parent || parent.closest(skip) || !parent.getClientRects().length) { continue; }
         const text = node.textContent;
-        if (/\$\$|\\(|\\)|\\[|\\]|\$[^$\s][^$]*\[a-zA-Z]+/.test(text)) { raw.push(text.trim().slice(0, 80)); }
+        const tex = ['$$', '\\(', '\\)', '\\[', '\\]'].some(d => text.includes(d)) || /\$[^$\s][^$]*\\[a-zA-Z]+/.test(text);
+        if (tex) { raw.push(text.trim().slice(0, 80)); }
+        if (text.includes('**')) { markdown.push(text.trim().slice(0, 80)); }
     }
     const untypeset = Array.from(document.querySelectorAll('.math'))
         .filter(e => !e.querySelector('mjx-container') && !e.closest('mjx-container'))
@@ -230,7 +233,7 @@ MATH_STATE = r"""async () => {
     return {version: mathjax ? String(mathjax.version) : null,
             formulas: document.querySelectorAll('mjx-container').length,
             displayed: document.querySelectorAll('mjx-container[display="true"]').length,
-            untypeset: untypeset, raw: raw};
+            untypeset: untypeset, raw: raw, markdown: markdown};
 }"""
 MATH_PAGES = {"00_federated_baseline": "formulas", SEARCH_TARGET: "displayed"}  # what each page must show
 
@@ -243,12 +246,14 @@ class MathCount:
     displayed: int = 0
     pages_with_math: int = 0
     required: dict[str, dict] = field(default_factory=dict)  # "en/00_federated_baseline.html" -> MATH_STATE
+    markdown_left: list[str] = field(default_factory=list)  # "page: text" where ** shows (reported, not failed)
 
 
 def math_on_page(relative: str, state: dict, count: MathCount) -> list[str]:
     """The problems of one page's formulas (``state`` from MATH_STATE); adds its formulas to ``count``."""
     problems = [f"{relative}: formula not typeset by MathJax: {text!r}" for text in state["untypeset"]]
     problems += [f"{relative}: TeX source visible in the text: {text!r}" for text in state["raw"]]
+    count.markdown_left += [f"{relative}: {text!r}" for text in state.get("markdown", [])]
     count.formulas += state["formulas"]
     count.displayed += state["displayed"]
     count.pages_with_math += state["formulas"] > 0
@@ -399,6 +404,8 @@ def check_site(site: Path, screenshot_dir: Path | None = None) -> list[str]:
         print(f"formulas: MathJax typeset {math.formulas} ({math.displayed} displayed) on {math.pages_with_math} "
               f"pages; {sum('not typeset' in p or 'TeX source' in p for p in found)} left as TeX source; "
               + ", ".join(f"{page} {state['formulas']}" for page, state in sorted(math.required.items())))
+        print(f"markdown: ** shown as text in {len(math.markdown_left)} places (a warning, not a failure)"
+              + "".join(f"\n  warning: {where}" for where in math.markdown_left))
         missing = [f"{edition}/{stem}.html" for edition in EDITIONS for stem in MATH_PAGES
                    if f"{edition}/{stem}.html" not in math.required]
         found += [f"{page}: not checked for formulas (no such page)" for page in missing]
