@@ -393,3 +393,11 @@ def test_the_zh_edition_stages_the_twins_and_their_links_point_at_its_pages():
     assert picture.is_file()
     assert build_site.rewrite_links("![扫描](../img/sweep_00_rounds_seed.png)", where) == \
         "![扫描](img/sweep_00_rounds_seed.png)"
+
+
+def test_a_stale_twin_is_shown_with_its_note_under_the_title(monkeypatch):
+    stale = doc_translations.TwinState("datasets", "stale", "docs/datasets.md changed")
+    monkeypatch.setattr(doc_translations, "twin_state", lambda name: stale)
+    source, text = build_site.doc_source("zh", "datasets")
+    title, blank, note = text.split("\n")[:3]
+    assert source == "docs/zh/datasets.md" and title.startswith("# 数据集") and blank == "" and note == ":::{warning}"

@@ -283,7 +283,9 @@ def doc_source(edition: str, name: str) -> tuple[str, str]:
     text = doc_translations.twin_body(name)
     if state.status == "stale":
         print(f"  warning: stale translation: {state.detail}", file=sys.stderr)
-        text = doc_translations.stale_note(name) + text
+        title, _, body = text.partition("\n")  # the note goes under the page's title
+        text = f"{title}\n\n{doc_translations.stale_note(name)}{body}" if title.startswith("# ") else \
+            doc_translations.stale_note(name) + text
     return f"docs/{edition}/{name}.md", text
 
 

@@ -70,7 +70,7 @@ def twin_body(name: str, root: Path = ROOT) -> str:
 
 
 def stale_note(name: str) -> str:
-    """The note a stale zh page shows above its title (MyST admonition)."""
+    """The note a stale zh page shows under its title (MyST admonition)."""
     return (":::{warning}\n"
             f"本页的英文原文（docs/{name}.md）在翻译之后有过改动，下面的译文可能已经过时。"
             "请点页面顶部的 **English** 查看最新的英文原文。\n:::\n\n")
