@@ -41,8 +41,9 @@ def one_thread():
 # short ones fill in at the end, instead of one worker finishing a long file alone. Only the order
 # changes; a file missing here runs after these, in collection order.
 LONGEST_FIRST = (
-    "test_flower.py", "test_runner.py", "test_classroom.py", "test_sweep.py", "test_i18n.py",
-    "test_reproducibility.py", "test_acceleration.py", "test_translate.py",
+    "test_flower.py", "test_runner.py", "test_sweep.py", "test_classroom.py", "test_reproducibility.py",
+    "test_i18n.py", "test_pki.py", "test_acceleration.py", "test_parallel.py", "test_small_params.py",
+    "test_data.py", "test_lessons.py", "test_packaging.py", "test_compression.py",
 )
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from fedlab_utils.core import History
 from fedlab_utils.deploy import FLOWER_PROCESS_NAMES, real_machine_commands
@@ -34,6 +35,7 @@ def _processes_of(home: Path) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow  # a whole deployment from a shell script: make slow-check (CI)
 def test_real_machine_commands_run_on_localhost(tmp_path):
     home, pki = tmp_path / "flwr-home", tmp_path / "fedlab-pki"
     port = free_port()
