@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from . import published_data
+from .i18n import gettext
 from .validation import check_choice, check_int, check_real
 
 __all__ = ["FederatedDataset", "ClientData", "DATASETS", "PARTITIONS", "load_dataset", "partition",
@@ -65,10 +66,14 @@ class FederatedDataset:
     natural_clients: np.ndarray | None = field(default=None)
 
     def __repr__(self) -> str:
-        shape = "×".join(map(str, self.input_shape))
-        clients = "" if self.natural_clients is None else f", {len(np.unique(self.natural_clients))} natural clients"
-        return (f"FederatedDataset({self.name!r}: {len(self.y_train)} train / {len(self.y_test)} test, "
-                f"input {shape}, {self.num_classes} classes{clients})")
+        """What a notebook cell ending with the dataset shows, in the reader's language."""
+        facts = {"name": self.name, "train": len(self.y_train), "test": len(self.y_test),
+                 "shape": "×".join(map(str, self.input_shape)), "classes": self.num_classes}
+        if self.natural_clients is None:
+            return gettext("FederatedDataset({name!r}: {train} train / {test} test, input {shape}, "
+                           "{classes} classes)").format(**facts)
+        return gettext("FederatedDataset({name!r}: {train} train / {test} test, input {shape}, {classes} classes, "
+                       "{clients} natural clients)").format(clients=len(np.unique(self.natural_clients)), **facts)
 
 
 @dataclass(frozen=True, repr=False)
@@ -82,7 +87,8 @@ class ClientData:
         return len(self.y)
 
     def __repr__(self) -> str:
-        return f"ClientData({len(self)} samples, labels {sorted(torch.unique(self.y).tolist())})"
+        return gettext("ClientData({count} samples, labels {labels})").format(
+            count=len(self), labels=sorted(torch.unique(self.y).tolist()))
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -36,13 +36,15 @@ def available_devices() -> list[str]:
 
 
 def describe_device(device: torch.device) -> str:
-    """One human line about ``device``: its name and, for a GPU, its memory."""
+    """One human line about ``device``, in the reader's language: its name and, for a GPU, its memory."""
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        return f"{device} ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+        return gettext("{device} ({name}, {memory:.0f} GiB)").format(
+            device=device, name=props.name, memory=props.total_memory / 2**30)
     if device.type == "mps":
-        return "mps (Apple GPU)"
-    return f"cpu ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
+        return gettext("mps (Apple GPU)")
+    return gettext("cpu ({cores} logical cores, {threads} torch threads)").format(
+        cores=os.cpu_count(), threads=torch.get_num_threads())
 
 
 def get_device(spec: str = "auto", verbose: bool = True) -> torch.device:
@@ -96,7 +98,8 @@ def get_devices(n: int, verbose: bool = True) -> list[torch.device]:
         placements = [torch.device(g) for g in gpus[:n]]
     elif gpus:
         placements = [torch.device(gpus[i % len(gpus)]) for i in range(n)]
-        text = f"asked for {n} devices but only {len(gpus)} GPU(s) exist; stages share them round-robin"
+        text = gettext("asked for {n} devices but only {gpus} GPU(s) exist; stages share them round-robin").format(
+            n=n, gpus=len(gpus))
         if text not in _shown_notices:
             _shown_notices.add(text)
             warnings.warn(text, stacklevel=2)
@@ -106,7 +109,7 @@ def get_devices(n: int, verbose: bool = True) -> list[torch.device]:
             _notice_once(gettext("Notice: no GPU here, so model stages run on CPU 'virtual devices' "
                                  "(correct results, no parallel speed-up)."))
     if verbose:
-        print("Placements: " + ", ".join(str(p) for p in placements))
+        print(gettext("Placements: {placements}").format(placements=", ".join(str(p) for p in placements)))
     return placements
 
 

@@ -440,3 +440,114 @@ def test_run_comparison_columns_have_display_labels(monkeypatch):
     assert "估算能耗（J）" in shown._repr_html_() and "J to target" in shown._repr_html_()
     monkeypatch.setenv(i18n.LANG_ENV, "en")
     assert run_column_labels(table.columns)["J (model)"] == "J (model)"
+
+
+# -- Device lines, dataset reprs, energy profiles and the radio timeline in the reader's language (issue 31) --
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_device_and_dataset_lines_follow_the_language(monkeypatch, capsys, lang):
+    """describe_device, get_devices' placements line and the FederatedDataset/ClientData reprs: Chinese
+    in the zh edition, the English text unchanged in English."""
+    import torch
+
+    from fedlab_utils import devices
+    from fedlab_utils.data import ClientData, load_dataset
+
+    monkeypatch.setenv(i18n.LANG_ENV, lang)
+    cpu = devices.describe_device(torch.device("cpu"))
+    devices.get_devices(1)
+    placements = capsys.readouterr().out.strip()
+    data = repr(load_dataset("digits", seed=0))
+    client = repr(ClientData(torch.zeros(3, 2), torch.tensor([1, 0, 1])))
+    if lang == "zh":
+        assert cpu.startswith("cpu（") and "个逻辑核心" in cpu and "logical" not in cpu
+        assert placements == "设备分配：cpu"
+        assert "个类别" in data and "训练" in data and "train" not in data and "classes" not in data
+        assert client == "ClientData(3 个样本，标签 [0, 1])"
+    else:
+        assert cpu.startswith("cpu (") and "logical cores" in cpu and "torch threads" in cpu
+        assert placements == "Placements: cpu"
+        assert data.endswith("train / 360 test, input 1×8×8, 10 classes)") and not translate_cjk(data)
+        assert client == "ClientData(3 samples, labels [0, 1])"
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_energy_profiles_meter_and_parts_follow_the_language(monkeypatch, lang):
+    """EnergyProfile.describe(), Energy's repr, the meter's source as shown, and the display names of the
+    energy bill's parts follow the language; the numbers and the dict keys the code reads do not change."""
+    from fedlab_utils.ledger.energy import PROFILES, Energy, EnergyMeter, energy_part_label
+
+    monkeypatch.setenv(i18n.LANG_ENV, lang)
+    line = PROFILES["phone-lte"].describe()
+    e = Energy(compute=1.0, uplink=2.0, downlink=3.0, radio_fixed=4.0)
+    meter = EnergyMeter("cpu", rapl_zone=__import__("pathlib").Path("/no/such/zone"))
+    assert meter.source == "not available"  # recorded by runs: always English
+    assert list(e.to_dict()) == ["compute", "uplink", "downlink", "radio_fixed", "total"]
+    for number in ("653 nJ/bit", "6.0 Mbps", "151 nJ/bit", "13.0 Mbps", "12.6 J", "LTE"):
+        assert number in line, line
+    with pytest.raises(ValueError, match="part='radio'"):
+        energy_part_label("radio")
+    if lang == "zh":
+        assert "每次无线会话 12.6 J" in line and "per radio session" not in line and "up " not in line
+        assert repr(e) == "Energy(合计 10 J：计算 1，上行 2，下行 3，无线固定开销 4)"
+        assert repr(meter) == "EnergyMeter(不可用)" and meter.describe() == "不可用"
+        assert [energy_part_label(k) for k in e.to_dict()] == ["计算", "上行", "下行", "无线固定开销", "合计"]
+    else:
+        assert line == ("phone-lte: 100 pJ/FLOP at 5 GFLOP/s, up 653 nJ/bit @ 6.0 Mbps, down 151 nJ/bit @ 13.0 Mbps "
+                        "(LTE; 12.6 J per radio session)")
+        assert repr(e) == "Energy(total=10 J: compute 1, uplink 2, downlink 3, radio fixed 4)"
+        assert repr(meter) == "EnergyMeter(not available)"
+        assert [energy_part_label(k) for k in e.to_dict()] == ["compute", "uplink", "downlink", "radio fixed", "total"]
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_radio_timeline_draws_its_text_in_the_readers_language(monkeypatch, lang):
+    """draw_radio_timeline: lanes, axis, title and legend in Chinese (no missing glyph) in the zh edition,
+    the English text in English; the phases keep their English gids."""
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+
+    from fedlab_utils.ledger.radio_diagram import draw_radio_timeline
+    from fedlab_utils.viz import fonts, plotting
+
+    monkeypatch.delenv(fonts.FONT_ENV, raising=False)
+    monkeypatch.setenv(i18n.LANG_ENV, lang)
+    with mpl.rc_context():
+        plotting.use_style()
+        fig, (ax,) = draw_radio_timeline("phone-lte", flops=1e9, bytes_up=200_000, bytes_down=200_000)
+        texts = _figure_texts(fig)
+        gids = {p.get_gid() for p in ax.patches}
+        assert {"promotion", "download", "compute", "upload", "tail"} & gids == gids - {None}
+        if lang == "zh":
+            assert ax.get_xlabel() == "客户端轮次内的时间（s）" and "无线模块" in texts
+            assert ax.get_title().startswith("phone-lte（LTE）：一个客户端轮次") and "提升与拖尾" in ax.get_title()
+            legend = [t.get_text() for t in ax.get_legend().get_texts()]
+            assert any("拖尾：" in t for t in legend) and any(t.startswith("下载：") for t in legend), legend
+            assert not any(w in " ".join(texts) for w in ("radio", "promotion", "tail", "client-round")), texts
+            assert _missing_glyph_warnings(fig) == []
+        else:
+            assert ax.get_xlabel() == "time in the client-round (s)" and "radio" in texts
+            assert "promotions + tails" in ax.get_title() and not any(translate_cjk(t) for t in texts)
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_budget_planner_lines_follow_the_language(monkeypatch, capsys, lang):
+    """The capstone's budget planner (static view): every line it prints is in the reader's language."""
+    from fedlab_utils.lessons.capstone import budget_planner
+
+    monkeypatch.setenv(i18n.LANG_ENV, lang)
+    monkeypatch.setenv("FEDLAB_WIDGETS", "0")
+    summaries = {"fp32": {"accuracy": [0.5, 0.85], "rounds": 2, "cumulative_joules": {"phone-wifi": [1.0, 2.0]},
+                          "radio_floor_joules": {"phone-wifi": 0.5}},
+                 "slow": {"accuracy": [0.4, 0.6], "rounds": 2, "cumulative_joules": {"phone-wifi": [0.5, 1.0]},
+                          "radio_floor_joules": {"phone-wifi": 0.5}}}
+    budget_planner(summaries, ["phone-wifi"], default_target=0.8)
+    out = capsys.readouterr().out
+    assert "2.00 J" in out
+    if lang == "zh":
+        assert "最省能耗的是 'fp32'" in out and "J，第 2 轮" in out and "从未达到" in out
+        assert not any(w in out for w in ("cheapest", "at round", "never reached", "Static view")), out
+    else:
+        assert "cheapest on phone-wifi to reach 80%: 'fp32', round 2" in out and "never reached" in out
+        assert not translate_cjk(out)

@@ -45,11 +45,13 @@ from typing import Callable
 
 import torch
 
+from fedlab_utils.i18n import N_, gettext
 from fedlab_utils.validation import check_choice
 
 __all__ = ["RadioModel", "LTE", "WIFI", "EnergyProfile", "PROFILES", "Energy", "RadioPhase",
            "get_profile", "price_history", "radio_timeline", "nvml_device_for", "HOROWITZ_45NM_PJ",
-           "EnergyMeter", "RaplCounter", "energy_by_profile", "price_rows"]
+           "EnergyMeter", "RaplCounter", "energy_by_profile", "price_rows", "ENERGY_PART_LABELS", "energy_part_label",
+           "METER_NOT_AVAILABLE", "METER_NVML", "METER_RAPL"]
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,20 @@ class Energy:
                 "radio_fixed": self.radio_fixed, "total": self.total}
 
     def __repr__(self) -> str:
-        return (f"Energy(total={self.total:.3g} J: compute {self.compute:.3g}, "
-                f"uplink {self.uplink:.3g}, downlink {self.downlink:.3g}, radio fixed {self.radio_fixed:.3g})")
+        return gettext("Energy(total={total:.3g} J: compute {compute:.3g}, uplink {uplink:.3g}, "
+                       "downlink {downlink:.3g}, radio fixed {radio_fixed:.3g})").format(total=self.total, **asdict(self))
+
+
+#: what each key of :meth:`Energy.to_dict` (and of :func:`energy_by_profile`'s rows) is called where it is shown
+ENERGY_PART_LABELS = {"compute": N_("compute"), "uplink": N_("uplink"), "downlink": N_("downlink"),
+                      "radio_fixed": N_("radio fixed"), "total": N_("total")}
+
+
+def energy_part_label(part: str, lang: str | None = None) -> str:
+    """The display name of a part of the energy bill (``"radio_fixed"`` -> "radio fixed", 无线固定开销 in
+    the Chinese edition).  Code keeps reading the English keys; only what is printed is translated."""
+    check_choice("part", part, ENERGY_PART_LABELS)
+    return gettext(ENERGY_PART_LABELS[part], lang)
 
 
 @dataclass(frozen=True)
@@ -267,10 +281,12 @@ class EnergyProfile:
         return self.energy(flops, 1, 1).radio_fixed
 
     def describe(self) -> str:
-        return (f"{self.name}: {self.joules_per_flop * 1e12:.0f} pJ/FLOP at {self.flops_per_second / 1e9:g} GFLOP/s, "
-                f"up {self.joules_per_bit_up * 1e9:.0f} nJ/bit @ {self.uplink_mbps} Mbps, "
-                f"down {self.joules_per_bit_down * 1e9:.0f} nJ/bit @ {self.downlink_mbps} Mbps ({self.radio.name}; "
-                f"{self.radio.session_joules:.3g} J per radio session)")
+        """One line of the profile's prices, in the reader's language (notebook 00 prints every profile)."""
+        return gettext("{name}: {pj_per_flop:.0f} pJ/FLOP at {gflops:g} GFLOP/s, up {nj_up:.0f} nJ/bit @ {up_mbps} Mbps, "
+                       "down {nj_down:.0f} nJ/bit @ {down_mbps} Mbps ({radio}; {session:.3g} J per radio session)").format(
+            name=self.name, pj_per_flop=self.joules_per_flop * 1e12, gflops=self.flops_per_second / 1e9,
+            nj_up=self.joules_per_bit_up * 1e9, up_mbps=self.uplink_mbps, nj_down=self.joules_per_bit_down * 1e9,
+            down_mbps=self.downlink_mbps, radio=self.radio.name, session=self.radio.session_joules)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "joules_per_bit_up": self.joules_per_bit_up,
@@ -390,17 +406,24 @@ def _nvml_handle(pynvml, cuda_index: int):
     return pynvml.nvmlDeviceGetHandleByIndex(key)
 
 
+#: what an :class:`EnergyMeter` reads (its ``source``), as runs record it; shown through ``gettext``
+METER_NOT_AVAILABLE = N_("not available")
+METER_NVML = N_("NVML total energy counter (GPU board)")
+METER_RAPL = N_("RAPL package-0 counter (CPU socket)")
+
+
 class EnergyMeter:
     """Reads a real cumulative energy counter where one exists: NVML (NVIDIA) or RAPL (Linux).
 
     ``available`` is False on machines without either; ``read()`` then returns ``None`` and
-    ``source`` says "not available" -- the course never invents a measured figure.
+    ``source`` says "not available" -- the course never invents a measured figure.  ``source`` stays
+    English (runs record it); :meth:`describe` and the repr show it in the reader's language.
     """
 
     _RAPL_ZONE = Path("/sys/class/powercap/intel-rapl:0")
 
     def __init__(self, device: torch.device | str = "cpu", rapl_zone: Path | None = None):
-        self.source = "not available"
+        self.source = METER_NOT_AVAILABLE
         self._read: Callable[[], float] | None = None
         device = torch.device(device)
         if device.type == "cuda":
@@ -411,7 +434,7 @@ class EnergyMeter:
                 handle = _nvml_handle(pynvml, torch.cuda.current_device() if device.index is None else device.index)
                 pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
                 self._read = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3  # mJ -> J
-                self.source = "NVML total energy counter (GPU board)"
+                self.source = METER_NVML
             except Exception:  # no pynvml, or the GPU lacks the counter
                 self._read = None
         if self._read is None:
@@ -421,7 +444,7 @@ class EnergyMeter:
                 counter = None
             if counter is not None:
                 self._read = counter.read
-                self.source = "RAPL package-0 counter (CPU socket)"
+                self.source = METER_RAPL
 
     @property
     def available(self) -> bool:
@@ -431,8 +454,12 @@ class EnergyMeter:
         """Cumulative joules since an arbitrary origin, or ``None`` where no meter exists."""
         return None if self._read is None else float(self._read())
 
+    def describe(self, lang: str | None = None) -> str:
+        """Where the measured joules come from, in the reader's language."""
+        return gettext(self.source, lang)
+
     def __repr__(self) -> str:
-        return f"EnergyMeter({self.source})"
+        return f"EnergyMeter({self.describe()})"
 
 
 def energy_by_profile(run_or_flops, bytes_up: float | None = None, bytes_down: float | None = None,

@@ -10,10 +10,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
+from fedlab_utils.i18n import N_
 from fedlab_utils.ledger.energy import EnergyProfile, get_profile
 from fedlab_utils.viz.diagrams import PHASE_COLORS, fmt_bytes
+from fedlab_utils.viz.fonts import figure_label
 
 __all__ = ["draw_radio_timeline"]
+
+#: the legend's name of each phase of :meth:`EnergyProfile.timeline` (the phases keep their English names)
+PHASE_LABELS = {"promotion": N_("promotion"), "download": N_("download"), "compute": N_("compute"),
+                "upload": N_("upload"), "tail": N_("tail")}
 
 
 def _draw_one_timeline(ax, profile: EnergyProfile, flops: float, bytes_up: float, bytes_down: float) -> None:
@@ -26,13 +32,14 @@ def _draw_one_timeline(ax, profile: EnergyProfile, flops: float, bytes_up: float
     end = max(ph.end_s for ph in phases)
     ax.set_xlim(0, end * 1.02)
     ax.set_ylim(-0.6, 1.6)
-    ax.set_yticks([0, 1], ["CPU", "radio"])
+    ax.set_yticks([0, 1], [figure_label(N_("CPU")), figure_label(N_("radio"))])
     ax.grid(axis="y", visible=False)
     energy = profile.energy(flops, bytes_up, bytes_down)
-    ax.set_xlabel("time in the client-round (s)")
-    ax.set_title(f"{profile.name} ({profile.radio.name}): one client-round, {fmt_bytes(bytes_down)} down, "
-                 f"{fmt_bytes(bytes_up)} up: promotions + tails {energy.radio_fixed:.3g} J of {energy.total:.3g} J",
-                 fontsize=9)
+    ax.set_xlabel(figure_label(N_("time in the client-round (s)")))
+    ax.set_title(figure_label(N_("{profile} ({radio}): one client-round, {down} down, {up} up: promotions + tails "
+                                 "{fixed:.3g} J of {total:.3g} J")).format(
+        profile=profile.name, radio=profile.radio.name, down=fmt_bytes(bytes_down), up=fmt_bytes(bytes_up),
+        fixed=energy.radio_fixed, total=energy.total), fontsize=9)
     # one legend entry per phase kind with its power, time and joules, outside the bars (right)
     handles, labels, seen = [], [], {}
     for ph in phases:
@@ -41,8 +48,12 @@ def _draw_one_timeline(ax, profile: EnergyProfile, flops: float, bytes_up: float
         seconds = sum(p.duration_s for p in group)
         joules = sum(p.joules for p in group)
         handles.append(Rectangle((0, 0), 1, 1, facecolor=PHASE_COLORS[name]))
-        times = f"{len(group)}x " if len(group) > 1 else ""
-        labels.append(f"{times}{name}: {group[0].watts:.3g} W, {_fmt_seconds(seconds)}, {joules:.3g} J")
+        facts = {"phase": figure_label(PHASE_LABELS.get(name, name)), "watts": group[0].watts,
+                 "seconds": _fmt_seconds(seconds), "joules": joules}
+        labels.append(figure_label(N_("{phase}: {watts:.3g} W, {seconds}, {joules:.3g} J")).format(**facts)
+                      if len(group) == 1 else
+                      figure_label(N_("{count}x {phase}: {watts:.3g} W, {seconds}, {joules:.3g} J")).format(
+                          count=len(group), **facts))
     ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
 
 
