@@ -551,3 +551,44 @@ def test_budget_planner_lines_follow_the_language(monkeypatch, capsys, lang):
     else:
         assert "cheapest on phone-wifi to reach 80%: 'fp32', round 2" in out and "never reached" in out
         assert not translate_cjk(out)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_prediction_hints_state_the_answer_as_the_prompt_defines_it(monkeypatch, capsys, lang):
+    """A prediction N = baseline ÷ new reads 「为…的 1/N」 in every zh hint (00's joules, 06's uplink and
+    downlink bytes, the shared payload-ratio check): never 「N 倍」 next to 「1/N」; English unchanged."""
+    import torch
+
+    from fedlab_utils.checks import baseline, capstone, compression
+
+    monkeypatch.setenv(i18n.LANG_ENV, lang)
+    baseline.check_lte_saving_prediction(1.2, measured=1.2)
+    passed = capsys.readouterr().out
+    with pytest.raises(AssertionError) as too_high:
+        baseline.check_lte_saving_prediction(50.0, measured=1.2)
+    with pytest.raises(AssertionError) as too_low:
+        baseline.check_lte_saving_prediction(0.5, measured=1.2)
+    sizes = {"fp32 (FedAvg)": 4000, "pruning alone (sparse payload)": 2000, "top-k alone": 400, "pruning + top-k": 250}
+    with pytest.raises(AssertionError) as uplink:
+        capstone.check_pruned_topk_prediction(4.0, sizes)
+    with pytest.raises(AssertionError) as downlink:
+        capstone.check_downlink_prediction(9.0, fedavg_bytes_down=1000, recipe_bytes_down=500)
+    update = {"w": torch.arange(1000, dtype=torch.float32)}
+    with pytest.raises(AssertionError) as ratio:
+        compression.check_topk_ratio_prediction(1.0, update, fraction=0.1)
+    failures = [str(e.value) for e in (too_high, too_low, uplink, downlink, ratio)]
+    if lang == "zh":
+        assert passed.startswith("✓ 预测：你给出能耗降为原来的 1/1.2，账本测得 1/1.2"), passed
+        assert failures[0].startswith("你预测能耗降为原来的 1/50；账本测得 1/1.2") and "N 小于 1" in failures[1]
+        assert failures[2].startswith("剪枝 + top-k 预测：你给出的是 1/4（") and "字节数为 fp32 的 1/16.0" in failures[2]
+        assert failures[3].startswith("下行预测：你给出的是 1/9，测得下行字节数为 FedAvg 的 1/2.00"), failures[3]
+        assert "你预测载荷降为原来的 1/1" in failures[4] and "测得载荷为 fp32 的 1/" in failures[4]
+        for text in [passed, *failures]:
+            assert "倍" not in text and "x " not in text, text
+    else:
+        assert passed.startswith("✓ prediction: you said 1.2x, the ledger measured 1.2x"), passed
+        assert failures[0].startswith("You predicted the joules drop 50x; the ledger measured 1.2x")
+        assert failures[2].startswith("pruning + top-k prediction: you said 4x") and "16.0x fewer bytes" in failures[2]
+        assert failures[3].startswith("downlink prediction: you said 9x, measured 2.00x fewer downlink bytes")
+        assert "The measured ratio is" in failures[4]
+        assert not any(translate_cjk(t) for t in [passed, *failures])
