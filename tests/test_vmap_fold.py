@@ -208,3 +208,19 @@ def test_a_codec_that_declares_nothing_keeps_every_update_until_aggregation(digi
 
 def test_sign_and_random_k_fold_too():
     assert SignCodec.folds and RandomKCodec(0.1).folds and not RandomKCodec(0.1, values=_Opaque(QuantizeCodec(8))).folds
+
+
+def test_error_feedback_on_the_folding_path_resumes_bit_for_bit(digits, tmp_path):
+    """Its residuals live in large blocks of rows: a checkpoint saves them and a resumed run goes on exactly."""
+    clients = _clients(digits, count=10)
+    model = make_model("mlp", digits.input_shape, 10, seed=0)
+    common = dict(seed=0, progress=False, uplink="ef:topk:0.02", local=LocalTraining(batch_size=3, lr=0.1),
+                  trainer=VmapTrainer(max_stack_bytes=4 * 4 * count_parameters(model)))
+    test = (digits.x_test, digits.y_test)
+    whole = run(model, clients, test, rounds=3, **common)
+    path = tmp_path / "ef.pt"
+    run(model, clients, test, rounds=2, checkpoint=path, **common)
+    resumed = run(model, clients, test, rounds=3, checkpoint=path, resume=True, **common)
+    _identical(whole, resumed)
+    reference = run(model, clients, test, rounds=3, **{**common, "uplink": _Opaque(ErrorFeedback(TopKCodec(0.02)))})
+    _identical(whole, reference)
