@@ -8,7 +8,9 @@ from fedlab_utils.facade import lazy_exports
 
 #: public name -> the module that defines it
 _EXPORTS = {
+    "ENERGY_PART_LABELS": "fedlab_utils.ledger.energy",
     "Energy": "fedlab_utils.ledger.energy",
+    "energy_part_label": "fedlab_utils.ledger.energy",
     "EnergyMeter": "fedlab_utils.ledger.energy",
     "EnergyProfile": "fedlab_utils.ledger.energy",
     "HOROWITZ_45NM_PJ": "fedlab_utils.ledger.energy",
@@ -44,7 +46,7 @@ _EXPORTS = {
     "time_trainer": "fedlab_utils.ledger.timing",
     "wall_time": "fedlab_utils.ledger.timing",
 }
-__all__ = ["AUTORANGE", "Energy", "EnergyMeter", "EnergyProfile", "HOROWITZ_45NM_PJ", "LTE",
+__all__ = ["AUTORANGE", "ENERGY_PART_LABELS", "Energy", "energy_part_label", "EnergyMeter", "EnergyProfile", "HOROWITZ_45NM_PJ", "LTE",
            "PROFILES", "RadioModel", "RadioPhase", "RaplCounter", "Stopwatch", "TimingStats",
            "WIFI", "benchmark", "draw_radio_timeline", "energy_by_profile", "forward_flops",
            "get_profile", "inference_latency", "lstm_forward_flops_per_step",
