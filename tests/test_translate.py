@@ -611,3 +611,65 @@ def test_the_runtime_catalog_passes_the_editorial_rules_when_they_are_on(monkeyp
     monkeypatch.setattr(tr, "EDITORIAL", True)
     assert tr.runtime_editorial().problems == []
     assert [p.split(": ", 1)[0] for p in tr.runtime_editorial(bad).problems] == ["fedlab_utils.po"]
+
+
+TABLE_CODE = '''import pandas as pd
+import inspect
+rows = {"x fewer J": 3.0, "deadline_s": 2}
+table = pd.DataFrame({"dense": {"J pruned": 1.0, "mean rounds": 2}}, index=["one row", "two rows"])
+table["x fewer J"] = 2.0
+summary = summary_table(runs).rename(columns={"final acc %": "acc % at the end"})
+print("one round costs " + ", ".join(parts) + " in all")
+print({p: f"{v:.1f} KB each way" for p, v in sizes.items()})
+verdict = "about the same as" if gap < 1 else "fewer than"
+print(f"{verdict} the baseline")
+ax.plot(x, y, label=f"run {k}", color="black")
+use(table["x fewer J"], summary["final acc %"], cfg["deadline_s"], "not a label here")
+'''
+
+
+def test_code_texts_own_table_and_plot_labels_and_nested_print_strings():
+    owned = [t.text for t in code_texts(TABLE_CODE)]
+    for text in ('"x fewer J"', '"J pruned"', '"mean rounds"', '"one row"', '"two rows"', '"acc % at the end"',
+                 '"one round costs "', '" in all"', 'f"{v:.1f} KB each way"', '"about the same as"', '"fewer than"',
+                 'f"{verdict} the baseline"', 'f"run {k}"'):
+        assert text in owned, text
+    # keys a program reads, rename's old names, other calls' arguments: not owned
+    for text in ('"deadline_s"', '"final acc %"', '"black"', '"not a label here"'):
+        assert text not in owned, text
+
+
+def test_an_owned_string_is_translated_at_every_occurrence_and_check_wants_it():
+    zh_of = {'"x fewer J"': '"能耗降为的几分之一"', '"final acc %"': '"final acc %"'}
+    zh = translate_code(TABLE_CODE, zh_of)
+    assert zh.count('"能耗降为的几分之一"') == 3 and '"x fewer J"' not in zh  # dict key, new column, lookup
+    assert 'summary["final acc %"]' in zh  # opted out: msgstr == msgid keeps a package-built column
+    assert tr.code_differences(TABLE_CODE, zh, zh_of) == []
+    lookup_left = zh.replace('use(table["能耗降为的几分之一"]', 'use(table["x fewer J"]')
+    assert lookup_left != zh
+    assert any("x fewer J" in p for p in tr.code_differences(TABLE_CODE, lookup_left, zh_of))
+
+
+def test_an_opted_out_code_entry_passes_the_entry_check():
+    po = polib.POFile()
+    po.append(polib.POEntry(msgctxt=CODE_CONTEXT, msgid='"final acc %"', msgstr='"final acc %"'))
+    po.append(polib.POEntry(msgctxt=CODE_CONTEXT, msgid='f"run {k}"', msgstr='f"运行 {k}"'))
+    assert tr.code_entry_problems(po, "00_demo") == []
+    po.append(polib.POEntry(msgctxt=CODE_CONTEXT, msgid='f"run {k}"', msgstr='f"运行"'))
+    assert tr.code_entry_problems(po, "00_demo") != []
+
+
+def _source_cell_notebook(tmp_path, source: str):
+    cell = nbformat.v4.new_code_cell(source, id="c1")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                           text="def fedavg_aggregate(updates):\n    return the weighted mean of all updates\n")]
+    path = tmp_path / "00_demo.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    return path
+
+
+def test_scan_outputs_skips_printed_package_source_only(tmp_path):
+    assert tr.scan_outputs(_source_cell_notebook(tmp_path, "import inspect\nprint(inspect.getsource(fl.fedavg_aggregate))")) == []
+    assert tr.scan_outputs(_source_cell_notebook(tmp_path, "print(explain(fl.fedavg_aggregate))")) == [
+        "00_demo: cell c1 (stdout): return the weighted mean of all updates"]
+    assert "getsource" in tr.parser()._subparsers._group_actions[0].choices["scan-outputs"].format_help()

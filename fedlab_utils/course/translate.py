@@ -580,16 +580,29 @@ def _output_texts(cell) -> list[tuple[str, str]]:
     return texts
 
 
+#: a code cell that prints source code (``print(inspect.getsource(fl.fedavg_aggregate))``): its
+#: printed stream is code, which stays English
+PRINTS_SOURCE = re.compile(r"\binspect\.getsource\(|(?<![\w.])getsource\(")
+
+
+def prints_source(source: str) -> bool:
+    """Whether a code cell prints package source with ``inspect.getsource`` (its stream output is code)."""
+    return bool(PRINTS_SOURCE.search(source))
+
+
 def scan_outputs(notebook: Path, allowed: Iterable[str] = ()) -> list[str]:
     """Every run of four or more English words in the outputs of an executed zh notebook, as
     ``"<notebook>: cell <id> (<output>): <run>"``; ``[]`` when a Chinese student meets no English
-    outside code, tracebacks and warnings."""
+    outside code, tracebacks and warnings.  The stream output of a cell that prints package source
+    (:func:`prints_source`) is code and is not counted."""
     nb = nbformat.read(notebook, as_version=4)
     found = []
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         for where, text in _output_texts(cell):
+            if where in ("stdout", "stderr") and prints_source(cell.source):
+                continue
             found += [f"{notebook.stem}: cell {cell.get('id')} ({where}): {run}" for run in english_runs(text, allowed)]
     return found
 
@@ -618,7 +631,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--editorial", action="store_true",
                    help="list the editorial violations (ratio wording, ASCII quotes, unpinned terms) and their "
                         "counts per notebook; they fail the check only when translate.EDITORIAL is True")
-    o = sub.add_parser("scan-outputs", help="list runs of 4+ English words in executed zh notebooks' outputs")
+    o = sub.add_parser("scan-outputs", help="list runs of 4+ English words in executed zh notebooks' outputs "
+                                               "(not tracebacks, warnings, or printed inspect.getsource code)",
+                       description="List the runs of four or more English words in the outputs of executed zh "
+                                   "notebooks. Not counted: tracebacks, Python warning lines, and the stream output "
+                                   "(stdout/stderr) of a cell that prints package source with inspect.getsource "
+                                   "(that output is code).")
     o.add_argument("notebooks", nargs="+", type=Path,
                    help="executed zh notebooks, e.g. build/zh/notebooks/*.ipynb (from `run --lang zh`)")
     o.add_argument("--allow", action="append", default=[], metavar="NAME",

@@ -248,9 +248,15 @@ def translates_code(po: polib.POFile, code: bool | None = None) -> bool:
     if code is not None:
         return code
     return TRANSLATE_CODE or any(entry.msgctxt == CODE_CONTEXT and not entry.obsolete for entry in po)
-#: calls whose string arguments a student reads: ``print(...)`` (every string argument) and the
+#: calls whose string arguments a student reads: ``print(...)`` (every string argument, also the
+#: parts of a ``+`` chain and the strings inside containers and f-strings nested in them) and the
 #: claims table's statements, ``claims.check("…", …)`` / ``claims.observe("…", …)`` (the first)
 CODE_CALLS = {"print": None, "claims.check": 1, "claims.observe": 1}
+#: constructors of the tables a student reads: the string keys and values of the dict and list
+#: literals passed to them are column labels, row labels and cells
+TABLE_CALLS = ("DataFrame", "Series", "DataFrame.from_dict", "DataFrame.from_records", "Index")
+#: keyword arguments, of any call, whose strings a student reads in a table or plot
+DISPLAY_KEYWORDS = ("columns", "index", "name", "label", "title")
 _NOT_PROSE = re.compile(r"^#+\s*(?:(?:BEGIN|END) (?:SOLUTION|HIDDEN TESTS)\b|noqa\b|type:|pragma\b|fmt:|pylint:)")
 
 
@@ -302,13 +308,114 @@ def code_tokens(source: str) -> list[tuple[int, str, int, int]]:
 
 
 def _call_name(func) -> str | None:
+    """The dotted name of a called function (``pd.DataFrame.from_dict``), ``None`` for another callee."""
     import ast
 
     if isinstance(func, ast.Name):
         return func.id
-    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-        return f"{func.value.id}.{func.attr}"
+    if isinstance(func, ast.Attribute):
+        owner = _call_name(func.value)
+        return f"{owner}.{func.attr}" if owner else None
     return None
+
+
+def _string_nodes(node, keys: bool = True) -> list:
+    """The string literals (constants and f-strings) a student reads in ``node``: ``node`` itself,
+    every part of a ``+`` chain, both branches of ``a if c else b``, the items of list, tuple and
+    set literals, the keys (with ``keys``) and values of dict literals, the elements of
+    comprehensions and the body of a ``lambda``; not the arguments of other calls."""
+    import ast
+
+    if isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        return [node]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _string_nodes(node.left, keys) + _string_nodes(node.right, keys)
+    if isinstance(node, ast.IfExp):
+        return _string_nodes(node.body, keys) + _string_nodes(node.orelse, keys)
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return [found for item in node.elts for found in _string_nodes(item, keys)]
+    if isinstance(node, ast.Dict):
+        return ([found for key in node.keys if keys and key is not None for found in _string_nodes(key, keys)]
+                + [found for value in node.values for found in _string_nodes(value, keys)])
+    if isinstance(node, ast.DictComp):
+        return (_string_nodes(node.key, keys) if keys else []) + _string_nodes(node.value, keys)
+    if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
+        return _string_nodes(node.elt, keys)
+    if isinstance(node, ast.Lambda):
+        return _string_nodes(node.body, keys)
+    if isinstance(node, ast.Starred):
+        return _string_nodes(node.value, keys)
+    return []
+
+
+def owned_literals(tree) -> list:
+    """The string literal nodes of a cell's syntax tree that the catalog owns: the arguments of
+    :data:`CODE_CALLS`, the tables' labels and cells (the literals passed to :data:`TABLE_CALLS`),
+    the :data:`DISPLAY_KEYWORDS` arguments of any call and the new names of ``.rename(...)``
+    (the values of its mappings, or its string argument; the keys name existing labels)."""
+    import ast
+
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _call_name(node.func) or ""
+        if name in CODE_CALLS:
+            for arg in node.args[:CODE_CALLS[name]]:
+                found += _string_nodes(arg)
+            continue
+        if name.split(".", 1)[-1] in TABLE_CALLS or name in TABLE_CALLS:
+            found += [s for arg in node.args for s in _string_nodes(arg)]
+            found += [s for kw in node.keywords if kw.arg in ("data", "columns", "index", "name")
+                      for s in _string_nodes(kw.value)]
+            continue
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "rename":
+            found += [s for arg in node.args for s in _string_nodes(arg, keys=False)]
+            found += [s for kw in node.keywords for s in _string_nodes(kw.value, keys=False)]
+            continue
+        found += [s for kw in node.keywords if kw.arg in DISPLAY_KEYWORDS for s in _string_nodes(kw.value)]
+    return found + [s for s in _label_literals(tree, found) if _is_label(s)]
+
+
+def _is_label(node) -> bool:
+    """Whether a string literal reads as a label (``"x fewer J"``, ``"acc %"``), not as a key a
+    program reads (``"deadline_s"``, ``"round"``): an f-string, or a string that is not one identifier."""
+    import ast
+
+    return isinstance(node, ast.JoinedStr) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", node.value)
+
+
+def _label_literals(tree, owned: list) -> list:
+    """The labels a cell builds its tables from outside a constructor call: the string keys of
+    dict literals and dict comprehensions that have a label key (and their string values), the
+    new column of ``table["…"] = …``, the strings assigned to ``.columns`` / ``.index`` / ``.name``,
+    and the strings assigned to a name that an owned f-string prints (``verdict = "about the
+    same as"`` … ``print(f"{verdict} …")``)."""
+    import ast
+
+    found: list = []
+    printed = {n.id for literal in owned if isinstance(literal, ast.JoinedStr)
+               for n in ast.walk(literal) if isinstance(n, ast.Name)}
+    renames = {id(d) for call in ast.walk(tree) if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+               and call.func.attr == "rename" for arg in [*call.args, *(kw.value for kw in call.keywords)]
+               for d in ast.walk(arg) if isinstance(d, ast.Dict)}  # their keys are existing labels
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict) and id(node) not in renames:
+            keys = [s for key in node.keys if key is not None for s in _string_nodes(key)]
+            if any(_is_label(k) for k in keys):
+                found += keys + [s for value in node.values for s in _string_nodes(value)]
+        elif isinstance(node, ast.DictComp):
+            found += _string_nodes(node.key)
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Subscript):
+                    found += _string_nodes(target.slice)
+                elif isinstance(target, ast.Attribute) and target.attr in ("columns", "index", "name"):
+                    found += _string_nodes(node.value)
+                elif isinstance(target, ast.Name) and target.id in printed and node.value is not None:
+                    found += _string_nodes(node.value)
+    return found
 
 
 def code_texts(source: str) -> list[CodeText]:
@@ -358,22 +465,10 @@ def code_texts(source: str) -> list[CodeText]:
         line = source[rows[row]:rows[row + 1]] if row + 1 < len(rows) else source[rows[row]:]
         return rows[row] + len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
 
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        name = _call_name(node.func)
-        if name not in CODE_CALLS:
-            continue
-        limit = CODE_CALLS[name]
-        for arg in node.args[:limit]:
-            parts = [arg]
-            if isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Add):
-                parts = [arg.left, arg.right]
-            for part in parts:
-                if isinstance(part, ast.JoinedStr) or (isinstance(part, ast.Constant) and isinstance(part.value, str)):
-                    start, end = char(part.lineno, part.col_offset), char(part.end_lineno, part.end_col_offset)
-                    if re.search(r"[A-Za-z]{2,}", source[start:end]):
-                        texts.append(CodeText("string", start, end, source[start:end]))
+    for literal in owned_literals(tree):
+        start, end = char(literal.lineno, literal.col_offset), char(literal.end_lineno, literal.end_col_offset)
+        if re.search(r"[A-Za-z]{2,}", source[start:end]):
+            texts.append(CodeText("string", start, end, source[start:end]))
     return sorted(set(texts), key=lambda t: t.start)
 
 
@@ -384,10 +479,23 @@ def code_translations(po: polib.POFile) -> dict[str, str]:
 
 
 def translate_code(source: str, translations: dict[str, str]) -> str:
-    """``source`` with each of its :func:`code_texts` that has a translation replaced by it."""
-    for text in reversed(code_texts(source)):
-        if text.text in translations:
-            source = source[:text.start] + translations[text.text] + source[text.end:]
+    """``source`` with each of its :func:`code_texts` that has a translation replaced by it, and
+    every other string literal identical to a translated one too: a label the catalog owns is the
+    same label wherever the cell names it (``table["x fewer J"]`` finds its translated column).
+    A string the catalog must leave alone (a column a package function builds) has its msgid as
+    its msgstr."""
+    import tokenize
+
+    spans = {(t.start, t.end): t.text for t in code_texts(source) if t.text in translations}
+    try:
+        tokens = code_tokens(source)
+    except (SyntaxError, tokenize.TokenError, ValueError):
+        tokens = []
+    for kind, text, start, end in tokens:
+        if kind == tokenize.STRING and text in translations and not any(a < end and start < b for a, b in spans):
+            spans[(start, end)] = text
+    for start, end in sorted(spans, reverse=True):
+        source = source[:start] + translations[spans[(start, end)]] + source[end:]
     return source
 
 
