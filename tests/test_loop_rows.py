@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from fedlab_utils.core import Faults, History, LocalTraining, run
-from fedlab_utils.core.history import ClientRow
+from fedlab_utils.core import ClientRow, Faults, History, LocalTraining, run
 from fedlab_utils.data import client_data, partition
 from fedlab_utils.models import make_model
 

@@ -24,7 +24,9 @@ _EXPORTS = {
     "Fp32Codec": "fedlab_utils.compression.wire",
     "MeasuredCodec": "fedlab_utils.compression.wire",
     "Update": "fedlab_utils.compression.wire",
+    "encode_rows": "fedlab_utils.compression.wire",
     "flatten": "fedlab_utils.compression.wire",
+    "folds": "fedlab_utils.compression.wire",
     "index_bits": "fedlab_utils.compression.wire",
     "pack_bits": "fedlab_utils.compression.wire",
     "packed_len": "fedlab_utils.compression.wire",
@@ -34,7 +36,7 @@ _EXPORTS = {
 }
 __all__ = ["Codec", "ErrorFeedback", "Fp32Codec", "MeasuredCodec", "QuantizeCodec", "RandomKCodec",
            "SignCodec", "SparseCodec", "SparseQuantizeCodec", "TopKCodec", "Update",
-           "choose_qparams", "dequantize", "flatten", "index_bits", "pack_bits", "packed_len",
+           "choose_qparams", "dequantize", "encode_rows", "flatten", "folds", "index_bits", "pack_bits", "packed_len",
            "payload_bytes", "quantize", "sparse_payload_size", "stochastic_round", "unflatten",
            "unpack_bits"]
 

@@ -30,6 +30,7 @@ _EXPORTS = {
     "Faults": "fedlab_utils.core.faults",
     "RoundWarning": "fedlab_utils.core.faults",
     "update_is_finite": "fedlab_utils.core.faults",
+    "ClientRow": "fedlab_utils.core.history",
     "History": "fedlab_utils.core.history",
     "RoundRecord": "fedlab_utils.core.history",
     "joules_to_target": "fedlab_utils.core.history",
@@ -93,25 +94,28 @@ _EXPORTS = {
     "model_state": "fedlab_utils.core.training",
     "state_delta": "fedlab_utils.core.training",
     "train_locally": "fedlab_utils.core.training",
+    "StackedFedAvg": "fedlab_utils.core.stacked",
+    "stacked_path_applies": "fedlab_utils.core.stacked",
+    "result_is_finite": "fedlab_utils.core.faults",
     "MAX_STACK_BYTES": "fedlab_utils.core.vmap_trainer",
     "VmapTrainer": "fedlab_utils.core.vmap_trainer",
 }
-__all__ = ["Aggregate", "CLIENT_STATUSES", "Callback", "Checkpointing", "ClientResult",
+__all__ = ["Aggregate", "CLIENT_STATUSES", "Callback", "Checkpointing", "ClientResult", "ClientRow",
            "ClientTrainer", "ClientTransform", "Entry", "FORMAT", "Faults", "FedAdagrad", "FedAdam",
            "FedAvgM", "FedAvgProtocol", "FedAvgServer", "FedOpt", "FedProx", "FedYogi", "History",
            "KINDS", "LocalTraining", "MAX_STACK_BYTES", "Median", "ON_CLIENT_ERROR", "OPTIMIZERS",
            "PRECISIONS", "PlainSGD", "ProgressBar", "RoundContext", "RoundProtocol", "RoundRecord",
            "RoundWarning", "SERVERS", "SPECS", "SequentialTrainer", "ServerOptimizer",
-           "StackedUpdates", "TRAINERS", "TrimmedMean", "VmapTrainer", "apply_delta",
+           "StackedFedAvg", "StackedUpdates", "TRAINERS", "TrimmedMean", "VmapTrainer", "apply_delta",
            "autocast_context", "backward_and_step", "check_clients", "check_local", "check_test",
            "check_trainer", "client_generator", "config_mismatches", "evaluate", "fedavg_aggregate",
            "fedavgm_step", "joules_to_target", "load_checkpoint", "load_object_state",
            "make_optimizer", "make_server", "make_trainer", "minibatches", "model_state",
            "object_state", "parse_spec", "per_client", "probe_model", "progress_enabled",
-           "register", "reset_state", "resolve", "resolve_aggregate", "resolve_codec",
+           "register", "reset_state", "resolve", "result_is_finite", "resolve_aggregate", "resolve_codec",
            "resolve_server", "resolve_trainer", "resolve_transform", "rounds_to_target", "run",
            "sample_clients", "save_checkpoint", "seeds_summary", "sorted_stack", "spec_of",
-           "state_delta", "summary_table", "train_locally", "update_is_finite", "weighted_average"]
+           "stacked_path_applies", "state_delta", "summary_table", "train_locally", "update_is_finite", "weighted_average"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
