@@ -624,6 +624,7 @@ print({p: f"{v:.1f} KB each way" for p, v in sizes.items()})
 verdict = "about the same as" if gap < 1 else "fewer than"
 print(f"{verdict} the baseline")
 ax.plot(x, y, label=f"run {k}", color="black")
+names = {n: n.replace("- ", "recipe without ") for n in configs}
 use(table["x fewer J"], summary["final acc %"], cfg["deadline_s"], "not a label here")
 '''
 
@@ -632,10 +633,10 @@ def test_code_texts_own_table_and_plot_labels_and_nested_print_strings():
     owned = [t.text for t in code_texts(TABLE_CODE)]
     for text in ('"x fewer J"', '"J pruned"', '"mean rounds"', '"one row"', '"two rows"', '"acc % at the end"',
                  '"one round costs "', '" in all"', 'f"{v:.1f} KB each way"', '"about the same as"', '"fewer than"',
-                 'f"{verdict} the baseline"', 'f"run {k}"'):
+                 'f"{verdict} the baseline"', 'f"run {k}"', '"recipe without "'):
         assert text in owned, text
     # keys a program reads, rename's old names, other calls' arguments: not owned
-    for text in ('"deadline_s"', '"final acc %"', '"black"', '"not a label here"'):
+    for text in ('"deadline_s"', '"final acc %"', '"black"', '"not a label here"', '"- "'):
         assert text not in owned, text
 
 
@@ -673,3 +674,12 @@ def test_scan_outputs_skips_printed_package_source_only(tmp_path):
     assert tr.scan_outputs(_source_cell_notebook(tmp_path, "print(explain(fl.fedavg_aggregate))")) == [
         "00_demo: cell c1 (stdout): return the weighted mean of all updates"]
     assert "getsource" in tr.parser()._subparsers._group_actions[0].choices["scan-outputs"].format_help()
+
+
+def test_a_translated_label_read_inside_an_f_string_field_must_be_left_alone():
+    sources = ['runs = {"separable CNN": 1}\nprint(f"ratio {runs[\'separable CNN\'] / 2:.1f}")']
+    po = polib.POFile()
+    po.append(polib.POEntry(msgctxt=CODE_CONTEXT, msgid='"separable CNN"', msgstr='"可分离 CNN"'))
+    assert any("f-string's field" in p for p in tr.field_key_problems(po, sources, "02_demo"))
+    po[0].msgstr = po[0].msgid
+    assert tr.field_key_problems(po, sources, "02_demo") == []

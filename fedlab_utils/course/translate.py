@@ -292,6 +292,44 @@ def code_entry_problems(po: polib.POFile, notebook: str) -> list[str]:
     return problems
 
 
+def field_keys(sources: list[str]) -> set[str]:
+    """The string constants read inside f-string fields of code cells (``f"{fwd['separable CNN']}"``
+    -> ``"separable CNN"``): an f-string's field is code, which the translation of a label does not reach."""
+    import ast
+
+    keys = set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FormattedValue):
+                keys |= {c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+    return keys
+
+
+def field_key_problems(po: polib.POFile, sources: list[str], notebook: str) -> list[str]:
+    """A label translated in the catalog that an f-string's field of the notebook also reads: the
+    zh run would look up the English key in a table built with the Chinese one.  Such a label is
+    left alone (msgstr = msgid)."""
+    import ast
+
+    keys = field_keys(sources)
+    problems = []
+    for entry in po:
+        if entry.msgctxt != CODE_CONTEXT or entry.obsolete or entry.msgstr == entry.msgid or entry.msgid.startswith("#"):
+            continue
+        try:
+            value = ast.literal_eval(entry.msgid)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, str) and value in keys:
+            problems.append(f"{notebook}: code text {entry.msgid!r} is read as a key inside an f-string's field, "
+                            "which keeps it English: leave it untranslated (msgstr = msgid)")
+    return problems
+
+
 @dataclass
 class Coverage:
     used: int = 0
@@ -379,6 +417,8 @@ def check_notebook(notebook: Path, terms: list[Term], locale_dir: Path = LOCALE_
         result.problems += [f"{notebook.stem}: code text {m.splitlines()[0][:60]!r} is not in the catalog "
                             "(run `translate extract`)" for m in missing]
         result.problems += code_entry_problems(po, notebook.stem)
+        result.problems += field_key_problems(po, [c.source for c in english_nb.cells if c.cell_type == "code"],
+                                              notebook.stem)
     expected = build_notebook(notebook, po, terms, code)
     target = zh_path(notebook)
     if not target.exists():

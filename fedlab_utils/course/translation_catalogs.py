@@ -351,8 +351,9 @@ def _string_nodes(node, keys: bool = True) -> list:
 def owned_literals(tree) -> list:
     """The string literal nodes of a cell's syntax tree that the catalog owns: the arguments of
     :data:`CODE_CALLS`, the tables' labels and cells (the literals passed to :data:`TABLE_CALLS`),
-    the :data:`DISPLAY_KEYWORDS` arguments of any call and the new names of ``.rename(...)``
-    (the values of its mappings, or its string argument; the keys name existing labels)."""
+    the :data:`DISPLAY_KEYWORDS` arguments of any call, the new names of ``.rename(...)``
+    (the values of its mappings, or its string argument; the keys name existing labels) and the
+    new text of ``.replace(old, "a label")``."""
     import ast
 
     found = []
@@ -368,6 +369,9 @@ def owned_literals(tree) -> list:
             found += [s for arg in node.args for s in _string_nodes(arg)]
             found += [s for kw in node.keywords if kw.arg in ("data", "columns", "index", "name")
                       for s in _string_nodes(kw.value)]
+            continue
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "replace" and len(node.args) >= 2:
+            found += [s for s in _string_nodes(node.args[1]) if _is_label(s)]  # the new text of a label
             continue
         if isinstance(node.func, ast.Attribute) and node.func.attr == "rename":
             found += [s for arg in node.args for s in _string_nodes(arg, keys=False)]
