@@ -219,7 +219,10 @@ def test_get_device_auto_and_errors(capsys):
         get_device("cuda:99")
 
 
-def test_get_devices_returns_n_usable_placements(capsys):
+def test_get_devices_returns_n_usable_placements(capsys, monkeypatch):
+    import fedlab_utils.devices
+
+    monkeypatch.setattr(fedlab_utils.devices, "_shown_notices", set())  # as in a fresh process: the notice not yet shown
     placements = get_devices(3)
     assert len(placements) == 3
     x = torch.ones(2)
