@@ -616,6 +616,7 @@ def test_the_runtime_catalog_passes_the_editorial_rules_when_they_are_on(monkeyp
 TABLE_CODE = '''import pandas as pd
 import inspect
 rows = {"x fewer J": 3.0, "deadline_s": 2}
+deployed = {"fp32": (model, "the trained global model"), "int8": (model, "int8 dynamic")}
 table = pd.DataFrame({"dense": {"J pruned": 1.0, "mean rounds": 2}}, index=["one row", "two rows"])
 table["x fewer J"] = 2.0
 summary = summary_table(runs).rename(columns={"final acc %": "acc % at the end"})
@@ -633,10 +634,11 @@ def test_code_texts_own_table_and_plot_labels_and_nested_print_strings():
     owned = [t.text for t in code_texts(TABLE_CODE)]
     for text in ('"x fewer J"', '"J pruned"', '"mean rounds"', '"one row"', '"two rows"', '"acc % at the end"',
                  '"one round costs "', '" in all"', 'f"{v:.1f} KB each way"', '"about the same as"', '"fewer than"',
-                 'f"{verdict} the baseline"', 'f"run {k}"', '"recipe without "'):
+                 'f"{verdict} the baseline"', 'f"run {k}"', '"recipe without "',
+                 '"the trained global model"'):
         assert text in owned, text
     # keys a program reads, rename's old names, other calls' arguments: not owned
-    for text in ('"deadline_s"', '"final acc %"', '"black"', '"not a label here"', '"- "'):
+    for text in ('"deadline_s"', '"final acc %"', '"black"', '"not a label here"', '"- "', '"fp32"', '"int8 dynamic"'):
         assert text not in owned, text
 
 

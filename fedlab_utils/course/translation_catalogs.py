@@ -381,6 +381,9 @@ def owned_literals(tree) -> list:
     return found + [s for s in _label_literals(tree, found) if _is_label(s)]
 
 
+_PHRASE = re.compile(r"[A-Za-z]{2,} [A-Za-z]{2,} [A-Za-z]{2,}")  # three words: text, not a setting
+
+
 def _is_label(node) -> bool:
     """Whether a string literal reads as a label (``"x fewer J"``, ``"acc %"``), not as a key a
     program reads (``"deadline_s"``, ``"round"``): an f-string, or a string that is not one identifier."""
@@ -406,8 +409,11 @@ def _label_literals(tree, owned: list) -> list:
     for node in ast.walk(tree):
         if isinstance(node, ast.Dict) and id(node) not in renames:
             keys = [s for key in node.keys if key is not None for s in _string_nodes(key)]
+            values = [s for value in node.values for s in _string_nodes(value)]
             if any(_is_label(k) for k in keys):
-                found += keys + [s for value in node.values for s in _string_nodes(value)]
+                found += keys + values
+            else:  # a dict of settings: only its values that read as words (a description)
+                found += [v for v in values if isinstance(v, ast.Constant) and _PHRASE.search(v.value)]
         elif isinstance(node, ast.DictComp):
             found += _string_nodes(node.key)
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
