@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 from torch import nn
 
+from fedlab_utils.i18n import N_, gettext
 from fedlab_utils.ledger.energy import Energy, EnergyProfile, RadioModel
 from fedlab_utils.seeds import confidence_band, labelled
 
@@ -278,12 +279,19 @@ class History:
 
     def __repr__(self) -> str:
         if not self.records:
-            return f"History({self.label!r}, no rounds)"
+            return gettext("History({label}, no rounds)").format(label=repr(self.label))
         t = self.totals()
-        faults = "".join(f", {t[k]} {k}" for k in ("dropped", "late", "rejected", "failed") if t[k])
-        return (f"History({self.label!r}: {t['rounds']} rounds, final acc {100 * self.final_accuracy:.1f}%, "
-                f"{t['bytes_up'] / 1e6:.2f} MB up, {t['client_flops'] / 1e9:.2f} GFLOPs, "
-                f"{t['joules_total']:.3g} J modelled [{self.profile_name}]{faults})")
+        faults = "".join(gettext(_FAULT_COUNTS[k]).format(n=t[k]) for k in _FAULT_COUNTS if t[k])
+        return gettext("History({label}: {rounds} rounds, final acc {accuracy:.1f}%, {mb_up:.2f} MB up, "
+                       "{gflops:.2f} GFLOPs, {joules:.3g} J modelled [{profile}]{faults})").format(
+            label=repr(self.label), rounds=t["rounds"], accuracy=100 * self.final_accuracy,
+            mb_up=t["bytes_up"] / 1e6, gflops=t["client_flops"] / 1e9, joules=t["joules_total"],
+            profile=self.profile_name, faults=faults)
+
+
+#: the fault counts a History's repr names, each a whole message (``n`` is the count)
+_FAULT_COUNTS = {"dropped": N_(", {n} dropped"), "late": N_(", {n} late"), "rejected": N_(", {n} rejected"),
+                 "failed": N_(", {n} failed")}
 
 
 def _record_of_rows(r: RoundRecord, rows: list[ClientRow], group: str) -> RoundRecord:
@@ -339,8 +347,12 @@ def summary_table(histories, target: float | None = None):
     (:func:`seeds_summary`), with a ``±`` column after the final accuracy and the rounds to
     ``target`` -- the half-width of the 95 % Student-t interval over the seeds (empty with one
     seed) -- so a difference smaller than the spread is not read as a win.  A table of single
-    runs has no such columns."""
+    runs has no such columns.  The columns keep these English keys; shown in a notebook, they carry
+    labels in the reader's language (:func:`fedlab_utils.viz.tables.labelled`)."""
     import pandas as pd
+
+    from fedlab_utils.viz.tables import labelled as labelled_columns
+    from fedlab_utils.viz.tables import run_column_labels
 
     rows = []
     for label, run in labelled(histories):
@@ -348,14 +360,14 @@ def summary_table(histories, target: float | None = None):
         rows.append({**row, "run": label})
     table = pd.DataFrame(rows).set_index("run")
     if "seeds" not in table:
-        return table
+        return labelled_columns(table, run_column_labels(table.columns))
     table["seeds"] = table["seeds"].fillna(1).astype(int)
     added = [c for c in table if c.endswith(f" {SPREAD}") or c.startswith("reached ")]
     order = ["seeds"]
     for column in (c for c in table if c != "seeds" and c not in added):
         order += [column, *(c for c in (f"{column} {SPREAD}", f"reached {column.removeprefix('rounds to ')}")
                             if c in added)]
-    return table[order]
+    return labelled_columns(table[order], run_column_labels(order))
 
 
 def rounds_to_target(history: History, target: float) -> int | None:
