@@ -43,6 +43,7 @@ from fedlab_utils.deploy.commands import (
 )
 from fedlab_utils.deploy.pki import PKI, make_pki
 from fedlab_utils.devices import free_port
+from fedlab_utils.i18n import N_, gettext
 
 __all__ = ["DeploymentError", "LocalFederation", "deploy", "local_simulation", "local_federation",
            "flower_command", "FLOWER_PROCESS_NAMES", "INSECURE_WARNING", "flower_processes",
@@ -52,9 +53,9 @@ FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexe
                         "flwr-clientapp")
 # what the command lines of the simulation runtime's Ray processes contain
 RAY_PROCESS_MARKS = ("ray/", "ray::", "raylet", "gcs_server", "flwr-simulation")
-INSECURE_WARNING = ("WARNING: insecure mode (--insecure): SuperLink and SuperNodes talk plain HTTP on 127.0.0.1. "
-                    "Fine on one machine; across machines use TLS and SuperNode authentication (see "
-                    "real_machine_commands()).")
+INSECURE_WARNING = N_("WARNING: insecure mode (--insecure): SuperLink and SuperNodes talk plain HTTP on 127.0.0.1. "
+                      "Fine on one machine; across machines use TLS and SuperNode authentication (see "
+                      "real_machine_commands()).")
 
 
 class DeploymentError(RuntimeError):
@@ -341,7 +342,7 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
                                  simulation=simulation)
     (home / "config.toml").write_text(connection_toml(federation.address, pki and pki.ca_cert), encoding="utf-8")
     if announce and insecure and not simulation:
-        announce(INSECURE_WARNING)
+        announce(gettext(INSECURE_WARNING))
     try:
         command = superlink_command(pki, "127.0.0.1", port)[1:]
         if simulation:  # the runtime runs each run's ClientApps in Ray; its processes are subprocesses
@@ -350,8 +351,9 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
         _wait_listening(federation, "superlink", port, start_timeout)
         if simulation:
             if announce:
-                announce(f"SuperLink on {federation.address} with Flower's simulation runtime (Ray), "
-                         f"{supernodes} virtual SuperNodes per run{_where_logs(logs, logs_kept)}")
+                announce(gettext("SuperLink on {address} with Flower's simulation runtime (Ray), "
+                                 "{supernodes} virtual SuperNodes per run{logs}").format(
+                    address=federation.address, supernodes=supernodes, logs=_where_logs(logs, logs_kept)))
             yield federation
             return
         if pki is not None:
@@ -360,18 +362,20 @@ def local_federation(supernodes: int, *, workdir: str | Path | None = None, port
             federation.start_supernode(f"supernode-{i}", i, private_key=pki and pki.supernode_keys[i],
                                        root_certificates=pki and pki.ca_cert)
         if announce:
-            where_pki = f", PKI in {pki.folder}" if pki is not None and logs_kept else ""  # never a path that goes
-            mode = (f"TLS + SuperNode authentication, {supernodes} keys registered{where_pki}"
-                    if pki is not None else "insecure")
-            announce(f"SuperLink on {federation.address} ({mode}), {supernodes} SuperNodes started"
-                     f"{_where_logs(logs, logs_kept)}")
+            where_pki = (gettext(", PKI in {folder}").format(folder=pki.folder)
+                         if pki is not None and logs_kept else "")  # never a path that goes
+            mode = (gettext("TLS + SuperNode authentication, {supernodes} keys registered{pki}").format(
+                supernodes=supernodes, pki=where_pki) if pki is not None else gettext("insecure"))
+            announce(gettext("SuperLink on {address} ({mode}), {supernodes} SuperNodes started{logs}").format(
+                address=federation.address, mode=mode, supernodes=supernodes, logs=_where_logs(logs, logs_kept)))
         yield federation
     finally:
         teardown(federation)
 
 
 def _where_logs(logs: Path, kept: bool) -> str:
-    return f" (logs in {logs})" if kept else " (Flower's logs are removed at the end; --keep-logs keeps them)"
+    return (gettext(" (logs in {logs})").format(logs=logs) if kept
+            else gettext(" (Flower's logs are removed at the end; --keep-logs keeps them)"))
 
 
 def _register_all(federation: LocalFederation, public_keys: tuple[Path, ...] | list[Path], timeout: float,
@@ -537,10 +541,11 @@ def print_round(record: dict, name: str | None = None) -> None:
     if record.get("event") != "round":
         return
     label = f"[{name}] " if name else ""
-    print(f"{label}round {record['round']}: accuracy {100 * record['accuracy']:.2f}%  "
-          f"clients {len(record['replied'])}/{len(record['selected'])}  "
-          f"up {record['ledger_bytes_up']:,} B ledger / {record['flower_bytes_up']:,} B Flower  "
-          f"({record['seconds']:.1f} s)", flush=True)
+    print(label + gettext("round {round}: accuracy {accuracy:.2f}%  clients {replied}/{selected}  "
+                          "up {ledger:,} B ledger / {flower:,} B Flower  ({seconds:.1f} s)").format(
+        round=record["round"], accuracy=100 * record["accuracy"], replied=len(record["replied"]),
+        selected=len(record["selected"]), ledger=record["ledger_bytes_up"], flower=record["flower_bytes_up"],
+        seconds=record["seconds"]), flush=True)
 
 
 def _report_progress(path: Path, seen: int, on_round: Callable[[dict], None] | None) -> int:
