@@ -8,6 +8,7 @@ import polib
 import pytest
 
 from fedlab_utils.course import translate as tr
+from fedlab_utils.course import translation_catalogs
 from fedlab_utils.course.glossary import GLOSSARY_PATH, Term, load_glossary, lost_tokens, protected_tokens, term_text
 from fedlab_utils.course.translation_catalogs import (
     CODE_CONTEXT,
@@ -64,7 +65,7 @@ def translated_catalog(notebook, translations=ZH):
 
 # -- extract: new, fuzzy with the previous msgid, obsolete --------------------------------------
 
-def test_extract_new_fuzzy_obsolete_roundtrip(tmp_path):
+def test_extract_new_fuzzy_obsolete_roundtrip(tmp_path, markdown_only):
     nb_path = make_notebook(tmp_path / "00_demo.ipynb", extra="More text.")
     report = extract(nb_path, locale_dir=tmp_path / "locale")
     assert report.new == ["intro", "outro", "extra"] and not report.fuzzy and not report.obsolete
@@ -207,7 +208,7 @@ def test_relative_links_are_relocated_for_the_zh_folder():
 
 # -- check ---------------------------------------------------------------------------------------
 
-def test_check_names_the_edited_cell_then_the_fuzzy_entry(tmp_path):
+def test_check_names_the_edited_cell_then_the_fuzzy_entry(tmp_path, markdown_only):
     nb_path = make_notebook(tmp_path / "00_demo.ipynb")
     locale = tmp_path / "locale"
     path = catalog_path(nb_path, locale)
@@ -361,7 +362,7 @@ def test_an_unpinned_variant_counts_only_where_the_english_uses_the_term():
     assert tr.editorial_violations("c", "The end accuracy and the final accuracy.", "末段准确率和最终准确率。", PINNED) == []
 
 
-def test_the_editorial_switch_decides_whether_violations_fail(tmp_path):
+def test_the_editorial_switch_decides_whether_violations_fail(tmp_path, markdown_only):
     nb_path = make_notebook(tmp_path / "00_demo.ipynb")
     locale = tmp_path / "locale"
     path = catalog_path(nb_path, locale)
@@ -373,7 +374,7 @@ def test_the_editorial_switch_decides_whether_violations_fail(tmp_path):
     assert listed.problems == [] and sorted(v.rule for v in listed.editorial) == ["ASCII quotes", "ratio wording"]
     enforced = tr.check_notebook(nb_path, TERMS, locale, editorial=True)
     assert len(enforced.problems) == 2 and all("cell intro" in p for p in enforced.problems), enforced.problems
-    assert tr.EDITORIAL is False  # on once the editorial pass has brought the counts to zero
+    assert tr.EDITORIAL is True  # the course's catalogs are held to the rules
 
 
 def test_glossary_variants_column_is_loaded_and_validated(tmp_path):
@@ -447,15 +448,23 @@ def _code_fixture(tmp_path):
     return nb_path, locale, path
 
 
-def test_code_translation_off_by_default_leaves_catalogs_and_code_alone(tmp_path):
+@pytest.fixture
+def markdown_only(monkeypatch):
+    """TRANSLATE_CODE off: the test is about the markdown cells (a catalog may still opt in)."""
+    monkeypatch.setattr(translation_catalogs, "TRANSLATE_CODE", False)
+
+
+def test_code_translation_off_leaves_catalogs_and_code_alone(tmp_path):
     nb_path, locale, path = _code_fixture(tmp_path)
-    assert TRANSLATE_CODE is False  # on once the editorial pass fills the code entries
-    report = extract(nb_path, locale_dir=locale)
+    assert TRANSLATE_CODE is True  # the course translates its code cells' comments and strings
+    report = extract(nb_path, locale_dir=locale, code=False)
     assert not report.new and not [e for e in load_catalog(path) if e.msgctxt == CODE_CONTEXT]
-    tr.build(nb_path, locale_dir=locale, terms=TERMS)
+    tr.build(nb_path, locale_dir=locale, terms=TERMS, code=False)
     zh = nbformat.read(zh_path(nb_path), as_version=4)
     assert zh.cells[2].source == CODE
-    assert tr.check_notebook(nb_path, TERMS, locale).problems == []
+    assert tr.check_notebook(nb_path, TERMS, locale, code=False).problems == []
+    # on by default: the same catalog now wants the code entries
+    assert extract(nb_path, locale_dir=locale).new
 
 
 def test_code_translation_extract_build_check_roundtrip(tmp_path):
@@ -493,7 +502,7 @@ def test_code_translation_extract_build_check_roundtrip(tmp_path):
     assert any("the code differs" in p for p in problems), problems
 
 
-def test_a_catalog_with_code_entries_opts_its_notebook_in(tmp_path):
+def test_a_catalog_with_code_entries_opts_its_notebook_in(tmp_path, markdown_only):
     nb_path, locale, path = _code_fixture(tmp_path)
     extract(nb_path, locale_dir=locale, code=True)
     po = load_catalog(path)
@@ -509,7 +518,8 @@ def test_a_catalog_with_code_entries_opts_its_notebook_in(tmp_path):
     assert not translates_code(new_catalog(nb_path))
 
 
-def test_editorial_report_counts_each_rule_per_notebook(capsys):
+def test_editorial_report_counts_each_rule_per_notebook(capsys, monkeypatch):
+    monkeypatch.setattr(tr, "EDITORIAL", False)
     results = [tr.NotebookCheck("00_demo", editorial=[tr.Violation("ratio wording", "a", "少 7 倍"),
                                                       tr.Violation("ratio wording", "b", "快三倍"),
                                                       tr.Violation("ASCII quotes", "a", '"暗知识"')]),
@@ -519,6 +529,9 @@ def test_editorial_report_counts_each_rule_per_notebook(capsys):
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("00_", "01_", "total"))}
     assert rows == {"00_demo": ["2", "1", "0"], "01_demo": ["0", "0", "0"], "total": ["2", "1", "0"]}
     assert "00_demo: cell b: ratio wording: 快三倍" in out and "not enforced" in out
+    monkeypatch.setattr(tr, "EDITORIAL", True)
+    tr._print_editorial(results)
+    assert "enforced (EDITORIAL = True)" in capsys.readouterr().out
 
 
 # -- English left in a zh notebook's outputs ---------------------------------------------------------
@@ -548,7 +561,8 @@ def test_scan_outputs_finds_english_runs_but_not_code_values_tracebacks_or_warni
     assert tr.main(["scan-outputs", str(path), "--allow", "Noto Sans CJK SC", "--report-only"]) == 0
 
 
-def test_runtime_messages_are_held_to_the_editorial_rules(tmp_path):
+def test_runtime_messages_are_held_to_the_editorial_rules(tmp_path, monkeypatch):
+    monkeypatch.setattr(tr, "EDITORIAL", False)  # listed, not failed
     po = polib.POFile()
     po.metadata = {"Content-Type": "text/plain; charset=UTF-8"}
     po.append(polib.POEntry(msgid="{what}: how many times fewer bytes?", msgstr="{what}：字节少多少倍？"))
@@ -577,7 +591,7 @@ def test_an_edited_comment_keeps_its_old_translation_as_fuzzy():
 
 # -- the editorial rules switched on: notebooks and the runtime catalog (issue 31) --------------------
 
-def test_with_the_rules_on_check_fails_on_an_unpinned_variant_and_passes_the_pinned_term(tmp_path):
+def test_with_the_rules_on_check_fails_on_an_unpinned_variant_and_passes_the_pinned_term(tmp_path, markdown_only):
     terms = TERMS[:1] + [Term("服务器", "server", "00", "servers?", ("服务器",), ("服务端",))]
     nb_path = make_notebook(tmp_path / "00_demo.ipynb")
     locale = tmp_path / "locale"
@@ -607,6 +621,7 @@ def test_the_runtime_catalog_passes_the_editorial_rules_when_they_are_on(monkeyp
     po.append(polib.POEntry(msgid="{what}: how many times fewer bytes?", msgstr="{what}：字节少多少倍？"))
     bad = tmp_path / "fedlab_utils.po"
     po.save(str(bad))
+    monkeypatch.setattr(tr, "EDITORIAL", False)
     assert tr.runtime_editorial(bad).problems == []
     monkeypatch.setattr(tr, "EDITORIAL", True)
     assert tr.runtime_editorial().problems == []

@@ -510,10 +510,9 @@ def check(notebooks: list[Path] | None = None, require_all: bool = True, locale_
 # --------------------------------------------------------------------------------------------
 # Editorial rules (issue 31): ratio wording, quotes, pinned terms
 
-#: ``True``: ``translate check`` fails on every editorial violation (:func:`editorial_violations`).
-#: ``False`` while the catalogs are being rewritten: ``translate check --editorial`` lists them
-#: without failing.  Turned on by the editorial pass once the counts are zero.
-EDITORIAL = False
+#: ``True``: ``translate check`` fails on every editorial violation (:func:`editorial_violations`);
+#: ``False`` only lists them (``translate check --editorial``), for a catalog being rewritten.
+EDITORIAL = True
 
 #: ratio wording refused in the zh markdown: 「少 N 倍」「小 N 倍」「快 N 倍」 (and 「少多少倍」) say
 #: "N times less", which Chinese readers take as an increase; 「N 倍（N×）」 says the factor twice.

@@ -236,8 +236,8 @@ def check_runtime(path: Path = RUNTIME_CATALOG, package: Path = PACKAGE_DIR) -> 
 
 #: ``True``: ``extract`` adds the comments and student-read strings of the code cells to each
 #: notebook's catalog (``msgctxt "code"``), ``build`` puts their translations into the zh code
-#: cells and ``check`` wants each translated.  ``False`` until the editorial pass fills them.
-TRANSLATE_CODE = False
+#: cells and ``check`` wants each translated (``code=False`` leaves the code cells alone).
+TRANSLATE_CODE = True
 CODE_CONTEXT = "code"
 
 
