@@ -30,3 +30,17 @@ def test_log_folder_and_insecure_warning_in_chinese(monkeypatch):
     assert gettext(INSECURE_WARNING).startswith("警告：不安全模式")
     monkeypatch.setenv("FEDLAB_LANG", "en")
     assert gettext(INSECURE_WARNING).startswith("WARNING: insecure mode")
+
+
+def test_real_machine_commands_comment_in_the_readers_language_and_run_the_same_commands(monkeypatch):
+    from fedlab_utils.deploy import real_machine_commands
+
+    monkeypatch.setenv("FEDLAB_LANG", "en")
+    english = real_machine_commands()
+    monkeypatch.setenv("FEDLAB_LANG", "zh")
+    chinese = real_machine_commands()
+    commands = [[line for line in text.splitlines() if not line.startswith("#")] for text in (english, chinese)]
+    assert commands[0] == commands[1]  # only the comments differ
+    comments = [line for line in chinese.splitlines() if line.startswith("#") and "http" not in line]
+    assert comments and all(re.search(r"[\u4e00-\u9fff]", line) for line in comments), comments
+    assert "# 设备 1：启动 SuperNode 1" in chinese and "# device 1: start SuperNode 1" in english

@@ -559,6 +559,12 @@ def test_scan_outputs_finds_english_runs_but_not_code_values_tracebacks_or_warni
     assert tr.english_runs("fedlab_utils.run(rounds=5) phone_lte -> 12.6 J, FedAvg non-IID") == []
     assert tr.main(["scan-outputs", str(path), "--allow", "Noto Sans CJK SC"]) == 1
     assert tr.main(["scan-outputs", str(path), "--allow", "Noto Sans CJK SC", "--report-only"]) == 0
+    allow = tmp_path / "allow.txt"
+    allow.write_text("# third-party\n\nNoto Sans CJK SC\n", encoding="utf-8")
+    assert tr.allowed_texts(allow) == ["Noto Sans CJK SC"]
+    assert tr.main(["scan-outputs", str(path), "--allow-file", str(allow)]) == 1  # the stdout run is left
+    allow.write_text("Noto Sans CJK SC\nthe unweighted mean does not converge\n", encoding="utf-8")
+    assert tr.main(["scan-outputs", str(path), "--allow-file", str(allow)]) == 0
 
 
 def test_runtime_messages_are_held_to_the_editorial_rules(tmp_path, monkeypatch):

@@ -102,7 +102,7 @@ __all__ = ["MIN_COVERAGE", "MIN_CJK_RATIO", "GLOSSARY_CELL_ID", "SIBLING_NOTEBOO
            "Coverage", "coverage", "NotebookCheck", "check_notebook", "check", "parser", "main",
            "code_differences", "code_entry_problems", "EDITORIAL", "RATIO_WORDING", "ASCII_QUOTES",
            "EDITORIAL_RULES", "Violation", "editorial_violations", "ENGLISH_RUN", "english_runs",
-           "scan_outputs", "runtime_editorial"]
+           "scan_outputs", "runtime_editorial", "allowed_texts"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -629,6 +629,12 @@ def prints_source(source: str) -> bool:
     return bool(PRINTS_SOURCE.search(source))
 
 
+def allowed_texts(path: Path) -> list[str]:
+    """The texts of an allow file: one per line, blank lines and ``#`` comments skipped."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def scan_outputs(notebook: Path, allowed: Iterable[str] = ()) -> list[str]:
     """Every run of four or more English words in the outputs of an executed zh notebook, as
     ``"<notebook>: cell <id> (<output>): <run>"``; ``[]`` when a Chinese student meets no English
@@ -681,6 +687,9 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--allow", action="append", default=[], metavar="NAME",
                    help="a name that stays English (e.g. a device model); may be repeated")
     o.add_argument("--report-only", action="store_true", help="list them, exit 0")
+    o.add_argument("--allow-file", type=Path, default=None, metavar="PATH",
+                   help="more allowed texts, one per line ('#' starts a comment): third-party messages a lesson "
+                        "shows on purpose, e.g. notebooks/locale/scan_allow.txt")
     return p
 
 
@@ -721,7 +730,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{RUNTIME_CATALOG.name}: {len(report.new)} new, {len(report.obsolete)} obsolete runtime messages")
             return 0
         if args.command == "scan-outputs":
-            found = [line for notebook in args.notebooks for line in scan_outputs(notebook, args.allow)]
+            allowed = list(args.allow) + (allowed_texts(args.allow_file) if args.allow_file else [])
+            found = [line for notebook in args.notebooks for line in scan_outputs(notebook, allowed)]
             for line in found:
                 print(line)
             print(f"{len(found)} run(s) of four or more English words in {len(args.notebooks)} notebook(s)")

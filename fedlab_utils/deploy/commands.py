@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fedlab_utils.deploy.apps import NODE_COUNT_KEY, NODE_PARTITION_KEY, DeploymentConfig
 from fedlab_utils.deploy.pki import PKI
+from fedlab_utils.i18n import N_, gettext
 
 __all__ = ["CONNECTION", "REAL_PORT", "toml_value", "app_dir", "superlink_command", "supernode_command", "connection_toml", "Step",
            "machine_steps", "real_machine_commands"]
@@ -115,9 +116,25 @@ class Step:
     why: str
     argv: tuple[str, ...]
     background: bool = False
+    #: ``where`` and ``why`` as catalog messages with their values, for the reader's language
+    messages: tuple[str, str] = ("", "")
+    values: tuple[tuple[str, object], ...] = ()
 
     def shell(self) -> str:
         return shlex.join(self.argv) + (" &" if self.background else "")
+
+    def comment(self) -> str:
+        """``# where: why`` in the reader's language (English: exactly ``where`` and ``why``)."""
+        if not all(self.messages):
+            return f"# {self.where}: {self.why}"
+        values = dict(self.values)
+        where, why = (gettext(m).format(**values) for m in self.messages)
+        return gettext("# {where}: {why}").format(where=where, why=why)
+
+
+def _step(where: str, why: str, argv: tuple[str, ...], background: bool = False, **values: object) -> Step:
+    """A :class:`Step` whose ``where``/``why`` are catalog messages filled with ``values``."""
+    return Step(where.format(**values), why.format(**values), argv, background, (where, why), tuple(values.items()))
 
 
 def machine_steps(supernodes: int, server: str, port: int, pki_dir: str | Path, *, sans: tuple[str, ...] = (),
@@ -133,22 +150,22 @@ def machine_steps(supernodes: int, server: str, port: int, pki_dir: str | Path, 
     pki = PKI(pki_dir, ca, pki_dir / "server.pem", pki_dir / "server.key",
               tuple(pki_dir / f"supernode-{i}" for i in range(supernodes)), ())
     san_args = [a for s in sans for a in ("--san", s)]
-    steps = [Step("server", "make the federation's CA, server certificate and one key pair per device",
-                  ("python", "-m", "fedlab_utils", "deploy", "pki", "--out", str(pki_dir),
-                   "--supernodes", str(supernodes), *san_args)),
-             Step("server", f"start the SuperLink (open TCP port {port} to the devices and your laptop)",
-                  tuple(superlink_command(pki, bind, port)), background=True)]
+    steps = [_step(N_("server"), N_("make the federation's CA, server certificate and one key pair per device"),
+                   ("python", "-m", "fedlab_utils", "deploy", "pki", "--out", str(pki_dir),
+                    "--supernodes", str(supernodes), *san_args)),
+             _step(N_("server"), N_("start the SuperLink (open TCP port {port} to the devices and your laptop)"),
+                   tuple(superlink_command(pki, bind, port)), background=True, port=port)]
     for i, pub in enumerate(pki.supernode_public_keys):
-        steps.append(Step("laptop", f"register device {i}'s public key before it starts",
-                          ("flwr", "supernode", "register", str(pub), CONNECTION, "--format", "json")))
+        steps.append(_step(N_("laptop"), N_("register device {i}'s public key before it starts"),
+                           ("flwr", "supernode", "register", str(pub), CONNECTION, "--format", "json"), i=i))
     for i, key in enumerate(pki.supernode_keys):
-        steps.append(Step(f"device {i}", f"start SuperNode {i} (needs ca.crt and its own supernode-{i} key)",
-                          tuple(supernode_command(address, i, supernodes, root_certificates=ca, private_key=key,
-                                                  port=node_ports[i])), background=True))
-    steps += [Step("laptop", "write the course's Flower app folder",
-                   ("python", "-m", "fedlab_utils", "deploy", "app", "--out", str(app), "--supernodes", str(supernodes),
-                    "-p", "rounds", str(rounds))),
-              Step("laptop", "submit the run and stream its log", ("flwr", "run", str(app), CONNECTION, "--stream"))]
+        steps.append(_step(N_("device {i}"), N_("start SuperNode {i} (needs ca.crt and its own supernode-{i} key)"),
+                           tuple(supernode_command(address, i, supernodes, root_certificates=ca, private_key=key,
+                                                   port=node_ports[i])), background=True, i=i))
+    steps += [_step(N_("laptop"), N_("write the course's Flower app folder"),
+                    ("python", "-m", "fedlab_utils", "deploy", "app", "--out", str(app), "--supernodes", str(supernodes),
+                     "-p", "rounds", str(rounds))),
+              _step(N_("laptop"), N_("submit the run and stream its log"), ("flwr", "run", str(app), CONNECTION, "--stream"))]
     return steps
 
 
@@ -162,21 +179,22 @@ def real_machine_commands(supernodes: int = 2, server: str = "SERVER_IP", port: 
     when several share one machine)."""
     steps = machine_steps(supernodes, server, port, pki_dir, sans=(server,), rounds=rounds, node_ports=node_ports)
     address = f"{server}:{port}"
-    lines = [f"# Server {server}: open TCP port {port} (inbound) to the devices and your laptop; the devices",
-             "# open no port (they dial out). Keep ca.key and server.key on the server; give device i only",
-             f"# {pki_dir}/ca.crt and its own {pki_dir}/supernode-i (private, mode 0600).",
-             f"# TLS: {TLS_DOCS}", f"# SuperNode authentication: {AUTH_DOCS}", ""]
+    lines = [*gettext("# Server {server}: open TCP port {port} (inbound) to the devices and your laptop; the devices\n"
+                      "# open no port (they dial out). Keep ca.key and server.key on the server; give device i only\n"
+                      "# {pki_dir}/ca.crt and its own {pki_dir}/supernode-i (private, mode 0600).").format(
+                 server=server, port=port, pki_dir=pki_dir).splitlines(),
+             f"# TLS: {TLS_DOCS}", gettext("# SuperNode authentication: {url}").format(url=AUTH_DOCS), ""]
     ca = Path(pki_dir) / "ca.crt"
     toml = connection_toml(address, ca if ca.is_absolute() else f"$PWD/{ca}")  # flwr wants an absolute path
     written = False
     for step in steps:
         if step.where == "laptop" and not written:
-            lines += ["# laptop: wait until the SuperLink answers (bash)",
+            lines += [gettext("# laptop: wait until the SuperLink answers (bash)"),
                       f"until (exec 3<>/dev/tcp/{server}/{port}) 2>/dev/null; do sleep 0.5; done",
-                      "# laptop: tell flwr where the SuperLink is and which CA to trust",
+                      gettext("# laptop: tell flwr where the SuperLink is and which CA to trust"),
                       'mkdir -p "${FLWR_HOME:-$HOME/.flwr}"',
                       f'cat > "${{FLWR_HOME:-$HOME/.flwr}}/config.toml" <<EOF\n{toml}EOF']
             written = True
-        lines += [f"# {step.where}: {step.why}", step.shell()]
-    lines.append(f"# Flower deployment guide: {DEPLOY_DOCS}")
+        lines += [step.comment(), step.shell()]
+    lines.append(gettext("# Flower deployment guide: {url}").format(url=DEPLOY_DOCS))
     return "\n".join(lines)
