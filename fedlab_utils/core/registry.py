@@ -360,28 +360,27 @@ _no_arg("aggregate", "mean", lambda: fedavg_aggregate)
 _no_arg("aggregate", "median", Median)
 
 
-@register("aggregate", "trimmed_mean", "trimmed_mean:<beta in [0, 0.5)>")
-def _trimmed_mean(arg, argument, spec, **_):
-    try:
-        return TrimmedMean(_number(arg, argument, spec, "aggregate", default=0.2))
-    except ValueError as exc:
-        if str(exc).startswith(f"{argument}="):
-            raise
-        raise _invalid(argument, spec, "aggregate", str(exc)) from None
+def _one_number(kind: str, factory, default: float):
+    """A ``name[:number]`` builder: ``factory(number)``, its ``ValueError`` reported as an
+    invalid ``kind`` spec naming the argument (unless it already names it)."""
+    def build(arg, argument, spec, **_):
+        try:
+            return factory(_number(arg, argument, spec, kind, default=default))
+        except ValueError as exc:
+            if str(exc).startswith(f"{argument}="):
+                raise
+            raise _invalid(argument, spec, kind, str(exc)) from None
+    return build
+
+
+register("aggregate", "trimmed_mean", "trimmed_mean:<beta in [0, 0.5)>")(_one_number("aggregate", TrimmedMean, 0.2))
 
 
 _DEFAULTS["transform"] = ClientTransform
 _no_arg("transform", "none", ClientTransform)
 
 
-@register("transform", "fedprox", "fedprox:<mu>")
-def _fedprox(arg, argument, spec, **_):
-    try:
-        return FedProx(_number(arg, argument, spec, "transform", default=0.01))
-    except ValueError as exc:
-        if str(exc).startswith(f"{argument}="):
-            raise
-        raise _invalid(argument, spec, "transform", str(exc)) from None
+register("transform", "fedprox", "fedprox:<mu>")(_one_number("transform", FedProx, 0.01))
 
 
 _DEFAULTS["trainer"] = SequentialTrainer
