@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedlab_utils.compression import Fp32Codec
-from fedlab_utils.core import MAX_STACK_BYTES, Faults, LocalTraining, VmapTrainer, run
+from fedlab_utils.core import MAX_STACK_BYTES, Faults, FedAvgProtocol, LocalTraining, RoundContext, VmapTrainer, run
 from fedlab_utils.data import ClientData, client_data, partition
 from fedlab_utils.models import count_parameters, make_model
 
@@ -103,8 +103,9 @@ def test_chunked_round_equals_one_stack(digits, faults):
 
 
 def test_chunked_round_with_late_clients_equals_one_stack(digits):
-    """A client left out after its slice was summed (late past the deadline): that slice is summed again
-    over its survivors, and the run is the one-stack run."""
+    """Clients past the deadline are left out of their slice's sum as the slice is folded (the run's
+    deadline rule is known as soon as a client's result is): every slice is trained once a round, and
+    the run is the one-stack run."""
     clients = _tiny_clients(digits, count=24)
     model = make_model("mlp", digits.input_shape, 10, seed=0)
     slow = dict(flops_per_s=1e6, speed_sigma=1.0, seed=3)
@@ -113,12 +114,31 @@ def test_chunked_round_with_late_clients_equals_one_stack(digits):
     seconds = sorted(r["sim_time_s"] for r in probe.records[0].client_rows)
     faults = Faults(deadline_s=seconds[len(seconds) // 2], **slow)
     whole = run(model, clients, (digits.x_test, digits.y_test), trainer=VmapTrainer(), faults=faults, **common)
-    chunked = run(model, clients, (digits.x_test, digits.y_test), faults=faults,
-                  trainer=VmapTrainer(max_stack_bytes=5 * _bytes_per_client(model)), **common)
+    trainer = _Recording(max_stack_bytes=5 * _bytes_per_client(model))
+    chunked = run(model, clients, (digits.x_test, digits.y_test), faults=faults, trainer=trainer, **common)
     assert all(r.late for r in whole.records)
+    slices = trainer.stack_slices(model, len(clients))
+    assert len(slices) == 5 and len(trainer.blocks) == 2 * len(slices)  # no slice trained twice
     _same_run(whole, chunked)
     sequential = run(model, clients, (digits.x_test, digits.y_test), faults=faults, **common)
     assert _max_weight_gap(sequential, chunked) < 1e-5
+
+
+def test_chunked_round_refuses_a_caller_that_leaves_out_a_folded_client(digits):
+    """A caller that drops a client by a rule of its own (not the run's deadline rule) cannot get a sum
+    that still holds that client: the fast path says so instead of averaging it."""
+    clients = _tiny_clients(digits, count=12)
+    model = make_model("mlp", digits.input_shape, 10, seed=0)
+    protocol = FedAvgProtocol(model, trainer=VmapTrainer(max_stack_bytes=5 * _bytes_per_client(model)))
+    protocol.setup(RoundContext(clients, (digits.x_test, digits.y_test), LocalTraining(lr=0.1), 0,
+                                torch.device("cpu"), digits.input_shape))
+    protocol.broadcast(1, list(range(12)))
+    results = protocol.train(1, list(range(12)))
+    assert all(r.finite for r in results) and protocol.stacked.pending is not None
+    with pytest.raises(RuntimeError, match="deadline rule"):
+        protocol.aggregate(1, results[1:])
+    protocol.train(1, list(range(12)))
+    protocol.aggregate(1, results)  # every client it folded: accepted
 
 
 def test_chunked_uplink_counts_the_payloads_and_holds_one_block(digits):

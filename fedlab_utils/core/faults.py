@@ -23,7 +23,9 @@ state, so a run is reproducible and a resumed run draws what an uninterrupted on
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +109,23 @@ class Faults:
 
     def is_late(self, seconds: float) -> bool:
         return self.deadline_s is not None and seconds > self.deadline_s
+
+    def result_seconds(self, client_id: int, round_idx: int, result, broadcast_bytes: int, profile) -> float:
+        """:meth:`client_seconds` of a client's result: its FLOPs and upload, and what it downloaded
+        (the broadcast, plus what it received during training)."""
+        return self.client_seconds(client_id, round_idx, result.flops, result.bytes_up,
+                                   broadcast_bytes + result.bytes_down, profile)
+
+    def late_rule(self, profile) -> Callable[[int, int, object, int], bool] | None:
+        """``late(client_id, round_idx, result, broadcast_bytes)``: whether the server stops waiting
+        before that result arrives, as :func:`~fedlab_utils.core.loop.run` decides it; ``None`` without
+        a deadline.  A protocol that folds results as they are trained leaves late ones out with it."""
+        if self.deadline_s is None:
+            return None
+        return functools.partial(self._result_is_late, profile=profile)
+
+    def _result_is_late(self, client_id: int, round_idx: int, result, broadcast_bytes: int, *, profile) -> bool:
+        return self.is_late(self.result_seconds(client_id, round_idx, result, broadcast_bytes, profile))
 
 
 def update_is_finite(update) -> bool:

@@ -169,7 +169,7 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
     device = clients[0].x.device
     meter = EnergyMeter(device)
     protocol.setup(RoundContext(clients, (test[0].to(device), test[1].to(device)), local, seed, device,
-                                tuple(clients[0].x.shape[1:])))
+                                tuple(clients[0].x.shape[1:]), late=None if faults is None else faults.late_rule(profile)))
     config = {"rounds": rounds, "fraction": fraction, "num_clients": len(clients), "seed": seed,
               "client_sizes": [len(c) for c in clients], "eval_every": eval_every,
               "local": {k: (v if not callable(v) else getattr(v, "__name__", repr(v))) for k, v in asdict(local).items()},
@@ -249,8 +249,7 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
             rows.append(_row(cid, "failed", profile, down[cid]))
             continue
         bytes_down = down[cid] + out.bytes_down
-        t = (faults.client_seconds(cid, round_idx, out.flops, out.bytes_up, bytes_down, profile)
-             if faults is not None else None)
+        t = faults.result_seconds(cid, round_idx, out, down[cid], profile) if faults is not None else None
         if faults is not None and faults.is_late(t):
             status = "late"
         elif not result_is_finite(out):

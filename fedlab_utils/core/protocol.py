@@ -28,7 +28,7 @@ from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_
 from fedlab_utils.core.faults import update_is_finite
 from fedlab_utils.core.preflight import check_trainer, probe_model
 from fedlab_utils.core.servers.fedavg import ServerOptimizer
-from fedlab_utils.core.stacked import StackedFedAvg, _Views, stacked_path_applies
+from fedlab_utils.core.stacked import StackedFedAvg, stacked_path_applies
 from fedlab_utils.core.training import (
     ClientResult,
     ClientTrainer,
@@ -36,7 +36,6 @@ from fedlab_utils.core.training import (
     LocalTraining,
     evaluate,
     model_state,
-    state_delta,
 )
 from fedlab_utils.data import ClientData
 from fedlab_utils.ledger.flops import mlp_layers, mlp_training_flops_per_sample, training_flops_per_sample
@@ -60,7 +59,11 @@ def per_client(clients: Sequence[int], work: Callable[[int], ClientResult]) -> l
 # ----------------------------------------------------------------------------- protocols
 @dataclass
 class RoundContext:
-    """What :func:`~fedlab_utils.core.loop.run` hands a protocol once, before the first round."""
+    """What :func:`~fedlab_utils.core.loop.run` hands a protocol once, before the first round.
+
+    ``late(client_id, round_idx, result, broadcast_bytes)`` is the round's deadline rule, the one
+    ``run`` leaves results out by (:meth:`~fedlab_utils.core.faults.Faults.late_rule`); ``None``
+    when nobody can be late."""
 
     clients: Sequence[ClientData]
     test: tuple[torch.Tensor, torch.Tensor]
@@ -68,6 +71,7 @@ class RoundContext:
     seed: int
     device: torch.device
     input_shape: tuple[int, ...]
+    late: Callable[[int, int, ClientResult, int], bool] | None = None
 
 
 class RoundProtocol:
@@ -184,17 +188,19 @@ class FedAvgProtocol(RoundProtocol):
         self.flops_per_sample = _FlopCache(ctx.input_shape)
         for hook in self._hooks().values():
             reset_state(hook)  # stateful codecs and server optimizers start every run afresh
-        self.stacked = (StackedFedAvg(self.trainer, self.uplink, self.transform, self._local, self.flops_per_sample)
+        self.stacked = (StackedFedAvg(self.trainer, self.uplink, self.transform, self._local, self.flops_per_sample,
+                                      ctx.late)
                         if stacked_path_applies(self.trainer, self.uplink, self.transform, self.aggregate_fn) else None)
 
     def broadcast(self, round_idx, selected):
         self.global_state = model_state(self.global_model)
         payload = self.downlink.encode(self.global_state)
         self.received = self.downlink.decode(payload, self.global_state)
+        self.broadcast_bytes = len(payload)
         return dict.fromkeys(selected, len(payload))
 
     def _local(self, round_idx: int, clients: list[int]) -> list[tuple[Update, float, int] | Exception]:
-        """Each client's ``(local state, mean loss, samples processed)`` from the trainer, or the
+        """Each client's ``(update, mean loss, samples processed)`` from the trainer, or the
         exception its training raised (found client by client when the trainer's call raises)."""
         ctx = self.ctx
         pairs = [(c, ctx.clients[c]) for c in clients]
@@ -212,7 +218,7 @@ class FedAvgProtocol(RoundProtocol):
             return []
         if self.stacked is not None:
             results = self.stacked.train(round_idx, clients, self.worker, self.received, self.ctx.clients,
-                                         self.ctx.local, self.ctx.seed)
+                                         self.ctx.local, self.ctx.seed, self.broadcast_bytes)
             if results is not None:
                 return results
         trained = self._local(round_idx, clients)
@@ -222,8 +228,8 @@ class FedAvgProtocol(RoundProtocol):
             cid, outcome = clients[i], trained[i]
             if isinstance(outcome, Exception):
                 raise outcome
-            local_state, loss, processed = outcome
-            update = self.transform.on_update(state_delta(local_state, self.received), cid)
+            update, loss, processed = outcome
+            update = self.transform.on_update(update, cid)
             n = len(self.ctx.clients[cid])
             if not update_is_finite(update):  # never fed to a codec: error-feedback memory stays clean
                 return ClientResult(cid, n, update, loss, processed, 0, 0, fps * processed, finite=False)
@@ -232,18 +238,6 @@ class FedAvgProtocol(RoundProtocol):
                                 fps * processed)
 
         return per_client(range(len(clients)), upload)
-
-    @property
-    def _block(self):
-        """The block of a round on the stacked path sent as zero-copy views: ``(block, row of each
-        client, average)``, or ``None``."""
-        pending = None if self.stacked is None else self.stacked.pending
-        return (pending.block, pending.row_of, pending.average) if isinstance(pending, _Views) else None
-
-    def _stacked_average(self, results: list[ClientResult]) -> Update:
-        """FedAvg of ``results`` from the pending block of zero-copy views (the round stays pending)."""
-        assert self.stacked is not None and isinstance(self.stacked.pending, _Views)
-        return self.stacked._stacked_average(self.stacked.pending, results)
 
     def aggregate(self, round_idx, results):
         results = [r for r in results if r.num_samples > 0]

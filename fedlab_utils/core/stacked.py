@@ -17,7 +17,8 @@ Two ways through a round, both giving what the per-client path gives:
 * an uplink whose payload is the rows themselves (``rows_are_payload``, the fp32 codec): each
   client's payload is its rows as zero-copy byte views, and the block is averaged with one weighted
   sum per tensor (up to float rounding of the sum's order); a round over several stacks keeps one
-  partial sum per stack;
+  partial sum per stack, of its clients that are finite and on time (the run's deadline rule,
+  ``late``, is known as soon as a client's result is), so no stack is ever trained twice;
 * any other uplink that folds: each client's update (exactly the per-client path's) is encoded in
   client order (:func:`~fedlab_utils.compression.wire.encode_rows`), decoded, and added to one
   running weighted sum in client order, the same float operations as
@@ -96,22 +97,27 @@ class StackedFedAvg:
 
     ``per_client(round_idx, clients)`` trains clients through the trainer's ordinary call, each
     client's outcome or exception (the path for a stack the trainer gives no block for or that
-    raised); ``flops_per_sample(model)`` is the protocol's FLOP count."""
+    raised); ``flops_per_sample(model)`` is the protocol's FLOP count; ``late`` the run's deadline
+    rule (:attr:`~fedlab_utils.core.protocol.RoundContext.late`)."""
 
     def __init__(self, trainer, uplink: Codec, transform: ClientTransform,
-                 per_client: Callable[[int, list[int]], Trained], flops_per_sample: Callable[[nn.Module], int]):
+                 per_client: Callable[[int, list[int]], Trained], flops_per_sample: Callable[[nn.Module], int],
+                 late: Callable[[int, int, ClientResult, int], bool] | None = None):
         self.trainer, self.uplink, self.transform = trainer, uplink, transform
-        self.per_client, self.flops_per_sample = per_client, flops_per_sample
+        self.per_client, self.flops_per_sample, self.late = per_client, flops_per_sample, late
         self.views = bool(getattr(uplink, "rows_are_payload", False))
         self.pending: _Views | _Partials | _Folded | None = None
 
     # ------------------------------------------------------------------ the round
     def train(self, round_idx: int, clients: list[int], worker: nn.Module, received: Update,
-              data: Sequence[ClientData], local, seed: int) -> list[ClientResult | Exception] | None:
+              data: Sequence[ClientData], local, seed: int,
+              broadcast_bytes: int = 0) -> list[ClientResult | Exception] | None:
         """One :class:`ClientResult` (or exception) per client, or ``None`` (nothing trained, nothing
-        sent) when the trainer offers no block for this round: the per-client path plays it then."""
+        sent) when the trainer offers no block for this round: the per-client path plays it then.
+        ``broadcast_bytes``: what each client downloaded before training (for the deadline rule)."""
         self.pending = None
         self._round = (round_idx, worker, received, data, local, seed)
+        self._broadcast_bytes = broadcast_bytes
         slicer = getattr(self.trainer, "stack_slices", None)
         slices = slicer(worker, len(clients)) if callable(slicer) else [(0, len(clients))]
         if not self.views:
@@ -159,32 +165,28 @@ class StackedFedAvg:
             if block is None:
                 results += self._send_trained(fold, part, self.per_client(round_idx, part))
                 continue
-            base = None if block.base is None else flatten(block.base)
             fps = self._fps(block)
             for first in range(0, len(part), ROWS_PER_ENCODE):
                 batch = range(first, min(first + ROWS_PER_ENCODE, len(part)))
                 index = torch.tensor([block.rows[i] for i in batch], device=next(iter(block.updates.values())).device)
                 rows = torch.cat([d.index_select(0, index).reshape(len(batch), -1).to("cpu", torch.float32)
                                   for d in block.updates.values()], dim=1)
-                if base is not None:  # the per-client path's update: (W₀ + D) − W₀
-                    rows = (base + rows) - base
                 results += self._send(fold, [part[i] for i in batch], rows, [block.losses[i] for i in batch],
                                       [block.processed[i] for i in batch], fps)
             del block
         return results
 
     def _send_trained(self, fold: _Folded, part: list[int], trained: Trained) -> list[ClientResult | Exception]:
-        """The clients of a stack trained one by one: each local state becomes its update as on the
-        per-client path, then goes through :meth:`_send` like a block's rows."""
-        received = self._round[2]
+        """The clients of a stack trained one by one: each update goes through :meth:`_send` like a
+        block's rows."""
         out: list[ClientResult | Exception] = []
         fps = self._fps(None)
         for cid, outcome in zip(part, trained):
             if isinstance(outcome, Exception):
                 out.append(outcome)
                 continue
-            state, loss, processed = outcome
-            row = flatten({k: state[k] - received[k] for k in received}).unsqueeze(0)
+            update, loss, processed = outcome
+            row = flatten(update).unsqueeze(0)
             out += self._send(fold, [cid], row, [loss], [processed], fps)
         return out
 
@@ -320,30 +322,37 @@ class StackedFedAvg:
             fps = self._fps(block)
             wire = [(d if d.device.type == "cpu" else d.cpu()).reshape(len(part), -1).numpy()
                     for d in block.updates.values()]
+            sent: list[ClientResult] = []
             for i, cid in enumerate(part):
                 n, processed = len(data[cid]), block.processed[i]
                 payload = [memoryview(w[block.rows[i]]).cast("B") for w in wire] if ok[i] and n else []
-                results.append(ClientResult(cid, n, None, block.losses[i], processed,
-                                            sum(len(view) for view in payload), 0, fps * processed, finite=ok[i]))
-            chunks.parts.append((part, partial, {cid for cid, good in zip(part, ok) if good and len(data[cid])}))
+                sent.append(ClientResult(cid, n, None, block.losses[i], processed,
+                                         sum(len(view) for view in payload), 0, fps * processed, finite=ok[i]))
+            contributors = {r.client_id for r, good in zip(sent, ok) if good and r.num_samples}
+            late = {r.client_id for r in sent if r.client_id in contributors and self.late is not None
+                    and self.late(r.client_id, round_idx, r, self._broadcast_bytes)}
+            if late:  # past the deadline: the server never averages them, so neither does the partial sum
+                contributors -= late
+                partial = self._fold_views(block, part, max(chunks.total, 1.0), contributors)[0]
+            results += sent
+            chunks.parts.append((part, partial, contributors))
             del block, wire, payload, partial  # the trainer trains the next slice in the same buffers
         self.pending = chunks
         return results
 
     def _chunked_average(self, chunks: _Partials, results: list[ClientResult]) -> Update:
         """FedAvg of the surviving clients of a round trained in several stacks: the slices' partial
-        sums, added in slice order and rescaled to the survivors' samples.  A slice in which a client
-        that contributed was then left out (late past a deadline) is trained again, the same clients
-        with the same seed giving the same updates, and summed over its survivors only; that re-run is
-        the simulator's own work, not the clients', so the ledger does not charge it."""
+        sums, added in slice order and rescaled to the survivors' samples.  Each partial sum holds
+        exactly the clients the server accepts (finite, on time), so ``results`` must be those."""
         keep = {r.client_id for r in results}
         update: Update | None = None
         for part, partial, contributors in chunks.parts:
-            if not contributors <= keep:
-                block = self._train_slice(part)
-                assert block is not None
-                partial = self._fold_views(block, part, max(chunks.total, 1.0), keep)[0]
-                del block
+            if contributors != keep & set(part):
+                raise RuntimeError(
+                    f"round {chunks.round_idx}: the stacked fast path folded clients {sorted(contributors)} of "
+                    f"this stack into its sum, but the accepted ones are {sorted(keep & set(part))}; its sums "
+                    "follow the run's deadline rule (RoundContext.late), so a caller that leaves clients out by "
+                    "another rule must use the per-client path")
             update = {key: p.clone() for key, p in partial.items()} if update is None else \
                 {key: update[key].add_(partial[key]) for key in update}
         assert update is not None

@@ -280,9 +280,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 class ClientTrainer(Protocol):
     """Runs local training for the sampled clients of one round.
 
-    Returns, per client, ``(local_state, mean_loss, samples_processed)`` (or the exception it
-    raised).  The default trains clients one after another; :mod:`fedlab_utils.core.vmap_trainer`
-    trains them all at once.  A trainer may also offer a fast path, ``train_stacked`` with the same
+    Returns, per client, ``(update, mean_loss, samples_processed)`` (or the exception it raised),
+    where ``update`` is the client's trained floating-point state minus ``received``, key by key
+    over ``received`` (:func:`state_delta`): what the client sends.  The default trains clients one
+    after another; :mod:`fedlab_utils.core.vmap_trainer` trains them all at once.  A trainer may also offer a fast path, ``train_stacked`` with the same
     arguments, returning the round's updates as one :class:`StackedUpdates` block (or ``None`` when
     it cannot); the caller decides whether it may use such a block at all.
     """
@@ -297,12 +298,9 @@ class StackedUpdates:
     """All clients' updates of one round as one block: ``updates[key][row]`` is the update
     (local − received) of the client at ``rows[i]`` for the caller's i-th client.
 
+    Each row is exactly what the trainer's ordinary call gives as that client's update.
     ``losses``/``processed`` are per caller position; ``flops_per_sample`` is the training FLOPs per
-    sample when the trainer knows them (else ``None``).  ``base``: ``None`` when each row is what the
-    trainer's ordinary call gives as the client's update (``local − received``, computed as such);
-    else the received state ``W₀`` of a block that accumulated each update ``D`` directly, whose
-    ordinary call gives ``(W₀ + D) − W₀`` (equal up to float rounding; a codec that must send exactly
-    what the per-client path sends computes that).  A block is valid until the next call of the
+    sample when the trainer knows them (else ``None``).  A block is valid until the next call of the
     trainer that made it (it may train in the same buffers again).
     """
 
@@ -311,7 +309,6 @@ class StackedUpdates:
     losses: list[float]
     processed: list[int]
     flops_per_sample: int | None = None
-    base: Update | None = None
 
 
 def client_generator(seed: int, round_idx: int, client_id: int) -> torch.Generator:
@@ -320,7 +317,8 @@ def client_generator(seed: int, round_idx: int, client_id: int) -> torch.Generat
 
 
 class SequentialTrainer:
-    """Train the sampled clients one after another on one working copy of the model."""
+    """Train the sampled clients one after another on one working copy of the model; each
+    client's update is its trained state minus ``received``."""
 
     def __call__(self, model, received, clients, local, round_idx, seed, transform):
         out = []
@@ -329,7 +327,7 @@ class SequentialTrainer:
             transform.on_receive(model, cid, round_idx)
             loss, processed = train_locally(model, data, local, generator=client_generator(seed, round_idx, cid),
                                             transform=transform, global_state=received)
-            out.append((model_state(model), loss, processed))
+            out.append((state_delta(model_state(model), received), loss, processed))
         return out
 
     def __repr__(self) -> str:

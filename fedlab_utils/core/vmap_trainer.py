@@ -11,9 +11,10 @@ supports plain SGD (``optimizer='sgd'``, optional ``weight_decay``), ``precision
 transforms ``ClientTransform()`` (none) and :class:`~fedlab_utils.core.training.FedProx`; anything
 else raises.
 
-Besides the trainer call (each client's local weights), :meth:`VmapTrainer.train_stacked`
-returns the round's updates as one :class:`~fedlab_utils.core.training.StackedUpdates` block, without
-per-client copies; whoever calls it decides whether a block is of any use to it.
+Besides the trainer call (each client's update, a view of its row of the stack),
+:meth:`VmapTrainer.train_stacked` returns the round's updates as one
+:class:`~fedlab_utils.core.training.StackedUpdates` block, without per-client copies; whoever calls
+it decides whether a block is of any use to it.
 
 Memory stays bounded: one stack holds one copy of the model per client, so a round with more
 clients than fit in ``max_stack_bytes`` (512 MiB by default: 2,637 clients of the course's
@@ -23,7 +24,7 @@ running sum before asking for the next (as FedAvg's loop does) never holds more 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedlab_utils.compression.wire import Update
 from fedlab_utils.core.training import (
     ClientTransform,
     FedProx,
@@ -110,7 +110,8 @@ class VmapTrainer:
     the first are short, each client's *update* ``W − W₀`` from the start (``stack='auto'``, see
     :meth:`_stack_updates`; ``'weights'`` or ``'updates'`` force one): the first step then writes
     the stack without reading it, and the uplink sends the stack as it is.  Either way the trainer
-    returns each client's local weights.
+    returns each client's update: a stack of weights has ``received`` subtracted in place after
+    training, a stack of updates is one already.
 
     Clients of different sizes share the stack: the schedule orders them by number of steps,
     so the clients still training are a prefix of the stack, and a short last batch is padded
@@ -133,6 +134,7 @@ class VmapTrainer:
         self.stack = check_choice("stack", stack, ("auto", "weights", "updates"))
         self.max_stack_bytes = max_stack_bytes
         self._pool: dict[str, torch.Tensor] = {}  # the previous block's buffers, trained in again
+        self._checked: tuple | None = None  # the setup check_supported last passed
 
     def group_size(self, model: nn.Module) -> int | None:
         """How many clients one stack may hold: ``max_group`` and ``max_stack_bytes`` ÷ the bytes of
@@ -171,14 +173,27 @@ class VmapTrainer:
             raise ValueError("trainer='vmap' needs a model without buffers (BatchNorm) or dropout; "
                              "use trainer='sequential'")
 
+    def _check_once(self, model: nn.Module, local: LocalTraining, transform: ClientTransform) -> None:
+        """:meth:`check_supported`, skipped while the model, ``local`` and the transform's type are the
+        ones it last passed (a run checks its setup before round 1; every round then has the same)."""
+        setup = (id(model), local, type(transform))
+        if self._checked != setup:
+            self.check_supported(model, local, transform)
+            self._checked = setup
+
     def __call__(self, model, received, clients, local, round_idx, seed, transform):
-        self.check_supported(model, local, transform)
+        """Each client's ``(update, mean loss, samples processed)``; the updates are views of the rows
+        of this call's own stacks (fresh buffers, never trained in again)."""
+        self._check_once(model, local, transform)
         out: list = [None] * len(clients)
         for start, stop in self.stack_slices(model, len(clients)):
             chunk = clients[start:stop]
-            results = self._train_stack(model, received, chunk, local, round_idx, seed, transform, {})[0]
-            for pos, result in enumerate(results):
-                out[start + pos] = result
+            block = self._train_stack(model, received, chunk, local, round_idx, seed, transform, {})
+            for i in range(len(chunk)):
+                row = block.rows[i]
+                update = {key: block.updates[key][row] if key in block.updates else torch.zeros_like(value)
+                          for key, value in received.items()}
+                out[start + i] = (update, block.losses[i], block.processed[i])
         return out
 
     def train_stacked(self, model, received, clients, local, round_idx, seed, transform) -> StackedUpdates | None:
@@ -191,22 +206,15 @@ class VmapTrainer:
         (a fresh stack every round would cost page faults), so use a block, and drop every reference to
         it, before the next call.
         """
-        self.check_supported(model, local, transform)
+        self._check_once(model, local, transform)
         names = {name for name, _ in model.named_parameters()}
         size = self.group_size(model)
         if not clients or (size is not None and len(clients) > size) or any(key not in names for key in received):
             return None
         pool, self._pool = self._pool, {}
-        out, params, order, updates, fps = self._train_stack(model, received, clients, local, round_idx, seed,
-                                                             transform, pool)
-        deltas = ({key: params[key] for key in received} if updates else  # already the updates
-                  {key: params[key].sub_(received[key].unsqueeze(0)) for key in received})  # in place
-        self._pool = {key: d if d._base is None else d._base for key, d in deltas.items()}  # whole buffers
-        rows = [0] * len(clients)
-        for pos, i in enumerate(order):
-            rows[i] = pos
-        return StackedUpdates(deltas, rows, [loss for _, loss, _ in out], [n for _, _, n in out], fps,
-                              base=received if updates else None)
+        block = self._train_stack(model, received, clients, local, round_idx, seed, transform, pool)
+        self._pool = {key: d if d._base is None else d._base for key, d in block.updates.items()}  # whole buffers
+        return block
 
     def _round_data(self, ordered: list[ClientData]) -> tuple[torch.Tensor, torch.Tensor]:
         """All clients' samples concatenated in stack order.  Kept from the previous round when the
@@ -222,9 +230,9 @@ class VmapTrainer:
             self._data = cached
         return cached[2], cached[3]
 
-    def _train_stack(self, model, received, group, local, round_idx, seed, transform, pool):
-        """Train one stack; returns (per-client results, stacked parameters, stack order, whether the
-        stack holds updates, FLOPs per sample or ``None``)."""
+    def _train_stack(self, model, received, group, local, round_idx, seed, transform, pool) -> StackedUpdates:
+        """Train one stack (in ``pool``'s buffers where they fit) and return its updates, one row per
+        client of ``group``: a stack of weights has ``received`` subtracted in place."""
         k = len(group)
         device = group[0][1].x.device
         sizes = [len(data) for _, data in group]
@@ -258,15 +266,18 @@ class VmapTrainer:
             loss = step_fn(params, active, x[rows], y[rows], weight, local.lr, local.weight_decay, mu, anchor, t == 0)
             losses[:active] += loss.double()
             counts[:active] += 1
-        processed = [local.epochs * n for n in sizes]
         mean_loss = (losses / counts).tolist()
-        out: list = [None] * k
+        rows = [0] * k
         for pos, i in enumerate(plan.order):
-            state = (_LocalWeights(received, params, pos) if updates else
-                     {key: params[key][pos] if key in params else value.clone() for key, value in received.items()})
-            out[i] = (state, mean_loss[pos] if sizes[i] else float("nan"), processed[i])
-        fps = None if layers is None else mlp_training_flops_per_sample(layers)
-        return out, params, plan.order, updates, fps
+            rows[i] = pos
+        if not updates:
+            for key in params:
+                if key in received:
+                    params[key].sub_(received[key].to(device).unsqueeze(0))  # weights -> updates, in place
+        return StackedUpdates({key: d for key, d in params.items() if key in received}, rows,
+                              [mean_loss[rows[i]] if sizes[i] else float("nan") for i in range(k)],
+                              [local.epochs * n for n in sizes],
+                              None if layers is None else mlp_training_flops_per_sample(layers))
 
     def _stack_updates(self, plan: _Schedule, k: int) -> bool:
         """Whether the MLP path keeps updates ``W − W₀`` rather than weights in the stack.
@@ -289,25 +300,6 @@ class VmapTrainer:
         if self.max_stack_bytes != MAX_STACK_BYTES:
             extra += f", max_stack_bytes={self.max_stack_bytes}"
         return f"VmapTrainer(max_group={self.max_group}{extra})"
-
-
-class _LocalWeights(Mapping):
-    """A client's local weights ``W₀ + D`` when the stack holds updates ``D``: read-only, each tensor
-    computed when asked for (what a trainer returns is a client's *weights*, whatever the stack holds)."""
-
-    def __init__(self, received: Update, updates: dict[str, torch.Tensor], pos: int):
-        self.received, self.updates, self.pos = received, updates, pos
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key in self.updates:
-            return self.received[key] + self.updates[key][self.pos].to(self.received[key].device)
-        return self.received[key].clone()
-
-    def __iter__(self):
-        return iter(self.received)
-
-    def __len__(self) -> int:
-        return len(self.received)
 
 
 def _sgd_decay(lr: float, weight_decay: float, mu: float) -> float:

@@ -299,7 +299,7 @@ def _client_train(msg, context, defaults: DeploymentConfig | None = None):
 
     from fedlab_utils.compression.wire import Fp32Codec
     from fedlab_utils.core.faults import update_is_finite
-    from fedlab_utils.core.training import SequentialTrainer, model_state, state_delta
+    from fedlab_utils.core.training import SequentialTrainer, model_state
 
     config = _run_config(context, defaults)
     partition_id = int(context.node_config[NODE_PARTITION_KEY])
@@ -318,9 +318,9 @@ def _client_train(msg, context, defaults: DeploymentConfig | None = None):
             load_part_state(parts[name], name, bytes(stored[name]))
     codec, transform = parts["uplink"], parts["transform"]
     received = Fp32Codec().decode(bytes(sent["global"]), model_state(model))
-    [(local_state, loss, processed)] = SequentialTrainer()(model, received, [(partition_id, data)], config.local(),
-                                                          round_idx, config.seed, transform)
-    update = transform.on_update(state_delta(local_state, received), partition_id)
+    [(update, loss, processed)] = SequentialTrainer()(model, received, [(partition_id, data)], config.local(),
+                                                      round_idx, config.seed, transform)
+    update = transform.on_update(update, partition_id)
     finite = update_is_finite(update)
     payload = codec.encode(update, partition_id) if finite else b""  # a non-finite update is never sent
     states = {name: part_state_bytes(parts[name], name) for name in STATEFUL_CLIENT_PARTS}
