@@ -65,5 +65,5 @@ class Checkpointing(Callback):
 
     def on_round_end(self, record: RoundRecord, history: History) -> None:
         if record.round % self.every == 0 or record.round == self.rounds:
-            save_checkpoint(self.path, round_idx=record.round, config=self.identity, history=history.to_dict(),
+            save_checkpoint(os.fspath(self.path), round_idx=record.round, config=self.identity, history=history.to_dict(),
                             state=self.state())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -67,15 +68,15 @@ def config_mismatches(saved: dict, current: dict, prefix: str = "") -> list[str]
     return out
 
 
-def save_checkpoint(path: str | Path, *, round_idx: int, config: dict, history: dict, state: dict) -> Path:
+def save_checkpoint(path: str | os.PathLike, *, round_idx: int, config: dict, history: dict, state: dict) -> Path:
     """Write a checkpoint atomically: ``state`` (tensors and plain values), ``config`` and ``history`` (JSON)."""
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "round": int(round_idx), "config_json": json.dumps(config, sort_keys=True),
                 "history_json": json.dumps(history), "state": state}, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path, config: dict | None = None, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, config: dict | None = None, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint (``weights_only=True``: no pickle).  With ``config``, refuse one written by
     a different configuration, naming every difference."""
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import cast
 
 import numpy as np
 from torch import nn
@@ -305,7 +306,8 @@ def _record_of_rows(r: RoundRecord, rows: list[ClientRow], group: str) -> RoundR
         bytes_up=int(sum(row["bytes_up"] for row in rows)), bytes_down=int(sum(row["bytes_down"] for row in rows)),
         client_flops=int(sum(row["flops"] for row in rows)), energy=sum((row["energy"] for row in rows), Energy()),
         wasted_joules=float(sum(row["energy"].total for row in rows if row["status"] != "accepted")),
-        metrics={}, client_rows=rows, **by_status)
+        metrics={}, client_rows=rows, dropped=by_status["dropped"], late=by_status["late"],
+        rejected=by_status["rejected"], failed=by_status["failed"])
 
 
 SPREAD = "±"  # suffix of a column holding the 95 % Student-t half-width over seeds
@@ -356,7 +358,7 @@ def summary_table(histories, target: float | None = None):
 
     rows = []
     for label, run in labelled(histories):
-        row = run.summary(target) if isinstance(run, History) else seeds_summary(run, target)
+        row = run.summary(target) if isinstance(run, History) else seeds_summary(cast(Sequence[History], run), target)
         rows.append({**row, "run": label})
     table = pd.DataFrame(rows).set_index("run")
     if "seeds" not in table:

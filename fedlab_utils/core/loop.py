@@ -233,8 +233,9 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
     down = protocol.broadcast(round_idx, selected)
     active = [c for c in present if c not in set(dropped)]
     outcomes = protocol.train(round_idx, active)
-    if on_client_error == "raise" and len(active) > 1 and all(isinstance(o, Exception) for o in outcomes):
-        raise _naming_client(outcomes[0], active[0], round_idx, every=len(active)) from outcomes[0]
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    if on_client_error == "raise" and len(active) > 1 and len(errors) == len(outcomes):
+        raise _naming_client(errors[0], active[0], round_idx, every=len(active)) from errors[0]
     rows: list[ClientRow] = []
     accepted, seconds = [], []
     for cid in selected:

@@ -126,7 +126,8 @@ def _label_samples(clients: Sequence, test: tuple[torch.Tensor, torch.Tensor]) -
                                                                                                torch.Tensor]]:
     """``(where, one input, its label)`` for the first client with data, for the first client of
     every other label dtype or label shape, and for ``test``: what :func:`probe_model` runs."""
-    samples, kinds = [], set()
+    samples: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    kinds = set()
     for i, client in enumerate(clients):
         kind = (client.y.dtype, tuple(client.y.shape[1:]))
         if len(client) > 0 and (not samples or kind not in kinds):

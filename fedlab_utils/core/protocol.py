@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -42,12 +43,14 @@ from fedlab_utils.ledger.flops import mlp_layers, mlp_training_flops_per_sample,
 
 __all__ = ["RoundContext", "RoundProtocol", "FedAvgProtocol", "per_client"]
 
+_Outcome = TypeVar("_Outcome")
 
-def per_client(clients: Sequence[int], work: Callable[[int], ClientResult]) -> list[ClientResult | Exception]:
+
+def per_client(clients: Sequence[int], work: Callable[[int], _Outcome]) -> list[_Outcome | Exception]:
     """``work(cid)`` for every client; a client whose work raises gets its exception in its place,
     so one broken client never takes the others down (:func:`~fedlab_utils.core.loop.run` decides
     what to do with it)."""
-    out: list[ClientResult | Exception] = []
+    out: list[_Outcome | Exception] = []
     for cid in clients:
         try:
             out.append(work(cid))
@@ -140,7 +143,8 @@ class _FlopCache:
     first use in a process imports ``torch._dynamo``."""
 
     def __init__(self, input_shape: tuple[int, ...]):
-        self.input_shape, self._cache = input_shape, {}
+        self.input_shape = input_shape
+        self._cache: dict[tuple, int] = {}
 
     def __call__(self, model: nn.Module) -> int:
         key = tuple((n, tuple(p.shape)) for n, p in model.named_parameters())

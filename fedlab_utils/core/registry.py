@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import importlib
 import inspect
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,8 +65,9 @@ SERVERS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 def make_server(name: str, lr: float | None = None, **kwargs):
     """A fresh server optimizer by name (``SERVERS``); ``lr=None`` takes the class default."""
     check_choice("server", name, SERVERS)
-    factory = {"fedavg": FedAvgServer, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi,
-               "fedadagrad": FedAdagrad}[name]
+    factories: dict[str, Callable[..., object]] = {"fedavg": FedAvgServer, "fedavgm": FedAvgM, "fedadam": FedAdam,
+                                                   "fedyogi": FedYogi, "fedadagrad": FedAdagrad}
+    factory = factories[name]
     return factory(**({} if lr is None else {"lr": lr}), **kwargs)
 
 
@@ -217,7 +220,7 @@ def _imported(spec: str, kind: str, argument: str) -> object | None:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"{argument}={spec!r}: module {module_name!r} cannot be imported: {exc}") from exc
-    obj = module
+    obj: Any = module
     for name in path.split("."):
         if not hasattr(obj, name):
             raise ValueError(f"{argument}={spec!r}: module {module_name!r} has no {path!r}")
@@ -385,7 +388,7 @@ register("transform", "fedprox", "fedprox:<mu>")(_one_number("transform", FedPro
 
 _DEFAULTS["trainer"] = SequentialTrainer
 for _name in TRAINERS:
-    _no_arg("trainer", _name, lambda _name=_name: make_trainer(_name))
+    _no_arg("trainer", _name, functools.partial(make_trainer, _name))
 
 
 @register("trainer", "auto")

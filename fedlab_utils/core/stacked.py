@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -365,7 +366,8 @@ class StackedFedAvg:
 def _finite_rows(deltas: dict[str, torch.Tensor], k: int) -> list[bool]:
     """Per row of a block, whether the sum of its values is finite: a NaN/inf makes it not, and so
     may an overflow of finite values, which :func:`_row_finite` settles."""
-    return torch.isfinite(sum(d.reshape(k, -1).sum(1) for d in deltas.values())).tolist()
+    total = sum(d.reshape(k, -1).sum(1) for d in deltas.values())
+    return torch.isfinite(cast(torch.Tensor, total)).tolist()
 
 
 def _finite_matrix_rows(rows: torch.Tensor) -> list[bool]:

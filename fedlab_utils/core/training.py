@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -95,7 +95,7 @@ class LocalTraining:
 
     def __post_init__(self) -> None:
         try:
-            checked = {"epochs": check_int("epochs", self.epochs, 1)}
+            checked: dict[str, int | float] = {"epochs": check_int("epochs", self.epochs, 1)}
         except ValueError as exc:  # the notebooks' parameter of the same meaning is local_epochs
             raise ValueError(f"LocalTraining {exc} (the notebooks' local_epochs)") from None
         if self.batch_size is not None:
@@ -147,9 +147,9 @@ class PlainSGD:
         params = [p for p in self.params if p.grad is not None]
         if not params:
             return
-        grads = [p.grad for p in params]
+        grads: list[torch.Tensor] = [p.grad for p in params]
         if self.weight_decay:
-            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+            grads = list(torch._foreach_add(grads, params, alpha=self.weight_decay))
         torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
@@ -187,7 +187,8 @@ class FedProx(ClientTransform):
     def regularizer(self, model: nn.Module, global_state: Update) -> torch.Tensor | None:
         if self.mu == 0:
             return None
-        return 0.5 * self.mu * sum(((p - global_state[n]) ** 2).sum() for n, p in model.named_parameters())
+        penalty = sum(((p - global_state[n]) ** 2).sum() for n, p in model.named_parameters())
+        return 0.5 * self.mu * cast(torch.Tensor, penalty)
 
     def __repr__(self) -> str:
         return f"FedProx(mu={self.mu})"
@@ -202,13 +203,16 @@ def autocast_context(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer | PlainSGD,
                       scaler: torch.amp.GradScaler | None = None) -> None:
     """Backward pass and optimizer step, through ``scaler`` when fp16 training uses one."""
     if scaler is None:
         loss.backward()
         optimizer.step()
         return
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"precision='fp16' steps through a GradScaler, which needs a torch.optim optimizer "
+                        f"(got {type(optimizer).__name__})")
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
@@ -240,6 +244,7 @@ def train_locally(model: nn.Module, data: ClientData, local: LocalTraining, *, g
     transform = transform or ClientTransform()
     model.train()
     device = data.x.device
+    optimizer: torch.optim.Optimizer | PlainSGD
     if local.optimizer == "sgd" and local.precision != "fp16":  # GradScaler wants a torch.optim optimizer
         optimizer = PlainSGD(model.parameters(), local.lr, local.weight_decay)
     else:

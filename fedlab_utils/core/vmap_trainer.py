@@ -267,15 +267,15 @@ class VmapTrainer:
             losses[:active] += loss.double()
             counts[:active] += 1
         mean_loss = (losses / counts).tolist()
-        rows = [0] * k
+        row_of = [0] * k
         for pos, i in enumerate(plan.order):
-            rows[i] = pos
+            row_of[i] = pos
         if not updates:
             for key in params:
                 if key in received:
                     params[key].sub_(received[key].to(device).unsqueeze(0))  # weights -> updates, in place
-        return StackedUpdates({key: d for key, d in params.items() if key in received}, rows,
-                              [mean_loss[rows[i]] if sizes[i] else float("nan") for i in range(k)],
+        return StackedUpdates({key: d for key, d in params.items() if key in received}, row_of,
+                              [mean_loss[row_of[i]] if sizes[i] else float("nan") for i in range(k)],
                               [local.epochs * n for n in sizes],
                               None if layers is None else mlp_training_flops_per_sample(layers))
 

@@ -193,5 +193,7 @@ def lstm_training_flops_per_sample(model: CharLSTM, sequence: int) -> int:
     The per-step cost is :func:`lstm_forward_flops_per_step`, which
     :func:`training_flops_per_sample` adds for the LSTM kernels it cannot see.
     """
-    head = 2 * model[3].in_features * model[3].out_features
-    return 3 * (sequence * lstm_forward_flops_per_step(model[2].lstm) + head)
+    head_layer, lstm = model[3], model[2].lstm
+    assert isinstance(head_layer, nn.Linear) and isinstance(lstm, nn.LSTM)
+    head = 2 * head_layer.in_features * head_layer.out_features
+    return 3 * (sequence * lstm_forward_flops_per_step(lstm) + head)

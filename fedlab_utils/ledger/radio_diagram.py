@@ -41,7 +41,8 @@ def _draw_one_timeline(ax, profile: EnergyProfile, flops: float, bytes_up: float
         profile=profile.name, radio=profile.radio.name, down=fmt_bytes(bytes_down), up=fmt_bytes(bytes_up),
         fixed=energy.radio_fixed, total=energy.total), fontsize=9)
     # one legend entry per phase kind with its power, time and joules, outside the bars (right)
-    handles, labels, seen = [], [], {}
+    handles, labels = [], []
+    seen: dict[str, list] = {}
     for ph in phases:
         seen.setdefault(ph.name, []).append(ph)
     for name, group in seen.items():
@@ -76,7 +77,7 @@ def draw_radio_timeline(profile: str | EnergyProfile | Sequence[str | EnergyProf
     profiles = [profile] if isinstance(profile, (str, EnergyProfile)) else list(profile)
     if not profiles:
         raise ValueError("profile=[] is empty; pass a profile name, an EnergyProfile, or a list of them")
-    profiles = [get_profile(p) for p in profiles]
+    resolved = [get_profile(p) for p in profiles]
     for label, value in (("flops", flops), ("bytes_up", bytes_up), ("bytes_down", bytes_down)):
         if value < 0:
             raise ValueError(f"{label}={value!r} is negative; pass a count (>= 0)")
@@ -91,7 +92,7 @@ def draw_radio_timeline(profile: str | EnergyProfile | Sequence[str | EnergyProf
         if len(axes) != len(profiles):
             raise ValueError(f"axes has {len(axes)} axes for {len(profiles)} profiles; pass one axis per profile")
         fig = axes[0].figure
-    for ax, p in zip(axes, profiles):
+    for ax, p in zip(axes, resolved):
         _draw_one_timeline(ax, p, flops, bytes_up, bytes_down)
     fig.tight_layout()
     return fig, axes

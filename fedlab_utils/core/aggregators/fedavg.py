@@ -5,7 +5,9 @@ training samples.  Lesson 00 introduces it; every other aggregator has the same 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
+import torch
 from torch import nn
 
 from fedlab_utils.compression.wire import Update
@@ -24,12 +26,12 @@ def weighted_average(updates: Sequence[Update], weights: Sequence[float]) -> Upd
     total = float(sum(weights))
     if total <= 0 or any(w < 0 for w in weights):
         raise ValueError(f"weights={list(weights)} must be non-negative with a positive sum")
-    return {k: sum(float(w) / total * u[k] for u, w in zip(updates, weights)) for k in updates[0]}
+    return {k: cast(torch.Tensor, sum(float(w) / total * u[k] for u, w in zip(updates, weights))) for k in updates[0]}
 
 
 def fedavg_aggregate(results: list[ClientResult], global_model: nn.Module, round_idx: int) -> Update:
     """FedAvg: the updates averaged with weights = each client's real number of training samples."""
-    return weighted_average([r.update for r in results], [r.num_samples for r in results])
+    return weighted_average([cast(Update, r.update) for r in results], [r.num_samples for r in results])
 
 
 #: Declared capability: this aggregate is exactly ``weighted_average`` of the updates by their

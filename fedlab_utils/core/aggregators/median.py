@@ -6,6 +6,7 @@ minority of outlying clients.  An even number of clients averages the two middle
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ __all__ = ["Median", "sorted_stack"]
 
 
 def sorted_stack(results: list[ClientResult], key: str) -> torch.Tensor:
-    return torch.stack([r.update[key] for r in results]).sort(dim=0).values
+    return torch.stack([cast(Update, r.update)[key] for r in results]).sort(dim=0).values
 
 
 @dataclass(frozen=True)
