@@ -108,3 +108,18 @@ def test_run_works_where_the_course_and_deploy_extras_cannot_be_imported():
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok []")
+
+
+def test_the_module_map_in_docs_is_drawn_from_the_code():
+    """docs/architecture.md's module map (and its zh twin's) lists every module with its docstring's
+    first paragraph; a module added, removed or redescribed without redrawing it fails here."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import module_map
+    finally:
+        sys.path.pop(0)
+    drawn = module_map.module_map()
+    assert any(line.strip().startswith("stacked.py") for line in drawn)
+    for doc in module_map.DOCS:
+        assert module_map.documented_map(doc.read_text(encoding="utf-8")) == drawn, (
+            f"{doc.relative_to(ROOT)}'s module map differs from the code: run python docs/module_map.py --write")
