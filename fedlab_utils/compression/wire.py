@@ -194,10 +194,10 @@ def unpack_bits(buffer: bytes, count: int, bits: int) -> np.ndarray:
     flat = np.unpackbits(raw, count=count * bits)
     if bits == 1:
         return flat.astype(np.int64)
-    flat = flat.reshape(count, bits)
+    columns = flat.reshape(count, bits)
     out = np.zeros(count, dtype=np.int64)
     for j in range(bits):  # most significant bit first
-        out = (out << 1) | flat[:, j]
+        out = (out << 1) | columns[:, j]
     return out
 
 
