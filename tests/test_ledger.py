@@ -349,3 +349,12 @@ def test_models_without_lstm_count_exactly_what_flopcountermode_counts():
         with FlopCounterMode(display=False) as counter:
             nn.functional.cross_entropy(model(torch.zeros(4, 1, 8, 8)), torch.zeros(4, dtype=torch.long)).backward()
         assert training_flops_per_sample(model, (1, 8, 8)) == counter.get_total_flops() // 4
+
+
+def test_energy_by_profile_of_totals_needs_the_byte_totals():
+    from fedlab_utils.ledger import energy_by_profile
+
+    priced = energy_by_profile(1e9, bytes_up=1000, bytes_down=2000, client_rounds=2)
+    assert priced["phone-lte"]["total"] > 0
+    with pytest.raises(ValueError, match="bytes_up=None"):
+        energy_by_profile(1e9, bytes_down=2000)

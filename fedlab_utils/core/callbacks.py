@@ -49,11 +49,13 @@ class ProgressBar(Callback):
     def on_round_end(self, record: RoundRecord, history: History) -> None:
         evaluated = history.evaluated_records()
         accuracy = evaluated[-1].accuracy if evaluated else float("nan")
-        self.bar.set_postfix(acc=f"{100 * accuracy:.1f}%")
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.set_postfix(acc=f"{100 * accuracy:.1f}%")
+            self.bar.update(1)
 
     def on_run_end(self, history: History) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 class Checkpointing(Callback):

@@ -102,7 +102,7 @@ class Faults:
     def client_seconds(self, client_id: int, round_idx: int, flops: float, bytes_up: float, bytes_down: float,
                        profile) -> float:
         """Simulated seconds of one client-round: download, local compute at its device speed, upload."""
-        median = self.flops_per_s or getattr(profile, "flops_per_second", 5e9)
+        median = self.flops_per_s or getattr(profile, "flops_per_second", None) or 5e9
         speed = self.device_speed(client_id, round_idx, median)
         return (8 * bytes_down / (profile.downlink_mbps * 1e6) + flops / speed
                 + 8 * bytes_up / (profile.uplink_mbps * 1e6))

@@ -201,7 +201,7 @@ class History:
         or the run had no fault model."""
         rounds = self.rounds_to_accuracy(target)
         times = [r.sim_time_s for r in self.records[:rounds or 0]]
-        return None if rounds is None or None in times else float(sum(times))
+        return None if rounds is None or None in times else float(sum(t for t in times if t is not None))
 
     def round_energy(self) -> list[Energy]:
         """Each round's modelled joules as the run priced them: every client row by
@@ -223,11 +223,11 @@ class History:
                 "server_flops": int(sum(r.server_flops for r in self.records)),
                 "wall_time_s": float(sum(r.wall_time_s for r in self.records)),
                 **{f"joules_{k}": v for k, v in asdict(e).items()}, "joules_total": e.total,
-                "measured_joules": None if None in measured else float(sum(measured)),
+                "measured_joules": None if None in measured else float(sum(j for j in measured if j is not None)),
                 "dropped": sum(len(r.dropped) for r in self.records), "late": sum(len(r.late) for r in self.records),
                 "rejected": sum(len(r.rejected) for r in self.records),
                 "failed": sum(len(r.failed) for r in self.records),
-                "sim_time_s": None if None in sim else float(sum(sim)),
+                "sim_time_s": None if None in sim else float(sum(t for t in sim if t is not None)),
                 "wasted_joules": float(sum(r.wasted_joules for r in self.records))}
 
     def summary(self, target: float | None = None) -> dict:

@@ -204,7 +204,8 @@ def run(model: nn.Module | None, clients: Sequence[ClientData], test: tuple[torc
         joules_after = meter.read()
         record = RoundRecord(**ledger, accuracy=accuracy, loss=loss, metrics=metrics, evaluated=evaluated,
                              wall_time_s=time.perf_counter() - started,
-                             measured_joules=None if joules_before is None else joules_after - joules_before)
+                             measured_joules=(None if joules_before is None or joules_after is None
+                                              else joules_after - joules_before))
         history.records.append(record)
         for hook in hooks:
             hook.on_round_end(record, history)
@@ -251,7 +252,7 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
             continue
         bytes_down = down[cid] + out.bytes_down
         t = faults.result_seconds(cid, round_idx, out, down[cid], profile) if faults is not None else None
-        if faults is not None and faults.is_late(t):
+        if faults is not None and t is not None and faults.is_late(t):
             status = "late"
         elif not result_is_finite(out):
             status = "rejected"
@@ -266,8 +267,9 @@ def _play_round(protocol: RoundProtocol, round_idx: int, num_clients: int, fract
     status_of = {s: [r.client_id for r in rows if r.status == s] for s in ("dropped", "late", "rejected", "failed")}
     sim_time = None
     if faults is not None:
-        waits = faults.deadline_s is not None and (status_of["late"] or status_of["dropped"] or status_of["failed"])
-        sim_time = float(faults.deadline_s) if waits else float(max(seconds, default=0.0))
+        deadline = faults.deadline_s
+        waited = status_of["late"] or status_of["dropped"] or status_of["failed"]  # for someone who never came
+        sim_time = float(deadline) if deadline is not None and waited else float(max(seconds, default=0.0))
     if selected and not accepted:
         warnings.warn(f"round {round_idx}: no client update was accepted, so the model is unchanged "
                       f"(of {len(selected)} sampled clients: {_status_counts(rows)})", RoundWarning, stacklevel=3)

@@ -208,7 +208,7 @@ class StackedFedAvg:
             if isinstance(payload, Exception):
                 out.append(payload)
                 continue
-            if ok:
+            if ok and values is not None:
                 term = n / fold.total * values
                 if isinstance(fold.average, torch.Tensor):
                     fold.average.add_(term)  # the same addition as weighted_average's, in place

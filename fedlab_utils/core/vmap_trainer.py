@@ -390,6 +390,8 @@ def _mlp_step(layers, updates: bool = False):
                     if mu:
                         b.add_(anchor[b_name], alpha=lr * mu)
                     b.add_(grad.sum(1), alpha=-lr)
+            if below is None:  # the first layer: nothing below it
+                break
             grad = below
         return loss
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 
@@ -229,12 +229,14 @@ class EnergyProfile:
         A zero-byte direction makes no transfer (and so no promotion or tail of its own).
         """
         steps: list[tuple[str, float, float]] = []
-        for name, n_bytes, direction in (("download", bytes_down, "down"), ("compute", None, None),
-                                         ("upload", bytes_up, "up")):
+        transfers = {"download": (bytes_down, "down"), "upload": (bytes_up, "up")}
+        for name in ("download", "compute", "upload"):
             if name == "compute":
                 seconds = self.compute_seconds(flops)
                 steps.append((name, seconds, self.joules_per_flop * self.flops_per_second))
-            elif n_bytes > 0:
+                continue
+            n_bytes, direction = transfers[name]
+            if n_bytes > 0:
                 seconds = self.transfer_seconds(n_bytes, direction)
                 joules = 8 * n_bytes * (self.joules_per_bit_up if direction == "up" else self.joules_per_bit_down)
                 steps.append((name, seconds, joules / seconds))
@@ -470,9 +472,13 @@ def energy_by_profile(run_or_flops, bytes_up: float | None = None, bytes_down: f
     own, which is exact.  Or pass totals (FLOPs, bytes up, bytes down) and how many client-rounds
     they cover (:meth:`EnergyProfile.energy_for`).
     """
+    priced_by_rows = hasattr(run_or_flops, "records")
+    if not priced_by_rows and (bytes_up is None or bytes_down is None):
+        raise ValueError(f"energy_by_profile({run_or_flops!r}, bytes_up={bytes_up!r}, bytes_down={bytes_down!r}): "
+                         "with a FLOP total, pass the byte totals too (or pass a History)")
     result = {}
     for name, profile in PROFILES.items():
-        e = (price_history(run_or_flops, profile) if hasattr(run_or_flops, "records") else
-             profile.energy_for(run_or_flops, bytes_up, bytes_down, client_rounds))
+        e = (price_history(run_or_flops, profile) if priced_by_rows else
+             profile.energy_for(run_or_flops, cast(float, bytes_up), cast(float, bytes_down), client_rounds))
         result[name] = {**asdict(e), "total": e.total}
     return result

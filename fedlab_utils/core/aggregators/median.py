@@ -29,7 +29,7 @@ class Median:
 
     def __call__(self, results: list[ClientResult], global_model: nn.Module, round_idx: int) -> Update:
         n, out = len(results), {}
-        for key in results[0].update:
+        for key in cast(Update, results[0].update):
             s = sorted_stack(results, key)
             out[key] = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
         return out

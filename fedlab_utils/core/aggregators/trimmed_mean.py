@@ -4,6 +4,7 @@ largest values and average the rest, unweighted (β in [0, 0.5)).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from torch import nn
 
@@ -32,4 +33,4 @@ class TrimmedMean:
     def __call__(self, results: list[ClientResult], global_model: nn.Module, round_idx: int) -> Update:
         n = len(results)
         cut = int(self.beta * n)
-        return {key: sorted_stack(results, key)[cut:n - cut].mean(dim=0) for key in results[0].update}
+        return {key: sorted_stack(results, key)[cut:n - cut].mean(dim=0) for key in cast(Update, results[0].update)}

@@ -56,20 +56,21 @@ class FedOpt:
         check_choice("variant", self.variant, ("adam", "yogi", "adagrad"))
 
     def step(self, global_state: Update, update: Update) -> Update:
-        if self.m is None:
+        if self.m is None or self.v is None:
             self.m = {k: torch.zeros_like(d) for k, d in update.items()}
             self.v = {k: torch.full_like(d, self.tau ** 2) for k, d in update.items()}
+        m, v = self.m, self.v
         direction = {}
         for k, delta in update.items():
-            self.m[k] = self.beta1 * self.m[k] + (1 - self.beta1) * delta
+            m[k] = self.beta1 * m[k] + (1 - self.beta1) * delta
             sq = delta * delta
             if self.variant == "adagrad":
-                self.v[k] = self.v[k] + sq
+                v[k] = v[k] + sq
             elif self.variant == "adam":
-                self.v[k] = self.beta2 * self.v[k] + (1 - self.beta2) * sq
+                v[k] = self.beta2 * v[k] + (1 - self.beta2) * sq
             else:  # yogi: v moves towards Δ² additively, so it shrinks slowly when Δ² drops
-                self.v[k] = self.v[k] - (1 - self.beta2) * sq * torch.sign(self.v[k] - sq)
-            direction[k] = self.m[k] / (self.v[k].sqrt() + self.tau)
+                v[k] = v[k] - (1 - self.beta2) * sq * torch.sign(v[k] - sq)
+            direction[k] = m[k] / (v[k].sqrt() + self.tau)
         return apply_delta(global_state, direction, self.lr)
 
     def reset(self) -> None:
