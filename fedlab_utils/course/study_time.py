@@ -19,8 +19,8 @@ from :func:`study_minutes`, so the figure is a measurement of the notebook, not 
   setup, reason, commit to a number) 5 min; a discussion answer (``NN-discuss-*``: a few
   sentences of argument) 8 min.
 
-The rates are calibrated on the one tried reading the course has: issue 28's, of the notebooks as
-they were at commit 29c4c93.  On those notebooks the method gives 00: 102, 01: 129, 02: 144,
+The rates are calibrated on the one timed reading the course has, of the notebooks as they were
+at commit 29c4c93.  On those notebooks the method gives 00: 102, 01: 129, 02: 144,
 04: 134 and 06: 98 minutes, where the tried reading found 100-120, 110-130, 150+, 140+ and about
 90 (the notebooks then stated 75, 80, 90, 80 and 70).  Prose alone at 150 words a minute gives
 14-23 minutes for those notebooks: most of a lesson's time is its code, outputs and exercises.

@@ -508,7 +508,7 @@ def check(notebooks: list[Path] | None = None, require_all: bool = True, locale_
 
 
 # --------------------------------------------------------------------------------------------
-# Editorial rules (issue 31): ratio wording, quotes, pinned terms
+# Editorial rules: ratio wording, quotes, pinned terms
 
 #: ``True``: ``translate check`` fails on every editorial violation (:func:`editorial_violations`);
 #: ``False`` only lists them (``translate check --editorial``), for a catalog being rewritten.

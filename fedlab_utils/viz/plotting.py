@@ -146,7 +146,7 @@ def plot_energy(histories, ax=None, title: str | None = None):
 
     "radio fixed" is the promotions and tails of the runs' radio sessions (docs/energy_model.md).
     The legend sits right of the bars, in the order of the stack (top first), so it covers none
-    of them: inside the axes it used to hide the top of the stack, the radio-fixed part."""
+    of them (inside the axes it would hide the top of the stack, the radio-fixed part)."""
     fig, ax = axes_or_new(ax)
     labels, runs = zip(*_runs(histories)) if len(histories) else ((), ())
     labels = [label if is_history(h) else figure_label(N_("{label}\n(mean of {n} seeds)")).format(label=label, n=len(h))
