@@ -26,8 +26,8 @@ with ``preadv``/``pwritev`` (``residual_file_bytes``: held by the kernel's page 
 in the process's resident set), so peak RSS alone does not count them.  ``floor``: the same round with
 a codec that does no work (each decoded row is the update itself, 1-byte payloads), the least that the
 folded path costs any codec; fp32 takes another path (its rows are sent as they lie, never copied).
-``engines``: at 100 and 1,000 clients per round, ``run()``
-and Flower's simulation runtime (Ray, the ``[scale]`` extra) run the same task in the same run
+fp32 and the codecs run ``CODEC_REPEATS`` times in turn and their median round times are compared
+(:func:`codecs_at`).  ``engines``: at 100 and 1,000 clients per round, ``run()`` and Flower's simulation runtime (Ray, the ``[scale]`` extra) run the same task in the same run
 (:func:`engines_at`): round time, client updates per second and peak RSS of both, and their
 ratios.  Nothing here is asserted: timings are ratios from one run on a possibly shared machine.
 """
@@ -204,29 +204,54 @@ def engines_at(clients: int) -> dict:
     return row
 
 
-def codecs_at(clients: int, fp32: dict) -> dict:
-    """``CODECS`` at ``clients`` clients per round, each in its own fresh process, against ``fp32``
-    (the same task with the fp32 uplink, measured in the same run): peak RSS and the ratio of time
-    per client update; the load average before and after each, as the machine may be shared."""
-    rows = []
-    for uplink in CODECS:
-        before = os.getloadavg()
-        row = one_size(clients, uplink)
-        row["load_avg_before"], row["load_avg_after"] = before, os.getloadavg()
-        if uplink.startswith("ef:"):
-            row["residual_mb"] = clients * PARAMETERS * 4 / 2**20
-        rows.append(row)
+CODEC_REPEATS = 3  # fp32 and every codec, interleaved: load that comes and goes falls on all of them
+
+
+def codecs_at(clients: int, fp32: dict, repeats: int = CODEC_REPEATS) -> dict:
+    """``CODECS`` at ``clients`` clients per round against ``fp32`` (the same task with the fp32 uplink,
+    measured in the same run), each in its own fresh process, ``repeats`` times in turn (fp32 again,
+    then each codec, then again): a codec's row is its first run, with ``round_s`` the median over its
+    repeats (``repeat_round_s``), and the ratio of time per client update is of those medians.  Peak
+    RSS is the largest of the repeats; the load average before and after each run is recorded, as
+    the machine may be shared."""
+    runs: dict[str, list[dict]] = {"fp32": [fp32]}
+    for turn in range(repeats):
+        for uplink in (("fp32",) if turn else ()) + CODECS:
+            before = os.getloadavg()
+            row = one_size(clients, uplink)
+            row["load_avg_before"], row["load_avg_after"] = before, os.getloadavg()
+            runs.setdefault(uplink, []).append(row)
+    reference = _over_repeats(runs["fp32"])
+    rows = [_over_repeats(runs[uplink]) for uplink in CODECS]
     targets = {}
     for row in rows:
-        if "s_per_client_update" in row and "s_per_client_update" in fp32:
-            row["s_per_update_over_fp32"] = row["s_per_client_update"] / fp32["s_per_client_update"]
+        if row["uplink"].startswith("ef:"):
+            row["residual_mb"] = clients * PARAMETERS * 4 / 2**20
+        if "s_per_client_update" in row and "s_per_client_update" in reference:
+            row["s_per_update_over_fp32"] = row["s_per_client_update"] / reference["s_per_client_update"]
         if row["uplink"] == "floor":  # a control, not a codec: no target
             continue
         if "peak_rss_mb" in row:
             targets[f"peak_rss_mb_at_{clients}_{row['uplink']} <= 2048"] = row["peak_rss_mb"]
         if "s_per_update_over_fp32" in row:
             targets[f"s_per_update_{row['uplink']}_over_fp32_at_{clients} <= 1.5"] = row["s_per_update_over_fp32"]
-    return {"clients": clients, "sizes": rows, "targets": targets}
+    return {"clients": clients, "fp32": reference, "sizes": rows, "targets": targets}
+
+
+def _over_repeats(rows: list[dict]) -> dict:
+    """The first run's row, with ``round_s`` (and the rates) the median over every run that finished."""
+    import statistics
+
+    done = [r for r in rows if "round_s" in r]
+    if not done:
+        return rows[0]
+    row = {**done[0], "repeat_round_s": [r["round_s"] for r in done],
+           "repeat_load_avg_before": [r["load_avg_before"] for r in done if "load_avg_before" in r],
+           "round_s": statistics.median(r["round_s"] for r in done),
+           "peak_rss_mb": max(r["peak_rss_mb"] for r in done)}
+    row["client_updates_per_s"] = row["clients"] / row["round_s"]
+    row["s_per_client_update"] = row["round_s"] / row["clients"]
+    return row
 
 
 def run() -> dict:  # the entry point benchmarks/run.py calls
