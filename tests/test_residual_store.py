@@ -176,3 +176,39 @@ def test_a_run_with_spilled_residuals_is_the_run_in_ram_and_resumes(digits, tmp_
                   uplink=ErrorFeedback(TopKCodec(0.02), ram_bytes=row), **common)
     assert all(torch.equal(p, q) for p, q in zip(in_ram.model.parameters(), resumed.model.parameters()))
     assert in_ram.accuracy == resumed.accuracy
+
+
+def _encode_in_child(ef, rows, ids, queue):
+    payloads, _ = encode_rows(ef, rows, ids, TEMPLATE)
+    queue.put((payloads, {c: flatten(ef.residuals[c]).numpy() for c in ids}))
+
+
+def test_a_forked_process_gets_its_own_copy_of_the_file():
+    """As with memory after fork: the child starts from the parent's residuals, and neither process
+    writes the other's."""
+    import multiprocessing
+
+    ef, twin = ErrorFeedback(TopKCodec(0.05), ram_bytes=ROW), ErrorFeedback(TopKCodec(0.05), ram_bytes=None)
+    ids, rows = next(_rounds(seed=4))
+    for codec in (ef, twin):
+        encode_rows(codec, rows, ids, TEMPLATE)
+    assert ef.residuals.file_bytes == (len(ids) - 1) * ROW
+    before = {c: flatten(ef.residuals[c]) for c in ef.residuals}
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_encode_in_child, args=(ef, rows * 3 + 1, ids, queue))
+    child.start()
+    payloads, residuals = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    expected, _ = encode_rows(twin, rows * 3 + 1, ids, TEMPLATE)
+    assert payloads == expected  # the child read the parent's residuals
+    assert all(np.array_equal(residuals[c], flatten(twin.residuals[c]).numpy()) for c in ids)
+    assert all(torch.equal(flatten(ef.residuals[c]), before[c]) for c in before)  # the parent's are untouched
+
+
+def test_a_spill_folder_that_cannot_hold_the_file_is_named(tmp_path):
+    ef = ErrorFeedback(TopKCodec(0.05), ram_bytes=0, spill_dir=str(tmp_path / "missing"))
+    ids, rows = next(_rounds())
+    with pytest.raises(OSError, match=r"residual file in .*missing.*spill_dir with room, or a larger ram_bytes"):
+        encode_rows(ef, rows, ids, TEMPLATE)

@@ -26,7 +26,9 @@ Every codec here but the sparse ones declares ``folds`` (:func:`fedlab_utils.com
 its decoded updates may be averaged in any grouping, so the vmap path folds a round into its
 average block by block.  :class:`QuantizeCodec` (deterministic, per tensor), :class:`TopKCodec`
 (fp32 values) and :class:`ErrorFeedback` around a codec that can also encode a whole block of
-clients at once (``encode_rows``), byte for byte what ``encode`` sends each of them.
+clients at once (``encode_rows``), byte for byte what ``encode`` sends each of them.  Top-k finds
+``torch.topk``'s own set through a sampled threshold (:func:`topk_indices`); error feedback keeps
+its per-client residuals in a :class:`ResidualStore` (RAM up to a budget, then a temporary file).
 
 The quantization math is also exposed as small functions (:func:`choose_qparams`,
 :func:`quantize`, :func:`dequantize`, :func:`stochastic_round`) so that the notebook can
@@ -489,6 +491,26 @@ RESIDUAL_RAM_BYTES = 256 * 2**20
 _SLAB_BYTES = 64 * 2**20  # RAM rows are allocated in blocks of about this size
 
 
+def _copy_file(source: int, target: int) -> None:
+    """Every byte of file descriptor ``source`` into ``target``, at the same offsets."""
+    size, done = os.fstat(source).st_size, 0
+    while done < size:
+        chunk = os.pread(source, min(size - done, 64 * 2**20), done)
+        if not chunk:
+            raise OSError(f"the residual file ended at {done} of {size} bytes")
+        done += os.pwrite(target, chunk, done)
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_FILED.values()):
+        store._own_copy()
+
+
+_FILED: weakref.WeakValueDictionary[int, ResidualStore] = weakref.WeakValueDictionary()  # stores with a file, by id
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class ResidualStore(MutableMapping):
     """Error feedback's residuals, client id → update: in RAM up to a budget, beyond it in a file.
 
@@ -505,8 +527,9 @@ class ResidualStore(MutableMapping):
     and 256 MiB, 1,319 rows in RAM and a file of 1.65 GiB (:attr:`file_bytes`).  The file is created
     in ``directory`` (default :func:`tempfile.gettempdir`, so ``TMPDIR``), unlinked from the start:
     it has no name, and the operating system frees it when :meth:`clear` runs, the store is
-    garbage-collected or the process ends, even on a crash.  A read returns a copy (a snapshot that
-    later writes leave alone).
+    garbage-collected or the process ends, even on a crash.  A forked child process copies the file
+    (as it copies memory), so the two never write each other's residuals.  A read returns a copy (a
+    snapshot that later writes leave alone).
     """
 
     def __init__(self, ram_bytes: int | None = RESIDUAL_RAM_BYTES, directory: str | None = None):
@@ -692,16 +715,39 @@ class ResidualStore(MutableMapping):
 
     def _transfer(self, call, rows: torch.Tensor, slot: int) -> None:
         """``os.preadv`` or ``os.pwritev`` of contiguous ``rows`` at ``slot``'s offset in the file."""
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(dir=self.directory, prefix="fedlab-ef-residuals-", buffering=0)
-            self._closer = weakref.finalize(self, self._file.close)
-        fd, buffer = self._file.fileno(), rows.numpy().data.cast("B")
+        buffer = rows.numpy().data.cast("B")
         offset, done = (slot - self._ram_rows) * 4 * self._numel, 0
-        while done < len(buffer):  # a regular file transfers everything at once; loop for the rare partial call
-            moved = call(fd, [buffer[done:]], offset + done)
-            if moved <= 0:
-                raise OSError(f"residual file: {call.__name__} moved {moved} bytes at offset {offset + done}")
-            done += moved
+        try:
+            if self._file is None:
+                self._open()
+            fd = self._file.fileno()
+            while done < len(buffer):  # a regular file moves everything at once; loop for a rare partial call
+                moved = call(fd, [buffer[done:]], offset + done)
+                if moved <= 0:
+                    raise OSError(f"{call.__name__} moved {moved} bytes at offset {offset + done}")
+                done += moved
+        except OSError as err:
+            where = self.directory or tempfile.gettempdir()
+            raise OSError(f"error feedback's residual file in {where!r} failed ({err}); it needs 4 bytes per "
+                          f"parameter for every client beyond ram_bytes={self.ram_bytes}: give ErrorFeedback a "
+                          f"spill_dir with room, or a larger ram_bytes (None keeps every residual in RAM)") from err
+
+    def _open(self, copy_of: int | None = None) -> None:
+        """A new unnamed file (with the bytes of file descriptor ``copy_of``, when given)."""
+        self._file = tempfile.TemporaryFile(dir=self.directory, prefix="fedlab-ef-residuals-", buffering=0)
+        self._closer = weakref.finalize(self, self._file.close)
+        if copy_of is not None:
+            _copy_file(copy_of, self._file.fileno())
+        _FILED[id(self)] = self
+
+    def _own_copy(self) -> None:
+        """In a child process just forked: copy the file, as the child's memory is a copy of the
+        parent's, so that neither process writes the other's residuals."""
+        if self._file is not None:
+            inherited = self._file
+            self._closer.detach()
+            self._open(copy_of=inherited.fileno())
+            inherited.close()  # the child's descriptor only: the parent's file stays open
 
     # ------------------------------------------------------------------ copies
     def __getstate__(self) -> dict:
