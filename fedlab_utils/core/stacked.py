@@ -85,6 +85,7 @@ class _Folded:
 
     total: float
     average: torch.Tensor | int = 0
+    term: torch.Tensor | None = None  # the buffer each client's weighted update is written into
     order: list[int] = field(default_factory=list)
     payloads: dict[int, bytes] = field(default_factory=dict)
 
@@ -169,13 +170,29 @@ class StackedFedAvg:
             fps = self._fps(block)
             for first in range(0, len(part), ROWS_PER_ENCODE):
                 batch = range(first, min(first + ROWS_PER_ENCODE, len(part)))
-                index = torch.tensor([block.rows[i] for i in batch], device=next(iter(block.updates.values())).device)
-                rows = torch.cat([d.index_select(0, index).reshape(len(batch), -1).to("cpu", torch.float32)
-                                  for d in block.updates.values()], dim=1)
+                rows = self._rows_of(block, [block.rows[i] for i in batch])
                 results += self._send(fold, [part[i] for i in batch], rows, [block.losses[i] for i in batch],
                                       [block.processed[i] for i in batch], fps)
             del block
         return results
+
+    def _rows_of(self, block: StackedUpdates, rows: list[int]) -> torch.Tensor:
+        """The block's ``rows`` as flat float32 CPU rows, copied once into a buffer reused batch after
+        batch (the codec is done with a batch before the next is copied).  Consecutive rows, as a
+        block of clients of equal size has them, are sliced rather than gathered."""
+        width = sum(d[0].numel() for d in block.updates.values())
+        buffer = getattr(self, "_buffer", None)
+        if buffer is None or buffer.shape[1] != width or len(buffer) < len(rows):
+            buffer = self._buffer = torch.empty((ROWS_PER_ENCODE, width), dtype=torch.float32)
+        out = buffer[:len(rows)]
+        on_cpu = all(d.device.type == "cpu" and d.dtype == torch.float32 for d in block.updates.values())
+        if on_cpu and rows == list(range(rows[0], rows[0] + len(rows))):
+            parts = [d[rows[0]:rows[0] + len(rows)].reshape(len(rows), -1) for d in block.updates.values()]
+        else:
+            index = torch.tensor(rows, device=next(iter(block.updates.values())).device)
+            parts = [d.index_select(0, index).reshape(len(rows), -1).to("cpu", torch.float32)
+                     for d in block.updates.values()]
+        return torch.cat(parts, dim=1, out=out)
 
     def _send_trained(self, fold: _Folded, part: list[int], trained: Trained) -> list[ClientResult | Exception]:
         """The clients of a stack trained one by one: each update goes through :meth:`_send` like a
@@ -197,7 +214,8 @@ class StackedFedAvg:
         data, received = self._round[3], self._round[2]
         finite = _finite_matrix_rows(rows)
         sent = [i for i, ok in enumerate(finite) if ok]  # a non-finite update is never encoded
-        payloads, decoded = encode_rows(self.uplink, rows[sent], [ids[i] for i in sent], received) if sent else ([], None)
+        sending = rows if len(sent) == len(rows) else rows[sent]
+        payloads, decoded = encode_rows(self.uplink, sending, [ids[i] for i in sent], received) if sent else ([], None)
         decoded_finite = _finite_matrix_rows(decoded) if decoded is not None else []
         outcome: dict[int, tuple[bytes | Exception, torch.Tensor | None, bool]] = {
             i: (payloads[j], decoded[j], decoded_finite[j]) for j, i in enumerate(sent)} if decoded is not None else {}
@@ -209,11 +227,12 @@ class StackedFedAvg:
                 out.append(payload)
                 continue
             if ok and values is not None:
-                term = n / fold.total * values
                 if isinstance(fold.average, torch.Tensor):
-                    fold.average.add_(term)  # the same addition as weighted_average's, in place
+                    term = torch.mul(values, n / fold.total, out=fold.term)  # weighted_average's product
+                    fold.average.add_(term)  # and its addition, in place
                 else:
-                    fold.average = fold.average + term  # 0 + the first term, as sum() starts
+                    fold.average = fold.average + n / fold.total * values  # 0 + the first term, as sum() starts
+                    fold.term = torch.empty_like(fold.average)
                 fold.order.append(cid)
                 fold.payloads[cid] = payload
             out.append(ClientResult(cid, n, None, losses[i], processed[i], len(payload), 0, fps * processed[i],
