@@ -369,6 +369,28 @@ def test_stacked_uplink_rejects_a_nan_client_and_keeps_the_model_finite(digits):
     assert h.records[0].bytes_up == 3 * 4 * sum(p.numel() for p in model.parameters())
 
 
+class _CountingChecks(VmapTrainer):
+    checks = 0
+
+    @staticmethod
+    def check_supported(model, local, transform):
+        _CountingChecks.checks += 1
+        VmapTrainer.check_supported(model, local, transform)
+
+
+@pytest.mark.parametrize("uplink", ["fp32", "q8"])
+def test_vmap_trainer_checks_its_setup_before_round_1_not_every_round(digits, uplink):
+    clients = _federation(digits, 4, method="dirichlet", seed=3)
+    model = make_model("mlp", digits.input_shape, 10)
+    counts = []
+    for rounds in (1, 3):
+        _CountingChecks.checks = 0
+        run(model, clients, (digits.x_test, digits.y_test), rounds=rounds, uplink=uplink, trainer=_CountingChecks(),
+            progress=False)
+        counts.append(_CountingChecks.checks)
+    assert counts[0] == counts[1] <= 2  # run's preflight, and the trainer's first call
+
+
 def test_trainer_auto_picks_vmap_when_supported_and_says_so(digits):
     clients = _federation(digits, 3)
     model = make_model("mlp", digits.input_shape, 10)
