@@ -212,3 +212,29 @@ def test_a_spill_folder_that_cannot_hold_the_file_is_named(tmp_path):
     ids, rows = next(_rounds())
     with pytest.raises(OSError, match=r"residual file in .*missing.*spill_dir with room, or a larger ram_bytes"):
         encode_rows(ef, rows, ids, TEMPLATE)
+
+
+class _Lossless:
+    """A folding codec whose block encoding hands back the very rows it was given as decoded."""
+
+    folds, name = True, "lossless"
+
+    def encode(self, update, client_id=0):
+        return flatten(update).numpy().tobytes()
+
+    def decode(self, payload, template):
+        return {"all": torch.from_numpy(np.frombuffer(payload, dtype=np.float32).copy())}
+
+    def encode_rows(self, rows, client_ids, template):
+        return [rows[i].numpy().tobytes() for i in range(len(rows))], rows
+
+
+def test_decoded_rows_stay_the_callers_when_the_inner_codec_returns_its_input():
+    """Error feedback reuses one block for its corrected rows; what it returns must not be that block."""
+    ef = ErrorFeedback(_Lossless())
+    ids, rows = next(_rounds())
+    _, first = encode_rows(ef, rows, ids, TEMPLATE)
+    kept = first.clone()
+    encode_rows(ef, rows * 7, ids, TEMPLATE)
+    assert torch.equal(first, kept) and torch.equal(first, rows)
+    assert all(torch.equal(flatten(ef.residuals[c]), torch.zeros(N)) for c in ids)  # lossless: nothing dropped

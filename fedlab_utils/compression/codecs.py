@@ -377,6 +377,29 @@ def _topk_by_threshold(values: np.ndarray, k: int, out: np.ndarray) -> np.ndarra
     return decided
 
 
+class _Scratch:
+    """A float32 block kept between calls of a block encoding: a fresh block of a few megabytes would
+    cost the kernel's page faults every time.  Copies and pickles start empty."""
+
+    def __init__(self) -> None:
+        self._block: torch.Tensor | None = None
+
+    def take(self, rows: int, numel: int) -> torch.Tensor:
+        """A contiguous ``(rows, numel)`` block, its values undefined."""
+        if self._block is None or self._block.shape[1] != numel or self._block.shape[0] < rows:
+            self._block = torch.empty((rows, numel), dtype=torch.float32)
+        return self._block[:rows]
+
+    def __deepcopy__(self, memo) -> _Scratch:
+        return _Scratch()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._block = None
+
+
 def _sparse_payloads(index: np.ndarray, values: np.ndarray, width: int) -> list[bytes | Exception]:
     """Each row's ``pack_bits(index[i], width) + values[i]`` (fp32, little-endian); the whole block is
     packed at once when every row's indices fill whole bytes."""
@@ -402,6 +425,7 @@ class TopKCodec(_Sparse):
     def __init__(self, fraction: float = 0.01, values=None):
         super().__init__(fraction, values)
         self.name = f"top{100 * self.fraction:g}%" + self._suffix()
+        self._magnitudes = _Scratch()
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         vector = flatten(update)
@@ -416,7 +440,7 @@ class TopKCodec(_Sparse):
             return None
         n = rows.shape[1]
         k, width = _k(self.fraction, n), index_bits(n)
-        idx = topk_indices(rows.abs(), k)
+        idx = topk_indices(torch.abs(rows, out=self._magnitudes.take(*rows.shape)), k)
         kept = torch.gather(rows, 1, idx)
         decoded = torch.zeros(rows.shape, dtype=torch.float32).scatter_(1, idx, kept)
         return _sparse_payloads(idx.numpy(), kept.numpy(), width), decoded
@@ -617,9 +641,10 @@ class ResidualStore(MutableMapping):
                              f"{[n for n, _ in self._layout]}; this update is another model's: reset() first")
         self._adopt(layout, {name: (t.dtype, t.device) for name, t in template.items()})
 
-    def read_rows(self, client_ids, numel: int) -> torch.Tensor:
-        """Every client's residual as one float32 row (zeros for a client without one), a new tensor."""
-        out = torch.empty((len(client_ids), numel), dtype=torch.float32)
+    def read_rows(self, client_ids, numel: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Every client's residual as one float32 row (zeros for a client without one), in ``out``
+        (contiguous, one row per client) or a new tensor."""
+        out = torch.empty((len(client_ids), numel), dtype=torch.float32) if out is None else out
         slots, at = [], []
         for i, cid in enumerate(client_ids):
             where = self._where.get(cid)
@@ -780,6 +805,7 @@ class ErrorFeedback:
     def __init__(self, inner, ram_bytes: int | None = RESIDUAL_RAM_BYTES, spill_dir: str | None = None):
         self.inner = inner
         self._residuals = ResidualStore(ram_bytes, spill_dir)  # state, not configuration: no part of its spec
+        self._block = _Scratch()  # the block's corrected rows, then its new residuals
         self.name = f"EF({getattr(inner, 'name', type(inner).__name__)})"
 
     @property
@@ -799,14 +825,16 @@ class ErrorFeedback:
         if not callable(getattr(self.inner, "encode_rows", None)):
             return None
         self.residuals.use_layout(template)
-        corrected = self.residuals.read_rows(client_ids, rows.shape[1])
+        corrected = self.residuals.read_rows(client_ids, rows.shape[1], self._block.take(*rows.shape))
         corrected.add_(rows)  # residual + update: a client without a residual adds 0, as encode does
         payloads, decoded = encode_rows(self.inner, corrected, client_ids, template)
         sent = [i for i, payload in enumerate(payloads) if not isinstance(payload, Exception)]
-        if sent:
-            kept = corrected if len(sent) == len(client_ids) else corrected[sent]
-            dropped = decoded if len(sent) == len(client_ids) else decoded[sent]
-            self.residuals.write_rows([client_ids[i] for i in sent], torch.sub(kept, dropped))
+        if decoded.untyped_storage().data_ptr() == corrected.untyped_storage().data_ptr():
+            decoded = decoded.clone()  # the inner codec handed the rows back: the caller's to keep
+        if len(sent) == len(client_ids):
+            self.residuals.write_rows(client_ids, corrected.sub_(decoded))  # in place: the block is ours
+        elif sent:
+            self.residuals.write_rows([client_ids[i] for i in sent], torch.sub(corrected[sent], decoded[sent]))
         return payloads, decoded
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
