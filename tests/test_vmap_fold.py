@@ -117,6 +117,24 @@ def test_encode_rows_is_encode_client_by_client(spec):
         assert all(torch.equal(flatten(block.residuals[c]), flatten(alone.residuals[c])) for c in range(9))
 
 
+@pytest.mark.parametrize("spec", ["q8", "q4", "ef:topk:0.01", "topk:0.05", "ef:q8"])
+def test_block_encoding_of_a_large_tensor_is_encode_client_by_client(spec):
+    """A tensor too large to take over the whole block at once (the MLP's first layer) is taken a few
+    rows at a time, a small one (a bias) over the whole block: either way ``encode``'s bytes."""
+    template = {"w": torch.zeros(300, 250), "b": torch.zeros(300), "v": torch.zeros(7)}
+    rows = torch.randn(11, 75_307, generator=torch.Generator().manual_seed(2)) * 0.01
+    block, alone = registry.resolve_codec(spec, "uplink"), registry.resolve_codec(spec, "uplink")
+    for _ in range(2):
+        payloads, decoded = encode_rows(block, rows, list(range(11)), template)
+        for i in range(11):
+            update = {"w": rows[i, :75_000].reshape(300, 250).clone(), "b": rows[i, 75_000:75_300].clone(),
+                      "v": rows[i, 75_300:].clone()}
+            payload = alone.encode(update, i)
+            assert payloads[i] == payload
+            assert torch.equal(decoded[i], flatten(alone.decode(payload, template)))
+        rows = rows * -1.5
+
+
 @pytest.mark.parametrize("spec", FOLDING)
 @pytest.mark.parametrize("stack", ["auto", "weights", "updates"])
 def test_folding_equals_the_per_client_path(digits, spec, stack):

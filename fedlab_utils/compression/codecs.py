@@ -126,8 +126,9 @@ def _chunks(update: Update, chunk: int | None) -> tuple[torch.Tensor, list[tuple
 
 
 #: Rows a block encoding processes together: a few clients of the course's MLP (0.2 MB each), so
-#: that each pass over them stays in the CPU's cache.
-_ROWS_IN_CACHE = 4
+#: that each pass over them stays in the CPU's cache; a tensor of at most ``_SMALL_BLOCK`` values over
+#: the whole block (a bias) is processed in one go, as each operation's fixed cost then dominates.
+_ROWS_IN_CACHE, _SMALL_BLOCK = 4, 1 << 16
 
 
 def _template_size(template: Update) -> int:
@@ -168,6 +169,7 @@ class QuantizeCodec:
         self.chunk = None if chunk is None else check_int("chunk", chunk, 1)
         self.seed = seed
         self._calls: dict[int, int] = {}
+        self._work = _Scratch()  # encode_rows' codes-as-floats, reused between blocks
         self.name = f"{'stoch-' if stochastic else ''}q{bits}" + ("" if chunk is None else f"/c{chunk}")
 
     def _generator(self, client_id: int) -> torch.Generator:
@@ -212,14 +214,17 @@ class QuantizeCodec:
         codes = np.empty(tuple(rows.shape), dtype=np.uint8 if self.bits <= 8 else np.int32)
         decoded = torch.empty(rows.shape, dtype=torch.float32)
         header = np.empty((len(rows), 2 * len(bounds)), dtype="<f4")
-        for first in range(0, len(rows), _ROWS_IN_CACHE):
-            last = min(first + _ROWS_IN_CACHE, len(rows))
-            for j, (start, stop) in enumerate(bounds):
+        steps = [len(rows) if (stop - start) * len(rows) <= _SMALL_BLOCK else _ROWS_IN_CACHE for start, stop in bounds]
+        work = self._work.take(1, max(step * (stop - start) for step, (start, stop) in zip(steps, bounds)))[0]
+        for j, (start, stop) in enumerate(bounds):
+            step = steps[j]
+            for first in range(0, len(rows), step):
+                last = min(first + step, len(rows))
                 part = rows[first:last, start:stop]
                 lo, hi = part.amin(1, keepdim=True), part.amax(1, keepdim=True)
                 spread = hi.double() - lo.double()  # in float64, as encode's Python floats
                 scale = torch.where(spread > 0, spread / levels, 1.0).float()
-                t = part - lo
+                t = torch.sub(part, lo, out=work[:(last - first) * (stop - start)].view(last - first, stop - start))
                 t.div_(scale).round_().clamp_(0, levels)  # the codes, as floats
                 codes[first:last, start:stop] = t.numpy()  # integral floats in [0, levels]: exact
                 torch.mul(t, scale, out=decoded[first:last, start:stop]).add_(lo)
