@@ -27,7 +27,8 @@ in the process's resident set), so peak RSS alone does not count them.  ``floor`
 a codec that does no work (each decoded row is the update itself, 1-byte payloads), the least that the
 folded path costs any codec; fp32 takes another path (its rows are sent as they lie, never copied).
 fp32 and the codecs run ``CODEC_REPEATS`` times in turn and their median round times are compared
-(:func:`codecs_at`).  ``engines``: at 100 and 1,000 clients per round, ``run()`` and Flower's simulation runtime (Ray, the ``[scale]`` extra) run the same task in the same run
+(:func:`codecs_at`).  ``engines``: at 100 and 1,000 clients per round, ``run()`` and Flower's
+simulation runtime (Ray, the ``[scale]`` extra) run the same task in the same run
 (:func:`engines_at`): round time, client updates per second and peak RSS of both, and their
 ratios.  Nothing here is asserted: timings are ratios from one run on a possibly shared machine.
 """
