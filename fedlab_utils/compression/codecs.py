@@ -553,7 +553,7 @@ class ResidualStore(MutableMapping):
 
     Cost: at most ``ram_bytes`` of RAM for the rows (``None``: no budget, never a file), plus
     ``4·parameters`` file bytes per client beyond it: at 10,000 clients of a 50,890-parameter model
-    and 256 MiB, 1,319 rows in RAM and a file of 1.65 GiB (:attr:`file_bytes`).  The file is created
+    and 256 MiB, 1,318 rows in RAM and a file of 1.65 GiB (:attr:`file_bytes`).  The file is created
     in ``directory`` (default :func:`tempfile.gettempdir`, so ``TMPDIR``), unlinked from the start:
     it has no name, and the operating system frees it when :meth:`clear` runs, the store is
     garbage-collected or the process ends, even on a crash.  A forked child process copies the file
