@@ -708,7 +708,7 @@ class ResidualStore(MutableMapping):
 
     def _unflatten(self, row: torch.Tensor) -> Update:
         out, start = {}, 0
-        for name, shape in self._layout:
+        for name, shape in self._layout or ():  # rows are only held once a layout is adopted
             size = math.prod(shape)
             dtype, device = self._place[name]
             out[name] = row[start:start + size].reshape(shape).to(device, dtype)
@@ -748,9 +748,8 @@ class ResidualStore(MutableMapping):
         buffer = rows.numpy().data.cast("B")
         offset, done = (slot - self._ram_rows) * 4 * self._numel, 0
         try:
-            if self._file is None:
-                self._open()
-            fd = self._file.fileno()
+            file = self._file if self._file is not None else self._open()
+            fd = file.fileno()
             while done < len(buffer):  # a regular file moves everything at once; loop for a rare partial call
                 moved = call(fd, [buffer[done:]], offset + done)
                 if moved <= 0:
@@ -762,13 +761,15 @@ class ResidualStore(MutableMapping):
                           f"parameter for every client beyond ram_bytes={self.ram_bytes}: give ErrorFeedback a "
                           f"spill_dir with room, or a larger ram_bytes (None keeps every residual in RAM)") from err
 
-    def _open(self, copy_of: int | None = None) -> None:
-        """A new unnamed file (with the bytes of file descriptor ``copy_of``, when given)."""
-        self._file = tempfile.TemporaryFile(dir=self.directory, prefix="fedlab-ef-residuals-", buffering=0)
-        self._closer = weakref.finalize(self, self._file.close)
+    def _open(self, copy_of: int | None = None) -> BinaryIO:
+        """A new unnamed file (with the bytes of file descriptor ``copy_of``, when given), now the store's."""
+        file = tempfile.TemporaryFile(dir=self.directory, prefix="fedlab-ef-residuals-", buffering=0)
+        self._file = file
+        self._closer = weakref.finalize(self, file.close)
         if copy_of is not None:
-            _copy_file(copy_of, self._file.fileno())
+            _copy_file(copy_of, file.fileno())
         _FILED[id(self)] = self
+        return file
 
     def _own_copy(self) -> None:
         """In a child process just forked: copy the file, as the child's memory is a copy of the
