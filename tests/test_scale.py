@@ -42,6 +42,16 @@ class _Recording(VmapTrainer):
         return block
 
 
+def _chunked_round(digits, clients, model, per_stack: int, local: LocalTraining):
+    """A FedAvg protocol whose vmap stacks hold ``per_stack`` clients, set up and broadcast to every
+    client, and its round trained: ``(protocol, results)``."""
+    protocol = FedAvgProtocol(model, trainer=VmapTrainer(max_stack_bytes=per_stack * _bytes_per_client(model)))
+    protocol.setup(RoundContext(clients, (digits.x_test, digits.y_test), local, 0, torch.device("cpu"),
+                                digits.input_shape))
+    protocol.broadcast(1, list(range(len(clients))))
+    return protocol, protocol.train(1, list(range(len(clients))))
+
+
 def _max_weight_gap(a, b) -> float:
     return max((p - q).abs().max().item() for p, q in zip(a.model.parameters(), b.model.parameters()))
 
@@ -129,11 +139,7 @@ def test_chunked_round_refuses_a_caller_that_leaves_out_a_folded_client(digits):
     that still holds that client: the fast path says so instead of averaging it."""
     clients = _tiny_clients(digits, count=12)
     model = make_model("mlp", digits.input_shape, 10, seed=0)
-    protocol = FedAvgProtocol(model, trainer=VmapTrainer(max_stack_bytes=5 * _bytes_per_client(model)))
-    protocol.setup(RoundContext(clients, (digits.x_test, digits.y_test), LocalTraining(lr=0.1), 0,
-                                torch.device("cpu"), digits.input_shape))
-    protocol.broadcast(1, list(range(12)))
-    results = protocol.train(1, list(range(12)))
+    protocol, results = _chunked_round(digits, clients, model, 5, LocalTraining(lr=0.1))
     assert all(r.finite for r in results) and protocol.stacked.pending is not None
     with pytest.raises(RuntimeError, match="deadline rule"):
         protocol.aggregate(1, results[1:])
@@ -158,15 +164,9 @@ def test_chunked_uplink_counts_the_payloads_and_holds_one_block(digits):
 
 def test_chunked_results_keep_no_update(digits):
     """What a chunked round hands back holds no update tensor: each is already in its slice's sum."""
-    from fedlab_utils.core import FedAvgProtocol, RoundContext
-
     clients = _tiny_clients(digits, count=12)
     model = make_model("mlp", digits.input_shape, 10, seed=0)
-    protocol = FedAvgProtocol(model, trainer=VmapTrainer(max_stack_bytes=4 * _bytes_per_client(model)))
-    protocol.setup(RoundContext(clients, (digits.x_test, digits.y_test), LocalTraining(batch_size=3), 0,
-                                torch.device("cpu"), digits.input_shape))
-    protocol.broadcast(1, list(range(12)))
-    results = protocol.train(1, list(range(12)))
+    protocol, results = _chunked_round(digits, clients, model, 4, LocalTraining(batch_size=3))
     assert all(r.update is None and r.finite for r in results)
     assert len(protocol.stacked.pending.parts) == 3  # one partial sum per stack
 

@@ -108,6 +108,7 @@ class StackedFedAvg:
         self.trainer, self.uplink, self.transform = trainer, uplink, transform
         self.per_client, self.flops_per_sample, self.late = per_client, flops_per_sample, late
         self.views = bool(getattr(uplink, "rows_are_payload", False))
+        self._buffer: torch.Tensor | None = None  # the folded path's batch of rows, reused batch after batch
         self.pending: _Views | _Partials | _Folded | None = None
 
     # ------------------------------------------------------------------ the round
@@ -181,7 +182,7 @@ class StackedFedAvg:
         batch (the codec is done with a batch before the next is copied).  Consecutive rows, as a
         block of clients of equal size has them, are sliced rather than gathered."""
         width = sum(d[0].numel() for d in block.updates.values())
-        buffer = getattr(self, "_buffer", None)
+        buffer = self._buffer
         if buffer is None or buffer.shape[1] != width or len(buffer) < len(rows):
             buffer = self._buffer = torch.empty((ROWS_PER_ENCODE, width), dtype=torch.float32)
         out = buffer[:len(rows)]
