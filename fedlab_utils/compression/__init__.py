@@ -25,6 +25,7 @@ _EXPORTS = {
     "MeasuredCodec": "fedlab_utils.compression.wire",
     "Update": "fedlab_utils.compression.wire",
     "encode_rows": "fedlab_utils.compression.wire",
+    "fold_rows": "fedlab_utils.compression.wire",
     "flatten": "fedlab_utils.compression.wire",
     "folds": "fedlab_utils.compression.wire",
     "index_bits": "fedlab_utils.compression.wire",
@@ -36,7 +37,7 @@ _EXPORTS = {
 }
 __all__ = ["Codec", "ErrorFeedback", "Fp32Codec", "MeasuredCodec", "QuantizeCodec", "RandomKCodec",
            "SignCodec", "SparseCodec", "SparseQuantizeCodec", "TopKCodec", "Update",
-           "choose_qparams", "dequantize", "encode_rows", "flatten", "folds", "index_bits", "pack_bits", "packed_len",
+           "choose_qparams", "dequantize", "encode_rows", "flatten", "fold_rows", "folds", "index_bits", "pack_bits", "packed_len",
            "payload_bytes", "quantize", "sparse_payload_size", "stochastic_round", "unflatten",
            "unpack_bits"]
 

@@ -26,7 +26,10 @@ Every codec here but the sparse ones declares ``folds`` (:func:`fedlab_utils.com
 its decoded updates may be averaged in any grouping, so the vmap path folds a round into its
 average block by block.  :class:`QuantizeCodec` (deterministic, per tensor), :class:`TopKCodec`
 (fp32 values) and :class:`ErrorFeedback` around a codec that can also encode a whole block of
-clients at once (``encode_rows``), byte for byte what ``encode`` sends each of them.  Top-k finds
+clients at once (``encode_rows``), byte for byte what ``encode`` sends each of them, and (8-bit
+quantization, top-k with fp32 values, error feedback around either) also fold it into the running
+average in the same pass (``fold_rows``, native loops in :mod:`fedlab_utils.compression.kernels`,
+bit for bit the per-client fold).  Top-k finds
 ``torch.topk``'s own set through a sampled threshold (:func:`topk_indices`); error feedback keeps
 its per-client residuals in a :class:`ResidualStore` (RAM up to a budget, then a temporary file).
 
@@ -135,6 +138,30 @@ def _template_size(template: Update) -> int:
     return sum(t.numel() for t in template.values())
 
 
+def _native_block(rows: torch.Tensor, average: torch.Tensor) -> bool:
+    """Whether a block and the running sum are what the native loops read: contiguous float32 on the CPU."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in (rows, average))
+
+
+def _fold_one(codec, row: torch.Tensor, client_id: int, template: Update, weight: float, average: torch.Tensor,
+              keep_dropped: bool) -> tuple[bytes | Exception, bool]:
+    """One client of a block through ``codec.encode``/``decode`` and the per-client fold
+    (``average + weight · decoded`` when the decoded update is finite): the payload (or the exception
+    encoding raised, that client's outcome) and whether it was folded.  With ``keep_dropped`` the row
+    becomes ``row − decoded``."""
+    try:
+        payload = codec.encode(unflatten(row, template), client_id)
+        decoded = flatten(codec.decode(payload, template))
+    except Exception as exc:  # noqa: BLE001 -- as on the per-client path
+        return exc, False
+    ok = bool(torch.isfinite(decoded).all())
+    if ok:
+        average.add_(torch.mul(decoded, weight))
+    if keep_dropped:
+        row.sub_(decoded)
+    return payload, ok
+
+
 # ----------------------------------------------------------------------------- codecs
 def _seed_for_call(calls: dict[int, int], seed: int, client_id: int) -> int:
     """The uint32 seed of this client's next call, ``(seed, client, call number)``, counting the call.
@@ -232,6 +259,40 @@ class QuantizeCodec:
         body = (lambda i: codes[i].tobytes()) if self.bits == 8 else (lambda i: pack_bits(codes[i], self.bits))
         payloads: list[bytes | Exception] = [header[i].tobytes() + body(i) for i in range(len(rows))]
         return payloads, decoded
+
+    def folds_rows(self, template: Update) -> bool:
+        """Whether :meth:`fold_rows` takes a block of ``template``'s updates: deterministic 8-bit
+        codes, one chunk per tensor, no empty tensor."""
+        return (self.bits == 8 and not self.stochastic and self.chunk is None
+                and all(t.numel() > 0 for t in template.values()))
+
+    def fold_rows(self, rows: torch.Tensor, client_ids, template: Update, weights: torch.Tensor,
+                  average: torch.Tensor, keep_dropped: bool = False):
+        """Encode a block of clients and fold them (:func:`fold_rows`), in a native loop of two passes
+        over each row; ``None`` where :meth:`folds_rows` says it does not apply."""
+        if not self.folds_rows(template) or not _native_block(rows, average):
+            return None
+        from fedlab_utils.compression import kernels  # numba compiles on first use: only when it is needed
+        _, bounds = _chunks(template, self.chunk)
+        starts, stops = (np.array(side, dtype=np.int64) for side in zip(*bounds))
+        header = np.empty((len(rows), 2 * len(bounds)), dtype="<f4")
+        codes = np.empty(tuple(rows.shape), dtype=np.uint8)
+        block, w, total = rows.numpy(), weights.numpy(), average.numpy()
+        folded = np.zeros(len(rows), dtype=bool)
+        payloads: list[bytes | Exception] = [b""] * len(rows)
+        first, alone, scratch = 0, set(), np.empty(rows.shape[1], dtype=np.float32)
+        while first < len(rows):
+            first = kernels.quantize_fold(block, first, starts, stops, (1 << self.bits) - 1, w, total, header, codes,
+                                          scratch, folded, keep_dropped)
+            if first < len(rows):  # a row the native loop leaves to encode: the per-client path's own ops
+                payloads[first], folded[first] = _fold_one(self, rows[first], client_ids[first], template,
+                                                          float(w[first]), average, keep_dropped)
+                alone.add(first)
+                first += 1
+        for i in range(len(rows)):
+            if i not in alone:
+                payloads[i] = header[i].tobytes() + codes[i].tobytes()
+        return payloads, folded.tolist()
 
     def decode(self, payload: bytes, template: Update) -> Update:
         n = _template_size(template)
@@ -331,54 +392,40 @@ _SAMPLED, _CANDIDATES = 1536, 2
 
 
 def topk_indices(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The column indices, in increasing order, of the ``k`` largest values of each row of ``values``
-    (a 2-D float CPU tensor; top-k passes magnitudes): the set ``torch.topk(row, k, sorted=False)`` selects.
+    """The column indices, in increasing order, of the ``k`` values largest in magnitude of each row
+    of ``values`` (a 2-D float32 CPU tensor): the set ``torch.topk(row.abs(), k, sorted=False)`` selects.
 
     Exact and cheaper than a top-k over the whole row: a strided sample of the row sets a threshold
-    that about twice ``k`` values pass; the ``k``-th largest of those candidates is the row's ``k``-th
-    largest value.  When exactly ``k`` values of the row are at least that large, the top-k set is
-    unique, so it is what ``torch.topk`` selects.  Otherwise (fewer than ``k`` candidates, the
+    that about twice ``k`` magnitudes pass; the ``k``-th largest of those candidates is the row's
+    ``k``-th largest.  When exactly ``k`` magnitudes of the row are at least that large, the top-k set
+    is unique, so it is what ``torch.topk`` selects.  Otherwise (fewer than ``k`` candidates, the
     ``k``-th value tied, a NaN, a row too small to sample, ``k`` above a quarter of the row) the row
     goes to ``torch.topk`` itself, which then decides the ties as it always has."""
     rows = values.shape[0]
     out = torch.empty((rows, k), dtype=torch.int64)
-    decided = _topk_by_threshold(values.detach().contiguous().numpy(), k, out.numpy())
+    decided = _topk_by_threshold(values.detach().float().contiguous().numpy(), k, out.numpy())
     rest = np.flatnonzero(~decided)
     if rest.size == rows:
-        out = torch.topk(values.detach(), k, dim=1, sorted=False).indices
+        out = torch.topk(values.detach().abs(), k, dim=1, sorted=False).indices
         return torch.sort(out, dim=1).values
     if rest.size:
         at = torch.from_numpy(rest)
-        out[at] = torch.sort(torch.topk(values.detach()[at], k, dim=1, sorted=False).indices, dim=1).values
+        out[at] = torch.sort(torch.topk(values.detach()[at].abs(), k, dim=1, sorted=False).indices, dim=1).values
     return out
 
 
 def _topk_by_threshold(values: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
-    """Fill ``out``'s rows whose top-k set is unique (see :func:`topk_indices`); say which (bool per row)."""
+    """Fill ``out``'s rows whose top-k set (by magnitude) is unique (see :func:`topk_indices`); say
+    which (bool per row)."""
     rows, n = values.shape
     decided = np.zeros(rows, dtype=bool)
     stride = max(1, n // _SAMPLED)
-    sample = np.ascontiguousarray(values[:, ::stride])
     wanted = -(-_CANDIDATES * k // stride) + 4  # sampled values at or above the threshold
-    if rows == 0 or wanted >= sample.shape[1] or 4 * k > n:
+    if rows == 0 or wanted >= -(-n // stride) or 4 * k > n:
         return decided
-    threshold = torch.topk(torch.from_numpy(sample), wanted, dim=1, sorted=False).values.amin(1).numpy()
-    candidate = values < threshold[:, None]
-    np.logical_not(candidate, out=candidate)  # NaN is a candidate, so its row goes to torch.topk
-    flat = np.flatnonzero(candidate)  # row after row, columns in increasing order
-    picked = values.reshape(-1)[flat]
-    bounds = np.searchsorted(flat, np.arange(rows + 1) * n).tolist()
-    for i in range(rows):
-        first, last = bounds[i], bounds[i + 1]
-        if last - first < k:
-            continue
-        top = np.partition(picked[first:last], last - first - k)[last - first - k:]  # NaN sorts last
-        kth = top[0]
-        keep = picked[first:last] >= kth
-        if np.isnan(top).any() or np.count_nonzero(keep) != k:
-            continue  # a NaN, or the k-th value tied: torch.topk decides
-        np.subtract(flat[first:last][keep], i * n, out=out[i])
-        decided[i] = True
+    from fedlab_utils.compression import kernels  # numba compiles on first use: only when it is needed
+    kernels.topk_select(values, k, stride, wanted, out, decided, np.empty(n + 8, np.int64), np.empty(n + 8, np.float32),
+                        np.zeros(-(-n // 8) * 8, np.uint8))
     return decided
 
 
@@ -430,12 +477,11 @@ class TopKCodec(_Sparse):
     def __init__(self, fraction: float = 0.01, values=None):
         super().__init__(fraction, values)
         self.name = f"top{100 * self.fraction:g}%" + self._suffix()
-        self._magnitudes = _Scratch()
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         vector = flatten(update)
         k = _k(self.fraction, vector.numel())
-        idx = topk_indices(vector.abs().unsqueeze(0), k)[0]
+        idx = topk_indices(vector.unsqueeze(0), k)[0]
         return pack_bits(idx.numpy(), index_bits(vector.numel())) + self._encode_values(vector[idx], client_id)
 
     def encode_rows(self, rows: torch.Tensor, client_ids, template: Update):
@@ -445,10 +491,29 @@ class TopKCodec(_Sparse):
             return None
         n = rows.shape[1]
         k, width = _k(self.fraction, n), index_bits(n)
-        idx = topk_indices(torch.abs(rows, out=self._magnitudes.take(*rows.shape)), k)
+        idx = topk_indices(rows, k)
         kept = torch.gather(rows, 1, idx)
         decoded = torch.zeros(rows.shape, dtype=torch.float32).scatter_(1, idx, kept)
         return _sparse_payloads(idx.numpy(), kept.numpy(), width), decoded
+
+    def folds_rows(self, template: Update) -> bool:
+        """Whether :meth:`fold_rows` takes a block: the kept values travel as fp32."""
+        return self.values is None
+
+    def fold_rows(self, rows: torch.Tensor, client_ids, template: Update, weights: torch.Tensor,
+                  average: torch.Tensor, keep_dropped: bool = False):
+        """Encode a block of clients and fold them (:func:`fold_rows`): only each client's ``k`` kept
+        values are added to ``average`` (a decoded update is zero elsewhere); ``None`` with a value codec."""
+        if not self.folds_rows(template) or not _native_block(rows, average):
+            return None
+        from fedlab_utils.compression import kernels  # numba compiles on first use: only when it is needed
+        n = rows.shape[1]
+        k, width = _k(self.fraction, n), index_bits(n)
+        idx = topk_indices(rows, k).numpy()
+        kept = np.empty((len(rows), k), dtype=np.float32)
+        folded = np.zeros(len(rows), dtype=bool)
+        kernels.sparse_fold(rows.numpy(), idx, weights.numpy(), average.numpy(), kept, folded, keep_dropped)
+        return _sparse_payloads(idx, kept, width), folded.tolist()
 
     def decode(self, payload: bytes, template: Update) -> Update:
         n = _template_size(template)
@@ -842,6 +907,30 @@ class ErrorFeedback:
         elif sent:
             self.residuals.write_rows([client_ids[i] for i in sent], torch.sub(corrected[sent], decoded[sent]))
         return payloads, decoded
+
+    def folds_rows(self, template: Update) -> bool:
+        """Whether :meth:`fold_rows` takes a block: its inner codec's does."""
+        inner = getattr(self.inner, "folds_rows", None)
+        return callable(inner) and bool(inner(template))
+
+    def fold_rows(self, rows: torch.Tensor, client_ids, template: Update, weights: torch.Tensor,
+                  average: torch.Tensor, keep_dropped: bool = False):
+        """Encode a block of clients and fold them (:func:`fold_rows`) through the inner codec's own
+        ``fold_rows``: each client's residual is added to its row, the inner codec folds the block and
+        leaves in it what it dropped, which becomes each client's residual; ``None`` where the inner
+        codec has no block fold."""
+        if keep_dropped or not self.folds_rows(template):
+            return None
+        self.residuals.use_layout(template)
+        corrected = self.residuals.read_rows(client_ids, rows.shape[1], self._block.take(*rows.shape))
+        corrected.add_(rows)  # residual + update: a client without a residual adds 0, as encode does
+        payloads, folded = self.inner.fold_rows(corrected, client_ids, template, weights, average, keep_dropped=True)
+        sent = [i for i, payload in enumerate(payloads) if not isinstance(payload, Exception)]
+        if len(sent) == len(client_ids):
+            self.residuals.write_rows(client_ids, corrected)
+        elif sent:
+            self.residuals.write_rows([client_ids[i] for i in sent], corrected[sent])
+        return payloads, folded
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         old = self.residuals.get(client_id)

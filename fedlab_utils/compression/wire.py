@@ -32,7 +32,7 @@ from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_
 from fedlab_utils.validation import check_int
 
 __all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "pack_bits", "unpack_bits",
-           "packed_len", "index_bits", "MeasuredCodec", "folds", "encode_rows"]
+           "packed_len", "index_bits", "MeasuredCodec", "folds", "encode_rows", "fold_rows"]
 
 Update = dict[str, torch.Tensor]
 
@@ -138,6 +138,33 @@ def encode_rows(codec: Codec, rows: torch.Tensor, client_ids: Sequence[int],
             continue
         payloads.append(payload)
     return payloads, decoded
+
+
+def fold_rows(codec: Codec, rows: torch.Tensor, client_ids: Sequence[int], template: Update,
+              weights: torch.Tensor, average: torch.Tensor) -> tuple[list[bytes | Exception], list[bool]]:
+    """Encode each row of ``rows`` as :func:`encode_rows` does and add each client's decoded update,
+    when it is finite, to the running FedAvg sum: ``average ← average + weights[i] · decoded[i]`` in
+    row order, float32, the operations of
+    :func:`~fedlab_utils.core.aggregators.fedavg.weighted_average` (``average`` starts at zeros).
+
+    Returns the payloads (or the exception a client's encoding raised) and whether each client was
+    folded.  A codec's own ``fold_rows(rows, client_ids, template, weights, average)`` does it all
+    in one pass over the block when it can (the built-in quantizer, top-k and error feedback around
+    them, through native loops; ``None`` when it cannot); otherwise the block is encoded, then each
+    decoded row is multiplied and added."""
+    fast = getattr(codec, "fold_rows", None)
+    if callable(fast):
+        done = fast(rows, client_ids, template, weights, average)
+        if done is not None:
+            return done
+    payloads, decoded = encode_rows(codec, rows, client_ids, template)
+    folded, term = [], torch.empty_like(average)
+    for i, payload in enumerate(payloads):
+        ok = not isinstance(payload, Exception) and bool(torch.isfinite(decoded[i]).all())
+        if ok:
+            average.add_(torch.mul(decoded[i], float(weights[i]), out=term))
+        folded.append(ok)
+    return payloads, folded
 
 
 def payload_bytes(codec: Codec, update: Update) -> int:

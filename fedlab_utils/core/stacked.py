@@ -20,8 +20,9 @@ Two ways through a round, both giving what the per-client path gives:
   partial sum per stack, of its clients that are finite and on time (the run's deadline rule,
   ``late``, is known as soon as a client's result is), so no stack is ever trained twice;
 * any other uplink that folds: each client's update (exactly the per-client path's) is encoded in
-  client order (:func:`~fedlab_utils.compression.wire.encode_rows`), decoded, and added to one
-  running weighted sum in client order, the same float operations as
+  client order, decoded, and added to one running weighted sum in client order
+  (:func:`~fedlab_utils.compression.wire.fold_rows`, in native loops for the built-in quantizer,
+  top-k and error feedback), the same float operations as
   :func:`~fedlab_utils.core.aggregators.fedavg.weighted_average`, so the model is bit for bit the
   per-client path's.  Each payload is kept (its compressed size) until aggregation, so that a
   round in which a client is left out after being folded (late past a deadline) is averaged again
@@ -36,7 +37,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from fedlab_utils.compression.wire import Codec, Update, encode_rows, flatten, folds, unflatten
+from fedlab_utils.compression.wire import Codec, Update, flatten, fold_rows, folds, unflatten
 from fedlab_utils.core.training import ClientResult, ClientTransform, StackedUpdates
 from fedlab_utils.data import ClientData
 
@@ -85,7 +86,6 @@ class _Folded:
 
     total: float
     average: torch.Tensor | int = 0
-    term: torch.Tensor | None = None  # the buffer each client's weighted update is written into
     order: list[int] = field(default_factory=list)
     payloads: dict[int, bytes] = field(default_factory=dict)
 
@@ -211,33 +211,30 @@ class StackedFedAvg:
 
     def _send(self, fold: _Folded, ids: list[int], rows: torch.Tensor, losses: list[float], processed: list[int],
               fps: int) -> list[ClientResult | Exception]:
-        """Encode the finite rows in client order, fold each decoded finite update into the running sum."""
+        """Encode the finite rows in client order and fold each decoded finite update into the running
+        sum (:func:`~fedlab_utils.compression.wire.fold_rows`)."""
         data, received = self._round[3], self._round[2]
         finite = _finite_matrix_rows(rows)
         sent = [i for i, ok in enumerate(finite) if ok]  # a non-finite update is never encoded
-        sending = rows if len(sent) == len(rows) else rows[sent]
-        payloads, decoded = encode_rows(self.uplink, sending, [ids[i] for i in sent], received) if sent else ([], None)
-        decoded_finite = _finite_matrix_rows(decoded) if decoded is not None else []
-        outcome: dict[int, tuple[bytes | Exception, torch.Tensor | None, bool]] = {
-            i: (payloads[j], decoded[j], decoded_finite[j]) for j, i in enumerate(sent)} if decoded is not None else {}
+        outcome: dict[int, tuple[bytes | Exception, bool]] = {}
+        if sent:
+            sending = rows if len(sent) == len(rows) else rows[sent]
+            if not isinstance(fold.average, torch.Tensor):
+                fold.average = torch.zeros(rows.shape[1], dtype=torch.float32)  # 0 + the first term, as sum() starts
+            weights = torch.tensor([len(data[ids[i]]) / fold.total for i in sent], dtype=torch.float32)
+            payloads, folded = fold_rows(self.uplink, sending, [ids[i] for i in sent], received, weights, fold.average)
+            outcome = {i: (payloads[j], folded[j]) for j, i in enumerate(sent)}
         out: list[ClientResult | Exception] = []
         for i, cid in enumerate(ids):
-            n = len(data[cid])
-            payload, values, ok = outcome.get(i, (b"", None, False))
+            payload, ok = outcome.get(i, (b"", False))
             if isinstance(payload, Exception):
                 out.append(payload)
                 continue
-            if ok and values is not None:
-                if isinstance(fold.average, torch.Tensor):
-                    term = torch.mul(values, n / fold.total, out=fold.term)  # weighted_average's product
-                    fold.average.add_(term)  # and its addition, in place
-                else:
-                    fold.average = fold.average + n / fold.total * values  # 0 + the first term, as sum() starts
-                    fold.term = torch.empty_like(fold.average)
+            if ok:
                 fold.order.append(cid)
                 fold.payloads[cid] = payload
-            out.append(ClientResult(cid, n, None, losses[i], processed[i], len(payload), 0, fps * processed[i],
-                                    finite=ok))
+            out.append(ClientResult(cid, len(data[cid]), None, losses[i], processed[i], len(payload), 0,
+                                    fps * processed[i], finite=ok))
         return out
 
     def _folded_average(self, fold: _Folded, results: list[ClientResult]) -> Update:
