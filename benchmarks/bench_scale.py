@@ -23,9 +23,13 @@ measured in the same run.  Error feedback keeps one dense float32 residual per c
 save: its :class:`~fedlab_utils.compression.codecs.ResidualStore` keeps 256 MiB of them in RAM
 (``residual_ram_bytes``, inside peak RSS) and the rest in an unnamed temporary file read and written
 with ``preadv``/``pwritev`` (``residual_file_bytes``: held by the kernel's page cache or the disk, not
-in the process's resident set), so peak RSS alone does not count them.  ``floor``: the same round with
-a codec that does no work (each decoded row is the update itself, 1-byte payloads), the least that the
-folded path costs any codec; fp32 takes another path (its rows are sent as they lie, never copied).
+in the process's resident set), so peak RSS alone does not count them.  Two controls, without
+targets: ``floor``, the same round with a codec that does no work but has no native fold (each decoded
+row is the update itself, 1-byte payloads, folded by a multiply and an add per client), what the
+folded path costs a codec of the user's own; and ``ef:floor``, error feedback around a codec that
+sends and folds nothing (each client's whole update stays in its residual): reading, correcting and
+writing 10,000 residuals with no compression work at all, the least that error feedback around any
+codec costs here.  fp32 takes another path (its rows are sent as they lie, never copied).
 fp32 and the codecs run ``CODEC_REPEATS`` times in turn and their median round times are compared
 (:func:`codecs_at`).  ``engines``: at 100 and 1,000 clients per round, ``run()`` and Flower's
 simulation runtime (Ray, the ``[scale]`` extra) run the same task in the same run
@@ -69,8 +73,18 @@ class Floor:  # a folding codec that does no work: the folded path's own cost
         return [b"x"] * len(client_ids), rows
 
 
+class DropAll(Floor):  # sends nothing, folds nothing: error feedback around it keeps every update
+    def folds_rows(self, template):
+        return True
+
+    def fold_rows(self, rows, client_ids, template, weights, average, keep_dropped=False):
+        return [b"x"] * len(client_ids), [True] * len(client_ids)
+
+
+from fedlab_utils.compression import ErrorFeedback
 from fedlab_utils.core import registry
-codec = Floor() if uplink == "floor" else registry.resolve_codec(uplink, "uplink")
+controls = {"floor": Floor, "ef:floor": lambda: ErrorFeedback(DropAll())}
+codec = controls[uplink]() if uplink in controls else registry.resolve_codec(uplink, "uplink")
 ds = load_dataset("mnist5k", seed=0)
 rng = np.random.default_rng(0)
 picks = rng.integers(0, len(ds.y_train), size=(n, %(per)d))
@@ -91,7 +105,7 @@ print(json.dumps({"clients": n, "uplink": uplink, "round_s": statistics.median(t
 """ % {"per": SAMPLES_PER_CLIENT, "rounds": ROUNDS}
 
 
-CODECS = ("q8", "ef:topk:0.01", "floor")  # at 10,000 clients, against fp32 in the same run
+CODECS = ("q8", "ef:topk:0.01", "floor", "ef:floor")  # at 10,000 clients, against fp32 in the same run
 PARAMETERS = 50_890  # the MLP 784-64-10
 
 
@@ -230,7 +244,7 @@ def codecs_at(clients: int, fp32: dict, repeats: int = CODEC_REPEATS) -> dict:
             row["residual_mb"] = clients * PARAMETERS * 4 / 2**20
         if "s_per_client_update" in row and "s_per_client_update" in reference:
             row["s_per_update_over_fp32"] = row["s_per_client_update"] / reference["s_per_client_update"]
-        if row["uplink"] == "floor":  # a control, not a codec: no target
+        if row["uplink"] in ("floor", "ef:floor"):  # controls, not codecs: no target
             continue
         if "peak_rss_mb" in row:
             targets[f"peak_rss_mb_at_{clients}_{row['uplink']} <= 2048"] = row["peak_rss_mb"]

@@ -32,7 +32,8 @@ from fedlab_utils.core.checkpoint import load_object_state, object_state, reset_
 from fedlab_utils.validation import check_int
 
 __all__ = ["Update", "Codec", "Fp32Codec", "flatten", "unflatten", "payload_bytes", "pack_bits", "unpack_bits",
-           "packed_len", "index_bits", "MeasuredCodec", "folds", "encode_rows", "fold_rows"]
+           "packed_len", "index_bits", "MeasuredCodec", "folds", "encode_rows", "fold_rows",
+           "finite_rows"]
 
 Update = dict[str, torch.Tensor]
 
@@ -158,13 +159,19 @@ def fold_rows(codec: Codec, rows: torch.Tensor, client_ids: Sequence[int], templ
         if done is not None:
             return done
     payloads, decoded = encode_rows(codec, rows, client_ids, template)
-    folded, term = [], torch.empty_like(average)
-    for i, payload in enumerate(payloads):
-        ok = not isinstance(payload, Exception) and bool(torch.isfinite(decoded[i]).all())
+    finite, term, scale = finite_rows(decoded), torch.empty_like(average), weights.tolist()
+    folded = [ok and not isinstance(payload, Exception) for ok, payload in zip(finite, payloads)]
+    for i, ok in enumerate(folded):
         if ok:
-            average.add_(torch.mul(decoded[i], float(weights[i]), out=term))
-        folded.append(ok)
+            average.add_(torch.mul(decoded[i], scale[i], out=term))
     return payloads, folded
+
+
+def finite_rows(rows: torch.Tensor) -> list[bool]:
+    """Per row of a 2-D tensor, whether every value is finite: one summing pass, and a value-by-value
+    look only at a row whose sum is not finite (a NaN/inf, or finite values whose sum overflows)."""
+    sums = torch.isfinite(rows.sum(1)).tolist()
+    return [ok or bool(torch.isfinite(rows[i]).all()) for i, ok in enumerate(sums)]
 
 
 def payload_bytes(codec: Codec, update: Update) -> int:

@@ -37,7 +37,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from fedlab_utils.compression.wire import Codec, Update, flatten, fold_rows, folds, unflatten
+from fedlab_utils.compression.wire import Codec, Update, finite_rows, flatten, fold_rows, folds, unflatten
 from fedlab_utils.core.training import ClientResult, ClientTransform, StackedUpdates
 from fedlab_utils.data import ClientData
 
@@ -214,7 +214,7 @@ class StackedFedAvg:
         """Encode the finite rows in client order and fold each decoded finite update into the running
         sum (:func:`~fedlab_utils.compression.wire.fold_rows`)."""
         data, received = self._round[3], self._round[2]
-        finite = _finite_matrix_rows(rows)
+        finite = finite_rows(rows)
         sent = [i for i, ok in enumerate(finite) if ok]  # a non-finite update is never encoded
         outcome: dict[int, tuple[bytes | Exception, bool]] = {}
         if sent:
@@ -385,13 +385,6 @@ def _finite_rows(deltas: dict[str, torch.Tensor], k: int) -> list[bool]:
     may an overflow of finite values, which :func:`_row_finite` settles."""
     total = sum(d.reshape(k, -1).sum(1) for d in deltas.values())
     return torch.isfinite(cast(torch.Tensor, total)).tolist()
-
-
-def _finite_matrix_rows(rows: torch.Tensor) -> list[bool]:
-    """Per row of a 2-D tensor, whether every value is finite: one summing pass, and a value-by-value
-    look only at a row whose sum is not finite (a NaN/inf, or finite values whose sum overflows)."""
-    sums = torch.isfinite(rows.sum(1)).tolist()
-    return [ok or bool(torch.isfinite(rows[i]).all()) for i, ok in enumerate(sums)]
 
 
 def _row_finite(deltas: dict[str, torch.Tensor], row: int) -> bool:
