@@ -128,3 +128,20 @@ def test_fold_rows_without_a_native_fold_multiplies_and_adds_each_decoded_row():
     payloads, folded = fold_rows(codec, rows, list(range(10)), TEMPLATE, weights, average)
     (p1, f1, a1), = _reference(QuantizeCodec(4, stochastic=True, seed=3), rows, weights, 1)
     assert _same(payloads, p1) and folded == f1 and _bits(average) == _bits(a1)
+
+
+def test_weights_in_float64_fold_as_the_float32_the_per_client_path_multiplies_by():
+    rows = _rows("random")
+    weights = torch.tensor([1 / 3 + i / 7 for i in range(10)], dtype=torch.float64)
+    for spec in ("q8", "ef:topk:0.02"):
+        (p1, f1, a1), = _reference(registry.resolve_codec(spec, "uplink"), rows, weights, 1)
+        (p2, f2, a2), = _native(registry.resolve_codec(spec, "uplink"), rows, weights, 1)
+        assert _same(p1, p2) and f1 == f2 and _bits(a1) == _bits(a2)
+
+
+def test_error_feedback_declines_a_block_its_inner_codec_declines_and_changes_no_residual():
+    rows = _rows("random")
+    codec = ErrorFeedback(QuantizeCodec(8))
+    strided = torch.zeros(2 * N)[::2]  # a running sum the native loop cannot write in place
+    assert codec.fold_rows(rows, list(range(10)), TEMPLATE, torch.full((10,), 0.1), strided) is None
+    assert len(codec.residuals) == 0

@@ -143,6 +143,11 @@ def _native_block(rows: torch.Tensor, average: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in (rows, average))
 
 
+def _weights(weights: torch.Tensor) -> np.ndarray:
+    """Each client's weight as the float32 the per-client fold multiplies by (a Python float becomes one)."""
+    return np.ascontiguousarray(weights.detach().cpu().numpy(), dtype=np.float32)
+
+
 def _fold_one(codec, row: torch.Tensor, client_id: int, template: Update, weight: float, average: torch.Tensor,
               keep_dropped: bool) -> tuple[bytes | Exception, bool]:
     """One client of a block through ``codec.encode``/``decode`` and the per-client fold
@@ -277,7 +282,7 @@ class QuantizeCodec:
         starts, stops = (np.array(side, dtype=np.int64) for side in zip(*bounds))
         header = np.empty((len(rows), 2 * len(bounds)), dtype="<f4")
         codes = np.empty(tuple(rows.shape), dtype=np.uint8)
-        block, w, total = rows.numpy(), weights.numpy(), average.numpy()
+        block, w, total = rows.numpy(), _weights(weights), average.numpy()
         folded = np.zeros(len(rows), dtype=bool)
         payloads: list[bytes | Exception] = [b""] * len(rows)
         first, alone, scratch = 0, set(), np.empty(rows.shape[1], dtype=np.float32)
@@ -512,7 +517,7 @@ class TopKCodec(_Sparse):
         idx = topk_indices(rows, k).numpy()
         kept = np.empty((len(rows), k), dtype=np.float32)
         folded = np.zeros(len(rows), dtype=bool)
-        kernels.sparse_fold(rows.numpy(), idx, weights.numpy(), average.numpy(), kept, folded, keep_dropped)
+        kernels.sparse_fold(rows.numpy(), idx, _weights(weights), average.numpy(), kept, folded, keep_dropped)
         return _sparse_payloads(idx, kept, width), folded.tolist()
 
     def decode(self, payload: bytes, template: Update) -> Update:
@@ -924,7 +929,10 @@ class ErrorFeedback:
         self.residuals.use_layout(template)
         corrected = self.residuals.read_rows(client_ids, rows.shape[1], self._block.take(*rows.shape))
         corrected.add_(rows)  # residual + update: a client without a residual adds 0, as encode does
-        payloads, folded = self.inner.fold_rows(corrected, client_ids, template, weights, average, keep_dropped=True)
+        done = self.inner.fold_rows(corrected, client_ids, template, weights, average, keep_dropped=True)
+        if done is None:  # the inner codec declines this block (say, a running sum it cannot read): no residual changed
+            return None
+        payloads, folded = done
         sent = [i for i, payload in enumerate(payloads) if not isinstance(payload, Exception)]
         if len(sent) == len(client_ids):
             self.residuals.write_rows(client_ids, corrected)
