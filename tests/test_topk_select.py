@@ -113,3 +113,11 @@ def test_top_k_payloads_are_what_the_old_selection_sent(kind, outputs):  # or 51
         expected = pack_bits(idx.numpy(), index_bits(n)) + rows[i, idx].numpy().astype("<f4").tobytes()
         assert codec.encode(update, i) == payloads[i] == expected
         assert torch.equal(decoded[i], flatten(codec.decode(payloads[i], template)))
+
+
+def test_float64_rows_take_torch_topk_on_their_own_values():
+    """The threshold path reads float32; a float64 row is selected by torch.topk on its float64 magnitudes."""
+    m = _rows("random", 3, 20_000, seed=5).double()
+    m[0, 7] = m[0, 9] * (1 + 1e-12)  # equal in float32, distinct in float64
+    assert not _decided(m, 200).any()
+    assert torch.equal(topk_indices(m, 200), _reference(m, 200))

@@ -398,17 +398,17 @@ _SAMPLED, _CANDIDATES = 1536, 2
 
 def topk_indices(values: torch.Tensor, k: int) -> torch.Tensor:
     """The column indices, in increasing order, of the ``k`` values largest in magnitude of each row
-    of ``values`` (a 2-D float32 CPU tensor): the set ``torch.topk(row.abs(), k, sorted=False)`` selects.
+    of ``values`` (a 2-D float CPU tensor): the set ``torch.topk(row.abs(), k, sorted=False)`` selects.
 
     Exact and cheaper than a top-k over the whole row: a strided sample of the row sets a threshold
     that about twice ``k`` magnitudes pass; the ``k``-th largest of those candidates is the row's
     ``k``-th largest.  When exactly ``k`` magnitudes of the row are at least that large, the top-k set
     is unique, so it is what ``torch.topk`` selects.  Otherwise (fewer than ``k`` candidates, the
-    ``k``-th value tied, a NaN, a row too small to sample, ``k`` above a quarter of the row) the row
-    goes to ``torch.topk`` itself, which then decides the ties as it always has."""
+    ``k``-th value tied, a NaN, a row too small to sample, ``k`` above a quarter of the row, values
+    other than float32) the row goes to ``torch.topk`` itself, which then decides the ties as it always has."""
     rows = values.shape[0]
     out = torch.empty((rows, k), dtype=torch.int64)
-    decided = _topk_by_threshold(values.detach().float().contiguous().numpy(), k, out.numpy())
+    decided = _topk_by_threshold(values.detach().contiguous().numpy(), k, out.numpy())
     rest = np.flatnonzero(~decided)
     if rest.size == rows:
         out = torch.topk(values.detach().abs(), k, dim=1, sorted=False).indices
@@ -426,7 +426,7 @@ def _topk_by_threshold(values: np.ndarray, k: int, out: np.ndarray) -> np.ndarra
     decided = np.zeros(rows, dtype=bool)
     stride = max(1, n // _SAMPLED)
     wanted = -(-_CANDIDATES * k // stride) + 4  # sampled values at or above the threshold
-    if rows == 0 or wanted >= -(-n // stride) or 4 * k > n:
+    if rows == 0 or wanted >= -(-n // stride) or 4 * k > n or values.dtype != np.float32:
         return decided
     from fedlab_utils.compression import kernels  # numba compiles on first use: only when it is needed
     kernels.topk_select(values, k, stride, wanted, out, decided, np.empty(n + 8, np.int64), np.empty(n + 8, np.float32),
