@@ -900,17 +900,11 @@ class ErrorFeedback:
         row, the inner codec encodes the block, and each residual becomes what it dropped."""
         if not callable(getattr(self.inner, "encode_rows", None)):
             return None
-        self.residuals.use_layout(template)
-        corrected = self.residuals.read_rows(client_ids, rows.shape[1], self._block.take(*rows.shape))
-        corrected.add_(rows)  # residual + update: a client without a residual adds 0, as encode does
+        corrected = self._corrected(rows, client_ids, template)
         payloads, decoded = encode_rows(self.inner, corrected, client_ids, template)
-        sent = [i for i, payload in enumerate(payloads) if not isinstance(payload, Exception)]
         if decoded.untyped_storage().data_ptr() == corrected.untyped_storage().data_ptr():
             decoded = decoded.clone()  # the inner codec handed the rows back: the caller's to keep
-        if len(sent) == len(client_ids):
-            self.residuals.write_rows(client_ids, corrected.sub_(decoded))  # in place: the block is ours
-        elif sent:
-            self.residuals.write_rows([client_ids[i] for i in sent], torch.sub(corrected[sent], decoded[sent]))
+        self._keep_dropped(client_ids, payloads, corrected.sub_(decoded))  # in place: the block is ours
         return payloads, decoded
 
     def folds_rows(self, template: Update) -> bool:
@@ -926,19 +920,28 @@ class ErrorFeedback:
         codec has no block fold."""
         if keep_dropped or not self.folds_rows(template):
             return None
-        self.residuals.use_layout(template)
-        corrected = self.residuals.read_rows(client_ids, rows.shape[1], self._block.take(*rows.shape))
-        corrected.add_(rows)  # residual + update: a client without a residual adds 0, as encode does
+        corrected = self._corrected(rows, client_ids, template)
         done = self.inner.fold_rows(corrected, client_ids, template, weights, average, keep_dropped=True)
         if done is None:  # the inner codec declines this block (say, a running sum it cannot read): no residual changed
             return None
-        payloads, folded = done
+        self._keep_dropped(client_ids, done[0], corrected)
+        return done
+
+    def _corrected(self, rows: torch.Tensor, client_ids, template: Update) -> torch.Tensor:
+        """Each client's residual plus its row, in the block buffer (a client without a residual adds 0,
+        as ``encode`` does)."""
+        self.residuals.use_layout(template)
+        corrected = self.residuals.read_rows(client_ids, rows.shape[1], self._block.take(*rows.shape))
+        return corrected.add_(rows)
+
+    def _keep_dropped(self, client_ids, payloads: list, dropped: torch.Tensor) -> None:
+        """Each sent client's residual becomes its row of ``dropped``; a client whose encoding raised
+        keeps its old residual, as ``encode`` leaves it."""
         sent = [i for i, payload in enumerate(payloads) if not isinstance(payload, Exception)]
         if len(sent) == len(client_ids):
-            self.residuals.write_rows(client_ids, corrected)
+            self.residuals.write_rows(client_ids, dropped)
         elif sent:
-            self.residuals.write_rows([client_ids[i] for i in sent], corrected[sent])
-        return payloads, folded
+            self.residuals.write_rows([client_ids[i] for i in sent], dropped[sent])
 
     def encode(self, update: Update, client_id: int = 0) -> bytes:
         old = self.residuals.get(client_id)
